@@ -1,0 +1,5 @@
+"""Neural-network layers of the engine."""
+
+from .ttt_layer import TTTLayer
+
+__all__ = ["TTTLayer"]
