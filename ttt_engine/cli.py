@@ -15,6 +15,8 @@ import sys
 # subcommand -> module that registers it (imported lazily)
 SUBCOMMANDS: dict[str, str] = {
     "bench-layer": "ttt_engine.bench.layer_cli",
+    "toonworld": "ttt_engine.toonworld.cli",
+    "eval": "ttt_engine.eval.cli",
 }
 
 

@@ -1,0 +1,165 @@
+"""Compile the TTT CUDA kernels with NVRTC (through CuPy) and launch them on torch's current stream.
+
+Each kernel is compiled from its .cu text, with the shared headers of this folder inlined so that
+CuPy's on-disk cache key covers them, once per (device arch, dtype, kernel) and device. Tensors pass
+to CuPy by DLPack (zero copy; bf16 travels as int16 since CuPy has no bfloat16) inside
+`cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream)`, so a launch is ordered with the
+torch work around it and no synchronisation is added.
+
+Importing this module does not import cupy; `load_kernel` and `launch` do.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+KERNEL_DIR = Path(__file__).resolve().parent
+NVRTC_OPTIONS = ("--std=c++17",)
+_INCLUDE = re.compile(r'^[ \t]*#include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)
+_PRAGMA_ONCE = re.compile(r"^[ \t]*#pragma[ \t]+once[ \t]*$", re.MULTILINE)
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One compiled kernel: where its source is and how it is launched."""
+
+    kind: str  # 'mlp' or 'linear'
+    source: str  # .cu file in this folder
+    function: str  # extern "C" kernel name
+    smem_query: str  # extern "C" kernel writing sizeof(its shared-memory layout)
+    smem_bytes: int  # that size, mirrored here so backends can refuse a device without compiling
+    threads: int  # threads per CTA
+    ctas_per_head: int  # CTAs (a cluster) per (batch, head)
+    min_arch: int  # lowest compute capability, as 10 * major + minor
+    hidden: int  # hidden units of the inner model (== head dim for 'linear')
+
+
+# Shared-memory sizes: the byte counts of `struct Smem` in each .cu (checked against the kernel's own
+# query in tests/cuda/test_kernel_gpu.py).
+_MLP_SMEM = 2 * (128 * 72) * 2 + (128 * 136) * 2 + 2 * (64 * 72) * 2 + 5 * (64 * 72) * 2
+_MLP_SMEM += (2 * 64 + 128 + 3 * 64 + 4 * 64 + 2 * 128 + 8 * 8 * 32 * 4) * 4
+_LINEAR_SMEM = (64 * 72) * 2 * 8 + (2 * 64 + 3 * 64 + 4 * 64) * 4
+
+KERNELS: dict[tuple[str, torch.dtype], KernelSpec] = {
+    ("mlp", torch.bfloat16): KernelSpec(
+        "mlp", "ttt_mlp_fwd.cu", "ttt_mlp_fwd_bf16", "ttt_mlp_fwd_smem_bytes", _MLP_SMEM, 256, 2, 90, 256
+    ),
+    ("linear", torch.bfloat16): KernelSpec(
+        "linear",
+        "ttt_linear_fwd.cu",
+        "ttt_linear_fwd_bf16",
+        "ttt_linear_fwd_smem_bytes",
+        _LINEAR_SMEM,
+        256,
+        1,
+        80,
+        64,
+    ),
+}
+
+
+def kernel_source(filename: str) -> str:
+    """The text of a .cu file of this folder with its local `#include "x.cuh"` lines inlined (once each)."""
+    seen: set[str] = set()
+
+    def expand(name: str) -> str:
+        path = KERNEL_DIR / name
+        if not path.is_file():
+            raise FileNotFoundError(f"CUDA source {name!r} not found in {KERNEL_DIR}")
+        text = _PRAGMA_ONCE.sub("", path.read_text())
+
+        def inline(match: re.Match[str]) -> str:
+            header = match.group(1)
+            if header in seen:
+                return f"// {header} already inlined"
+            seen.add(header)
+            return f"// ---- begin {header}\n{expand(header)}\n// ---- end {header}"
+
+        return _INCLUDE.sub(inline, text)
+
+    return expand(filename)
+
+
+def device_arch(device: torch.device) -> int:
+    """Compute capability of a CUDA device as 10 * major + minor (sm_90 -> 90)."""
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
+
+
+def _device_index(device: torch.device) -> int:
+    return device.index if device.index is not None else torch.cuda.current_device()
+
+
+@dataclass(frozen=True)
+class LoadedKernel:
+    spec: KernelSpec
+    function: Any  # cupy.RawKernel
+    smem_bytes: int
+    device_index: int
+
+
+@functools.cache
+def _load(kind: str, dtype: torch.dtype, arch: int, device_index: int) -> LoadedKernel:
+    import cupy  # noqa: PLC0415  (heavy, optional: only when a kernel is needed)
+
+    spec = KERNELS[(kind, dtype)]
+    log.info("compiling %s for sm_%d with NVRTC (cached by CuPy after the first time)", spec.function, arch)
+    with cupy.cuda.Device(device_index):
+        module = cupy.RawModule(code=kernel_source(spec.source), options=NVRTC_OPTIONS)
+        function = module.get_function(spec.function)
+        query = module.get_function(spec.smem_query)
+        size = cupy.zeros(1, dtype=cupy.uint32)
+        query((1,), (1,), (size,))
+        smem = int(size.get()[0])
+        if smem != spec.smem_bytes:
+            raise RuntimeError(
+                f"{spec.function}: the kernel needs {smem} B of shared memory but loader.KERNELS says "
+                f"{spec.smem_bytes} B; update KernelSpec.smem_bytes"
+            )
+        function.max_dynamic_shared_size_bytes = smem
+    return LoadedKernel(spec, function, smem, device_index)
+
+
+def load_kernel(kind: str, dtype: torch.dtype, device: torch.device) -> LoadedKernel:
+    """The compiled kernel for (kind, dtype) on `device` (compiled on first use, then cached)."""
+    if (kind, dtype) not in KERNELS:
+        raise ValueError(f"no CUDA kernel for kind={kind!r}, dtype={dtype}; have {sorted(KERNELS)}")
+    return _load(kind, dtype, device_arch(device), _device_index(device))
+
+
+def _as_cupy(t: torch.Tensor) -> Any:
+    import cupy  # noqa: PLC0415
+
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)  # same bytes; CuPy has no bfloat16
+    return cupy.from_dlpack(t)
+
+
+def launch(kernel: LoadedKernel, grid: int, args: Sequence[torch.Tensor | int]) -> None:
+    """Launch on torch's current stream: tensors go by DLPack, ints as C int (int32)."""
+    import cupy  # noqa: PLC0415
+    import numpy as np  # noqa: PLC0415
+
+    stream = torch.cuda.current_stream(kernel.device_index)
+    with cupy.cuda.Device(kernel.device_index), cupy.cuda.ExternalStream(stream.cuda_stream):
+        converted = []
+        for a in args:
+            if isinstance(a, torch.Tensor):
+                converted.append(_as_cupy(a))
+            elif isinstance(a, int):
+                if not -(2**31) <= a < 2**31:
+                    raise ValueError(f"kernel int argument {a} does not fit a C int")
+                converted.append(np.int32(a))
+            else:
+                raise TypeError(f"kernel argument must be a tensor or an int, got {type(a).__name__}")
+        kernel.function((grid,), (kernel.spec.threads,), tuple(converted), shared_mem=kernel.smem_bytes)

@@ -1,0 +1,382 @@
+"""EXR frames in and out, with the OpenEXR (>= 3.4) Python bindings.
+
+Written frames are scanline, ZIP-compressed (readable by every host; never HTJ2K/ZSTD), half-float RGBA,
+tagged with the standard colorInteropID attribute and our own string attributes ("ttt_studio/job_id").
+Read frames come back as float32 (H, W, 4) RGBA; RGB files get alpha 1. Plates from hosts are checked
+by validate_plate before they go anywhere: a bad plate fails here with a PlateError that says why.
+
+OpenEXR is imported inside the functions so that this module (and host_plugin) imports in a host whose
+Python has no OpenEXR wheel; only the EXR functions then fail, with a clear message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+import numpy as np
+
+from host_plugin.core.errors import ExrWriteError, PlateError
+
+log = logging.getLogger(__name__)
+
+EXR_MAGIC = b"\x76\x2f\x31\x01"
+DEFAULT_MAX_SIDE = 8192  # pixels; 8K plates pass, anything bigger is refused before decoding
+DEFAULT_MAX_BYTES = 1 << 30
+# header attributes the writer sets itself; custom attributes may not override them
+_RESERVED = {
+    "channels",
+    "compression",
+    "dataWindow",
+    "displayWindow",
+    "lineOrder",
+    "pixelAspectRatio",
+    "screenWindowCenter",
+    "screenWindowWidth",
+    "type",
+    "tiles",
+    "colorInteropID",
+    "framesPerSecond",
+}
+_INTEROP_ID = re.compile(r"^(data|unknown|[a-z0-9]+_[a-z0-9]+_(scene|display))$")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+@dataclass(frozen=True)
+class PlateInfo:
+    """What validate_plate found: size, all channel names, HALF/FLOAT of R, G, B (, A) and the header."""
+
+    width: int
+    height: int
+    channels: Tuple[str, ...]
+    pixel_types: Tuple[str, ...]
+    header: Dict[str, Any] = field(default_factory=dict)
+
+
+def _openexr() -> Any:
+    try:
+        import OpenEXR
+    except ImportError as exc:  # pragma: no cover - depends on the host's Python
+        raise ImportError(
+            "the OpenEXR Python package (>= 3.4) is needed for EXR frames; install a wheel for this Python "
+            "(OpenEXR 3.5.3 has cp311+ wheels, 3.5.2 / 3.4.x still have cp39 and cp310)"
+        ) from exc
+    return OpenEXR
+
+
+def write_rgba_exr(
+    path: PathLike,
+    rgba: np.ndarray,
+    colour_interop_id: Optional[str] = "lin_rec709_scene",
+    attributes: Optional[Dict[str, Any]] = None,
+    frames_per_second: Optional[Fraction] = None,
+) -> str:
+    """Write one half-float RGBA scanline EXR with ZIP compression; returns the path.
+
+    rgba: (H, W, 4) or (H, W, 3) (alpha 1 added) finite float array; float16 is written as is, other
+    floats are converted to HALF and must fit in it (|x| <= 65504). attributes: extra header entries
+    (str, int, float or Fraction), e.g. {"ttt_studio/job_id": "j42"}. frames_per_second: e.g.
+    Fraction(24000, 1001). colour_interop_id: e.g. "lin_ap1_scene" for ACEScg; None leaves it untagged.
+    """
+    OpenEXR = _openexr()
+    pixels = _as_half_rgba(rgba)
+    header: Dict[str, Any] = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    if colour_interop_id is not None:
+        if not isinstance(colour_interop_id, str) or not _INTEROP_ID.match(colour_interop_id):
+            raise ExrWriteError(
+                f"colour_interop_id {colour_interop_id!r} is not a colour interop id; expected e.g. "
+                "'lin_rec709_scene', 'lin_ap1_scene', 'srgb_rec709_display'"
+            )
+        header["colorInteropID"] = colour_interop_id
+    if frames_per_second is not None:
+        fps = Fraction(frames_per_second)
+        if fps <= 0:
+            raise ExrWriteError(f"frames_per_second must be > 0, got {frames_per_second!r}")
+        header["framesPerSecond"] = fps
+    for key, value in (attributes or {}).items():
+        if not isinstance(key, str) or not key or key in _RESERVED:
+            raise ExrWriteError(
+                f"attribute name {key!r} is empty, not a string or reserved ({sorted(_RESERVED)})"
+            )
+        if isinstance(value, bool) or not isinstance(value, (str, int, float, Fraction)):
+            raise ExrWriteError(
+                f"attribute {key!r} must be str, int, float or Fraction, got {type(value).__name__}: {value!r}"
+            )
+        if isinstance(value, int) and not -(2**31) <= value < 2**31:
+            # OpenEXR int attributes are 32-bit and silently wrap larger values (2**40 reads back as 0)
+            raise ExrWriteError(
+                f"attribute {key!r} = {value} does not fit a 32-bit EXR int; store it as a str"
+            )
+        header[key] = value
+    path = os.fspath(path)
+    OpenEXR.File(header, {"RGBA": pixels}).write(path)
+    return path
+
+
+def read_exr(path: PathLike, check_finite: bool = False) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Read an RGB or RGBA EXR as float32 (H, W, 4) RGBA (alpha 1 when absent) and a plain header dict.
+
+    Other channels (depth, layers) are ignored; a file without R, G and B raises PlateError. The header
+    has plain Python values: "compression" is e.g. "ZIP_COMPRESSION", windows are ((x0, y0), (x1, y1)),
+    plus "width", "height" and "channel_names".
+    """
+    path = os.fspath(path)
+    _check_exr_file(path)
+    header, channels = _read_header(path)
+    pixels = _read_pixels(path, header, channels)
+    if check_finite:
+        _check_finite(pixels, path)
+    return pixels, header
+
+
+def validate_plate(
+    source: Union[PathLike, bytes],
+    max_width: int = DEFAULT_MAX_SIDE,
+    max_height: int = DEFAULT_MAX_SIDE,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> PlateInfo:
+    """Check a plate (a path or the bytes of an upload) is a usable EXR; PlateError says what is wrong.
+
+    Checks, in order: exists, size in bytes, EXR magic number, readable header, width/height limits,
+    R/G/B channels present with full-resolution float pixels, every pixel finite (no NaN / inf).
+    """
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+        if len(data) > max_bytes:
+            raise PlateError(f"plate upload is {len(data)} bytes, above the limit of {max_bytes} bytes")
+        _check_magic(data[:4], "plate upload")
+        with _temp_exr(data) as path:
+            return _validate_path(path, max_width, max_height, max_bytes, label="plate upload")
+    return _validate_path(os.fspath(source), max_width, max_height, max_bytes, label=os.fspath(source))
+
+
+def read_exr_bytes(data: bytes, **limits: int) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Validate then read an EXR received as bytes (e.g. a plate uploaded to the server)."""
+    validate_plate(data, **limits)
+    with _temp_exr(bytes(data)) as path:
+        return read_exr(path)
+
+
+def frame_path(directory: PathLike, prefix: str, frame: int, padding: int = 4, suffix: str = ".exr") -> str:
+    """<directory>/<prefix><frame zero-padded to `padding`><suffix>, e.g. dir/sh010_gen.1001.exr."""
+    if frame < 0:
+        raise ValueError(f"frame numbers must be >= 0, got {frame}")
+    return os.path.join(os.fspath(directory), f"{prefix}{frame:0{padding}d}{suffix}")
+
+
+def sequence_paths(
+    directory: PathLike, prefix: str, start: int, count: int, padding: int = 4, suffix: str = ".exr"
+) -> List[str]:
+    """Paths of `count` frames numbered from `start`."""
+    if count < 0:
+        raise ValueError(f"frame count must be >= 0, got {count}")
+    return [frame_path(directory, prefix, start + i, padding, suffix) for i in range(count)]
+
+
+def write_sequence(
+    directory: PathLike,
+    prefix: str,
+    frames: Iterable[np.ndarray],
+    start: int = 1001,
+    padding: int = 4,
+    colour_interop_id: Optional[str] = "lin_rec709_scene",
+    attributes: Optional[Dict[str, Any]] = None,
+    frames_per_second: Optional[Fraction] = None,
+) -> List[str]:
+    """Write frames as <prefix><frame>.exr from `start` in `directory` (created); returns the paths.
+
+    Every frame gets the same attributes; frames may be an iterator (one frame in memory at a time).
+    """
+    os.makedirs(os.fspath(directory), exist_ok=True)
+    paths = []
+    for i, rgba in enumerate(frames):
+        path = frame_path(directory, prefix, start + i, padding)
+        write_rgba_exr(path, rgba, colour_interop_id, attributes, frames_per_second)
+        paths.append(path)
+    return paths
+
+
+def _as_half_rgba(rgba: Any) -> np.ndarray:
+    array = np.asarray(rgba)
+    if array.ndim != 3 or array.shape[2] not in (3, 4) or array.shape[0] < 1 or array.shape[1] < 1:
+        raise ExrWriteError(f"pixels must be (H, W, 4) or (H, W, 3), got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.floating):
+        raise ExrWriteError(f"pixels must be float16/float32/float64 scene values, got dtype {array.dtype}")
+    if not np.isfinite(array).all():
+        raise ExrWriteError("pixels contain NaN or inf; refusing to write them")
+    if array.dtype != np.float16:
+        if np.abs(array).max() > 65504.0:
+            raise ExrWriteError(
+                f"pixel magnitude {np.abs(array).max():g} does not fit in half float (max 65504)"
+            )
+        array = array.astype(np.float16)
+    if array.shape[2] == 3:  # (H, W, 3) -> (H, W, 4) with opaque alpha
+        array = np.concatenate([array, np.ones(array.shape[:2] + (1,), np.float16)], axis=2)
+    return np.ascontiguousarray(array)
+
+
+def _check_magic(head: bytes, label: str) -> None:
+    if head != EXR_MAGIC:
+        raise PlateError(
+            f"{label} is not an EXR file: it starts with bytes {head!r}, an EXR starts with {EXR_MAGIC!r}"
+        )
+
+
+def _check_exr_file(path: str) -> None:
+    if not os.path.exists(path):
+        raise PlateError(f"plate {path!r} does not exist")
+    if not os.path.isfile(path):
+        raise PlateError(f"plate {path!r} is not a regular file")
+    with open(path, "rb") as handle:
+        _check_magic(handle.read(4), f"plate {path!r}")
+
+
+def _read_header(path: str) -> Tuple[Dict[str, Any], List[Any]]:
+    OpenEXR = _openexr()
+    try:
+        # the header dict is cleared when the file closes: copy out what we need inside the block
+        with OpenEXR.File(path, header_only=True) as exr:
+            raw = dict(exr.header())
+            channels = list(raw.get("channels", []))
+            header = {k: _plain(v) for k, v in raw.items() if k != "channels"}
+            parts = len(exr.parts)
+    except Exception as exc:  # noqa: BLE001 - OpenEXR raises RuntimeError for every decode failure
+        raise PlateError(
+            f"plate {path!r} is corrupt or truncated: the EXR header cannot be read ({exc})"
+        ) from exc
+    if parts != 1:
+        raise PlateError(f"plate {path!r} has {parts} parts; only single-part EXRs are supported")
+    if raw.get("type") not in (OpenEXR.scanlineimage, OpenEXR.tiledimage):
+        raise PlateError(
+            f"plate {path!r} is a {_plain(raw.get('type'))} image; only flat scanline/tiled EXRs"
+        )
+    channels = list(raw.get("channels", []))
+    header = {k: _plain(v) for k, v in raw.items() if k != "channels"}
+    (x0, y0), (x1, y1) = header["dataWindow"]
+    header["width"], header["height"] = x1 - x0 + 1, y1 - y0 + 1
+    header["channel_names"] = [c.name for c in channels]
+    return header, channels
+
+
+def _read_pixels(path: str, header: Dict[str, Any], channels: List[Any]) -> np.ndarray:
+    names = header["channel_names"]
+    missing = [c for c in "RGB" if c not in names]
+    if missing:
+        raise PlateError(
+            f"plate {path!r} has channels {names}; expected R, G, B (and optionally A), missing {missing}"
+        )
+    for channel in channels:
+        if channel.name in ("R", "G", "B", "A") and (channel.xSampling != 1 or channel.ySampling != 1):
+            raise PlateError(
+                f"plate {path!r}: channel {channel.name} is subsampled; only full-resolution RGBA"
+            )
+    OpenEXR = _openexr()
+    try:
+        with OpenEXR.File(path, separate_channels=True) as exr:
+            # copy: the pixel buffers belong to the file object and go when it closes
+            planes = {
+                n: np.array(ch.pixels, copy=True)
+                for n, ch in exr.channels().items()
+                if n in ("R", "G", "B", "A")
+            }
+    except Exception as exc:  # noqa: BLE001 - OpenEXR raises RuntimeError for every decode failure
+        raise PlateError(
+            f"plate {path!r} is corrupt or truncated: its pixels cannot be decoded ({exc})"
+        ) from exc
+    for name, plane in planes.items():
+        if plane.dtype not in (np.float16, np.float32):
+            raise PlateError(
+                f"plate {path!r}: channel {name} holds {plane.dtype} values; expected HALF or FLOAT colour"
+            )
+    header["pixel_types"] = {
+        n: "HALF" if p.dtype == np.float16 else "FLOAT" for n, p in sorted(planes.items())
+    }
+    height, width = header["height"], header["width"]
+    rgba = np.ones((height, width, 4), np.float32)  # (H, W, 4); A stays 1 when the file has none
+    for i, name in enumerate("RGBA"):
+        if name in planes:
+            rgba[:, :, i] = planes[name]
+    return rgba
+
+
+def _check_finite(pixels: np.ndarray, label: str) -> None:
+    bad = ~np.isfinite(pixels)
+    if bad.any():
+        y, x, c = (int(v) for v in np.argwhere(bad)[0])
+        nans = int(np.isnan(pixels).sum())
+        infs = int(np.isinf(pixels).sum())
+        raise PlateError(
+            f"plate {label!r} has {nans} NaN and {infs} inf values (first at x={x}, y={y}, channel "
+            f"{'RGBA'[c]}); fix or clamp the plate before sending it"
+        )
+
+
+def _validate_path(path: str, max_width: int, max_height: int, max_bytes: int, label: str) -> PlateInfo:
+    _check_exr_file(path)
+    size = os.path.getsize(path)
+    if size > max_bytes:
+        raise PlateError(f"plate {label!r} is {size} bytes, above the limit of {max_bytes} bytes")
+    header, channels = _read_header(path)
+    if header["width"] > max_width or header["height"] > max_height:
+        raise PlateError(
+            f"plate {label!r} is {header['width']}x{header['height']}, above the limit of {max_width}x{max_height}"
+        )
+    pixels = _read_pixels(path, header, channels)
+    _check_finite(pixels, label)
+    return PlateInfo(
+        width=header["width"],
+        height=header["height"],
+        channels=tuple(header["channel_names"]),
+        pixel_types=tuple(header["pixel_types"].get(c, "") for c in "RGBA" if c in header["pixel_types"]),
+        header=header,
+    )
+
+
+@contextlib.contextmanager
+def _temp_exr(data: bytes) -> Iterator[str]:
+    """`data` written to a temporary .exr file (OpenEXR 3.4 reads files, not buffers), removed on exit."""
+    handle, path = tempfile.mkstemp(suffix=".exr", prefix="ttt_plate_")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        yield path
+    finally:
+        try:
+            os.unlink(path)
+        except OSError:
+            log.warning("could not remove temporary plate %s", path)
+
+
+def _plain(value: Any) -> Any:
+    """Header values as plain Python: enums -> names, numpy arrays -> tuples, tuples recursively."""
+    if isinstance(value, np.ndarray):
+        return tuple(v.item() for v in value.reshape(-1))
+    if isinstance(value, (tuple, list)):
+        return tuple(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, Fraction)) or value is None:
+        return value
+    name = getattr(value, "name", None)
+    if isinstance(name, str):
+        return name
+    return str(value)
+
+
+__all__ = [
+    "PlateInfo",
+    "frame_path",
+    "read_exr",
+    "read_exr_bytes",
+    "sequence_paths",
+    "validate_plate",
+    "write_rgba_exr",
+    "write_sequence",
+]

@@ -1,0 +1,250 @@
+"""The Host interface every editor adapter implements, and the JobRunner that keeps network work off the
+host's main thread.
+
+The core never imports a host: it talks to `Host`. Adapters (hosts/resolve, hosts/nuke, hosts/blender)
+are the only modules that import the Resolve API, nuke or bpy. Frame numbers crossing this interface are
+absolute record frames of the edit (timeline start included: 01:00:00:00 = 86400 at 24 fps).
+
+Threading: hosts let only their main thread touch the document. Network work runs in a JobRunner
+worker thread; its events (progress, done, error, cancelled) wait in a queue.Queue until the host's main
+thread drains them (Blender: a bpy.app.timers function; Nuke: nuke.executeInMainThread or a Qt timer;
+Resolve: a UIDispatcher timer). Errors in the worker become events; nothing is raised into the host.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import queue
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, List, Optional, Union
+
+import numpy as np
+import opentimelineio as otio
+
+from host_plugin.core.errors import JobCancelled
+from host_plugin.core.requests import ShotRequest
+
+log = logging.getLogger(__name__)
+
+
+class Host(abc.ABC):
+    """What the plugin needs from an editor. One instance per host session; all methods except
+    report_progress / is_cancelled / run_on_main_thread are called on the host's main thread."""
+
+    name: str = "host"
+
+    @abc.abstractmethod
+    def read_edit(self) -> otio.schema.Timeline:
+        """The current edit (or the selection) as an OTIO Timeline with global_start_time set.
+
+        Resolve: tl = proj.GetCurrentTimeline(); tl.Export(path, resolve.EXPORT_OTIO, resolve.EXPORT_NONE)
+          (18.5+) then read the file; markers come with it (AddMarker customData -> metadata).
+        Nuke / Nuke Studio: Hiero's OTIO export of the sequence; in plain Nuke a one-track timeline built
+          from nuke.root().firstFrame()/lastFrame() and the selected Read node.
+        Blender: built from scene.sequence_editor.strips (frame_start, frame_final_duration, channel);
+          Blender has no OTIO of its own.
+        """
+
+    @abc.abstractmethod
+    def plate_frames(
+        self, request: Union[ShotRequest, Any], first: int, last: int
+    ) -> Union[List[str], Iterable[np.ndarray]]:
+        """The picture under `request` for frames first..last (inclusive, absolute record frames), as EXR
+        paths (ZIP, half float, scanline) or an iterator of (H, W, 4) float arrays.
+
+        Resolve: proj.SetCurrentRenderFormatAndCodec("exr", "RGBHalfZIP"); SetRenderSettings(
+          {"SelectAllFrames": False, "MarkIn": first, "MarkOut": last, "TargetDir", "CustomName"});
+          job = proj.AddRenderJob(); proj.StartRendering([job]); poll proj.GetRenderJobStatus(job).
+        Nuke: a Write node (file_type "exr", datatype "16 bit half", compression "Zip (1 scanline)",
+          channels "rgba") under the request's node; nuke.execute(write, first, last, 1).
+        Blender: render the sequencer frame by frame to OPEN_EXR (scene.frame_set + render.render).
+        """
+
+    @abc.abstractmethod
+    def place_sequence(self, paths: List[str], record_frame: int, track_hint: str) -> None:
+        """Put the EXR sequence `paths` on the edit starting at absolute `record_frame`, on a track named
+        like `track_hint` (created when missing).
+
+        Resolve: items = mp.ImportMedia([{"FilePath": "sh010.%04d.exr", "StartIndex": 1001,
+          "EndIndex": 1048}]); tl.AddTrack("video"); mp.AppendToTimeline([{"mediaPoolItem": item,
+          "startFrame": 0, "endFrame": n - 1, "mediaType": 1, "trackIndex": i, "recordFrame":
+          record_frame}]). recordFrame is absolute (tl.GetStartFrame() included); marker frameIds are not.
+        Nuke: nuke.nodes.Read(file="/p/sh010.####.exr", first=1001, last=1048) plus a TimeOffset to
+          record_frame; in Nuke Studio import the clip and place it on the sequence.
+        Blender: s = se.strips.new_image(name, paths[0], channel, record_frame, fit_method="ORIGINAL");
+          s.elements.append(os.path.basename(p)) for the other paths (4.4+: strips, not sequences).
+        """
+
+    @abc.abstractmethod
+    def report_progress(self, fraction: float, message: str) -> None:
+        """Show progress 0..1 and a status line.
+
+        Nuke: nuke.ProgressTask.setProgress(int(fraction * 100)) and setMessage(message).
+        Blender: context.window_manager.progress_update and the status bar text.
+        Resolve: a label / slider in the fu.UIManager window.
+        """
+
+    @abc.abstractmethod
+    def is_cancelled(self) -> bool:
+        """True once the user asked to stop. Nuke: ProgressTask.isCancelled(). Blender: the operator's
+        modal handler saw ESC. Resolve: the UIManager window's Cancel button was clicked."""
+
+    def report_error(self, message: str) -> None:
+        """Show a failure (a job that failed or could not start). Default: the progress line; hosts with a
+        message box (nuke.message, Blender's operator report, a Resolve label) override it."""
+        self.report_progress(0.0, message)
+
+    @abc.abstractmethod
+    def run_on_main_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run fn(*args) soon on the host's main thread; callable from any thread.
+
+        Nuke: nuke.executeInMainThread(fn, args). Blender: bpy.app.timers.register(lambda: fn(*args))
+        (returning None so it runs once). Resolve: queue it for the UIDispatcher loop's timer handler.
+        """
+
+
+PROGRESS = "progress"
+DONE = "done"
+ERROR = "error"
+CANCELLED = "cancelled"
+TERMINAL = (DONE, ERROR, CANCELLED)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One event from a worker. seq counts from 0 in the order events were sent."""
+
+    seq: int
+    kind: str  # progress | done | error | cancelled
+    fraction: float = 0.0
+    message: str = ""
+    result: Any = None
+    error: Optional[BaseException] = None
+    traceback: str = ""
+
+
+class JobContext:
+    """Handed to the worker function: report progress and check for cancellation."""
+
+    def __init__(self, runner: JobRunner) -> None:
+        self._runner = runner
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        """Send a progress event; fraction must be in [0, 1]."""
+        if not 0.0 <= float(fraction) <= 1.0:
+            raise ValueError(f"progress fraction must be within [0, 1], got {fraction!r}")
+        self._runner._emit(PROGRESS, fraction=float(fraction), message=message)
+
+    def deliver(self, result: Any, fraction: float, message: str = "") -> None:
+        """Hand a partial result to the main thread now (a progress event whose `result` is set), e.g. one
+        finished shot of several, so the host can place it before the whole job ends."""
+        if not 0.0 <= float(fraction) <= 1.0:
+            raise ValueError(f"progress fraction must be within [0, 1], got {fraction!r}")
+        self._runner._emit(PROGRESS, fraction=float(fraction), message=message, result=result)
+
+    def cancelled(self) -> bool:
+        return self._runner.cancel_requested
+
+    def raise_if_cancelled(self) -> None:
+        """Stop the worker here when the user cancelled (becomes a "cancelled" event)."""
+        if self._runner.cancel_requested:
+            raise JobCancelled("job cancelled by the user")
+
+
+class JobRunner:
+    """Run work(context) in a daemon thread; hand its events to the host's main thread through a queue.
+
+    Host side (main thread):
+        runner = JobRunner(work).start()
+        # Blender: bpy.app.timers.register(lambda: 0.02 if runner.drain(handle) else None)
+        # Nuke: a QTimer calling runner.drain(handle); Resolve: the UIDispatcher timer does the same
+    Every job ends with exactly one terminal event: done (result), error (exception + traceback) or
+    cancelled (the worker raised JobCancelled). Exceptions never escape the worker thread.
+    """
+
+    def __init__(self, work: Callable[[JobContext], Any], name: str = "ttt-job") -> None:
+        self._work = work
+        self._name = name
+        self._events: queue.Queue = queue.Queue()
+        self._seq = 0
+        self._seq_lock = threading.Lock()
+        self._cancel = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        self._finished = False  # set on the main thread once the terminal event was drained
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    @property
+    def finished(self) -> bool:
+        """True once the terminal event has been drained."""
+        return self._finished
+
+    def start(self) -> JobRunner:
+        if self._thread is not None:
+            raise RuntimeError(f"job {self._name!r} was already started")
+        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+        self._thread.start()
+        return self
+
+    def cancel(self) -> None:
+        """Ask the worker to stop; it sees context.cancelled() / raise_if_cancelled()."""
+        self._cancel.set()
+
+    def poll(self) -> List[JobEvent]:
+        """Every event waiting now, oldest first; never blocks."""
+        events = []
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return events
+            if event.kind in TERMINAL:
+                self._finished = True
+            events.append(event)
+
+    def drain(self, handler: Callable[[JobEvent], None]) -> bool:
+        """Call handler(event) for each waiting event on this (main) thread; True while more may come.
+
+        Suits timer APIs directly: keep the timer while it returns True.
+        """
+        for event in self.poll():
+            handler(event)
+        return not self._finished
+
+    def wait_and_drain(
+        self, handler: Callable[[JobEvent], None], timeout: float = 30.0, interval: float = 0.01
+    ) -> bool:
+        """Pump events until the job ends or `timeout` seconds pass (for hosts whose timers do not run,
+        e.g. Blender --background, and for tests); True when the job ended."""
+        deadline = time.monotonic() + timeout
+        while self.drain(handler):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(interval)
+        return True
+
+    def _emit(self, kind: str, **fields: Any) -> None:
+        with self._seq_lock:
+            event = JobEvent(seq=self._seq, kind=kind, **fields)
+            self._seq += 1
+            self._events.put(event)
+
+    def _run(self) -> None:
+        context = JobContext(self)
+        try:
+            result = self._work(context)
+        except JobCancelled as exc:
+            self._emit(CANCELLED, message=str(exc), error=exc)
+        except BaseException as exc:  # noqa: BLE001 - every failure must reach the host as an event
+            log.exception("job %s failed", self._name)
+            self._emit(
+                ERROR, message=f"{type(exc).__name__}: {exc}", error=exc, traceback=traceback.format_exc()
+            )
+        else:
+            self._emit(DONE, fraction=1.0, result=result)

@@ -1,0 +1,243 @@
+"""Finding shot requests in OTIO edits built with the real opentimelineio API, written and read back."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import opentimelineio as otio
+import pytest
+
+from host_plugin.core.errors import RequestError
+from host_plugin.core.requests import ShotRequest, find_shot_requests, timeline_rate
+
+RT = otio.opentime.RationalTime
+TR = otio.opentime.TimeRange
+HOUR = 86400  # 01:00:00:00 at 24 and at 24000/1001 (non-drop)
+
+# exact rate, and the rate as tools write it into the file (Resolve writes 23.976)
+RATES = {"24": (Fraction(24), 24.0), "23.976": (Fraction(24000, 1001), 23.976)}
+
+STORYBOARD = [
+    {"text": "a fox runs through snow", "neg_text": "blurry", "requires_scene_transition": False},
+    {"text": "the fox jumps into a river", "neg_text": "", "requires_scene_transition": True},
+]
+
+
+def _range(start: float, duration: float, rate: float) -> otio.opentime.TimeRange:
+    return TR(RT(start, rate), RT(duration, rate))
+
+
+def build_edit(written: float) -> otio.schema.Timeline:
+    """V1: [ttt gap 48 @0 | clip 100 | plain gap 24 | clip asking 150 of 100 media frames | clip 60 w/ marker]
+    V2: [Resolve-style gap 200 (source starts at 3000) w/ marker | clip 50], a ttt marker on V2, one on the
+    stack."""
+    r = written
+    tl = otio.schema.Timeline("edit", global_start_time=RT(HOUR, r))
+    v1 = otio.schema.Track("V1", kind=otio.schema.TrackKind.Video)
+    gap = otio.schema.Gap(name="opening", source_range=_range(0, 48, r))
+    gap.metadata["ttt_studio"] = {"prompt": "an empty street at dawn"}
+    v1.append(gap)
+    v1.append(
+        otio.schema.Clip(
+            "A", otio.schema.ExternalReference("file:///m/a.mov", _range(0, 500, r)), _range(10, 100, r)
+        )
+    )
+    v1.append(otio.schema.Gap(source_range=_range(0, 24, r)))
+    v1.append(
+        otio.schema.Clip(
+            "B", otio.schema.ExternalReference("file:///m/b.mov", _range(1000, 100, r)), _range(1000, 150, r)
+        )
+    )
+    clip_c = otio.schema.Clip(
+        "C", otio.schema.ExternalReference("file:///m/c.mov", _range(0, 500, r)), _range(200, 60, r)
+    )
+    # marker in the clip's own (source) time: 210..230 is 10 frames into the clip
+    clip_c.markers.append(
+        otio.schema.Marker(
+            "fox", _range(210, 20, r), metadata={"ttt_studio": {"storyboard": STORYBOARD, "seed": 7}}
+        )
+    )
+    clip_c.markers.append(otio.schema.Marker("note without ttt metadata", _range(200, 1, r)))
+    v1.append(clip_c)
+    v2 = otio.schema.Track("V2", kind=otio.schema.TrackKind.Video)
+    resolve_gap = otio.schema.Gap(source_range=_range(3000, 200, r))  # Resolve: gap ranges don't start at 0
+    # a marker in the gap's own time: 3020 is 20 frames into the gap
+    resolve_gap.markers.append(
+        otio.schema.Marker("in gap", _range(3020, 12, r), metadata={"ttt_studio": {"prompt": "fog"}})
+    )
+    v2.append(resolve_gap)
+    v2.append(
+        otio.schema.Clip(
+            "D", otio.schema.ExternalReference("file:///m/d.mov", _range(0, 50, r)), _range(0, 50, r)
+        )
+    )
+    v2.markers.append(
+        otio.schema.Marker(
+            "track shot", _range(300, 36, r), metadata={"ttt_studio": {"prompt": "rain on glass"}}
+        )
+    )
+    audio = otio.schema.Track("A1", kind=otio.schema.TrackKind.Audio)
+    audio.append(
+        otio.schema.Gap(source_range=_range(0, 40, r), metadata={"ttt_studio": {"prompt": "ignored"}})
+    )
+    tl.tracks.extend([v1, v2, audio])
+    tl.tracks.markers.append(
+        otio.schema.Marker(
+            "timeline shot", _range(500, 24, r), metadata={"ttt_studio": {"storyboard": STORYBOARD[:1]}}
+        )
+    )
+    return tl
+
+
+def round_trip(tl: otio.schema.Timeline, tmp_path: Path) -> otio.schema.Timeline:
+    path = tmp_path / "edit.otio"
+    otio.adapters.write_to_file(tl, str(path))
+    return otio.adapters.read_from_file(str(path))
+
+
+@pytest.mark.parametrize("rate_name", RATES)
+def test_requests_of_every_kind_at_absolute_frames(rate_name: str, tmp_path: Path) -> None:
+    exact, written = RATES[rate_name]
+    tl = round_trip(build_edit(written), tmp_path)
+    assert timeline_rate(tl) == exact
+    got = {r.id: r for r in find_shot_requests(tl)}
+    # (kind, track, absolute start, duration): positions summed by hand from build_edit
+    expected = {
+        "stack.m0": ("marker", -1, HOUR + 500, 24),
+        "v0.i0.gap": ("gap", 0, HOUR + 0, 48),
+        "v0.i3.clip": ("clip", 0, HOUR + 48 + 100 + 24, 150),
+        "v0.i4.m0": ("marker", 0, HOUR + 48 + 100 + 24 + 150 + 10, 20),
+        "v1.m0": ("marker", 1, HOUR + 300, 36),
+        "v1.i0.m0": ("marker", 1, HOUR + 20, 12),
+    }
+    assert {k: (r.kind, r.track_index, r.record_start, r.duration) for k, r in got.items()} == expected
+    assert all(r.rate == exact for r in got.values())
+    assert got["v0.i0.gap"].prompt == "an empty street at dawn"
+    assert got["v0.i0.gap"].record_timecode == "01:00:00:00"
+    assert got["v0.i4.m0"].storyboard == STORYBOARD
+    assert got["v0.i4.m0"].metadata["seed"] == 7
+    assert got["v0.i3.clip"].metadata["missing_after"] == 50
+    assert got["v1.m0"].track_name == "V2"
+
+
+@pytest.mark.parametrize("rate_name", RATES)
+def test_plain_gaps_only_on_request(rate_name: str, tmp_path: Path) -> None:
+    _, written = RATES[rate_name]
+    tl = round_trip(build_edit(written), tmp_path)
+    plain_ids = {r.id for r in find_shot_requests(tl, include_plain_gaps=True)} - {
+        r.id for r in find_shot_requests(tl)
+    }
+    assert plain_ids == {"v0.i2.gap", "v1.i0.gap"}
+    by_id = {r.id: r for r in find_shot_requests(tl, include_plain_gaps=True)}
+    assert (by_id["v0.i2.gap"].record_start, by_id["v0.i2.gap"].duration) == (HOUR + 148, 24)
+    # the Resolve-style gap (source range from 3000) still sits at the track start
+    assert (by_id["v1.i0.gap"].record_start, by_id["v1.i0.gap"].duration) == (HOUR, 200)
+
+
+def test_ids_are_stable_across_reads(tmp_path: Path) -> None:
+    tl = build_edit(23.976)
+    first = [r.to_dict() for r in find_shot_requests(tl)]
+    again = [r.to_dict() for r in find_shot_requests(round_trip(tl, tmp_path))]
+    assert first == again
+
+
+def test_shot_request_dict_round_trip() -> None:
+    for request in find_shot_requests(build_edit(23.976), include_plain_gaps=True):
+        data = json.loads(json.dumps(request.to_dict()))
+        assert ShotRequest.from_dict(data) == request
+
+
+def test_clip_from_resolve_with_unrescaled_media_rate_is_rounded() -> None:
+    """Resolve keeps a 24 fps clip's source range at 24 inside a 23.976 timeline: 100 frames stay 100."""
+    tl = otio.schema.Timeline("resolve", global_start_time=RT(HOUR, 23.976))
+    track = otio.schema.Track("V1")
+    track.append(
+        otio.schema.Clip(
+            "24p", otio.schema.ExternalReference("file:///m/x.mov", _range(0, 100, 24)), _range(0, 100, 24)
+        )
+    )
+    track.append(otio.schema.Gap(source_range=_range(0, 12, 23.976), metadata={"ttt_studio": {}}))
+    tl.tracks.append(track)
+    (request,) = find_shot_requests(tl)
+    assert request.record_start == HOUR + 100
+    assert (request.prompt, request.storyboard) == (None, [])  # ttt gap without text: the UI adds it later
+
+
+def test_nested_stack_requests_inside_the_visible_window() -> None:
+    inner = otio.schema.Track("inner")
+    for name in ("a", "b", "c"):
+        inner.append(
+            otio.schema.Gap(
+                name=name, source_range=_range(0, 20, 24), metadata={"ttt_studio": {"prompt": f"shot {name}"}}
+            )
+        )
+    nest = otio.schema.Stack("nest", source_range=_range(20, 20, 24))  # shows only inner frames 20..40
+    nest.append(inner)
+    track = otio.schema.Track("V1")
+    track.append(
+        otio.schema.Clip(
+            "lead", otio.schema.ExternalReference("file:///m/l.mov", _range(0, 10, 24)), _range(0, 10, 24)
+        )
+    )
+    track.append(nest)
+    tl = otio.schema.Timeline("nested", global_start_time=RT(HOUR, 24))
+    tl.tracks.append(track)
+    (request,) = find_shot_requests(tl)
+    assert (request.id, request.prompt, request.record_start, request.duration) == (
+        "v0.i1.t0.i1.gap",
+        "shot b",
+        HOUR + 10,
+        20,
+    )
+
+    nest.source_range = _range(10, 20, 24)  # now gap a and b are each half visible
+    with pytest.raises(RequestError, match="only partly visible through nested Stack 'nest'"):
+        find_shot_requests(tl)
+
+
+def test_timeline_without_start_time_uses_item_rate() -> None:
+    tl = otio.schema.Timeline("no start")
+    track = otio.schema.Track("V1")
+    track.append(otio.schema.Gap(source_range=_range(0, 5, 25)))
+    track.append(otio.schema.Gap(source_range=_range(0, 5, 25), metadata={"ttt_studio": {"prompt": "x"}}))
+    tl.tracks.append(track)
+    (request,) = find_shot_requests(tl)
+    assert (request.rate, request.record_start) == (25, 5)
+
+
+def _marker_edit(meta: object, duration: int = 10) -> otio.schema.Timeline:
+    tl = otio.schema.Timeline("m", global_start_time=RT(HOUR, 24))
+    track = otio.schema.Track("V1")
+    track.append(otio.schema.Gap(source_range=_range(0, 100, 24)))
+    track.markers.append(
+        otio.schema.Marker("bad shot", _range(0, duration, 24), metadata={"ttt_studio": meta})
+    )
+    tl.tracks.append(track)
+    return tl
+
+
+@pytest.mark.parametrize(
+    "meta, duration, match",
+    [
+        ({"seed": 1}, 10, "needs a 'storyboard' list or a 'prompt' string"),
+        ({"prompt": "x"}, 0, "needs a duration of at least 1 frame"),
+        ({"prompt": "x", "storyboard": STORYBOARD}, 10, "both 'storyboard' and 'prompt'"),
+        ({"storyboard": "not a list"}, 10, "storyboard must be a list"),
+        ({"storyboard": [{"txt": "typo"}]}, 10, r"unknown keys \['txt'\]"),
+        ({"storyboard": [{"text": ""}]}, 10, r"\['text'\] must be a non-empty string"),
+        ({"storyboard": [{"text": "a", "requires_scene_transition": "yes"}]}, 10, "must be true/false"),
+        ({"storyboard": []}, 10, "storyboard'] is empty"),
+        ("just a string", 10, r"metadata\['ttt_studio'\] must be a dict"),
+    ],
+)
+def test_malformed_marker_requests_are_named(meta, duration, match) -> None:
+    with pytest.raises(RequestError, match=match) as info:
+        find_shot_requests(_marker_edit(meta, duration))
+    assert "bad shot" in str(info.value)
+
+
+def test_not_a_timeline_is_refused() -> None:
+    with pytest.raises(RequestError, match="expected an opentimelineio Timeline, got Clip"):
+        find_shot_requests(otio.schema.Clip("x"))
