@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "bench-layer": "ttt_engine.bench.layer_cli",
     "toonworld": "ttt_engine.toonworld.cli",
     "eval": "ttt_engine.eval.cli",
+    "generate": "ttt_engine.pipeline.cli",
 }
 
 

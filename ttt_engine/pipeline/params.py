@@ -1,0 +1,137 @@
+"""What one generation asks for (GenerationParams), what each step reports (StepInfo), and the typed errors.
+
+GenerationParams checks what it can know alone (types, ranges, names); the pipeline checks what depends
+on the model (height and width divisible by the VAE factor times the patch size).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+SAMPLERS = ("dpmpp_2m", "ddim")
+DTYPES: dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+CFG_SCHEDULES = ("dynamic", "constant")
+MAX_STEPS = 1000  # the DDPM training schedule has 1000 timesteps
+
+
+class PipelineError(ValueError):
+    """A pipeline input or component is not usable as given (the message says which and why)."""
+
+
+class ComponentMissingError(PipelineError):
+    """A model folder lacks a component the pipeline needs (the message names it and the path)."""
+
+
+class DecodeError(RuntimeError):
+    """The VAE decode failed after sampling; the latents are kept so decoding can be retried."""
+
+    def __init__(self, message: str, latents_path: str | None = None) -> None:
+        super().__init__(message)
+        self.latents_path = latents_path
+
+
+class GenerationCancelled(Exception):
+    """should_stop() returned True: sampling stopped before the next step."""
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Reported to the callback after every denoising step.
+
+    step: 1-based number of steps done; total: steps asked for; timestep: the DDPM timestep just denoised;
+    elapsed_s: seconds since sampling started; preview: uint8 RGB [F, h, w, 3] low-res frames or None.
+    """
+
+    step: int
+    total: int
+    timestep: int
+    elapsed_s: float
+    preview: np.ndarray | None = None
+
+    @property
+    def progress(self) -> float:
+        """Fraction of sampling done, 0..1."""
+        return self.step / self.total
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise PipelineError(f"GenerationParams.{name}: expected a positive int, got {value!r}")
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """One generation request.
+
+    height, width: output pixels (None: the model's native size). steps: denoising steps (K).
+    guidance_scale: s. With cfg_schedule "dynamic" the CFG scale at step k rises from 1 to 1 + s
+    (paper section 4); with "constant" it is s at every step (the usual diffusers convention).
+    sampler: "dpmpp_2m" (DPM-Solver++ 2M) or "ddim". seed: fixes the initial noise (CPU generator, so the
+    same seed gives the same video on any device). dtype: compute dtype of the transformer and text
+    encoder. cpu_offload: keep components on the CPU and move each to the device only while it runs.
+    preview_every: make a cheap preview every N steps (0: never).
+    """
+
+    height: int | None = None
+    width: int | None = None
+    steps: int = 50
+    guidance_scale: float = 6.0
+    sampler: str = "dpmpp_2m"
+    seed: int = 0
+    dtype: str = "float32"
+    cpu_offload: bool = False
+    preview_every: int = 1
+    cfg_schedule: str = "dynamic"
+
+    def __post_init__(self) -> None:
+        for name in ("height", "width"):
+            if getattr(self, name) is not None:
+                _positive_int(name, getattr(self, name))
+        _positive_int("steps", self.steps)
+        if self.steps > MAX_STEPS:
+            raise PipelineError(f"GenerationParams.steps: expected at most {MAX_STEPS}, got {self.steps}")
+        g = self.guidance_scale
+        if isinstance(g, bool) or not isinstance(g, int | float) or not np.isfinite(g) or g < 0:
+            raise PipelineError(f"GenerationParams.guidance_scale: expected a finite number >= 0, got {g!r}")
+        if self.sampler not in SAMPLERS:
+            raise PipelineError(f"GenerationParams.sampler: expected one of {SAMPLERS}, got {self.sampler!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise PipelineError(f"GenerationParams.seed: expected an int in [0, 2**63), got {self.seed!r}")
+        if self.dtype not in DTYPES:
+            raise PipelineError(
+                f"GenerationParams.dtype: expected one of {tuple(DTYPES)}, got {self.dtype!r}"
+            )
+        if not isinstance(self.cpu_offload, bool):
+            raise PipelineError(f"GenerationParams.cpu_offload: expected a bool, got {self.cpu_offload!r}")
+        pe = self.preview_every
+        if isinstance(pe, bool) or not isinstance(pe, int) or pe < 0:
+            raise PipelineError(f"GenerationParams.preview_every: expected an int >= 0, got {pe!r}")
+        if self.cfg_schedule not in CFG_SCHEDULES:
+            raise PipelineError(
+                f"GenerationParams.cfg_schedule: expected one of {CFG_SCHEDULES}, got {self.cfg_schedule!r}"
+            )
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> GenerationParams:
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise PipelineError(
+                f"GenerationParams: unknown fields {sorted(unknown)}; expected a subset of "
+                f"{sorted(cls.__dataclass_fields__)}"
+            )
+        return cls(**data)
