@@ -18,6 +18,12 @@ SUBCOMMANDS: dict[str, str] = {
     "toonworld": "ttt_engine.toonworld.cli",
     "eval": "ttt_engine.eval.cli",
     "generate": "ttt_engine.pipeline.cli",
+    "serve": "server.cli.serve",
+    "submit": "server.cli.submit",
+    "watch": "server.cli.watch",
+    "fetch": "server.cli.fetch",
+    "cancel": "server.cli.cancel",
+    "jobs": "server.cli.jobs",
 }
 
 

@@ -1,0 +1,58 @@
+"""`ttt-studio fetch JOB DIR`: download a job's EXR frames (and its OTIO result) into DIR."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from server.cli import add_client_arguments, fail, make_client, rpc_error_text
+from server.client import StudioClient
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("fetch", help="download a job's frames")
+    parser.add_argument("job_id")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--start", type=int, default=0, help="first frame index to fetch (resume)")
+    parser.add_argument("--follow", action="store_true", help="wait for frames of a running job")
+    add_client_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def download(client: StudioClient, job_id: str, out_dir: Path, start: int = 0, follow: bool = False) -> int:
+    """Frames into out_dir with a progress bar; on a completed job also <out_dir>/<job_id>.otio."""
+    import grpc
+    from tqdm import tqdm
+
+    from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
+    from server.result import relocate_result
+
+    bar = tqdm(unit="frame", desc=f"fetch {job_id[:8]}", file=sys.stderr, dynamic_ncols=True)
+
+    def on_frame(_path: Path, chunk: pb.FrameChunk) -> None:
+        if bar.total != chunk.total_frames:
+            bar.total = chunk.total_frames
+        bar.update(1)
+
+    try:
+        paths = client.fetch(job_id, out_dir, start_frame=start, follow=follow, on_frame=on_frame)
+        bar.close()
+        job = client.job(job_id)
+        if job.state == pb.JOB_STATE_COMPLETED:
+            result = client.result(job_id)
+            otio_path = Path(out_dir) / f"{job_id}.otio"
+            otio_path.write_text(
+                relocate_result(result.otio_json, str(Path(out_dir).resolve())), encoding="utf-8"
+            )
+            print(otio_path)
+    except grpc.RpcError as exc:
+        bar.close()
+        return fail(rpc_error_text(exc))
+    print(f"{len(paths)} frame(s) in {out_dir}", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    with make_client(args) as client:
+        return download(client, args.job_id, args.out_dir, args.start, args.follow)

@@ -1,0 +1,138 @@
+"""Server configuration: frozen dataclasses, built from the command line by server.main."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+MiB = 1 << 20
+
+
+def default_data_dir() -> Path:
+    """Per-user data folder: $XDG_DATA_HOME/ttt-studio, else ~/.local/share/ttt-studio."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "ttt-studio"
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """'host:port' or '[v6]:port' -> (host, port). Raises ValueError naming the address."""
+    if not isinstance(address, str) or ":" not in address:
+        raise ValueError(f"address must be 'host:port', got {address!r}")
+    host, _, port_text = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"address {address!r}: port {port_text!r} is not a number") from None
+    if not 0 <= port <= 65535 or not host:
+        raise ValueError(f"address {address!r}: expected host:port with port 0..65535")
+    return host, port
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost, 127.0.0.0/8 and ::1 (what --insecure-no-auth may listen on)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for. Answered with INVALID_ARGUMENT / RESOURCE_EXHAUSTED naming the limit."""
+
+    max_frames: int = 1024
+    max_segments: int = 21
+    max_height: int = 1080
+    max_width: int = 1920
+    max_steps: int = 200
+    max_message_bytes: int = 8 * MiB
+    max_upload_bytes: int = 512 * MiB
+    max_queued_jobs_per_caller: int = 16
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Limits.{name}: expected a positive int, got {value!r}")
+        if self.max_message_bytes < 64 * 1024:
+            raise ValueError(f"Limits.max_message_bytes: expected >= 65536, got {self.max_message_bytes}")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `ttt-studio serve` can set.
+
+    model: a model folder (VideoPipeline.from_folder) or None with tiny_random=True (tests and demos).
+    workers: None = one per GPU, or one CPU worker when there is no GPU. token_file: `token user` lines;
+    None with insecure_no_auth=True (loopback only). debug_*: fault-injection pauses used by tests to
+    put a kill or a cancel at a known point; zero in production.
+    """
+
+    address: str = DEFAULT_ADDRESS
+    data_dir: Path = field(default_factory=default_data_dir)
+    model: Path | None = None
+    tiny_random: bool = False
+    seed: int = 0
+    token_file: Path | None = None
+    insecure_no_auth: bool = False
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    limits: Limits = field(default_factory=Limits)
+    workers: int | None = None
+    rpc_threads: int = 64
+    max_concurrent_rpcs: int = 256
+    chunk_bytes: int = 1 * MiB
+    preview_max_side: int = 160
+    colour_interop_id: str = "lin_rec709_scene"
+    metrics_port: int | None = None
+    metrics_address: str = "127.0.0.1"
+    grace_s: float = 10.0
+    log_json: bool = True
+    log_level: str = "INFO"
+    debug_step_delay_s: float = 0.0
+    debug_segment_delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        host, _ = split_address(self.address)
+        if self.model is not None and self.tiny_random:
+            raise ValueError("ServerConfig: give either model or tiny_random, not both")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError(
+                f"ServerConfig: TLS needs both a certificate and a key, got cert={self.tls_cert} key={self.tls_key}"
+            )
+        if self.insecure_no_auth:
+            if not is_loopback(host):
+                raise ValueError(
+                    f"--insecure-no-auth listens only on loopback (127.0.0.1, ::1, localhost); refusing {host!r}. "
+                    "Use a token file (--token-file) to listen on other addresses."
+                )
+            if self.token_file is not None:
+                raise ValueError("ServerConfig: give either token_file or insecure_no_auth, not both")
+        elif self.token_file is None:
+            raise ValueError(
+                "ServerConfig: no token file. Pass --token-file FILE (lines 'TOKEN USER'), or "
+                "--insecure-no-auth to listen without tokens on loopback only."
+            )
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"ServerConfig.workers: expected >= 1 or None, got {self.workers}")
+        if self.chunk_bytes < 1024 or self.chunk_bytes > self.limits.max_message_bytes - 16 * 1024:
+            raise ValueError(
+                f"ServerConfig.chunk_bytes: expected 1024..max_message_bytes-16384 "
+                f"({self.limits.max_message_bytes - 16 * 1024}), got {self.chunk_bytes}"
+            )
+        if self.rpc_threads < 4:
+            raise ValueError(f"ServerConfig.rpc_threads: expected >= 4, got {self.rpc_threads}")
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "studio.sqlite3"

@@ -1,0 +1,487 @@
+"""The job engine: everything the service does, with no grpc in sight.
+
+Engine(config, pipelines) owns the store, the frame store, the queue and one worker per pipeline.
+Its methods take the caller's user name and plain domain values (server.jobs) and raise the typed
+errors of server.errors; server.service turns wire messages into these calls and errors into statuses.
+Callers only ever see their own jobs and uploads: another caller's id is NOT_FOUND, like a missing one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import platform
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from server.config import ServerConfig
+from server.errors import (
+    DataLossError,
+    FailedPreconditionError,
+    InvalidArgumentError,
+    NotFoundError,
+    UnavailableError,
+)
+from server.frames import FrameStore, iter_frame_chunks
+from server.jobs import (
+    DEFAULT_START_FRAME,
+    JOB_ID,
+    SHOT_NAME,
+    Event,
+    FrameChunkData,
+    JobRecord,
+    JobResult,
+    JobSpec,
+    JobState,
+    Priority,
+    SubmitRequest,
+    UploadChunk,
+    UploadRecord,
+)
+from server.metrics import Metrics
+from server.queue import JobQueue
+from server.store import Store
+from server.uploads import receive_plate
+from server.worker import CancelRegistry, Worker
+
+log = logging.getLogger(__name__)
+
+SERVER_VERSION = "0.1.0"
+API_VERSION = "ttt_studio.v1"
+CAPABILITIES = (
+    "storyboard",
+    "priority",
+    "idempotent_submit",
+    "plates_exr",
+    "watch_resume",
+    "preview_png",
+    "fetch_resume",
+    "fetch_follow",
+    "otio_result",
+    "crash_resume",
+)
+PLATE_MAX_SIDE = 8192
+WATCH_POLL_S = 1.0
+
+
+@dataclass(frozen=True)
+class ServerInfoData:
+    caller: str
+    model: dict[str, str]
+    devices: list[str]
+    workers: int
+    fps: float
+    frames_per_segment: int
+    defaults: dict[str, Any]
+    versions: dict[str, str]
+
+
+class Engine:
+    """Jobs in, events and frames out. Start with start(), stop with stop()."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        pipelines: Sequence[tuple[str, Any]],
+        metrics: Metrics | None = None,
+    ) -> None:
+        if not pipelines:
+            raise ValueError("Engine needs at least one (device, pipeline) pair")
+        self.config = config
+        self.limits = config.limits
+        self.metrics = metrics or Metrics()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_data_dir(config.data_dir)
+        self.store = Store(config.db_path)
+        self.frames = FrameStore(config.data_dir)
+        self.queue = JobQueue(self.store)
+        self.cancels = CancelRegistry()
+        self._stopping = threading.Event()
+        self.pipe = pipelines[0][1]  # for facts shared by all workers (fps, frame counts)
+        self.devices = [device for device, _ in pipelines]
+        self.workers = [
+            Worker(
+                f"worker-{i}",
+                device,
+                pipe,
+                self.store,
+                self.queue,
+                self.frames,
+                self.cancels,
+                self.metrics,
+                config,
+                self._stopping.is_set,
+            )
+            for i, (device, pipe) in enumerate(pipelines)
+        ]
+        self.metrics.track_queue(self.queue.lengths, {p: p.name.lower() for p in Priority})
+        self.metrics.track_gpu_memory(self.devices)
+        self._started = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> list[JobRecord]:
+        """Recover jobs a crash left running, then start the workers. Returns the requeued jobs."""
+        removed = self.frames.clear_tmp()
+        if removed:
+            log.info("removed %d partial file(s) left by an interrupted write", removed)
+        requeued = self.store.recover()
+        for job in requeued:
+            log.info("requeued after restart", extra={"job_id": job.job_id})
+        for worker in self.workers:
+            worker.start()
+        self._started = True
+        return requeued
+
+    def request_stop(self) -> None:
+        """Refuse new work, end open streams, and make a running job stop at its next step."""
+        self._stopping.set()
+        self.queue.close()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """request_stop, then wait for the workers (their running job goes back to the queue)."""
+        self.request_stop()
+        deadline = time.monotonic() + timeout
+        for worker in self.workers:
+            if worker.is_alive():
+                worker.join(max(0.0, deadline - time.monotonic()))
+        alive = [w.name for w in self.workers if w.is_alive()]
+        if alive:
+            log.warning("workers still running after %.0f s: %s", timeout, alive)
+
+    def close(self) -> None:
+        """Release the database and the data dir lock (after stop)."""
+        if any(w.is_alive() for w in self.workers):
+            log.warning("closing the engine while a worker still runs; leaving the database open")
+            return
+        self.store.close()
+        self._lock_file.close()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    # ------------------------------------------------------------------ info
+
+    def server_info(self, caller: str) -> ServerInfoData:
+        import google.protobuf
+        import torch
+
+        model = self.pipe.model_info() if hasattr(self.pipe, "model_info") else {}
+        versions = {
+            "server": SERVER_VERSION,
+            "api": API_VERSION,
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "protobuf": google.protobuf.__version__,
+        }
+        return ServerInfoData(
+            caller=caller,
+            model={str(k): _text(v) for k, v in dict(model).items()},
+            devices=list(self.devices),
+            workers=len(self.workers),
+            fps=float(self.pipe.fps),
+            frames_per_segment=int(self.pipe.frames_per_segment),
+            defaults=self.default_params(),
+            versions=versions,
+        )
+
+    def default_params(self) -> dict[str, Any]:
+        from ttt_engine.pipeline import GenerationParams
+
+        defaults = GenerationParams().to_dict()
+        height, width = self._native_size()
+        defaults.update(height=height, width=width)
+        return defaults
+
+    def _native_size(self) -> tuple[int, int]:
+        """(height, width) the model was trained at: the default when a request leaves them unset."""
+        height, width = self.pipe.default_size
+        return int(height), int(width)
+
+    # ------------------------------------------------------------------ submit
+
+    def submit(self, caller: str, request: SubmitRequest) -> tuple[JobRecord, bool]:
+        """Validate and queue a shot; returns (job, deduplicated)."""
+        self._check_running()
+        spec = self._validate(caller, request)
+        key = request.idempotency_key
+        if len(key) > 200:
+            raise InvalidArgumentError(f"idempotency_key is {len(key)} characters; at most 200")
+        request_hash = _request_hash(request)
+        job, dedup = self.store.create_job(
+            job_id=uuid.uuid4().hex,
+            owner=caller,
+            priority=request.priority,
+            spec=spec,
+            request_hash=request_hash,
+            idempotency_key=key or None,
+            max_queued_per_owner=self.limits.max_queued_jobs_per_caller,
+        )
+        if not dedup:
+            self.metrics.jobs_submitted.labels(priority=request.priority.name.lower()).inc()
+            log.info("job submitted by %s", caller, extra={"job_id": job.job_id})
+        return job, dedup
+
+    def _validate(self, caller: str, request: SubmitRequest) -> JobSpec:
+        from ttt_engine.pipeline import GenerationParams
+        from ttt_engine.storyboard import Storyboard
+
+        lim = self.limits
+        try:
+            storyboard = Storyboard.from_list(list(request.storyboard))
+            storyboard.validate(max_segments=max(len(storyboard.segments), 1))
+        except ValueError as exc:
+            raise InvalidArgumentError(f"storyboard: {exc}") from None
+        n_segments = len(storyboard)
+        max_segments = min(lim.max_segments, int(self.pipe.max_segments))
+        if n_segments > max_segments:
+            raise InvalidArgumentError(
+                f"storyboard has {n_segments} segments; the server limit is max_segments={max_segments}"
+            )
+        params = self.default_params()
+        params.update({k: v for k, v in request.params.items() if v is not None})
+        if "seed" not in request.params or request.params["seed"] is None:
+            params["seed"] = random.randrange(2**31)
+        for name, value, limit in (
+            ("height", params["height"], lim.max_height),
+            ("width", params["width"], lim.max_width),
+            ("steps", params["steps"], lim.max_steps),
+        ):
+            if isinstance(value, int) and value > limit:
+                raise InvalidArgumentError(
+                    f"parameters.{name}={value} exceeds the server limit max_{name}={limit}"
+                )
+        try:
+            resolved = GenerationParams.from_dict(params)
+            self.pipe.check_size(resolved.height, resolved.width)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"parameters: {exc}") from None
+        total_frames = int(self.pipe.num_frames(n_segments))
+        if total_frames > lim.max_frames:
+            raise InvalidArgumentError(
+                f"storyboard of {n_segments} segments makes {total_frames} frames; the server limit is "
+                f"max_frames={lim.max_frames}"
+            )
+        shot_name = request.shot_name or "ttt_shot"
+        if not SHOT_NAME.match(shot_name):
+            raise InvalidArgumentError(
+                f"context.shot_name {shot_name!r} must match {SHOT_NAME.pattern} (it names files; never a path)"
+            )
+        start = DEFAULT_START_FRAME if request.start_frame is None else request.start_frame
+        if not 0 <= start <= 9_999_000:
+            raise InvalidArgumentError(f"context.start_frame must be 0..9999000, got {start}")
+        if request.otio_context:
+            _check_otio(request.otio_context, lim.max_message_bytes)
+        if len(request.request_id) > 200:
+            raise InvalidArgumentError(
+                f"context.request_id is {len(request.request_id)} characters; at most 200"
+            )
+        for upload_id in request.plate_ids:
+            self.store.get_upload(upload_id, caller)  # NotFoundError for unknown / another caller's
+        return JobSpec(
+            storyboard=storyboard.to_list(),
+            params=resolved.to_dict(),
+            shot_name=shot_name,
+            start_frame=start,
+            request_id=request.request_id,
+            record_start=request.record_start,
+            otio_context=request.otio_context,
+            plate_ids=tuple(request.plate_ids),
+            n_segments=n_segments,
+            total_frames=total_frames,
+        )
+
+    def upload_plate(self, caller: str, chunks: Iterator[UploadChunk]) -> UploadRecord:
+        self._check_running()
+        return receive_plate(
+            caller,
+            chunks,
+            self.store,
+            self.frames,
+            max_upload_bytes=self.limits.max_upload_bytes,
+            max_width=PLATE_MAX_SIDE,
+            max_height=PLATE_MAX_SIDE,
+        )
+
+    # ------------------------------------------------------------------ jobs
+
+    def get_job(self, caller: str, job_id: str) -> JobRecord:
+        return self.store.get_job(_job_id(job_id), owner=caller)
+
+    def list_jobs(
+        self, caller: str, states: Sequence[JobState] = (), limit: int = 100, page_token: str = ""
+    ) -> tuple[list[JobRecord], str]:
+        """The caller's jobs, newest first, `limit` per page; returns (jobs, next page token or "")."""
+        limit = 100 if limit <= 0 else min(limit, 1000)
+        before = None
+        if page_token:
+            if not page_token.isdigit():
+                raise InvalidArgumentError(f"page_token {page_token!r} is not one this server gave out")
+            before = int(page_token)
+        jobs = self.store.list_jobs(caller, states, limit + 1, before)
+        more = len(jobs) > limit
+        jobs = jobs[:limit]
+        return jobs, (str(jobs[-1].seq) if more else "")
+
+    def cancel(self, caller: str, job_id: str) -> JobRecord:
+        """Cancel the caller's job: at once when queued, at the next step when running."""
+        job = self.store.request_cancel(_job_id(job_id), caller)
+        if job.state.running:
+            self.cancels.request(job.job_id)
+            log.info("cancel requested", extra={"job_id": job.job_id})
+        elif job.state == JobState.CANCELLED:
+            self.metrics.jobs_finished.labels(state="cancelled").inc()
+        return job
+
+    def watch(
+        self, caller: str, job_id: str, after_seq: int = 0, is_done: Callable[[], bool] = lambda: False
+    ) -> Iterator[Event]:
+        """The job's events after `after_seq`, then live ones until the job is finished (or is_done()).
+
+        Resumable: a client that lost the stream passes the last seq it saw and misses nothing.
+        """
+        job = self.get_job(caller, job_id)
+        last = after_seq
+        while True:
+            version = self.store.version
+            events = self.store.events_after(job.job_id, last)
+            yield from events
+            if events:
+                last = events[-1].seq
+                continue
+            if self.store.job_state(job.job_id).terminal or is_done() or self._stopping.is_set():
+                if not self.store.events_after(job.job_id, last, limit=1):
+                    return
+                continue
+            self.store.wait_for_change(version, WATCH_POLL_S)
+
+    def fetch_frames(
+        self,
+        caller: str,
+        job_id: str,
+        start_frame: int = 0,
+        follow: bool = False,
+        chunk_bytes: int = 0,
+        is_done: Callable[[], bool] = lambda: False,
+    ) -> Iterator[FrameChunkData]:
+        """The job's stored frames from index start_frame on, in chunks; with follow, waits for the rest."""
+        job = self.get_job(caller, job_id)
+        total = job.spec.total_frames
+        if start_frame > total:
+            raise InvalidArgumentError(f"start_frame {start_frame} is beyond the job's {total} frames")
+        if not follow and job.state != JobState.COMPLETED and job.frames_ready == 0:
+            raise FailedPreconditionError(
+                f"job {job.job_id} is {job.state} and has no frames yet; fetch with follow=true to wait for them"
+            )
+        limit = self.limits.max_message_bytes - 16 * 1024
+        size = self.config.chunk_bytes if chunk_bytes <= 0 else min(max(chunk_bytes, 1024), limit)
+        next_index = start_frame
+        while next_index < total:
+            version = self.store.version
+            frames = {f.index: f for f in self.store.frames(job.job_id, next_index)}
+            while next_index in frames:
+                path = self.frames.path_of(frames[next_index].relpath)
+                if not path.exists():
+                    raise DataLossError(
+                        f"frame {next_index} of job {job.job_id} is indexed but missing on disk"
+                    )
+                yield from iter_frame_chunks(self.frames, frames[next_index], size, total)
+                next_index += 1
+            if next_index >= total or not follow or is_done() or self._stopping.is_set():
+                return
+            if self.store.job_state(job.job_id).terminal:
+                if next_index not in self.store.frame_indices(job.job_id):
+                    return  # a failed or cancelled job ends where its frames end
+                continue
+            self.store.wait_for_change(version, WATCH_POLL_S)
+
+    def job_result(self, caller: str, job_id: str) -> JobResult:
+        job = self.get_job(caller, job_id)
+        if job.state != JobState.COMPLETED:
+            raise FailedPreconditionError(
+                f"job {job.job_id} is {job.state}; its result exists once it is completed"
+            )
+        otio_json = self.store.result_otio(job.job_id) or ""
+        height, width = int(job.spec.params.get("height") or 0), int(job.spec.params.get("width") or 0)
+        return JobResult(
+            job_id=job.job_id,
+            otio_json=otio_json,
+            frames=self.store.frames(job.job_id),
+            fps=float(self.pipe.fps),
+            width=width,
+            height=height,
+            colour_interop_id=self.config.colour_interop_id,
+        )
+
+    def _check_running(self) -> None:
+        if self._stopping.is_set():
+            raise UnavailableError("the server is shutting down; retry on its next start")
+
+
+def _job_id(job_id: str) -> str:
+    if not isinstance(job_id, str) or not JOB_ID.match(job_id):
+        raise NotFoundError(f"no job {job_id!r}")
+    return job_id
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _request_hash(request: SubmitRequest) -> str:
+    data = {
+        "storyboard": request.storyboard,
+        "params": request.params,
+        "priority": int(request.priority),
+        "shot_name": request.shot_name,
+        "start_frame": request.start_frame,
+        "request_id": request.request_id,
+        "record_start": request.record_start,
+        "otio_context": request.otio_context,
+        "plate_ids": list(request.plate_ids),
+    }
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def _check_otio(text: str, max_bytes: int) -> None:
+    """The optional OTIO context must parse as OTIO JSON (it is kept with the job, never opened as a path)."""
+    if len(text.encode("utf-8")) > max_bytes:
+        raise InvalidArgumentError(f"context.otio_json is larger than max_message_bytes={max_bytes}")
+    import opentimelineio as otio
+
+    try:
+        otio.adapters.read_from_string(text, "otio_json")
+    except Exception as exc:  # noqa: BLE001 - OTIO raises several types for bad input
+        raise InvalidArgumentError(f"context.otio_json is not valid OTIO JSON: {exc}") from None
+
+
+class _LockFile:
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.close()
+
+
+def _lock_data_dir(data_dir: Any) -> _LockFile:
+    """One server per data dir: an exclusive flock (released by the OS even after kill -9)."""
+    path = os.path.join(data_dir, "server.lock")
+    handle = open(path, "a+")  # noqa: SIM115 - held for the engine's life
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RuntimeError(
+            f"another ttt-studio server is using the data dir {data_dir} (locked {path})"
+        ) from None
+    return _LockFile(handle)

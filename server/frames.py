@@ -1,0 +1,116 @@
+"""The frame store on disk: every file the server writes lives under its data dir, named by server ids.
+
+Layout under <data_dir>:
+    jobs/<job_id>/frames/<index:06d>.exr    decoded frames (the client-facing name is only metadata)
+    jobs/<job_id>/latents.safetensors       latents saved after sampling (decode can resume from them)
+    uploads/<upload_id>.exr                 validated plates
+    tmp/                                    partial uploads and writes before their atomic rename
+
+Paths are built only from ids that match the server's own formats (checked here again), so no string
+from a client ever becomes a path. Every write goes to a temporary file and is renamed into place, so a
+kill -9 leaves either the whole file or none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from server.jobs import JOB_ID, UPLOAD_ID, FrameChunkData, FrameRecord
+
+
+class FrameStore:
+    def __init__(self, data_dir: Path) -> None:
+        self.root = Path(data_dir)
+        self.tmp_dir = self.root / "tmp"
+        for sub in ("jobs", "uploads", "tmp"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    @staticmethod
+    def _check(pattern, value: str, what: str) -> str:  # noqa: ANN001 - a compiled regex
+        if not isinstance(value, str) or not pattern.match(value):
+            raise ValueError(f"{what} {value!r} is not a server-issued id")
+        return value
+
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / self._check(JOB_ID, job_id, "job id")
+
+    def frame_relpath(self, job_id: str, index: int) -> str:
+        if not isinstance(index, int) or index < 0:
+            raise ValueError(f"frame index must be an int >= 0, got {index!r}")
+        return f"jobs/{self._check(JOB_ID, job_id, 'job id')}/frames/{index:06d}.exr"
+
+    def path_of(self, relpath: str) -> Path:
+        """Absolute path of a relpath recorded in the frames index (written by this module only)."""
+        path = (self.root / relpath).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"recorded path {relpath!r} points outside the data dir")
+        return path
+
+    def latents_path(self, job_id: str) -> Path:
+        return self.job_dir(job_id) / "latents.safetensors"
+
+    def upload_path(self, upload_id: str) -> Path:
+        return self.root / "uploads" / f"{self._check(UPLOAD_ID, upload_id, 'upload id')}.exr"
+
+    def temp_path(self, suffix: str = "") -> Path:
+        """A fresh temporary path on the same filesystem (so os.replace is atomic)."""
+        return self.tmp_dir / f"{uuid.uuid4().hex}{suffix}"
+
+    @staticmethod
+    def commit(tmp: Path, final: Path) -> None:
+        """fsync then atomically move a finished temporary file into place."""
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(tmp, final)
+
+    def clear_tmp(self) -> int:
+        """Remove leftovers of writes interrupted by a crash (called at start); returns how many."""
+        removed = 0
+        for entry in self.tmp_dir.iterdir():
+            if entry.is_dir():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed += 1
+        return removed
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def iter_frame_chunks(
+    store: FrameStore, frame: FrameRecord, chunk_bytes: int, total_frames: int
+) -> Iterator[FrameChunkData]:
+    """A stored frame as chunks of at most chunk_bytes; the last carries the whole file's sha256."""
+    path = store.path_of(frame.relpath)
+    size = path.stat().st_size
+    offset = 0
+    with open(path, "rb") as handle:
+        while True:
+            data = handle.read(chunk_bytes)
+            last = offset + len(data) >= size
+            yield FrameChunkData(
+                index=frame.index,
+                number=frame.number,
+                filename=frame.filename,
+                offset=offset,
+                total_bytes=size,
+                data=data,
+                last=last,
+                sha256=frame.sha256 if last else "",
+                total_frames=total_frames,
+            )
+            offset += len(data)
+            if last:
+                return

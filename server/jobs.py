@@ -1,0 +1,196 @@
+"""Domain types of the job system (no grpc, no SQL): states, priorities, specs, records, events."""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+JOB_ID = re.compile(r"^[0-9a-f]{32}$")
+UPLOAD_ID = re.compile(r"^u[0-9a-f]{32}$")
+SHOT_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+DEFAULT_START_FRAME = 1001
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "queued"
+    SAMPLING = "sampling"
+    DECODING = "decoding"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+    @property
+    def running(self) -> bool:
+        return self in (JobState.SAMPLING, JobState.DECODING)
+
+
+TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+class Priority(enum.IntEnum):
+    """Lower runs first: on-set previews ahead of finals."""
+
+    PREVIEW = 0
+    FINAL = 1
+
+
+class EventKind(enum.StrEnum):
+    STATE = "state"
+    PROGRESS = "progress"
+    PREVIEW = "preview"
+    FRAMES = "frames"
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a worker needs to run a job, validated at submit; stored as JSON in the jobs table.
+
+    storyboard: the format-3 list. params: GenerationParams fields, fully resolved (seed chosen).
+    """
+
+    storyboard: list[dict[str, Any]]
+    params: dict[str, Any]
+    shot_name: str
+    start_frame: int = DEFAULT_START_FRAME
+    request_id: str = ""
+    record_start: int | None = None
+    otio_context: str = ""
+    plate_ids: tuple[str, ...] = ()
+    n_segments: int = 0
+    total_frames: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> JobSpec:
+        data = json.loads(text)
+        data["plate_ids"] = tuple(data.get("plate_ids", ()))
+        return cls(**data)
+
+    def frame_filename(self, index: int) -> str:
+        """The name a client gives frame `index` (0-based): shot.1001.exr. A name, never a path."""
+        return f"{self.shot_name}.{self.start_frame + index:04d}.exr"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """A job as the store has it, plus computed fields (queue position, frames ready)."""
+
+    job_id: str
+    owner: str
+    state: JobState
+    priority: Priority
+    spec: JobSpec
+    created: float
+    updated: float
+    message: str = ""
+    attempts: int = 0
+    cancel_requested: bool = False
+    frames_ready: int = 0
+    queue_position: int = 0
+    idempotency_key: str | None = None
+    started: float | None = None
+    finished: float | None = None
+    seq: int = 0
+
+
+@dataclass(frozen=True)
+class Event:
+    """One entry of a job's event log. seq is 1, 2, 3, ... per job; blob holds preview image bytes."""
+
+    job_id: str
+    seq: int
+    time: float
+    kind: EventKind
+    data: dict[str, Any] = field(default_factory=dict)
+    blob: bytes | None = None
+
+
+@dataclass(frozen=True)
+class FrameRecord:
+    """A stored frame: index 0-based in the shot, its number (start_frame + index), file facts."""
+
+    job_id: str
+    index: int
+    number: int
+    segment: int
+    filename: str
+    relpath: str
+    size: int
+    sha256: str
+    created: float
+
+
+@dataclass(frozen=True)
+class UploadRecord:
+    upload_id: str
+    owner: str
+    display_name: str
+    size: int
+    sha256: str
+    width: int
+    height: int
+    channels: tuple[str, ...]
+    created: float
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """A submit as parsed from the wire, not yet validated (the engine validates)."""
+
+    storyboard: list[dict[str, Any]]
+    params: dict[str, Any]
+    priority: Priority = Priority.FINAL
+    idempotency_key: str = ""
+    shot_name: str = ""
+    start_frame: int | None = None
+    request_id: str = ""
+    record_start: int | None = None
+    otio_context: str = ""
+    plate_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class UploadChunk:
+    """One chunk of a plate upload as parsed from the wire."""
+
+    sequence: int
+    data: bytes
+    has_header: bool = False
+    display_name: str = ""
+    total_bytes: int = 0
+    sha256: str = ""
+
+
+@dataclass(frozen=True)
+class FrameChunkData:
+    """One chunk of a stored frame on its way to a client."""
+
+    index: int
+    number: int
+    filename: str
+    offset: int
+    total_bytes: int
+    data: bytes
+    last: bool
+    sha256: str
+    total_frames: int
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    otio_json: str
+    frames: list[FrameRecord]
+    fps: float
+    width: int
+    height: int
+    colour_interop_id: str

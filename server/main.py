@@ -1,0 +1,334 @@
+"""Build and run the ttt-studio gRPC server.
+
+    python -m server.main --tiny-random --insecure-no-auth            # a demo on 127.0.0.1:50051
+    python -m server.main --model /models/ttt --token-file tokens.txt --address 0.0.0.0:50051 \
+        --tls-cert cert.pem --tls-key key.pem --metrics-port 9464
+
+The server: our TTTStudio service (server.service), grpc.health.v1 health checking, reflection, a
+bearer-token interceptor, message size limits on both directions, TLS when a cert/key pair is given,
+and a graceful stop on SIGTERM/SIGINT (new calls refused, streams ended, a running job interrupted at
+its next step and requeued, so the next start resumes it). Once serving, it writes
+<data_dir>/server.json with its pid and bound port (tests and the CLI read it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from server.config import DEFAULT_ADDRESS, Limits, ServerConfig, default_data_dir, split_address
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "ttt_studio.v1.TTTStudio"
+
+
+def default_model_dir(data_dir: Path) -> Path:
+    """Where `ttt-studio serve` looks for a model when neither --model nor --tiny-random is given."""
+    return Path(data_dir) / "models" / "default"
+
+
+def devices_for(workers: int | None) -> list[str]:
+    """One device per worker: every GPU once, or the CPU (workers > 1 on CPU share its cores)."""
+    import torch
+
+    if torch.cuda.is_available():
+        gpus = [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+        if workers is not None and workers > len(gpus):
+            raise ValueError(f"--workers {workers}: this machine has {len(gpus)} GPU(s); one worker per GPU")
+        return gpus[: workers or len(gpus)]
+    return ["cpu"] * (workers or 1)
+
+
+def load_pipelines(config: ServerConfig) -> list[tuple[str, Any]]:
+    """A pipeline per worker device, from --model, --tiny-random or the default model folder."""
+    from ttt_engine.pipeline import VideoPipeline
+
+    model = config.model
+    if model is None and not config.tiny_random:
+        model = default_model_dir(config.data_dir)
+        if not model.is_dir():
+            raise ValueError(
+                f"no model: the default model folder {model} does not exist; pass --model PATH "
+                "(a ttt-studio or diffusers CogVideoX folder) or --tiny-random for tests and demos"
+            )
+    pipelines = []
+    for device in devices_for(config.workers):
+        if config.tiny_random:
+            pipe = VideoPipeline.tiny_random(seed=config.seed, device=device)
+        else:
+            pipe = VideoPipeline.from_folder(model, device=device)
+        pipelines.append((device, pipe))
+        log.info("pipeline on %s: %s", device, pipe.source)
+    return pipelines
+
+
+class StudioServer:
+    """The gRPC server around an Engine. start() / stop(); port is the bound port."""
+
+    def __init__(self, config: ServerConfig, pipelines: list[tuple[str, Any]] | None = None) -> None:
+        import grpc
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
+        from protos.ttt_studio.v1 import ttt_studio_pb2_grpc as pb_grpc
+        from server.auth import Authenticator, make_interceptor
+        from server.engine import Engine
+        from server.metrics import Metrics
+        from server.service import StudioServicer
+
+        self.config = config
+        self.metrics = Metrics()
+        self.auth = Authenticator(config.token_file)
+        self.engine = Engine(
+            config, pipelines if pipelines is not None else load_pipelines(config), self.metrics
+        )
+        limit = config.limits.max_message_bytes
+        options = [
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+            ("grpc.keepalive_time_ms", 60_000),  # ping idle clients so dead streams end
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),  # clients may ping every 10 s
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        self._server = grpc.server(
+            ThreadPoolExecutor(max_workers=config.rpc_threads, thread_name_prefix="rpc"),
+            interceptors=[make_interceptor(self.auth)],
+            options=options,
+            maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        )
+        pb_grpc.add_TTTStudioServicer_to_server(StudioServicer(self.engine, self.auth), self._server)
+        self._health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
+        self._health_pb2 = health_pb2
+        names = (
+            pb.DESCRIPTOR.services_by_name["TTTStudio"].full_name,
+            health.SERVICE_NAME,
+            reflection.SERVICE_NAME,
+        )
+        reflection.enable_server_reflection(names, self._server)
+        if config.tls:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())]
+            )
+            self.port = self._server.add_secure_port(config.address, credentials)
+        else:
+            self.port = self._server.add_insecure_port(config.address)
+        if self.port == 0:
+            raise RuntimeError(f"could not listen on {config.address} (address in use or not available)")
+        self.metrics_port: int | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> str:
+        host, _ = split_address(self.config.address)
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def start(self) -> None:
+        requeued = self.engine.start()
+        self._server.start()
+        serving = self._health_pb2.HealthCheckResponse.SERVING
+        self._health.set("", serving)
+        self._health.set(SERVICE_NAME, serving)
+        if self.config.metrics_port is not None:
+            self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.metrics_address)
+        self._write_info()
+        log.info(
+            "serving %s on %s (%s, auth %s, %d worker(s), %d job(s) resumed)",
+            SERVICE_NAME,
+            self.address,
+            "TLS" if self.config.tls else "plaintext",
+            "tokens" if self.auth.enabled else "OFF (loopback only)",
+            len(self.engine.workers),
+            len(requeued),
+        )
+
+    def _write_info(self) -> None:
+        info = {
+            "pid": os.getpid(),
+            "address": self.address,
+            "port": self.port,
+            "tls": self.config.tls,
+            "metrics_port": self.metrics_port,
+            "started": time.time(),
+        }
+        path = self.config.data_dir / "server.json"
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, path)
+
+    def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: health NOT_SERVING, calls refused, streams ended, the running job requeued."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        grace = self.config.grace_s if grace is None else grace
+        log.info("stopping (grace %.1f s)", grace)
+        self._health.enter_graceful_shutdown()
+        self.engine.request_stop()
+        done = self._server.stop(grace)
+        self.engine.stop(timeout=grace + 30)
+        done.wait(grace + 5)
+        self.metrics.stop()
+        self.engine.close()
+        (self.config.data_dir / "server.json").unlink(missing_ok=True)
+        log.info("stopped")
+
+    def wait(self) -> None:
+        self._server.wait_for_termination()
+
+
+# ---------------------------------------------------------------------- command line
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `ttt-studio serve` / `python -m server.main`."""
+    d = Limits()
+    add = parser.add_argument
+    add(
+        "--address",
+        default=DEFAULT_ADDRESS,
+        help=f"host:port to listen on (default {DEFAULT_ADDRESS}; port 0 picks one)",
+    )
+    add(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help=f"jobs, frames and the database (default {default_data_dir()})",
+    )
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument(
+        "--model", type=Path, default=None, help="model folder (default: <data-dir>/models/default)"
+    )
+    model.add_argument("--tiny-random", action="store_true", help="a tiny random model (tests, demos)")
+    add("--seed", type=int, default=0, help="weights seed of --tiny-random")
+    auth = parser.add_mutually_exclusive_group()
+    auth.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="lines 'TOKEN USER' (default: <data-dir>/tokens when it exists)",
+    )
+    auth.add_argument(
+        "--insecure-no-auth", action="store_true", help="no tokens; only allowed on a loopback address"
+    )
+    add(
+        "--tls-cert", type=Path, default=None, help="PEM certificate chain (TLS on when given with --tls-key)"
+    )
+    add("--tls-key", type=Path, default=None, help="PEM private key")
+    add("--workers", type=int, default=None, help="workers (default: one per GPU, or 1 on CPU)")
+    add("--max-frames", type=int, default=d.max_frames)
+    add("--max-segments", type=int, default=d.max_segments)
+    add("--max-height", type=int, default=d.max_height)
+    add("--max-width", type=int, default=d.max_width)
+    add("--max-steps", type=int, default=d.max_steps)
+    add("--max-message-bytes", type=int, default=d.max_message_bytes)
+    add("--max-upload-bytes", type=int, default=d.max_upload_bytes)
+    add("--max-queued-per-caller", type=int, default=d.max_queued_jobs_per_caller)
+    add("--rpc-threads", type=int, default=64, help="threads serving calls (each open stream holds one)")
+    add("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port (0 picks one)")
+    add("--metrics-address", default="127.0.0.1")
+    add("--torch-threads", type=int, default=None, help="torch CPU threads")
+    add("--grace", type=float, default=10.0, help="seconds to let calls finish on SIGTERM")
+    add("--log-format", choices=("json", "text"), default="json")
+    add("--log-level", default="INFO")
+    add("--debug-step-delay", type=float, default=0.0, help=argparse.SUPPRESS)  # tests: slow each step
+    add(
+        "--debug-segment-delay", type=float, default=0.0, help=argparse.SUPPRESS
+    )  # tests: pause after a segment
+
+
+def config_from_args(args: argparse.Namespace) -> ServerConfig:
+    data_dir = args.data_dir or default_data_dir()
+    token_file = args.token_file
+    if token_file is None and not args.insecure_no_auth and (Path(data_dir) / "tokens").is_file():
+        token_file = Path(data_dir) / "tokens"
+    limits = Limits(
+        max_frames=args.max_frames,
+        max_segments=args.max_segments,
+        max_height=args.max_height,
+        max_width=args.max_width,
+        max_steps=args.max_steps,
+        max_message_bytes=args.max_message_bytes,
+        max_upload_bytes=args.max_upload_bytes,
+        max_queued_jobs_per_caller=args.max_queued_per_caller,
+    )
+    return ServerConfig(
+        address=args.address,
+        data_dir=data_dir,
+        model=args.model,
+        tiny_random=args.tiny_random,
+        seed=args.seed,
+        token_file=token_file,
+        insecure_no_auth=args.insecure_no_auth,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        limits=limits,
+        workers=args.workers,
+        rpc_threads=args.rpc_threads,
+        chunk_bytes=min(1 << 20, limits.max_message_bytes - 16 * 1024),
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        grace_s=args.grace,
+        log_json=args.log_format == "json",
+        log_level=args.log_level,
+        debug_step_delay_s=args.debug_step_delay,
+        debug_segment_delay_s=args.debug_segment_delay,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run until SIGTERM/SIGINT. Returns the process exit code."""
+    from server.logging_setup import setup_logging
+
+    try:
+        config = config_from_args(args)
+    except ValueError as exc:
+        print(f"ttt-studio serve: {exc}", file=sys.stderr)
+        return 2
+    setup_logging(config.log_level, config.log_json)
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    try:
+        server = StudioServer(config)
+    except (ValueError, RuntimeError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 1
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %s received", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    server.start()
+    while not stop.wait(1.0):
+        pass
+    server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m server.main", description="Run the ttt-studio gRPC server."
+    )
+    add_serve_arguments(parser)
+    return serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,536 @@
+"""SQLite persistence: jobs, their state history and event log, the frames index, uploads, a work log.
+
+One connection shared by all threads behind a lock (the server's write rate is a few rows per denoising
+step, far below what one SQLite connection does), WAL journal so a kill -9 never leaves a torn database,
+and a change counter with a condition so watchers wake when something is committed.
+
+The queue of waiting jobs is the jobs table itself (state 'queued', ordered by priority then submit
+order), so it survives any crash with nothing extra to persist.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from server.errors import AlreadyExistsError, NotFoundError, ResourceExhaustedError
+from server.jobs import (
+    Event,
+    EventKind,
+    FrameRecord,
+    JobRecord,
+    JobSpec,
+    JobState,
+    Priority,
+    UploadRecord,
+)
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL UNIQUE,
+    owner TEXT NOT NULL,
+    idempotency_key TEXT,
+    request_hash TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    spec TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    updated REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    result_otio TEXT,
+    UNIQUE (owner, idempotency_key)
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (state, priority, seq);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner, seq);
+CREATE TABLE IF NOT EXISTS job_states (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS job_states_job ON job_states (job_id, id);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    data TEXT NOT NULL,
+    blob BLOB,
+    PRIMARY KEY (job_id, seq)
+);
+CREATE TABLE IF NOT EXISTS frames (
+    job_id TEXT NOT NULL,
+    frame_index INTEGER NOT NULL,
+    frame_number INTEGER NOT NULL,
+    segment INTEGER NOT NULL,
+    filename TEXT NOT NULL,
+    relpath TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (job_id, frame_index)
+);
+CREATE TABLE IF NOT EXISTS uploads (
+    upload_id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    display_name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    channels TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS work_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    segment INTEGER,
+    pid INTEGER NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS work_log_job ON work_log (job_id, id);
+"""
+
+_JOB_COLUMNS = (
+    "seq, job_id, owner, idempotency_key, priority, state, spec, message, attempts, cancel_requested, "
+    "created, updated, started, finished"
+)
+
+
+class Store:
+    """Thread-safe access to the server database at `path` (created with its schema if new)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise RuntimeError(
+                f"database {self.path} has schema version {version}; this server knows {SCHEMA_VERSION}"
+            )
+        self._conn.executescript(_SCHEMA)
+        self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        self._changed = threading.Condition()
+        self._version = 0
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    # ------------------------------------------------------------------ plumbing
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """An IMMEDIATE transaction under the lock; watchers are woken after the commit."""
+        with self._lock:
+            before = self._conn.total_changes
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+            changed = self._conn.total_changes != before
+        if not changed:  # a read-only transaction wakes nobody (idle workers would spin otherwise)
+            return
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(args)).fetchall()
+
+    @property
+    def version(self) -> int:
+        """Incremented after every committed write."""
+        with self._changed:
+            return self._version
+
+    def wait_for_change(self, since: int, timeout: float) -> int:
+        """Block until a write after version `since` (or timeout); returns the current version."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._version != since, timeout=timeout)
+            return self._version
+
+    def wake_all(self) -> None:
+        """Wake every waiter (used at shutdown)."""
+        with self._changed:
+            self._version += 1
+            self._changed.notify_all()
+
+    @staticmethod
+    def _add_event(
+        conn: sqlite3.Connection, job_id: str, kind: EventKind, data: dict, blob: bytes | None
+    ) -> Event:
+        now = time.time()
+        seq = conn.execute(
+            "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO events (job_id, seq, at, kind, data, blob) VALUES (?, ?, ?, ?, ?, ?)",
+            (job_id, seq, now, str(kind), json.dumps(data), blob),
+        )
+        return Event(job_id, seq, now, kind, data, blob)
+
+    def _set_state(
+        self, conn: sqlite3.Connection, job_id: str, state: JobState, message: str, **cols: Any
+    ) -> None:
+        now = time.time()
+        sets = ", ".join(f"{k} = ?" for k in cols)
+        conn.execute(
+            f"UPDATE jobs SET state = ?, message = ?, updated = ?{', ' + sets if sets else ''} WHERE job_id = ?",
+            (str(state), message, now, *cols.values(), job_id),
+        )
+        conn.execute(
+            "INSERT INTO job_states (job_id, state, message, at) VALUES (?, ?, ?, ?)",
+            (job_id, str(state), message, now),
+        )
+        self._add_event(conn, job_id, EventKind.STATE, {"state": str(state), "message": message}, None)
+
+    def _row_to_job(self, row: tuple) -> JobRecord:
+        (
+            seq,
+            job_id,
+            owner,
+            key,
+            priority,
+            state,
+            spec,
+            message,
+            attempts,
+            cancel,
+            created,
+            updated,
+            started,
+            finished,
+        ) = row
+        state = JobState(state)
+        ready = self._conn.execute("SELECT COUNT(*) FROM frames WHERE job_id = ?", (job_id,)).fetchone()[0]
+        position = 0
+        if state == JobState.QUEUED:
+            position = self._conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE state = 'queued' AND (priority < ? OR (priority = ? AND seq <= ?))",
+                (priority, priority, seq),
+            ).fetchone()[0]
+        return JobRecord(
+            job_id=job_id,
+            owner=owner,
+            state=state,
+            priority=Priority(priority),
+            spec=JobSpec.from_json(spec),
+            created=created,
+            updated=updated,
+            message=message,
+            attempts=attempts,
+            cancel_requested=bool(cancel),
+            frames_ready=ready,
+            queue_position=position,
+            idempotency_key=key,
+            started=started,
+            finished=finished,
+            seq=seq,
+        )
+
+    # ------------------------------------------------------------------ jobs
+
+    def create_job(
+        self,
+        job_id: str,
+        owner: str,
+        priority: Priority,
+        spec: JobSpec,
+        request_hash: str,
+        idempotency_key: str | None,
+        max_queued_per_owner: int,
+    ) -> tuple[JobRecord, bool]:
+        """Insert a queued job; returns (job, deduplicated).
+
+        The same (owner, idempotency_key) with the same request hash returns the existing job; with a
+        different hash raises AlreadyExistsError. A caller at its queued-job limit gets ResourceExhaustedError.
+        """
+        with self._tx() as conn:
+            if idempotency_key:
+                row = conn.execute(
+                    "SELECT job_id, request_hash FROM jobs WHERE owner = ? AND idempotency_key = ?",
+                    (owner, idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    if row[1] != request_hash:
+                        raise AlreadyExistsError(
+                            f"idempotency key {idempotency_key!r} was already used for a different request "
+                            f"(job {row[0]}); use a new key for a new request"
+                        )
+                    return self._get(conn, row[0]), True
+            queued = conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE owner = ? AND state = 'queued'", (owner,)
+            ).fetchone()[0]
+            if queued >= max_queued_per_owner:
+                raise ResourceExhaustedError(
+                    f"caller {owner!r} already has {queued} queued jobs; max_queued_jobs_per_caller is "
+                    f"{max_queued_per_owner}. Wait for some to start or cancel some."
+                )
+            now = time.time()
+            conn.execute(
+                "INSERT INTO jobs (job_id, owner, idempotency_key, request_hash, priority, state, spec, created, "
+                "updated) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?)",
+                (
+                    job_id,
+                    owner,
+                    idempotency_key or None,
+                    request_hash,
+                    int(priority),
+                    spec.to_json(),
+                    now,
+                    now,
+                ),
+            )
+            conn.execute(
+                "INSERT INTO job_states (job_id, state, message, at) VALUES (?, 'queued', 'submitted', ?)",
+                (job_id, now),
+            )
+            self._add_event(conn, job_id, EventKind.STATE, {"state": "queued", "message": "submitted"}, None)
+            return self._get(conn, job_id), False
+
+    def _get(self, conn: sqlite3.Connection, job_id: str) -> JobRecord:
+        row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no job {job_id!r}")
+        return self._row_to_job(row)
+
+    def get_job(self, job_id: str, owner: str | None = None) -> JobRecord:
+        """The job; with owner, another owner's job raises NotFoundError exactly like a missing one."""
+        with self._lock:
+            job = self._get(self._conn, job_id)
+        if owner is not None and job.owner != owner:
+            raise NotFoundError(f"no job {job_id!r}")
+        return job
+
+    def job_state(self, job_id: str) -> JobState:
+        """Just the state (cheap; watchers poll it)."""
+        rows = self._query("SELECT state FROM jobs WHERE job_id = ?", (job_id,))
+        if not rows:
+            raise NotFoundError(f"no job {job_id!r}")
+        return JobState(rows[0][0])
+
+    def list_jobs(
+        self, owner: str, states: Iterable[JobState] = (), limit: int = 100, before_seq: int | None = None
+    ) -> list[JobRecord]:
+        """The owner's jobs, newest first."""
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs WHERE owner = ?"
+        args: list[Any] = [owner]
+        states = [str(s) for s in states]
+        if states:
+            sql += f" AND state IN ({', '.join('?' * len(states))})"
+            args += states
+        if before_seq is not None:
+            sql += " AND seq < ?"
+            args.append(before_seq)
+        sql += " ORDER BY seq DESC LIMIT ?"
+        args.append(limit)
+        with self._lock:
+            return [self._row_to_job(r) for r in self._conn.execute(sql, args).fetchall()]
+
+    def claim_next(self) -> JobRecord | None:
+        """Take the first queued job (previews first, FIFO within a priority) and mark it sampling."""
+        with self._tx() as conn:
+            row = conn.execute(
+                "SELECT job_id FROM jobs WHERE state = 'queued' ORDER BY priority, seq LIMIT 1"
+            ).fetchone()
+            if row is None:
+                return None
+            job_id = row[0]
+            conn.execute(
+                "UPDATE jobs SET attempts = attempts + 1, started = COALESCE(started, ?) WHERE job_id = ?",
+                (time.time(), job_id),
+            )
+            self._set_state(conn, job_id, JobState.SAMPLING, "started")
+            return self._get(conn, job_id)
+
+    def set_state(self, job_id: str, state: JobState, message: str = "") -> None:
+        extra: dict[str, Any] = {"finished": time.time()} if state.terminal else {}
+        with self._tx() as conn:
+            self._set_state(conn, job_id, state, message, **extra)
+
+    def complete(self, job_id: str, result_otio: str, message: str = "") -> None:
+        with self._tx() as conn:
+            self._set_state(
+                conn, job_id, JobState.COMPLETED, message, finished=time.time(), result_otio=result_otio
+            )
+
+    def request_cancel(self, job_id: str, owner: str) -> JobRecord:
+        """Cancel a queued job at once, flag a running one (the worker stops at its next step)."""
+        with self._tx() as conn:
+            job = self._get(conn, job_id)
+            if job.owner != owner:
+                raise NotFoundError(f"no job {job_id!r}")
+            if job.state.terminal:
+                return job
+            conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE job_id = ?", (job_id,))
+            if job.state == JobState.QUEUED:
+                self._set_state(
+                    conn,
+                    job_id,
+                    JobState.CANCELLED,
+                    "cancelled by the caller while queued",
+                    finished=time.time(),
+                )
+            return self._get(conn, job_id)
+
+    def recover(self) -> list[JobRecord]:
+        """After a restart: jobs left sampling/decoding go back to the queue at their old place (or are
+        cancelled, when a cancel was requested before the crash). Returns the requeued jobs."""
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT job_id, cancel_requested FROM jobs WHERE state IN ('sampling', 'decoding') ORDER BY seq"
+            ).fetchall()
+            requeued = []
+            for job_id, cancel in rows:
+                if cancel:
+                    self._set_state(
+                        conn,
+                        job_id,
+                        JobState.CANCELLED,
+                        "cancel requested before a server restart",
+                        finished=time.time(),
+                    )
+                else:
+                    self._set_state(conn, job_id, JobState.QUEUED, "requeued after a server restart")
+                    requeued.append(job_id)
+            return [self._get(conn, j) for j in requeued]
+
+    def queue_counts(self) -> dict[Priority, int]:
+        rows = self._query("SELECT priority, COUNT(*) FROM jobs WHERE state = 'queued' GROUP BY priority")
+        counts = dict.fromkeys(Priority, 0)
+        counts.update({Priority(p): n for p, n in rows})
+        return counts
+
+    def state_history(self, job_id: str) -> list[tuple[str, str, float]]:
+        return [
+            (s, m, t)
+            for s, m, t in self._query(
+                "SELECT state, message, at FROM job_states WHERE job_id = ? ORDER BY id", (job_id,)
+            )
+        ]
+
+    def result_otio(self, job_id: str) -> str | None:
+        rows = self._query("SELECT result_otio FROM jobs WHERE job_id = ?", (job_id,))
+        return rows[0][0] if rows else None
+
+    # ------------------------------------------------------------------ events
+
+    def add_event(
+        self, job_id: str, kind: EventKind, data: dict[str, Any], blob: bytes | None = None
+    ) -> Event:
+        with self._tx() as conn:
+            return self._add_event(conn, job_id, kind, data, blob)
+
+    def events_after(self, job_id: str, after_seq: int, limit: int = 256) -> list[Event]:
+        rows = self._query(
+            "SELECT seq, at, kind, data, blob FROM events WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (job_id, after_seq, limit),
+        )
+        return [Event(job_id, s, at, EventKind(k), json.loads(d), b) for s, at, k, d, b in rows]
+
+    # ------------------------------------------------------------------ frames
+
+    def add_frame(self, frame: FrameRecord) -> None:
+        """Record a stored frame; a frame index is recorded once (the first record wins)."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT OR IGNORE INTO frames (job_id, frame_index, frame_number, segment, filename, relpath, size, "
+                "sha256, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    frame.job_id,
+                    frame.index,
+                    frame.number,
+                    frame.segment,
+                    frame.filename,
+                    frame.relpath,
+                    frame.size,
+                    frame.sha256,
+                    frame.created,
+                ),
+            )
+
+    def frames(self, job_id: str, start: int = 0) -> list[FrameRecord]:
+        rows = self._query(
+            "SELECT frame_index, frame_number, segment, filename, relpath, size, sha256, created FROM frames "
+            "WHERE job_id = ? AND frame_index >= ? ORDER BY frame_index",
+            (job_id, start),
+        )
+        return [FrameRecord(job_id, *r) for r in rows]
+
+    def frame_indices(self, job_id: str) -> set[int]:
+        return {r[0] for r in self._query("SELECT frame_index FROM frames WHERE job_id = ?", (job_id,))}
+
+    # ------------------------------------------------------------------ work log
+
+    def log_work(self, job_id: str, kind: str, segment: int | None = None) -> None:
+        """Record that this process started sampling (kind 'sample') or decoding a segment ('decode')."""
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO work_log (job_id, kind, segment, pid, at) VALUES (?, ?, ?, ?, ?)",
+                (job_id, kind, segment, os.getpid(), time.time()),
+            )
+
+    def work_log(self, job_id: str) -> list[tuple[str, int | None, int, float]]:
+        """(kind, segment, pid, time) rows in order."""
+        return [
+            tuple(r)
+            for r in self._query(
+                "SELECT kind, segment, pid, at FROM work_log WHERE job_id = ? ORDER BY id", (job_id,)
+            )
+        ]
+
+    # ------------------------------------------------------------------ uploads
+
+    def add_upload(self, upload: UploadRecord) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "INSERT INTO uploads (upload_id, owner, display_name, size, sha256, width, height, channels, created) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    upload.upload_id,
+                    upload.owner,
+                    upload.display_name,
+                    upload.size,
+                    upload.sha256,
+                    upload.width,
+                    upload.height,
+                    json.dumps(list(upload.channels)),
+                    upload.created,
+                ),
+            )
+
+    def get_upload(self, upload_id: str, owner: str) -> UploadRecord:
+        rows = self._query(
+            "SELECT upload_id, owner, display_name, size, sha256, width, height, channels, created FROM uploads "
+            "WHERE upload_id = ?",
+            (upload_id,),
+        )
+        if not rows or rows[0][1] != owner:
+            raise NotFoundError(f"no plate upload {upload_id!r}")
+        u = rows[0]
+        return UploadRecord(u[0], u[1], u[2], u[3], u[4], u[5], u[6], tuple(json.loads(u[7])), u[8])

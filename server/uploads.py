@@ -1,0 +1,114 @@
+"""Receiving a plate: numbered chunks into a temporary file, limits on the way, EXR checks at the end.
+
+Order is strict: sequence 0 carries the header (its total_bytes is checked against the upload limit
+before any data is taken), every next chunk has sequence + 1. A wrong number, a size beyond the
+announced total or the limit, a checksum mismatch, a corrupt EXR or one with NaN/inf pixels each end
+the upload with a typed error and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Iterable
+
+from server.errors import DataLossError, InvalidArgumentError, ResourceExhaustedError
+from server.frames import FrameStore
+from server.jobs import UploadChunk, UploadRecord
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def receive_plate(
+    owner: str,
+    chunks: Iterable[UploadChunk],
+    store: Store,
+    frames: FrameStore,
+    max_upload_bytes: int,
+    max_width: int,
+    max_height: int,
+) -> UploadRecord:
+    """Store one uploaded EXR plate for `owner`; returns its record (upload id, size, resolution)."""
+    from host_plugin.core.errors import PlateError
+    from host_plugin.core.exr_io import validate_plate
+
+    tmp = frames.temp_path(".exr")
+    digest = hashlib.sha256()
+    received = 0
+    expected_seq = 0
+    header: UploadChunk | None = None
+    try:
+        with open(tmp, "wb") as out:
+            for chunk in chunks:
+                if chunk.sequence != expected_seq:
+                    raise InvalidArgumentError(
+                        f"plate upload: chunk sequence {chunk.sequence} arrived where {expected_seq} was expected; "
+                        "send chunks numbered 0, 1, 2, ... in order"
+                    )
+                if expected_seq == 0:
+                    if not chunk.has_header:
+                        raise InvalidArgumentError(
+                            "plate upload: chunk 0 must carry the header (total_bytes)"
+                        )
+                    if chunk.total_bytes < 1:
+                        raise InvalidArgumentError(
+                            f"plate upload: header total_bytes must be >= 1, got {chunk.total_bytes}"
+                        )
+                    if chunk.total_bytes > max_upload_bytes:
+                        raise ResourceExhaustedError(
+                            f"plate upload of {chunk.total_bytes} bytes exceeds max_upload_bytes={max_upload_bytes}"
+                        )
+                    header = chunk
+                elif chunk.has_header:
+                    raise InvalidArgumentError(f"plate upload: chunk {chunk.sequence} repeats the header")
+                expected_seq += 1
+                received += len(chunk.data)
+                if received > max_upload_bytes:
+                    raise ResourceExhaustedError(
+                        f"plate upload exceeds max_upload_bytes={max_upload_bytes} (received {received} bytes)"
+                    )
+                assert header is not None
+                if received > header.total_bytes:
+                    raise InvalidArgumentError(
+                        f"plate upload: received {received} bytes, more than the announced total_bytes="
+                        f"{header.total_bytes}"
+                    )
+                digest.update(chunk.data)
+                out.write(chunk.data)
+        if header is None:
+            raise InvalidArgumentError("plate upload: no chunks received; expected chunk 0 with the header")
+        if received != header.total_bytes:
+            raise InvalidArgumentError(
+                f"plate upload ended after {received} bytes; the header announced total_bytes={header.total_bytes}"
+            )
+        sha = digest.hexdigest()
+        if header.sha256 and header.sha256.lower() != sha:
+            raise DataLossError(
+                f"plate upload: sha256 of the received bytes is {sha}, the header says {header.sha256}"
+            )
+        try:
+            info = validate_plate(tmp, max_width=max_width, max_height=max_height, max_bytes=max_upload_bytes)
+        except PlateError as exc:
+            name = header.display_name or "plate"
+            raise InvalidArgumentError(f"{name}: {str(exc).replace(str(tmp), 'upload')}") from None
+        upload_id = "u" + uuid.uuid4().hex
+        frames.commit(tmp, frames.upload_path(upload_id))
+        record = UploadRecord(
+            upload_id=upload_id,
+            owner=owner,
+            display_name=header.display_name[:200],
+            size=received,
+            sha256=sha,
+            width=info.width,
+            height=info.height,
+            channels=tuple(info.channels),
+            created=time.time(),
+        )
+        store.add_upload(record)
+        log.info("plate %s stored (%d bytes, %dx%d)", upload_id, received, info.width, info.height)
+        return record
+    finally:
+        tmp.unlink(missing_ok=True)

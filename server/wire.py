@@ -1,0 +1,270 @@
+"""Conversions between the wire messages (ttt_studio.v1) and the engine's domain values. Parsing only:
+no validation beyond what the message types imply (the engine validates and names the bad field)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
+from server.engine import ServerInfoData
+from server.jobs import (
+    Event,
+    EventKind,
+    FrameChunkData,
+    FrameRecord,
+    JobRecord,
+    JobResult,
+    JobState,
+    Priority,
+    SubmitRequest,
+    UploadChunk,
+    UploadRecord,
+)
+
+STATE_TO_PB = {
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
+    JobState.SAMPLING: pb.JOB_STATE_SAMPLING,
+    JobState.DECODING: pb.JOB_STATE_DECODING,
+    JobState.COMPLETED: pb.JOB_STATE_COMPLETED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
+}
+PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
+PRIORITY_TO_PB = {Priority.PREVIEW: pb.PRIORITY_PREVIEW, Priority.FINAL: pb.PRIORITY_FINAL}
+PB_TO_PRIORITY = {
+    pb.PRIORITY_PREVIEW: Priority.PREVIEW,
+    pb.PRIORITY_FINAL: Priority.FINAL,
+    pb.PRIORITY_UNSPECIFIED: Priority.FINAL,
+}
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+# ---------------------------------------------------------------------- requests -> domain
+
+
+def submit_request(msg: pb.SubmitShotRequest) -> SubmitRequest:
+    p = msg.parameters
+    params: dict[str, Any] = {}
+    for name in ("height", "width", "steps", "preview_every"):
+        if getattr(p, name):
+            params[name] = int(getattr(p, name))
+    for name in ("sampler", "dtype"):
+        if getattr(p, name):
+            params[name] = getattr(p, name)
+    if p.HasField("guidance_scale"):
+        params["guidance_scale"] = float(p.guidance_scale)
+    if p.HasField("seed"):
+        params["seed"] = int(p.seed)
+    ctx = msg.context
+    return SubmitRequest(
+        storyboard=[
+            {"text": s.text, "neg_text": s.neg_text, "requires_scene_transition": s.requires_scene_transition}
+            for s in msg.storyboard.segments
+        ],
+        params=params,
+        priority=PB_TO_PRIORITY.get(msg.priority, Priority.FINAL),
+        idempotency_key=msg.idempotency_key,
+        shot_name=ctx.shot_name,
+        start_frame=ctx.start_frame if ctx.HasField("start_frame") else None,
+        request_id=ctx.request_id,
+        record_start=ctx.record_start if ctx.HasField("record_start") else None,
+        otio_context=ctx.otio_json,
+        plate_ids=tuple(msg.plate_upload_ids),
+    )
+
+
+def upload_chunks(messages: Iterable[pb.UploadPlateChunk]) -> Iterator[UploadChunk]:
+    for m in messages:
+        yield UploadChunk(
+            sequence=m.sequence,
+            data=m.data,
+            has_header=m.HasField("header"),
+            display_name=m.header.display_name,
+            total_bytes=m.header.total_bytes,
+            sha256=m.header.sha256,
+        )
+
+
+def job_states(values: Iterable[int]) -> list[JobState]:
+    return [PB_TO_STATE[v] for v in values if v in PB_TO_STATE]
+
+
+# ---------------------------------------------------------------------- domain -> responses
+
+
+def params_message(params: dict[str, Any]) -> pb.GenerationParameters:
+    msg = pb.GenerationParameters(
+        height=int(params.get("height") or 0),
+        width=int(params.get("width") or 0),
+        steps=int(params.get("steps") or 0),
+        sampler=str(params.get("sampler") or ""),
+        dtype=str(params.get("dtype") or ""),
+        preview_every=int(params.get("preview_every") or 0),
+    )
+    if params.get("guidance_scale") is not None:
+        msg.guidance_scale = float(params["guidance_scale"])
+    if params.get("seed") is not None:
+        msg.seed = int(params["seed"])
+    return msg
+
+
+def job_message(job: JobRecord) -> pb.Job:
+    spec = job.spec
+    ctx = pb.ShotContext(
+        shot_name=spec.shot_name,
+        start_frame=spec.start_frame,
+        otio_json=spec.otio_context,
+        request_id=spec.request_id,
+    )
+    if spec.record_start is not None:
+        ctx.record_start = spec.record_start
+    return pb.Job(
+        job_id=job.job_id,
+        state=STATE_TO_PB[job.state],
+        priority=PRIORITY_TO_PB[job.priority],
+        storyboard=pb.Storyboard(
+            segments=[
+                pb.Segment(
+                    text=s["text"],
+                    neg_text=s.get("neg_text", ""),
+                    requires_scene_transition=bool(s.get("requires_scene_transition", False)),
+                )
+                for s in spec.storyboard
+            ]
+        ),
+        parameters=params_message(spec.params),
+        context=ctx,
+        created=timestamp(job.created),
+        updated=timestamp(job.updated),
+        message=job.message,
+        total_frames=spec.total_frames,
+        frames_ready=job.frames_ready,
+        queue_position=job.queue_position,
+        attempts=job.attempts,
+        plate_upload_ids=list(spec.plate_ids),
+        cancel_requested=job.cancel_requested,
+    )
+
+
+def event_message(event: Event) -> pb.JobEvent:
+    msg = pb.JobEvent(job_id=event.job_id, seq=event.seq, time=timestamp(event.time))
+    d = event.data
+    if event.kind == EventKind.STATE:
+        msg.state.CopyFrom(
+            pb.StateChanged(state=STATE_TO_PB[JobState(d["state"])], message=d.get("message", ""))
+        )
+    elif event.kind == EventKind.PROGRESS:
+        msg.progress.CopyFrom(
+            pb.Progress(
+                step=d["step"],
+                total=d["total"],
+                timestep=d["timestep"],
+                elapsed_s=d["elapsed_s"],
+                eta_s=d.get("eta_s", -1.0),
+            )
+        )
+    elif event.kind == EventKind.PREVIEW:
+        msg.preview.CopyFrom(
+            pb.Preview(
+                step=d["step"],
+                width=d["width"],
+                height=d["height"],
+                format=d["format"],
+                data=event.blob or b"",
+                frames=d.get("frames", 1),
+            )
+        )
+    elif event.kind == EventKind.FRAMES:
+        msg.frames.CopyFrom(pb.FramesReady(ready=d["ready"], total=d["total"], segment=d["segment"]))
+    return msg
+
+
+def frame_chunk_message(chunk: FrameChunkData) -> pb.FrameChunk:
+    return pb.FrameChunk(
+        frame_index=chunk.index,
+        frame_number=chunk.number,
+        filename=chunk.filename,
+        offset=chunk.offset,
+        total_bytes=chunk.total_bytes,
+        data=chunk.data,
+        last=chunk.last,
+        sha256=chunk.sha256,
+        total_frames=chunk.total_frames,
+    )
+
+
+def frame_info(frame: FrameRecord) -> pb.FrameInfo:
+    return pb.FrameInfo(
+        frame_index=frame.index,
+        frame_number=frame.number,
+        filename=frame.filename,
+        bytes=frame.size,
+        sha256=frame.sha256,
+        created=timestamp(frame.created),
+    )
+
+
+def result_message(result: JobResult) -> pb.JobResult:
+    return pb.JobResult(
+        job_id=result.job_id,
+        otio_json=result.otio_json,
+        frames=[frame_info(f) for f in result.frames],
+        fps=result.fps,
+        width=result.width,
+        height=result.height,
+        colour_interop_id=result.colour_interop_id,
+    )
+
+
+def upload_message(upload: UploadRecord) -> pb.UploadPlateResponse:
+    return pb.UploadPlateResponse(
+        upload_id=upload.upload_id,
+        bytes=upload.size,
+        width=upload.width,
+        height=upload.height,
+        channels=list(upload.channels),
+        sha256=upload.sha256,
+    )
+
+
+def server_info_message(info: ServerInfoData, limits: Any, colour_interop_id: str) -> pb.ServerInfo:
+    import grpc
+
+    return pb.ServerInfo(
+        server_version=info.versions.get("server", ""),
+        api_version=info.versions.get("api", ""),
+        model=info.model,
+        capabilities=list(_capabilities()),
+        limits=pb.Limits(
+            max_frames=limits.max_frames,
+            max_segments=limits.max_segments,
+            max_height=limits.max_height,
+            max_width=limits.max_width,
+            max_steps=limits.max_steps,
+            max_message_bytes=limits.max_message_bytes,
+            max_upload_bytes=limits.max_upload_bytes,
+            max_queued_jobs_per_caller=limits.max_queued_jobs_per_caller,
+        ),
+        versions={**info.versions, "grpc": grpc.__version__},
+        defaults=params_message(info.defaults),
+        workers=info.workers,
+        devices=info.devices,
+        fps=info.fps,
+        frames_per_segment=info.frames_per_segment,
+        caller=info.caller,
+        colour_interop_id=colour_interop_id,
+    )
+
+
+def _capabilities() -> tuple[str, ...]:
+    from server.engine import CAPABILITIES
+
+    return CAPABILITIES

@@ -1,0 +1,315 @@
+"""One worker thread per device: takes jobs from the queue and runs them with its own pipeline.
+
+A job runs in two resumable phases:
+1. sampling: pipe.sample(...) with a callback that records progress and previews, and should_stop
+   checked before every step (cancel or shutdown). The latents are then saved (atomically) in the frame
+   store. A job killed during sampling samples again on restart (same seed, same result).
+2. decoding, segment by segment: only segments with frames missing from the frames index are decoded,
+   and only the missing frames of such a segment are written (tmp file, fsync, rename, then the index
+   row), so a finished frame is never regenerated and a restart after a crash loses nothing.
+Every sample and decode call is recorded in the store's work log (kill -9 tests count them there).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+
+from server.config import ServerConfig
+from server.frames import FrameStore, sha256_file
+from server.jobs import EventKind, FrameRecord, JobRecord, JobState
+from server.logging_setup import job_context
+from server.metrics import Metrics
+from server.queue import JobQueue
+from server.result import build_result_otio
+from server.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class _Stop(Exception):
+    """Internal: leave the job (cancel or shutdown) between decode segments."""
+
+
+class CancelRegistry:
+    """In-memory cancel flags for running jobs (the store keeps the persistent flag)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._flags: set[str] = set()
+
+    def request(self, job_id: str) -> None:
+        with self._lock:
+            self._flags.add(job_id)
+
+    def requested(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._flags
+
+    def clear(self, job_id: str) -> None:
+        with self._lock:
+            self._flags.discard(job_id)
+
+
+def encode_preview(preview: np.ndarray, max_side: int, max_frames: int = 4) -> tuple[bytes, int, int, int]:
+    """uint8 RGB frames [F, h, w, 3] -> PNG of up to max_frames evenly spaced frames side by side.
+
+    Returns (png bytes, width, height, frames shown). Frames are scaled so each is at most max_side.
+    """
+    from PIL import Image
+
+    frames = np.asarray(preview)
+    if frames.ndim == 3:
+        frames = frames[None]
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"preview must be uint8 RGB [F, h, w, 3], got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        frames = (np.clip(frames, 0.0, 1.0) * 255).round().astype(np.uint8)
+    count = min(max_frames, len(frames))
+    picks = np.linspace(0, len(frames) - 1, count).round().astype(int)
+    images = [Image.fromarray(frames[i]) for i in picks]
+    scale = min(1.0, max_side / max(images[0].size))
+    size = (max(1, round(images[0].width * scale)), max(1, round(images[0].height * scale)))
+    strip = Image.new("RGB", (size[0] * count, size[1]))
+    for i, image in enumerate(images):
+        strip.paste(image.resize(size, Image.Resampling.BILINEAR), (i * size[0], 0))
+    out = io.BytesIO()
+    strip.save(out, format="PNG", optimize=False)
+    return out.getvalue(), strip.width, strip.height, count
+
+
+class Worker(threading.Thread):
+    """Runs jobs on one device with one pipeline until the queue is closed."""
+
+    def __init__(
+        self,
+        name: str,
+        device: str,
+        pipe: Any,
+        store: Store,
+        queue: JobQueue,
+        frames: FrameStore,
+        cancels: CancelRegistry,
+        metrics: Metrics,
+        config: ServerConfig,
+        shutting_down: Callable[[], bool],
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.device = device
+        self.pipe = pipe
+        self.store = store
+        self.queue = queue
+        self.frames = frames
+        self.cancels = cancels
+        self.metrics = metrics
+        self.config = config
+        self._shutting_down = shutting_down
+        self.current_job: str | None = None
+        self._decode_s_per_frame: float | None = None
+
+    def run(self) -> None:
+        log.info("worker %s on %s ready", self.name, self.device)
+        while True:
+            job = self.queue.take(timeout=None)
+            if job is None:
+                break
+            self.current_job = job.job_id
+            try:
+                with job_context(job.job_id):
+                    self.run_job(job)
+            finally:
+                self.current_job = None
+                self.cancels.clear(job.job_id)
+        log.info("worker %s stopped", self.name)
+
+    # ------------------------------------------------------------------ one job
+
+    def _should_stop(self, job_id: str) -> bool:
+        return self.cancels.requested(job_id) or self._shutting_down()
+
+    def run_job(self, job: JobRecord) -> None:
+        from ttt_engine.pipeline import GenerationCancelled
+
+        job_id = job.job_id
+        self.metrics.job_duration.labels(phase="queue_wait").observe(max(0.0, time.time() - job.created))
+        log.info("job started (attempt %d, priority %s)", job.attempts, job.priority.name.lower())
+        started = time.monotonic()
+        try:
+            latents = self._latents(job)
+            self._decode(job, latents)
+            otio_json = build_result_otio(job, self.pipe, self.store.frames(job_id))
+        except (GenerationCancelled, _Stop):
+            self._stopped(job)
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure ends the job as FAILED, the server stays up
+            log.exception("job failed")
+            reason = type(exc).__name__
+            self.metrics.job_failures.labels(reason=reason).inc()
+            self.metrics.jobs_finished.labels(state="failed").inc()
+            self.store.set_state(job_id, JobState.FAILED, f"{reason}: {exc}")
+            return
+        self.store.complete(job_id, otio_json, "all frames stored")
+        self.metrics.jobs_finished.labels(state="completed").inc()
+        self.metrics.job_duration.labels(phase="total").observe(time.monotonic() - started)
+        log.info("job completed in %.2f s", time.monotonic() - started)
+
+    def _stopped(self, job: JobRecord) -> None:
+        if self.cancels.requested(job.job_id):
+            self.store.set_state(job.job_id, JobState.CANCELLED, "cancelled by the caller")
+            self.metrics.jobs_finished.labels(state="cancelled").inc()
+            log.info("job cancelled")
+        else:  # shutdown: back to the queue, resumed by the next server start
+            self.store.set_state(job.job_id, JobState.QUEUED, "interrupted by server shutdown; will resume")
+            log.info("job interrupted by shutdown, requeued")
+
+    def _latents(self, job: JobRecord) -> Any:
+        """Saved latents when a previous attempt got that far, else sample (and save)."""
+        from ttt_engine.pipeline import GenerationParams, load_latents, save_latents
+        from ttt_engine.storyboard import Storyboard
+
+        spec = job.spec
+        path = self.frames.latents_path(job.job_id)
+        fingerprint = _fingerprint(spec.storyboard, spec.params)
+        if path.exists():
+            try:
+                latents, meta = load_latents(path)
+                if meta.get("fingerprint") == fingerprint:
+                    log.info("resuming from saved latents", extra={"latents": str(path)})
+                    return latents
+                log.warning("saved latents belong to another request; sampling again")
+            except Exception:  # noqa: BLE001 - a damaged file is re-made, not fatal
+                log.exception("saved latents unreadable; sampling again")
+        storyboard = Storyboard.from_list(spec.storyboard)
+        params = GenerationParams.from_dict(spec.params)
+        self.store.log_work(job.job_id, "sample")
+        last = [time.monotonic()]
+
+        def on_step(info: Any) -> None:
+            now = time.monotonic()
+            self.metrics.step_duration.observe(now - last[0])
+            last[0] = now
+            mean = info.elapsed_s / max(info.step, 1)
+            eta = mean * (info.total - info.step) + self._decode_estimate(spec.total_frames)
+            self.store.add_event(
+                job.job_id,
+                EventKind.PROGRESS,
+                {
+                    "step": info.step,
+                    "total": info.total,
+                    "timestep": float(info.timestep),
+                    "elapsed_s": float(info.elapsed_s),
+                    "eta_s": eta,
+                },
+            )
+            if info.preview is not None:
+                png, width, height, count = encode_preview(info.preview, self.config.preview_max_side)
+                self.store.add_event(
+                    job.job_id,
+                    EventKind.PREVIEW,
+                    {"step": info.step, "width": width, "height": height, "format": "png", "frames": count},
+                    png,
+                )
+            if self.config.debug_step_delay_s:
+                time.sleep(self.config.debug_step_delay_s)
+
+        t0 = time.monotonic()
+        latents = self.pipe.sample(
+            storyboard, params, callback=on_step, should_stop=lambda: self._should_stop(job.job_id)
+        )
+        self.metrics.job_duration.labels(phase="sampling").observe(time.monotonic() - t0)
+        save_latents(path, latents, {"job_id": job.job_id, "fingerprint": fingerprint})
+        return latents
+
+    def _decode_estimate(self, frames: int) -> float:
+        return 0.0 if self._decode_s_per_frame is None else self._decode_s_per_frame * frames
+
+    def _decode(self, job: JobRecord, latents: Any) -> None:
+        """Decode the segments that still miss frames; write and index only the missing frames."""
+        spec = job.spec
+        job_id = job.job_id
+        self.store.set_state(job_id, JobState.DECODING, "decoding")
+        ranges = self.pipe.segment_frame_ranges(spec.n_segments)
+        if ranges[-1][1] != spec.total_frames:
+            raise RuntimeError(
+                f"pipeline reports {ranges[-1][1]} frames for {spec.n_segments} segments, the job expects "
+                f"{spec.total_frames}"
+            )
+        done = self.store.frame_indices(job_id)
+        rate = Fraction(self.pipe.fps).limit_denominator(1001)
+        t0 = time.monotonic()
+        for segment, (first, end) in enumerate(ranges):
+            missing = [i for i in range(first, end) if i not in done]
+            if not missing:
+                continue
+            if self._should_stop(job_id):
+                raise _Stop
+            self.store.log_work(job_id, "decode", segment)
+            self.metrics.decode_calls.inc()
+            seg_t0 = time.monotonic()
+            rgb = self.pipe.decode(latents, segments=[segment])  # (T_seg, H, W, 3) scene-linear
+            if len(rgb) != end - first:
+                raise RuntimeError(
+                    f"decode of segment {segment} returned {len(rgb)} frames, expected {end - first}"
+                )
+            for index in missing:
+                self._write_frame(job, index, segment, rgb[index - first], rate)
+            per_frame = (time.monotonic() - seg_t0) / max(1, end - first)
+            self._decode_s_per_frame = per_frame
+            ready = len(self.store.frame_indices(job_id))
+            self.store.add_event(
+                job_id, EventKind.FRAMES, {"ready": ready, "total": spec.total_frames, "segment": segment}
+            )
+            log.info("segment %d decoded: %d frame(s) written", segment, len(missing))
+            if self.config.debug_segment_delay_s:
+                time.sleep(self.config.debug_segment_delay_s)
+        self.metrics.job_duration.labels(phase="decoding").observe(time.monotonic() - t0)
+
+    def _write_frame(self, job: JobRecord, index: int, segment: int, rgb: np.ndarray, rate: Fraction) -> None:
+        from host_plugin.core.exr_io import write_rgba_exr
+
+        spec = job.spec
+        relpath = self.frames.frame_relpath(job.job_id, index)
+        final = self.frames.path_of(relpath)
+        tmp = self.frames.temp_path(".exr")
+        write_rgba_exr(
+            tmp,
+            np.asarray(rgb, dtype=np.float32),
+            colour_interop_id=self.config.colour_interop_id,
+            attributes={
+                "ttt_studio/job_id": job.job_id,
+                "ttt_studio/frame": spec.start_frame + index,
+                "ttt_studio/shot": spec.shot_name,
+                "ttt_studio/seed": str(spec.params.get("seed")),
+            },
+            frames_per_second=rate,
+        )
+        self.frames.commit(tmp, final)
+        self.store.add_frame(
+            FrameRecord(
+                job_id=job.job_id,
+                index=index,
+                number=spec.start_frame + index,
+                segment=segment,
+                filename=spec.frame_filename(index),
+                relpath=relpath,
+                size=final.stat().st_size,
+                sha256=sha256_file(final),
+                created=time.time(),
+            )
+        )
+        self.metrics.frames_written.inc()
+
+
+def _fingerprint(storyboard: list[dict[str, Any]], params: dict[str, Any]) -> str:
+    """What the latents depend on: a resumed job reuses saved latents only for the same request."""
+    text = json.dumps({"storyboard": storyboard, "params": params}, sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()

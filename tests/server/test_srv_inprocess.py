@@ -1,0 +1,200 @@
+"""In-process servers (real gRPC on loopback, real SQLite, the real tiny pipeline): priority order,
+limits, graceful stop and resume, one server per data dir, metrics, TLS, configuration refusals."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from srv_helpers import MINIMAL, ROOT, STORYBOARD, STORYBOARD_2, TOKENS, wait_for
+
+from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
+from server.auth import TokenFileError, parse_token_file
+from server.client import StudioClient
+from server.config import Limits, ServerConfig
+from server.main import StudioServer
+
+
+@contextmanager
+def running(config: ServerConfig, pipe: Any) -> Iterator[StudioServer]:
+    server = StudioServer(config, pipelines=[("cpu", pipe)])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(grace=1)
+
+
+def _config(tmp_path: Path, token_file: Path, **overrides: Any) -> ServerConfig:
+    return ServerConfig(address="127.0.0.1:0", data_dir=tmp_path / "data", token_file=token_file, **overrides)
+
+
+def _sampling_started(server: StudioServer, job_id: str) -> float:
+    return next(t for s, _, t in server.engine.store.state_history(job_id) if s == "sampling")
+
+
+def test_previews_start_before_earlier_finals(tmp_path: Path, token_file: Path, server_pipe: Any) -> None:
+    with running(_config(tmp_path, token_file, debug_step_delay_s=0.1), server_pipe) as server:
+        with StudioClient(server.address, token=TOKENS["alice"]) as client:
+            busy = client.submit(STORYBOARD, **{**MINIMAL, "steps": 6}).job_id
+            wait_for(lambda: client.job(busy).state == pb.JOB_STATE_SAMPLING, what="busy job")
+            final1 = client.submit(STORYBOARD, **MINIMAL).job_id
+            final2 = client.submit(STORYBOARD, **MINIMAL).job_id
+            preview = client.submit(STORYBOARD, priority="preview", **MINIMAL).job_id
+            assert client.job(preview).queue_position == 1 and client.job(final2).queue_position == 3
+            for job_id in (busy, final1, final2, preview):
+                assert client.wait(job_id).state == pb.JOB_STATE_COMPLETED
+        starts = {j: _sampling_started(server, j) for j in (preview, final1, final2)}
+        assert starts[preview] < starts[final1] < starts[final2]
+
+
+def test_frame_limit_names_the_limit(tmp_path: Path, token_file: Path, server_pipe: Any) -> None:
+    config = _config(tmp_path, token_file, limits=Limits(max_frames=10))
+    with running(config, server_pipe) as server, StudioClient(server.address, token=TOKENS["bob"]) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.submit(STORYBOARD_2, **MINIMAL)  # 17 frames
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "17 frames" in err.value.details() and "max_frames=10" in err.value.details()
+        assert client.info().limits.max_frames == 10
+
+
+def test_graceful_stop_requeues_the_running_job_and_the_next_start_finishes_it(
+    tmp_path: Path, token_file: Path, server_pipe: Any
+) -> None:
+    config = _config(tmp_path, token_file, debug_step_delay_s=0.3)
+    with running(config, server_pipe) as server:
+        with StudioClient(server.address, token=TOKENS["alice"]) as client:
+            job_id = client.submit(STORYBOARD, **{**MINIMAL, "steps": 30}).job_id
+            for event in client.watch(job_id):
+                if event.WhichOneof("kind") == "progress":
+                    break
+            with pytest.raises(RuntimeError, match="another ttt-studio server is using the data dir"):
+                StudioServer(config, pipelines=[("cpu", server_pipe)])
+    # stopped: the job went back to the queue, not failed
+    with running(replace(config, debug_step_delay_s=0.0), server_pipe) as server:
+        with StudioClient(server.address, token=TOKENS["alice"]) as client:
+            job = client.wait(job_id)
+            assert job.state == pb.JOB_STATE_COMPLETED and job.attempts == 2
+        history = [(s, m) for s, m, _ in server.engine.store.state_history(job_id)]
+        assert ("queued", "interrupted by server shutdown; will resume") in history
+
+
+def test_metrics_endpoint(tmp_path: Path, token_file: Path, server_pipe: Any) -> None:
+    config = _config(tmp_path, token_file, metrics_port=0)
+    with (
+        running(config, server_pipe) as server,
+        StudioClient(server.address, token=TOKENS["alice"]) as client,
+    ):
+        job_id = client.submit(STORYBOARD, **{**MINIMAL, "steps": 2}).job_id
+        assert client.wait(job_id).state == pb.JOB_STATE_COMPLETED
+        text = (
+            urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=10)
+            .read()
+            .decode()
+        )
+    values = {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"
+    }
+    assert values['ttt_jobs_finished_total{state="completed"}'] == 1
+    assert values['ttt_jobs_submitted_total{priority="final"}'] == 1
+    assert values["ttt_step_duration_seconds_count"] == 2
+    assert values["ttt_decode_calls_total"] == 1 and values["ttt_frames_written_total"] == 9
+    assert values['ttt_queue_length{priority="preview"}'] == 0
+    assert 'ttt_job_duration_seconds_count{phase="sampling"}' in values
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate"
+)
+def test_tls(tmp_path: Path, token_file: Path, server_pipe: Any) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    config = _config(tmp_path, token_file, tls_cert=cert, tls_key=key)
+    with running(config, server_pipe) as server:
+        with StudioClient(
+            server.address, token=TOKENS["alice"], root_certificates=cert.read_bytes()
+        ) as client:
+            assert client.info().caller == "alice"
+        with StudioClient(server.address, token=TOKENS["alice"], retries=0, timeout_s=5) as plain:
+            with pytest.raises(grpc.RpcError) as err:
+                plain.info()
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_config_refusals(tmp_path: Path, token_file: Path) -> None:
+    with pytest.raises(ValueError, match="only on loopback"):
+        ServerConfig(address="0.0.0.0:50051", insecure_no_auth=True, data_dir=tmp_path)
+    ServerConfig(address="[::1]:50051", insecure_no_auth=True, data_dir=tmp_path)
+    with pytest.raises(ValueError, match="no token file"):
+        ServerConfig(address="0.0.0.0:50051", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="both a certificate and a key"):
+        ServerConfig(token_file=token_file, tls_cert=tmp_path / "c.pem", data_dir=tmp_path)
+    with pytest.raises(ValueError, match="max_upload_bytes"):
+        Limits(max_upload_bytes=0)
+    # the command line says so and exits before loading any model
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.main",
+            "--insecure-no-auth",
+            "--address",
+            "0.0.0.0:0",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 2 and "refusing '0.0.0.0'" in out.stderr
+
+
+def test_insecure_no_auth_on_loopback(tmp_path: Path, server_pipe: Any) -> None:
+    config = ServerConfig(address="127.0.0.1:0", data_dir=tmp_path / "data", insecure_no_auth=True)
+    with running(config, server_pipe) as server, StudioClient(server.address, token="") as client:
+        client.token = None
+        assert client.info().caller == "local"
+
+
+def test_token_file_errors_name_the_line() -> None:
+    assert parse_token_file("# c\n\n" + "a" * 20 + " alice\n") != {}
+    with pytest.raises(TokenFileError, match="line 2: expected 'TOKEN USER'"):
+        parse_token_file("x" * 20 + " alice\nlonely\n")
+    with pytest.raises(TokenFileError, match="line 1: token for 'bob' is 5 characters"):
+        parse_token_file("short bob\n")
+    with pytest.raises(TokenFileError, match="already given to 'alice'"):
+        parse_token_file("t" * 20 + " alice\n" + "t" * 20 + " bob\n")
+    with pytest.raises(TokenFileError, match="user"):
+        parse_token_file("t" * 20 + " ../bob\n")
