@@ -18,12 +18,15 @@ SUBCOMMANDS: dict[str, str] = {
     "toonworld": "ttt_engine.toonworld.cli",
     "eval": "ttt_engine.eval.cli",
     "generate": "ttt_engine.pipeline.cli",
+    "train": "ttt_engine.train.cli",
     "serve": "server.cli.serve",
     "submit": "server.cli.submit",
     "watch": "server.cli.watch",
     "fetch": "server.cli.fetch",
     "cancel": "server.cli.cancel",
     "jobs": "server.cli.jobs",
+    "fill": "host_plugin.cli",
+    "install-plugin": "host_plugin.install",
 }
 
 

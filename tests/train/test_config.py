@@ -1,0 +1,157 @@
+"""TrainConfig: the shipped configs load, round trips hold, and every bad config names its key."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ttt_engine.train.checkpoint import new_model_parts
+from ttt_engine.train.config import ConfigError, ModelConfig, TrainConfig
+from ttt_engine.train.vae_train import build_vae
+
+from .conftest import tiny_config_dict
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _base(**stage: Any) -> dict[str, Any]:
+    s = {"name": "3s", "steps": 10, **stage}
+    return {"run_dir": "/tmp/run", "dataset": {"path": "/tmp/data"}, "stages": [s]}
+
+
+@pytest.mark.parametrize("name", ["train_tiny.yaml", "train_default.yaml"])
+def test_shipped_configs_load(name: str) -> None:
+    config = TrainConfig.load(ROOT / "configs" / name)
+    assert config.stages and {s.type for s in config.stages} <= {"vae", "dit"}
+
+
+def test_default_config_follows_the_paper_curriculum() -> None:
+    c = TrainConfig.load(ROOT / "configs" / "train_default.yaml")
+    assert [s.name for s in c.stages] == ["vae", "pretrain", "3s", "6s", "9s", "12s"]
+    dit = c.stages[2:]  # the paper's stages, after the VAE and the from-scratch pretraining
+    assert dit[0].segments == 1 and dit[0].trainable == "all"
+    assert dit[0].ttt_lr == pytest.approx(10 * dit[0].lr) and dit[0].lr_schedule_ttt == "cosine"
+    assert all(s.trainable == "ttt_attn" for s in dit[1:])
+    assert [s.segments for s in dit] == sorted(s.segments for s in dit)
+    assert all(s.betas == (0.9, 0.95) and s.weight_decay == 1e-4 and s.text_dropout == 0.1 for s in dit)
+
+
+@pytest.mark.parametrize("suffix", [".yaml", ".json"])
+def test_save_load_round_trip(tmp_path: Path, suffix: str) -> None:
+    stages = [
+        {"name": "vae", "type": "vae", "steps": 3, "frames": 17, "kl_weight": 1e-5},
+        {"name": "3s", "steps": 5, "lr_ttt": 1e-4, "betas": [0.8, 0.9]},
+    ]
+    config = TrainConfig.from_dict(tiny_config_dict(tmp_path / "r", tmp_path / "d", stages))
+    assert TrainConfig.load(config.save(tmp_path / f"c{suffix}")) == config
+    assert config.stages[1].betas == (0.8, 0.9)
+
+
+def test_yaml_reads_exponent_floats(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "run_dir: r\ndataset: {path: d}\nstages:\n  - {name: a, steps: 2, lr: 1e-4, lr_ttt: 2E-3}\n"
+    )
+    stage = TrainConfig.load(path).stages[0]
+    assert stage.lr == 1e-4 and stage.lr_ttt == 2e-3
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({**_base(), "learning_rate": 1}, "learning_rate"),
+        (_base(lr_tt=1e-4), "stages[0].lr_tt"),
+        ({**_base(), "dataset": {"path": "d", "shuffle": True}}, "dataset.shuffle"),
+        (_base(steps="10"), "stages[0].steps"),
+        (_base(steps=True), "stages[0].steps"),
+        (_base(lr="fast"), "stages[0].lr"),
+        (_base(betas=[0.9]), "stages[0].betas"),
+        (_base(train_text_encoder="yes"), "stages[0].train_text_encoder"),
+        ({**_base(), "seed": 1.5}, "seed"),
+        ({**_base(), "stages": "3s"}, "stages"),
+        ({**_base(), "model": {"transformer": ["tiny"]}}, "model.transformer"),
+    ],
+)
+def test_unknown_keys_and_wrong_types_name_the_key(data: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(key) + ": "):
+        TrainConfig.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (_base(steps=0), "stages[0].steps"),
+        (_base(lr=-1.0), "stages[0].lr"),
+        (_base(lr_ttt=0.0), "stages[0].lr_ttt"),
+        (_base(trainable="attention"), "stages[0].trainable"),
+        (_base(type="gan"), "stages[0].type"),
+        (_base(text_dropout=1.0), "stages[0].text_dropout"),
+        (_base(betas=[0.9, 1.5]), "stages[0].betas"),
+        (_base(grad_clip=-0.1), "stages[0].grad_clip"),
+        (_base(lr_schedule="linear"), "stages[0].lr_schedule"),
+        (_base(trainable="ttt_attn", train_text_encoder=True), "stages[0].train_text_encoder"),
+        (_base(type="vae", segments=2), "stages[0].segments"),
+        (_base(type="dit", kl_weight=0.1), "stages[0].kl_weight"),
+        ({**_base(), "device": "tpu"}, "device"),
+        ({**_base(), "precision": "fp8"}, "precision"),
+        ({**_base(), "log_every": 0}, "log_every"),
+        ({**_base(), "model": {"transformer": {"preset": "huge"}}}, "model.transformer.preset"),
+        ({**_base(), "model": {"init": "m", "transformer": {"preset": "tiny"}}}, "model.transformer.preset"),
+        ({**_base(), "model": {"init": "m", "vae": {"latent_channels": 4}}}, "model.vae"),
+        (
+            {**_base(), "dataset": {"path": "d", "generate": {"segments_range": [3, 1]}}},
+            "dataset.generate.segments_range",
+        ),
+        ({**_base(), "stages": []}, "stages"),
+    ],
+)
+def test_bad_values_name_the_key(data: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match="^" + re.escape(key) + ": "):
+        TrainConfig.from_dict(data)
+
+
+def test_missing_required_and_duplicate_names() -> None:
+    with pytest.raises(ConfigError, match=r"^stages: missing required key"):
+        TrainConfig.from_dict({"run_dir": "r", "dataset": {"path": "d"}})
+    with pytest.raises(ConfigError, match=r"^stages\[0\]\.steps: missing required key"):
+        TrainConfig.from_dict({"run_dir": "r", "dataset": {"path": "d"}, "stages": [{"name": "a"}]})
+    dup = {
+        "run_dir": "r",
+        "dataset": {"path": "d"},
+        "stages": [{"name": "a", "steps": 1}, {"name": "a", "steps": 1}],
+    }
+    with pytest.raises(ConfigError, match=r"^stages: expected unique stage names"):
+        TrainConfig.from_dict(dup)
+
+
+def test_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        TrainConfig.load(tmp_path / "nope.yaml")
+    bad = tmp_path / "c.toml"
+    bad.write_text("x = 1")
+    with pytest.raises(ConfigError, match="suffix"):
+        TrainConfig.load(bad)
+    broken = tmp_path / "c.yaml"
+    broken.write_text("stages: [\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        TrainConfig.load(broken)
+    wrong = tmp_path / "w.yaml"
+    wrong.write_text("run_dir: r\ndataset: {path: d}\nstages: [{name: a, steps: -3}]\n")
+    with pytest.raises(ConfigError, match=r"w\.yaml: stages\[0\]\.steps: expected an integer >= 1, got -3"):
+        TrainConfig.load(wrong)
+
+
+def test_model_part_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"^model\.transformer: .*num_layerz"):
+        new_model_parts(ModelConfig(transformer={"num_layerz": 2}), seed=0)
+    with pytest.raises(ConfigError, match=r"^model\.transformer: .*head_dim"):
+        new_model_parts(ModelConfig(transformer={"head_dim": 30, "num_heads": 2, "dim": 60}), seed=0)
+    with pytest.raises(ConfigError, match=r"^model\.text_encoder: "):
+        new_model_parts(ModelConfig(text_encoder={"dim": 16}), seed=0)
+    with pytest.raises(ConfigError, match=r"^model\.vae\.latent_channels: "):
+        new_model_parts(ModelConfig(vae={"latent_channels": 8}), seed=0)
+    with pytest.raises(ConfigError, match=r"^model\.vae\.block_channels: unknown"):
+        build_vae({"block_channels": [4]})

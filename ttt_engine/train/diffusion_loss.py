@@ -1,0 +1,79 @@
+"""v-prediction diffusion loss with zero terminal SNR over 1000 DDPM steps (ttt-mlp.md section 3).
+
+    t        ~ U{0, ..., 999}
+    x_t      = sqrt(acp_t) x_0 + sqrt(1 - acp_t) eps           DDPMScheduler.add_noise
+    v_target = sqrt(acp_t) eps - sqrt(1 - acp_t) x_0           DDPMScheduler.get_velocity
+    loss     = mean((model(x_t, text, t) - v_target)^2)        in fp32
+
+The beta schedule is the model's (its scheduler/ config, CogVideoX's scaled_linear 0.00085..0.012 by
+default, with CogVideoX's SNR shift when it has one), rescaled to zero terminal SNR exactly as the
+pipeline's samplers are (pipeline/schedulers.py), so training and sampling see the same alphas_cumprod.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from diffusers import DDPMScheduler
+
+from ..pipeline.schedulers import _shifted_betas, schedule_from_config
+
+
+def make_noise_scheduler(config: dict[str, Any] | None = None) -> DDPMScheduler:
+    """The training scheduler: DDPM, v-prediction, betas rescaled to zero terminal SNR.
+
+    config: a scheduler config dict (e.g. the model folder's scheduler/scheduler_config.json) or None
+    for CogVideoX's schedule.
+    """
+    schedule = schedule_from_config(config)
+    kwargs: dict[str, Any] = {
+        "num_train_timesteps": schedule["num_train_timesteps"],
+        "beta_schedule": schedule["beta_schedule"],
+        "beta_start": schedule["beta_start"],
+        "beta_end": schedule["beta_end"],
+        "prediction_type": "v_prediction",
+        "rescale_betas_zero_snr": True,
+        "clip_sample": False,
+    }
+    if float(schedule["snr_shift_scale"]) != 1.0:
+        kwargs["trained_betas"] = _shifted_betas(schedule)
+    return DDPMScheduler(**kwargs)
+
+
+class VelocityLoss:
+    """Noising and the v-prediction target for latents [B, F, C, h, w] (any shape with batch first)."""
+
+    def __init__(self, scheduler: DDPMScheduler) -> None:
+        if scheduler.config.prediction_type != "v_prediction":
+            raise ValueError(
+                f"scheduler: expected prediction_type 'v_prediction', got {scheduler.config.prediction_type!r}"
+            )
+        self.scheduler = scheduler
+        self.num_timesteps = int(scheduler.config.num_train_timesteps)
+
+    def sample_timesteps(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        """[batch] long, uniform in [0, num_timesteps), drawn on the generator's device (CPU)."""
+        return torch.randint(0, self.num_timesteps, (batch,), generator=generator)
+
+    def noisy_and_target(
+        self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x_t, v_target), both shaped like latents, computed in fp32."""
+        if latents.shape != noise.shape:
+            raise ValueError(f"noise: expected shape {tuple(latents.shape)}, got {tuple(noise.shape)}")
+        if timesteps.shape != (latents.shape[0],):
+            raise ValueError(f"timesteps: expected shape ({latents.shape[0]},), got {tuple(timesteps.shape)}")
+        x0, eps = latents.float(), noise.float()
+        t = timesteps.to(latents.device)
+        return self.scheduler.add_noise(x0, eps, t), self.scheduler.get_velocity(x0, eps, t)
+
+    @staticmethod
+    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """MSE in fp32 (a bf16 prediction is upcast)."""
+        if prediction.shape != target.shape:
+            raise ValueError(
+                f"prediction: expected shape {tuple(target.shape)} (the target's), got {tuple(prediction.shape)}"
+            )
+        return F.mse_loss(prediction.float(), target.float())

@@ -1,0 +1,638 @@
+"""The training loop: the paper's curriculum, stage by stage (ttt-mlp.md section 3).
+
+    for each stage (config.stages):
+        'vae': train the AutoencoderKLCogVideoX on frame windows          (vae_train.py)
+        'dit': freeze / unfreeze by name (param_groups.py), cache the window latents (data.py), then
+               for each step:  z ~ q(z | frames) * scale;  t ~ U{0..999};  eps ~ N(0, I)
+                               texts: each segment's prompt -> "" with p = text_dropout
+                               loss = || DiT(x_t, text, t) - v ||^2     (diffusion_loss.py)
+        AdamW (per-group lr + schedule), grad clipping, optional grad accumulation, DDP across ranks,
+        bf16 autocast on CUDA; checkpoints every `checkpoint_every` steps and at every stage end.
+    export the model folder (transformer/, vae/, text_encoder/, scheduler/, model_index.json).
+
+All randomness of a step (latent sample, noise, timesteps, text dropout) is drawn from one CPU
+generator per rank whose state goes into the checkpoint with the torch/numpy/python RNG states and the
+sampler position, so N steps == N/2 steps + resume + N/2 steps, loss for loss.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ..storyboard import SEGMENT_SECONDS
+from ..toonworld.dataset import INDEX as DATASET_INDEX
+from ..toonworld.dataset import ClipDataset, write_dataset
+from . import checkpoint as ckpt
+from .config import ConfigError, StageConfig, TrainConfig
+from .data import (
+    DiTData,
+    LatentStore,
+    SeededSampler,
+    clip_segment_counts,
+    frame_layout,
+    frames_to_vae_input,
+    make_windows,
+)
+from .diffusion_loss import VelocityLoss, make_noise_scheduler
+from .distributed import DistInfo, barrier, gather_objects, init_process_group, mean_across
+from .param_groups import build_param_groups, set_trainable
+from .vae_train import VAEObjective, check_train_frames, save_vae, spatial_factor, temporal_factor
+
+log = logging.getLogger(__name__)
+
+LOG_FILE = "train_log.jsonl"
+
+
+@dataclass(frozen=True)
+class StepReport:
+    """After every optimizer step. loss: mean over ranks and micro-batches; step: 1-based within the stage."""
+
+    stage_index: int
+    stage: str
+    step: int
+    loss: float
+    lr: dict[str, float]
+    grad_norm: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+Callback = Callable[["Trainer", StepReport], None]
+
+
+def resolve_device(name: str, info: DistInfo) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise ValueError("device: 'cuda' asked for but torch.cuda.is_available() is False")
+        return torch.device("cuda", info.local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: plain fp32). auto: bf16 on CUDA, fp32 on CPU."""
+    if precision == "bf16" or (precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    """Multiplier of the base lr after `step` optimizer steps: linear warm-up, then constant or cosine."""
+
+    def f(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - warmup) / max(1, total - warmup))
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return f
+
+
+def _stage_seed(seed: int, stage_index: int, rank: int) -> int:
+    return (seed * 1_000_003 + stage_index * 7919 + rank * 104_729) % (2**63)
+
+
+# ---- objectives -----------------------------------------------------------------------------------------
+
+
+class DiTObjective(nn.Module):
+    """forward(noisy, timesteps, target, texts) -> v-prediction MSE. The text encoder is a submodule (and
+    trains, and DDP syncs it) only when train_text; otherwise it runs frozen under no_grad."""
+
+    def __init__(self, transformer: nn.Module, text_encoder: Any, train_text: bool) -> None:
+        super().__init__()
+        self.transformer = transformer
+        if train_text:
+            self.text_encoder = text_encoder
+        else:
+            # not a submodule: DDP and .parameters() skip it
+            self.__dict__["frozen_text_encoder"] = text_encoder
+        self.train_text = train_text
+
+    def encode(self, texts: list[str], batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """texts (batch x segments, row-major) -> [B, S, T, d] embeddings and [B, S, T] mask."""
+        encoder = self.text_encoder if self.train_text else self.__dict__["frozen_text_encoder"]
+        with contextlib.nullcontext() if self.train_text else torch.no_grad():
+            emb, mask = encoder.encode(texts)  # (B*S, T, d), (B*S, T)
+        segments = len(texts) // batch
+        return emb.view(batch, segments, *emb.shape[1:]), mask.view(batch, segments, -1)
+
+    def forward(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, target: torch.Tensor, texts: list[str]
+    ) -> torch.Tensor:
+        emb, mask = self.encode(texts, noisy.shape[0])
+        pred = self.transformer(noisy, emb, mask, timesteps)
+        return VelocityLoss.loss(pred, target)
+
+
+# ---- the trainer ----------------------------------------------------------------------------------------
+
+
+class Trainer:
+    """Runs a TrainConfig (all stages) in this process; one rank of `info` when distributed.
+
+    resume: a checkpoint folder or a run folder (its latest checkpoint). callbacks(trainer, StepReport)
+    run after every optimizer step on every rank.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        info: DistInfo | None = None,
+        resume: str | Path | None = None,
+        callbacks: Sequence[Callback] = (),
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.info = info or DistInfo()
+        self.resume = Path(resume) if resume is not None else None
+        self.callbacks = list(callbacks)
+        self.progress = progress
+        self.device = resolve_device(config.device, self.info)
+        self.autocast_dtype = resolve_dtype(config.precision, self.device)
+        self.run_dir = Path(config.run_dir)
+        self.parts: ckpt.ModelParts | None = None
+        self.losses: list[float] = []
+        self.text_trained = False
+        self._data: DiTData | None = None
+        self._objective: DiTObjective | None = None
+        self._velocity = VelocityLoss(make_noise_scheduler(None))
+
+    # ---- setup ------------------------------------------------------------------------------------------
+
+    def _dataset(self) -> ClipDataset:
+        c = self.config.dataset
+        root = Path(c.path)
+        if c.generate is not None and not (root / DATASET_INDEX).exists():
+            if self.info.is_main:
+                g = c.generate
+                log.info("writing a toon-world dataset to %s", root)
+                write_dataset(root, g.n_clips, tuple(g.segments_range), g.height, g.width, g.fps, g.seed)
+            barrier(self.info)
+        return ClipDataset(root)
+
+    def _initial_parts(self) -> tuple[ckpt.ModelParts, int, int, dict[str, Any] | None]:
+        """(parts, first stage, first step, resume state)."""
+        m = self.config.model
+        if self.resume is not None:
+            folder = ckpt.resolve_resume(self.resume)
+            state = ckpt.load_state(folder)
+            saved = TrainConfig.load(folder / ckpt.CONFIG_FILE)
+            diff = ckpt.config_differences(saved, self.config)
+            if diff:
+                log.warning("resuming %s with a config that differs in %s: not an exact resume", folder, diff)
+            idx = int(state["stage_index"])
+            if idx >= len(self.config.stages) or self.config.stages[idx].name != state["stage_name"]:
+                names = [s.name for s in self.config.stages]
+                raise ckpt.ResumeError(
+                    f"{folder}: written in stage {idx} {state['stage_name']!r}, but the config's stages are {names}"
+                )
+            self.text_trained = bool(state.get("text_trained", False))
+            parts = ckpt.load_checkpoint_parts(folder, state)
+            if (folder / "vae").is_dir():  # a VAE stage's weights: make them the model folder's VAE again
+                vae_dir = self.config.model_dir / "vae"
+                if self.info.is_main:
+                    save_vae(parts.vae, vae_dir)
+                parts.sources["vae"] = str(vae_dir)
+                barrier(self.info)
+            log.info("resuming from %s (stage %d, step %d)", folder, state["stage_index"], state["step"])
+            return parts, idx, int(state["step"]), state
+        if m.init is not None:
+            parts = ckpt.load_model_parts(m.init, m.transformer)
+        else:
+            parts = ckpt.new_model_parts(m, self.config.seed)
+            vae_dir = self.config.model_dir / "vae"
+            if self.info.is_main:
+                save_vae(parts.vae, vae_dir)
+            parts.sources["vae"] = str(vae_dir)
+            barrier(self.info)
+        return parts, 0, 0, None
+
+    def _fps(self, dataset: ClipDataset) -> int:
+        """The model's fps: the dataset's (a model segment is 3 s of dataset frames); model.fps must agree."""
+        fps = self._clip_fps(dataset)
+        if self.config.model.fps is not None and self.config.model.fps != fps:
+            raise ConfigError(
+                f"model.fps: {self.config.model.fps}, but the dataset {dataset.root} is {fps} fps and a model "
+                "segment is 3 s of its frames; set model.fps to null or to the dataset's fps"
+            )
+        return fps
+
+    # ---- run --------------------------------------------------------------------------------------------
+
+    def run(self) -> Path:
+        """Train every stage (from the resume point) and export the model folder; returns its path."""
+        init_process_group(self.info, self.device)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        dataset = self._dataset()
+        fps = self._fps(dataset)
+        self.parts, first_stage, first_step, state = self._initial_parts()
+        if self.info.is_main:
+            self.config.save(self.run_dir / ckpt.CONFIG_FILE)
+        for i in range(first_stage, len(self.config.stages)):
+            stage = self.config.stages[i]
+            resume_state = state if i == first_stage else None
+            start = first_step if i == first_stage else 0
+            if start >= stage.steps:
+                continue
+            if stage.type == "vae":
+                self._run_vae_stage(i, stage, dataset, start, resume_state)
+            else:
+                self._run_dit_stage(i, stage, dataset, start, resume_state)
+        out = self.config.model_dir
+        if self.info.is_main:
+            ckpt.export_model_folder(self.parts, out, fps)
+            log.info("model folder written: %s", out)
+        barrier(self.info)
+        return out
+
+    # ---- shared loop ------------------------------------------------------------------------------------
+
+    def _optimizer(
+        self, stage: StageConfig, modules: dict[str, nn.Module]
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR, list[nn.Parameter]]:
+        groups = build_param_groups(
+            modules, lr=stage.lr, lr_ttt=stage.ttt_lr, weight_decay=stage.weight_decay
+        )
+        opt = torch.optim.AdamW(
+            groups, lr=stage.lr, betas=stage.betas, eps=stage.eps, weight_decay=stage.weight_decay
+        )
+        lambdas = [
+            lr_lambda(
+                stage.lr_schedule_ttt if g["kind"] == "ttt" else stage.lr_schedule,
+                stage.warmup_steps,
+                stage.steps,
+                stage.min_lr_ratio,
+            )
+            for g in groups
+        ]
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
+        params = [p for g in groups for p in g["params"]]
+        for g in groups:
+            log.debug("group %s: %d tensors, lr %g", g["name"], len(g["params"]), g["lr"])
+        return opt, sched, params
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        if not self.info.enabled:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        # find_unused_parameters: the last block's backward text gate never reaches the loss (the text stream
+        # of the last block is dropped), so it gets no gradient; DDP must not wait for it
+        return DDP(module, device_ids=ids, find_unused_parameters=True)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def _loop(
+        self,
+        index: int,
+        stage: StageConfig,
+        start: int,
+        resume_state: dict[str, Any] | None,
+        modules: dict[str, nn.Module],
+        wrapped: nn.Module,
+        num_items: int,
+        micro_step: Callable[
+            [nn.Module, SeededSampler, torch.Generator], tuple[torch.Tensor, dict[str, float]]
+        ],
+        write_weights: Callable[[Path], None],
+    ) -> None:
+        """The optimizer loop shared by both stage types. micro_step(wrapped, sampler, gen) -> (loss, extras)."""
+        from tqdm.auto import tqdm
+
+        opt, sched, params = self._optimizer(stage, modules)
+        sampler = SeededSampler(
+            num_items, self.config.seed + 7919 * index, self.info.world_size, self.info.rank
+        )
+        gen = torch.Generator().manual_seed(_stage_seed(self.config.seed, index, self.info.rank))
+        if resume_state is not None and start > 0:
+            opt.load_state_dict(resume_state["optimizer"])
+            sched.load_state_dict(resume_state["lr_scheduler"])
+            sampler.load_state_dict(resume_state["sampler"])
+            rng = resume_state["rng"]
+            if len(rng) != self.info.world_size:
+                raise ckpt.ResumeError(
+                    f"checkpoint was written by {len(rng)} process(es), this run has {self.info.world_size}; "
+                    "resume with the same --nproc"
+                )
+            ckpt.restore_rng(rng[self.info.rank], gen)
+        else:
+            torch.manual_seed(_stage_seed(self.config.seed, index, self.info.rank))
+        bar = tqdm(
+            total=stage.steps,
+            initial=start,
+            desc=f"{stage.name} ({stage.type})",
+            disable=not (self.progress and self.info.is_main),
+            dynamic_ncols=True,
+        )
+        for step in range(start, stage.steps):
+            t0 = time.perf_counter()
+            opt.zero_grad(set_to_none=True)
+            total = torch.zeros((), device=self.device)
+            extras: dict[str, float] = {}
+            for micro in range(stage.grad_accum):
+                sync = micro == stage.grad_accum - 1 or not self.info.enabled
+                with contextlib.nullcontext() if sync else wrapped.no_sync():
+                    loss, extra = micro_step(wrapped, sampler, gen)
+                    (loss / stage.grad_accum).backward()
+                total = total + loss.detach().float()
+                for k, v in extra.items():
+                    extras[k] = extras.get(k, 0.0) + v / stage.grad_accum
+            loss_value = float(mean_across(total / stage.grad_accum, self.info))
+            if not math.isfinite(loss_value):  # stop before the step spoils the weights
+                raise FloatingPointError(
+                    f"stage {stage.name!r} step {step + 1}: the loss is {loss_value}; lower the lr, clip gradients "
+                    "harder (grad_clip) or use precision fp32 (weights are as of the last checkpoint)"
+                )
+            max_norm = stage.grad_clip if stage.grad_clip > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            lrs = {g["name"]: g["lr"] for g in opt.param_groups}  # the lr this step used
+            opt.step()
+            sched.step()
+            self.losses.append(loss_value)
+            report = StepReport(index, stage.name, step + 1, loss_value, lrs, grad_norm, extras)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss_value:.4f}", gnorm=f"{grad_norm:.3f}")
+            if self.info.is_main and ((step + 1) % self.config.log_every == 0 or step + 1 == stage.steps):
+                self._log(report, time.perf_counter() - t0)
+            for cb in self.callbacks:
+                cb(self, report)
+            done = step + 1 == stage.steps
+            every = self.config.checkpoint_every
+            if done or (every and (step + 1) % every == 0):
+                self._checkpoint(index, stage, step + 1, opt, sched, sampler, gen, write_weights)
+        bar.close()
+
+    def _log(self, r: StepReport, seconds: float) -> None:
+        log.info(
+            "%s step %d: loss %.5f grad_norm %.4f lr %s (%.2f s/step)",
+            r.stage,
+            r.step,
+            r.loss,
+            r.grad_norm,
+            {k: f"{v:.3g}" for k, v in r.lr.items()},
+            seconds,
+        )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / LOG_FILE, "a", encoding="utf-8") as f:
+            entry = {
+                "stage": r.stage,
+                "step": r.step,
+                "loss": r.loss,
+                "grad_norm": r.grad_norm,
+                "lr": r.lr,
+                **r.extra,
+            }
+            f.write(json.dumps(entry) + "\n")
+
+    def _checkpoint(
+        self,
+        index: int,
+        stage: StageConfig,
+        step: int,
+        opt: torch.optim.Optimizer,
+        sched: Any,
+        sampler: SeededSampler,
+        gen: torch.Generator,
+        write_weights: Callable[[Path], None],
+    ) -> None:
+        rng = gather_objects(ckpt.capture_rng(gen), self.info)  # collective: every rank
+        if self.info.is_main:
+            assert self.parts is not None
+            state = {
+                "stage_index": index,
+                "stage_name": stage.name,
+                "stage_type": stage.type,
+                "step": step,
+                "optimizer": opt.state_dict(),
+                "lr_scheduler": sched.state_dict(),
+                "sampler": sampler.state_dict(),
+                "rng": rng,
+                "world_size": self.info.world_size,
+                "sources": self.parts.sources,
+                "text_trained": self.text_trained,
+            }
+            name = ckpt.checkpoint_name(index, stage.name, step)
+            ckpt.save_checkpoint(
+                self.run_dir, name, state, self.config, write_weights, self.config.keep_checkpoints
+            )
+        barrier(self.info)
+
+    def _write_parts(self, with_vae: bool) -> Callable[[Path], None]:
+        def write(folder: Path) -> None:
+            from ..models.loading import save_video_dit
+
+            assert self.parts is not None
+            save_video_dit(self.parts.transformer, folder / "transformer")
+            if self.parts.text_is_ours or self.text_trained:
+                ckpt.write_text_encoder(self.parts, folder)
+            if with_vae:
+                save_vae(self.parts.vae, folder / "vae")
+
+        return write
+
+    # ---- DiT stages -------------------------------------------------------------------------------------
+
+    def _run_dit_stage(
+        self,
+        index: int,
+        stage: StageConfig,
+        dataset: ClipDataset,
+        start: int,
+        resume_state: dict[str, Any] | None,
+    ) -> None:
+        parts = self.parts
+        assert parts is not None
+        dit, vae = parts.transformer, parts.vae
+        cfg = dit.config
+        layout = frame_layout(
+            self._clip_fps(dataset), cfg.first_segment_frames, cfg.segment_frames, temporal_factor(vae)
+        )
+        windows = make_windows(dataset, stage.segments, self.config.dataset.max_clips)
+        if cfg.latent_frames(stage.segments) % 2 == 0:
+            log.warning(
+                "stage %s: %d latent frames (an even count); diffusers' CogVideoX VAE decodes only odd counts "
+                "frame-exactly, so VideoPipeline.decode cannot decode videos of this length: use an even "
+                "segment_frames (paper: 12)",
+                stage.name,
+                cfg.latent_frames(stage.segments),
+            )
+        vae.to(self.device).eval().requires_grad_(False)
+        cache = self.run_dir / "cache" / "latents" if self.config.cache_latents else None
+        store = LatentStore(dataset, layout, vae, self.device, cache)
+        store.prepare(windows, self.info, self.progress)
+        if cache is not None and self.device.type == "cuda":
+            vae.to("cpu")  # every latent is on disk now
+        vc = vae.config
+        self._data = DiTData(windows, store, vc.scaling_factor, getattr(vc, "shift_factor", None) or 0.0)
+        self._velocity = VelocityLoss(make_noise_scheduler(parts.sources.get("scheduler_config")))
+
+        trained = set_trainable(dit, stage.trainable)
+        train_text = self._train_text(index, stage)
+        self.text_trained = self.text_trained or train_text
+        text = parts.text_encoder
+        if isinstance(text, nn.Module):
+            text.requires_grad_(train_text).train(train_text)
+        text.to(self.device)
+        dit.to(self.device).train()
+        log.info(
+            "stage %s: %d segment(s), %d windows, %d/%d transformer tensors trained, text encoder %s",
+            stage.name,
+            stage.segments,
+            len(windows),
+            len(trained),
+            len(list(dit.parameters())),
+            "trained" if train_text else "frozen",
+        )
+        self._objective = DiTObjective(dit, text, train_text)
+        modules = {"transformer": dit, **({"text_encoder": text} if train_text else {})}
+        wrapped = self._wrap(self._objective)
+
+        def micro_step(
+            model: nn.Module, sampler: SeededSampler, gen: torch.Generator
+        ) -> tuple[torch.Tensor, dict]:
+            indices = sampler.next_indices(stage.batch_size)
+            noisy, t, target, texts = self._dit_batch(indices, gen, stage.text_dropout)
+            with self._autocast():
+                return model(noisy, t, target, texts), {}
+
+        self._loop(
+            index,
+            stage,
+            start,
+            resume_state,
+            modules,
+            wrapped,
+            len(windows),
+            micro_step,
+            self._write_parts(False),
+        )
+        self._objective = None
+
+    def _clip_fps(self, dataset: ClipDataset) -> int:
+        if dataset.index is not None:
+            return int(dataset.index["fps"])
+        return int(dataset[0].fps)
+
+    def _train_text(self, index: int, stage: StageConfig) -> bool:
+        assert self.parts is not None
+        ours = self.parts.text_is_ours
+        if stage.train_text_encoder is None:
+            return stage.trainable == "all" and ours
+        if stage.train_text_encoder and not ours:
+            raise ConfigError(
+                f"stages[{index}].train_text_encoder: only our HashTextEncoder can be trained, the model has a "
+                f"{type(self.parts.text_encoder).__name__}"
+            )
+        return stage.train_text_encoder
+
+    def _dit_batch(
+        self, indices: list[int], gen: torch.Generator, text_dropout: float
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+        """(x_t, t, v target) on the device and the flat per-segment prompts (dropped ones are "")."""
+        assert self._data is not None
+        latents = self._data.latents(indices, gen)  # (B, F, C, h, w)
+        noise = torch.randn(latents.shape, generator=gen)
+        t = self._velocity.sample_timesteps(len(indices), gen)
+        noisy, target = self._velocity.noisy_and_target(latents, noise, t)
+        prompts = [self._data.prompts(i) for i in indices]
+        drop = torch.rand(len(indices), len(prompts[0]), generator=gen) < text_dropout
+        texts = [p if not drop[b, s] else "" for b, row in enumerate(prompts) for s, p in enumerate(row)]
+        d = self.device
+        return noisy.to(d), t.to(d), target.to(d), texts
+
+    @torch.no_grad()
+    def eval_loss(self, indices: Sequence[int] = (0,), seed: int = 0) -> float:
+        """Loss of the running DiT stage on fixed items, noise and timesteps, without text dropout."""
+        if self._objective is None or self._data is None:
+            raise RuntimeError("eval_loss: no DiT stage is running")
+        gen = torch.Generator().manual_seed(seed)
+        noisy, t, target, texts = self._dit_batch(list(indices), gen, 0.0)
+        with self._autocast():
+            return float(self._objective(noisy, t, target, texts))
+
+    # ---- VAE stages -------------------------------------------------------------------------------------
+
+    def _run_vae_stage(
+        self,
+        index: int,
+        stage: StageConfig,
+        dataset: ClipDataset,
+        start: int,
+        resume_state: dict[str, Any] | None,
+    ) -> None:
+        parts = self.parts
+        assert parts is not None
+        vae = parts.vae
+        check_train_frames(stage.frames, vae, f"stages[{index}].frames")
+        factor = spatial_factor(vae)
+        per_segment = SEGMENT_SECONDS * self._clip_fps(dataset)
+        lengths = [n * per_segment for n in clip_segment_counts(dataset, self.config.dataset.max_clips)]
+        items = [(c, s) for c, n in enumerate(lengths) for s in range(0, n - stage.frames + 1)]
+        if not items:
+            raise ValueError(
+                f"stages[{index}].frames: {stage.frames} frames is longer than every clip ({max(lengths)})"
+            )
+        vae.to(self.device).train().requires_grad_(True)
+        vae.disable_tiling()
+        objective = VAEObjective(vae, stage.recon_loss, stage.kl_weight)
+        wrapped = self._wrap(objective)
+        cache: dict[int, Any] = {}
+
+        def frames_of(clip: int) -> Any:
+            if clip not in cache:
+                if len(cache) > 64:
+                    cache.clear()
+                cache[clip] = dataset[clip].frames
+            return cache[clip]
+
+        def micro_step(
+            model: nn.Module, sampler: SeededSampler, gen: torch.Generator
+        ) -> tuple[torch.Tensor, dict]:
+            chosen = [items[i] for i in sampler.next_indices(stage.batch_size)]
+            x = torch.cat([frames_to_vae_input(frames_of(c)[s : s + stage.frames]) for c, s in chosen])
+            if x.shape[-1] % factor or x.shape[-2] % factor:
+                raise ValueError(
+                    f"frames of {tuple(x.shape[-2:])} pixels are not multiples of the VAE factor {factor}"
+                )
+            with self._autocast():
+                loss, recon, kl = model(x.to(self.device), gen)
+            return loss, {"recon": float(recon), "kl": float(kl)}
+
+        self._loop(
+            index,
+            stage,
+            start,
+            resume_state,
+            {"vae": vae},
+            wrapped,
+            len(items),
+            micro_step,
+            self._write_parts(True),
+        )
+        vae.eval().requires_grad_(False)
+        if self.info.is_main:
+            save_vae(vae, self.config.model_dir / "vae")
+        parts.sources["vae"] = str(self.config.model_dir / "vae")
+        barrier(self.info)
+
+
+def train(config: TrainConfig, info: DistInfo | None = None, resume: str | Path | None = None) -> Path:
+    """Run a whole training config in this process (one rank of `info`); returns the model folder."""
+    return Trainer(config, info=info, resume=resume).run()
