@@ -1,162 +1,517 @@
-"""Benchmark: frame streaming over loopback gRPC vs reading the same EXR files from disk, and the
-submit-to-first-preview latency minus the first step's own compute (the server's overhead).
+"""Benchmark: EXR frames streamed by the server over loopback gRPC vs the same files read from local disk.
 
-    python -m server.bench_stream --height 128 --width 128 --segments 2 --repeats 5 --out /tmp/bench.json
+    python -m server.bench_stream                                  # 48 frames of 480x720
+    python -m server.bench_stream --height 1080 --width 1920 --frames 24 --out /tmp/bench.json
+    python -m server.bench_stream --server HOST:PORT --token T --job-id J   # a running server's job
 
-Runs an in-process server with the tiny random model on 127.0.0.1 (a real socket, real SQLite, real
-EXR files in a temporary data dir), or measures a running server given --server and --token (then
-only the network side: the disk side needs the server's files).
+What it measures (each row: best of --repeats passes over all frames, the rows taken in turn):
+- raw bytes: every file read into memory vs FetchFrames into memory (one bytes object per frame), per
+  chunk size.
+- usable frames (what a host does): read + EXR decode vs FetchFrames + EXR decode from memory, and vs
+  StudioClient.fetch (writes each frame, checks its sha256) + EXR decode of the written file.
+- warm: the files are in the page cache (written just now and read once). cold: before every pass each
+  file's pages are dropped with posix_fadvise(DONTNEED) on both sides (dropping all caches needs root);
+  `fincore` checks that they left when it is installed. On a virtual machine the host may still cache
+  the virtual disk, so "cold" means cold for this OS only.
+- the server's overhead from submit to the first preview (minus the first step's own compute), with the
+  tiny model at 64x64.
+
+The frames: synthetic scene-linear content (gradients drifting over time with 3 % grain, so ZIP
+compresses them about as much as real footage rather than perfectly) written by the server's own frame
+writer (write_rgba_exr: half RGBA, ZIP, then FrameStore.commit and the frames index) as one completed
+job in a fresh data dir; the model does not make them (the tiny random model takes minutes per job at
+480x720 on a CPU). The server runs as its own process (`python -m server.main --tiny-random`) on that
+data dir, as a host would see it. The table names the machine; --out also writes the numbers as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
+import platform
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 STORYBOARD = [
     {"text": "A red ball rolls across a wooden floor. It stops by a chair."},
     {"text": "A cat jumps onto the chair. It looks at the ball and yawns."},
-    {"text": "The cat jumps down and pushes the ball back across the floor."},
 ]
+OWNER = "local"  # the caller name of a --insecure-no-auth server
+CHUNKS_KIB = (64, 256, 1024, 4096)
+DEFAULT_CHUNK_KIB = 1024  # the server's default chunk size (ServerConfig.chunk_bytes)
 
 
-def _latency(client: Any, job_args: dict[str, Any]) -> dict[str, float]:
-    """Submit, watch; time to the first preview minus the first step's elapsed compute."""
-    t0 = time.perf_counter()
-    job_id = client.submit(**job_args).job_id
-    first_step = first_preview = None
-    step1_compute = 0.0
-    for event in client.watch(job_id):
-        kind = event.WhichOneof("kind")
-        if kind == "progress" and event.progress.step == 1:
-            step1_compute = event.progress.elapsed_s
-            first_step = time.perf_counter() - t0
-        elif kind == "preview" and first_preview is None:
-            first_preview = time.perf_counter() - t0
-    if first_preview is None or first_step is None:
-        raise RuntimeError("the job produced no preview; check preview_every")
-    return {
-        "submit_to_first_preview_s": first_preview,
-        "first_step_compute_s": step1_compute,
-        "overhead_s": first_preview - step1_compute,
-        "job_id": job_id,
-    }
+# ---------------------------------------------------------------------- the frames and the server
 
 
-def _fetch_rate(client: Any, job_id: str, chunk_bytes: int, repeats: int) -> dict[str, float]:
+def synthetic_frame(index: int, height: int, width: int, rng: Any) -> Any:
+    """Scene-linear RGB [H, W, 3] float32: smooth colour fields that drift with `index`, 3 % grain."""
+    import numpy as np
+
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    u, v = xx / width, yy / height
+    base = np.stack(
+        [
+            0.18 + 0.30 * np.sin(6 * u + 0.1 * index) * v,
+            0.10 + 0.20 * v + 0.05 * np.cos(9 * u * v - 0.07 * index),
+            0.05 + 0.10 * np.cos(4 * v - 0.05 * index) + 0.4 * (u - 0.5) ** 2,
+        ],
+        axis=-1,
+    )  # (H, W, 3)
+    return (base * (1 + 0.03 * rng.standard_normal(base.shape, dtype=np.float32))).astype(np.float32)
+
+
+def seed_job(data_dir: Path, frames: int, height: int, width: int, fps: float = 16.0) -> str:
+    """A completed job of `frames` EXR frames in data_dir, written as the worker writes them."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from host_plugin.core.exr_io import write_rgba_exr
+    from server.frames import FrameStore, sha256_file
+    from server.jobs import FrameRecord, JobSpec, Priority
+    from server.store import Store
+
+    store = Store(data_dir / "studio.sqlite3")
+    files = FrameStore(data_dir)
+    spec = JobSpec(
+        storyboard=STORYBOARD,
+        params={"height": height, "width": width},
+        shot_name="bench",
+        n_segments=len(STORYBOARD),
+        total_frames=frames,
+    )
+    try:
+        job, _ = store.create_job(uuid.uuid4().hex, OWNER, Priority.FINAL, spec, "bench", None, 1 << 30)
+        rng = np.random.default_rng(0)
+        for index in range(frames):
+            relpath = files.frame_relpath(job.job_id, index)
+            final, tmp = files.path_of(relpath), files.temp_path(".exr")
+            write_rgba_exr(
+                tmp,
+                synthetic_frame(index, height, width, rng),
+                attributes={"ttt_studio/job_id": job.job_id, "ttt_studio/frame": 1001 + index},
+                frames_per_second=Fraction(fps).limit_denominator(1001),
+            )
+            files.commit(tmp, final)
+            store.add_frame(
+                FrameRecord(
+                    job.job_id,
+                    index,
+                    1001 + index,
+                    0,
+                    spec.frame_filename(index),
+                    relpath,
+                    final.stat().st_size,
+                    sha256_file(final),
+                    time.time(),
+                )
+            )
+        store.complete(job.job_id, "", "frames written by server.bench_stream")
+        return job.job_id
+    finally:
+        store.close()
+
+
+class ServerProcess:
+    """`python -m server.main --tiny-random --insecure-no-auth` on 127.0.0.1 in its own process."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.proc: subprocess.Popen | None = None
+        self.address = ""
+
+    def start(self, timeout: float = 180.0) -> ServerProcess:
+        info = self.data_dir / "server.json"
+        args = [sys.executable, "-m", "server.main", "--tiny-random", "--insecure-no-auth"]
+        args += ["--address", "127.0.0.1:0", "--data-dir", str(self.data_dir), "--torch-threads", "1"]
+        args += ["--log-format", "text", "--log-level", "WARNING", "--grace", "2"]
+        root = Path(__file__).resolve().parents[1]
+        log = self.data_dir.parent / "server.log"
+        with open(log, "ab") as out:
+            self.proc = subprocess.Popen(args, cwd=root, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the server exited: {log.read_text(errors='replace')[-2000:]}")
+            if info.exists():
+                data = json.loads(info.read_text())
+                if data.get("pid") == self.proc.pid:
+                    self.address = data["address"]
+                    return self
+            time.sleep(0.1)
+        self.stop()
+        raise TimeoutError(f"the server did not start within {timeout} s")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---------------------------------------------------------------------- page cache
+
+
+def drop_from_page_cache(paths: list[Path]) -> None:
+    """Evict the files' pages from this OS's page cache (fsync first: only clean pages can go)."""
+    for path in paths:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def resident_bytes(paths: list[Path]) -> int | None:
+    """Bytes of the files in the page cache per `fincore` (None when it is not installed)."""
+    if shutil.which("fincore") is None:
+        return None
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", *map(str, paths)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sum(int(v) for v in out.split())
+
+
+# ---------------------------------------------------------------------- the passes
+
+
+def read_files(paths: list[Path]) -> int:
+    total = 0
+    for path in paths:
+        with open(path, "rb") as handle:
+            total += len(handle.read())
+    return total
+
+
+def fetch_frames(
+    client: Any, job_id: str, chunk_bytes: int, on_frame: Callable[[bytes], None] | None = None
+) -> int:
+    """FetchFrames into memory: each frame's chunks joined into one bytes object; returns the bytes."""
     from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 
-    times, total = [], 0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        total = 0
-        request = pb.FetchFramesRequest(job_id=job_id, chunk_bytes=chunk_bytes)
-        for chunk in client.stub.FetchFrames(request, metadata=client.metadata):
-            total += len(chunk.data)
-        times.append(time.perf_counter() - t0)
-    best = min(times)
+    total = 0
+    parts: list[bytes] = []
+    request = pb.FetchFramesRequest(job_id=job_id, chunk_bytes=chunk_bytes)
+    for chunk in client.stub.FetchFrames(request, metadata=client.metadata):
+        parts.append(chunk.data)
+        if chunk.last:
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+            parts = []
+            total += len(data)
+            if on_frame is not None:
+                on_frame(data)
+    return total
+
+
+def decode_exr(source: str | bytes) -> int:
+    """Decode one EXR (a path or its bytes) to its RGBA pixel array; returns the pixel count."""
+    import OpenEXR
+
+    with OpenEXR.File(source if isinstance(source, str) else io.BytesIO(source)) as exr:
+        pixels = exr.channels()["RGBA"].pixels
+        return int(pixels.shape[0] * pixels.shape[1])
+
+
+def read_and_decode(paths: list[Path]) -> int:
+    total = 0
+    for path in paths:
+        total += path.stat().st_size
+        decode_exr(str(path))
+    return total
+
+
+def fetch_and_decode(client: Any, job_id: str) -> int:
+    return fetch_frames(client, job_id, 0, on_frame=decode_exr)
+
+
+def fetch_files_and_decode(client: Any, job_id: str, out_dir: Path) -> int:
+    """StudioClient.fetch (write, sha256 check, rename) decoding each file as it lands."""
+    shutil.rmtree(out_dir, ignore_errors=True)
+    sizes: list[int] = []
+
+    def on_frame(path: Path, _chunk: Any) -> None:
+        sizes.append(path.stat().st_size)
+        decode_exr(str(path))
+
+    client.fetch(job_id, out_dir, on_frame=on_frame)
+    return sum(sizes)
+
+
+def measure(passes: dict[str, Callable[[], int]], repeats: int, before: Callable[[], None]) -> dict[str, Any]:
+    """Run every pass `repeats` times, rotating their order; before() runs before each pass."""
+    names = list(passes)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    sizes: dict[str, int] = {}
+    for r in range(repeats):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            before()
+            t0 = time.perf_counter()
+            sizes[name] = passes[name]()
+            times[name].append(time.perf_counter() - t0)
     return {
-        "bytes": total,
-        "best_s": best,
-        "median_s": statistics.median(times),
-        "MB_per_s": total / best / 1e6,
+        name: {
+            "bytes": sizes[name],
+            "best_s": min(times[name]),
+            "median_s": statistics.median(times[name]),
+            "MB_per_s": sizes[name] / min(times[name]) / 1e6,
+            "median_MB_per_s": sizes[name] / statistics.median(times[name]) / 1e6,
+        }
+        for name in names
     }
 
 
-def _disk_rate(paths: list[Path], repeats: int) -> dict[str, float]:
-    times, total = [], 0
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        total = sum(len(p.read_bytes()) for p in paths)
-        times.append(time.perf_counter() - t0)
-    best = min(times)
-    return {
-        "bytes": total,
-        "best_s": best,
-        "median_s": statistics.median(times),
-        "MB_per_s": total / best / 1e6,
+# ---------------------------------------------------------------------- latency
+
+
+def latency(client: Any, repeats: int) -> dict[str, float]:
+    """Submit -> first preview, minus the first step's compute: the server's own overhead (median)."""
+    job_args = {
+        "height": 64,
+        "width": 64,
+        "steps": 2,
+        "guidance_scale": 1.0,
+        "preview_every": 1,
+        "seed": 1,
     }
+    runs = []
+    for _ in range(repeats + 1):  # the first one warms up torch and fits the preview projection
+        t0 = time.perf_counter()
+        job_id = client.submit(STORYBOARD[:1], **job_args).job_id
+        first_preview = None
+        step1 = 0.0
+        for event in client.watch(job_id):
+            kind = event.WhichOneof("kind")
+            if kind == "progress" and event.progress.step == 1:
+                step1 = event.progress.elapsed_s
+            elif kind == "preview" and first_preview is None:
+                first_preview = time.perf_counter() - t0
+        if first_preview is None:
+            raise RuntimeError(f"job {job_id} produced no preview")
+        runs.append({"first_preview_s": first_preview, "step1_s": step1, "overhead_s": first_preview - step1})
+    return {key: statistics.median(r[key] for r in runs[1:]) for key in runs[0]}
+
+
+# ---------------------------------------------------------------------- machine and table
+
+
+def machine() -> dict[str, Any]:
+    import google.protobuf
+    import grpc
+    import OpenEXR
+
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = ""
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split("MemTotal:")[1].split()[0])
+        memory = f"{kib / 2**20:.0f} GiB"
+    except (OSError, IndexError, ValueError):
+        pass
+    return {
+        "host": platform.node(),
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory": memory,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__,
+        "openexr": OpenEXR.__version__,
+        "load_average": os.getloadavg(),
+    }
+
+
+def filesystem(path: Path) -> str:
+    """'ext4 on /dev/vda' for the mount holding path (from /proc/mounts)."""
+    best = ("", "?", "?")
+    try:
+        for line in Path("/proc/mounts").read_text().splitlines():
+            device, mount, kind = line.split()[:3]
+            if str(path.resolve()).startswith(mount) and len(mount) >= len(best[0]):
+                best = (mount, kind, device)
+    except OSError:
+        pass
+    return f"{best[1]} on {best[2]}"
+
+
+def table(report: dict[str, Any]) -> str:
+    m = report["machine"]
+    f = report["frames"]
+    lines = [
+        f"machine: {m['host']}: {m['cpu']}, {m['cores']} cores, {m['memory']}, {m['os']}; "
+        f"Python {m['python']}, grpcio {m['grpcio']}, protobuf {m['protobuf']}, OpenEXR {m['openexr']}; "
+        f"load average at start {m['load_average'][0]:.2f}, at end {report['load_average_end'][0]:.2f}",
+        f"frames: {f['count']} x {f['width']}x{f['height']} half RGBA ZIP EXR, {f['avg_MB']:.2f} MB each "
+        f"({f['total_MB']:.1f} MB), {f['where']}; server and client are separate processes on 127.0.0.1",
+        f"cold: {report['cold_note']}",
+        f"best of {report['repeats']} passes (median in brackets); ratio = MB/s / the disk row of its kind",
+        "",
+        f"{'':40s} {'warm page cache':>34s}   {'cold (fadvise DONTNEED)':>34s}",
+        f"{'':40s} {'MB/s':>16s} {'frames/s':>9s} {'ratio':>7s}   {'MB/s':>16s} {'frames/s':>9s} {'ratio':>7s}",
+    ]
+    for kind, rows in (("raw", report["raw_rows"]), ("usable", report["usable_rows"])):
+        disk = rows[0][0]
+        for name, label in rows:
+            cells = []
+            for cache in ("warm", "cold"):
+                r = report[kind][cache].get(name)
+                if r is None:
+                    cells.append(f"{'-':>16s} {'-':>9s} {'-':>7s}")
+                    continue
+                d = report[kind][cache].get(disk)
+                ratio = f"{r['MB_per_s'] / d['MB_per_s']:.2f}" if d else "-"
+                mbs = f"{r['MB_per_s']:.0f} ({r['median_MB_per_s']:.0f})"
+                fps = f"{f['count'] / r['best_s']:.0f}"
+                cells.append(f"{mbs:>16s} {fps:>9s} {ratio:>7s}")
+            lines.append(f"{label:40s} {cells[0]}   {cells[1]}")
+    lat = report.get("latency")
+    if lat:
+        lines += [
+            "",
+            f"submit -> first preview (64x64, tiny model): {lat['first_preview_s'] * 1e3:.0f} ms, of which "
+            f"step 1 compute {lat['step1_s'] * 1e3:.0f} ms; server overhead {lat['overhead_s'] * 1e3:.0f} ms "
+            "(median)",
+        ]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- main
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from server.client import StudioClient
 
-    job_args = {
-        "storyboard": STORYBOARD[: args.segments],
-        "height": args.height,
-        "width": args.width,
-        "steps": args.steps,
-        "guidance_scale": 1.0,
-        "preview_every": 1,
-        "seed": 1,
-    }
-    report: dict[str, Any] = {"job": {k: v for k, v in job_args.items() if k != "storyboard"}}
-    report["job"]["segments"] = args.segments
+    report: dict[str, Any] = {"machine": machine(), "repeats": args.repeats}
+    tmp = Path(tempfile.mkdtemp(prefix="ttt_bench_", dir=args.tmp))
     server = None
-    tmp = None
-    address, token = args.server, args.token
-    if address is None:
-        from server.config import ServerConfig
-        from server.main import StudioServer
-
-        tmp = tempfile.TemporaryDirectory(prefix="ttt_bench_")
-        config = ServerConfig(
-            address="127.0.0.1:0", data_dir=Path(tmp.name), tiny_random=True, insecure_no_auth=True
-        )
-        server = StudioServer(config)
-        server.start()
-        address, token = server.address, None
     try:
+        if args.server is None:
+            data_dir = tmp / "data"
+            data_dir.mkdir()
+            t0 = time.perf_counter()
+            job_id = seed_job(data_dir, args.frames, args.height, args.width)
+            report["write_s"] = time.perf_counter() - t0
+            server = ServerProcess(data_dir).start()
+            address, token = server.address, None
+        else:
+            if not args.job_id:
+                raise SystemExit("--server needs --job-id (a completed job of that server)")
+            address, token, job_id = args.server, args.token, args.job_id
         with StudioClient(address, token=token) as client:
-            report["warmup"] = _latency(client, job_args)  # first run: torch warm-up, preview fit
-            runs = [_latency(client, job_args) for _ in range(args.repeats)]
-            report["latency"] = {
-                key: statistics.median(r[key] for r in runs)
-                for key in ("submit_to_first_preview_s", "first_step_compute_s", "overhead_s")
-            }
-            job_id = runs[-1]["job_id"]
-            result = client.result(job_id)
-            report["frames"] = len(result.frames)
-            report["grpc"] = {
-                f"chunk_{size // 1024}KiB": _fetch_rate(client, job_id, size, args.repeats)
-                for size in (64 * 1024, 256 * 1024, 1024 * 1024)
-            }
+            client.token = token
             if server is not None:
-                frames = server.engine.store.frames(job_id)
-                paths = [server.engine.frames.path_of(f.relpath) for f in frames]
-                report["disk"] = _disk_rate(paths, args.repeats)
-                best = max(v["MB_per_s"] for v in report["grpc"].values())
-                report["grpc_vs_disk"] = best / report["disk"]["MB_per_s"]
+                files = server.data_dir / "jobs" / job_id / "frames"
+                paths = sorted(files.glob("*.exr"))
+            else:
+                paths = []
+            result = client.result(job_id)
+            frames = list(result.frames)
+            total = sum(fr.bytes for fr in frames)
+            report["frames"] = {
+                "count": len(frames),
+                "width": result.width,
+                "height": result.height,
+                "total_bytes": total,
+                "total_MB": total / 1e6,
+                "avg_MB": total / len(frames) / 1e6,
+                "where": filesystem(paths[0]) if paths else f"on the server {address}",
+            }
+            raw: dict[str, Callable[[], int]] = {}
+            raw_rows = []
+            if paths:
+                raw["disk"] = lambda: read_files(paths)
+                raw_rows.append(("disk", "raw: read the files"))
+            for kib in CHUNKS_KIB:
+                raw[f"grpc_{kib}"] = lambda kib=kib: fetch_frames(client, job_id, kib * 1024)
+                raw_rows.append((f"grpc_{kib}", f"raw: FetchFrames, {kib} KiB chunks"))
+            usable: dict[str, Callable[[], int]] = {}
+            usable_rows = []
+            if paths:
+                usable["disk"] = lambda: read_and_decode(paths)
+                usable_rows.append(("disk", "usable: read + decode"))
+            usable["grpc_mem"] = lambda: fetch_and_decode(client, job_id)
+            usable_rows.append(("grpc_mem", "usable: FetchFrames + decode in memory"))
+            usable["grpc_files"] = lambda: fetch_files_and_decode(client, job_id, tmp / "fetched")
+            usable_rows.append(("grpc_files", "usable: client.fetch to files + decode"))
+            report["raw_rows"], report["usable_rows"] = raw_rows, usable_rows
+
+            if paths:
+                read_files(paths)  # warm: every page in the cache
+            report["raw"] = {"warm": measure(raw, args.repeats, lambda: None)}
+            report["usable"] = {"warm": measure(usable, args.repeats, lambda: None)}
+            if paths and not args.no_cold:
+                drop_from_page_cache(paths)
+                left = resident_bytes(paths)
+                report["cold_note"] = (
+                    f"fincore finds {left} of {total} bytes cached after the drop"
+                    if left is not None
+                    else "not checked (no fincore)"
+                ) + "; the host of a VM may still cache its virtual disk"
+                before = lambda: drop_from_page_cache(paths)  # noqa: E731
+                report["raw"]["cold"] = measure(raw, args.repeats, before)
+                report["usable"]["cold"] = measure(usable, args.repeats, before)
+            else:
+                report["cold_note"] = "not measured (needs the server's files on this machine)"
+                report["raw"]["cold"] = report["usable"]["cold"] = {}
+            if args.latency_repeats and server is not None:
+                report["latency"] = latency(client, args.latency_repeats)
     finally:
         if server is not None:
-            server.stop(grace=1)
-        if tmp is not None:
-            tmp.cleanup()
+            server.stop()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    report["load_average_end"] = os.getloadavg()
     return report
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--height", type=int, default=64)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--segments", type=int, default=2, choices=(1, 2, 3))
-    parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--server", default=None, help="measure a running server instead (network side only)")
+    parser.add_argument("--height", type=int, default=480)
+    parser.add_argument("--width", type=int, default=720)
+    parser.add_argument("--frames", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--latency-repeats", type=int, default=3, help="0: skip the latency measurement")
+    parser.add_argument("--no-cold", action="store_true", help="skip the cold-cache passes")
+    parser.add_argument(
+        "--tmp", type=Path, default=None, help="where the data dir goes (default: the system's)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the data dir")
+    parser.add_argument("--server", default=None, help="a running server instead (network side only)")
     parser.add_argument("--token", default=None)
+    parser.add_argument("--job-id", default=None, help="with --server: a completed job to fetch")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
     args = parser.parse_args(argv)
+    if args.frames < 1 or args.repeats < 1:
+        parser.error("--frames and --repeats must be >= 1")
     report = run(args)
-    text = json.dumps(report, indent=2)
-    print(text)
+    print(table(report))
     if args.out:
-        args.out.write_text(text + "\n")
+        args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
     return 0
 
 

@@ -128,8 +128,13 @@ class StudioClient:
         record_start: int | None = None,
         otio_json: str = "",
         plate_upload_ids: Iterable[str] = (),
+        strength: float | None = None,
+        plate_mode: str = "",
     ) -> pb.SubmitShotResponse:
-        """Queue a shot; storyboard is the format-3 list (or a Storyboard). Unset values: server defaults."""
+        """Queue a shot; storyboard is the format-3 list (or a Storyboard). Unset values: server defaults.
+
+        plate_upload_ids (in frame order) with plate_mode "restyle" (one plate per output frame, strength
+        required) or "continue" (the first 1 + 4k frames kept); see GenerationParameters in the proto."""
         if hasattr(storyboard, "to_list"):
             storyboard = storyboard.to_list()
         if priority not in PRIORITIES:
@@ -141,6 +146,10 @@ class StudioClient:
             params.guidance_scale = guidance_scale
         if seed is not None:
             params.seed = seed
+        if strength is not None:
+            params.strength = strength
+        if plate_mode:
+            params.plate_mode = plate_mode
         context = pb.ShotContext(shot_name=shot_name, otio_json=otio_json, request_id=request_id)
         if start_frame is not None:
             context.start_frame = start_frame

@@ -30,7 +30,7 @@ from server.errors import (
     NotFoundError,
     UnavailableError,
 )
-from server.frames import FrameStore, iter_frame_chunks
+from server.frames import FrameStore, iter_frame_chunks, prefetch
 from server.jobs import (
     DEFAULT_START_FRAME,
     JOB_ID,
@@ -67,6 +67,8 @@ CAPABILITIES = (
     "fetch_follow",
     "otio_result",
     "crash_resume",
+    "plates_restyle",
+    "plates_continue",
 )
 PLATE_MAX_SIDE = 8192
 WATCH_POLL_S = 1.0
@@ -285,8 +287,7 @@ class Engine:
             raise InvalidArgumentError(
                 f"context.request_id is {len(request.request_id)} characters; at most 200"
             )
-        for upload_id in request.plate_ids:
-            self.store.get_upload(upload_id, caller)  # NotFoundError for unknown / another caller's
+        self._check_plates(caller, request, resolved, n_segments)
         return JobSpec(
             storyboard=storyboard.to_list(),
             params=resolved.to_dict(),
@@ -299,6 +300,40 @@ class Engine:
             n_segments=n_segments,
             total_frames=total_frames,
         )
+
+    def _check_plates(self, caller: str, request: SubmitRequest, params: Any, n_segments: int) -> None:
+        """Plates must be the caller's, exactly the generation size, as many as plate_mode needs, and
+        restyle plates need an explicit strength (its default 1.0 would ignore them)."""
+        if len(request.plate_ids) > self.limits.max_frames:
+            raise InvalidArgumentError(
+                f"plate_upload_ids has {len(request.plate_ids)} ids; the server limit is max_frames="
+                f"{self.limits.max_frames}"
+            )
+        uploads = [self.store.get_upload(u, caller) for u in request.plate_ids]  # NotFoundError if not theirs
+        if not uploads:
+            if params.strength != 1 or params.plate_mode != "restyle":
+                raise InvalidArgumentError(
+                    f"parameters.strength={params.strength} / plate_mode={params.plate_mode!r} need plates: "
+                    "upload them with UploadPlate and pass their ids in plate_upload_ids"
+                )
+            return
+        if params.plate_mode == "restyle" and request.params.get("strength") is None:
+            raise InvalidArgumentError(
+                f"{len(uploads)} plate(s) given for plate_mode 'restyle' without parameters.strength: set it "
+                "in (0, 1] (the share of the denoising redone on the plate, e.g. 0.6; at 1.0 the plate has no "
+                "effect)"
+            )
+        for i, upload in enumerate(uploads):
+            if (upload.width, upload.height) != (params.width, params.height):
+                raise InvalidArgumentError(
+                    f"plate_upload_ids[{i}] ({upload.upload_id}) is {upload.width}x{upload.height}; expected "
+                    f"{params.width}x{params.height}, the generation size parameters.width x parameters.height "
+                    "(plates are not resized)"
+                )
+        try:
+            self.pipe.check_plate(n_segments, params, len(uploads), params.height, params.width)
+        except ValueError as exc:
+            raise InvalidArgumentError(f"plate_upload_ids: {exc}") from None
 
     def upload_plate(self, caller: str, chunks: Iterator[UploadChunk]) -> UploadRecord:
         self._check_running()
@@ -389,12 +424,17 @@ class Engine:
             version = self.store.version
             frames = {f.index: f for f in self.store.frames(job.job_id, next_index)}
             while next_index in frames:
-                path = self.frames.path_of(frames[next_index].relpath)
-                if not path.exists():
+                try:
+                    chunks = iter_frame_chunks(self.frames, frames[next_index], size, total)
+                    first = next(chunks)  # opens and reads the file
+                except FileNotFoundError:
                     raise DataLossError(
                         f"frame {next_index} of job {job.job_id} is indexed but missing on disk"
-                    )
-                yield from iter_frame_chunks(self.frames, frames[next_index], size, total)
+                    ) from None
+                if next_index + 1 in frames:  # the disk reads the next file while this one is sent
+                    prefetch(self.frames, frames[next_index + 1])
+                yield first
+                yield from chunks
                 next_index += 1
             if next_index >= total or not follow or is_done() or self._stopping.is_set():
                 return

@@ -172,14 +172,14 @@ class UploadChunk:
 
 @dataclass(frozen=True)
 class FrameChunkData:
-    """One chunk of a stored frame on its way to a client."""
+    """One chunk of a stored frame on its way to a client (data: a slice of the file, bytes or memoryview)."""
 
     index: int
     number: int
     filename: str
     offset: int
     total_bytes: int
-    data: bytes
+    data: bytes | memoryview
     last: bool
     sha256: str
     total_frames: int

@@ -81,11 +81,10 @@ class StudioServer:
         from grpc_reflection.v1alpha import reflection
 
         from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
-        from protos.ttt_studio.v1 import ttt_studio_pb2_grpc as pb_grpc
         from server.auth import Authenticator, make_interceptor
         from server.engine import Engine
         from server.metrics import Metrics
-        from server.service import StudioServicer
+        from server.service import StudioServicer, add_studio_servicer
 
         self.config = config
         self.metrics = Metrics()
@@ -108,7 +107,7 @@ class StudioServer:
             options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
-        pb_grpc.add_TTTStudioServicer_to_server(StudioServicer(self.engine, self.auth), self._server)
+        add_studio_servicer(StudioServicer(self.engine, self.auth), self._server)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         self._health_pb2 = health_pb2

@@ -34,7 +34,7 @@ class Metrics:
             "ttt_step_duration_seconds", "Wall time of one denoising step", buckets=_STEP_BUCKETS, registry=r
         )
         self.decode_calls = Counter(
-            "ttt_decode_calls", "VAE decode calls (one per segment decoded)", registry=r
+            "ttt_decode_calls", "VAE decode passes (one per job run that had frames to decode)", registry=r
         )
         self.frames_written = Counter(
             "ttt_frames_written", "EXR frames written to the frame store", registry=r

@@ -27,6 +27,25 @@ def _on_disconnect(context: grpc.ServicerContext) -> Callable[[], bool]:
     return gone.is_set
 
 
+def add_studio_servicer(servicer: StudioServicer, server: grpc.Server) -> None:
+    """pb_grpc.add_TTTStudioServicer_to_server, except that FetchFrames sends the chunks its servicer
+    serialized itself (wire.serialize_frame_chunk instead of FrameChunk.SerializeToString)."""
+    captured: dict[str, dict[str, grpc.RpcMethodHandler]] = {}
+
+    class _Recorder:
+        def add_generic_rpc_handlers(self, handlers: Any) -> None:
+            pass
+
+        def add_registered_method_handlers(self, service: str, handlers: dict) -> None:
+            captured[service] = dict(handlers)
+
+    pb_grpc.add_TTTStudioServicer_to_server(servicer, _Recorder())
+    ((service, handlers),) = captured.items()
+    handlers["FetchFrames"] = handlers["FetchFrames"]._replace(response_serializer=wire.serialize_frame_chunk)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
+    server.add_registered_method_handlers(service, handlers)
+
+
 class StudioServicer(pb_grpc.TTTStudioServicer):
     def __init__(self, engine: Engine, authenticator: Authenticator) -> None:
         self._engine = engine
@@ -61,7 +80,8 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
             yield wire.event_message(event)
 
     @grpc_errors
-    def FetchFrames(self, request: pb.FetchFramesRequest, context: Any) -> Iterator[pb.FrameChunk]:
+    def FetchFrames(self, request: pb.FetchFramesRequest, context: Any) -> Iterator[bytes]:
+        """Serialized FrameChunks (wire.frame_chunk_bytes; registered with wire.serialize_frame_chunk)."""
         chunks = self._engine.fetch_frames(
             self._caller(context),
             request.job_id,
@@ -71,7 +91,7 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
             is_done=_on_disconnect(context),
         )
         for chunk in chunks:
-            yield wire.frame_chunk_message(chunk)
+            yield wire.frame_chunk_bytes(chunk)
 
     @grpc_errors
     def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.Job:

@@ -63,6 +63,10 @@ def submit_request(msg: pb.SubmitShotRequest) -> SubmitRequest:
         params["guidance_scale"] = float(p.guidance_scale)
     if p.HasField("seed"):
         params["seed"] = int(p.seed)
+    if p.HasField("strength"):
+        params["strength"] = float(p.strength)
+    if p.plate_mode:
+        params["plate_mode"] = p.plate_mode
     ctx = msg.context
     return SubmitRequest(
         storyboard=[
@@ -113,6 +117,9 @@ def params_message(params: dict[str, Any]) -> pb.GenerationParameters:
         msg.guidance_scale = float(params["guidance_scale"])
     if params.get("seed") is not None:
         msg.seed = int(params["seed"])
+    if params.get("strength") is not None:
+        msg.strength = float(params["strength"])
+    msg.plate_mode = str(params.get("plate_mode") or "")
     return msg
 
 
@@ -188,17 +195,48 @@ def event_message(event: Event) -> pb.JobEvent:
 
 
 def frame_chunk_message(chunk: FrameChunkData) -> pb.FrameChunk:
+    msg = _chunk_header(chunk)
+    msg.data = bytes(chunk.data)
+    return msg
+
+
+def _chunk_header(chunk: FrameChunkData) -> pb.FrameChunk:
     return pb.FrameChunk(
         frame_index=chunk.index,
         frame_number=chunk.number,
         filename=chunk.filename,
         offset=chunk.offset,
         total_bytes=chunk.total_bytes,
-        data=chunk.data,
         last=chunk.last,
         sha256=chunk.sha256,
         total_frames=chunk.total_frames,
     )
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        bits, value = value & 0x7F, value >> 7
+        out.append(bits | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+_DATA_TAG = _varint(pb.FrameChunk.DESCRIPTOR.fields_by_name["data"].number << 3 | 2)  # length-delimited
+
+
+def frame_chunk_bytes(chunk: FrameChunkData) -> bytes:
+    """The serialized FrameChunk, built without putting the data into a message: the small header
+    fields serialized by protobuf, then the data field appended by hand (the wire format allows fields
+    in any order). The chunk's bytes are copied once, here, instead of into a message and out again.
+    Parses to exactly frame_chunk_message(chunk)."""
+    head = _chunk_header(chunk).SerializeToString()
+    return b"".join((head, _DATA_TAG, _varint(len(chunk.data)), chunk.data))
+
+
+def serialize_frame_chunk(message: bytes | pb.FrameChunk) -> bytes:
+    """FetchFrames' response serializer: pre-serialized chunks (frame_chunk_bytes) pass through."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
 
 
 def frame_info(frame: FrameRecord) -> pb.FrameInfo:

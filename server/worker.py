@@ -4,10 +4,15 @@ A job runs in two resumable phases:
 1. sampling: pipe.sample(...) with a callback that records progress and previews, and should_stop
    checked before every step (cancel or shutdown). The latents are then saved (atomically) in the frame
    store. A job killed during sampling samples again on restart (same seed, same result).
-2. decoding, segment by segment: only segments with frames missing from the frames index are decoded,
-   and only the missing frames of such a segment are written (tmp file, fsync, rename, then the index
-   row), so a finished frame is never regenerated and a restart after a crash loses nothing.
-Every sample and decode call is recorded in the store's work log (kill -9 tests count them there).
+   A job with plates reads them from the server's upload store (never a client path), checks their
+   count and size against the request again and passes them to the pipeline as init frames.
+2. decoding: ONE VAE pass (pipe.iter_decode) over the segments that still miss frames (a segment's
+   frames need the latents before it, so a per-segment decode would re-decode the prefix each time);
+   the pass hands the segments over one by one and each one's missing frames are written (tmp file,
+   fsync, rename, then the index row) and announced before the next, so a finished frame is never
+   regenerated and a restart after a crash decodes only what is missing.
+Every sampling run and every segment written is recorded in the store's work log (kill -9 tests count
+them there).
 """
 
 from __future__ import annotations
@@ -178,7 +183,7 @@ class Worker(threading.Thread):
 
         spec = job.spec
         path = self.frames.latents_path(job.job_id)
-        fingerprint = _fingerprint(spec.storyboard, spec.params)
+        fingerprint = _fingerprint(spec.storyboard, spec.params, spec.plate_ids)
         if path.exists():
             try:
                 latents, meta = load_latents(path)
@@ -221,19 +226,56 @@ class Worker(threading.Thread):
             if self.config.debug_step_delay_s:
                 time.sleep(self.config.debug_step_delay_s)
 
+        plates = self._read_plates(job, params) if spec.plate_ids else None
         t0 = time.monotonic()
         latents = self.pipe.sample(
-            storyboard, params, callback=on_step, should_stop=lambda: self._should_stop(job.job_id)
+            storyboard,
+            params,
+            callback=on_step,
+            should_stop=lambda: self._should_stop(job.job_id),
+            init_frames=plates,
         )
         self.metrics.job_duration.labels(phase="sampling").observe(time.monotonic() - t0)
         save_latents(path, latents, {"job_id": job.job_id, "fingerprint": fingerprint})
         return latents
 
+    def _read_plates(self, job: JobRecord, params: Any) -> np.ndarray:
+        """The job's plates from the upload store as scene-linear RGB float32 [T, H, W, 3], in the order
+        of plate_ids (each distinct file read once). Count and size are checked by the pipeline; here
+        every file must still be there and be params.width x params.height."""
+        from host_plugin.core.exr_io import read_exr
+
+        ids = job.spec.plate_ids
+        frames = np.empty((len(ids), params.height, params.width, 3), np.float32)  # (T, H, W, 3)
+        first_of: dict[str, int] = {}
+        for i, upload_id in enumerate(ids):
+            if upload_id in first_of:
+                frames[i] = frames[first_of[upload_id]]
+                continue
+            if self._should_stop(job.job_id):
+                raise _Stop
+            path = self.frames.upload_path(upload_id)
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"plate {upload_id} (plate_upload_ids[{i}]) is missing from the upload store"
+                )
+            rgba, _ = read_exr(path, check_finite=True)  # (H, W, 4) float32
+            if rgba.shape[:2] != (params.height, params.width):
+                raise ValueError(
+                    f"plate {upload_id} (plate_upload_ids[{i}]) is {rgba.shape[1]}x{rgba.shape[0]}; the job "
+                    f"generates {params.width}x{params.height}"
+                )
+            frames[i] = rgba[..., :3]
+            first_of[upload_id] = i
+        log.info("%d plate frame(s) read (%d file(s))", len(ids), len(first_of))
+        return frames
+
     def _decode_estimate(self, frames: int) -> float:
         return 0.0 if self._decode_s_per_frame is None else self._decode_s_per_frame * frames
 
     def _decode(self, job: JobRecord, latents: Any) -> None:
-        """Decode the segments that still miss frames; write and index only the missing frames."""
+        """One VAE pass over the segments that still miss frames; write and index only the missing frames,
+        segment by segment as the pass hands them over."""
         spec = job.spec
         job_id = job.job_id
         self.store.set_state(job_id, JobState.DECODING, "decoding")
@@ -244,31 +286,38 @@ class Worker(threading.Thread):
                 f"{spec.total_frames}"
             )
         done = self.store.frame_indices(job_id)
+        missing = {
+            segment: [i for i in range(first, end) if i not in done]
+            for segment, (first, end) in enumerate(ranges)
+        }
+        missing = {segment: indices for segment, indices in missing.items() if indices}
+        if not missing:
+            return
+        if self._should_stop(job_id):
+            raise _Stop
         rate = Fraction(self.pipe.fps).limit_denominator(1001)
+        ready = len(done)
         t0 = time.monotonic()
-        for segment, (first, end) in enumerate(ranges):
-            missing = [i for i in range(first, end) if i not in done]
-            if not missing:
-                continue
+        self.metrics.decode_calls.inc()
+        pieces = self.pipe.iter_decode(latents, segments=sorted(missing))  # the VAE pass runs here
+        decoded = ranges[max(missing)][1]  # frames the pass decoded (a prefix of the video)
+        self._decode_s_per_frame = (time.monotonic() - t0) / max(1, decoded)
+        for segment, rgb in pieces:  # (T_seg, H, W, 3) scene-linear, ascending segments
             if self._should_stop(job_id):
                 raise _Stop
-            self.store.log_work(job_id, "decode", segment)
-            self.metrics.decode_calls.inc()
-            seg_t0 = time.monotonic()
-            rgb = self.pipe.decode(latents, segments=[segment])  # (T_seg, H, W, 3) scene-linear
+            first, end = ranges[segment]
             if len(rgb) != end - first:
                 raise RuntimeError(
                     f"decode of segment {segment} returned {len(rgb)} frames, expected {end - first}"
                 )
-            for index in missing:
+            self.store.log_work(job_id, "decode", segment)
+            for index in missing[segment]:
                 self._write_frame(job, index, segment, rgb[index - first], rate)
-            per_frame = (time.monotonic() - seg_t0) / max(1, end - first)
-            self._decode_s_per_frame = per_frame
-            ready = len(self.store.frame_indices(job_id))
+            ready += len(missing[segment])
             self.store.add_event(
                 job_id, EventKind.FRAMES, {"ready": ready, "total": spec.total_frames, "segment": segment}
             )
-            log.info("segment %d decoded: %d frame(s) written", segment, len(missing))
+            log.info("segment %d decoded: %d frame(s) written", segment, len(missing[segment]))
             if self.config.debug_segment_delay_s:
                 time.sleep(self.config.debug_segment_delay_s)
         self.metrics.job_duration.labels(phase="decoding").observe(time.monotonic() - t0)
@@ -309,7 +358,12 @@ class Worker(threading.Thread):
         self.metrics.frames_written.inc()
 
 
-def _fingerprint(storyboard: list[dict[str, Any]], params: dict[str, Any]) -> str:
+def _fingerprint(
+    storyboard: list[dict[str, Any]], params: dict[str, Any], plate_ids: tuple[str, ...] = ()
+) -> str:
     """What the latents depend on: a resumed job reuses saved latents only for the same request."""
-    text = json.dumps({"storyboard": storyboard, "params": params}, sort_keys=True)
+    data: dict[str, Any] = {"storyboard": storyboard, "params": params}
+    if plate_ids:
+        data["plate_ids"] = list(plate_ids)
+    text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

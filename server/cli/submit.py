@@ -25,7 +25,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--start-frame", type=int, default=None)
     parser.add_argument("--otio", type=Path, default=None, help="an OTIO file sent as the shot's context")
     parser.add_argument(
-        "--plate", type=Path, action="append", default=[], help="an EXR plate to upload (repeatable)"
+        "--plate",
+        type=Path,
+        action="append",
+        default=[],
+        help="an EXR plate to upload (repeatable, in frame order); see --plate-mode",
+    )
+    parser.add_argument(
+        "--plate-mode",
+        default="",
+        choices=("", "restyle", "continue"),
+        help="restyle: one plate per output frame, repainted by --strength; continue: the plates are the "
+        "video's first 1 + 4k frames and the rest is generated (default: restyle)",
+    )
+    parser.add_argument(
+        "--strength", type=float, default=None, help="restyle: share of the denoising redone, in (0, 1]"
     )
     parser.add_argument("--idempotency-key", default=None)
     parser.add_argument("--watch", action="store_true", help="follow the job with a progress bar")
@@ -65,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
                 start_frame=args.start_frame,
                 otio_json=otio_json,
                 plate_upload_ids=plates,
+                strength=args.strength,
+                plate_mode=args.plate_mode,
             )
         except grpc.RpcError as exc:
             return fail(rpc_error_text(exc))

@@ -12,9 +12,12 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import grpc
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tok-hp-alice-0123456789abcdef"
@@ -88,3 +91,125 @@ def job_states(address: str, token: str = TOKEN) -> list[Any]:
 
     with TTTClient(address, token=token) as c:
         return c.list_jobs()
+
+
+FAKES = ROOT / "tests" / "fakes"
+
+
+def use_fakes() -> None:
+    """Put tests/fakes first on sys.path so `import nuke` / `import DaVinciResolveScript` find the fakes."""
+    if str(FAKES) not in sys.path:
+        sys.path.insert(0, str(FAKES))
+
+
+class ThreadRecorder(
+    grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor, grpc.StreamUnaryClientInterceptor
+):
+    """A grpc client interceptor that records which thread starts every RPC: (method, thread, is main)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, bool]] = []
+
+    def _record(self, details: Any) -> None:
+        here = threading.current_thread()
+        self.calls.append((details.method.rsplit("/", 1)[-1], here.name, here is threading.main_thread()))
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self._record(details)
+        return continuation(details, request)
+
+    def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        self._record(details)
+        return continuation(details, request)
+
+    def intercept_stream_unary(self, continuation: Any, details: Any, request_iterator: Any) -> Any:
+        self._record(details)
+        return continuation(details, request_iterator)
+
+    def methods(self) -> list[str]:
+        return [c[0] for c in self.calls]
+
+
+class DropProxy:
+    """A TCP proxy in front of the server whose live connections can be cut (a real network drop):
+    drop_all() closes every socket it holds; new connections keep working."""
+
+    def __init__(self, target: str) -> None:
+        import socket
+
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._socket = socket
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self._lock = threading.Lock()
+        self._open: list[Any] = []
+        self.connections = 0
+        self._budget: int | None = None
+        self._closed = False
+        threading.Thread(target=self._accept, name="proxy-accept", daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = self._socket.create_connection(self._target)
+            with self._lock:
+                self._open += [client, upstream]
+                self.connections += 1
+            for src, dst, down in ((client, upstream, False), (upstream, client, True)):
+                threading.Thread(
+                    target=self._pump, args=(src, dst, down), name="proxy-pump", daemon=True
+                ).start()
+
+    def cut_after(self, downstream_bytes: int) -> None:
+        """Cut every connection once this many more bytes went from the server to the client (mid-stream,
+        whatever grpc buffers), then forward normally again."""
+        with self._lock:
+            self._budget = downstream_bytes
+
+    def _pump(self, src: Any, dst: Any, downstream: bool) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                cut = False
+                if downstream:
+                    with self._lock:
+                        if self._budget is not None:
+                            if len(data) >= self._budget:
+                                data, cut, self._budget = data[: self._budget], True, None
+                            else:
+                                self._budget -= len(data)
+                dst.sendall(data)
+                if cut:
+                    self.drop_all()
+                    break
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(self._socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def drop_all(self) -> int:
+        """Cut every open connection; returns how many sockets were closed."""
+        with self._lock:
+            sockets, self._open = self._open, []
+        for sock in sockets:
+            try:
+                sock.shutdown(self._socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+        return len(sockets)
+
+    def close(self) -> None:
+        self._closed = True
+        self._listener.close()
+        self.drop_all()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 from srv_helpers import MINIMAL, ROOT, STORYBOARD, STORYBOARD_2, TOKENS, wait_for
 
@@ -198,3 +199,38 @@ def test_token_file_errors_name_the_line() -> None:
         parse_token_file("t" * 20 + " alice\n" + "t" * 20 + " bob\n")
     with pytest.raises(TokenFileError, match="user"):
         parse_token_file("t" * 20 + " ../bob\n")
+
+
+def test_decode_is_one_vae_pass_per_job_with_frames_written_per_segment(
+    tmp_path: Path, token_file: Path, server_pipe: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three segments: one VAE decode of the whole latents (not one growing prefix per segment), the frames
+    announced segment by segment, and each stored frame the full decode's frame."""
+    from host_plugin.core.exr_io import read_exr
+    from ttt_engine.pipeline import load_latents
+
+    passes: list[int] = []
+    real_decode = server_pipe.vae.decode
+
+    def counted(z, *args, **kwargs):
+        passes.append(z.shape[2])  # latent frames decoded
+        return real_decode(z, *args, **kwargs)
+
+    monkeypatch.setattr(server_pipe.vae, "decode", counted)
+    storyboard = STORYBOARD_2 + [{"text": "The cat sleeps on the chair. The ball rolls away. Night falls."}]
+    with running(_config(tmp_path, token_file), server_pipe) as server:
+        with StudioClient(server.address, token=TOKENS["alice"]) as client:
+            job_id = client.submit(storyboard, **MINIMAL).job_id
+            events = list(client.watch(job_id))
+            assert client.job(job_id).state == pb.JOB_STATE_COMPLETED
+            paths = client.fetch(job_id, tmp_path / "frames")
+        latents, _ = load_latents(server.engine.frames.latents_path(job_id))
+        log = [(kind, segment) for kind, segment, _, _ in server.engine.store.work_log(job_id)]
+    assert passes == [server_pipe.config.latent_frames(3)]
+    assert log == [("sample", None), ("decode", 0), ("decode", 1), ("decode", 2)]
+    ready = [(e.frames.segment, e.frames.ready) for e in events if e.WhichOneof("kind") == "frames"]
+    assert ready == [(0, 9), (1, 17), (2, 25)]
+    monkeypatch.setattr(server_pipe.vae, "decode", real_decode)
+    full = server_pipe.decode(latents)
+    stored = np.stack([read_exr(p)[0][..., :3] for p in paths])
+    np.testing.assert_array_equal(stored, full.astype(np.float16).astype(np.float32))

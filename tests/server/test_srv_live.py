@@ -225,12 +225,115 @@ def test_plate_upload_validates_and_is_used_by_id(
     upload = alice.upload_plate(good, chunk_bytes=700)
     assert upload.upload_id.startswith("u") and (upload.width, upload.height) == (24, 16)
     assert upload.sha256 == hashlib.sha256(good).hexdigest()
-    job = alice.submit(STORYBOARD, plate_upload_ids=[upload.upload_id], **MINIMAL).job
-    assert list(job.plate_upload_ids) == [upload.upload_id]
+    # restyle: one plate per output frame (an id may repeat: a held frame), at the plate's size
+    ids = [upload.upload_id] * 9
+    args = {**MINIMAL, "width": 24, "strength": 0.5}
+    job = alice.submit(STORYBOARD, plate_upload_ids=ids, **args).job
+    assert list(job.plate_upload_ids) == ids
+    assert job.parameters.strength == 0.5 and job.parameters.plate_mode == "restyle"
     with pytest.raises(grpc.RpcError) as err:  # plates are per caller too
-        bob.submit(STORYBOARD, plate_upload_ids=[upload.upload_id], **MINIMAL)
+        bob.submit(STORYBOARD, plate_upload_ids=ids, **args)
     assert _code(err) == grpc.StatusCode.NOT_FOUND
     alice.cancel(job.job_id)
+
+
+def _ramp_plate(frames: int, height: int, width: int) -> np.ndarray:
+    """Scene-linear RGB [T, H, W, 3] that changes over the frames, rounded to half like the EXRs."""
+    t = np.linspace(0, 1, frames)[:, None, None]
+    yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
+    rgb = np.stack([0.05 + 0.8 * xx + 0 * t, 0.6 * yy + 0.3 * t, 0.9 - 0.8 * t + 0 * xx], axis=-1)
+    return rgb.astype(np.float16).astype(np.float32)
+
+
+def _upload_frames(client: StudioClient, plate: np.ndarray, tmp: Path) -> list[str]:
+    alpha = np.ones(plate.shape[:3] + (1,), np.float32)
+    return [
+        client.upload_plate(exr_bytes(tmp, np.concatenate([rgb, a], -1), f"plate{i}.exr")).upload_id
+        for i, (rgb, a) in enumerate(zip(plate, alpha))
+    ]
+
+
+def test_plates_restyle_and_continue_come_back_as_frames(
+    alice: StudioClient, server_pipe, tmp_path: Path
+) -> None:
+    """Plates uploaded, used by id: the server's frames are what the same tiny model makes locally from
+    the same plates (so the server read them, in order, and used them as asked), and not text-to-video."""
+    from host_plugin.core.exr_io import read_exr
+    from ttt_engine.pipeline import GenerationParams
+
+    plate = _ramp_plate(9, 16, 16)
+    ids = _upload_frames(alice, plate, tmp_path)
+    args = {**MINIMAL, "steps": 4}
+    jobs = {
+        "restyle": (alice.submit(STORYBOARD, plate_upload_ids=ids, strength=0.5, **args).job_id, plate),
+        "continue": (
+            alice.submit(STORYBOARD, plate_upload_ids=ids[:5], plate_mode="continue", **args).job_id,
+            plate[:5],
+        ),
+    }
+    local = GenerationParams(height=16, width=16, steps=4, guidance_scale=1.0, seed=MINIMAL["seed"])
+    t2v = server_pipe.generate(STORYBOARD, local).frames
+    for mode, (job_id, init) in jobs.items():
+        job = alice.wait(job_id)
+        assert job.state == pb.JOB_STATE_COMPLETED, job.message
+        paths = alice.fetch(job_id, tmp_path / mode)
+        got = np.stack([read_exr(p)[0][..., :3] for p in paths])  # (9, 16, 16, 3)
+        params = GenerationParams(
+            **{**local.to_dict(), "plate_mode": mode, "strength": 0.5 if mode == "restyle" else 1.0}
+        )
+        expected = server_pipe.generate(STORYBOARD, params, init_frames=init).frames
+        np.testing.assert_allclose(got, expected.astype(np.float16), atol=2e-3, err_msg=mode)
+        assert np.abs(got - t2v).max() > 0.02, f"{mode}: the plates made no difference"
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "count",
+        "size",
+        "no_strength",
+        "strength_without_plates",
+        "strength_range",
+        "continue_strength",
+        "continue_count",
+    ],
+)
+def test_bad_plate_requests_get_a_clear_status(
+    case: str, live_server: ServerProcess, alice: StudioClient, tmp_path: Path
+) -> None:
+    small = exr_bytes(tmp_path, np.full((16, 16, 4), 0.5, np.float32))
+    wide = exr_bytes(tmp_path, np.full((16, 24, 4), 0.5, np.float32), "wide.exr")
+    one = alice.upload_plate(small).upload_id
+    args: dict = {**MINIMAL, "plate_upload_ids": [one] * 9, "strength": 0.5}
+    if case == "count":
+        args["plate_upload_ids"], words = (
+            [one] * 5,
+            "got 5 frames for plate_mode 'restyle'; expected exactly 9",
+        )
+    elif case == "size":
+        wide_id = alice.upload_plate(wide).upload_id
+        args["plate_upload_ids"] = [one] * 3 + [wide_id] * 6
+        words = f"plate_upload_ids[3] ({wide_id}) is 24x16; expected 16x16"
+    elif case == "no_strength":
+        del args["strength"]
+        words = "without parameters.strength"
+    elif case == "strength_without_plates":
+        args["plate_upload_ids"], words = [], "need plates"
+    elif case == "strength_range":
+        args["strength"], words = 1.5, "strength: expected a number in (0, 1], got 1.5"
+    elif case == "continue_strength":
+        args["plate_mode"], words = "continue", "strength must be 1.0; got 0.5"
+    else:
+        args["plate_mode"], words = (
+            "continue",
+            "got 9 frames for plate_mode 'continue'; expected 1 + 4k frames fewer",
+        )
+        del args["strength"]
+    with pytest.raises(grpc.RpcError) as err:
+        alice.submit(STORYBOARD, **args)
+    assert _code(err) == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
+    assert words in err.value.details()
+    _assert_up(live_server, alice)
 
 
 @pytest.mark.parametrize(

@@ -15,6 +15,7 @@ _EXPORTS = {
     "PipelineError": "params",
     "ComponentMissingError": "params",
     "DecodeError": "params",
+    "PLATE_MODES": "params",
     "VideoPipeline": "video_pipeline",
     "GenerationResult": "video_pipeline",
     "save_latents": "latents_io",

@@ -6,6 +6,7 @@ on the model (height and width divisible by the VAE factor times the patch size)
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
 }
 CFG_SCHEDULES = ("dynamic", "constant")
+PLATE_MODES = ("restyle", "continue")
 MAX_STEPS = 1000  # the DDPM training schedule has 1000 timesteps
 
 
@@ -78,6 +80,12 @@ class GenerationParams:
     same seed gives the same video on any device). dtype: compute dtype of the transformer and text
     encoder. cpu_offload: keep components on the CPU and move each to the device only while it runs.
     preview_every: make a cheap preview every N steps (0: never).
+    strength, plate_mode: how init frames (a plate, passed to VideoPipeline.sample) are used; without
+    init frames they must stay at their defaults. plate_mode "restyle" (SDEdit): the plate is encoded,
+    noised to the timestep where the last round(steps x strength) steps start, and denoised for those
+    steps; strength 1.0 starts from the seed's noise alone (see VideoPipeline.sample). plate_mode
+    "continue": the plate's frames are kept (re-injected at every step at its noise level) and the rest
+    of the video is generated from noise over all steps; strength must be 1.0 there.
     """
 
     height: int | None = None
@@ -90,6 +98,8 @@ class GenerationParams:
     cpu_offload: bool = False
     preview_every: int = 1
     cfg_schedule: str = "dynamic"
+    strength: float = 1.0
+    plate_mode: str = "restyle"
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -118,10 +128,30 @@ class GenerationParams:
             raise PipelineError(
                 f"GenerationParams.cfg_schedule: expected one of {CFG_SCHEDULES}, got {self.cfg_schedule!r}"
             )
+        st = self.strength
+        if isinstance(st, bool) or not isinstance(st, int | float) or not np.isfinite(st) or not 0 < st <= 1:
+            raise PipelineError(f"GenerationParams.strength: expected a number in (0, 1], got {st!r}")
+        if self.plate_mode not in PLATE_MODES:
+            raise PipelineError(
+                f"GenerationParams.plate_mode: expected one of {PLATE_MODES}, got {self.plate_mode!r}"
+            )
+        if self.plate_mode == "continue" and st != 1:
+            raise PipelineError(
+                f"GenerationParams.strength: plate_mode 'continue' keeps the plate's frames and generates the "
+                f"rest from noise over all steps, so strength must be 1.0; got {st!r} (use plate_mode "
+                "'restyle' to repaint a plate partially)"
+            )
 
     @property
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
+
+    @property
+    def denoise_steps(self) -> int:
+        """Steps actually run: all of them, or for a restyled plate the last round(steps x strength) (>= 1)."""
+        if self.plate_mode != "restyle" or self.strength == 1:
+            return self.steps
+        return max(1, min(self.steps, math.floor(self.steps * self.strength + 0.5)))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,6 +8,11 @@
         callback(StepInfo(k + 1, K, t_k, ...))                           progress + cheap preview
     frames = VAE.decode(x / scaling_factor)  -> sRGB 0..1 -> scene-linear   [T, H, W, 3]
 
+With a plate (init_frames, scene-linear [T, H, W, 3] -> sRGB -> VAE.encode, see plates.py):
+    restyle:  x = noised(plate latents, noise, t_first) and only the last round(K x strength) steps run
+    continue: before every step x[:, :L] = noised(plate latents, noise[:, :L], t_k); after the last,
+              x[:, :L] = plate latents (the plate's frames kept, the rest generated)
+
 g_k is the dynamic CFG scale indexed by the step count (schedulers.dynamic_cfg_scale). Components come
 from the field's libraries: diffusers' AutoencoderKLCogVideoX and schedulers, transformers' T5 (or our
 HashTextEncoder for toy models), and our VideoDiT.
@@ -44,6 +49,7 @@ from .params import (
     PipelineError,
     StepInfo,
 )
+from .plates import check_init_array, latent_frames_for, noised, to_vae_input, valid_counts
 from .preview import LatentRGBProjection, fit_latent_rgb_projection
 from .schedulers import cfg_scales, load_scheduler_config, make_scheduler, save_scheduler_config
 from .text import (
@@ -386,6 +392,82 @@ class VideoPipeline:
         h, w = self.check_size(params.height, params.width)
         return 1, self.config.latent_frames(n_segments), self.config.in_channels, h, w
 
+    # ---- init frames (plates) ------------------------------------------------------------------------
+
+    def check_plate(
+        self, n_segments: int, params: GenerationParams | None, count: int, height: int, width: int
+    ) -> int:
+        """Check that a plate of `count` frames of width x height fits a request; returns the latent frames
+        it covers. PipelineError names the value and what is expected: plates are never resized or trimmed.
+
+        restyle: exactly num_frames(n_segments) frames. continue: 1 + t k frames (t: the VAE's temporal
+        factor) fewer than the video's, e.g. whole segments num_frames(1), num_frames(2), ... or a
+        single start frame.
+        """
+        params = self._params(params)
+        if (height, width) != (params.height, params.width):
+            raise PipelineError(
+                f"init_frames: frames are {width}x{height} (width x height); expected {params.width}x"
+                f"{params.height}, the generation size (plates are not resized)"
+            )
+        total = self.config.latent_frames(n_segments)
+        counts = valid_counts(params.plate_mode, total, self.temporal_factor)
+        if count not in counts:
+            if params.plate_mode == "restyle":
+                expected = f"exactly {counts[0]}, one per output frame of the {n_segments}-segment storyboard"
+            else:
+                shown = ", ".join(map(str, counts[:4])) + (f", ..., {counts[-1]}" if len(counts) > 4 else "")
+                whole = [self.num_frames(k) for k in range(1, n_segments)]
+                expected = (
+                    f"1 + {self.temporal_factor}k frames fewer than the video's {self.num_frames(n_segments)} "
+                    f"({shown})" + (f"; whole segments: {whole}" if whole else "")
+                )
+            raise PipelineError(
+                f"init_frames: got {count} frames for plate_mode {params.plate_mode!r}; expected {expected}"
+            )
+        return latent_frames_for(count, self.temporal_factor)
+
+    @torch.no_grad()
+    def encode_frames(self, frames: np.ndarray, cpu_offload: bool = False) -> torch.Tensor:
+        """Scene-linear float32 frames [T, H, W, 3] (T = 1 + t (L - 1)) -> scaled latents [1, L, C, h, w]
+        (float32, on the device): sRGB display encoding, then the VAE encoder's mode (deterministic)."""
+        frames = check_init_array(frames)
+        count = frames.shape[0]
+        if (count - 1) % self.temporal_factor:
+            raise PipelineError(
+                f"init_frames: got {count} frames; the VAE encodes 1 + {self.temporal_factor}k frames "
+                f"(e.g. {count - (count - 1) % self.temporal_factor})"
+            )
+        video = to_vae_input(frames)  # (1, 3, T, H, W) in [-1, 1]
+        with self._using(self.vae, cpu_offload):
+            p = next(self.vae.parameters())
+            z = self.vae.encode(video.to(p.device, p.dtype)).latent_dist.mode()  # (1, C, L, h, w)
+        z = ((z.float() - self.shift_factor) * self.scaling_factor).permute(0, 2, 1, 3, 4)  # (1, L, C, h, w)
+        expected = latent_frames_for(count, self.temporal_factor)
+        if z.shape[1] != expected:
+            raise PipelineError(
+                f"VAE encoded {count} frames to {z.shape[1]} latent frames, expected {expected}"
+            )
+        return z.to(self.device)
+
+    def _check_init(
+        self, init_frames: np.ndarray | None, n_segments: int, params: GenerationParams
+    ) -> np.ndarray | None:
+        """The checked plate, or None for text-to-video (then strength and plate_mode must be defaults)."""
+        if init_frames is None:
+            if params.strength != 1 or params.plate_mode != "restyle":
+                raise PipelineError(
+                    f"strength={params.strength} / plate_mode={params.plate_mode!r} need init_frames (a plate); "
+                    "without one leave strength at 1.0 and plate_mode at 'restyle'"
+                )
+            return None
+        frames = check_init_array(init_frames)
+        t, h, w, _ = frames.shape
+        self.check_plate(n_segments, params, t, h, w)
+        return frames
+
+    # ---- sampling (continued) --------------------------------------------------------------------------
+
     @torch.no_grad()
     def sample(
         self,
@@ -393,50 +475,86 @@ class VideoPipeline:
         params: GenerationParams | None = None,
         callback: Callback | None = None,
         should_stop: ShouldStop | None = None,
+        init_frames: np.ndarray | None = None,
     ) -> torch.Tensor:
         """Denoise from seeded noise; returns latents [1, F, C, h, w] (CPU, float32, VAE-scaled).
 
         callback(StepInfo) runs after every step; should_stop() is checked before every step and raises
         GenerationCancelled when it returns True.
+
+        init_frames: an optional plate, scene-linear float32 [T, H, W, 3] at the generation size, used as
+        params.plate_mode says (see plates.py and check_plate for the frame counts):
+        - "restyle": the plate's latents are noised to the first timestep of the last
+          params.denoise_steps steps and denoised from there (the CFG scale of step k is the one the full
+          schedule has at k). Small strength stays close to the plate. strength 1.0 starts at t = 999,
+          where zero terminal SNR leaves the plate a weight of sqrt(alphas_cumprod[999]): 0 for ddim (the
+          start latents are exactly the seed's noise, so the video is the text-to-video one for the same
+          seed) and 2**-12 for dpmpp_2m (the same up to that residue). Only the noise matters there;
+          the plate does not.
+        - "continue": the plate covers the first L latent frames; before every step they are replaced by
+          the plate's latents noised to that step's timestep (with the seed's noise), and after the
+          last step by the plate's latents, so the plate's frames are kept and the rest is generated.
+        The noise is drawn first, from the seed, exactly as for text-to-video.
         """
         storyboard = self._storyboard(storyboard)
         params = self._params(params)
         shape = self.latent_shape(len(storyboard), params)
+        frames = self._check_init(init_frames, len(storyboard), params)
         self._place(params.cpu_offload)
+        plate = None if frames is None else self.encode_frames(frames, params.cpu_offload)  # (1, L, C, h, w)
         text, mask, neg, neg_mask = self.encode_prompts(storyboard, params)
 
         generator = torch.Generator("cpu").manual_seed(params.seed)
         scheduler = make_scheduler(params.sampler, self.scheduler_config)
         scheduler.set_timesteps(params.steps, device=self.device)
-        x = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
-        x = x * scheduler.init_noise_sigma
-        scales = cfg_scales(params.steps, params.guidance_scale, params.cfg_schedule)
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
         acp = scheduler.alphas_cumprod.to(self.device, torch.float32)
+        timesteps = scheduler.timesteps
+        first = 0  # index in the full schedule of the first step run
+        keep = None  # continue: the plate's latents, re-injected at every step
+        if plate is None:
+            x = noise * scheduler.init_noise_sigma
+        elif params.plate_mode == "restyle":
+            first = params.steps - params.denoise_steps
+            timesteps = timesteps[first:]
+            if hasattr(scheduler, "set_begin_index"):
+                scheduler.set_begin_index(first)
+            x = noised(plate, noise, acp, timesteps[0])
+        else:
+            keep = plate
+            x = noise * scheduler.init_noise_sigma
+        run = len(timesteps)
+        scales = cfg_scales(params.steps, params.guidance_scale, params.cfg_schedule)
         self._cast(self.transformer, params.torch_dtype, "transformer")
         log.info(
-            "sampling %d segment(s): latents %s, %d %s steps, seed %d",
+            "sampling %d segment(s): latents %s, %d of %d %s steps, seed %d%s",
             len(storyboard),
             list(shape),
+            run,
             params.steps,
             params.sampler,
             params.seed,
+            "" if plate is None else f", plate of {plate.shape[1]} latent frames ({params.plate_mode})",
         )
         start = time.perf_counter()
         with self._using(self.transformer, params.cpu_offload):
-            for k, t in enumerate(scheduler.timesteps):
+            for k, t in enumerate(timesteps):
                 if should_stop is not None and should_stop():
-                    raise GenerationCancelled(f"cancelled before step {k + 1}/{params.steps}")
+                    raise GenerationCancelled(f"cancelled before step {k + 1}/{run}")
+                if keep is not None:
+                    n = keep.shape[1]
+                    x = torch.cat([noised(keep, noise[:, :n], acp, t), x[:, n:]], dim=1)  # (1, F, C, h, w)
                 x_in = scheduler.scale_model_input(x, t)
-                v = self._guided(x_in, t, text, mask, neg, neg_mask, scales[k], params.torch_dtype)
+                v = self._guided(x_in, t, text, mask, neg, neg_mask, scales[first + k], params.torch_dtype)
                 x = scheduler.step(v, t, x, return_dict=False)[0]
                 if callback is not None:
                     preview = None
-                    if params.preview_every and (
-                        (k + 1) % params.preview_every == 0 or k + 1 == params.steps
-                    ):
+                    if params.preview_every and ((k + 1) % params.preview_every == 0 or k + 1 == run):
                         x0 = acp[t].sqrt() * x_in - (1 - acp[t]).sqrt() * v  # v-prediction -> clean estimate
                         preview = self.preview(x0)
-                    callback(StepInfo(k + 1, params.steps, int(t), time.perf_counter() - start, preview))
+                    callback(StepInfo(k + 1, run, int(t), time.perf_counter() - start, preview))
+        if keep is not None:
+            x = torch.cat([keep, x[:, keep.shape[1] :]], dim=1)
         if not torch.isfinite(x).all():
             raise PipelineError(
                 f"sampling produced non-finite latents in {params.dtype}; try float32 or bfloat16"
@@ -603,16 +721,19 @@ class VideoPipeline:
         callback: Callback | None = None,
         should_stop: ShouldStop | None = None,
         decode_retries: int = 1,
+        init_frames: np.ndarray | None = None,
     ) -> GenerationResult:
         """sample -> save latents (when latents_path) -> decode, retrying a failed decode from the file.
 
         A decode failure (e.g. out of memory) is retried up to decode_retries times with VAE tiling and
         slicing on and the latents re-read from latents_path; sampling never runs twice. When every try
-        fails, DecodeError names the latents file for `decode_saved`.
+        fails, DecodeError names the latents file for `decode_saved`. init_frames: a plate (see sample).
         """
         storyboard = self._storyboard(storyboard)
         params = self._params(params)
-        latents = self.sample(storyboard, params, callback=callback, should_stop=should_stop)
+        latents = self.sample(
+            storyboard, params, callback=callback, should_stop=should_stop, init_frames=init_frames
+        )
         path = None
         if latents_path is not None:
             path = save_latents(latents_path, latents, self.latents_meta(storyboard, params))

@@ -53,7 +53,7 @@ class Storyboard(_message.Message):
     def __init__(self, segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ...) -> None: ...
 
 class GenerationParameters(_message.Message):
-    __slots__ = ("height", "width", "steps", "guidance_scale", "sampler", "seed", "dtype", "preview_every")
+    __slots__ = ("height", "width", "steps", "guidance_scale", "sampler", "seed", "dtype", "preview_every", "strength", "plate_mode")
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,8 @@ class GenerationParameters(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
+    STRENGTH_FIELD_NUMBER: _ClassVar[int]
+    PLATE_MODE_FIELD_NUMBER: _ClassVar[int]
     height: int
     width: int
     steps: int
@@ -70,7 +72,9 @@ class GenerationParameters(_message.Message):
     seed: int
     dtype: str
     preview_every: int
-    def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., sampler: _Optional[str] = ..., seed: _Optional[int] = ..., dtype: _Optional[str] = ..., preview_every: _Optional[int] = ...) -> None: ...
+    strength: float
+    plate_mode: str
+    def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., sampler: _Optional[str] = ..., seed: _Optional[int] = ..., dtype: _Optional[str] = ..., preview_every: _Optional[int] = ..., strength: _Optional[float] = ..., plate_mode: _Optional[str] = ...) -> None: ...
 
 class ShotContext(_message.Message):
     __slots__ = ("shot_name", "start_frame", "otio_json", "request_id", "record_start")

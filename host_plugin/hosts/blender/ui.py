@@ -1,0 +1,249 @@
+"""Sequencer sidebar panel "TTT", its settings and operators; jobs pumped by a bpy.app.timers function.
+
+The Generate operator reads the shot range on the main thread (selected gap or scene markers), then a
+ShotJob thread does every network call; `pump_jobs` (a timer; called directly where timers do not run,
+e.g. --background) drains the job's events and places the EXR strip on the main thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, List, Optional
+
+import bpy
+
+from host_plugin.core.errors import HostPluginError
+from host_plugin.core.shot_job import GenerationSettings, ServerSettings, ShotJob
+
+from . import vse
+
+log = logging.getLogger(__name__)
+
+PUMP_INTERVAL_S = 0.1
+JOBS: List[ShotJob] = []
+
+
+def pump_jobs() -> Optional[float]:
+    """Timer function: pump every running job on the main thread; None (timer ends) when none is left."""
+    for job in list(JOBS):
+        try:
+            running = job.pump()
+        except Exception:  # noqa: BLE001 - a failing placement must not kill the timer for other jobs
+            log.exception("pumping a ttt-studio job failed")
+            running = False
+        try:
+            job.host.scene.ttt_studio.status = job.host.status
+        except (AttributeError, HostPluginError):
+            pass  # the scene was deleted or the add-on unregistered meanwhile
+        if not running:
+            JOBS.remove(job)
+        _redraw()
+    return PUMP_INTERVAL_S if JOBS else None
+
+
+def _redraw() -> None:
+    window_manager = bpy.context.window_manager
+    for window in getattr(window_manager, "windows", []):
+        for area in window.screen.areas:
+            if area.type == "SEQUENCE_EDITOR":
+                area.tag_redraw()
+
+
+class TTT_PG_segment(bpy.types.PropertyGroup):
+    text: bpy.props.StringProperty(name="Prompt", description="What happens in this 3-second segment")
+
+
+class TTT_PG_settings(bpy.types.PropertyGroup):
+    server: bpy.props.StringProperty(name="Server", default="127.0.0.1:50051", description="host:port")
+    token: bpy.props.StringProperty(name="Token", subtype="PASSWORD", description="Bearer token of your user")
+    root_cert: bpy.props.StringProperty(
+        name="TLS CA", subtype="FILE_PATH", description="PEM of the server's CA (TLS)"
+    )
+    storyboard_file: bpy.props.StringProperty(
+        name="Storyboard",
+        subtype="FILE_PATH",
+        description="JSON list of segments, or text with one segment per line",
+    )
+    segments: bpy.props.CollectionProperty(type=TTT_PG_segment)
+    duration_source: bpy.props.EnumProperty(
+        name="Duration",
+        items=[
+            ("GAP", "Selected gap", "The gap between the two selected strips"),
+            ("MARKERS", "Scene markers", "From the marker at the current frame to the next marker"),
+        ],
+        default="GAP",
+    )
+    output_dir: bpy.props.StringProperty(name="Output", subtype="DIR_PATH", default="//ttt_frames/")
+    steps: bpy.props.IntProperty(name="Steps", default=0, min=0, description="0: the server's default")
+    height: bpy.props.IntProperty(name="Height", default=0, min=0)
+    width: bpy.props.IntProperty(name="Width", default=0, min=0)
+    guidance_scale: bpy.props.FloatProperty(
+        name="Guidance", default=0.0, min=0.0, description="0: server default"
+    )
+    seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1, description="-1: the server picks one")
+    status: bpy.props.StringProperty(name="Status", default="")
+
+
+def _segments(props: Any) -> List[dict]:
+    if props.storyboard_file:
+        return vse.read_storyboard_file(bpy.path.abspath(props.storyboard_file))
+    return [{"text": s.text} for s in props.segments if s.text.strip()]
+
+
+def _output_dir(props: Any) -> str:
+    path = props.output_dir
+    if path.startswith("//") and not bpy.data.filepath:
+        raise HostPluginError(
+            f"output folder {path!r} is relative to the .blend file: save the file first or pick an absolute folder"
+        )
+    return os.path.abspath(bpy.path.abspath(path))
+
+
+class TTT_OT_generate(bpy.types.Operator):
+    """Generate a shot for the selected gap (or the marker range) on the ttt-studio server"""
+
+    bl_idname = "ttt_studio.generate"
+    bl_label = "Generate Shot"
+
+    def execute(self, context: Any) -> set:
+        if not bpy.app.online_access:
+            self.report(
+                {"ERROR"}, "Online access is off: enable Preferences > System > Network > Allow Online Access"
+            )
+            return {"CANCELLED"}
+        scene = context.scene
+        props = scene.ttt_studio
+        try:
+            request, channel = vse.make_request(scene, props.duration_source, _segments(props))
+            settings = GenerationSettings(
+                output_dir=_output_dir(props),
+                height=props.height,
+                width=props.width,
+                steps=props.steps,
+                guidance_scale=props.guidance_scale or None,
+                seed=None if props.seed < 0 else props.seed,
+            )
+            server = ServerSettings(
+                props.server, token=props.token or None, root_cert=bpy.path.abspath(props.root_cert) or None
+            )
+        except (HostPluginError, ValueError) as exc:
+            self.report({"ERROR"}, str(exc))
+            return {"CANCELLED"}
+        host = vse.BlenderHost(scene, preferred_channel=channel)
+        job = ShotJob(host, [request], settings, client_factory=server.client).start()
+        JOBS.append(job)
+        if not bpy.app.timers.is_registered(pump_jobs):
+            bpy.app.timers.register(pump_jobs, first_interval=PUMP_INTERVAL_S)
+        props.status = f"generating {request.duration} frames at {request.record_start}"
+        self.report({"INFO"}, props.status)
+        return {"FINISHED"}
+
+
+class TTT_OT_cancel(bpy.types.Operator):
+    """Cancel the running ttt-studio jobs (the server stops them too)"""
+
+    bl_idname = "ttt_studio.cancel"
+    bl_label = "Cancel"
+
+    def execute(self, context: Any) -> set:
+        for job in JOBS:
+            job.host.cancel_requested = True
+        return {"FINISHED"}
+
+
+class TTT_OT_segment_add(bpy.types.Operator):
+    """Add a storyboard segment"""
+
+    bl_idname = "ttt_studio.segment_add"
+    bl_label = "Add Segment"
+
+    def execute(self, context: Any) -> set:
+        context.scene.ttt_studio.segments.add()
+        return {"FINISHED"}
+
+
+class TTT_OT_segment_remove(bpy.types.Operator):
+    """Remove the last storyboard segment"""
+
+    bl_idname = "ttt_studio.segment_remove"
+    bl_label = "Remove Segment"
+
+    def execute(self, context: Any) -> set:
+        segments = context.scene.ttt_studio.segments
+        if len(segments):
+            segments.remove(len(segments) - 1)
+        return {"FINISHED"}
+
+
+class TTT_PT_panel(bpy.types.Panel):
+    bl_label = "TTT Studio"
+    bl_space_type = "SEQUENCE_EDITOR"
+    bl_region_type = "UI"
+    bl_category = "TTT"
+
+    def draw(self, context: Any) -> None:
+        props = context.scene.ttt_studio
+        layout = self.layout
+        col = layout.column()
+        col.prop(props, "server")
+        col.prop(props, "token")
+        col.prop(props, "root_cert")
+        col.separator()
+        col.prop(props, "duration_source")
+        col.prop(props, "storyboard_file")
+        if not props.storyboard_file:
+            for i, segment in enumerate(props.segments):
+                col.prop(segment, "text", text=f"Segment {i + 1}")
+            row = col.row(align=True)
+            row.operator("ttt_studio.segment_add", icon="ADD", text="")
+            row.operator("ttt_studio.segment_remove", icon="REMOVE", text="")
+        col.separator()
+        col.prop(props, "output_dir")
+        row = col.row(align=True)
+        row.prop(props, "steps")
+        row.prop(props, "seed")
+        row = col.row(align=True)
+        row.prop(props, "width")
+        row.prop(props, "height")
+        col.separator()
+        running = [job for job in JOBS if not job.finished]
+        if running:
+            host = running[0].host
+            if hasattr(col, "progress"):  # UILayout.progress exists from Blender 4.0
+                col.progress(factor=host.progress, text=host.status or "working")
+            else:
+                col.label(text=host.status)
+            col.operator("ttt_studio.cancel", icon="CANCEL")
+        else:
+            col.operator("ttt_studio.generate", icon="SEQUENCE")
+            if props.status:
+                col.label(text=props.status)
+
+
+CLASSES = (
+    TTT_PG_segment,
+    TTT_PG_settings,
+    TTT_OT_generate,
+    TTT_OT_cancel,
+    TTT_OT_segment_add,
+    TTT_OT_segment_remove,
+    TTT_PT_panel,
+)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    bpy.types.Scene.ttt_studio = bpy.props.PointerProperty(type=TTT_PG_settings)
+
+
+def unregister() -> None:
+    if bpy.app.timers.is_registered(pump_jobs):
+        bpy.app.timers.unregister(pump_jobs)
+    for job in JOBS:
+        job.cancel()
+    JOBS.clear()
+    del bpy.types.Scene.ttt_studio
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

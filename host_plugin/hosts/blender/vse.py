@@ -1,0 +1,254 @@
+"""The Blender Sequencer as a ttt-studio Host: shot ranges from a gap or scene markers, EXR strips placed.
+
+Works on Blender 4.2-4.3 (`sequence_editor.sequences`) and 4.4+/5.x (`strips`; `sequences` is gone in
+5.0). Everything here runs on Blender's main thread except report_progress / is_cancelled, which only
+touch plain Python attributes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from fractions import Fraction
+from typing import Any, Callable, List, Optional, Tuple
+
+import bpy
+import opentimelineio as otio
+
+from host_plugin.core.errors import HostError, RequestError
+from host_plugin.core.frame_math import rational_time, snap_rate, time_range
+from host_plugin.core.requests import KIND_GAP, KIND_MARKER, ShotRequest, normalise_storyboard
+from host_plugin.hosts.base import Host
+
+log = logging.getLogger(__name__)
+
+MAX_CHANNEL = 128
+
+
+def strips_of(scene: Any) -> Any:
+    """The editable strip collection: `strips` (4.4+) or `sequences` (4.2-4.3)."""
+    editor = scene.sequence_editor or scene.sequence_editor_create()
+    return editor.strips if hasattr(editor, "strips") else editor.sequences
+
+
+def all_strips(scene: Any) -> List[Any]:
+    """Every strip, meta strip contents included (`strips_all` 4.4+, `sequences_all` before)."""
+    editor = scene.sequence_editor
+    if editor is None:
+        return []
+    return list(editor.strips_all if hasattr(editor, "strips_all") else editor.sequences_all)
+
+
+def scene_rate(scene: Any) -> Fraction:
+    """The scene's exact frame rate (fps / fps_base, snapped: 24 / 1.001 -> 24000/1001)."""
+    return snap_rate(Fraction(scene.render.fps) / Fraction(scene.render.fps_base).limit_denominator(1001))
+
+
+def selected_gap(scene: Any) -> Tuple[int, int, int]:
+    """(start, end exclusive, channel) of the gap between the two selected strips, first in time first."""
+    chosen = sorted((s for s in all_strips(scene) if s.select), key=lambda s: s.frame_final_start)
+    if len(chosen) != 2:
+        raise RequestError(
+            f"select exactly the two strips around the gap (selected: {len(chosen)}: "
+            f"{[s.name for s in chosen]})"
+        )
+    first, second = chosen
+    start, end = int(first.frame_final_end), int(second.frame_final_start)
+    if end <= start:
+        raise RequestError(
+            f"strips {first.name!r} (ends {start}) and {second.name!r} (starts {end}) overlap or touch: "
+            "there is no gap between them"
+        )
+    return start, end, int(min(first.channel, second.channel))
+
+
+def marker_range(scene: Any) -> Tuple[int, int, str]:
+    """(start, end exclusive, name) from the scene marker at or before the current frame to the next one."""
+    markers = sorted(scene.timeline_markers, key=lambda m: m.frame)
+    current = scene.frame_current
+    before = [m for m in markers if m.frame <= current]
+    if not before:
+        raise RequestError(
+            f"no scene marker at or before frame {current}: put one where the shot starts and one where it ends"
+        )
+    start_marker = before[-1]
+    after = [m for m in markers if m.frame > start_marker.frame]
+    if not after:
+        raise RequestError(
+            f"marker {start_marker.name!r} at frame {start_marker.frame} has no next marker to end the shot"
+        )
+    return int(start_marker.frame), int(after[0].frame), start_marker.name
+
+
+def read_storyboard_file(path: str) -> List[dict]:
+    """A storyboard file: JSON (a list of segments or {"segments": [...]}) or text, one segment per line."""
+    if not os.path.isfile(path):
+        raise RequestError(f"storyboard file {path!r} does not exist")
+    with open(path, encoding="utf-8") as handle:
+        text = handle.read()
+    if path.lower().endswith(".json"):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise RequestError(f"storyboard file {path!r}: bad JSON at line {exc.lineno}: {exc.msg}") from exc
+        segments = data.get("segments") if isinstance(data, dict) else data
+        return normalise_storyboard(segments, f"storyboard file {path!r}")
+    segments = [{"text": line.strip()} for line in text.splitlines() if line.strip()]
+    if not segments:
+        raise RequestError(f"storyboard file {path!r} is empty; write one segment per line")
+    return normalise_storyboard(segments, f"storyboard file {path!r}")
+
+
+def make_request(scene: Any, source: str, segments: List[dict], name: str = "") -> Tuple[ShotRequest, int]:
+    """The ShotRequest for the selected gap (source "GAP") or the markers around the current frame
+    ("MARKERS"), and the channel to prefer for the result."""
+    if source == "GAP":
+        start, end, channel = selected_gap(scene)
+        kind, label = KIND_GAP, name or f"gap_{start}"
+    elif source == "MARKERS":
+        start, end, marker = marker_range(scene)
+        channel, kind, label = 1, KIND_MARKER, name or marker or f"markers_{start}"
+    else:
+        raise RequestError(f"duration source must be 'GAP' or 'MARKERS', got {source!r}")
+    if not segments:
+        raise RequestError("give a prompt for at least one segment, or a storyboard file")
+    segments = normalise_storyboard(segments, "the panel's storyboard")
+    request = ShotRequest(
+        id=f"blender.{kind}.{start}",
+        kind=kind,
+        track_name=f"Channel {channel}",
+        track_index=channel - 1,
+        record_start=start,
+        duration=end - start,
+        rate=scene_rate(scene),
+        storyboard=segments if len(segments) > 1 else [],
+        prompt=segments[0]["text"] if len(segments) == 1 else None,
+        name=label,
+    )
+    return request, channel
+
+
+def free_channel(scene: Any, start: int, end: int, preferred: int = 1) -> int:
+    """Lowest channel >= preferred with no strip overlapping frames [start, end)."""
+    busy = {}
+    for strip in all_strips(scene):
+        if strip.frame_final_start < end and strip.frame_final_end > start:
+            busy[strip.channel] = strip.name
+    for channel in range(max(1, preferred), MAX_CHANNEL + 1):
+        if channel not in busy:
+            return channel
+    raise HostError(
+        f"no free Sequencer channel for frames {start}-{end}: channels {preferred}..{MAX_CHANNEL} are used"
+    )
+
+
+class BlenderHost(Host):
+    """One Sequencer scene. Progress and cancel are plain attributes the panel draws and sets."""
+
+    name = "blender"
+
+    def __init__(self, scene: Any, preferred_channel: int = 1) -> None:
+        self.scene_name = scene.name
+        self.preferred_channel = preferred_channel
+        self.progress = 0.0
+        self.status = ""
+        self.cancel_requested = False
+        self.placed: List[Any] = []
+
+    @property
+    def scene(self) -> Any:
+        scene = bpy.data.scenes.get(self.scene_name)
+        if scene is None:
+            raise HostError(f"scene {self.scene_name!r} no longer exists")
+        return scene
+
+    def read_edit(self) -> otio.schema.Timeline:
+        """The Sequencer as OTIO: a track per channel, clips for strips, gaps between them."""
+        scene = self.scene
+        rate = scene_rate(scene)
+        timeline = otio.schema.Timeline(
+            scene.name, global_start_time=rational_time(int(scene.frame_start), rate)
+        )
+        strips = all_strips(scene)
+        for channel in sorted({s.channel for s in strips}):
+            track = otio.schema.Track(f"Channel {channel}")
+            position = int(scene.frame_start)
+            for strip in sorted(
+                (s for s in strips if s.channel == channel), key=lambda s: s.frame_final_start
+            ):
+                start, end = int(strip.frame_final_start), int(strip.frame_final_end)
+                if start < position:
+                    continue  # overlapping strips on one channel cannot be expressed in one OTIO track
+                if start > position:
+                    track.append(otio.schema.Gap(source_range=time_range(0, start - position, rate)))
+                track.append(otio.schema.Clip(strip.name, source_range=time_range(0, end - start, rate)))
+                position = end
+            timeline.tracks.append(track)
+        for marker in scene.timeline_markers:
+            timeline.tracks.markers.append(
+                otio.schema.Marker(
+                    marker.name, marked_range=time_range(int(marker.frame) - int(scene.frame_start), 0, rate)
+                )
+            )
+        return timeline
+
+    def plate_frames(self, request: Any, first: int, last: int) -> List[str]:
+        """Render the Sequencer's frames first..last to half-float ZIP EXRs in a temporary folder."""
+        import tempfile
+
+        scene = self.scene
+        folder = tempfile.mkdtemp(prefix="ttt_plate_")
+        settings = scene.render.image_settings
+        old = (settings.file_format, scene.render.filepath, scene.frame_current)
+        settings.file_format = "OPEN_EXR"
+        settings.color_depth = "16"
+        settings.exr_codec = "ZIP"
+        paths = []
+        try:
+            for frame in range(first, last + 1):
+                scene.frame_set(frame)
+                path = os.path.join(folder, f"plate.{frame:04d}.exr")
+                scene.render.filepath = path
+                bpy.ops.render.render(write_still=True, scene=scene.name)
+                paths.append(path)
+        finally:
+            settings.file_format, scene.render.filepath = old[0], old[1]
+            scene.frame_set(old[2])
+        return paths
+
+    def place_sequence(self, paths: List[str], record_frame: int, track_hint: str) -> None:
+        """An image strip of the EXR sequence at record_frame, on the lowest free channel from the preferred one."""
+        if not paths:
+            raise HostError("place_sequence got no frames")
+        folder = os.path.dirname(paths[0])
+        if any(os.path.dirname(p) != folder for p in paths):
+            raise HostError(
+                f"an image strip needs all frames in one folder; got {sorted({os.path.dirname(p) for p in paths})}"
+            )
+        scene = self.scene
+        channel = free_channel(scene, record_frame, record_frame + len(paths), self.preferred_channel)
+        name = f"TTT {os.path.splitext(os.path.basename(paths[0]))[0]}"
+        strip = strips_of(scene).new_image(name, paths[0], channel, record_frame, fit_method="ORIGINAL")
+        for path in paths[1:]:
+            strip.elements.append(os.path.basename(path))
+        strip["ttt_studio_track"] = track_hint
+        self.placed.append(strip.name)
+        log.info("placed %s: %d frames at %d on channel %d", name, len(paths), record_frame, channel)
+
+    def report_progress(self, fraction: float, message: str) -> None:
+        self.progress, self.status = float(fraction), message
+
+    def report_error(self, message: str) -> None:
+        self.status = f"Error: {message}"
+        log.error("%s", message)
+
+    def is_cancelled(self) -> bool:
+        return self.cancel_requested
+
+    def run_on_main_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        def once() -> Optional[float]:
+            fn(*args)
+            return None
+
+        bpy.app.timers.register(once, first_interval=0.0)

@@ -1,0 +1,243 @@
+"""TTT Studio for Nuke: "TTT > Generate..." on the selected Read node.
+
+The selected Read's frame range is the plate: restyle it (same range), continue it (the frames after
+it) or make a new shot for the range. On the main thread: read the node, gather the plate's EXR files
+(rendered to EXR through a temporary Write node when the Read is not EXR). In a worker thread: upload,
+submit, watch, fetch (ShotJob). Progress and cancel go through nuke.ProgressTask from the forwarding
+thread (Foundry's documented pattern); the new Read node is made through nuke.executeInMainThread.
+
+Only this package imports nuke / nukescripts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any, Callable, List, Optional, Sequence
+
+import nuke
+import opentimelineio as otio
+
+from host_plugin.core.errors import HostError, RequestError
+from host_plugin.core.frame_math import snap_rate, time_range
+from host_plugin.core.requests import KIND_CLIP, ShotRequest
+from host_plugin.core.shot_job import GenerationSettings, Plates, ServerSettings, ShotJob, shot_name_for
+from host_plugin.hosts.base import Host
+
+log = logging.getLogger(__name__)
+
+MODES = ("restyle", "continue", "new")
+_HASHES = re.compile(r"#+")
+_PRINTF = re.compile(r"%0?(\d*)d")
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """What the panel asks: mode (restyle | continue | new), prompts (one per segment), the server.
+
+    restyle re-imagines the Read's frames (the plate's size is the generation size); continue starts
+    the video with the plate's last frame and places the frames after it; new ignores the plate."""
+
+    server: ServerSettings
+    generation: GenerationSettings
+    mode: str = "restyle"
+    prompts: Sequence[str] = ()
+    duration: int = 0  # continue: frames to add (0: as long as the plate)
+    strength: float = 0.6  # restyle: share of the denoising redone on the plate, in (0, 1]
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not 0.0 < self.strength <= 1.0:
+            raise ValueError(f"strength must be in (0, 1], got {self.strength!r}")
+        if self.duration < 0:
+            raise ValueError(f"duration must be >= 0 frames, got {self.duration}")
+
+
+def frame_file(pattern: str, frame: int) -> str:
+    """The file of `frame` in a Nuke file pattern (plate.####.exr or plate.%04d.exr)."""
+    if _HASHES.search(pattern):
+        return _HASHES.sub(lambda m: f"{frame:0{len(m.group(0))}d}", pattern, count=1)
+    if _PRINTF.search(pattern):
+        return _PRINTF.sub(lambda m: f"{frame:0{int(m.group(1) or 0)}d}", pattern, count=1)
+    return pattern
+
+
+def selected_read() -> Any:
+    """The selected node, which must be a Read (nuke.selectedNode raises ValueError when none is)."""
+    try:
+        node = nuke.selectedNode()
+    except ValueError:
+        raise HostError(
+            "select a Read node first (TTT > Generate works on the selected Read's plate)"
+        ) from None
+    if node.Class() != "Read":
+        raise HostError(f"the selected node {node.name()!r} is a {node.Class()}, not a Read node")
+    return node
+
+
+def build_request(read: Any, options: GenerateOptions) -> ShotRequest:
+    """The shot for the Read's range: restyle / new keep first..last, continue starts after last."""
+    first, last = int(read["first"].value()), int(read["last"].value())
+    if last < first:
+        raise RequestError(f"Read {read.name()!r} has last frame {last} before first frame {first}")
+    prompts = [p.strip() for p in options.prompts if p and p.strip()]
+    if not prompts:
+        raise RequestError("give a prompt for at least one segment")
+    length = last - first + 1
+    start, duration = (
+        (last + 1, options.duration or length) if options.mode == "continue" else (first, length)
+    )
+    return ShotRequest(
+        id=f"nuke.{read.name()}.{options.mode}.{start}",
+        kind=KIND_CLIP,
+        track_name=read.name(),
+        track_index=0,
+        record_start=start,
+        duration=duration,
+        rate=snap_rate(nuke.root()["fps"].value()),
+        storyboard=[{"text": p} for p in prompts] if len(prompts) > 1 else [],
+        prompt=prompts[0] if len(prompts) == 1 else None,
+        name=f"{read.name()}_{options.mode}",
+        metadata={"mode": options.mode, "plate": read["file"].value()},
+    )
+
+
+class NukeHost(Host):
+    """The node graph around one Read node."""
+
+    name = "nuke"
+
+    def __init__(self, read: Any) -> None:
+        self.read = read
+        self.created: List[Any] = []
+        self._task: Any = None
+
+    def read_edit(self) -> otio.schema.Timeline:
+        """A one-track timeline of the Read's range (plain Nuke has no sequence; Nuke Studio exports OTIO)."""
+        rate = snap_rate(nuke.root()["fps"].value())
+        first, last = int(self.read["first"].value()), int(self.read["last"].value())
+        timeline = otio.schema.Timeline(
+            self.read.name(), global_start_time=otio.opentime.RationalTime(first, float(rate))
+        )
+        track = otio.schema.Track("plate")
+        track.append(
+            otio.schema.Clip(self.read.name(), source_range=time_range(first, last - first + 1, rate))
+        )
+        timeline.tracks.append(track)
+        return timeline
+
+    def plate_frames(self, request: Any, first: int, last: int) -> List[str]:
+        """The Read's files for first..last when they are EXRs; else rendered to EXR by a Write node."""
+        pattern = self.read["file"].value()
+        if pattern.lower().endswith(".exr"):
+            paths = [frame_file(pattern, f) for f in range(first, last + 1)]
+            missing = [p for p in paths if not os.path.isfile(p)]
+            if missing:
+                raise HostError(
+                    f"Read {self.read.name()!r}: {len(missing)} plate frames are missing, first {missing[0]}"
+                )
+            return paths
+        folder = tempfile.mkdtemp(prefix="ttt_plate_")
+        out = os.path.join(folder, "plate.####.exr")
+        write = nuke.nodes.Write(
+            file=out, file_type="exr", datatype="16 bit half", compression="Zip (1 scanline)", channels="rgba"
+        )
+        write.setInput(0, self.read)
+        try:
+            nuke.execute(write, first, last, 1)
+        finally:
+            nuke.delete(write)
+        return [frame_file(out, f) for f in range(first, last + 1)]
+
+    def place_sequence(self, paths: List[str], record_frame: int, track_hint: str) -> None:
+        """A Read node of the EXR sequence, starting at record_frame, beside the plate's Read."""
+        if not paths:
+            raise HostError("place_sequence got no frames")
+        numbers = [int(re.search(r"(\d+)\.exr$", p).group(1)) for p in paths]  # type: ignore[union-attr]
+        pattern = re.sub(r"\d+\.exr$", lambda m: "#" * (len(m.group(0)) - 4) + ".exr", paths[0])
+        read = nuke.nodes.Read(
+            file=pattern, first=numbers[0], last=numbers[-1], origfirst=numbers[0], origlast=numbers[-1]
+        )
+        read["frame_mode"].setValue("start at")
+        read["frame"].setValue(str(record_frame))
+        read["label"].setValue(f"{track_hint}\\n{os.path.basename(os.path.dirname(paths[0]))}")
+        read.setXYpos(self.read.xpos() + 120, self.read.ypos())
+        self.created.append(read)
+        log.info("created %s for %d frames at %d", read.name(), len(paths), record_frame)
+
+    def report_progress(self, fraction: float, message: str) -> None:
+        if self._task is None:
+            self._task = nuke.ProgressTask("TTT Generate")
+        self._task.setProgress(int(round(100 * min(max(fraction, 0.0), 1.0))))
+        self._task.setMessage(message)
+
+    def end_progress(self) -> None:
+        self._task = None  # Nuke closes the progress window when the task object goes
+
+    def is_cancelled(self) -> bool:
+        return self._task is not None and bool(self._task.isCancelled())
+
+    def report_error(self, message: str) -> None:
+        nuke.message(f"TTT Generate failed:\n{message}")
+
+    def run_on_main_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        nuke.executeInMainThread(fn, args)
+
+
+def start_generate(
+    read: Any, options: GenerateOptions, client_factory: Optional[Callable[[], Any]] = None
+) -> ShotJob:
+    """Main thread: read the node and its plate, then hand everything else to a ShotJob thread."""
+    request = build_request(read, options)
+    host = NukeHost(read)
+    first, last = int(read["first"].value()), int(read["last"].value())
+    plates: Optional[Plates] = None
+    if options.mode == "restyle":
+        plates = Plates(tuple(host.plate_frames(request, first, last)), "restyle", options.strength)
+    elif options.mode == "continue":  # the plate's last frame opens the video; what follows is placed
+        plates = Plates(tuple(host.plate_frames(request, last, last)), "continue")
+    job = ShotJob(
+        host,
+        [request],
+        options.generation,
+        client_factory=client_factory or options.server.client,
+        plates={request.id: plates} if plates is not None else None,
+    )
+    job.start()
+    job.start_forwarding()
+    log.info("TTT %s of %s: job for %s started", options.mode, read.name(), shot_name_for(request))
+    return job
+
+
+def show_panel() -> Optional[ShotJob]:
+    """TTT > Generate...: ask in a modal panel, then start the job (returns it, None when dismissed)."""
+    from host_plugin.hosts.nuke.panel import GeneratePanel
+
+    try:
+        read = selected_read()
+    except HostError as exc:
+        nuke.message(str(exc))
+        return None
+    panel = GeneratePanel(read)
+    if not panel.showModalDialog():
+        return None
+    try:
+        return start_generate(read, panel.options())
+    except (HostError, RequestError, ValueError) as exc:
+        nuke.message(f"TTT Generate: {exc}")
+        return None
+
+
+def add_menus() -> None:
+    """TTT > Generate... in the Nuke menu bar and the Nodes toolbar."""
+    for bar in ("Nuke", "Nodes"):
+        nuke.menu(bar).addMenu("TTT").addCommand("Generate...", show_panel)
+
+
+def rate_of_root() -> Fraction:
+    return snap_rate(nuke.root()["fps"].value())

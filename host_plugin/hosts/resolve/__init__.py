@@ -1,0 +1,241 @@
+"""TTT Studio for DaVinci Resolve: the current timeline's gaps and markers become generated shots.
+
+Reading: tl.Export(path, resolve.EXPORT_OTIO, resolve.EXPORT_NONE) (Resolve 18.5+) gives the edit as OTIO;
+timeline markers come from tl.GetMarkers() (frame ids RELATIVE to the timeline start) and are added to
+that OTIO as request markers, so the shared request finder (host_plugin.core.requests) turns everything
+into absolute record frames (the timeline start, often 86400 = 01:00:00:00, included).
+
+A marker asks for a shot when its note starts with "TTT:" (the rest is the prompt) or its customData
+is JSON {"ttt_studio": {"prompt": ...} | {"storyboard": [...]}}; its duration is the shot's length.
+Markers this plugin adds to generated clips carry {"ttt_studio": {"generated": true, ...}} and are skipped.
+
+Placing: mp.ImportMedia([{"FilePath": "dir/shot.%04d.exr", "StartIndex", "EndIndex"}]), a video track
+named "TTT generated" (tl.AddTrack("video") once), mp.AppendToTimeline([{"mediaPoolItem", "startFrame",
+"endFrame", "mediaType": 1, "trackIndex", "recordFrame"}]) at the ABSOLUTE record frame, then a marker
+with customData on the new clip. Resolve's API is not thread-safe: every call here runs on the script's
+main thread; network work happens in a ShotJob thread.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+import opentimelineio as otio
+
+from host_plugin.core.errors import HostError, RequestError
+from host_plugin.core.frame_math import snap_rate, time_range
+from host_plugin.core.requests import METADATA_KEY, ShotRequest, find_shot_requests
+from host_plugin.hosts.base import Host
+
+log = logging.getLogger(__name__)
+
+PROMPT_PREFIX = "TTT:"
+GENERATED_MARKER = "TTT generated"
+
+
+def marker_request(frame: int, marker: Dict[str, Any]) -> Optional[Dict[str, Any]]:
+    """The ttt_studio metadata a Resolve marker asks for, or None when it asks for nothing."""
+    custom = marker.get("customData") or ""
+    if custom:
+        try:
+            data = json.loads(custom)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get(METADATA_KEY), dict):
+            meta = dict(data[METADATA_KEY])
+            return None if meta.get("generated") else meta
+    note = (marker.get("note") or "").strip()
+    if note.upper().startswith(PROMPT_PREFIX):
+        prompt = note[len(PROMPT_PREFIX) :].strip()
+        if not prompt:
+            raise RequestError(
+                f"marker {marker.get('name')!r} at timeline frame +{frame}: 'TTT:' note has no prompt after it"
+            )
+        return {"prompt": prompt}
+    return None
+
+
+class ResolveHost(Host):
+    """The current timeline of the current project."""
+
+    name = "resolve"
+
+    def __init__(self, resolve: Any, work_dir: Optional[str] = None) -> None:
+        self.resolve = resolve
+        self.project = resolve.GetProjectManager().GetCurrentProject()
+        if self.project is None:
+            raise HostError("no project is open in Resolve")
+        self.timeline = self.project.GetCurrentTimeline()
+        if self.timeline is None:
+            raise HostError(f"project {self.project.GetName()!r} has no current timeline; open one first")
+        self.media_pool = self.project.GetMediaPool()
+        self.work_dir = work_dir or tempfile.mkdtemp(prefix="ttt_resolve_")
+        self.progress = 0.0
+        self.status = ""
+        self.cancel_requested = False
+        self.placed: List[Any] = []
+        self.pending: List[Tuple[Callable[..., Any], tuple]] = []
+        self.on_status: Optional[Callable[[str], None]] = None
+
+    # ------------------------------------------------------------------ reading
+
+    def start_frame(self) -> int:
+        return int(self.timeline.GetStartFrame())
+
+    def read_edit(self) -> otio.schema.Timeline:
+        """The timeline as OTIO (Resolve's own export) plus request markers from GetMarkers()."""
+        path = os.path.join(self.work_dir, "timeline.otio")
+        if not self.timeline.Export(path, self.resolve.EXPORT_OTIO, self.resolve.EXPORT_NONE):
+            raise HostError(
+                f"Resolve could not export timeline {self.timeline.GetName()!r} as OTIO (needs Resolve 18.5 or newer)"
+            )
+        try:
+            edit = otio.adapters.read_from_file(path)
+        except Exception as exc:  # noqa: BLE001 - OTIO raises several types for a bad file
+            raise HostError(f"Resolve's OTIO export {path} is not readable: {exc}") from exc
+        if not isinstance(edit, otio.schema.Timeline):
+            raise HostError(f"Resolve's OTIO export {path} holds a {type(edit).__name__}, not a Timeline")
+        rate = snap_rate(self.timeline.GetSetting("timelineFrameRate"))
+        start = self.start_frame()
+        edit.global_start_time = otio.opentime.RationalTime(start, float(rate))
+        for frame, marker in sorted((self.timeline.GetMarkers() or {}).items()):
+            meta = marker_request(int(frame), marker)
+            if meta is None:
+                continue
+            duration = int(marker.get("duration") or 0)
+            entry = otio.schema.Marker(
+                name=marker.get("name") or f"marker_{int(frame)}",
+                marked_range=time_range(int(frame), duration, rate),  # stack time 0 = timeline start
+                color=otio.schema.MarkerColor.RED,
+            )
+            entry.metadata[METADATA_KEY] = meta
+            entry.metadata["resolve"] = {"frame_id": int(frame), "color": marker.get("color", "")}
+            edit.tracks.markers.append(entry)
+        return edit
+
+    def find_requests(
+        self, include_plain_gaps: bool = False, prompt: Optional[str] = None
+    ) -> List[ShotRequest]:
+        """Every shot the timeline asks for, in absolute record frames; `prompt` fills requests without one."""
+        requests = find_shot_requests(self.read_edit(), include_plain_gaps=include_plain_gaps)
+        for request in requests:
+            if not request.prompt and not request.storyboard:
+                if not prompt:
+                    raise RequestError(
+                        f"{request.kind} at {request.record_timecode} ({request.duration} frames) has no prompt: "
+                        "type one in the window (or a 'TTT: ...' marker note)"
+                    )
+                request.prompt = prompt
+        return requests
+
+    def plate_frames(self, request: Any, first: int, last: int) -> List[str]:
+        """Render record frames first..last to half-float ZIP EXRs through the render queue (blocks)."""
+        folder = tempfile.mkdtemp(prefix="ttt_plate_", dir=self.work_dir)
+        project = self.project
+        if not project.SetCurrentRenderFormatAndCodec("exr", "RGBHalfZIP"):
+            raise HostError("Resolve refused render format exr / RGBHalfZIP")
+        project.SetRenderSettings(
+            {
+                "SelectAllFrames": False,
+                "MarkIn": first,
+                "MarkOut": last,
+                "TargetDir": folder,
+                "CustomName": "plate",
+            }
+        )
+        job = project.AddRenderJob()
+        if not job or not project.StartRendering([job]):
+            raise HostError("Resolve could not start the plate render")
+        while project.IsRenderingInProgress():
+            time.sleep(0.2)
+        status = project.GetRenderJobStatus(job) or {}
+        if status.get("JobStatus") != "Complete":
+            raise HostError(f"plate render ended {status.get('JobStatus')!r}: {status.get('Error', '')}")
+        return sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.lower().endswith(".exr"))
+
+    # ------------------------------------------------------------------ placing
+
+    def _track_for(self, track_hint: str, record: int, end: int) -> int:
+        """Index (1-based) of a track named track_hint that is empty over [record, end); added if none."""
+        count = int(self.timeline.GetTrackCount("video"))
+        for index in range(1, count + 1):
+            if self.timeline.GetTrackName("video", index) != track_hint:
+                continue
+            items = self.timeline.GetItemListInTrack("video", index) or []
+            if all(item.GetEnd() <= record or item.GetStart() >= end for item in items):
+                return index
+        if not self.timeline.AddTrack("video"):
+            raise HostError("Resolve refused to add a video track")
+        index = int(self.timeline.GetTrackCount("video"))
+        self.timeline.SetTrackName("video", index, track_hint)
+        return index
+
+    def place_sequence(self, paths: List[str], record_frame: int, track_hint: str) -> None:
+        if not paths:
+            raise HostError("place_sequence got no frames")
+        match = re.match(r"^(.*?)(\d+)(\.exr)$", paths[0])
+        if match is None:
+            raise HostError(f"{paths[0]!r} is not a numbered EXR frame")
+        head, digits, tail = match.groups()
+        first = int(digits)
+        pattern = f"{head}%0{len(digits)}d{tail}"
+        items = self.media_pool.ImportMedia(
+            [{"FilePath": pattern, "StartIndex": first, "EndIndex": first + len(paths) - 1}]
+        )
+        if not items:
+            raise HostError(f"Resolve could not import {pattern} frames {first}-{first + len(paths) - 1}")
+        end = record_frame + len(paths)
+        track = self._track_for(track_hint, record_frame, end)
+        clip = {
+            "mediaPoolItem": items[0],
+            "startFrame": 0,
+            "endFrame": len(paths) - 1,
+            "mediaType": 1,  # video only
+            "trackIndex": track,
+            "recordFrame": record_frame,  # absolute: includes tl.GetStartFrame()
+        }
+        appended = self.media_pool.AppendToTimeline([clip])
+        if not appended:
+            raise HostError(f"Resolve could not put {pattern} on video track {track} at frame {record_frame}")
+        item = appended[0]
+        if int(item.GetStart()) != record_frame or int(item.GetDuration()) != len(paths):
+            raise HostError(
+                f"Resolve placed {pattern} at {item.GetStart()} for {item.GetDuration()} frames; asked for "
+                f"{record_frame} for {len(paths)}"
+            )
+        custom = json.dumps(
+            {METADATA_KEY: {"generated": True, "frames": pattern, "record_frame": record_frame}}
+        )
+        item.AddMarker(0, "Green", GENERATED_MARKER, os.path.basename(os.path.dirname(paths[0])), 1, custom)
+        self.placed.append(item)
+        log.info("placed %s on V%d at %d", pattern, track, record_frame)
+
+    # ------------------------------------------------------------------ progress and threads
+
+    def report_progress(self, fraction: float, message: str) -> None:
+        self.progress, self.status = float(fraction), message
+        if self.on_status is not None:
+            self.on_status(f"{100 * fraction:3.0f}%  {message}")
+
+    def report_error(self, message: str) -> None:
+        self.status = f"Error: {message}"
+        if self.on_status is not None:
+            self.on_status(self.status)
+        log.error("%s", message)
+
+    def is_cancelled(self) -> bool:
+        return self.cancel_requested
+
+    def run_on_main_thread(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.pending.append((fn, args))  # the UIDispatcher timer (or the headless loop) runs these
+
+    def run_pending(self) -> None:
+        while self.pending:
+            fn, args = self.pending.pop(0)
+            fn(*args)

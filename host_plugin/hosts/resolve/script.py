@@ -1,0 +1,236 @@
+"""The Workspace > Scripts > Edit > "TTT Generate" script (also runnable outside Resolve Studio).
+
+In Resolve: `resolve`, `fu` and `bmd` are globals of the script; a fu.UIManager window (server, token,
+prompt, "fill empty gaps") runs in bmd.UIDispatcher's loop, and a UIManager Timer pumps the ShotJob on
+that same (main) thread: progress lands in the window, finished shots are imported and placed.
+Outside: `python "TTT Generate.py" --server HOST:PORT --token T --no-ui` connects with
+DaVinciResolveScript.scriptapp("Resolve") and pumps the job on the main thread until it ends.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from typing import Any, List, Optional
+
+from host_plugin.core.errors import HostPluginError
+from host_plugin.core.shot_job import GenerationSettings, ServerSettings, ShotJob
+from host_plugin.hosts.resolve import ResolveHost
+
+log = logging.getLogger(__name__)
+
+SERVER_ENV = "TTT_STUDIO_SERVER"
+TOKEN_ENV = "TTT_STUDIO_TOKEN"
+PUMP_MS = 50
+
+
+def parse_args(argv: List[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="TTT Generate", description="Generate shots for the current Resolve timeline"
+    )
+    p.add_argument("--server", default=os.environ.get(SERVER_ENV, "127.0.0.1:50051"))
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV))
+    p.add_argument("--tls-root-cert", default=None)
+    p.add_argument("--prompt", default="", help="prompt for gaps / markers that carry none")
+    p.add_argument("--fill-gaps", action="store_true", help="also fill plain gaps on the video tracks")
+    p.add_argument(
+        "--output", default=None, help="folder for the generated EXRs (default: ~/ttt_studio_frames)"
+    )
+    p.add_argument("--steps", type=int, default=0)
+    p.add_argument("--height", type=int, default=0)
+    p.add_argument("--width", type=int, default=0)
+    p.add_argument("--guidance-scale", type=float, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--no-ui", action="store_true", help="no window: run and pump on this thread")
+    p.add_argument(
+        "--timeout", type=float, default=24 * 3600.0, help="headless: give up after this many seconds"
+    )
+    return p.parse_args(argv)
+
+
+def connect_resolve() -> Any:
+    """The running Resolve through DaVinciResolveScript (external scripting; Resolve Studio)."""
+    try:
+        import DaVinciResolveScript as dvr
+    except ImportError as exc:
+        raise HostPluginError(
+            "DaVinciResolveScript is not importable: add $RESOLVE_SCRIPT_API/Modules to PYTHONPATH "
+            "(Linux: /opt/resolve/Developer/Scripting/Modules) and set RESOLVE_SCRIPT_LIB"
+        ) from exc
+    resolve = dvr.scriptapp("Resolve")
+    if resolve is None:
+        raise HostPluginError("DaVinciResolveScript.scriptapp('Resolve') found no running Resolve (Studio)")
+    return resolve
+
+
+def build_job(
+    host: ResolveHost, args: argparse.Namespace, prompt: str, fill_gaps: bool, interceptors: Any = ()
+) -> ShotJob:
+    """Main thread: find the requests (OTIO export + markers), then a ShotJob for them."""
+    requests = host.find_requests(include_plain_gaps=fill_gaps, prompt=prompt or None)
+    settings = GenerationSettings(
+        output_dir=args.output or os.path.join(os.path.expanduser("~"), "ttt_studio_frames"),
+        height=args.height,
+        width=args.width,
+        steps=args.steps,
+        guidance_scale=args.guidance_scale,
+        seed=args.seed,
+    )
+    server = ServerSettings(args.server, token=args.token, root_cert=args.tls_root_cert)
+    return ShotJob(host, requests, settings, client_factory=lambda: server.client(interceptors=interceptors))
+
+
+def run_headless(resolve: Any, args: argparse.Namespace, interceptors: Any = ()) -> int:
+    host = ResolveHost(resolve)
+    host.on_status = lambda text: print(text, flush=True)
+    try:
+        job = build_job(host, args, args.prompt, args.fill_gaps, interceptors).start()
+    except (HostPluginError, ValueError) as exc:
+        print(f"TTT Generate: {exc}", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.timeout
+    while job.pump():
+        host.run_pending()
+        if time.monotonic() > deadline:
+            job.cancel()
+            print("TTT Generate: timed out; job cancelled", file=sys.stderr)
+        time.sleep(PUMP_MS / 1000.0)
+    host.run_pending()
+    print(f"TTT Generate: {job.state}: {job.message}")
+    return 0 if job.state == "done" else 1
+
+
+class GenerateWindow:
+    """The fu.UIManager window; all handlers run on the UIDispatcher loop's (main) thread."""
+
+    def __init__(
+        self, resolve: Any, fu: Any, bmd: Any, args: argparse.Namespace, interceptors: Any = ()
+    ) -> None:
+        self.resolve, self.args, self.interceptors = resolve, args, interceptors
+        self.job: Optional[ShotJob] = None
+        self.host: Optional[ResolveHost] = None
+        ui = fu.UIManager
+        self.disp = bmd.UIDispatcher(ui)
+        self.win = self.disp.AddWindow(
+            {"ID": "TTTGenerate", "WindowTitle": "TTT Generate", "Geometry": [200, 200, 480, 260]},
+            ui.VGroup(
+                [
+                    ui.HGroup(
+                        [ui.Label({"Text": "Server"}), ui.LineEdit({"ID": "Server", "Text": args.server})]
+                    ),
+                    ui.HGroup(
+                        [
+                            ui.Label({"Text": "Token"}),
+                            ui.LineEdit({"ID": "Token", "Text": args.token or "", "EchoMode": "Password"}),
+                        ]
+                    ),
+                    ui.HGroup(
+                        [ui.Label({"Text": "Prompt"}), ui.LineEdit({"ID": "Prompt", "Text": args.prompt})]
+                    ),
+                    ui.CheckBox(
+                        {
+                            "ID": "FillGaps",
+                            "Text": "Fill empty gaps on the video tracks",
+                            "Checked": args.fill_gaps,
+                        }
+                    ),
+                    ui.Label(
+                        {
+                            "ID": "Status",
+                            "Text": "Gaps and 'TTT:' markers of the current timeline become shots.",
+                        }
+                    ),
+                    ui.HGroup(
+                        [
+                            ui.Button({"ID": "Generate", "Text": "Generate"}),
+                            ui.Button({"ID": "Cancel", "Text": "Cancel"}),
+                            ui.Button({"ID": "Close", "Text": "Close"}),
+                        ]
+                    ),
+                ]
+            ),
+        )
+        self.items = self.win.GetItems()
+        self.timer = ui.Timer({"ID": "TTTPump", "Interval": PUMP_MS})
+        self.win.On.Generate.Clicked = self.on_generate
+        self.win.On.Cancel.Clicked = self.on_cancel
+        self.win.On.Close.Clicked = self.on_close
+        self.win.On.TTTGenerate.Close = self.on_close
+        self.disp.On.Timeout = self.on_timer
+
+    def status(self, text: str) -> None:
+        self.items["Status"].Text = text
+
+    def on_generate(self, ev: Any) -> None:
+        if self.job is not None and not self.job.finished:
+            self.status("a job is already running")
+            return
+        self.args.server = self.items["Server"].Text
+        self.args.token = self.items["Token"].Text or None
+        try:
+            self.host = ResolveHost(self.resolve)
+            self.host.on_status = self.status
+            self.job = build_job(
+                self.host,
+                self.args,
+                self.items["Prompt"].Text,
+                bool(self.items["FillGaps"].Checked),
+                self.interceptors,
+            )
+        except (HostPluginError, ValueError) as exc:
+            self.status(f"Error: {exc}")
+            return
+        self.job.start()
+        self.status(f"generating {len(self.job.requests)} shot(s)...")
+        self.timer.Start()
+
+    def on_cancel(self, ev: Any) -> None:
+        if self.host is not None and self.job is not None and not self.job.finished:
+            self.host.cancel_requested = True
+            self.status("cancelling...")
+
+    def on_timer(self, ev: Any) -> None:
+        if self.job is None:
+            return
+        running = self.job.pump()
+        if self.host is not None:
+            self.host.run_pending()
+        if not running:
+            self.timer.Stop()
+            self.status(f"{self.job.state}: {self.job.message}")
+
+    def on_close(self, ev: Any) -> None:
+        if self.job is not None and not self.job.finished:
+            self.job.cancel()
+        self.timer.Stop()
+        self.disp.ExitLoop()
+
+    def run(self) -> None:
+        self.win.Show()
+        self.disp.RunLoop()
+        self.win.Hide()
+
+
+def main(argv: Optional[List[str]] = None, resolve: Any = None, fu: Any = None, bmd: Any = None) -> int:
+    """Entry point of the launcher: window when Resolve gave us fu and bmd, else headless."""
+    args = parse_args(list(argv or []))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        resolve = resolve or connect_resolve()
+    except HostPluginError as exc:
+        print(f"TTT Generate: {exc}", file=sys.stderr)
+        return 2
+    if not args.no_ui:
+        fu = fu or resolve.Fusion()
+        if bmd is None:
+            try:
+                import DaVinciResolveScript as bmd
+            except ImportError:
+                bmd = None
+    if args.no_ui or fu is None or bmd is None:
+        return run_headless(resolve, args)
+    GenerateWindow(resolve, fu, bmd, args).run()
+    return 0

@@ -1,0 +1,477 @@
+"""A stand-in for Foundry's `nuke` module (and `nukescripts`) for tests outside Nuke.
+
+It follows the documented Python API call for call, for the calls the plugin makes:
+  nuke.menu(name).addMenu(name).addCommand(name, command), Menu.findItem(name)
+  nuke.nodes.Read(**knobs) / nuke.nodes.Write(**knobs), nuke.selectedNode() (ValueError when none),
+  nuke.allNodes(), nuke.delete(node), nuke.root()["fps"], root().firstFrame()/lastFrame()
+  Node.Class() / name() / knob(name) / node["knob"] / xpos() / ypos() / setXYpos(x, y) / setInput(i, node)
+  / setSelected(bool) / isSelected() / firstFrame() / lastFrame(); Knob.value() / getValue() / setValue(v)
+  nuke.execute(node, first, last, incr) (a Write renders real EXRs), nuke.message(text)
+  nuke.executeInMainThread(fn, args), nuke.executeInMainThreadWithResult(fn, args)
+  nuke.ProgressTask(name).setProgress(int) / setMessage(str) / isCancelled()
+  nuke.String_Knob / Password_Knob / File_Knob / Int_Knob / Double_Knob / Enumeration_Knob (name, label[, value|values])
+  nukescripts.PythonPanel(title, id).addKnob(knob) / knobs() / showModalDialog()
+Like Nuke, the node graph belongs to the main thread: touching a node or knob from another thread
+raises (real Nuke may crash), and every call is recorded with its thread in CALLS. Test helpers:
+reset(), run_main_loop(until, timeout, tick), MODAL_RESULT, MESSAGES, ProgressTask.cancel_all().
+"""
+
+from __future__ import annotations
+
+import queue
+import sys
+import threading
+import time
+import types
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+MAIN_THREAD = threading.main_thread()
+CALLS: list[tuple[str, str, bool]] = []  # (api, thread name, on the main thread)
+MESSAGES: list[str] = []
+MODAL_RESULT = True
+_ALL: list[Any] = []
+_MAIN_QUEUE: queue.Queue[tuple[Callable[..., Any], tuple, dict, dict | None]] = queue.Queue()
+_MENUS: dict[str, Any] = {}
+_COUNTS: dict[str, int] = {}
+
+
+def _record(api: str, main_only: bool = False) -> None:
+    here = threading.current_thread()
+    CALLS.append((api, here.name, here is MAIN_THREAD))
+    if main_only and here is not MAIN_THREAD:
+        raise RuntimeError(
+            f"nuke: {api} called from thread {here.name!r}; node graph calls belong to the main thread"
+        )
+
+
+# ---------------------------------------------------------------------------------------- knobs
+
+
+class Knob:
+    def __init__(self, name: str, label: str = "", value: Any = None) -> None:
+        self._name, self._label, self._value = name, label or name, value
+
+    def name(self) -> str:
+        return self._name
+
+    def label(self) -> str:
+        return self._label
+
+    def value(self) -> Any:
+        _record(f"Knob.value:{self._name}", main_only=True)
+        return self._value
+
+    def getValue(self) -> Any:
+        return self.value()
+
+    def setValue(self, value: Any) -> bool:
+        _record(f"Knob.setValue:{self._name}", main_only=True)
+        self._value = value
+        return True
+
+
+class String_Knob(Knob):
+    def __init__(self, name: str, label: str = "", value: str = "") -> None:
+        super().__init__(name, label, value)
+
+
+class Password_Knob(String_Knob):
+    pass
+
+
+class File_Knob(String_Knob):
+    pass
+
+
+class Int_Knob(Knob):
+    def __init__(self, name: str, label: str = "", value: int = 0) -> None:
+        super().__init__(name, label, value)
+
+
+class Double_Knob(Knob):
+    def __init__(self, name: str, label: str = "", value: float = 0.0) -> None:
+        super().__init__(name, label, value)
+
+
+class Enumeration_Knob(Knob):
+    def __init__(self, name: str, label: str, values: list[str]) -> None:
+        super().__init__(name, label, values[0] if values else "")
+        self._values = list(values)
+
+    def values(self) -> list[str]:
+        return list(self._values)
+
+    def setValue(self, value: Any) -> bool:
+        if value not in self._values:
+            raise ValueError(f"{value!r} is not one of {self._values}")
+        return super().setValue(value)
+
+
+# ---------------------------------------------------------------------------------------- nodes
+
+_DEFAULT_KNOBS: dict[str, dict[str, Any]] = {
+    "Read": {
+        "file": "",
+        "first": 1,
+        "last": 1,
+        "origfirst": 1,
+        "origlast": 1,
+        "frame_mode": "expression",
+        "frame": "",
+        "label": "",
+        "colorspace": "default",
+        "raw": False,
+    },
+    "Write": {
+        "file": "",
+        "file_type": "",
+        "datatype": "16 bit half",
+        "compression": "Zip (1 scanline)",
+        "channels": "rgb",
+        "use_limit": False,
+        "first": 1,
+        "last": 1,
+        "label": "",
+    },
+}
+
+
+class Node:
+    def __init__(self, cls: str, knobs: dict[str, Any]) -> None:
+        _COUNTS[cls] = _COUNTS.get(cls, 0) + 1
+        self._class = cls
+        self._knobs = {k: Knob(k, value=v) for k, v in {**_DEFAULT_KNOBS.get(cls, {}), **knobs}.items()}
+        self._knobs.setdefault("name", Knob("name", value=f"{cls}{_COUNTS[cls]}"))
+        self._inputs: dict[int, Any] = {}
+        self._selected = False
+        self._xy = (0, 0)
+
+    def Class(self) -> str:
+        _record("Node.Class", main_only=True)
+        return self._class
+
+    def name(self) -> str:
+        _record("Node.name", main_only=True)
+        return self._knobs["name"]._value
+
+    def knob(self, name: str) -> Knob | None:
+        _record(f"Node.knob:{name}", main_only=True)
+        return self._knobs.get(name)
+
+    def __getitem__(self, name: str) -> Knob:
+        _record(f"Node.getitem:{name}", main_only=True)
+        if name not in self._knobs:
+            raise NameError(f"knob {name} does not exist")
+        return self._knobs[name]
+
+    def knobs(self) -> dict[str, Knob]:
+        return dict(self._knobs)
+
+    def firstFrame(self) -> int:
+        return int(self["first"].value())
+
+    def lastFrame(self) -> int:
+        return int(self["last"].value())
+
+    def xpos(self) -> int:
+        _record("Node.xpos", main_only=True)
+        return self._xy[0]
+
+    def ypos(self) -> int:
+        _record("Node.ypos", main_only=True)
+        return self._xy[1]
+
+    def setXYpos(self, x: int, y: int) -> None:
+        _record("Node.setXYpos", main_only=True)
+        self._xy = (int(x), int(y))
+
+    def setInput(self, i: int, node: Any) -> bool:
+        _record("Node.setInput", main_only=True)
+        self._inputs[i] = node
+        return True
+
+    def input(self, i: int) -> Any:
+        return self._inputs.get(i)
+
+    def setSelected(self, selected: bool) -> None:
+        _record("Node.setSelected", main_only=True)
+        self._selected = bool(selected)
+
+    def isSelected(self) -> bool:
+        return self._selected
+
+
+class _Nodes:
+    """nuke.nodes.<Class>(**knobs)."""
+
+    def __getattr__(self, cls: str) -> Callable[..., Node]:
+        def make(**knobs: Any) -> Node:
+            _record(f"nodes.{cls}", main_only=True)
+            node = Node(cls, knobs)
+            _ALL.append(node)
+            return node
+
+        return make
+
+
+nodes = _Nodes()
+
+
+class _Root(Node):
+    def __init__(self) -> None:
+        super().__init__("Root", {"fps": 24.0, "first_frame": 1, "last_frame": 100, "name": "root"})
+
+    def firstFrame(self) -> int:
+        return int(self["first_frame"].value())
+
+    def lastFrame(self) -> int:
+        return int(self["last_frame"].value())
+
+    def fps(self) -> float:
+        return float(self["fps"].value())
+
+
+_ROOT = _Root()
+
+
+def root() -> _Root:
+    _record("root", main_only=True)
+    return _ROOT
+
+
+def allNodes(filter: str | None = None) -> list[Node]:  # noqa: A002 - Nuke's own parameter name
+    _record("allNodes", main_only=True)
+    return [n for n in _ALL if filter is None or n._class == filter]
+
+
+def selectedNode() -> Node:
+    _record("selectedNode", main_only=True)
+    chosen = [n for n in _ALL if n._selected]
+    if not chosen:
+        raise ValueError("no node selected")
+    return chosen[-1]
+
+
+def selectedNodes() -> list[Node]:
+    _record("selectedNodes", main_only=True)
+    return [n for n in _ALL if n._selected]
+
+
+def delete(node: Node) -> None:
+    _record("delete", main_only=True)
+    _ALL.remove(node)
+
+
+def execute(node: Node, first: int, last: int, incr: int = 1) -> None:
+    """Render a Write node: every frame becomes a real half-float ZIP EXR (a grey frame)."""
+    _record("execute", main_only=True)
+    if node._class != "Write":
+        raise RuntimeError(f"{node._knobs['name']._value} cannot be executed")
+    import OpenEXR
+
+    pattern = node._knobs["file"]._value
+    for frame in range(first, last + 1, incr):
+        path = pattern.replace("####", f"{frame:04d}").replace("%04d", f"{frame:04d}")
+        pixels = np.full((16, 16, 4), 0.18, np.float16)
+        OpenEXR.File(
+            {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}, {"RGBA": pixels}
+        ).write(path)
+
+
+def message(text: str) -> None:
+    _record("message", main_only=True)
+    MESSAGES.append(text)
+
+
+def pluginAddPath(path: str) -> None:
+    _record("pluginAddPath")
+
+
+# ---------------------------------------------------------------------------------------- threads
+
+
+def executeInMainThread(fn: Callable[..., Any], args: Any = (), kwargs: dict | None = None) -> None:
+    _record("executeInMainThread")
+    _MAIN_QUEUE.put(
+        (fn, tuple(args) if isinstance(args, (tuple, list)) else (args,), dict(kwargs or {}), None)
+    )
+
+
+def executeInMainThreadWithResult(fn: Callable[..., Any], args: Any = (), kwargs: dict | None = None) -> Any:
+    _record("executeInMainThreadWithResult")
+    call_args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+    if threading.current_thread() is MAIN_THREAD:
+        return fn(*call_args, **dict(kwargs or {}))
+    box: dict = {"done": threading.Event()}
+    _MAIN_QUEUE.put((fn, call_args, dict(kwargs or {}), box))
+    box["done"].wait()
+    if "error" in box:
+        raise box["error"]
+    return box.get("result")
+
+
+class ProgressTask:
+    TASKS: list[Any] = []
+
+    def __init__(self, name: str) -> None:
+        _record("ProgressTask")
+        self.name = name
+        self.progress = 0
+        self.messages: list[str] = []
+        self._cancelled = False
+        ProgressTask.TASKS.append(self)
+
+    def setProgress(self, value: int) -> None:
+        if not isinstance(value, int):
+            raise TypeError(f"setProgress takes an int percentage, got {type(value).__name__}")
+        self.progress = value
+
+    def setMessage(self, text: str) -> None:
+        self.messages.append(text)
+
+    def isCancelled(self) -> bool:
+        return self._cancelled
+
+    @classmethod
+    def cancel_all(cls) -> None:
+        """Test helper: the user clicks Cancel in every progress window."""
+        for task in cls.TASKS:
+            task._cancelled = True
+
+
+# ---------------------------------------------------------------------------------------- menus
+
+
+class MenuItem:
+    def __init__(self, name: str, command: Any) -> None:
+        self._name, self.command = name, command
+
+    def name(self) -> str:
+        return self._name
+
+    def invoke(self) -> Any:
+        return self.command() if callable(self.command) else exec(self.command, {})  # noqa: S102
+
+
+class Menu:
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self.items: dict[str, Any] = {}
+
+    def name(self) -> str:
+        return self._name
+
+    def addMenu(self, name: str, icon: str = "") -> Menu:
+        _record("Menu.addMenu", main_only=True)
+        return self.items.setdefault(name, Menu(name))
+
+    def addCommand(
+        self,
+        name: str,
+        command: Any = None,
+        shortcut: str = "",
+        icon: str = "",
+        tooltip: str = "",
+        index: int = -1,
+    ) -> MenuItem:
+        _record("Menu.addCommand", main_only=True)
+        item = MenuItem(name, command)
+        self.items[name] = item
+        return item
+
+    def findItem(self, name: str) -> Any:
+        return self.items.get(name)
+
+
+def menu(name: str) -> Menu:
+    _record("menu", main_only=True)
+    return _MENUS.setdefault(name, Menu(name))
+
+
+# ---------------------------------------------------------------------------------------- test helpers
+
+
+def reset() -> None:
+    global MODAL_RESULT
+    CALLS.clear()
+    MESSAGES.clear()
+    _ALL.clear()
+    _MENUS.clear()
+    _COUNTS.clear()
+    ProgressTask.TASKS.clear()
+    MODAL_RESULT = True
+    while not _MAIN_QUEUE.empty():
+        _MAIN_QUEUE.get_nowait()
+    _ROOT._knobs["fps"]._value = 24.0
+
+
+def run_main_loop(
+    until: Callable[[], bool],
+    timeout: float = 60.0,
+    tick: float = 0.005,
+    on_tick: Callable[[], None] | None = None,
+) -> float:
+    """Nuke's event loop on the calling (main) thread: run queued main-thread calls until `until()`;
+    returns the longest time between two loop iterations (how long the UI was blocked)."""
+    assert threading.current_thread() is MAIN_THREAD, "run the fake's main loop on the main thread"
+    deadline = time.monotonic() + timeout
+    last = time.monotonic()
+    longest = 0.0
+    while True:
+        while True:
+            try:
+                fn, args, kwargs, box = _MAIN_QUEUE.get_nowait()
+            except queue.Empty:
+                break
+            try:
+                result = fn(*args, **kwargs)
+                if box is not None:
+                    box["result"] = result
+            except BaseException as exc:  # noqa: BLE001 - handed back to the waiting thread
+                if box is None:
+                    raise
+                box["error"] = exc
+            finally:
+                if box is not None:
+                    box["done"].set()
+        if on_tick is not None:
+            on_tick()
+        now = time.monotonic()
+        longest, last = max(longest, now - last), now
+        if until() and _MAIN_QUEUE.empty():
+            return longest
+        if now > deadline:
+            raise TimeoutError(f"fake nuke main loop: condition not met in {timeout} s")
+        time.sleep(tick)
+
+
+# ---------------------------------------------------------------------------------------- nukescripts
+
+nukescripts = types.ModuleType("nukescripts")
+
+
+class PythonPanel:
+    def __init__(self, title: str = "", id: str = "", scrollable: bool = True) -> None:  # noqa: A002
+        _record("PythonPanel", main_only=True)
+        self.title, self.id = title, id
+        self._knobs: dict[str, Knob] = {}
+
+    def addKnob(self, knob: Knob) -> None:
+        self._knobs[knob.name()] = knob
+
+    def knobs(self) -> dict[str, Knob]:
+        return dict(self._knobs)
+
+    def showModalDialog(self) -> bool:
+        _record("PythonPanel.showModalDialog", main_only=True)
+        return MODAL_RESULT
+
+    def knobChanged(self, knob: Knob) -> None:
+        pass
+
+
+nukescripts.PythonPanel = PythonPanel  # type: ignore[attr-defined]
+sys.modules.setdefault("nukescripts", nukescripts)

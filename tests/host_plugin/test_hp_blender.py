@@ -1,0 +1,132 @@
+"""The Blender extension with the REAL bpy (Blender as a Python module, headless) against a real server.
+
+bpy calls used: bpy.ops.wm.read_factory_settings(use_empty=True), preferences.system.use_online_access,
+bpy.app.online_access, scene.sequence_editor_create(), sequence_editor.strips.new_effect(name, type,
+channel, frame_start, length) (4.4+; `sequences` before), strips.new_image(name, path, channel,
+frame_start, fit_method='ORIGINAL'), strip.elements.append(filename), strip.frame_final_start /
+frame_final_end / frame_final_duration / channel / directory / elements, scene.timeline_markers.new(name,
+frame=...), scene.frame_current, bpy.ops.ttt_studio.generate(), bpy.app.timers.is_registered,
+bpy.data.images.load(path). Timers do not run under --background, so the test calls the timer function
+(ui.pump_jobs) itself, as Blender's event loop would.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hp_helpers import FAST, TOKEN, job_states
+
+bpy = pytest.importorskip("bpy", reason="the real-Blender test needs the bpy module (pip install bpy==5.0.1)")
+
+from host_plugin.core.exr_io import read_exr  # noqa: E402
+
+
+@pytest.fixture()
+def addon(hp_server: Any, tmp_path: Path) -> Iterator[Any]:
+    from host_plugin.hosts import blender
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    bpy.context.preferences.system.use_online_access = True
+    blender.register()
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    props = scene.ttt_studio
+    props.server, props.token = hp_server.address, TOKEN
+    props.output_dir = str(tmp_path / "frames")
+    props.steps, props.height, props.width, props.guidance_scale = (
+        FAST["steps"],
+        FAST["height"],
+        FAST["width"],
+        1.0,
+    )
+    props.segments.add().text = "A red ball rolls across a wooden floor."
+    try:
+        yield blender
+    finally:
+        blender.unregister()
+
+
+def _edit() -> Any:
+    """Channel 1: a long colour strip under everything; channel 2: A [1, 25) and B [37, 61), gap 25..36."""
+    scene = bpy.context.scene
+    strips = scene.sequence_editor_create().strips
+    strips.new_effect(name="bg", type="COLOR", channel=1, frame_start=1, length=100)
+    a = strips.new_effect(name="A", type="COLOR", channel=2, frame_start=1, length=24)
+    b = strips.new_effect(name="B", type="COLOR", channel=2, frame_start=37, length=24)
+    for strip in strips:
+        strip.select = False
+    return scene, a, b
+
+
+def _pump(ui: Any, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while ui.pump_jobs() is not None:
+        assert time.monotonic() < deadline, "the job did not finish"
+        time.sleep(0.02)
+
+
+def _image_strips(scene: Any) -> list:
+    return [s for s in scene.sequence_editor.strips if s.type == "IMAGE"]
+
+
+def _check_frames(strip: Any, count: int) -> None:
+    folder = bpy.path.abspath(strip.directory)
+    files = [os.path.join(folder, e.filename) for e in strip.elements]
+    assert len(files) == count
+    assert [os.path.basename(f) for f in files] == [
+        f"{os.path.basename(files[0])[:-9]}.{1001 + i}.exr" for i in range(count)
+    ]
+    for path in files:
+        pixels, header = read_exr(path, check_finite=True)
+        assert pixels.shape == (FAST["height"], FAST["width"], 4) and np.isfinite(pixels).all()
+        assert header["compression"] == "ZIP_COMPRESSION"
+    image = bpy.data.images.load(files[0])  # Blender's own reader opens them too
+    assert tuple(image.size) == (FAST["width"], FAST["height"])
+
+
+def test_gap_between_selected_strips_gets_an_exr_strip(addon: Any, hp_server: Any) -> None:
+    scene, a, b = _edit()
+    a.select = b.select = True
+    assert bpy.ops.ttt_studio.generate() == {"FINISHED"}
+    assert bpy.app.timers.is_registered(addon.ui.pump_jobs)  # the timer that drains the job's queue
+    assert not _image_strips(scene), "nothing may be placed before the main thread pumps"
+    _pump(addon.ui)
+    (strip,) = _image_strips(scene)
+    assert strip.channel == 2  # the gap's own channel is free there
+    assert (strip.frame_final_start, strip.frame_final_end, strip.frame_final_duration) == (25, 37, 12)
+    _check_frames(strip, 12)
+    assert "error" not in scene.ttt_studio.status.lower()
+    jobs = job_states(hp_server.address)
+    assert any(j.record_start == 25 and j.state == "completed" for j in jobs)
+
+
+def test_marker_range_lands_on_the_lowest_free_channel(addon: Any) -> None:
+    scene, _, _ = _edit()
+    scene.timeline_markers.new("shot", frame=50)
+    scene.timeline_markers.new("end", frame=60)
+    scene.frame_current = 55
+    scene.ttt_studio.duration_source = "MARKERS"
+    assert bpy.ops.ttt_studio.generate() == {"FINISHED"}
+    _pump(addon.ui)
+    (strip,) = _image_strips(scene)
+    assert strip.channel == 3  # 1 (bg) and 2 (B, frames 37-60) are busy over 50..59
+    assert (strip.frame_final_start, strip.frame_final_duration) == (50, 10)
+    _check_frames(strip, 10)
+
+
+def test_refuses_without_online_access_and_names_the_gap_problem(addon: Any) -> None:
+    scene, a, b = _edit()
+    bpy.context.preferences.system.use_online_access = False
+    with pytest.raises(RuntimeError, match="Online access is off"):
+        bpy.ops.ttt_studio.generate()
+    bpy.context.preferences.system.use_online_access = True
+    a.select = True  # only one strip selected
+    with pytest.raises(RuntimeError, match="select exactly the two strips"):
+        bpy.ops.ttt_studio.generate()
+    assert not addon.ui.JOBS

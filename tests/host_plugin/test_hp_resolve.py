@@ -1,0 +1,153 @@
+"""The Resolve script against a fake Resolve (tests/fakes/resolve.py, Blackmagic's README API call for
+call) and DaVinciResolveScript, with a real server.
+
+Resolve calls used by the plugin: DaVinciResolveScript.scriptapp("Resolve"), resolve.GetProjectManager()
+.GetCurrentProject(), resolve.Fusion(), resolve.EXPORT_OTIO / EXPORT_NONE, project.GetName() /
+GetCurrentTimeline() / GetMediaPool(), tl.Export(path, EXPORT_OTIO, EXPORT_NONE), tl.GetStartFrame(),
+tl.GetSetting("timelineFrameRate"), tl.GetMarkers(), tl.GetTrackCount("video"), tl.GetTrackName /
+SetTrackName("video", i, name), tl.AddTrack("video"), tl.GetItemListInTrack("video", i),
+mp.ImportMedia([{"FilePath": "x.%04d.exr", "StartIndex", "EndIndex"}]), mp.AppendToTimeline([{
+"mediaPoolItem", "startFrame", "endFrame", "mediaType": 1, "trackIndex", "recordFrame"}]),
+item.GetStart() / GetDuration() / GetEnd() / AddMarker(frameId, color, name, note, duration, customData);
+fu.UIManager.VGroup / HGroup / Label / LineEdit / CheckBox / Button / Timer({"ID", "Interval"}),
+bmd.UIDispatcher(ui).AddWindow(props, layout) / On.Timeout / RunLoop() / ExitLoop(), window.GetItems() /
+On.<ID>.Clicked / Show() / Hide().
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hp_helpers import FAST, TOKEN, ThreadRecorder, job_states, use_fakes
+
+use_fakes()
+import DaVinciResolveScript  # noqa: E402 - the fakes, from tests/fakes
+import resolve as fake  # noqa: E402
+
+from host_plugin.core.errors import RequestError  # noqa: E402
+from host_plugin.core.exr_io import read_exr  # noqa: E402
+from host_plugin.hosts.resolve import ResolveHost, marker_request, script  # noqa: E402
+
+START = 86400  # 01:00:00:00 at 24 (and at 23.976, non-drop)
+
+
+def _edit(fps: str) -> Any:
+    """V1: A [86400, 86448), gap of 12 frames, B [86460, 86508); a 'TTT:' marker at +130 for 10 frames,
+    a plain marker at +5 (no request)."""
+    app = fake.make_resolve(fps=fps, start_frame=START)
+    tl = app.manager.project.timeline
+    tl.add_clip(1, "A", START, 48)
+    tl.add_clip(1, "B", START + 60, 48)
+    tl.markers[130] = {
+        "color": "Blue",
+        "duration": 10,
+        "note": "TTT: A cat yawns on a chair.",
+        "name": "cat",
+        "customData": "",
+    }
+    tl.markers[5] = {
+        "color": "Red",
+        "duration": 1,
+        "note": "fix colour here",
+        "name": "note",
+        "customData": "",
+    }
+    return app
+
+
+def _args(address: str, tmp_path: Path, *extra: str) -> list:
+    fast = ["--steps", str(FAST["steps"]), "--height", "16", "--width", "16", "--guidance-scale", "1"]
+    return ["--server", address, "--token", TOKEN, "--output", str(tmp_path / "out"), *fast, *extra]
+
+
+@pytest.mark.parametrize("fps", ["24", "23.976"])
+def test_headless_fills_gap_and_marker_at_absolute_record_frames(
+    hp_server: Any, tmp_path: Path, fps: str
+) -> None:
+    app = _edit(fps)
+    tl, pool = app.manager.project.timeline, app.manager.project.media_pool
+    args = _args(hp_server.address, tmp_path, "--no-ui", "--fill-gaps", "--prompt", "A red ball rolls.")
+    assert script.main(args) == 0  # resolve from DaVinciResolveScript.scriptapp("Resolve")
+    assert DaVinciResolveScript.scriptapp("Resolve") is app
+
+    appended = sorted(pool.appended, key=lambda c: c["recordFrame"])
+    assert [
+        (c["recordFrame"], c["startFrame"], c["endFrame"], c["mediaType"], c["trackIndex"]) for c in appended
+    ] == [
+        (START + 48, 0, 11, 1, 2),  # the gap: absolute frame, not 48
+        (START + 130, 0, 9, 1, 2),  # the marker at +130 lands at 86530, not 130
+    ]
+    assert tl.GetTrackCount("video") == 2 and tl.GetTrackName("video", 2) == "TTT generated"
+    placed = sorted(tl.GetItemListInTrack("video", 2), key=lambda i: i.start)
+    assert [(i.GetStart(), i.GetDuration()) for i in placed] == [(START + 48, 12), (START + 130, 10)]
+    for item in placed:
+        media = item.GetMediaPoolItem()
+        assert media.path.endswith(".%04d.exr") and media.first == 1001 and media.last == 1000 + item.duration
+        for frame in (media.first, media.last):
+            pixels, _ = read_exr(media.path % frame, check_finite=True)
+            assert pixels.shape == (16, 16, 4)
+        (marker,) = item.GetMarkers().values()
+        assert json.loads(marker["customData"])["ttt_studio"]["generated"] is True
+    # every Resolve call was made on the main thread (the fake raises otherwise)
+    assert fake.CALLS and all(on_main for _, _, on_main in fake.CALLS)
+
+    # a second run finds nothing new to do from the generated markers: they are not requests
+    host = ResolveHost(app)
+    assert {r.record_start for r in host.find_requests(include_plain_gaps=False)} == {START + 130}
+
+
+def test_window_pumps_on_the_ui_thread_and_cancel_reaches_the_server(hp_server: Any, tmp_path: Path) -> None:
+    app = _edit("24")
+    recorder = ThreadRecorder()
+    args = script.parse_args(_args(hp_server.address, tmp_path, "--steps", "200"))  # >= 10 s unless cancelled
+    window = script.GenerateWindow(app, app.Fusion(), DaVinciResolveScript, args, interceptors=[recorder])
+    state = {"clicked": False, "cancelled": False}
+
+    def user(disp: Any) -> None:
+        if not state["clicked"]:
+            window.items["Prompt"].Text = "A red ball rolls."
+            window.win.click("Generate")
+            state["clicked"] = True
+        elif not state["cancelled"] and "step" in (window.host.status if window.host else ""):
+            window.win.click("Cancel")
+            state["cancelled"] = True
+        elif window.job is not None and window.job.finished:
+            window.win.click("Close")
+
+    fake.UIDispatcher.script = user
+    window.run()
+    assert window.job.state == "cancelled", window.job.message
+    assert window.disp.longest_gap < 0.25, f"the UI loop was blocked for {window.disp.longest_gap:.3f} s"
+    assert window.disp.ticks > 10
+    servers_view = {j.job_id: j.state for j in job_states(hp_server.address)}
+    assert [servers_view[j] for j in window.job.job_ids] == ["cancelled"]
+    assert {"GetServerInfo", "SubmitShot", "WatchJob", "CancelJob"} <= set(recorder.methods())
+    assert not [c for c in recorder.calls if c[2]], "no RPC may start on the UI thread"
+    assert all(on_main for _, _, on_main in fake.CALLS)
+    assert app.manager.project.media_pool.appended == []  # nothing placed
+    assert window.items["Status"].Text.startswith("cancelled")
+
+
+def test_marker_requests_and_errors(capsys: pytest.CaptureFixture) -> None:
+    assert marker_request(3, {"note": "TTT: a dog", "customData": ""}) == {"prompt": "a dog"}
+    custom = json.dumps({"ttt_studio": {"storyboard": [{"text": "a"}]}})
+    assert marker_request(3, {"note": "", "customData": custom}) == {"storyboard": [{"text": "a"}]}
+    assert marker_request(3, {"customData": json.dumps({"ttt_studio": {"generated": True}})}) is None
+    assert marker_request(3, {"note": "just a note"}) is None
+    with pytest.raises(RequestError, match="no prompt"):
+        marker_request(3, {"note": "TTT:   ", "name": "m"})
+    app = _edit("24")
+    host = ResolveHost(app)
+    with pytest.raises(RequestError, match="has no prompt"):
+        host.find_requests(include_plain_gaps=True)  # the plain gap has no prompt and none was given
+    requests = host.find_requests(include_plain_gaps=True, prompt="fill")
+    assert [(r.kind, r.record_start, r.duration) for r in requests] == [
+        ("marker", START + 130, 10),
+        ("gap", START + 48, 12),
+    ]
+    fake.CURRENT = None  # Resolve is not running
+    assert script.main(["--no-ui"]) == 2
+    assert "found no running Resolve" in capsys.readouterr().err
