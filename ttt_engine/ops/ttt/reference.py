@@ -159,6 +159,7 @@ def ttt_scan_reference(
         chunks.append(res[0])
         carry = tuple(res[1:])
 
-    out = torch.cat(chunks).movedim(0, 2).reshape(batch, heads, length, dim).to(q.dtype)
+    stacked = chunks[0] if len(chunks) == 1 else torch.cat(chunks)  # [n_mb, B,H,b,D]
+    out = stacked.movedim(0, 2).reshape(batch, heads, length, dim).to(q.dtype)
     final = MLPState(*carry) if kind == "mlp" else LinearState(*carry)
     return out, final
