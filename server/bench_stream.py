@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from server.process import ServerProcess
 
 STORYBOARD = [
     {"text": "A red ball rolls across a wooden floor. It stops by a chair."},
@@ -122,49 +123,6 @@ def seed_job(data_dir: Path, frames: int, height: int, width: int, fps: float = 
         return job.job_id
     finally:
         store.close()
-
-
-class ServerProcess:
-    """`python -m server.main --tiny-random --insecure-no-auth` on 127.0.0.1 in its own process."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.data_dir = data_dir
-        self.proc: subprocess.Popen | None = None
-        self.address = ""
-
-    def start(self, timeout: float = 180.0) -> ServerProcess:
-        info = self.data_dir / "server.json"
-        args = [sys.executable, "-m", "server.main", "--tiny-random", "--insecure-no-auth"]
-        args += ["--address", "127.0.0.1:0", "--data-dir", str(self.data_dir), "--torch-threads", "1"]
-        args += ["--log-format", "text", "--log-level", "WARNING", "--grace", "2"]
-        root = Path(__file__).resolve().parents[1]
-        log = self.data_dir.parent / "server.log"
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(args, cwd=root, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the server exited: {log.read_text(errors='replace')[-2000:]}")
-            if info.exists():
-                data = json.loads(info.read_text())
-                if data.get("pid") == self.proc.pid:
-                    self.address = data["address"]
-                    return self
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"the server did not start within {timeout} s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-# ---------------------------------------------------------------------- page cache
 
 
 def drop_from_page_cache(paths: list[Path]) -> None:
@@ -416,7 +374,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             t0 = time.perf_counter()
             job_id = seed_job(data_dir, args.frames, args.height, args.width)
             report["write_s"] = time.perf_counter() - t0
-            server = ServerProcess(data_dir).start()
+            server = ServerProcess(
+                data_dir, None, "--log-format", "text", "--log-level", "WARNING", log_path=tmp / "server.log"
+            ).start(timeout=180.0)
             address, token = server.address, None
         else:
             if not args.job_id:
