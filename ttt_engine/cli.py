@@ -17,6 +17,7 @@ SUBCOMMANDS: dict[str, str] = {
     "bench-layer": "ttt_engine.bench.layer_cli",
     "toonworld": "ttt_engine.toonworld.cli",
     "eval": "ttt_engine.eval.cli",
+    "compare": "ttt_engine.eval.compare",
     "generate": "ttt_engine.pipeline.cli",
     "train": "ttt_engine.train.cli",
     "serve": "server.cli.serve",

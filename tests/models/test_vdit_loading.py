@@ -95,3 +95,31 @@ def test_bad_folders(tmp_path, saved_model) -> None:
         load_video_dit(folder)
     with pytest.raises(ValueError, match="expected a VideoDiT"):
         save_video_dit(torch.nn.Linear(2, 2), tmp_path / "x")
+
+
+def test_ttt_is_added_to_a_base_saved_without_it(tmp_path) -> None:
+    """The paper's step from a pretrained base (local attention only) to its TTT fine-tune."""
+    base = VideoDiT(tiny(ttt_inner="none")).eval()
+    folder = save_video_dit(base, tmp_path / "base")
+    model = load_video_dit(folder, overrides={"ttt_inner": "mlp"})
+    assert model.config.ttt_inner == "mlp"
+    state = model.state_dict()
+    for name, value in base.state_dict().items():  # every base weight carried over exactly
+        torch.testing.assert_close(state[name], value, rtol=0, atol=0, msg=name)
+    gates = [v for k, v in state.items() if ".ttt.gate_" in k]
+    assert gates and all(torch.allclose(g, torch.full_like(g, 0.1)) for g in gates)
+    w1 = state["blocks.0.ttt.layer.w1"]
+    assert torch.isfinite(w1).all() and w1.std() > 0
+    # a checkpoint that has TTT still has to match exactly: dropping its TTT keys is an error
+    with_ttt = save_video_dit(model, tmp_path / "with_ttt")
+    weights = load_file(with_ttt / "model.safetensors")
+    save_file({k: v for k, v in weights.items() if ".ttt." not in k}, with_ttt / "model.safetensors")
+    with pytest.raises(CheckpointError, match="missing keys"):
+        load_video_dit(with_ttt)
+
+
+def test_compile_step_is_a_runtime_switch_never_saved(tmp_path) -> None:
+    model = VideoDiT(tiny(ttt_compile_step=True))
+    assert model.config.ttt_config().compile_step
+    folder = save_video_dit(model, tmp_path / "m")
+    assert json.loads((folder / "config.json").read_text())["config"]["ttt_compile_step"] is False

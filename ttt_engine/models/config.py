@@ -76,6 +76,8 @@ class VideoDiTConfig:
     ttt_gate_init: float = 0.1
     ttt_checkpoint_group: int = 16
     ttt_backend: str = "auto"
+    # torch.compile each reference scan step (a runtime switch for training on CPU; never saved)
+    ttt_compile_step: bool = False
     # training
     gradient_checkpointing: bool = False
 
@@ -206,6 +208,7 @@ class VideoDiTConfig:
             base_lr=self.ttt_base_lr,
             checkpoint_group=self.ttt_checkpoint_group,
             backend=self.ttt_backend,
+            compile_step=self.ttt_compile_step,
         )
 
     # ---- (de)serialisation ---------------------------------------------------------------------------

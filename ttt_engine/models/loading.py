@@ -2,7 +2,9 @@
 
 Two folder formats are read by `load_video_dit(path)`:
 - ours: `config.json` ({"format": "ttt-studio.video-dit", "config": {...}}) + `model.safetensors` beside it,
-  every parameter present (written by `save_video_dit`).
+  every parameter present (written by `save_video_dit`). One exception: a checkpoint saved without TTT
+  (ttt_inner 'none') loaded with overrides that add TTT gets fresh TTT layers and gates, initialised as
+  for a diffusers folder (the paper's step from a pretrained base to its TTT fine-tune).
 - diffusers CogVideoX: a pipeline folder with `transformer/`, or the transformer folder itself
   (`config.json` with "_class_name": "CogVideoXTransformer3DModel" + `diffusion_pytorch_model.safetensors`,
   or shards listed by `diffusion_pytorch_model.safetensors.index.json`). Its weights map 1:1 onto ours
@@ -356,11 +358,14 @@ def load_video_dit(
     if target_dtype is None:
         target_dtype = _majority_dtype(tensors)
 
+    # ours without TTT + a TTT override: TTT keys come from the paper initialisation, not the file
+    adds_ttt = kind == "ours" and raw["config"].get("ttt_inner") == "none" and config.ttt_inner != "none"
     expected = dict(model.named_parameters())
     # file name -> our name for every key the model wants (diffusers names differ, ours are the same)
     rename = diffusers_key_map(model) if kind == "diffusers" else {k: k for k in expected}
     unexpected = [k for k in tensors if k not in rename]
-    missing = [k for k in rename if k not in tensors]  # named as the file should have them
+    # named as the file should have them
+    missing = [k for k in rename if k not in tensors and not (adds_ttt and is_ttt_key(k))]
     mismatched = [
         (rename[k], tuple(expected[rename[k]].shape), tuple(v.shape))
         for k, v in tensors.items()
@@ -383,7 +388,7 @@ def load_video_dit(
             device=dev, dtype=target_dtype if v.is_floating_point() else v.dtype, copy=True
         )
     model.load_state_dict(state, strict=False, assign=True)
-    if kind == "diffusers":
+    if kind == "diffusers" or adds_ttt:
         _init_ttt(model, dev, target_dtype, seed)
     left = [n for n, p in model.named_parameters() if p.is_meta]
     if left:  # a bug in the mapping, not in the file
@@ -437,7 +442,7 @@ def save_video_dit(model: VideoDiT, path: str | os.PathLike[str]) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "model": "VideoDiT",
-        "config": model.config.to_dict(),
+        "config": model.config.replace(ttt_compile_step=False).to_dict(),
     }
     (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     return folder

@@ -20,6 +20,8 @@ LATENTS_NAME = "latents.safetensors"
 STORYBOARD_NAME = "storyboard.json"
 GIF_NAME = "preview.gif"
 FRAMES_DIR = "frames"
+DEFAULT_STEPS = 25
+DEFAULT_GUIDANCE = 4.0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -32,16 +34,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("storyboard", type=Path, help="storyboard .json/.yaml (one entry per 3-s segment)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder (created)")
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--model", type=Path, help="model folder (ours or a diffusers CogVideoX layout)")
+    src.add_argument(
+        "--model",
+        type=Path,
+        help="model folder (ours or a diffusers CogVideoX layout); default: the shipped toon-world model",
+    )
     src.add_argument(
         "--tiny-random", action="store_true", help="a tiny random model built in memory (tests, demos)"
     )
-    p.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
+    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--height", type=int, help="pixels (default: the model's size)")
     p.add_argument("--width", type=int, help="pixels (default: the model's size)")
     p.add_argument(
-        "--guidance", type=float, default=6.0, help="CFG strength s (dynamic: 1 -> 1 + s; default 6)"
+        "--guidance",
+        type=float,
+        default=DEFAULT_GUIDANCE,
+        help=f"CFG strength s (dynamic: 1 -> 1 + s; default {DEFAULT_GUIDANCE:g})",
     )
     p.add_argument("--cfg-schedule", choices=("dynamic", "constant"), default="dynamic")
     p.add_argument("--sampler", choices=("dpmpp_2m", "ddim"), default="dpmpp_2m")
@@ -69,6 +78,7 @@ def _fail(message: str, code: int) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..default_model import DefaultModelMissing, default_model_dir
     from ..storyboard import Storyboard, StoryboardError
     from .exr_out import write_exr_sequence, write_gif
     from .latents_io import load_latents
@@ -76,7 +86,10 @@ def run(args: argparse.Namespace) -> int:
     from .video_pipeline import VideoPipeline
 
     if args.model is None and not args.tiny_random:
-        return _fail("--model PATH is required (there is no default model yet), or pass --tiny-random", 2)
+        try:
+            args.model = default_model_dir()
+        except DefaultModelMissing as exc:
+            return _fail(str(exc), 2)
     try:
         storyboard = Storyboard.load(args.storyboard)
     except StoryboardError as exc:

@@ -37,7 +37,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 TRANSFORMER_PRESETS = ("tiny", "cogvideox_5b")
 # keys that only one stage type reads: setting them on the other type is an error, not a silent no-op
 _DIT_ONLY = ("segments", "trainable", "lr_ttt", "lr_schedule_ttt", "text_dropout", "train_text_encoder")
-_VAE_ONLY = ("frames", "kl_weight", "recon_loss")
+_VAE_ONLY = ("frames", "kl_weight", "recon_loss", "crop")
 
 
 class ConfigError(ValueError):
@@ -96,7 +96,10 @@ class StageConfig:
     parameters and gates, lr to the rest; each has its schedule (cosine decays to min_lr_ratio * lr after
     warmup_steps of linear warm-up). train_text_encoder None: trained iff trainable is 'all' and the text
     encoder is our HashTextEncoder (a T5 is never trained).
-    type 'vae': trains the AutoencoderKLCogVideoX on `frames`-frame windows (recon_loss + kl_weight * KL).
+    type 'vae': trains the AutoencoderKLCogVideoX on `frames`-frame windows (recon_loss + kl_weight * KL),
+    on random `crop` x `crop` pixel crops when crop > 0 (the VAE is convolutional: crops train the same
+    weights at a fraction of the cost); at the stage's end its scaling_factor is set to 1 / std of the
+    latents, so the DiT sees unit-variance latents (as Stable Diffusion's and CogVideoX's VAEs are scaled).
     batch_size is per process; the global batch is batch_size * grad_accum * processes.
     grad_clip 0 disables clipping.
     """
@@ -125,6 +128,7 @@ class StageConfig:
     frames: int = 9
     kl_weight: float = 1e-6
     recon_loss: str = "l1"
+    crop: int = 0
 
     @property
     def ttt_lr(self) -> float:
@@ -133,7 +137,9 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """The whole training run. output_dir None: run_dir/model."""
+    """The whole training run. output_dir None: run_dir/model. latent_cache: the folder of cached window
+    latents (default run_dir/cache/latents); runs that share a dataset and a VAE (a base and its
+    fine-tunes) can share it, since entries are keyed by VAE fingerprint, clip, window and clip stamp."""
 
     run_dir: str
     dataset: DatasetConfig
@@ -147,6 +153,7 @@ class TrainConfig:
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
     cache_latents: bool = True
+    latent_cache: str | None = None
 
     @property
     def model_dir(self) -> Path:
@@ -359,6 +366,7 @@ def _validate_stage(s: StageConfig, key: str) -> None:
     _require(s.grad_clip >= 0, f"{key}.grad_clip", "a number >= 0 (0 disables clipping)", s.grad_clip)
     _one_of(f"{key}.trainable", s.trainable, TRAINABLE)
     _require(0 <= s.text_dropout < 1, f"{key}.text_dropout", "a probability in [0, 1)", s.text_dropout)
+    _require(s.crop >= 0, f"{key}.crop", "an integer >= 0 (0 = whole frames)", s.crop)
     _require(s.kl_weight >= 0, f"{key}.kl_weight", "a number >= 0", s.kl_weight)
     _one_of(f"{key}.recon_loss", s.recon_loss, RECON_LOSSES)
     if s.type == "dit" and s.trainable != "all" and s.train_text_encoder:

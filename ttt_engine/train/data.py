@@ -191,8 +191,12 @@ def make_windows(dataset: ClipDataset, segments: int, max_clips: int = 0) -> lis
 
 
 def vae_fingerprint(vae: nn.Module) -> str:
-    """sha256 of the VAE config and weights (16 hex digits): names the latent cache."""
-    h = hashlib.sha256(json.dumps(dict(vae.config), sort_keys=True, default=str).encode())
+    """sha256 of the VAE config and weights (16 hex digits): names the latent cache.
+
+    diffusers' bookkeeping keys (`_name_or_path`, `_diffusers_version`, ...) are left out, so a VAE
+    gives the same fingerprint in memory and after save_pretrained / from_pretrained."""
+    config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(vae.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())

@@ -48,11 +48,20 @@ from .data import (
 from .diffusion_loss import VelocityLoss, make_noise_scheduler
 from .distributed import DistInfo, barrier, gather_objects, init_process_group, mean_across
 from .param_groups import build_param_groups, set_trainable
-from .vae_train import VAEObjective, check_train_frames, save_vae, spatial_factor, temporal_factor
+from .vae_train import (
+    VAEObjective,
+    calibrate_scaling,
+    check_train_frames,
+    random_crop,
+    save_vae,
+    spatial_factor,
+    temporal_factor,
+)
 
 log = logging.getLogger(__name__)
 
 LOG_FILE = "train_log.jsonl"
+CALIBRATION_WINDOWS = 16  # VAE windows whose latents set the scaling factor
 
 
 @dataclass(frozen=True)
@@ -312,8 +321,12 @@ class Trainer:
             [nn.Module, SeededSampler, torch.Generator], tuple[torch.Tensor, dict[str, float]]
         ],
         write_weights: Callable[[Path], None],
+        before_last_checkpoint: Callable[[], None] | None = None,
     ) -> None:
-        """The optimizer loop shared by both stage types. micro_step(wrapped, sampler, gen) -> (loss, extras)."""
+        """The optimizer loop shared by both stage types. micro_step(wrapped, sampler, gen) -> (loss, extras).
+
+        before_last_checkpoint runs after the last step, before the stage's final checkpoint is written
+        (e.g. the VAE's latent scaling), so that a run resumed from that checkpoint has its result."""
         from tqdm.auto import tqdm
 
         opt, sched, params = self._optimizer(stage, modules)
@@ -375,6 +388,8 @@ class Trainer:
                 cb(self, report)
             done = step + 1 == stage.steps
             every = self.config.checkpoint_every
+            if done and before_last_checkpoint is not None:
+                before_last_checkpoint()
             if done or (every and (step + 1) % every == 0):
                 self._checkpoint(index, stage, step + 1, opt, sched, sampler, gen, write_weights)
         bar.close()
@@ -474,7 +489,10 @@ class Trainer:
                 cfg.latent_frames(stage.segments),
             )
         vae.to(self.device).eval().requires_grad_(False)
-        cache = self.run_dir / "cache" / "latents" if self.config.cache_latents else None
+        cache_root = (
+            Path(self.config.latent_cache) if self.config.latent_cache else self.run_dir / "cache" / "latents"
+        )
+        cache = cache_root if self.config.cache_latents else None
         store = LatentStore(dataset, layout, vae, self.device, cache)
         store.prepare(windows, self.info, self.progress)
         if cache is not None and self.device.type == "cuda":
@@ -582,6 +600,10 @@ class Trainer:
         vae = parts.vae
         check_train_frames(stage.frames, vae, f"stages[{index}].frames")
         factor = spatial_factor(vae)
+        if stage.crop % factor:
+            raise ConfigError(
+                f"stages[{index}].crop: {stage.crop} is not a multiple of the VAE factor {factor}"
+            )
         per_segment = SEGMENT_SECONDS * self._clip_fps(dataset)
         lengths = [n * per_segment for n in clip_segment_counts(dataset, self.config.dataset.max_clips)]
         items = [(c, s) for c, n in enumerate(lengths) for s in range(0, n - stage.frames + 1)]
@@ -611,9 +633,20 @@ class Trainer:
                 raise ValueError(
                     f"frames of {tuple(x.shape[-2:])} pixels are not multiples of the VAE factor {factor}"
                 )
+            if stage.crop:
+                x = random_crop(x, stage.crop, gen)
             with self._autocast():
                 loss, recon, kl = model(x.to(self.device), gen)
             return loss, {"recon": float(recon), "kl": float(kl)}
+
+        def calibrate() -> None:
+            # whole frames of evenly spaced windows: every rank computes the same factor
+            picks = [items[i] for i in range(0, len(items), max(1, len(items) // CALIBRATION_WINDOWS))]
+            picks = picks[:CALIBRATION_WINDOWS]
+            vae.eval()
+            batches = [frames_to_vae_input(frames_of(c)[s : s + stage.frames]) for c, s in picks]
+            scale = calibrate_scaling(vae, batches)
+            log.info("VAE latent scaling_factor set to %.4f (1 / std of %d windows)", scale, len(picks))
 
         self._loop(
             index,
@@ -625,6 +658,7 @@ class Trainer:
             len(items),
             micro_step,
             self._write_parts(True),
+            before_last_checkpoint=calibrate,
         )
         vae.eval().requires_grad_(False)
         if self.info.is_main:

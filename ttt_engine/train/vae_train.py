@@ -93,6 +93,37 @@ class VAEObjective(nn.Module):
         return recon + self.kl_weight * kl, recon.detach(), kl.detach()
 
 
+def random_crop(x: torch.Tensor, crop: int, generator: torch.Generator) -> torch.Tensor:
+    """One random crop x crop window per sample of x [B, C, T, H, W] (the same window over time)."""
+    height, width = x.shape[-2:]
+    if crop > min(height, width):
+        raise ConfigError(f"crop: {crop} pixels is larger than the frames ({height} x {width})")
+    out = []
+    for sample in x:
+        top = int(torch.randint(0, height - crop + 1, (1,), generator=generator))
+        left = int(torch.randint(0, width - crop + 1, (1,), generator=generator))
+        out.append(sample[..., top : top + crop, left : left + crop])
+    return torch.stack(out)
+
+
+@torch.no_grad()
+def calibrate_scaling(vae: nn.Module, batches: list[torch.Tensor]) -> float:
+    """Set vae.config.scaling_factor to 1 / std of the posterior means of `batches` and return it.
+
+    The DiT's noise schedule assumes unit-variance latents; a VAE trained with a tiny KL weight has
+    latents of arbitrary scale (Stable Diffusion's 0.18215 and CogVideoX's 0.7 come from this measure).
+    """
+    if not batches:
+        raise ValueError("calibrate_scaling: no batches")
+    device = next(vae.parameters()).device
+    means = [vae.encode(x.to(device)).latent_dist.mean.float().flatten() for x in batches]
+    std = float(torch.cat(means).std())
+    if not std > 0:
+        raise ValueError(f"calibrate_scaling: latent std is {std}; the VAE collapsed")
+    vae.register_to_config(scaling_factor=1.0 / std)
+    return 1.0 / std
+
+
 def save_vae(vae: nn.Module, folder: str | Path) -> Path:
     """diffusers layout (config.json + diffusion_pytorch_model.safetensors)."""
     folder = Path(folder)

@@ -1,0 +1,78 @@
+"""`ttt-studio compare`: held-out storyboards, the random-init baseline, summaries and CLI errors."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import pytest
+import torch
+
+from ttt_engine.eval import compare as cmp
+from ttt_engine.eval.metrics import evaluate
+from ttt_engine.pipeline.video_pipeline import VideoPipeline
+from ttt_engine.toonworld.dataset import write_dataset
+from ttt_engine.toonworld.render import render_episode
+from ttt_engine.toonworld.world import sample_episode
+
+
+def test_eval_cases_are_deterministic_and_held_out(tmp_path) -> None:
+    a, b = cmp.eval_cases(7, 3), cmp.eval_cases(7, 3)
+    assert [c.storyboard.to_list() for c in a] == [c.storyboard.to_list() for c in b]
+    assert all(len(c.storyboard) == 7 and len(c.facts) == 7 for c in a)
+    assert len({c.seed for c in a}) == 3 and min(c.seed for c in a) >= cmp.EVAL_SEED_BASE
+    # training data written with the default seeds never contains an evaluation storyboard
+    root = write_dataset(tmp_path / "d", n_clips=4, segments_range=(1, 2), height=32, width=32, fps=8, seed=0)
+    texts = {p.read_text() for p in root.glob("clip_*/storyboard.json")}
+    assert not any(seg["text"] in t for c in a for seg in c.storyboard.to_list() for t in texts)
+
+
+def test_summary_of_ground_truth_scores_high_and_has_first_last_columns() -> None:
+    cases = cmp.eval_cases(3, 2)
+    reports = []
+    for case in cases:
+        frames = render_episode(sample_episode(case.seed, 3), 64, 64, 8)
+        reports.append(evaluate(frames, case.storyboard, 8, facts=case.facts))
+    summary = cmp.summarise(reports, tail=1)
+    assert (
+        summary["adherence"] > 0.9
+        and summary["adherence_first_1"] > 0.9
+        and summary["adherence_last_1"] > 0.9
+    )
+    noise = np.random.default_rng(0).random((72, 64, 64, 3), dtype=np.float32)
+    bad = cmp.summarise([evaluate(noise, cases[0].storyboard, 8, facts=cases[0].facts)], tail=1)
+    assert bad["adherence"] < 0.5
+    table = cmp.format_summary({"truth": summary, "noise": bad})
+    assert "adherence_last_1" in table and "truth" in table.splitlines()[0]
+
+
+def test_random_init_copy_keeps_the_vae_and_architecture_only() -> None:
+    pipe = VideoPipeline.tiny_random(0)
+    rand = cmp.random_init_like(pipe, seed=1)
+    assert rand.vae is pipe.vae and rand.transformer.config == pipe.transformer.config
+    assert rand.fps == pipe.fps and "random-init" in rand.source
+    a, b = pipe.transformer.state_dict(), rand.transformer.state_dict()
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    again = cmp.random_init_like(pipe, seed=1)
+    assert all(torch.equal(b[k], v) for k, v in again.transformer.state_dict().items())
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="ttt-studio")
+    cmp.register(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["compare", *argv])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["random-init"], "'random-init' needs a model before it"),
+        (["just-a-path"], "'just-a-path': expected NAME=MODEL_DIR"),
+        (["a=/nonexistent/model"], "/nonexistent/model does not exist"),
+        (["x=/nonexistent", "--segments", "0"], "CompareConfig.segments: expected >= 1, got 0"),
+    ],
+)
+def test_cli_errors_exit_2_and_say_what_is_wrong(argv, message, capsys) -> None:
+    args = _parse(argv)
+    assert args.func(args) == 2
+    assert message in capsys.readouterr().err

@@ -1,0 +1,252 @@
+"""`ttt-studio compare NAME=MODEL ...`: generate the same held-out toon-world storyboards with several
+models and score them with the detectors, side by side (the default model against a random-init copy,
+and the TTT ablation in docs/ablation.md).
+
+Storyboards come from toon-world episodes with seeds the training data never used (EVAL_SEED_BASE + i),
+so the requested facts are taken from each episode's plan, not parsed back from the text. `random-init`
+is a model of the first model's architecture whose transformer and text encoder are freshly initialised
+(its trained VAE is kept, so the figures measure the generator, not the decoder).
+
+Per model the table gives the mean over storyboards of: prompt adherence, identity consistency,
+temporal smoothness, framing accuracy, and adherence over the first and last `tail` segments (does a
+model keep following the storyboard as the video gets longer?).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ttt_engine.storyboard import Storyboard
+
+from .facts import facts_from_episode
+from .metrics import EvalReport, evaluate
+
+log = logging.getLogger(__name__)
+
+EVAL_SEED_BASE = 1_000_000  # episode seeds of evaluation storyboards (toon-world training data uses 0..)
+RANDOM_INIT = "random-init"
+
+
+@dataclass(frozen=True)
+class EvalCase:
+    """One held-out storyboard and its episode's requested facts."""
+
+    seed: int
+    storyboard: Storyboard
+    facts: list[Any]
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    segments: int = 2
+    storyboards: int = 4
+    steps: int = 20
+    guidance: float = 4.0
+    sampler: str = "dpmpp_2m"
+    noise_seed: int = 0
+    tail: int = 2  # segments averaged for the "first" and "last" adherence columns
+
+    def __post_init__(self) -> None:
+        for name in ("segments", "storyboards", "steps", "tail"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"CompareConfig.{name}: expected >= 1, got {getattr(self, name)}")
+
+
+def eval_cases(segments: int, count: int) -> list[EvalCase]:
+    """`count` held-out toon-world storyboards of `segments` segments (deterministic)."""
+    from ttt_engine.toonworld.storyboard_text import episode_storyboard
+    from ttt_engine.toonworld.world import sample_episode
+
+    cases = []
+    for i in range(count):
+        episode = sample_episode(EVAL_SEED_BASE + i, segments)
+        cases.append(EvalCase(EVAL_SEED_BASE + i, episode_storyboard(episode), facts_from_episode(episode)))
+    return cases
+
+
+def random_init_like(pipe: Any, seed: int = 0) -> Any:
+    """A pipeline with `pipe`'s architecture, VAE and schedule; transformer and text encoder re-initialised."""
+    from ttt_engine.models import VideoDiT
+    from ttt_engine.pipeline.text import HashTextEncoder
+    from ttt_engine.pipeline.video_pipeline import VideoPipeline
+
+    if not isinstance(pipe.text_encoder, HashTextEncoder):
+        raise ValueError("random-init needs a model with our hashed-word text encoder (a T5 is not re-initialised)")
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        transformer = VideoDiT(pipe.transformer.config)
+        text = HashTextEncoder(pipe.text_encoder.config)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    return VideoPipeline(
+        transformer,
+        pipe.vae,
+        text,
+        pipe.scheduler_config,
+        fps=pipe.fps,
+        device=pipe.device,
+        max_segments=pipe.max_segments,
+        source=f"{RANDOM_INIT} of {pipe.source}",
+    )
+
+
+def display_frames(linear: np.ndarray) -> np.ndarray:
+    from .cli import linear_to_srgb
+
+    return linear_to_srgb(linear)
+
+
+def run_model(pipe: Any, cases: Sequence[EvalCase], config: CompareConfig) -> list[EvalReport]:
+    """Generate every case with one model and score it."""
+    from ttt_engine.pipeline.params import GenerationParams
+
+    reports = []
+    for case in cases:
+        params = GenerationParams(
+            steps=config.steps,
+            guidance_scale=config.guidance,
+            sampler=config.sampler,
+            seed=config.noise_seed,
+            dtype="float32",
+            preview_every=0,
+        )
+        frames = pipe.generate(case.storyboard, params).frames
+        reports.append(evaluate(display_frames(frames), case.storyboard, int(pipe.fps), facts=case.facts))
+    return reports
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    kept = [v for v in values if v is not None]
+    return float(np.mean(kept)) if kept else None
+
+
+def summarise(reports: Sequence[EvalReport], tail: int) -> dict[str, float | None]:
+    """Means over storyboards of the report summaries plus first/last-segment adherence."""
+    keys = ("adherence", "identity", "smoothness", "framing_accuracy")
+    out: dict[str, float | None] = {}
+    for key in keys:
+        out[key] = _mean([r.summary().get(key) for r in reports])
+    out[f"adherence_first_{tail}"] = _mean([float(np.mean([s.adherence for s in r.segments[:tail]])) for r in reports])
+    out[f"adherence_last_{tail}"] = _mean([float(np.mean([s.adherence for s in r.segments[-tail:]])) for r in reports])
+    for kind in ("presence", "absence", "background", "motion"):
+        out[f"facts_{kind}"] = _mean([r.fact_accuracy(kind) for r in reports])
+    return out
+
+
+def format_summary(summaries: dict[str, dict[str, float | None]]) -> str:
+    names = list(summaries)
+    width = max(12, *(len(n) + 2 for n in names))
+    keys = list(dict.fromkeys(k for s in summaries.values() for k in s))
+    lines = ["metric".ljust(22) + "".join(n.rjust(width) for n in names)]
+    lines.append("-" * len(lines[0]))
+    for key in keys:
+        cells = [summaries[n].get(key) for n in names]
+        lines.append(key.ljust(22) + "".join(("-" if c is None else f"{c:.3f}").rjust(width) for c in cells))
+    return "\n".join(lines)
+
+
+def compare(
+    models: dict[str, Any], config: CompareConfig
+) -> tuple[dict[str, dict[str, float | None]], dict[str, list[EvalReport]]]:
+    """models: name -> VideoPipeline. Returns (summaries, per-storyboard reports) by model name."""
+    cases = eval_cases(config.segments, config.storyboards)
+    reports = {}
+    for name, pipe in models.items():
+        log.info("generating %d storyboards of %d segments with %s", len(cases), config.segments, name)
+        reports[name] = run_model(pipe, cases, config)
+    return {n: summarise(r, min(config.tail, config.segments)) for n, r in reports.items()}, reports
+
+
+# ---- command line ---------------------------------------------------------------------------------------
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "compare",
+        help="generate held-out toon-world storyboards with several models and score them side by side",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "models",
+        nargs="+",
+        metavar="NAME=MODEL_DIR",
+        help=f"model folders; '{RANDOM_INIT}' alone adds a random-init copy of the first model; "
+        "'default' alone is the shipped default model",
+    )
+    p.add_argument("--segments", type=int, default=CompareConfig.segments, help="segments per storyboard")
+    p.add_argument("--storyboards", type=int, default=CompareConfig.storyboards, help="storyboards per model")
+    p.add_argument("--steps", type=int, default=CompareConfig.steps, help="denoising steps")
+    p.add_argument("--guidance", type=float, default=CompareConfig.guidance, help="CFG strength")
+    p.add_argument("--seed", type=int, default=CompareConfig.noise_seed, help="noise seed")
+    p.add_argument("--tail", type=int, default=CompareConfig.tail, help="segments in the first/last columns")
+    p.add_argument("--json", type=Path, help="also write summaries and reports as JSON")
+    p.set_defaults(func=run)
+
+
+def _load_models(specs: Sequence[str]) -> dict[str, Any]:
+    from ttt_engine.pipeline.video_pipeline import VideoPipeline
+
+    from ..default_model import default_model_dir
+
+    models: dict[str, Any] = {}
+    for spec in specs:
+        if spec == RANDOM_INIT:
+            if not models:
+                raise ValueError(f"'{RANDOM_INIT}' needs a model before it to copy the architecture of")
+            models[RANDOM_INIT] = random_init_like(next(iter(models.values())))
+            continue
+        name, sep, path = spec.partition("=")
+        if spec == "default":
+            name, path = "default", str(default_model_dir())
+        elif not sep or not name or not path:
+            raise ValueError(f"{spec!r}: expected NAME=MODEL_DIR, '{RANDOM_INIT}' or 'default'")
+        if name in models:
+            raise ValueError(f"two models named {name!r}")
+        models[name] = VideoPipeline.from_folder(path)
+    return models
+
+
+def run(args: argparse.Namespace) -> int:
+    from ttt_engine.pipeline.params import PipelineError
+
+    try:
+        config = CompareConfig(
+            segments=args.segments,
+            storyboards=args.storyboards,
+            steps=args.steps,
+            guidance=args.guidance,
+            noise_seed=args.seed,
+            tail=args.tail,
+        )
+        models = _load_models(args.models)
+    except (ValueError, PipelineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    summaries, reports = compare(models, config)
+    print(
+        f"{config.storyboards} held-out storyboards x {config.segments} segments, {config.steps} steps, "
+        f"guidance {config.guidance}, noise seed {config.noise_seed}"
+    )
+    print(format_summary(summaries))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "config": dataclasses.asdict(config),
+            "summaries": summaries,
+            "reports": {n: [r.to_dict() for r in rs] for n, rs in reports.items()},
+        }
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
