@@ -2,19 +2,26 @@
 
 `unsupported_reason(call)` says why a call cannot run on the kernels (None when it can);
 `run(...)` has the reference's signature and returns (out, final_state) with the reference's shapes
-and dtypes: out [B, H, L, 64] in q's dtype (bf16), final state in fp32.
-`scan_forward(...)` is the same launch with optional state checkpoints, for a future backward pass.
+and dtypes: out [B, H, L, 64] in q's dtype (bf16), final state in fp32. When an input requires grad,
+`run` goes through `TTTScanCudaFunction`: the forward kernel also writes the state before every
+`checkpoint_group`-th mini-batch, and the backward kernel (ttt_*_bwd.cu, the algorithm of
+ttt_engine/ops/ttt/backward.py) recomputes each group from its checkpoint and runs the reverse scan.
+`scan_forward(...)` / `scan_backward(...)` are the two launches.
+`TTT_STUDIO_TTT_CUDA_TRAINING=0` keeps training on the reference (inference still uses the kernels).
 
-Importing this module does not import cupy (only `run` / `scan_forward` do, through cuda.loader).
+Importing this module does not import cupy (only the launches do, through cuda.loader).
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
+from ttt_engine.config import DEFAULT_CHECKPOINT_GROUP
 from ttt_engine.ops.ttt.dispatch import Backend, ScanCall
 from ttt_engine.ops.ttt.state import LinearState, MLPState
 
@@ -22,6 +29,7 @@ from . import loader
 
 HEAD_DIM = 64
 MINI_BATCH = 64
+ENV_TRAINING = "TTT_STUDIO_TTT_CUDA_TRAINING"
 
 
 def _cupy_available() -> bool:
@@ -48,10 +56,8 @@ def unsupported_reason(call: ScanCall) -> str | None:
             f"bf16 inputs only, got {call.dtype}: the kernels multiply in bf16 on tensor cores, which would "
             f"not keep {call.dtype} accuracy; the reference does"
         )
-    if call.requires_grad:
-        return (
-            "training needs the backward kernel, not written yet (inference only: run under torch.no_grad())"
-        )
+    if call.requires_grad and os.environ.get(ENV_TRAINING, "1") == "0":
+        return f"CUDA training switched off by {ENV_TRAINING}=0 (the reference computes the gradients)"
     if not _cupy_available():
         return "cupy not installed (pip install 'ttt-studio[gpu]', i.e. cupy-cuda13x)"
     if not torch.cuda.is_available():
@@ -64,6 +70,15 @@ def unsupported_reason(call: ScanCall) -> str | None:
     optin = getattr(props, "shared_memory_per_block_optin", None)
     if optin is not None and optin < spec.smem_bytes:
         return f"needs {spec.smem_bytes} B of shared memory per block, device allows {optin} B"
+    if call.requires_grad:
+        bwd = loader.BACKWARD_KERNELS[(call.kind, torch.bfloat16)]
+        if arch < bwd.min_arch:
+            return f"training: the {call.kind} backward kernel needs sm_{bwd.min_arch}+ (got sm_{arch})"
+        if optin is not None and optin < bwd.smem_bytes:
+            return (
+                f"training: the {call.kind} backward kernel needs {bwd.smem_bytes} B of shared memory per "
+                f"block, device allows {optin} B"
+            )
     return None
 
 
@@ -142,6 +157,91 @@ def scan_forward(
     return out, cls(*final), checkpoints
 
 
+def scan_backward(
+    kind: str,
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    eta: torch.Tensor,
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+    checkpoints: Checkpoints,
+    d_out: torch.Tensor,
+    d_final: Sequence[torch.Tensor | None] | None = None,
+) -> tuple[torch.Tensor, ...]:
+    """Run the fused backward scan of a scan_forward call that kept `checkpoints`.
+
+    q, k, v [B, H, L, 64] bf16 and eta, ln_w, ln_b as given to scan_forward; d_out [B, H, L, 64]
+    (rounded to bf16); d_final: dL/d(final state) per state field, or None for zero. Returns fp32
+    (dq, dk, dv [B, H, L, 64], deta [B, H, L], dln_w, dln_b [H, 64], *d_initial_state [B, H, ...]).
+    """
+    kernel = loader.load_kernel(kind, torch.bfloat16, q.device, backward=True)
+    batch, heads, length, dim = q.shape
+    n_mb = length // MINI_BATCH
+    every = checkpoints.every
+    n_ckpt = -(-n_mb // every)
+    dev = q.device
+    q, k, v = (_aligned(t.contiguous()) for t in (q, k, v))
+    d_out = _aligned(d_out.to(torch.bfloat16).contiguous())
+    eta, ln_w, ln_b = _fp32(eta), _fp32(ln_w), _fp32(ln_b)
+    ckpt = [_fp32(t) for t in checkpoints.state.tensors()]
+    if ckpt[0].shape[2] != n_ckpt:
+        raise ValueError(f"checkpoints: expected {n_ckpt} states (every {every}), got {ckpt[0].shape[2]}")
+    # d_state: in dL/d(final state), out dL/d(initial state); fresh buffers (the kernel overwrites them)
+    d_state = [torch.zeros(batch, heads, *t.shape[3:], device=dev) for t in ckpt]
+    for buf, d in zip(d_state, d_final or [None] * len(d_state)):
+        if d is not None:
+            buf.copy_(d)
+    dq, dk = torch.zeros_like(q, dtype=torch.float32), torch.zeros_like(k, dtype=torch.float32)
+    deta = torch.zeros(batch, heads, length, device=dev)  # dq, dk, deta: summed with red.add (MLP)
+    dv = torch.empty(batch, heads, length, dim, device=dev)
+    dln_w = torch.empty(batch, heads, dim, device=dev)
+    dln_b = torch.empty(batch, heads, dim, device=dev)
+    if kind == "mlp":  # per state: [CTA rank][W1^T, W2][128 hidden][64] bf16, [rank][b1 slice + b2] fp32
+        scr_w = torch.empty(batch * heads, every + 1, 2, 2, 128, dim, device=dev, dtype=torch.bfloat16)
+        scr_b = torch.empty(batch * heads, every + 1, 2, 128 + dim, device=dev)
+    else:  # per state: W^T bf16, b fp32
+        scr_w = torch.empty(batch * heads, every + 1, dim, dim, device=dev, dtype=torch.bfloat16)
+        scr_b = torch.empty(batch * heads, every + 1, dim, device=dev)
+    if batch * heads:
+        grid = batch * heads * kernel.spec.ctas_per_head
+        inputs = [q, k, v, d_out, eta, ln_w, ln_b, *ckpt]
+        outputs = [*d_state, dq, dk, dv, deta, dln_w, dln_b]
+        loader.launch(kernel, grid, [*inputs, *outputs, scr_w, scr_b, heads, n_mb, every, n_ckpt])
+    return dq, dk, dv, deta, dln_w.sum(dim=0), dln_b.sum(dim=0), *d_state
+
+
+class TTTScanCudaFunction(torch.autograd.Function):
+    """Autograd node of a kernel scan: forward kernel with checkpoints, backward kernel.
+
+    apply(kind, group, q, k, v, eta, ln_w, ln_b, *state) -> (out bf16, *final state fp32); gradients
+    come back in each input's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, kind, group, q, k, v, eta, ln_w, ln_b, *state):
+        cls = MLPState if kind == "mlp" else LinearState
+        out, final, ckpt = scan_forward(
+            kind, q, k, v, eta, ln_w, ln_b, cls(*state), MINI_BATCH, checkpoint_every=group
+        )
+        ctx.save_for_backward(q, k, v, eta, ln_w, ln_b, *ckpt.state.tensors())
+        ctx.kind, ctx.group = kind, group
+        ctx.in_dtypes = [t.dtype for t in (q, k, v, eta, ln_w, ln_b, *state)]
+        ctx.set_materialize_grads(False)
+        return (out, *final.tensors())
+
+    @staticmethod
+    def backward(ctx, d_out, *d_final):
+        q, k, v, eta, ln_w, ln_b, *ckpt = ctx.saved_tensors
+        cls = MLPState if ctx.kind == "mlp" else LinearState
+        if d_out is None:
+            d_out = torch.zeros_like(q)
+        grads = scan_backward(
+            ctx.kind, q, k, v, eta, ln_w, ln_b, Checkpoints(ctx.group, cls(*ckpt)), d_out, d_final
+        )
+        return (None, None, *(g.to(dt) for g, dt in zip(grads, ctx.in_dtypes)))
+
+
 def run(
     kind: str,
     q: torch.Tensor,
@@ -152,10 +252,29 @@ def run(
     ln_b: torch.Tensor,
     state: MLPState | LinearState,
     mini_batch_size: int,
+    *,
+    checkpoint_group: int = 0,
 ) -> tuple[torch.Tensor, MLPState | LinearState]:
-    """Same contract as ttt_scan_reference (inference): (out [B, H, L, 64] bf16, final state fp32)."""
-    out, final, _ = scan_forward(kind, q, k, v, eta, ln_w, ln_b, state, mini_batch_size)
-    return out, final
+    """Same contract as ttt_scan_reference: (out [B, H, L, 64] bf16, final state fp32).
+
+    With grad enabled and an input requiring grad, the result is differentiable through the backward
+    kernel; checkpoint_group (0: DEFAULT_CHECKPOINT_GROUP) is the number of mini-batches per saved state.
+    """
+    tensors = (q, k, v, eta, ln_w, ln_b, *state.tensors())
+    if not (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        out, final, _ = scan_forward(kind, q, k, v, eta, ln_w, ln_b, state, mini_batch_size)
+        return out, final
+    if checkpoint_group < 0:
+        raise ValueError(f"checkpoint_group: expected >= 0, got {checkpoint_group}")
+    call = ScanCall(kind, q.device, q.dtype, q.shape[-1], state.w1.shape[-1], mini_batch_size, True)
+    reason = unsupported_reason(call)
+    if reason is not None:
+        raise ValueError(f"CUDA TTT kernels cannot train on this call: {reason}")
+    n_mb = max(1, q.shape[2] // MINI_BATCH)
+    group = min(checkpoint_group or DEFAULT_CHECKPOINT_GROUP, n_mb)
+    res = TTTScanCudaFunction.apply(kind, group, *tensors)
+    cls = MLPState if kind == "mlp" else LinearState
+    return res[0], cls(*res[1:])
 
 
 BACKEND = Backend("cuda", unsupported_reason, run)

@@ -49,6 +49,11 @@ class KernelSpec:
 _MLP_SMEM = 2 * (128 * 72) * 2 + (128 * 136) * 2 + 2 * (64 * 72) * 2 + 5 * (64 * 72) * 2
 _MLP_SMEM += (2 * 64 + 128 + 3 * 64 + 4 * 64 + 2 * 128 + 8 * 8 * 32 * 4) * 4
 _LINEAR_SMEM = (64 * 72) * 2 * 8 + (2 * 64 + 3 * 64 + 4 * 64) * 4
+# backward kernels (ttt_mlp_bwd.cu, ttt_linear_bwd.cu)
+_MLP_BWD_SMEM = 4 * (128 * 72) * 2 + 4 * (64 * 72) * 2 + 4 * (64 * 136) * 2 + 2 * (64 * 72) * 2 + 64 * 64 * 4
+_MLP_BWD_SMEM += (192 + 3 * 64 + 128 + 3 * 64 + 6 * 4 * 64 + 2 * 2 * 128 + 4 * 64 + 2 * 64) * 4
+_LINEAR_BWD_SMEM = 3 * (64 * 72) * 2 + 8 * (64 * 72) * 2 + 3 * (64 * 72) * 2 + 64 * 64 * 4
+_LINEAR_BWD_SMEM += (2 * 64 + 64 + 2 * 64 + 2 * 64 + 3 * 64 + 3 * 8 * 64) * 4
 
 KERNELS: dict[tuple[str, torch.dtype], KernelSpec] = {
     ("mlp", torch.bfloat16): KernelSpec(
@@ -60,6 +65,25 @@ KERNELS: dict[tuple[str, torch.dtype], KernelSpec] = {
         "ttt_linear_fwd_bf16",
         "ttt_linear_fwd_smem_bytes",
         _LINEAR_SMEM,
+        256,
+        1,
+        80,
+        64,
+    ),
+}
+
+
+# the backward scans, launched by cuda/backend.py's autograd function (same grid as the forward)
+BACKWARD_KERNELS: dict[tuple[str, torch.dtype], KernelSpec] = {
+    ("mlp", torch.bfloat16): KernelSpec(
+        "mlp", "ttt_mlp_bwd.cu", "ttt_mlp_bwd_bf16", "ttt_mlp_bwd_smem_bytes", _MLP_BWD_SMEM, 256, 2, 90, 256
+    ),
+    ("linear", torch.bfloat16): KernelSpec(
+        "linear",
+        "ttt_linear_bwd.cu",
+        "ttt_linear_bwd_bf16",
+        "ttt_linear_bwd_smem_bytes",
+        _LINEAR_BWD_SMEM,
         256,
         1,
         80,
@@ -109,10 +133,12 @@ class LoadedKernel:
 
 
 @functools.cache
-def _load(kind: str, dtype: torch.dtype, arch: int, device_index: int) -> LoadedKernel:
+def _load(
+    kind: str, dtype: torch.dtype, arch: int, device_index: int, backward: bool = False
+) -> LoadedKernel:
     import cupy  # noqa: PLC0415  (heavy, optional: only when a kernel is needed)
 
-    spec = KERNELS[(kind, dtype)]
+    spec = (BACKWARD_KERNELS if backward else KERNELS)[(kind, dtype)]
     log.info("compiling %s for sm_%d with NVRTC (cached by CuPy after the first time)", spec.function, arch)
     with cupy.cuda.Device(device_index):
         module = cupy.RawModule(code=kernel_source(spec.source), options=NVRTC_OPTIONS)
@@ -130,11 +156,15 @@ def _load(kind: str, dtype: torch.dtype, arch: int, device_index: int) -> Loaded
     return LoadedKernel(spec, function, smem, device_index)
 
 
-def load_kernel(kind: str, dtype: torch.dtype, device: torch.device) -> LoadedKernel:
-    """The compiled kernel for (kind, dtype) on `device` (compiled on first use, then cached)."""
-    if (kind, dtype) not in KERNELS:
-        raise ValueError(f"no CUDA kernel for kind={kind!r}, dtype={dtype}; have {sorted(KERNELS)}")
-    return _load(kind, dtype, device_arch(device), _device_index(device))
+def load_kernel(
+    kind: str, dtype: torch.dtype, device: torch.device, *, backward: bool = False
+) -> LoadedKernel:
+    """The compiled kernel for (kind, dtype) on `device` (compiled on first use, then cached);
+    backward=True gives the backward scan."""
+    table = BACKWARD_KERNELS if backward else KERNELS
+    if (kind, dtype) not in table:
+        raise ValueError(f"no CUDA kernel for kind={kind!r}, dtype={dtype}; have {sorted(table)}")
+    return _load(kind, dtype, device_arch(device), _device_index(device), backward)
 
 
 def _as_cupy(t: torch.Tensor) -> Any:

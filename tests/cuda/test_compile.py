@@ -26,8 +26,12 @@ NVCC = shutil.which("nvcc") or (
 
 needs_nvcc = pytest.mark.skipif(NVCC is None, reason="nvcc not found (CUDA toolkit not installed)")
 
-# kernels whose fp32 state lives in registers: a spill would put it in local memory
-STATE_IN_REGISTERS = ("ttt_mlp_fwd_bf16", "ttt_linear_fwd_bf16")
+# kernels whose fp32 state (or state gradient) lives in registers: a spill would put it in local memory
+STATE_IN_REGISTERS = ("ttt_mlp_fwd_bf16", "ttt_linear_fwd_bf16", "ttt_mlp_bwd_bf16", "ttt_linear_bwd_bf16")
+ALL_SPECS = {
+    **{("forward", kind): spec for (kind, _), spec in loader.KERNELS.items()},
+    **{("backward", kind): spec for (kind, _), spec in loader.BACKWARD_KERNELS.items()},
+}
 
 
 def _nvcc(args: list[str]) -> subprocess.CompletedProcess[str]:
@@ -59,7 +63,8 @@ def nvcc_builds(
 
 
 def test_sources_found() -> None:
-    assert {"ttt_mlp_fwd.cu", "ttt_linear_fwd.cu"} <= set(SOURCES)
+    assert {"ttt_mlp_fwd.cu", "ttt_linear_fwd.cu", "ttt_mlp_bwd.cu", "ttt_linear_bwd.cu"} <= set(SOURCES)
+    assert {spec.source for spec in ALL_SPECS.values()} <= set(SOURCES)
 
 
 @needs_nvcc
@@ -99,17 +104,22 @@ def test_shared_memory_sizes_match_loader(tmp_path: Path) -> None:
         "#include <cstdio>\n"
         f'#include "{CUDA_DIR / "ttt_mlp_fwd.cu"}"\n'
         f'#include "{CUDA_DIR / "ttt_linear_fwd.cu"}"\n'
-        'int main() { std::printf("%zu %zu\\n", sizeof(ttt::mlp::Smem), sizeof(ttt::linear::Smem)); }\n'
+        f'#include "{CUDA_DIR / "ttt_mlp_bwd.cu"}"\n'
+        f'#include "{CUDA_DIR / "ttt_linear_bwd.cu"}"\n'
+        'int main() { std::printf("%zu %zu %zu %zu\\n", sizeof(ttt::mlp::Smem), sizeof(ttt::linear::Smem),'
+        " sizeof(ttt::mlp_bwd::Smem), sizeof(ttt::linear_bwd::Smem)); }\n"
     )
     exe = tmp_path / "sizes"
     built = _nvcc(["-std=c++17", "-arch=sm_90", f"-I{CUDA_DIR}", "-o", str(exe), str(prog)])
     if built.returncode != 0:
         pytest.fail(f"host size probe did not build:\n{built.stderr}")
-    mlp, linear = (
+    mlp, linear, mlp_bwd, linear_bwd = (
         int(x) for x in subprocess.run([str(exe)], capture_output=True, text=True, check=True).stdout.split()
     )
     assert mlp == loader.KERNELS[("mlp", torch.bfloat16)].smem_bytes
     assert linear == loader.KERNELS[("linear", torch.bfloat16)].smem_bytes
+    assert mlp_bwd == loader.BACKWARD_KERNELS[("mlp", torch.bfloat16)].smem_bytes
+    assert linear_bwd == loader.BACKWARD_KERNELS[("linear", torch.bfloat16)].smem_bytes
 
 
 def _nvrtc():
@@ -133,12 +143,12 @@ def _nvrtc():
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("kind", sorted({spec.kind for spec in loader.KERNELS.values()}))
-def test_nvrtc_compiles_loader_source(kind: str, arch: str) -> None:
+@pytest.mark.parametrize("key", sorted(ALL_SPECS), ids=[f"{d}-{k}" for d, k in sorted(ALL_SPECS)])
+def test_nvrtc_compiles_loader_source(key: tuple[str, str], arch: str) -> None:
     nvrtc = _nvrtc()
     if nvrtc is None:
         pytest.skip("NVRTC not available (cupy or libnvrtc missing)")
-    spec = loader.KERNELS[(kind, torch.bfloat16)]
+    spec = ALL_SPECS[key]
     source = loader.kernel_source(spec.source)
     prog = nvrtc.createProgram(source, spec.source, [], [])
     try:

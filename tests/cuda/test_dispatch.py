@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -89,9 +90,9 @@ def test_env_forces_reference(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"hidden": 128}, "mlp hidden size 256 only, got 128"),
         ({"kind": "linear", "hidden": 256}, "linear hidden size 64 only, got 256"),
         ({"dtype": torch.float32}, "bf16 inputs only, got torch.float32"),
-        ({"requires_grad": True}, "training needs the backward kernel"),
+        ({"dtype": torch.float32, "requires_grad": True}, "bf16 inputs only, got torch.float32"),
     ],
-    ids=["cpu", "head_dim", "mini_batch", "mlp_hidden", "linear_hidden", "fp32", "grad"],
+    ids=["cpu", "head_dim", "mini_batch", "mlp_hidden", "linear_hidden", "fp32", "fp32-grad"],
 )
 def test_unsupported_reasons(overrides: dict, expected: str) -> None:
     reason = cuda_backend.unsupported_reason(_call(**overrides))
@@ -110,6 +111,61 @@ def test_reason_without_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_reason_without_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cuda_backend, "_cupy_available", lambda: True)
     assert cuda_backend.unsupported_reason(_call()) == "torch has no CUDA device"
+
+
+def _simulated_gpu(monkeypatch: pytest.MonkeyPatch, arch: int, smem_optin: int) -> None:
+    """Make the backend believe a device of compute capability `arch` with `smem_optin` B is present."""
+    monkeypatch.setattr(cuda_backend, "_cupy_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(loader, "device_arch", lambda device: arch)
+    monkeypatch.setattr(
+        torch.cuda,
+        "get_device_properties",
+        lambda device: SimpleNamespace(shared_memory_per_block_optin=smem_optin),
+    )
+
+
+def test_training_uses_the_kernels_on_hopper(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(cuda_backend.ENV_TRAINING, raising=False)
+    _simulated_gpu(monkeypatch, 90, 232448)
+    for kind, hidden in (("mlp", 256), ("linear", 64)):
+        for grad in (False, True):
+            assert (
+                cuda_backend.unsupported_reason(_call(kind=kind, hidden=hidden, requires_grad=grad)) is None
+            )
+
+
+def test_training_refused_where_the_backward_kernel_does_not_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sm_86 (99 KB of shared memory per block): TTT-Linear inference runs, its backward (150 KB) does not."""
+    monkeypatch.delenv(cuda_backend.ENV_TRAINING, raising=False)
+    _simulated_gpu(monkeypatch, 86, 101376)
+    assert cuda_backend.unsupported_reason(_call(kind="linear", hidden=64)) is None
+    reason = cuda_backend.unsupported_reason(_call(kind="linear", hidden=64, requires_grad=True))
+    smem = loader.BACKWARD_KERNELS[("linear", torch.bfloat16)].smem_bytes
+    assert reason == (
+        f"training: the linear backward kernel needs {smem} B of shared memory per block, device allows 101376 B"
+    )
+    assert "mlp kernel needs sm_90+" in cuda_backend.unsupported_reason(_call(requires_grad=True))
+
+
+def test_training_switch_keeps_training_on_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    _simulated_gpu(monkeypatch, 90, 232448)
+    monkeypatch.setenv(cuda_backend.ENV_TRAINING, "0")
+    reason = cuda_backend.unsupported_reason(_call(requires_grad=True))
+    assert reason is not None and "CUDA training switched off by TTT_STUDIO_TTT_CUDA_TRAINING=0" in reason
+    assert cuda_backend.unsupported_reason(_call()) is None  # inference is not affected
+    monkeypatch.setattr("ttt_engine.ops.ttt.dispatch._fast_backends", [cuda_backend.BACKEND])
+    monkeypatch.setattr("ttt_engine.ops.ttt.dispatch._probed", True)  # restored after the test
+    monkeypatch.delenv(ENV_BACKEND, raising=False)
+    assert choose_backend(_call(requires_grad=True), "auto").name == "reference"
+    assert choose_backend(_call(), "auto").name == "cuda"
+
+
+def test_run_with_grad_refuses_cpu_with_reason() -> None:
+    q, k, v, eta, ln_w, ln_b, state = _mlp_inputs(length=64)
+    q.requires_grad_()
+    with pytest.raises(ValueError, match="cannot train on this call: needs CUDA tensors, got device cpu"):
+        cuda_backend.run("mlp", q, k, v, eta, ln_w, ln_b, state, 64)
 
 
 def test_scan_forward_refuses_cpu() -> None:
@@ -135,7 +191,7 @@ def test_nvidia_cuda_namespace_still_importable() -> None:
 
 
 def test_kernel_source_inlines_headers() -> None:
-    for spec in loader.KERNELS.values():
+    for spec in [*loader.KERNELS.values(), *loader.BACKWARD_KERNELS.values()]:
         text = loader.kernel_source(spec.source)
         assert "#include" not in "\n".join(
             line for line in text.splitlines() if not line.lstrip().startswith("//")

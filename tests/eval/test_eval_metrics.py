@@ -109,6 +109,11 @@ def test_input_errors(ground_truth) -> None:
     board = episode_storyboard(ep)
     with pytest.raises(ValueError, match=r"frames do not match the storyboard: \d segments x 3 s x 8 fps"):
         evaluate(frames[:-1], board, FPS)
+    with pytest.raises(ValueError, match="frames do not match the storyboard"):
+        evaluate(np.concatenate([frames[:2], frames]), board, FPS)  # two extra frames: not a leading frame
+    # a generated video's leading frame (1 + 24k frames at 8 fps) is dropped before scoring
+    lead = evaluate(np.concatenate([frames[:1], frames]), board, FPS)
+    assert [s.adherence for s in lead.segments] == [s.adherence for s in evaluate(frames, board, FPS).segments]
     with pytest.raises(ValueError, match=r"shape \[T, H, W, 3\]"):
         evaluate(frames[..., 0], board, FPS)
     bad = frames.copy()

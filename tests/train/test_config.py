@@ -22,21 +22,40 @@ def _base(**stage: Any) -> dict[str, Any]:
     return {"run_dir": "/tmp/run", "dataset": {"path": "/tmp/data"}, "stages": [s]}
 
 
-@pytest.mark.parametrize("name", ["train_tiny.yaml", "train_default.yaml"])
+SHIPPED = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load(name: str) -> None:
     config = TrainConfig.load(ROOT / "configs" / name)
     assert config.stages and {s.type for s in config.stages} <= {"vae", "dit"}
 
 
-def test_default_config_follows_the_paper_curriculum() -> None:
-    c = TrainConfig.load(ROOT / "configs" / "train_default.yaml")
-    assert [s.name for s in c.stages] == ["vae", "pretrain", "3s", "6s", "9s", "12s"]
-    dit = c.stages[2:]  # the paper's stages, after the VAE and the from-scratch pretraining
+def test_default_model_recipe_follows_the_paper_curriculum() -> None:
+    base = TrainConfig.load(ROOT / "configs" / "default" / "base.yaml")
+    assert [s.type for s in base.stages] == ["vae", "dit"] and base.model.transformer["ttt_inner"] == "none"
+    c = TrainConfig.load(ROOT / "configs" / "default" / "ttt_mlp.yaml")
+    assert c.model.init == str(base.model_dir) and c.model.transformer["ttt_inner"] == "mlp"
+    dit = c.stages
     assert dit[0].segments == 1 and dit[0].trainable == "all"
     assert dit[0].ttt_lr == pytest.approx(10 * dit[0].lr) and dit[0].lr_schedule_ttt == "cosine"
     assert all(s.trainable == "ttt_attn" for s in dit[1:])
-    assert [s.segments for s in dit] == sorted(s.segments for s in dit)
+    assert [s.segments for s in dit] == sorted(s.segments for s in dit) and dit[-1].segments >= 3
     assert all(s.betas == (0.9, 0.95) and s.weight_decay == 1e-4 and s.text_dropout == 0.1 for s in dit)
+
+
+@pytest.mark.parametrize(("name", "inner"), [("ttt_linear.yaml", "linear"), ("local_attn.yaml", None)])
+def test_ablation_configs_change_only_the_inner_model(name: str, inner: str | None) -> None:
+    """A controlled comparison: same base, data, stages and seeds as the default model's fine-tune."""
+    default = TrainConfig.load(ROOT / "configs" / "default" / "ttt_mlp.yaml")
+    other = TrainConfig.load(ROOT / "configs" / "ablation" / name)
+    assert other.stages == default.stages and other.dataset == default.dataset and other.seed == default.seed
+    assert other.model.init == default.model.init and other.latent_cache == default.latent_cache
+    assert other.run_dir != default.run_dir
+    if inner is None:
+        assert other.model.transformer == {}  # the base as it is: no TTT
+    else:
+        assert other.model.transformer == {**default.model.transformer, "ttt_inner": inner}
 
 
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])

@@ -164,8 +164,9 @@ def evaluate(
 ) -> EvalReport:
     """Score `frames` (float [T, H, W, 3] display values in [0, 1], or uint8) against `storyboard`.
 
-    T must be len(storyboard) * 3 * fps. `facts` (e.g. `facts_from_episode(plan)`) replaces the
-    facts parsed from the storyboard text.
+    T must be len(storyboard) * 3 * fps, or one more: a generated video starts with CogVideoX's leading
+    frame (49 = 1 + 48 frames for one segment), which is dropped. `facts` (e.g. `facts_from_episode(plan)`)
+    replaces the facts parsed from the storyboard text.
     """
     cfg = detector or DetectorConfig()
     mcfg = metric or MetricConfig()
@@ -174,10 +175,12 @@ def evaluate(
     frames = _as_frames(frames)
     n_seg = len(storyboard)
     per = SEGMENT_SECONDS * fps
+    if frames.shape[0] == n_seg * per + 1:
+        frames = frames[1:]  # the leading frame of a generated video
     if frames.shape[0] != n_seg * per:
         raise ValueError(
             f"frames: {frames.shape[0]} frames do not match the storyboard: {n_seg} segments x "
-            f"{SEGMENT_SECONDS} s x {fps} fps = {n_seg * per} frames expected"
+            f"{SEGMENT_SECONDS} s x {fps} fps = {n_seg * per} frames expected (or 1 more: a generated video's leading frame)"
         )
     facts = parse_storyboard(storyboard) if facts is None else list(facts)
     if len(facts) != n_seg:

@@ -58,10 +58,8 @@ def ttt_scan(
         and any(t.requires_grad for t in (q, k, v, eta, ln_weight, ln_bias, *state.tensors())),
     )
     chosen = choose_backend(call, backend)
-    kwargs = (
-        {"checkpoint_group": checkpoint_group, "compile_step": compile_step}
-        if chosen.name == "reference"
-        else {}
-    )
+    kwargs: dict = {"checkpoint_group": checkpoint_group}
+    if chosen.name == "reference":
+        kwargs["compile_step"] = compile_step
     out, final = chosen.run(kind, q, k, v, eta, ln_weight, ln_bias, state, mini_batch_size, **kwargs)
     return out[:, :, :length], final
