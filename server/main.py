@@ -32,9 +32,21 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "ttt_studio.v1.TTTStudio"
 
 
-def default_model_dir(data_dir: Path) -> Path:
-    """Where `ttt-studio serve` looks for a model when neither --model nor --tiny-random is given."""
+def site_model_dir(data_dir: Path) -> Path:
+    """A studio's own model for this server, used before the shipped default model when present."""
     return Path(data_dir) / "models" / "default"
+
+
+def resolve_model(config: ServerConfig) -> Path:
+    """--model, else <data-dir>/models/default, else the model shipped in ttt_engine/default_model/."""
+    from ttt_engine.default_model import default_model_dir
+
+    if config.model is not None:
+        return Path(config.model)
+    site = site_model_dir(config.data_dir)
+    if site.is_dir():
+        return site
+    return default_model_dir()
 
 
 def devices_for(workers: int | None) -> list[str]:
@@ -50,17 +62,16 @@ def devices_for(workers: int | None) -> list[str]:
 
 
 def load_pipelines(config: ServerConfig) -> list[tuple[str, Any]]:
-    """A pipeline per worker device, from --model, --tiny-random or the default model folder."""
+    """A pipeline per worker device, from --tiny-random or resolve_model's folder."""
+    from ttt_engine.default_model import DefaultModelMissing
     from ttt_engine.pipeline import VideoPipeline
 
-    model = config.model
-    if model is None and not config.tiny_random:
-        model = default_model_dir(config.data_dir)
-        if not model.is_dir():
-            raise ValueError(
-                f"no model: the default model folder {model} does not exist; pass --model PATH "
-                "(a ttt-studio or diffusers CogVideoX folder) or --tiny-random for tests and demos"
-            )
+    model = None
+    if not config.tiny_random:
+        try:
+            model = resolve_model(config)
+        except DefaultModelMissing as e:
+            raise ValueError(f"no model: {e}") from e
     pipelines = []
     for device in devices_for(config.workers):
         if config.tiny_random:
@@ -208,7 +219,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model = parser.add_mutually_exclusive_group()
     model.add_argument(
-        "--model", type=Path, default=None, help="model folder (default: <data-dir>/models/default)"
+        "--model",
+        type=Path,
+        default=None,
+        help="model folder (default: <data-dir>/models/default if it exists, else the shipped default model)",
     )
     model.add_argument("--tiny-random", action="store_true", help="a tiny random model (tests, demos)")
     add("--seed", type=int, default=0, help="weights seed of --tiny-random")

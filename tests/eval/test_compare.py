@@ -21,6 +21,9 @@ def test_eval_cases_are_deterministic_and_held_out(tmp_path) -> None:
     assert [c.storyboard.to_list() for c in a] == [c.storyboard.to_list() for c in b]
     assert all(len(c.storyboard) == 7 and len(c.facts) == 7 for c in a)
     assert len({c.seed for c in a}) == 3 and min(c.seed for c in a) >= cmp.EVAL_SEED_BASE
+    # a tuning range (first=3) shares no storyboard with the reporting range
+    tuning = cmp.eval_cases(7, 3, first=3)
+    assert {c.seed for c in tuning}.isdisjoint({c.seed for c in a})
     # training data written with the default seeds never contains an evaluation storyboard
     root = write_dataset(tmp_path / "d", n_clips=4, segments_range=(1, 2), height=32, width=32, fps=8, seed=0)
     texts = {p.read_text() for p in root.glob("clip_*/storyboard.json")}
@@ -70,6 +73,10 @@ def _parse(argv: list[str]) -> argparse.Namespace:
         (["just-a-path"], "'just-a-path': expected NAME=MODEL_DIR"),
         (["a=/nonexistent/model"], "/nonexistent/model does not exist"),
         (["x=/nonexistent", "--segments", "0"], "CompareConfig.segments: expected >= 1, got 0"),
+        (
+            ["x=/nonexistent", "--first-storyboard", "-1"],
+            "CompareConfig.first_storyboard: expected >= 0, got -1",
+        ),
     ],
 )
 def test_cli_errors_exit_2_and_say_what_is_wrong(argv, message, capsys) -> None:

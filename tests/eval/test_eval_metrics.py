@@ -113,7 +113,9 @@ def test_input_errors(ground_truth) -> None:
         evaluate(np.concatenate([frames[:2], frames]), board, FPS)  # two extra frames: not a leading frame
     # a generated video's leading frame (1 + 24k frames at 8 fps) is dropped before scoring
     lead = evaluate(np.concatenate([frames[:1], frames]), board, FPS)
-    assert [s.adherence for s in lead.segments] == [s.adherence for s in evaluate(frames, board, FPS).segments]
+    assert [s.adherence for s in lead.segments] == [
+        s.adherence for s in evaluate(frames, board, FPS).segments
+    ]
     with pytest.raises(ValueError, match=r"shape \[T, H, W, 3\]"):
         evaluate(frames[..., 0], board, FPS)
     bad = frames.copy()

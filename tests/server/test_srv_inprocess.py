@@ -22,7 +22,8 @@ from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from server.auth import TokenFileError, parse_token_file
 from server.client import StudioClient
 from server.config import Limits, ServerConfig
-from server.main import StudioServer
+from server.main import StudioServer, load_pipelines, resolve_model
+from ttt_engine import default_model
 
 
 @contextmanager
@@ -150,6 +151,24 @@ def test_tls(tmp_path: Path, token_file: Path, server_pipe: Any) -> None:
             with pytest.raises(grpc.RpcError) as err:
                 plain.info()
             assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_model_folder_resolution(tmp_path: Path, token_file: Path, monkeypatch) -> None:
+    """--model, else the studio's <data-dir>/models/default, else the shipped default model."""
+    config = _config(tmp_path, token_file)
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "model_index.json").write_text("{}")
+    monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIR", shipped)
+    assert resolve_model(config) == shipped
+    site = tmp_path / "data" / "models" / "default"
+    site.mkdir(parents=True)
+    assert resolve_model(config) == site
+    assert resolve_model(replace(config, model=tmp_path / "mine")) == tmp_path / "mine"
+    site.rmdir()
+    monkeypatch.setattr(default_model, "DEFAULT_MODEL_DIR", tmp_path / "absent")
+    with pytest.raises(ValueError, match="no model: the default model is not installed"):
+        load_pipelines(config)
 
 
 def test_config_refusals(tmp_path: Path, token_file: Path) -> None:

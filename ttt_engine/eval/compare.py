@@ -29,6 +29,7 @@ import torch
 
 from ttt_engine.storyboard import Storyboard
 
+from ..pipeline.cli import DEFAULT_CFG_SCHEDULE, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .facts import facts_from_episode
 from .metrics import EvalReport, evaluate
 
@@ -49,27 +50,34 @@ class EvalCase:
 
 @dataclass(frozen=True)
 class CompareConfig:
+    """Defaults for sampling are `ttt-studio generate`'s, so the figures describe what users get."""
+
     segments: int = 2
     storyboards: int = 4
-    steps: int = 20
-    guidance: float = 4.0
-    sampler: str = "dpmpp_2m"
+    steps: int = DEFAULT_STEPS
+    guidance: float = DEFAULT_GUIDANCE
+    sampler: str = DEFAULT_SAMPLER
+    cfg_schedule: str = DEFAULT_CFG_SCHEDULE
     noise_seed: int = 0
     tail: int = 2  # segments averaged for the "first" and "last" adherence columns
+    # index of the first held-out storyboard: tune settings (guidance, steps) on one range, report another
+    first_storyboard: int = 0
 
     def __post_init__(self) -> None:
         for name in ("segments", "storyboards", "steps", "tail"):
             if getattr(self, name) < 1:
                 raise ValueError(f"CompareConfig.{name}: expected >= 1, got {getattr(self, name)}")
+        if self.first_storyboard < 0:
+            raise ValueError(f"CompareConfig.first_storyboard: expected >= 0, got {self.first_storyboard}")
 
 
-def eval_cases(segments: int, count: int) -> list[EvalCase]:
-    """`count` held-out toon-world storyboards of `segments` segments (deterministic)."""
+def eval_cases(segments: int, count: int, first: int = 0) -> list[EvalCase]:
+    """`count` held-out toon-world storyboards of `segments` segments, from index `first` (deterministic)."""
     from ttt_engine.toonworld.storyboard_text import episode_storyboard
     from ttt_engine.toonworld.world import sample_episode
 
     cases = []
-    for i in range(count):
+    for i in range(first, first + count):
         episode = sample_episode(EVAL_SEED_BASE + i, segments)
         cases.append(EvalCase(EVAL_SEED_BASE + i, episode_storyboard(episode), facts_from_episode(episode)))
     return cases
@@ -82,7 +90,9 @@ def random_init_like(pipe: Any, seed: int = 0) -> Any:
     from ttt_engine.pipeline.video_pipeline import VideoPipeline
 
     if not isinstance(pipe.text_encoder, HashTextEncoder):
-        raise ValueError("random-init needs a model with our hashed-word text encoder (a T5 is not re-initialised)")
+        raise ValueError(
+            "random-init needs a model with our hashed-word text encoder (a T5 is not re-initialised)"
+        )
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
@@ -118,6 +128,7 @@ def run_model(pipe: Any, cases: Sequence[EvalCase], config: CompareConfig) -> li
             steps=config.steps,
             guidance_scale=config.guidance,
             sampler=config.sampler,
+            cfg_schedule=config.cfg_schedule,
             seed=config.noise_seed,
             dtype="float32",
             preview_every=0,
@@ -138,8 +149,12 @@ def summarise(reports: Sequence[EvalReport], tail: int) -> dict[str, float | Non
     out: dict[str, float | None] = {}
     for key in keys:
         out[key] = _mean([r.summary().get(key) for r in reports])
-    out[f"adherence_first_{tail}"] = _mean([float(np.mean([s.adherence for s in r.segments[:tail]])) for r in reports])
-    out[f"adherence_last_{tail}"] = _mean([float(np.mean([s.adherence for s in r.segments[-tail:]])) for r in reports])
+    out[f"adherence_first_{tail}"] = _mean(
+        [float(np.mean([s.adherence for s in r.segments[:tail]])) for r in reports]
+    )
+    out[f"adherence_last_{tail}"] = _mean(
+        [float(np.mean([s.adherence for s in r.segments[-tail:]])) for r in reports]
+    )
     for kind in ("presence", "absence", "background", "motion"):
         out[f"facts_{kind}"] = _mean([r.fact_accuracy(kind) for r in reports])
     return out
@@ -161,7 +176,7 @@ def compare(
     models: dict[str, Any], config: CompareConfig
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, list[EvalReport]]]:
     """models: name -> VideoPipeline. Returns (summaries, per-storyboard reports) by model name."""
-    cases = eval_cases(config.segments, config.storyboards)
+    cases = eval_cases(config.segments, config.storyboards, config.first_storyboard)
     reports = {}
     for name, pipe in models.items():
         log.info("generating %d storyboards of %d segments with %s", len(cases), config.segments, name)
@@ -190,7 +205,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--storyboards", type=int, default=CompareConfig.storyboards, help="storyboards per model")
     p.add_argument("--steps", type=int, default=CompareConfig.steps, help="denoising steps")
     p.add_argument("--guidance", type=float, default=CompareConfig.guidance, help="CFG strength")
+    p.add_argument("--cfg-schedule", choices=("dynamic", "constant"), default=CompareConfig.cfg_schedule)
     p.add_argument("--seed", type=int, default=CompareConfig.noise_seed, help="noise seed")
+    p.add_argument(
+        "--first-storyboard",
+        type=int,
+        default=CompareConfig.first_storyboard,
+        help="index of the first held-out storyboard (tune on one range, report on another)",
+    )
     p.add_argument("--tail", type=int, default=CompareConfig.tail, help="segments in the first/last columns")
     p.add_argument("--json", type=Path, help="also write summaries and reports as JSON")
     p.set_defaults(func=run)
@@ -228,8 +250,10 @@ def run(args: argparse.Namespace) -> int:
             storyboards=args.storyboards,
             steps=args.steps,
             guidance=args.guidance,
+            cfg_schedule=args.cfg_schedule,
             noise_seed=args.seed,
             tail=args.tail,
+            first_storyboard=args.first_storyboard,
         )
         models = _load_models(args.models)
     except (ValueError, PipelineError) as exc:
@@ -238,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
     summaries, reports = compare(models, config)
     print(
         f"{config.storyboards} held-out storyboards x {config.segments} segments, {config.steps} steps, "
-        f"guidance {config.guidance}, noise seed {config.noise_seed}"
+        f"{config.cfg_schedule} guidance {config.guidance}, noise seed {config.noise_seed}, storyboards from {config.first_storyboard}"
     )
     print(format_summary(summaries))
     if args.json:

@@ -22,6 +22,8 @@ GIF_NAME = "preview.gif"
 FRAMES_DIR = "frames"
 DEFAULT_STEPS = 25
 DEFAULT_GUIDANCE = 4.0
+DEFAULT_CFG_SCHEDULE = "dynamic"
+DEFAULT_SAMPLER = "dpmpp_2m"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--tiny-random", action="store_true", help="a tiny random model built in memory (tests, demos)"
     )
-    p.add_argument("--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})")
+    p.add_argument(
+        "--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})"
+    )
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--height", type=int, help="pixels (default: the model's size)")
     p.add_argument("--width", type=int, help="pixels (default: the model's size)")
@@ -52,8 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=DEFAULT_GUIDANCE,
         help=f"CFG strength s (dynamic: 1 -> 1 + s; default {DEFAULT_GUIDANCE:g})",
     )
-    p.add_argument("--cfg-schedule", choices=("dynamic", "constant"), default="dynamic")
-    p.add_argument("--sampler", choices=("dpmpp_2m", "ddim"), default="dpmpp_2m")
+    p.add_argument("--cfg-schedule", choices=("dynamic", "constant"), default=DEFAULT_CFG_SCHEDULE)
+    p.add_argument("--sampler", choices=("dpmpp_2m", "ddim"), default=DEFAULT_SAMPLER)
     p.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
