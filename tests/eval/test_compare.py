@@ -60,6 +60,28 @@ def test_random_init_copy_keeps_the_vae_and_architecture_only() -> None:
     assert all(torch.equal(b[k], v) for k, v in again.transformer.state_dict().items())
 
 
+def test_with_vae_swaps_the_decoder_only_when_the_encoder_is_shared() -> None:
+    import copy
+
+    pipe = VideoPipeline.tiny_random(0)
+    tuned = copy.deepcopy(pipe.vae)
+    with torch.no_grad():
+        next(tuned.decoder.parameters()).add_(0.5)  # a fine-tuned decoder
+    swapped = cmp.with_vae(pipe, tuned, "m", "tuned/")
+    assert swapped.vae is tuned and swapped.transformer is pipe.transformer and "tuned/" in swapped.source
+    z = torch.randn(1, 7, tuned.config.latent_channels, 8, 8)
+    assert not np.allclose(swapped.decode(z), pipe.decode(z))
+    other = copy.deepcopy(pipe.vae)
+    with torch.no_grad():
+        next(other.encoder.parameters()).add_(0.5)
+    with pytest.raises(ValueError, match="--vae: its encoder differs from m's"):
+        cmp.with_vae(pipe, other, "m", "other/")
+    rescaled = copy.deepcopy(pipe.vae)
+    rescaled.register_to_config(scaling_factor=2.0)
+    with pytest.raises(ValueError, match="--vae: latent scaling_factor 2.0 differs"):
+        cmp.with_vae(pipe, rescaled, "m", "rescaled/")
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="ttt-studio")
     cmp.register(parser.add_subparsers(dest="command"))

@@ -151,6 +151,47 @@ def test_background_with_characters_and_rejects_noise() -> None:
     assert classify_background(grey, [np.zeros(grey.shape[:3], bool)], CFG).background is None
 
 
+def _body_colour_blocks(shape: tuple[int, ...], block: int, seed: int) -> np.ndarray:
+    """What an untrained generator decodes to: blocks of random colours, a third of them near a
+    character's body colour, new blocks every 4 frames (the VAE's temporal factor)."""
+    t, h, w, _ = shape
+    rng = np.random.default_rng(seed)
+    bodies = np.array([c.body for c in CHARACTERS.values()], np.float32)
+    groups = -(-t // 4)
+    cells = rng.random((groups, h // block, w // block, 3), dtype=np.float32)
+    pick = rng.random(cells.shape[:3]) < 1 / 3
+    which = rng.integers(0, len(bodies), cells.shape[:3])
+    jitter = rng.normal(0.0, 0.03, cells.shape).astype(np.float32)
+    cells[pick] = np.clip(bodies[which[pick]] + jitter[pick], 0, 1)
+    frames = cells.repeat(block, 1).repeat(block, 2).repeat(4, 0)[:t]
+    return np.ascontiguousarray(frames)
+
+
+@pytest.mark.parametrize("block", [3, 4, 6])
+def test_body_coloured_clutter_is_not_a_character(block: int) -> None:
+    """Scattered clumps of a body colour (a random-init model's output) are no character: the
+    instance must be one compact blob holding most of the frame's pixels of that colour."""
+    frames = _body_colour_blocks((24, 64, 64, 3), block, seed=block)
+    tracks, _ = detect_characters(frames, CFG)
+    assert all(t.detected.mean() < CFG.present_frac for t in tracks.values()), {
+        k: t.detected.mean() for k, t in tracks.items()
+    }
+    # without the instance rule the same clumps pass the per-component size filter
+    lax = DetectorConfig(min_instance_frac=1e-6, min_dominance=1e-6)
+    lax_tracks, _ = detect_characters(frames, lax)
+    assert max(t.detected.mean() for t in lax_tracks.values()) >= 0.5
+
+
+def test_a_sprite_beside_a_little_clutter_is_still_found() -> None:
+    seg = _segment("kitchen", "wide", (ActorPlan("cat", "idle", 0, 0.3, 0.3),))
+    frames = render_segment(seg, 64, 64, 8)
+    frames[:, 50:54, 52:58] = CHARACTERS["cat"].body  # one stray cat-coloured clump, smaller than the cat
+    tracks, masks = detect_characters(frames, CFG)
+    assert tracks["cat"].detected.all()
+    assert not masks["cat"][:, 50:54, 52:58].any()  # the clump is not part of the cat's instance
+    assert abs(np.nanmedian(tracks["cat"].cx) - 0.3) < 0.08
+
+
 def test_detector_config_validation() -> None:
     with pytest.raises(ValueError, match="colour_tol"):
         DetectorConfig(colour_tol=0)

@@ -81,6 +81,13 @@ def test_vae_fingerprint_survives_save_and_load(tmp_path: Path) -> None:
     assert vae_fingerprint(loaded) == vae_fingerprint(vae)
     loaded.register_to_config(scaling_factor=0.5)
     assert vae_fingerprint(loaded) != vae_fingerprint(vae)
+    # latents come from the encoder side: a new decoder keeps the cache, a new encoder does not
+    with torch.no_grad():
+        next(vae.decoder.parameters()).add_(1.0)
+    assert vae_fingerprint(vae) == vae_fingerprint(load_vae(tmp_path / "vae"))
+    with torch.no_grad():
+        next(vae.encoder.parameters()).add_(1.0)
+    assert vae_fingerprint(vae) != vae_fingerprint(load_vae(tmp_path / "vae"))
 
 
 def test_bad_crops_are_named(tmp_path: Path, toon_dir: Path, capsys) -> None:
@@ -96,3 +103,47 @@ def test_bad_crops_are_named(tmp_path: Path, toon_dir: Path, capsys) -> None:
     args = parser.parse_args(["train", str(path), "--no-progress"])
     assert args.func(args) == 2
     assert "stages[0].crop: 6 is not a multiple of the VAE factor 4" in capsys.readouterr().err
+
+
+def test_decoder_only_stage_keeps_the_encoder_and_the_latent_scale(tmp_path: Path, toon_dir: Path) -> None:
+    """vae_trainable 'decoder' (Stable Diffusion's ft-MSE recipe): the decoder learns, while the encoder and
+    scaling_factor, i.e. the latent space a DiT was trained on, stay bit for bit."""
+    first = train(TrainConfig.from_dict(tiny_config_dict(tmp_path / "a", toon_dir, _vae_stage(16))))
+    stage = {**_vae_stage(16)[0], "name": "decoder", "vae_trainable": "decoder", "steps": 3}
+    cfg = tiny_config_dict(tmp_path / "b", toon_dir, [stage])
+    cfg["model"] = {"init": str(first)}
+    second = train(TrainConfig.from_dict(cfg))
+    before, after = load_vae(first / "vae"), load_vae(second / "vae")
+    assert after.config.scaling_factor == before.config.scaling_factor
+    old, new = before.state_dict(), after.state_dict()
+    for name in old:
+        same = torch.equal(old[name], new[name])
+        if name.startswith(("encoder.", "quant_conv.")):
+            assert same, f"{name} changed in a decoder-only stage"
+    assert any(
+        not torch.equal(old[n], new[n])
+        for n in old
+        if n.startswith("decoder.") and old[n].is_floating_point()
+    )
+    # the DiT and the text encoder are carried over unchanged
+    from safetensors.torch import load_file
+
+    for part in ("transformer", "text_encoder"):
+        for f in (first / part).glob("*.safetensors"):
+            a, b = load_file(str(f)), load_file(str(second / part / f.name))
+            assert all(torch.equal(a[k], b[k]) for k in a), f"{part} changed in a VAE decoder stage"
+
+
+def test_decoder_only_stage_needs_a_trained_encoder(tmp_path: Path, toon_dir: Path) -> None:
+    stage = {**_vae_stage(16)[0], "vae_trainable": "decoder"}
+    with pytest.raises(ConfigError, match=r"stages\[0\]\.vae_trainable: 'decoder' keeps the encoder"):
+        TrainConfig.from_dict(tiny_config_dict(tmp_path / "run", toon_dir, [stage]))
+    with pytest.raises(
+        ConfigError, match=r"stages\[0\]\.vae_trainable: expected one of \['all', 'decoder'\]"
+    ):
+        TrainConfig.from_dict(
+            tiny_config_dict(tmp_path / "run", toon_dir, [{**stage, "vae_trainable": "enc"}])
+        )
+    dit = {"name": "s", "type": "dit", "steps": 1, "vae_trainable": "decoder"}
+    with pytest.raises(ConfigError, match="vae_trainable: not used by a 'dit' stage"):
+        TrainConfig.from_dict(tiny_config_dict(tmp_path / "run", toon_dir, [dit]))

@@ -112,6 +112,39 @@ def random_init_like(pipe: Any, seed: int = 0) -> Any:
     )
 
 
+def with_vae(pipe: Any, vae: Any, name: str, vae_source: str) -> Any:
+    """`pipe` decoding with `vae`, which must share its encoder and latent scale (a decoder fine-tuned by
+    a `vae_trainable: decoder` stage): the DiT's latents mean the same to both, so arms of an ablation
+    can be decoded alike."""
+    from ttt_engine.pipeline.video_pipeline import VideoPipeline
+    from ttt_engine.train.data import ENCODER_PREFIXES
+
+    ours, theirs = pipe.vae.state_dict(), vae.state_dict()
+    encoder = [k for k in ours if k.startswith(ENCODER_PREFIXES)]
+    if set(encoder) != {k for k in theirs if k.startswith(ENCODER_PREFIXES)} or not all(
+        torch.equal(ours[k].cpu(), theirs[k].cpu()) for k in encoder
+    ):
+        raise ValueError(
+            f"--vae: its encoder differs from {name}'s, so its latents mean something else; use a VAE whose "
+            "decoder alone was fine-tuned from this model's (a 'vae_trainable: decoder' stage)"
+        )
+    if float(vae.config.scaling_factor) != float(pipe.vae.config.scaling_factor):
+        raise ValueError(
+            f"--vae: latent scaling_factor {vae.config.scaling_factor} differs from {name}'s "
+            f"{pipe.vae.config.scaling_factor}"
+        )
+    return VideoPipeline(
+        pipe.transformer,
+        vae.to(pipe.device),
+        pipe.text_encoder,
+        pipe.scheduler_config,
+        fps=pipe.fps,
+        device=pipe.device,
+        max_segments=pipe.max_segments,
+        source=f"{pipe.source} with the VAE of {vae_source}",
+    )
+
+
 def display_frames(linear: np.ndarray) -> np.ndarray:
     from .cli import linear_to_srgb
 
@@ -215,6 +248,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tail", type=int, default=CompareConfig.tail, help="segments in the first/last columns")
     p.add_argument("--json", type=Path, help="also write summaries and reports as JSON")
+    p.add_argument(
+        "--vae",
+        metavar="MODEL_DIR",
+        help="decode every model with this model folder's VAE (same encoder, fine-tuned decoder)",
+    )
     p.set_defaults(func=run)
 
 
@@ -243,6 +281,7 @@ def _load_models(specs: Sequence[str]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     from ttt_engine.pipeline.params import PipelineError
+    from ttt_engine.pipeline.video_pipeline import VideoPipeline
 
     try:
         config = CompareConfig(
@@ -256,6 +295,9 @@ def run(args: argparse.Namespace) -> int:
             first_storyboard=args.first_storyboard,
         )
         models = _load_models(args.models)
+        if args.vae:
+            vae = VideoPipeline.from_folder(args.vae).vae
+            models = {n: with_vae(p, vae, n, args.vae) for n, p in models.items()}
     except (ValueError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,8 +5,12 @@
   mask is opened (a 2x2 square below 176-pixel frames, 3x3 above: removes thin lines such as
   blurred outlines and isolated noise), split into 4-connected components per frame, and components
   smaller than `min_area_frac` of the largest body component of the character's wide-shot sprite
-  (rendered at this resolution) are dropped. Per frame: detected or not, centroid, top and bottom
-  rows, area, mean colour.
+  (rendered at this resolution) cannot lead an instance. A character appears once: its instance is the
+  frame's largest component plus the components near it (parts cut off by an occluder or by outlines),
+  and it counts only if it holds at least `min_instance_frac` of the sprite's body area and
+  `min_dominance` of the frame's pixels of that colour, so body-coloured clutter scattered over the
+  frame (what an untrained generator decodes to) is no character. Per frame: detected or not,
+  centroid, top and bottom rows, area, mean colour of the instance.
 - Background (and framing): features are the mean colours of a `bg_grid` x `bg_grid` grid over the
   segment's temporal median frame, ignoring the (grown) boxes of detected characters where they
   stand most of the time. The nearest prototype (the same features of every background rendered
@@ -40,12 +44,28 @@ class DetectorConfig:
     jump_rise: float = 0.08  # vertical travel of the body (fraction of height) that counts as jumping
     whole_frac: float = 0.6  # motion uses frames whose body area is >= this share of the segment's 90th pct.
     hide_window: float = 0.25  # first / last fraction of the segment examined for a hide
+    # one instance per character: the components near the frame's largest (within instance_window
+    # wide-shot sprite heights / widths of its centroid) must hold >= min_instance_frac of the reference
+    # body area and >= min_dominance of the frame's character-coloured pixels (clutter is not a character)
+    instance_window: float = 0.6
+    min_instance_frac: float = 0.35
+    min_dominance: float = 0.5
     bg_grid: int = 6
     bg_max_dist: float = 0.12  # RMS colour distance to the nearest background prototype
     bg_max_side: int = 96  # background features are computed on frames strided down to about this size
 
     def __post_init__(self) -> None:
-        for name in ("colour_tol", "min_area_frac", "present_frac", "idle_speed", "jump_rise", "bg_max_dist"):
+        for name in (
+            "colour_tol",
+            "min_area_frac",
+            "present_frac",
+            "idle_speed",
+            "jump_rise",
+            "bg_max_dist",
+            "min_instance_frac",
+            "min_dominance",
+            "instance_window",
+        ):
             if not getattr(self, name) > 0:
                 raise ValueError(f"DetectorConfig.{name}: expected > 0, got {getattr(self, name)!r}")
 
@@ -150,6 +170,45 @@ def colour_codes(frames: np.ndarray) -> np.ndarray:
 def colour_mask(codes: np.ndarray, colour: tuple[float, float, float], tol: float) -> np.ndarray:
     """Pixels whose colour lies within `tol` (Euclidean RGB) of `colour`; codes from `colour_codes`."""
     return _colour_lut(tuple(float(c) for c in colour), float(tol))[codes]
+
+
+def instance_mask(
+    m: np.ndarray, min_size: float, window: tuple[float, float], ref_area: float, cfg: DetectorConfig
+) -> np.ndarray:
+    """Per frame of a boolean [T, H, W] mask, the one instance of a character, or nothing.
+
+    The instance is the frame's largest component (it must have >= min_size pixels) with every component
+    whose centroid lies within `window` (rows, cols) of its centroid (the parts an occluder or the
+    sprite's outlines cut off). It is kept only if it holds >= cfg.min_instance_frac * ref_area pixels
+    and >= cfg.min_dominance of the frame's pixels in the mask: a sprite is one compact blob, while
+    noise of the body colour scatters clumps over the whole frame.
+    """
+    fg, comp, n = _components(m)
+    out = np.zeros(m.size, bool)
+    if n == 0:
+        return out.reshape(m.shape)
+    t, h, w = m.shape
+    sizes = np.bincount(comp, minlength=n).astype(np.float64)
+    frame = np.zeros(n, np.int64)
+    frame[comp] = fg // (h * w)
+    cy = np.bincount(comp, weights=(fg // w) % h, minlength=n) / sizes
+    cx = np.bincount(comp, weights=fg % w, minlength=n) / sizes
+    big = np.nonzero(sizes >= min_size)[0]
+    if big.size == 0:
+        return out.reshape(m.shape)
+    # the largest component of each frame: sort by (frame, -size), take each frame's first
+    order = big[np.lexsort((-sizes[big], frame[big]))]
+    frames_with, first = np.unique(frame[order], return_index=True)
+    largest = np.full(t, -1, np.int64)
+    largest[frames_with] = order[first]
+    lead = largest[frame]
+    near = (lead >= 0) & (np.abs(cy - cy[lead]) <= window[0]) & (np.abs(cx - cx[lead]) <= window[1])
+    instance = np.bincount(frame[near], weights=sizes[near], minlength=t)
+    total = np.bincount(frame, weights=sizes, minlength=t)
+    frame_ok = (instance >= cfg.min_instance_frac * ref_area) & (instance >= cfg.min_dominance * total)
+    chosen = near & frame_ok[frame]
+    out[fg[chosen[comp]]] = True
+    return out.reshape(m.shape)
 
 
 def _keep_components(m: np.ndarray, min_size: float) -> np.ndarray:
@@ -281,8 +340,13 @@ def detect_characters(
     for key in CHARACTER_KEYS:
         ref = reference_area(key, h, cfg)
         min_size = min_component(key, h, cfg.colour_tol, cfg.min_area_frac)
-        m = _keep_components(
-            open_mask(colour_mask(codes, CHARACTERS[key].body, cfg.colour_tol), opening_size(h)), min_size
+        hp = sprite_pixel_height(key, "wide", h)
+        m = instance_mask(
+            open_mask(colour_mask(codes, CHARACTERS[key].body, cfg.colour_tol), opening_size(h)),
+            min_size,
+            (cfg.instance_window * hp, cfg.instance_window * hp * CHARACTERS[key].aspect),
+            ref,
+            cfg,
         )
         area = m.sum(axis=(1, 2)).astype(np.float64)
         detected = area > 0

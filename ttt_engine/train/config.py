@@ -30,6 +30,8 @@ import yaml
 
 STAGE_TYPES = ("dit", "vae")
 TRAINABLE = ("all", "ttt_attn")  # ttt_attn: TTT layers + gates + attention QKVO (the paper's 9-63 s stages)
+# decoder: fine-tune the VAE decoder only; the encoder, so the latent space the DiT learned, stays fixed
+VAE_TRAINABLE = ("all", "decoder")
 LR_SCHEDULES = ("cosine", "constant")
 RECON_LOSSES = ("l1", "l2", "l1+l2")
 DEVICES = ("auto", "cpu", "cuda")
@@ -37,7 +39,7 @@ PRECISIONS = ("auto", "fp32", "bf16")
 TRANSFORMER_PRESETS = ("tiny", "cogvideox_5b")
 # keys that only one stage type reads: setting them on the other type is an error, not a silent no-op
 _DIT_ONLY = ("segments", "trainable", "lr_ttt", "lr_schedule_ttt", "text_dropout", "train_text_encoder")
-_VAE_ONLY = ("frames", "kl_weight", "recon_loss", "crop")
+_VAE_ONLY = ("frames", "kl_weight", "recon_loss", "crop", "vae_trainable")
 
 
 class ConfigError(ValueError):
@@ -100,6 +102,8 @@ class StageConfig:
     on random `crop` x `crop` pixel crops when crop > 0 (the VAE is convolutional: crops train the same
     weights at a fraction of the cost); at the stage's end its scaling_factor is set to 1 / std of the
     latents, so the DiT sees unit-variance latents (as Stable Diffusion's and CogVideoX's VAEs are scaled).
+    vae_trainable 'decoder' fine-tunes the decoder of model.init's VAE only (as Stable Diffusion's ft-MSE
+    decoder): the encoder and scaling_factor stay, so a DiT trained on its latents needs no retraining.
     batch_size is per process; the global batch is batch_size * grad_accum * processes.
     grad_clip 0 disables clipping.
     """
@@ -129,6 +133,7 @@ class StageConfig:
     kl_weight: float = 1e-6
     recon_loss: str = "l1"
     crop: int = 0
+    vae_trainable: str = "all"
 
     @property
     def ttt_lr(self) -> float:
@@ -369,6 +374,7 @@ def _validate_stage(s: StageConfig, key: str) -> None:
     _require(s.crop >= 0, f"{key}.crop", "an integer >= 0 (0 = whole frames)", s.crop)
     _require(s.kl_weight >= 0, f"{key}.kl_weight", "a number >= 0", s.kl_weight)
     _one_of(f"{key}.recon_loss", s.recon_loss, RECON_LOSSES)
+    _one_of(f"{key}.vae_trainable", s.vae_trainable, VAE_TRAINABLE)
     if s.type == "dit" and s.trainable != "all" and s.train_text_encoder:
         raise ConfigError(
             f"{key}.train_text_encoder: true needs trainable 'all'; a '{s.trainable}' stage freezes the "
@@ -425,3 +431,10 @@ def _validate(c: TrainConfig) -> None:
     _require(not dup, "stages", "unique stage names", dup)
     for i, stage in enumerate(c.stages):
         _validate_stage(stage, f"stages[{i}]")
+        if stage.type == "vae" and stage.vae_trainable == "decoder" and m.init is None:
+            if not any(s.type == "vae" and s.vae_trainable == "all" for s in c.stages[:i]):
+                raise ConfigError(
+                    f"stages[{i}].vae_trainable: 'decoder' keeps the encoder as it is, but this VAE is new "
+                    "(model.init is null and no earlier stage trains the whole VAE); set model.init or "
+                    "use 'all'"
+                )

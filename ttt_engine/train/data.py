@@ -190,14 +190,21 @@ def make_windows(dataset: ClipDataset, segments: int, max_clips: int = 0) -> lis
 # ---- latents --------------------------------------------------------------------------------------------
 
 
-def vae_fingerprint(vae: nn.Module) -> str:
-    """sha256 of the VAE config and weights (16 hex digits): names the latent cache.
+ENCODER_PREFIXES = ("encoder.", "quant_conv.")  # the VAE weights that make latents
 
-    diffusers' bookkeeping keys (`_name_or_path`, `_diffusers_version`, ...) are left out, so a VAE
-    gives the same fingerprint in memory and after save_pretrained / from_pretrained."""
+
+def vae_fingerprint(vae: nn.Module) -> str:
+    """sha256 of the VAE config and encoder weights (16 hex digits): names the latent cache.
+
+    Latents depend on the encoder side only (encoder, quant_conv), so a decoder fine-tune
+    (`vae_trainable: decoder`) keeps its model's cache. diffusers' bookkeeping keys (`_name_or_path`,
+    `_diffusers_version`, ...) are left out, so a VAE gives the same fingerprint in memory and after
+    save_pretrained / from_pretrained."""
     config = {k: v for k, v in dict(vae.config).items() if not k.startswith("_")}
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     for name, tensor in sorted(vae.state_dict().items()):
+        if not name.startswith(ENCODER_PREFIXES):
+            continue
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]

@@ -54,6 +54,7 @@ from .vae_train import (
     check_train_frames,
     random_crop,
     save_vae,
+    set_vae_trainable,
     spatial_factor,
     temporal_factor,
 )
@@ -611,9 +612,11 @@ class Trainer:
             raise ValueError(
                 f"stages[{index}].frames: {stage.frames} frames is longer than every clip ({max(lengths)})"
             )
-        vae.to(self.device).train().requires_grad_(True)
+        decoder_only = stage.vae_trainable == "decoder"
+        vae.to(self.device).train()
+        set_vae_trainable(vae, stage.vae_trainable)
         vae.disable_tiling()
-        objective = VAEObjective(vae, stage.recon_loss, stage.kl_weight)
+        objective = VAEObjective(vae, stage.recon_loss, stage.kl_weight, train_encoder=not decoder_only)
         wrapped = self._wrap(objective)
         cache: dict[int, Any] = {}
 
@@ -658,7 +661,8 @@ class Trainer:
             len(items),
             micro_step,
             self._write_parts(True),
-            before_last_checkpoint=calibrate,
+            # a decoder-only stage keeps the encoder, so the latents and their scale stay the DiT's
+            before_last_checkpoint=None if decoder_only else calibrate,
         )
         vae.eval().requires_grad_(False)
         if self.info.is_main:

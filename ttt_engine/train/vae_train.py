@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ConfigError
+from .data import ENCODER_PREFIXES
 
 
 def default_vae_config(latent_channels: int) -> dict[str, Any]:
@@ -64,19 +65,37 @@ def check_train_frames(frames: int, vae: nn.Module, key: str = "frames") -> None
         )
 
 
-class VAEObjective(nn.Module):
-    """forward(x [B, 3, T, H, W] in [-1, 1], generator) -> (loss, recon, kl) scalars (fp32)."""
+def set_vae_trainable(vae: nn.Module, part: str) -> list[str]:
+    """requires_grad for a VAE stage: 'all', or 'decoder' (all but the encoder and quant_conv, which
+    define the latent space). Returns the names of the trained parameters."""
+    if part not in ("all", "decoder"):
+        raise ValueError(f"VAE trainable part: expected 'all' or 'decoder', got {part!r}")
+    trained = []
+    for name, param in vae.named_parameters():
+        flag = part == "all" or not name.startswith(ENCODER_PREFIXES)
+        param.requires_grad_(flag)
+        if flag:
+            trained.append(name)
+    return trained
 
-    def __init__(self, vae: nn.Module, recon_loss: str, kl_weight: float) -> None:
+
+class VAEObjective(nn.Module):
+    """forward(x [B, 3, T, H, W] in [-1, 1], generator) -> (loss, recon, kl) scalars (fp32).
+
+    train_encoder False: the posterior is computed without gradients (a decoder-only stage)."""
+
+    def __init__(self, vae: nn.Module, recon_loss: str, kl_weight: float, train_encoder: bool = True) -> None:
         super().__init__()
         self.vae = vae
         self.recon_loss = recon_loss
         self.kl_weight = float(kl_weight)
+        self.train_encoder = train_encoder
 
     def forward(
         self, x: torch.Tensor, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        posterior = self.vae.encode(x).latent_dist
+        with torch.set_grad_enabled(self.train_encoder and torch.is_grad_enabled()):
+            posterior = self.vae.encode(x).latent_dist
         z = posterior.sample(generator=generator)
         rec = self.vae.decode(z).sample
         if rec.shape != x.shape:
