@@ -66,16 +66,24 @@ def small_eval(pipe: VideoPipeline) -> dict[str, dict[str, float | None]]:
 def test_default_model_draws_the_requested_sets_where_random_init_does_not(small_eval) -> None:
     trained, rand = small_eval["default"], small_eval["random-init"]
     assert trained["facts_background"] >= 0.75 and rand["facts_background"] <= 0.25, small_eval
+    assert trained["facts_presence"] > rand["facts_presence"], small_eval
     assert trained["smoothness"] >= rand["smoothness"] + 0.2, small_eval
-    assert trained["adherence"] > rand["adherence"], small_eval
+
+
+@pytest.mark.slow
+def test_default_model_adherence_is_three_times_random_init(small_eval) -> None:
+    """Half of issue #4's target: the detectors see no character in random-init clutter, so its only
+    points are the "no unrequested character" facts an empty frame satisfies."""
+    trained, rand = small_eval["default"]["adherence"], small_eval["random-init"]["adherence"]
+    assert trained > 0 and trained >= 3 * rand, small_eval
 
 
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="issue #4's target is not met by the CPU-trained default model (adherence about 0.5-0.6; the "
-    "colour detectors also find characters in random-init output, so 3x random-init is out of reach): "
-    "see ttt_engine/default_model/MODEL_CARD.md",
+    reason="issue #4's 0.7 adherence is not met by the CPU-trained default model (0.58 on the model card's 8 "
+    "held-out storyboards: the characters are rough blobs, the asked motion rarely seen): see "
+    "ttt_engine/default_model/MODEL_CARD.md",
 )
 def test_default_model_meets_the_adherence_target(small_eval) -> None:
     trained, rand = small_eval["default"]["adherence"], small_eval["random-init"]["adherence"]
