@@ -117,21 +117,13 @@ def with_vae(pipe: Any, vae: Any, name: str, vae_source: str) -> Any:
     a `vae_trainable: decoder` stage): the DiT's latents mean the same to both, so arms of an ablation
     can be decoded alike."""
     from ttt_engine.pipeline.video_pipeline import VideoPipeline
-    from ttt_engine.train.data import ENCODER_PREFIXES
+    from ttt_engine.train.data import vae_fingerprint
 
-    ours, theirs = pipe.vae.state_dict(), vae.state_dict()
-    encoder = [k for k in ours if k.startswith(ENCODER_PREFIXES)]
-    if set(encoder) != {k for k in theirs if k.startswith(ENCODER_PREFIXES)} or not all(
-        torch.equal(ours[k].cpu(), theirs[k].cpu()) for k in encoder
-    ):
+    # the latent cache's key: the VAE config (latent scale included) and its encoder-side weights
+    if vae_fingerprint(vae) != vae_fingerprint(pipe.vae):
         raise ValueError(
-            f"--vae: its encoder differs from {name}'s, so its latents mean something else; use a VAE whose "
-            "decoder alone was fine-tuned from this model's (a 'vae_trainable: decoder' stage)"
-        )
-    if float(vae.config.scaling_factor) != float(pipe.vae.config.scaling_factor):
-        raise ValueError(
-            f"--vae: latent scaling_factor {vae.config.scaling_factor} differs from {name}'s "
-            f"{pipe.vae.config.scaling_factor}"
+            f"--vae: its encoder or latent scale differs from {name}'s, so its latents mean something else; "
+            "use a VAE whose decoder alone was fine-tuned from this model's (a 'vae_trainable: decoder' stage)"
         )
     return VideoPipeline(
         pipe.transformer,
