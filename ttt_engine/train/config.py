@@ -105,7 +105,8 @@ class StageConfig:
     vae_trainable 'decoder' fine-tunes the decoder of model.init's VAE only (as Stable Diffusion's ft-MSE
     decoder): the encoder and scaling_factor stay, so a DiT trained on its latents needs no retraining.
     batch_size is per process; the global batch is batch_size * grad_accum * processes.
-    grad_clip 0 disables clipping.
+    grad_clip 0 disables clipping. ema_decay > 0 keeps an exponential moving average of the trained
+    weights (ema.py), which becomes the weights at the stage's end; 0 keeps the last step's weights.
     """
 
     name: str
@@ -121,6 +122,7 @@ class StageConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     grad_clip: float = 0.1
+    ema_decay: float = 0.0
     # dit
     segments: int = 1
     trainable: str = "all"
@@ -369,6 +371,7 @@ def _validate_stage(s: StageConfig, key: str) -> None:
     _require(all(0 <= b < 1 for b in s.betas), f"{key}.betas", "two numbers in [0, 1)", list(s.betas))
     _require(s.eps > 0, f"{key}.eps", "a number > 0", s.eps)
     _require(s.grad_clip >= 0, f"{key}.grad_clip", "a number >= 0 (0 disables clipping)", s.grad_clip)
+    _require(0 <= s.ema_decay < 1, f"{key}.ema_decay", "a number in [0, 1) (0 = no average)", s.ema_decay)
     _one_of(f"{key}.trainable", s.trainable, TRAINABLE)
     _require(0 <= s.text_dropout < 1, f"{key}.text_dropout", "a probability in [0, 1)", s.text_dropout)
     _require(s.crop >= 0, f"{key}.crop", "an integer >= 0 (0 = whole frames)", s.crop)

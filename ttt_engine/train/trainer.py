@@ -47,6 +47,7 @@ from .data import (
 )
 from .diffusion_loss import VelocityLoss, make_noise_scheduler
 from .distributed import DistInfo, barrier, gather_objects, init_process_group, mean_across
+from .ema import WeightAverage, trained_parameters
 from .param_groups import build_param_groups, set_trainable
 from .vae_train import (
     VAEObjective,
@@ -331,6 +332,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         opt, sched, params = self._optimizer(stage, modules)
+        ema = WeightAverage(trained_parameters(modules), stage.ema_decay) if stage.ema_decay > 0 else None
         sampler = SeededSampler(
             num_items, self.config.seed + 7919 * index, self.info.world_size, self.info.rank
         )
@@ -346,6 +348,13 @@ class Trainer:
                     "resume with the same --nproc"
                 )
             ckpt.restore_rng(rng[self.info.rank], gen)
+            if ema is not None:
+                if resume_state.get("ema") is None:
+                    raise ckpt.ResumeError(
+                        f"stage {stage.name!r} has ema_decay {stage.ema_decay}, but the checkpoint has no weight "
+                        "average: resume with the config that wrote it"
+                    )
+                ema.load_state_dict(resume_state["ema"])
         else:
             torch.manual_seed(_stage_seed(self.config.seed, index, self.info.rank))
         bar = tqdm(
@@ -379,6 +388,8 @@ class Trainer:
             lrs = {g["name"]: g["lr"] for g in opt.param_groups}  # the lr this step used
             opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(step + 1)
             self.losses.append(loss_value)
             report = StepReport(index, stage.name, step + 1, loss_value, lrs, grad_norm, extras)
             bar.update(1)
@@ -389,10 +400,12 @@ class Trainer:
                 cb(self, report)
             done = step + 1 == stage.steps
             every = self.config.checkpoint_every
+            if done and ema is not None:
+                ema.copy_to_params()  # the average is the stage's result
             if done and before_last_checkpoint is not None:
                 before_last_checkpoint()
             if done or (every and (step + 1) % every == 0):
-                self._checkpoint(index, stage, step + 1, opt, sched, sampler, gen, write_weights)
+                self._checkpoint(index, stage, step + 1, opt, sched, sampler, gen, write_weights, ema)
         bar.close()
 
     def _log(self, r: StepReport, seconds: float) -> None:
@@ -427,6 +440,7 @@ class Trainer:
         sampler: SeededSampler,
         gen: torch.Generator,
         write_weights: Callable[[Path], None],
+        ema: WeightAverage | None,
     ) -> None:
         rng = gather_objects(ckpt.capture_rng(gen), self.info)  # collective: every rank
         if self.info.is_main:
@@ -443,6 +457,7 @@ class Trainer:
                 "world_size": self.info.world_size,
                 "sources": self.parts.sources,
                 "text_trained": self.text_trained,
+                "ema": ema.state_dict() if ema is not None else None,
             }
             name = ckpt.checkpoint_name(index, stage.name, step)
             ckpt.save_checkpoint(
