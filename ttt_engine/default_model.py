@@ -1,7 +1,7 @@
 """Where the shipped default model lives: `ttt_engine/default_model/` (a model folder, see its MODEL_CARD.md).
 
-It was trained by `ttt-studio train configs/default/base.yaml` then `configs/default/ttt_mlp.yaml` on the
-toon world; `ttt-studio generate` and `ttt-studio compare default` use it when no --model is given.
+It was trained by `ttt-studio train` with `configs/default/base.yaml`, `base_more.yaml` then `ttt_mlp.yaml`
+on the toon world; `ttt-studio generate` and `ttt-studio compare default` use it when no --model is given.
 """
 
 from __future__ import annotations

@@ -21,8 +21,8 @@ STORYBOARD_NAME = "storyboard.json"
 GIF_NAME = "preview.gif"
 FRAMES_DIR = "frames"
 DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 4.0
-DEFAULT_CFG_SCHEDULE = "constant"  # tuned on held-out storyboards 100-103: MODEL_CARD.md
+DEFAULT_GUIDANCE = 3.0
+DEFAULT_CFG_SCHEDULE = "constant"  # both tuned on held-out storyboards 100-103: MODEL_CARD.md
 DEFAULT_SAMPLER = "dpmpp_2m"
 
 
