@@ -187,7 +187,7 @@ def test_png_gap_error(tmp_path) -> None:
     with pytest.raises(DatasetError, match=r"gaps; missing frame numbers \[2\]"):
         load_frames(clip)
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(clip / "frames" / "0002.png")
-    with pytest.raises(DatasetError, match="mode must be RGB or RGBA, got L"):
+    with pytest.raises(DatasetError, match="mode must be one of RGB, RGBA, got L"):
         load_frames(clip)
 
 

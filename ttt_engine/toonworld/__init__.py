@@ -23,6 +23,9 @@ Dataset format (also the format for a user's own footage)
         frames.npy            uint8 [T, H, W, 3], display (sRGB) values
           or frames/0000.png, 0001.png, ...  (numbered RGB/RGBA PNGs, no gaps)
         storyboard.json       the format-3 list: [{"text", "neg_text", "requires_scene_transition"}, ...]
+        matte.npy             optional subject matte, uint8 [T, H, W] (255 = subject), or matte/0000.png, ...
+                              (grey, or the alpha of LA/RGBA PNGs): a stage's `matte_weight` weights the
+                              training loss by it (the toon world writes its characters' matte)
         meta.json             {"fps": 8, "height": 64, "width": 64, "n_segments": 4,
                                "frames_per_segment": 24, "source": "toonworld", "plan": {...}}
 
@@ -30,12 +33,20 @@ Rules: T = n_segments x 3 s x fps (each storyboard entry covers exactly 3 second
 "fps", the other fields are checked when present; "plan" (toon world only) is the structured
 `Episode.to_dict()` used by the evaluation. With a dataset.json, only its listed clips are read and
 all must share its fps and size; without one, every sub-folder holding a storyboard.json is a clip.
-`ClipDataset(root)[i]` returns a `Clip` with float32 frames in [0, 1], the Storyboard and the meta,
+`ClipDataset(root)[i]` returns a `Clip` with float32 frames in [0, 1], the Storyboard, the meta and the matte,
 and raises `DatasetError` naming the file and the problem for anything that does not fit.
 """
 
-from .dataset import Clip, ClipDataset, DatasetError, load_frames, write_clip, write_dataset
-from .render import frames_per_segment, render_background, render_episode, render_segment, to_uint8
+from .dataset import Clip, ClipDataset, DatasetError, load_frames, load_matte, write_clip, write_dataset
+from .render import (
+    frames_per_segment,
+    render_background,
+    render_episode,
+    render_episode_and_matte,
+    render_segment,
+    render_segment_and_matte,
+    to_uint8,
+)
 from .storyboard_text import episode_storyboard, segment_paragraph
 from .world import (
     ACTIONS,
@@ -68,9 +79,12 @@ __all__ = [
     "episode_storyboard",
     "frames_per_segment",
     "load_frames",
+    "load_matte",
     "render_background",
     "render_episode",
+    "render_episode_and_matte",
     "render_segment",
+    "render_segment_and_matte",
     "sample_episode",
     "segment_paragraph",
     "to_uint8",

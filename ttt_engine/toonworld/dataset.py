@@ -14,7 +14,7 @@ import numpy as np
 
 from ttt_engine.storyboard import SEGMENT_SECONDS, Storyboard, StoryboardError
 
-from .render import frames_per_segment, render_episode, to_uint8
+from .render import frames_per_segment, render_episode_and_matte, to_uint8
 from .storyboard_text import episode_storyboard
 from .world import Episode, sample_episode
 
@@ -25,6 +25,8 @@ VERSION = 1
 INDEX = "dataset.json"
 FRAMES_NPY = "frames.npy"
 FRAMES_DIR = "frames"
+MATTE_NPY = "matte.npy"
+MATTE_DIR = "matte"
 STORYBOARD = "storyboard.json"
 META = "meta.json"
 _PNG_NAME = re.compile(r"^(\d+)\.png$")
@@ -48,8 +50,10 @@ def write_clip(
     storyboard: Storyboard,
     fps: int,
     extra_meta: dict[str, Any] | None = None,
+    matte: np.ndarray | None = None,
 ) -> Path:
-    """Write one clip: frames.npy (uint8 [T, H, W, 3]), storyboard.json and meta.json."""
+    """Write one clip: frames.npy (uint8 [T, H, W, 3]), storyboard.json, meta.json and, when given, the
+    subject matte as matte.npy (uint8 [T, H, W]; bool or float [0, 1] input is scaled to 0..255)."""
     clip_dir = Path(clip_dir)
     per = frames_per_segment(fps)
     if frames.ndim != 4 or frames.shape[-1] != 3:
@@ -61,8 +65,16 @@ def write_clip(
         )
     if frames.dtype != np.uint8:
         frames = to_uint8(frames)
+    if matte is not None:
+        matte = _matte_uint8(matte, clip_dir)
+        if matte.shape != frames.shape[:3]:
+            raise DatasetError(
+                f"{clip_dir}: matte shape {tuple(matte.shape)} differs from the frames' {tuple(frames.shape[:3])}"
+            )
     clip_dir.mkdir(parents=True, exist_ok=True)
     np.save(clip_dir / FRAMES_NPY, frames)
+    if matte is not None:
+        np.save(clip_dir / MATTE_NPY, matte)
     storyboard.dump(clip_dir / STORYBOARD)
     meta = {
         "fps": int(fps),
@@ -107,14 +119,15 @@ def write_dataset(
         n_seg = int(rng.integers(lo, hi + 1))
         clip_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
         episode = sample_episode(clip_seed, n_seg)
-        frames = to_uint8(render_episode(episode, height, width, fps))
+        frames, matte = render_episode_and_matte(episode, height, width, fps)
         name = clip_name(i)
         write_clip(
             root / name,
-            frames,
+            to_uint8(frames),
             episode_storyboard(episode),
             fps,
             {"source": "toonworld", "plan": episode.to_dict()},
+            matte=matte,
         )
         names.append(name)
     index = {
@@ -170,7 +183,8 @@ def load_frames(clip_dir: str | Path) -> np.ndarray:
     raise DatasetError(f"{clip_dir}: no frames; expected {FRAMES_NPY} or a {FRAMES_DIR}/0000.png... sequence")
 
 
-def _load_png_sequence(png_dir: Path) -> np.ndarray:
+def _load_png_sequence(png_dir: Path, matte: bool = False) -> np.ndarray:
+    """Numbered PNGs -> uint8 [T, H, W, 3] (RGB/RGBA frames) or, with matte, [T, H, W] (L/LA/RGBA)."""
     from PIL import Image
 
     files = sorted(png_dir.iterdir())
@@ -182,12 +196,18 @@ def _load_png_sequence(png_dir: Path) -> np.ndarray:
     if indices != list(range(indices[0], indices[0] + len(indices))):
         missing = sorted(set(range(indices[0], indices[-1] + 1)) - set(indices))
         raise DatasetError(f"{png_dir}: PNG sequence has gaps; missing frame numbers {missing[:10]}")
-    frames = []
+    modes = ("L", "LA", "RGBA") if matte else ("RGB", "RGBA")
+    frames: list[np.ndarray] = []
     for _, f in numbered:
         with Image.open(f) as im:
-            if im.mode not in ("RGB", "RGBA"):
-                raise DatasetError(f"{f}: PNG mode must be RGB or RGBA, got {im.mode}")
-            arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            if im.mode not in modes:
+                raise DatasetError(f"{f}: PNG mode must be one of {', '.join(modes)}, got {im.mode}")
+            if not matte:
+                arr = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            elif im.mode == "L":
+                arr = np.asarray(im, dtype=np.uint8)
+            else:
+                arr = np.asarray(im.getchannel("A"), dtype=np.uint8)
         if frames and arr.shape != frames[0].shape:
             raise DatasetError(
                 f"{f}: size {arr.shape[1]}x{arr.shape[0]} differs from the first frame's "
@@ -197,14 +217,52 @@ def _load_png_sequence(png_dir: Path) -> np.ndarray:
     return np.stack(frames)
 
 
+def _matte_uint8(matte: np.ndarray, where: Path) -> np.ndarray:
+    """bool, uint8 or float [0, 1] [T, H, W] -> uint8 0..255."""
+    m = np.asarray(matte)
+    if m.ndim != 3:
+        raise DatasetError(f"{where}: matte must have shape [T, H, W], got {tuple(m.shape)}")
+    if m.dtype == np.uint8:
+        return m
+    if m.dtype == bool:
+        return m.astype(np.uint8) * 255
+    if np.issubdtype(m.dtype, np.floating):
+        if not (np.isfinite(m).all() and m.min() >= 0.0 and m.max() <= 1.0):
+            raise DatasetError(f"{where}: a float matte must hold values in [0, 1]")
+        return np.rint(m * 255.0).astype(np.uint8)
+    raise DatasetError(f"{where}: matte dtype must be bool, uint8 or float, got {m.dtype}")
+
+
+def load_matte(clip_dir: str | Path) -> np.ndarray | None:
+    """A clip's subject matte as uint8 [T, H, W] (255 = subject), or None when the clip has none.
+
+    From matte.npy (uint8 [T, H, W]) or a numbered PNG sequence matte/0000.png... (grey: its value; with
+    alpha: the alpha, as a roto matte rendered over black usually is)."""
+    clip_dir = Path(clip_dir)
+    npy, png_dir = clip_dir / MATTE_NPY, clip_dir / MATTE_DIR
+    if npy.is_file():
+        try:
+            matte = np.load(npy, allow_pickle=False)
+        except ValueError as e:
+            raise DatasetError(f"{npy}: not a readable .npy array ({e})") from None
+        if matte.dtype != np.uint8 or matte.ndim != 3:
+            raise DatasetError(f"{npy}: expected uint8 [T, H, W], got {matte.dtype} {tuple(matte.shape)}")
+        return matte
+    if png_dir.is_dir():
+        return _load_png_sequence(png_dir, matte=True)
+    return None
+
+
 @dataclass(frozen=True)
 class Clip:
-    """One loaded clip. frames: float32 [T, H, W, 3] display values in [0, 1]."""
+    """One loaded clip. frames: float32 [T, H, W, 3] display values in [0, 1]; matte: the subject matte,
+    float32 [T, H, W] in [0, 1], or None when the clip has none."""
 
     name: str
     frames: np.ndarray
     storyboard: Storyboard
     meta: dict[str, Any]
+    matte: np.ndarray | None = None
 
     @property
     def fps(self) -> int:
@@ -303,7 +361,46 @@ class ClipDataset:
                         f"{clip_dir}: {key} {actual} differs from the dataset's {self.index[key]} ({self.root / INDEX})"
                     )
         meta = {**meta, "height": h, "width": w, "n_segments": len(storyboard), "frames_per_segment": per}
-        return Clip(name=name, frames=frames.astype(np.float32) / 255.0, storyboard=storyboard, meta=meta)
+        matte = self._checked_matte(clip_dir, (t, h, w))
+        return Clip(
+            name=name,
+            frames=frames.astype(np.float32) / 255.0,
+            storyboard=storyboard,
+            meta=meta,
+            matte=None if matte is None else matte.astype(np.float32) / 255.0,
+        )
+
+    def matte(self, i: int) -> np.ndarray | None:
+        """Clip i's subject matte, uint8 [T, H, W], without reading its frames; None when it has none.
+
+        Checked against the clip's storyboard length and fps (meta.json) and its size (meta.json or
+        dataset.json)."""
+        clip_dir = self.root / self.names[i]
+        meta = _read_json(clip_dir / META, "clip meta")
+        fps = _positive_int(meta, "fps", clip_dir / META)
+        try:
+            n_segments = len(Storyboard.load(clip_dir / STORYBOARD))
+        except StoryboardError as e:
+            raise DatasetError(str(e)) from None
+        size = self.index if self.index is not None else meta
+        h, w = size.get("height"), size.get("width")
+        matte = load_matte(clip_dir)
+        if matte is None:
+            return None
+        expected = (n_segments * SEGMENT_SECONDS * fps, h or matte.shape[1], w or matte.shape[2])
+        return self._checked_matte(clip_dir, expected, matte)
+
+    @staticmethod
+    def _checked_matte(
+        clip_dir: Path, shape: tuple[int, int, int], matte: np.ndarray | None = None
+    ) -> np.ndarray | None:
+        matte = load_matte(clip_dir) if matte is None else matte
+        if matte is not None and tuple(matte.shape) != tuple(shape):
+            raise DatasetError(
+                f"{clip_dir}: matte is {matte.shape[0]} frames of {matte.shape[2]}x{matte.shape[1]} but the clip's "
+                f"frames are {shape[0]} of {shape[2]}x{shape[1]}; the matte needs one frame per frame, same size"
+            )
+        return matte
 
     def __iter__(self) -> Iterator[Clip]:
         for i in range(len(self)):

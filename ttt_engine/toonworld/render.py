@@ -443,14 +443,20 @@ def _paste(frame: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, left:
     frame[t0:t1, l0:l1][m] = rgb[t0 - top : t1 - top, l0 - left : l1 - left][m]
 
 
-def render_segment(seg: SegmentPlan, height: int, width: int, fps: int, frame_offset: int = 0) -> np.ndarray:
-    """One 3-s segment: float32 [3*fps, H, W, 3]."""
+def render_segment_and_matte(
+    seg: SegmentPlan, height: int, width: int, fps: int, frame_offset: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One 3-s segment and its subject matte: float32 [3*fps, H, W, 3] and bool [3*fps, H, W].
+
+    The matte is True on every visible character pixel (after the prop is drawn in front of them), the
+    shape a compositor's roto matte of the characters would have; training can weight its loss by it."""
     n = frames_per_segment(fps)
     _check_size(height, width)
     img, prop_mask, region = background_layers(seg.background, seg.framing, height, width)
     prop_pixels = img[region][prop_mask]
     out = np.empty((n, height, width, 3), np.float32)
     out[:] = img
+    matte = np.zeros((n, height, width), bool)
     actors = sorted(seg.actors, key=lambda a: DRAW_ORDER.index(a.character))
     tracks = [actor_track(a, seg.framing, n, width / height) for a in actors]
     detail = sprite_detail(height)
@@ -467,16 +473,32 @@ def render_segment(seg: SegmentPlan, height: int, width: int, fps: int, frame_of
             top = int(round(bottom)) - (pad + hp)
             left = int(round(tr.x[t] * width)) - mask.shape[1] // 2
             _paste(out[t], rgb, mask, top, left)
+            _paste(matte[t, :, :, None], np.ones(mask.shape + (1,), bool), mask, top, left)
     out[:, region[0], region[1]][:, prop_mask] = prop_pixels  # prop in front of the characters
-    return out
+    matte[:, region[0], region[1]][:, prop_mask] = False
+    return out, matte
+
+
+def render_segment(seg: SegmentPlan, height: int, width: int, fps: int, frame_offset: int = 0) -> np.ndarray:
+    """One 3-s segment: float32 [3*fps, H, W, 3]."""
+    return render_segment_and_matte(seg, height, width, fps, frame_offset)[0]
+
+
+def render_episode_and_matte(
+    episode: Episode, height: int = 64, width: int = 64, fps: int = 8
+) -> tuple[np.ndarray, np.ndarray]:
+    """All segments back to back: frames float32 [T, H, W, 3] in [0, 1] and the subject matte bool [T, H, W]."""
+    n = frames_per_segment(fps)
+    parts = [
+        render_segment_and_matte(s, height, width, fps, frame_offset=i * n)
+        for i, s in enumerate(episode.segments)
+    ]
+    return np.concatenate([f for f, _ in parts]), np.concatenate([m for _, m in parts])
 
 
 def render_episode(episode: Episode, height: int = 64, width: int = 64, fps: int = 8) -> np.ndarray:
     """All segments back to back: float32 [n_segments * 3 * fps, H, W, 3] in [0, 1]."""
-    n = frames_per_segment(fps)
-    return np.concatenate(
-        [render_segment(s, height, width, fps, frame_offset=i * n) for i, s in enumerate(episode.segments)]
-    )
+    return render_episode_and_matte(episode, height, width, fps)[0]
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:

@@ -38,7 +38,15 @@ DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
 TRANSFORMER_PRESETS = ("tiny", "cogvideox_5b")
 # keys that only one stage type reads: setting them on the other type is an error, not a silent no-op
-_DIT_ONLY = ("segments", "trainable", "lr_ttt", "lr_schedule_ttt", "text_dropout", "train_text_encoder")
+_DIT_ONLY = (
+    "segments",
+    "trainable",
+    "lr_ttt",
+    "lr_schedule_ttt",
+    "text_dropout",
+    "train_text_encoder",
+    "matte_weight",
+)
 _VAE_ONLY = ("frames", "kl_weight", "recon_loss", "crop", "vae_trainable")
 
 
@@ -107,6 +115,9 @@ class StageConfig:
     batch_size is per process; the global batch is batch_size * grad_accum * processes.
     grad_clip 0 disables clipping. ema_decay > 0 keeps an exponential moving average of the trained
     weights (ema.py), which becomes the weights at the stage's end; 0 keeps the last step's weights.
+    matte_weight > 0 (DiT stages) weights the loss by the clips' subject mattes: a latent pixel whose
+    footprint holds a subject counts 1 + matte_weight times (data.py, matte_weights); every clip then
+    needs a matte. It gives small characters, a few latent pixels each, the gradient their size denies them.
     """
 
     name: str
@@ -130,6 +141,7 @@ class StageConfig:
     lr_schedule_ttt: str = "cosine"
     text_dropout: float = 0.1
     train_text_encoder: bool | None = None
+    matte_weight: float = 0.0
     # vae
     frames: int = 9
     kl_weight: float = 1e-6
@@ -373,6 +385,9 @@ def _validate_stage(s: StageConfig, key: str) -> None:
     _require(s.grad_clip >= 0, f"{key}.grad_clip", "a number >= 0 (0 disables clipping)", s.grad_clip)
     _require(0 <= s.ema_decay < 1, f"{key}.ema_decay", "a number in [0, 1) (0 = no average)", s.ema_decay)
     _one_of(f"{key}.trainable", s.trainable, TRAINABLE)
+    _require(
+        s.matte_weight >= 0, f"{key}.matte_weight", "a number >= 0 (0 = unweighted loss)", s.matte_weight
+    )
     _require(0 <= s.text_dropout < 1, f"{key}.text_dropout", "a probability in [0, 1)", s.text_dropout)
     _require(s.crop >= 0, f"{key}.crop", "an integer >= 0 (0 = whole frames)", s.crop)
     _require(s.kl_weight >= 0, f"{key}.kl_weight", "a number >= 0", s.kl_weight)

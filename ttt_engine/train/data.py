@@ -16,6 +16,9 @@ run_dir/cache/latents/<vae fingerprint>/, so each window is encoded once per VAE
 a new fingerprint). A training step samples z = mean + std * eps and scales it with the VAE's
 scaling_factor (and shift_factor when set), as the pipeline expects.
 
+Mattes: with a stage's matte_weight > 0 the loss is weighted per latent pixel by the clips' subject
+mattes, pooled onto the latent grid (matte_weights).
+
 Sampler: a seeded permutation per epoch, read as one stream; each step takes batch x world_size
 items, rank r its slice. Its position (epoch, offset) goes into the checkpoint.
 """
@@ -290,16 +293,79 @@ class LatentStore:
             return (f.metadata() or {}).get("stamp") == _clip_stamp(self.dataset.root / w.name)
 
 
+def matte_to_latent_grid(matte: np.ndarray, latent_frames: int, height: int, width: int) -> torch.Tensor:
+    """uint8 [T, H, W] window matte -> float32 [F, 1, h, w] in [0, 1], the latent grid's subject coverage.
+
+    Each latent pixel takes the largest matte value of its footprint: the VAE's latent frame 0 is pixel
+    frame 0 and latent frame k >= 1 covers pixel frames t(k-1)+1 .. tk (t = (T-1)/(F-1)); spatially an
+    (H/h) x (W/w) block. The maximum, not the mean, so a subject smaller than a footprint still counts fully.
+    """
+    t_frames, h_px, w_px = matte.shape
+    if (t_frames - 1) % max(latent_frames - 1, 1) or h_px % height or w_px % width:
+        raise DataError(
+            f"matte of {t_frames} frames of {w_px}x{h_px} does not tile a latent grid of {latent_frames} frames "
+            f"of {width}x{height}"
+        )
+    m = torch.from_numpy(np.ascontiguousarray(matte, dtype=np.float32) / 255.0)
+    first = m[:1]
+    if latent_frames > 1:
+        rest = m[1:].view(latent_frames - 1, -1, h_px, w_px).amax(dim=1)
+        m = torch.cat([first, rest])
+    else:
+        m = first
+    m = torch.nn.functional.max_pool2d(m.unsqueeze(1), (h_px // height, w_px // width))
+    return m  # (F, 1, h, w)
+
+
 class DiTData:
-    """The items of one DiT stage: latent distributions and per-segment prompts of every window."""
+    """The items of one DiT stage: latent distributions and per-segment prompts of every window, and
+    with matte_weight > 0 each window's loss weights (1 + matte_weight x subject coverage)."""
 
     def __init__(
-        self, windows: list[Window], store: LatentStore, scaling_factor: float, shift_factor: float
+        self,
+        windows: list[Window],
+        store: LatentStore,
+        scaling_factor: float,
+        shift_factor: float,
+        matte_weight: float = 0.0,
     ) -> None:
         self.windows, self.store = windows, store
         self.scaling_factor, self.shift_factor = float(scaling_factor), float(shift_factor)
+        self.matte_weight = float(matte_weight)
         self._prompts: dict[int, list[str]] = {}
         self._boards: dict[int, Storyboard] = {}
+        self._weights: dict[int, torch.Tensor] = {}
+
+    def check_mattes(self) -> None:
+        """With matte_weight > 0 every clip of the stage needs a matte; raises DataError naming the ones without."""
+        if self.matte_weight == 0:
+            return
+        clips = sorted({(w.clip, w.name) for w in self.windows})
+        missing = [name for i, name in clips if self.store.dataset.matte(i) is None]
+        if missing:
+            raise DataError(
+                f"matte_weight {self.matte_weight:g} needs a subject matte (matte.npy or matte/0000.png...) in every "
+                f"clip; {len(missing)} of {len(clips)} have none, e.g. {missing[:5]}. Add mattes or set matte_weight 0"
+            )
+
+    def weights(self, indices: list[int], latent_shape: torch.Size) -> torch.Tensor | None:
+        """Loss weights [B, F, 1, h, w] for latents of shape [B, F, C, h, w]; None when matte_weight is 0."""
+        if self.matte_weight == 0:
+            return None
+        _, frames, _, h, w = latent_shape
+        out = []
+        for i in indices:
+            if i not in self._weights:
+                win = self.windows[i]
+                matte = self.store.dataset.matte(win.clip)
+                if matte is None:
+                    raise DataError(f"clip {win.name}: no matte, but matte_weight is {self.matte_weight:g}")
+                cover = matte_to_latent_grid(
+                    self.store.layout.window(matte, win.start, win.segments), frames, h, w
+                )
+                self._weights[i] = 1.0 + self.matte_weight * cover
+            out.append(self._weights[i])
+        return torch.stack(out)
 
     def __len__(self) -> int:
         return len(self.windows)

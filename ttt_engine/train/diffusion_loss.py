@@ -4,6 +4,7 @@
     x_t      = sqrt(acp_t) x_0 + sqrt(1 - acp_t) eps           DDPMScheduler.add_noise
     v_target = sqrt(acp_t) eps - sqrt(1 - acp_t) x_0           DDPMScheduler.get_velocity
     loss     = mean((model(x_t, text, t) - v_target)^2)        in fp32
+             = sum(w (model - v_target)^2) / sum(w)          with per-pixel weights w (subject mattes)
 
 The beta schedule is the model's (its scheduler/ config, CogVideoX's scaled_linear 0.00085..0.012 by
 default, with CogVideoX's SNR shift when it has one), rescaled to zero terminal SNR exactly as the
@@ -70,10 +71,17 @@ class VelocityLoss:
         return self.scheduler.add_noise(x0, eps, t), self.scheduler.get_velocity(x0, eps, t)
 
     @staticmethod
-    def loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """MSE in fp32 (a bf16 prediction is upcast)."""
+    def loss(
+        prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """MSE in fp32 (a bf16 prediction is upcast); with weight (broadcastable to the target, e.g.
+        [B, F, 1, h, w]) the weighted mean sum(w e) / sum(w), so the loss keeps its scale."""
         if prediction.shape != target.shape:
             raise ValueError(
                 f"prediction: expected shape {tuple(target.shape)} (the target's), got {tuple(prediction.shape)}"
             )
-        return F.mse_loss(prediction.float(), target.float())
+        if weight is None:
+            return F.mse_loss(prediction.float(), target.float())
+        err = (prediction.float() - target.float()) ** 2
+        w = weight.to(err.device, torch.float32).expand_as(err)
+        return (w * err).sum() / w.sum()

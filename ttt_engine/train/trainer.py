@@ -141,11 +141,16 @@ class DiTObjective(nn.Module):
         return emb.view(batch, segments, *emb.shape[1:]), mask.view(batch, segments, -1)
 
     def forward(
-        self, noisy: torch.Tensor, timesteps: torch.Tensor, target: torch.Tensor, texts: list[str]
+        self,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        target: torch.Tensor,
+        texts: list[str],
+        weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
         emb, mask = self.encode(texts, noisy.shape[0])
         pred = self.transformer(noisy, emb, mask, timesteps)
-        return VelocityLoss.loss(pred, target)
+        return VelocityLoss.loss(pred, target, weight)
 
 
 # ---- the trainer ----------------------------------------------------------------------------------------
@@ -514,7 +519,10 @@ class Trainer:
         if cache is not None and self.device.type == "cuda":
             vae.to("cpu")  # every latent is on disk now
         vc = vae.config
-        self._data = DiTData(windows, store, vc.scaling_factor, getattr(vc, "shift_factor", None) or 0.0)
+        self._data = DiTData(
+            windows, store, vc.scaling_factor, getattr(vc, "shift_factor", None) or 0.0, stage.matte_weight
+        )
+        self._data.check_mattes()
         self._velocity = VelocityLoss(make_noise_scheduler(parts.sources.get("scheduler_config")))
 
         trained = set_trainable(dit, stage.trainable)
@@ -542,9 +550,9 @@ class Trainer:
             model: nn.Module, sampler: SeededSampler, gen: torch.Generator
         ) -> tuple[torch.Tensor, dict]:
             indices = sampler.next_indices(stage.batch_size)
-            noisy, t, target, texts = self._dit_batch(indices, gen, stage.text_dropout)
+            noisy, t, target, texts, weight = self._dit_batch(indices, gen, stage.text_dropout)
             with self._autocast():
-                return model(noisy, t, target, texts), {}
+                return model(noisy, t, target, texts, weight), {}
 
         self._loop(
             index,
@@ -578,8 +586,9 @@ class Trainer:
 
     def _dit_batch(
         self, indices: list[int], gen: torch.Generator, text_dropout: float
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
-        """(x_t, t, v target) on the device and the flat per-segment prompts (dropped ones are "")."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor | None]:
+        """(x_t, t, v target) on the device, the flat per-segment prompts (dropped ones are "") and the
+        matte loss weights (None without matte_weight)."""
         assert self._data is not None
         latents = self._data.latents(indices, gen)  # (B, F, C, h, w)
         noise = torch.randn(latents.shape, generator=gen)
@@ -588,8 +597,9 @@ class Trainer:
         prompts = [self._data.prompts(i) for i in indices]
         drop = torch.rand(len(indices), len(prompts[0]), generator=gen) < text_dropout
         texts = [p if not drop[b, s] else "" for b, row in enumerate(prompts) for s, p in enumerate(row)]
+        weight = self._data.weights(indices, latents.shape)
         d = self.device
-        return noisy.to(d), t.to(d), target.to(d), texts
+        return noisy.to(d), t.to(d), target.to(d), texts, None if weight is None else weight.to(d)
 
     @torch.no_grad()
     def eval_loss(self, indices: Sequence[int] = (0,), seed: int = 0) -> float:
@@ -597,9 +607,9 @@ class Trainer:
         if self._objective is None or self._data is None:
             raise RuntimeError("eval_loss: no DiT stage is running")
         gen = torch.Generator().manual_seed(seed)
-        noisy, t, target, texts = self._dit_batch(list(indices), gen, 0.0)
+        noisy, t, target, texts, weight = self._dit_batch(list(indices), gen, 0.0)
         with self._autocast():
-            return float(self._objective(noisy, t, target, texts))
+            return float(self._objective(noisy, t, target, texts, weight))
 
     # ---- VAE stages -------------------------------------------------------------------------------------
 
