@@ -105,3 +105,32 @@ def test_cli_errors_exit_2_and_say_what_is_wrong(argv, message, capsys) -> None:
     args = _parse(argv)
     assert args.func(args) == 2
     assert message in capsys.readouterr().err
+
+
+def test_reference_arms_render_the_cases_as_is_and_through_the_vae() -> None:
+    from ttt_engine.default_model import default_model_dir
+
+    pipe = VideoPipeline.from_folder(default_model_dir())
+    cases = cmp.eval_cases(2, 2, first=5)
+    rendered = cmp.reference_arm(cmp.RENDERED, pipe)
+    trip = cmp.reference_arm(cmp.VAE_ROUND_TRIP, pipe)
+    assert rendered.vae_of is None and trip.vae_of is pipe and rendered.size == (64, 64) and rendered.fps == 8
+    truth = rendered.frames(cases[0])
+    assert np.array_equal(truth, render_episode(sample_episode(cases[0].seed, 2), 64, 64, 8))
+    through = trip.frames(cases[0])
+    assert through.shape == (49, 64, 64, 3)  # the leading frame, then 2 segments of 24
+    err = np.abs(through[1:] - truth).mean()
+    assert 0 < err < 0.12, err  # the small VAE blurs (about 0.07 here) but keeps the frames aligned
+    summaries, reports = cmp.compare(
+        {"rendered": rendered, "vae": trip}, cmp.CompareConfig(segments=2, storyboards=2, first_storyboard=5)
+    )
+    assert summaries["rendered"]["adherence"] == 1.0
+    assert summaries["vae"]["adherence"] > 0.6 and len(reports["vae"]) == 2
+    with pytest.raises(ValueError, match="reference arm 'gt': expected 'rendered' or 'vae-round-trip'"):
+        cmp.reference_arm("gt", pipe)
+
+
+def test_reference_arm_needs_a_model_before_it(capsys) -> None:
+    args = _parse(["rendered", "default"])
+    assert args.func(args) == 2
+    assert "'rendered' needs a model before it" in capsys.readouterr().err

@@ -7,6 +7,10 @@ so the requested facts are taken from each episode's plan, not parsed back from 
 is a model of the first model's architecture whose transformer and text encoder are freshly initialised
 (its trained VAE is kept, so the figures measure the generator, not the decoder).
 
+Two reference arms give the ceiling a model is measured against: `rendered` scores the toon world's own
+renders of the same storyboards (what the detectors make of perfect output), `vae-round-trip` those renders
+encoded and decoded by the first model's VAE (the best its DiT could do through that autoencoder).
+
 Per model the table gives the mean over storyboards of: prompt adherence, identity consistency,
 temporal smoothness, framing accuracy, and adherence over the first and last `tail` segments (does a
 model keep following the storyboard as the video gets longer?).
@@ -37,6 +41,8 @@ log = logging.getLogger(__name__)
 
 EVAL_SEED_BASE = 1_000_000  # episode seeds of evaluation storyboards (toon-world training data uses 0..)
 RANDOM_INIT = "random-init"
+RENDERED = "rendered"
+VAE_ROUND_TRIP = "vae-round-trip"
 
 
 @dataclass(frozen=True)
@@ -46,6 +52,12 @@ class EvalCase:
     seed: int
     storyboard: Storyboard
     facts: list[Any]
+    segments: int = 0  # of the episode (sample_episode(seed, segments)); 0: len(storyboard)
+
+    def episode(self) -> Any:
+        from ttt_engine.toonworld.world import sample_episode
+
+        return sample_episode(self.seed, self.segments or len(self.storyboard))
 
 
 @dataclass(frozen=True)
@@ -79,7 +91,9 @@ def eval_cases(segments: int, count: int, first: int = 0) -> list[EvalCase]:
     cases = []
     for i in range(first, first + count):
         episode = sample_episode(EVAL_SEED_BASE + i, segments)
-        cases.append(EvalCase(EVAL_SEED_BASE + i, episode_storyboard(episode), facts_from_episode(episode)))
+        cases.append(
+            EvalCase(EVAL_SEED_BASE + i, episode_storyboard(episode), facts_from_episode(episode), segments)
+        )
     return cases
 
 
@@ -143,12 +157,48 @@ def display_frames(linear: np.ndarray) -> np.ndarray:
     return linear_to_srgb(linear)
 
 
+@dataclass(frozen=True)
+class ToonWorldReference:
+    """A reference arm: each case's episode rendered by the toon world at the model's size and frame rate,
+    as is (vae=None: `rendered`) or encoded and decoded by `vae_of`'s VAE (`vae-round-trip`)."""
+
+    fps: int
+    size: tuple[int, int]  # (height, width)
+    vae_of: Any = None  # a VideoPipeline whose encode_frames / decode round-trip the renders
+
+    def frames(self, case: EvalCase) -> np.ndarray:
+        """Display frames [T, H, W, 3] in [0, 1]."""
+        from ttt_engine.pipeline.exr_out import srgb_to_linear
+        from ttt_engine.toonworld.render import render_episode
+
+        rendered = render_episode(case.episode(), *self.size, fps=self.fps)
+        if self.vae_of is None:
+            return rendered
+        lead = np.concatenate(
+            [rendered[:1], rendered]
+        )  # a generated video's leading frame, as training cuts it
+        latents = self.vae_of.encode_frames(srgb_to_linear(lead))
+        return display_frames(self.vae_of.decode(latents))
+
+
+def reference_arm(name: str, pipe: Any) -> ToonWorldReference:
+    """`rendered` or `vae-round-trip` at the size and frame rate of `pipe` (whose VAE the round trip uses)."""
+    if name not in (RENDERED, VAE_ROUND_TRIP):
+        raise ValueError(f"reference arm {name!r}: expected {RENDERED!r} or {VAE_ROUND_TRIP!r}")
+    return ToonWorldReference(
+        int(pipe.fps), tuple(pipe.default_size), pipe if name == VAE_ROUND_TRIP else None
+    )
+
+
 def run_model(pipe: Any, cases: Sequence[EvalCase], config: CompareConfig) -> list[EvalReport]:
-    """Generate every case with one model and score it."""
+    """Generate every case with one model (or take a reference arm's frames) and score it."""
     from ttt_engine.pipeline.params import GenerationParams
 
     reports = []
     for case in cases:
+        if isinstance(pipe, ToonWorldReference):
+            reports.append(evaluate(pipe.frames(case), case.storyboard, pipe.fps, facts=case.facts))
+            continue
         params = GenerationParams(
             steps=config.steps,
             guidance_scale=config.guidance,
@@ -224,7 +274,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="NAME=MODEL_DIR",
         help=f"model folders; '{RANDOM_INIT}' alone adds a random-init copy of the first model; "
-        "'default' alone is the shipped default model",
+        f"'default' alone is the shipped default model; '{RENDERED}' and '{VAE_ROUND_TRIP}' add the toon world's "
+        "renders as they are and through the first model's VAE (the ceilings)",
     )
     p.add_argument("--segments", type=int, default=CompareConfig.segments, help="segments per storyboard")
     p.add_argument("--storyboards", type=int, default=CompareConfig.storyboards, help="storyboards per model")
@@ -255,10 +306,11 @@ def _load_models(specs: Sequence[str]) -> dict[str, Any]:
 
     models: dict[str, Any] = {}
     for spec in specs:
-        if spec == RANDOM_INIT:
+        if spec in (RANDOM_INIT, RENDERED, VAE_ROUND_TRIP):
             if not models:
-                raise ValueError(f"'{RANDOM_INIT}' needs a model before it to copy the architecture of")
-            models[RANDOM_INIT] = random_init_like(next(iter(models.values())))
+                raise ValueError(f"'{spec}' needs a model before it (its architecture, size and VAE)")
+            first = next(iter(models.values()))
+            models[spec] = random_init_like(first) if spec == RANDOM_INIT else reference_arm(spec, first)
             continue
         name, sep, path = spec.partition("=")
         if spec == "default":
@@ -289,7 +341,13 @@ def run(args: argparse.Namespace) -> int:
         models = _load_models(args.models)
         if args.vae:
             vae = VideoPipeline.from_folder(args.vae).vae
-            models = {n: with_vae(p, vae, n, args.vae) for n, p in models.items()}
+            swapped = {
+                n: with_vae(p, vae, n, args.vae)
+                for n, p in models.items()
+                if not isinstance(p, ToonWorldReference)
+            }
+            first = next(iter(swapped.values()))  # the reference arms follow the swapped VAE too
+            models = {n: swapped[n] if n in swapped else reference_arm(n, first) for n in models}
     except (ValueError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
