@@ -164,15 +164,19 @@ def _positive_int(obj: dict, key: str, where: Path) -> int:
     return v
 
 
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise DatasetError(f"{path}: not a readable .npy array ({e})") from None
+
+
 def load_frames(clip_dir: str | Path) -> np.ndarray:
     """A clip's frames as uint8 [T, H, W, 3], from frames.npy or a numbered PNG sequence frames/0000.png..."""
     clip_dir = Path(clip_dir)
     npy, png_dir = clip_dir / FRAMES_NPY, clip_dir / FRAMES_DIR
     if npy.is_file():
-        try:
-            frames = np.load(npy, allow_pickle=False)
-        except ValueError as e:
-            raise DatasetError(f"{npy}: not a readable .npy array ({e})") from None
+        frames = _load_npy(npy)
         if frames.dtype != np.uint8:
             raise DatasetError(f"{npy}: dtype must be uint8, got {frames.dtype}")
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] == 0:
@@ -241,10 +245,7 @@ def load_matte(clip_dir: str | Path) -> np.ndarray | None:
     clip_dir = Path(clip_dir)
     npy, png_dir = clip_dir / MATTE_NPY, clip_dir / MATTE_DIR
     if npy.is_file():
-        try:
-            matte = np.load(npy, allow_pickle=False)
-        except ValueError as e:
-            raise DatasetError(f"{npy}: not a readable .npy array ({e})") from None
+        matte = _load_npy(npy)
         if matte.dtype != np.uint8 or matte.ndim != 3:
             raise DatasetError(f"{npy}: expected uint8 [T, H, W], got {matte.dtype} {tuple(matte.shape)}")
         return matte
