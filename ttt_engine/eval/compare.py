@@ -174,9 +174,8 @@ class ToonWorldReference:
         rendered = render_episode(case.episode(), *self.size, fps=self.fps)
         if self.vae_of is None:
             return rendered
-        lead = np.concatenate(
-            [rendered[:1], rendered]
-        )  # a generated video's leading frame, as training cuts it
+        # a generated video's leading frame, as training cuts windows
+        lead = np.concatenate([rendered[:1], rendered])
         latents = self.vae_of.encode_frames(srgb_to_linear(lead))
         return display_frames(self.vae_of.decode(latents))
 

@@ -254,6 +254,14 @@ def load_matte(clip_dir: str | Path) -> np.ndarray | None:
     return None
 
 
+def _check_matte_shape(clip_dir: Path, matte: np.ndarray, shape: tuple[int, int, int]) -> None:
+    if tuple(matte.shape) != tuple(shape):
+        raise DatasetError(
+            f"{clip_dir}: matte is {matte.shape[0]} frames of {matte.shape[2]}x{matte.shape[1]} but the clip's "
+            f"frames are {shape[0]} of {shape[2]}x{shape[1]}; the matte needs one frame per frame, same size"
+        )
+
+
 @dataclass(frozen=True)
 class Clip:
     """One loaded clip. frames: float32 [T, H, W, 3] display values in [0, 1]; matte: the subject matte,
@@ -362,7 +370,9 @@ class ClipDataset:
                         f"{clip_dir}: {key} {actual} differs from the dataset's {self.index[key]} ({self.root / INDEX})"
                     )
         meta = {**meta, "height": h, "width": w, "n_segments": len(storyboard), "frames_per_segment": per}
-        matte = self._checked_matte(clip_dir, (t, h, w))
+        matte = load_matte(clip_dir)
+        if matte is not None:
+            _check_matte_shape(clip_dir, matte, (t, h, w))
         return Clip(
             name=name,
             frames=frames.astype(np.float32) / 255.0,
@@ -389,18 +399,7 @@ class ClipDataset:
         if matte is None:
             return None
         expected = (n_segments * SEGMENT_SECONDS * fps, h or matte.shape[1], w or matte.shape[2])
-        return self._checked_matte(clip_dir, expected, matte)
-
-    @staticmethod
-    def _checked_matte(
-        clip_dir: Path, shape: tuple[int, int, int], matte: np.ndarray | None = None
-    ) -> np.ndarray | None:
-        matte = load_matte(clip_dir) if matte is None else matte
-        if matte is not None and tuple(matte.shape) != tuple(shape):
-            raise DatasetError(
-                f"{clip_dir}: matte is {matte.shape[0]} frames of {matte.shape[2]}x{matte.shape[1]} but the clip's "
-                f"frames are {shape[0]} of {shape[2]}x{shape[1]}; the matte needs one frame per frame, same size"
-            )
+        _check_matte_shape(clip_dir, matte, expected)
         return matte
 
     def __iter__(self) -> Iterator[Clip]:

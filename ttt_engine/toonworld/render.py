@@ -473,7 +473,7 @@ def render_segment_and_matte(
             top = int(round(bottom)) - (pad + hp)
             left = int(round(tr.x[t] * width)) - mask.shape[1] // 2
             _paste(out[t], rgb, mask, top, left)
-            _paste(matte[t, :, :, None], np.ones(mask.shape + (1,), bool), mask, top, left)
+            _paste(matte[t], mask, mask, top, left)
     out[:, region[0], region[1]][:, prop_mask] = prop_pixels  # prop in front of the characters
     matte[:, region[0], region[1]][:, prop_mask] = False
     return out, matte

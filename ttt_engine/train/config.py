@@ -116,7 +116,7 @@ class StageConfig:
     grad_clip 0 disables clipping. ema_decay > 0 keeps an exponential moving average of the trained
     weights (ema.py), which becomes the weights at the stage's end; 0 keeps the last step's weights.
     matte_weight > 0 (DiT stages) weights the loss by the clips' subject mattes: a latent pixel whose
-    footprint holds a subject counts 1 + matte_weight times (data.py, matte_weights); every clip then
+    footprint holds a subject counts 1 + matte_weight times (data.py, matte_to_latent_grid); every clip then
     needs a matte. It gives small characters, a few latent pixels each, the gradient their size denies them.
     """
 

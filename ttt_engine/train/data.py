@@ -17,7 +17,7 @@ a new fingerprint). A training step samples z = mean + std * eps and scales it w
 scaling_factor (and shift_factor when set), as the pipeline expects.
 
 Mattes: with a stage's matte_weight > 0 the loss is weighted per latent pixel by the clips' subject
-mattes, pooled onto the latent grid (matte_weights).
+mattes, pooled onto the latent grid (matte_to_latent_grid, DiTData.weights).
 
 Sampler: a seeded permutation per epoch, read as one stream; each step takes batch x world_size
 items, rank r its slice. Its position (epoch, offset) goes into the checkpoint.
