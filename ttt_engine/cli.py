@@ -18,6 +18,7 @@ SUBCOMMANDS: dict[str, str] = {
     "toonworld": "ttt_engine.toonworld.cli",
     "eval": "ttt_engine.eval.cli",
     "compare": "ttt_engine.eval.compare",
+    "probe-text": "ttt_engine.eval.text_probe",
     "generate": "ttt_engine.pipeline.cli",
     "train": "ttt_engine.train.cli",
     "serve": "server.cli.serve",

@@ -46,6 +46,7 @@ _DIT_ONLY = (
     "text_dropout",
     "train_text_encoder",
     "matte_weight",
+    "timestep_shift",
 )
 _VAE_ONLY = ("frames", "kl_weight", "recon_loss", "crop", "vae_trainable")
 
@@ -118,6 +119,8 @@ class StageConfig:
     matte_weight > 0 (DiT stages) weights the loss by the clips' subject mattes: a latent pixel whose
     footprint holds a subject counts 1 + matte_weight times (data.py, matte_to_latent_grid); every clip then
     needs a matte. It gives small characters, a few latent pixels each, the gradient their size denies them.
+    timestep_shift > 1 (DiT stages) trains on noisier timesteps more often (diffusion_loss.py,
+    VelocityLoss.sample_timesteps); 1 samples them uniformly.
     """
 
     name: str
@@ -142,6 +145,7 @@ class StageConfig:
     text_dropout: float = 0.1
     train_text_encoder: bool | None = None
     matte_weight: float = 0.0
+    timestep_shift: float = 1.0
     # vae
     frames: int = 9
     kl_weight: float = 1e-6
@@ -388,6 +392,7 @@ def _validate_stage(s: StageConfig, key: str) -> None:
     _require(
         s.matte_weight >= 0, f"{key}.matte_weight", "a number >= 0 (0 = unweighted loss)", s.matte_weight
     )
+    _require(s.timestep_shift > 0, f"{key}.timestep_shift", "a number > 0 (1 = uniform)", s.timestep_shift)
     _require(0 <= s.text_dropout < 1, f"{key}.text_dropout", "a probability in [0, 1)", s.text_dropout)
     _require(s.crop >= 0, f"{key}.crop", "an integer >= 0 (0 = whole frames)", s.crop)
     _require(s.kl_weight >= 0, f"{key}.kl_weight", "a number >= 0", s.kl_weight)

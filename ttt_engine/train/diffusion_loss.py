@@ -54,9 +54,22 @@ class VelocityLoss:
         self.scheduler = scheduler
         self.num_timesteps = int(scheduler.config.num_train_timesteps)
 
-    def sample_timesteps(self, batch: int, generator: torch.Generator) -> torch.Tensor:
-        """[batch] long, uniform in [0, num_timesteps), drawn on the generator's device (CPU)."""
-        return torch.randint(0, self.num_timesteps, (batch,), generator=generator)
+    def sample_timesteps(self, batch: int, generator: torch.Generator, shift: float = 1.0) -> torch.Tensor:
+        """[batch] long in [0, num_timesteps), drawn on the generator's device (CPU).
+
+        shift 1: uniform. shift > 1 draws noisier timesteps more often: u ~ U(0, 1) is warped to
+        shift * u / (1 + (shift - 1) * u) (the timestep shift of SD3 and CogVideoX 1.5, here applied to
+        where training looks, not to the schedule), so the median is shift / (1 + shift) of the range.
+        The noisiest steps are where a sampler fixes layout and motion, and where only the text can say
+        which way a character runs: later, the noisy frames themselves show it.
+        """
+        if shift <= 0:
+            raise ValueError(f"timestep shift: expected a number > 0, got {shift!r}")
+        if shift == 1.0:
+            return torch.randint(0, self.num_timesteps, (batch,), generator=generator)
+        u = torch.rand(batch, generator=generator, dtype=torch.float64)
+        warped = shift * u / (1.0 + (shift - 1.0) * u)
+        return (warped * self.num_timesteps).long().clamp_(0, self.num_timesteps - 1)
 
     def noisy_and_target(
         self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor

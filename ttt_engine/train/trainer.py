@@ -550,7 +550,9 @@ class Trainer:
             model: nn.Module, sampler: SeededSampler, gen: torch.Generator
         ) -> tuple[torch.Tensor, dict]:
             indices = sampler.next_indices(stage.batch_size)
-            noisy, t, target, texts, weight = self._dit_batch(indices, gen, stage.text_dropout)
+            noisy, t, target, texts, weight = self._dit_batch(
+                indices, gen, stage.text_dropout, stage.timestep_shift
+            )
             with self._autocast():
                 return model(noisy, t, target, texts, weight), {}
 
@@ -585,14 +587,14 @@ class Trainer:
         return stage.train_text_encoder
 
     def _dit_batch(
-        self, indices: list[int], gen: torch.Generator, text_dropout: float
+        self, indices: list[int], gen: torch.Generator, text_dropout: float, timestep_shift: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor | None]:
         """(x_t, t, v target) on the device, the flat per-segment prompts (dropped ones are "") and the
-        matte loss weights (None without matte_weight)."""
+        matte loss weights (None without matte_weight). eval_loss keeps uniform timesteps (shift 1)."""
         assert self._data is not None
         latents = self._data.latents(indices, gen)  # (B, F, C, h, w)
         noise = torch.randn(latents.shape, generator=gen)
-        t = self._velocity.sample_timesteps(len(indices), gen)
+        t = self._velocity.sample_timesteps(len(indices), gen, timestep_shift)
         noisy, target = self._velocity.noisy_and_target(latents, noise, t)
         prompts = [self._data.prompts(i) for i in indices]
         drop = torch.rand(len(indices), len(prompts[0]), generator=gen) < text_dropout
