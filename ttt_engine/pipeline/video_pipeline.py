@@ -55,6 +55,7 @@ from .schedulers import cfg_scales, load_scheduler_config, make_scheduler, save_
 from .text import (
     HashTextConfig,
     HashTextEncoder,
+    PackagedTextEncoder,
     T5TextEncoder,
     TextEncoder,
     load_text_encoder,
@@ -241,7 +242,7 @@ class VideoPipeline:
         path.mkdir(parents=True, exist_ok=True)
         save_video_dit(self.transformer, path / "transformer")
         self.vae.save_pretrained(str(path / "vae"), safe_serialization=True)
-        if isinstance(self.text_encoder, HashTextEncoder):
+        if isinstance(self.text_encoder, HashTextEncoder | PackagedTextEncoder):
             self.text_encoder.save(path / "text_encoder")
         elif isinstance(self.text_encoder, T5TextEncoder):
             self.text_encoder.model.save_pretrained(str(path / "text_encoder"))

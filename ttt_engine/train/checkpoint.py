@@ -320,14 +320,14 @@ def _read_index(folder: Path) -> dict[str, Any]:
 
 def write_text_encoder(parts: ModelParts, folder: Path) -> None:
     """text_encoder/ (+ tokenizer/ for a T5) in the layout load_text_encoder reads."""
-    from ..pipeline.text import T5TextEncoder
+    from ..pipeline.text import PackagedTextEncoder, T5TextEncoder
 
-    if parts.text_is_ours:
+    if parts.text_is_ours or isinstance(parts.text_encoder, PackagedTextEncoder):
         parts.text_encoder.save(folder / "text_encoder")
     elif isinstance(parts.text_encoder, T5TextEncoder):
         parts.text_encoder.model.save_pretrained(str(folder / "text_encoder"))
         parts.text_encoder.tokenizer.save_pretrained(str(folder / "tokenizer"))
-    else:  # pragma: no cover - load_text_encoder returns one of the two
+    else:  # pragma: no cover - load_text_encoder returns one of the three
         raise ConfigError(f"cannot save a {type(parts.text_encoder).__name__} text encoder")
 
 
