@@ -123,3 +123,15 @@ def test_a_model_with_a_packaged_encoder_trains_and_keeps_it_frozen(
     before = load_video_dit(swapped["dst"] / "transformer").state_dict()
     after = load_video_dit(out / "transformer").state_dict()
     assert not torch.equal(before["text_proj.weight"], after["text_proj.weight"])
+
+
+def test_random_init_keeps_a_packaged_encoder_and_refuses_an_unknown_one(swapped: dict) -> None:
+    from ttt_engine.eval import compare as cmp
+
+    pipe = VideoPipeline.from_folder(swapped["dst"], device="cpu")
+    rand = cmp.random_init_like(pipe, seed=1)
+    assert rand.text_encoder is pipe.text_encoder and rand.vae is pipe.vae
+    assert not torch.equal(rand.transformer.text_proj.weight, pipe.transformer.text_proj.weight)
+    pipe.text_encoder = object()
+    with pytest.raises(ValueError, match="or a packaged one \\(got a object\\)"):
+        cmp.random_init_like(pipe)

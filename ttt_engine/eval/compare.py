@@ -98,20 +98,26 @@ def eval_cases(segments: int, count: int, first: int = 0) -> list[EvalCase]:
 
 
 def random_init_like(pipe: Any, seed: int = 0) -> Any:
-    """A pipeline with `pipe`'s architecture, VAE and schedule; transformer and text encoder re-initialised."""
+    """A pipeline with `pipe`'s architecture, VAE and schedule; the transformer re-initialised, and the text
+    encoder too when it was trained with the model (ours). A pretrained, frozen encoder that ships in a
+    package (PackagedTextEncoder) is kept, as the VAE is: the figures then measure what training taught."""
     from ttt_engine.models import VideoDiT
-    from ttt_engine.pipeline.text import HashTextEncoder
+    from ttt_engine.pipeline.text import HashTextEncoder, PackagedTextEncoder
     from ttt_engine.pipeline.video_pipeline import VideoPipeline
 
-    if not isinstance(pipe.text_encoder, HashTextEncoder):
+    if not isinstance(pipe.text_encoder, HashTextEncoder | PackagedTextEncoder):
         raise ValueError(
-            "random-init needs a model with our hashed-word text encoder (a T5 is not re-initialised)"
+            "random-init needs a model with our hashed-word text encoder or a packaged one "
+            f"(got a {type(pipe.text_encoder).__name__})"
         )
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
         transformer = VideoDiT(pipe.transformer.config)
-        text = HashTextEncoder(pipe.text_encoder.config)
+        if isinstance(pipe.text_encoder, HashTextEncoder):
+            text = HashTextEncoder(pipe.text_encoder.config)
+        else:
+            text = pipe.text_encoder
     finally:
         torch.random.set_rng_state(gen_state)
     return VideoPipeline(
