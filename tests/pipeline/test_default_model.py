@@ -42,7 +42,8 @@ def test_default_model_is_small_offline_and_documented() -> None:
     assert size < MAX_BYTES, f"default model is {size / 2**20:.1f} MiB"
     card = (folder / default_model.MODEL_CARD).read_text()
     recipe = tuple(
-        f"configs/default/{name}.yaml" for name in ("base", "base_more", "base_shift", "base_minilm", "ttt_mlp")
+        f"configs/default/{name}.yaml"
+        for name in ("base", "base_more", "base_shift", "base_minilm", "ttt_mlp")
     )
     for needed in (*recipe, "adherence", "random-init"):
         assert needed in card
