@@ -38,8 +38,15 @@ def test_default_model_recipe_follows_the_paper_curriculum() -> None:
     more = TrainConfig.load(ROOT / "configs" / "default" / "base_more.yaml")
     assert more.model.init == str(base.model_dir) and [s.trainable for s in more.stages] == ["all"]
     assert more.latent_cache == str(Path(base.run_dir) / "cache" / "latents") and more.stages[0].ema_decay > 0
+    shift = TrainConfig.load(ROOT / "configs" / "default" / "base_shift.yaml")
+    assert shift.model.init == str(more.model_dir) and shift.stages[0].timestep_shift > 1
+    # base_minilm starts from swap-text-encoder's copy of the shifted base, the command in its header
+    minilm_path = ROOT / "configs" / "default" / "base_minilm.yaml"
+    minilm = TrainConfig.load(minilm_path)
+    swap = f"ttt-studio swap-text-encoder {shift.model_dir} {minilm.model.init}"
+    assert swap in minilm_path.read_text() and minilm.stages[0].trainable == "all"
     c = TrainConfig.load(ROOT / "configs" / "default" / "ttt_mlp.yaml")
-    assert c.model.init == str(more.model_dir) and c.model.transformer["ttt_inner"] == "mlp"
+    assert c.model.init == str(minilm.model_dir) and c.model.transformer["ttt_inner"] == "mlp"
     dit = c.stages
     assert dit[0].segments == 1 and dit[0].trainable == "all"
     assert dit[0].ttt_lr == pytest.approx(10 * dit[0].lr) and dit[0].lr_schedule_ttt == "cosine"
@@ -51,12 +58,15 @@ def test_default_model_recipe_follows_the_paper_curriculum() -> None:
 @pytest.mark.parametrize(("name", "inner"), [("ttt_linear.yaml", "linear"), ("local_attn.yaml", None)])
 def test_ablation_configs_change_only_the_inner_model(name: str, inner: str | None) -> None:
     """A controlled comparison: same base, data, stages and seeds as the TTT-MLP arm (the fine-tune that made
-    the default model shipped before base_more.yaml; the default recipe's own fine-tune is the same but for
-    its base and its weight average)."""
+    the default model shipped before base_more.yaml; the later recipes' fine-tunes are the same but for
+    their base, their weight average and, in the current one, the timestep shift)."""
     default = TrainConfig.load(ROOT / "configs" / "ablation" / "ttt_mlp.yaml")
-    shipped = TrainConfig.load(ROOT / "configs" / "default" / "ttt_mlp.yaml")
-    assert [dataclasses.replace(s, ema_decay=0.0) for s in shipped.stages] == list(default.stages)
-    assert shipped.model.transformer == default.model.transformer
+    hashed = TrainConfig.load(ROOT / "configs" / "experiments" / "ttt_mlp_hash.yaml")
+    assert [dataclasses.replace(s, ema_decay=0.0) for s in hashed.stages] == list(default.stages)
+    assert hashed.model.transformer == default.model.transformer
+    current = TrainConfig.load(ROOT / "configs" / "default" / "ttt_mlp.yaml")
+    assert [dataclasses.replace(s, timestep_shift=1.0) for s in current.stages] == list(hashed.stages)
+    assert current.model.transformer == default.model.transformer
     other = TrainConfig.load(ROOT / "configs" / "ablation" / name)
     assert other.stages == default.stages and other.dataset == default.dataset and other.seed == default.seed
     assert other.model.init == default.model.init and other.latent_cache == default.latent_cache
