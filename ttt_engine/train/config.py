@@ -47,6 +47,7 @@ _DIT_ONLY = (
     "train_text_encoder",
     "matte_weight",
     "timestep_shift",
+    "motion_weight",
 )
 _VAE_ONLY = ("frames", "kl_weight", "recon_loss", "crop", "vae_trainable")
 
@@ -120,7 +121,8 @@ class StageConfig:
     footprint holds a subject counts 1 + matte_weight times (data.py, matte_to_latent_grid); every clip then
     needs a matte. It gives small characters, a few latent pixels each, the gradient their size denies them.
     timestep_shift > 1 (DiT stages) trains on noisier timesteps more often (diffusion_loss.py,
-    VelocityLoss.sample_timesteps); 1 samples them uniformly.
+    VelocityLoss.sample_timesteps); 1 samples them uniformly. motion_weight > 0 (DiT stages) adds that
+    multiple of VelocityLoss.motion_loss, the error's change from frame to frame, so what moves weighs more.
     """
 
     name: str
@@ -146,6 +148,7 @@ class StageConfig:
     train_text_encoder: bool | None = None
     matte_weight: float = 0.0
     timestep_shift: float = 1.0
+    motion_weight: float = 0.0
     # vae
     frames: int = 9
     kl_weight: float = 1e-6
@@ -392,6 +395,7 @@ def _validate_stage(s: StageConfig, key: str) -> None:
     _require(
         s.matte_weight >= 0, f"{key}.matte_weight", "a number >= 0 (0 = unweighted loss)", s.matte_weight
     )
+    _require(s.motion_weight >= 0, f"{key}.motion_weight", "a number >= 0 (0 = off)", s.motion_weight)
     _require(s.timestep_shift > 0, f"{key}.timestep_shift", "a number > 0 (1 = uniform)", s.timestep_shift)
     _require(0 <= s.text_dropout < 1, f"{key}.text_dropout", "a probability in [0, 1)", s.text_dropout)
     _require(s.crop >= 0, f"{key}.crop", "an integer >= 0 (0 = whole frames)", s.crop)

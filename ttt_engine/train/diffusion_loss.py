@@ -98,3 +98,20 @@ class VelocityLoss:
         err = (prediction.float() - target.float()) ** 2
         w = weight.to(err.device, torch.float32).expand_as(err)
         return (w * err).sum() / w.sum()
+
+    @staticmethod
+    def motion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mean square of how the error changes from one latent frame to the next ([B, F, ...], frames on
+        axis 1), in fp32. An error shared by every frame (a wrong colour) costs nothing here; one that
+        differs between frames (a character in the wrong place as it moves) costs up to four times its
+        square. Added to the loss with a stage's motion_weight, it weighs what moves."""
+        if prediction.shape != target.shape:
+            raise ValueError(
+                f"prediction: expected shape {tuple(target.shape)} (the target's), got {tuple(prediction.shape)}"
+            )
+        if prediction.dim() < 2 or prediction.shape[1] < 2:
+            raise ValueError(
+                f"motion_loss: needs at least 2 frames on axis 1, got shape {tuple(prediction.shape)}"
+            )
+        err = prediction.float() - target.float()
+        return ((err[:, 1:] - err[:, :-1]) ** 2).mean()

@@ -122,9 +122,12 @@ class DiTObjective(nn.Module):
     """forward(noisy, timesteps, target, texts) -> v-prediction MSE. The text encoder is a submodule (and
     trains, and DDP syncs it) only when train_text; otherwise it runs frozen under no_grad."""
 
-    def __init__(self, transformer: nn.Module, text_encoder: Any, train_text: bool) -> None:
+    def __init__(
+        self, transformer: nn.Module, text_encoder: Any, train_text: bool, motion_weight: float = 0.0
+    ) -> None:
         super().__init__()
         self.transformer = transformer
+        self.motion_weight = float(motion_weight)
         if train_text:
             self.text_encoder = text_encoder
         else:
@@ -150,7 +153,10 @@ class DiTObjective(nn.Module):
     ) -> torch.Tensor:
         emb, mask = self.encode(texts, noisy.shape[0])
         pred = self.transformer(noisy, emb, mask, timesteps)
-        return VelocityLoss.loss(pred, target, weight)
+        loss = VelocityLoss.loss(pred, target, weight)
+        if self.motion_weight:
+            loss = loss + self.motion_weight * VelocityLoss.motion_loss(pred, target)
+        return loss
 
 
 # ---- the trainer ----------------------------------------------------------------------------------------
@@ -542,7 +548,7 @@ class Trainer:
             len(list(dit.parameters())),
             "trained" if train_text else "frozen",
         )
-        self._objective = DiTObjective(dit, text, train_text)
+        self._objective = DiTObjective(dit, text, train_text, stage.motion_weight)
         modules = {"transformer": dit, **({"text_encoder": text} if train_text else {})}
         wrapped = self._wrap(self._objective)
 
