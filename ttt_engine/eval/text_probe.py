@@ -95,7 +95,8 @@ class ProbeRow:
         return (self.edited - self.true) / gap if gap > 0 else float("nan")
 
 
-def _windows_and_data(pipe: Any, dataset_dir: str | Path) -> tuple[Any, list[Any]]:
+def _window_data(pipe: Any, dataset_dir: str | Path) -> Any:
+    """DiTData of the dataset's one-segment windows, latents encoded by the model's VAE on demand (no cache)."""
     from ttt_engine.toonworld import ClipDataset
     from ttt_engine.train.data import DiTData, LatentStore, frame_layout, make_windows
     from ttt_engine.train.vae_train import temporal_factor
@@ -107,8 +108,7 @@ def _windows_and_data(pipe: Any, dataset_dir: str | Path) -> tuple[Any, list[Any
     windows = make_windows(dataset, 1)
     store = LatentStore(dataset, layout, pipe.vae, pipe.device, None)
     vc = pipe.vae.config
-    data = DiTData(windows, store, vc.scaling_factor, getattr(vc, "shift_factor", None) or 0.0)
-    return data, windows
+    return DiTData(windows, store, vc.scaling_factor, getattr(vc, "shift_factor", None) or 0.0)
 
 
 @torch.no_grad()
@@ -118,7 +118,8 @@ def probe(
     """Rows for every swap and timestep. Raises ValueError when no window's prompt holds a swap's words."""
     from ttt_engine.train.diffusion_loss import VelocityLoss, make_noise_scheduler
 
-    data, windows = _windows_and_data(pipe, dataset_dir)
+    data = _window_data(pipe, dataset_dir)
+    windows = data.windows
     velocity = VelocityLoss(make_noise_scheduler(pipe.scheduler_config or None))
     device = pipe.device
 

@@ -20,7 +20,7 @@ import json
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -171,7 +171,40 @@ class HashTextEncoder(nn.Module):
         return model.eval()
 
 
-class T5TextEncoder:
+class _TransformersTextEncoder:
+    """What our two transformers-backed encoders share: the model and tokenizer, device moves, and
+    fixed-length tokenisation (padding masked in the encoder and in the output when asked)."""
+
+    model: nn.Module
+    tokenizer: Any
+    max_length: int
+
+    def to(self, *args: Any, **kwargs: Any) -> Self:
+        self.model.to(*args, **kwargs)
+        return self
+
+    def parameters(self) -> Any:
+        return self.model.parameters()
+
+    def _tokenize(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """ids [N, max_length] and mask [N, max_length] bool, on the model's device."""
+        _check_texts(texts)
+        tok = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            max_length=self.max_length,
+            truncation=True,
+            return_tensors="pt",
+        )
+        device = next(self.model.parameters()).device
+        return tok["input_ids"].to(device), tok["attention_mask"].to(device).bool()
+
+    def _encode_masked(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        return emb * mask[..., None].to(emb.dtype), mask
+
+
+class T5TextEncoder(_TransformersTextEncoder):
     """transformers' T5EncoderModel + T5Tokenizer from local folders, fixed-length padded output.
 
     mask_padding False (default) encodes as CogVideoX was trained: the padded ids go through T5 without
@@ -211,33 +244,16 @@ class T5TextEncoder:
             model.resize_token_embeddings(len(tokenizer))
         return cls(model, tokenizer, max_length)
 
-    def to(self, *args: Any, **kwargs: Any) -> T5TextEncoder:
-        self.model.to(*args, **kwargs)
-        return self
-
-    def parameters(self) -> Any:
-        return self.model.parameters()
-
     @torch.no_grad()
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_texts(texts)
-        tok = self.tokenizer(
-            list(texts),
-            padding="max_length",
-            max_length=self.max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        device = next(self.model.parameters()).device
-        ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device).bool()
+        ids, mask = self._tokenize(texts)
         if not self.mask_padding:
             emb = self.model(input_ids=ids).last_hidden_state
             return emb, torch.ones_like(mask)
-        emb = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
-        return emb * mask[..., None].to(emb.dtype), mask
+        return self._encode_masked(ids, mask)
 
 
-class PackagedTextEncoder:
+class PackagedTextEncoder(_TransformersTextEncoder):
     """A frozen BERT-style sentence encoder whose weights ship inside an installed Python package.
 
     package: the import name of a package with a MODEL_DIR (a transformers folder: config.json,
@@ -271,28 +287,9 @@ class PackagedTextEncoder:
         self.model.requires_grad_(False)
         self.dim = int(self.model.config.hidden_size)
 
-    def to(self, *args: Any, **kwargs: Any) -> PackagedTextEncoder:
-        self.model.to(*args, **kwargs)
-        return self
-
-    def parameters(self) -> Any:
-        return self.model.parameters()
-
     @torch.no_grad()
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_texts(texts)
-        tok = self.tokenizer(
-            list(texts),
-            padding="max_length",
-            max_length=self.max_length,
-            truncation=True,
-            return_tensors="pt",
-        )
-        device = next(self.model.parameters()).device
-        ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
-        emb = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
-        mask = mask.bool()
-        return emb * mask[..., None].to(emb.dtype), mask
+        return self._encode_masked(*self._tokenize(texts))
 
     def save(self, folder: str | Path) -> None:
         """folder/config.json naming the package: the weights stay in the package."""

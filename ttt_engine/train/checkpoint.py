@@ -294,7 +294,7 @@ def load_model_parts(folder: str | Path, transformer_overrides: dict[str, Any] |
     )
     vae = load_vae(folder / "vae").float()
     sched = load_scheduler_config(folder / "scheduler") if (folder / "scheduler").is_dir() else None
-    index = _read_index(folder)
+    index = read_model_index(folder)
     sources = {
         "vae": str(folder / "vae"),
         "text_encoder": str(folder / "text_encoder"),
@@ -305,7 +305,8 @@ def load_model_parts(folder: str | Path, transformer_overrides: dict[str, Any] |
     return ModelParts(transformer, text, vae, sources)
 
 
-def _read_index(folder: Path) -> dict[str, Any]:
+def read_model_index(folder: Path) -> dict[str, Any]:
+    """model_index.json of a model folder ({} when it has none); ConfigError when it is not JSON."""
     from ..pipeline.video_pipeline import PIPELINE_INDEX
 
     path = folder / PIPELINE_INDEX

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import ModelParts, _read_index, export_model_folder, load_model_parts
+from .checkpoint import ModelParts, export_model_folder, load_model_parts, read_model_index
 
 TEXT_PROJ = "text_proj."
 
@@ -41,7 +41,7 @@ def swap_text_encoder(src: str | Path, dst: str | Path, package: str, seed: int 
     missing, unexpected = transformer.load_state_dict(kept, strict=False)
     if unexpected or any(not k.startswith(TEXT_PROJ) for k in missing):
         raise RuntimeError(f"swap_text_encoder: unexpected keys {unexpected}, missing {missing}")
-    fps = _read_index(Path(src)).get("fps")
+    fps = read_model_index(Path(src)).get("fps")
     if not fps:
         raise ValueError(f"{src}: model_index.json gives no fps (expected one of our model folders)")
     sources = {**parts.sources, "text_encoder": None, "tokenizer": None}
