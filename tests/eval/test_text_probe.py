@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ttt_engine.cli import main
-from ttt_engine.eval.text_probe import ProbeConfig, WordSwap, format_rows, probe
+from ttt_engine.eval.text_probe import ProbeConfig, format_rows, probe
+from ttt_engine.pipeline.prompt_edit import WordSwap
 from ttt_engine.pipeline.video_pipeline import VideoPipeline
 from ttt_engine.toonworld.dataset import write_dataset
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from ttt_engine.pipeline.prompt_edit import WordSwap
+
 STAGE_TYPES = ("dit", "vae")
 TRAINABLE = ("all", "ttt_attn")  # ttt_attn: TTT layers + gates + attention QKVO (the paper's 9-63 s stages)
 # decoder: fine-tune the VAE decoder only; the encoder, so the latent space the DiT learned, stays fixed
@@ -48,6 +50,9 @@ _DIT_ONLY = (
     "matte_weight",
     "timestep_shift",
     "motion_weight",
+    "contrast_swaps",
+    "contrast_weight",
+    "contrast_margin",
 )
 _VAE_ONLY = ("frames", "kl_weight", "recon_loss", "crop", "vae_trainable")
 
@@ -123,6 +128,10 @@ class StageConfig:
     timestep_shift > 1 (DiT stages) trains on noisier timesteps more often (diffusion_loss.py,
     VelocityLoss.sample_timesteps); 1 samples them uniformly. motion_weight > 0 (DiT stages) adds that
     multiple of VelocityLoss.motion_loss, the error's change from frame to frame, so what moves weighs more.
+    contrast_weight > 0 (DiT stages, with contrast_swaps such as ["left=right"]) adds a hinge that makes
+    the prompt's words matter: each sample whose prompt a swap changes is also predicted with the swapped
+    prompt (same latents, noise and timestep), and the true prompt's loss must undercut the swapped one's
+    by contrast_margin (trainer.py, DiTObjective). A model that ignores the words pays contrast_margin.
     """
 
     name: str
@@ -149,6 +158,11 @@ class StageConfig:
     matte_weight: float = 0.0
     timestep_shift: float = 1.0
     motion_weight: float = 0.0
+    contrast_swaps: tuple[str, ...] = ()
+    contrast_weight: float = 0.0
+    contrast_margin: float = (
+        0.005  # per-sample MSE; a word the probe sees used ("jumps") is worth ~0.003-0.007
+    )
     # vae
     frames: int = 9
     kl_weight: float = 1e-6
@@ -396,6 +410,18 @@ def _validate_stage(s: StageConfig, key: str) -> None:
         s.matte_weight >= 0, f"{key}.matte_weight", "a number >= 0 (0 = unweighted loss)", s.matte_weight
     )
     _require(s.motion_weight >= 0, f"{key}.motion_weight", "a number >= 0 (0 = off)", s.motion_weight)
+    _require(s.contrast_weight >= 0, f"{key}.contrast_weight", "a number >= 0 (0 = off)", s.contrast_weight)
+    _require(s.contrast_margin >= 0, f"{key}.contrast_margin", "a number >= 0", s.contrast_margin)
+    for i, spec in enumerate(s.contrast_swaps):
+        try:
+            WordSwap.parse(spec)
+        except ValueError as err:
+            raise ConfigError(f"{key}.contrast_swaps[{i}]: {err}") from None
+    if bool(s.contrast_swaps) != (s.contrast_weight > 0):
+        raise ConfigError(
+            f"{key}: contrast_swaps {list(s.contrast_swaps)!r} with contrast_weight {s.contrast_weight!r}: "
+            "set both (e.g. contrast_swaps: [left=right], contrast_weight: 0.5) or neither"
+        )
     _require(s.timestep_shift > 0, f"{key}.timestep_shift", "a number > 0 (1 = uniform)", s.timestep_shift)
     _require(0 <= s.text_dropout < 1, f"{key}.text_dropout", "a probability in [0, 1)", s.text_dropout)
     _require(s.crop >= 0, f"{key}.crop", "an integer >= 0 (0 = whole frames)", s.crop)

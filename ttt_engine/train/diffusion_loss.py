@@ -100,6 +100,21 @@ class VelocityLoss:
         return (w * err).sum() / w.sum()
 
     @staticmethod
+    def per_sample_loss(
+        prediction: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[B] losses: `loss` of each sample on its own (its weighted mean with weight), in fp32."""
+        if prediction.shape != target.shape:
+            raise ValueError(
+                f"prediction: expected shape {tuple(target.shape)} (the target's), got {tuple(prediction.shape)}"
+            )
+        err = (prediction.float() - target.float()) ** 2
+        if weight is None:
+            return err.flatten(1).mean(1)
+        w = weight.to(err.device, torch.float32).expand_as(err)
+        return (w * err).flatten(1).sum(1) / w.flatten(1).sum(1)
+
+    @staticmethod
     def motion_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean square of how the error changes from one latent frame to the next ([B, F, ...], frames on
         axis 1), in fp32. An error shared by every frame (a wrong colour) costs nothing here; one that

@@ -6,6 +6,8 @@
                for each step:  z ~ q(z | frames) * scale;  t ~ U{0..999};  eps ~ N(0, I)
                                texts: each segment's prompt -> "" with p = text_dropout
                                loss = || DiT(x_t, text, t) - v ||^2     (diffusion_loss.py)
+                                      [+ motion_weight * motion loss]
+                                      [+ contrast_weight * hinge(margin - (loss with swapped words - loss))]
         AdamW (per-group lr + schedule), grad clipping, optional grad accumulation, DDP across ranks,
         bf16 autocast on CUDA; checkpoints every `checkpoint_every` steps and at every stage end.
     export the model folder (transformer/, vae/, text_encoder/, scheduler/, model_index.json).
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from ..pipeline.prompt_edit import WordSwap
 from ..storyboard import SEGMENT_SECONDS
 from ..toonworld.dataset import INDEX as DATASET_INDEX
 from ..toonworld.dataset import ClipDataset, write_dataset
@@ -118,16 +121,56 @@ def _stage_seed(seed: int, stage_index: int, rank: int) -> int:
 # ---- objectives -----------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class ContrastTerm:
+    """The stage's contrast hinge (StageConfig.contrast_*): swaps applied to each sample's prompts, the
+    hinge's weight and its margin in per-sample loss."""
+
+    swaps: tuple[WordSwap, ...]
+    weight: float
+    margin: float
+
+    @classmethod
+    def from_stage(cls, stage: StageConfig) -> ContrastTerm | None:
+        if not stage.contrast_weight:
+            return None
+        swaps = tuple(WordSwap.parse(s) for s in stage.contrast_swaps)
+        return cls(swaps, stage.contrast_weight, stage.contrast_margin)
+
+    def swapped(self, texts: list[str], batch: int) -> tuple[list[int], list[str]]:
+        """texts (batch x segments, row-major) -> (rows whose prompts a swap changes, their swapped
+        prompts, row-major). Dropped ("") prompts stay empty, so a row of dropped prompts is left out."""
+        segments = len(texts) // batch
+        rows: list[int] = []
+        out: list[str] = []
+        for b in range(batch):
+            row = texts[b * segments : (b + 1) * segments]
+            edited = list(row)
+            for swap in self.swaps:
+                edited = [swap(t) for t in edited]
+            if edited != row:
+                rows.append(b)
+                out += edited
+        return rows, out
+
+
 class DiTObjective(nn.Module):
-    """forward(noisy, timesteps, target, texts) -> v-prediction MSE. The text encoder is a submodule (and
-    trains, and DDP syncs it) only when train_text; otherwise it runs frozen under no_grad."""
+    """forward(noisy, timesteps, target, texts) -> v-prediction MSE (+ motion and contrast terms). The
+    text encoder is a submodule (and trains, and DDP syncs it) only when train_text; otherwise it runs
+    frozen under no_grad."""
 
     def __init__(
-        self, transformer: nn.Module, text_encoder: Any, train_text: bool, motion_weight: float = 0.0
+        self,
+        transformer: nn.Module,
+        text_encoder: Any,
+        train_text: bool,
+        motion_weight: float = 0.0,
+        contrast: ContrastTerm | None = None,
     ) -> None:
         super().__init__()
         self.transformer = transformer
         self.motion_weight = float(motion_weight)
+        self.contrast = contrast
         if train_text:
             self.text_encoder = text_encoder
         else:
@@ -151,11 +194,31 @@ class DiTObjective(nn.Module):
         texts: list[str],
         weight: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        batch = noisy.shape[0]
+        rows: list[int] = []
+        if self.contrast is not None:
+            rows, swapped = self.contrast.swapped(texts, batch)
+            if rows:
+                # one transformer call: the batch, then its swapped rows again with the swapped prompts
+                index = torch.tensor(rows, device=noisy.device)
+                texts = texts + swapped
+                noisy = torch.cat([noisy, noisy[index]])
+                timesteps = torch.cat([timesteps, timesteps[index]])
         emb, mask = self.encode(texts, noisy.shape[0])
-        pred = self.transformer(noisy, emb, mask, timesteps)
+        pred_all = self.transformer(noisy, emb, mask, timesteps)
+        pred = pred_all[:batch]
         loss = VelocityLoss.loss(pred, target, weight)
         if self.motion_weight:
             loss = loss + self.motion_weight * VelocityLoss.motion_loss(pred, target)
+        if rows:
+            assert self.contrast is not None
+            index = torch.tensor(rows, device=target.device)
+            w = None if weight is None else weight[index]
+            true = VelocityLoss.per_sample_loss(pred[index], target[index], w)
+            other = VelocityLoss.per_sample_loss(pred_all[batch:], target[index], w)
+            # summed over the swapped rows and divided by the batch: an expectation over the data
+            hinge = torch.relu(self.contrast.margin - (other - true)).sum() / batch
+            loss = loss + self.contrast.weight * hinge
         return loss
 
 
@@ -548,7 +611,9 @@ class Trainer:
             len(list(dit.parameters())),
             "trained" if train_text else "frozen",
         )
-        self._objective = DiTObjective(dit, text, train_text, stage.motion_weight)
+        self._objective = DiTObjective(
+            dit, text, train_text, stage.motion_weight, ContrastTerm.from_stage(stage)
+        )
         modules = {"transformer": dit, **({"text_encoder": text} if train_text else {})}
         wrapped = self._wrap(self._objective)
 
