@@ -162,3 +162,15 @@ def test_unknown_kind_and_bad_mini_batch() -> None:
         ttt_scan("rnn", q, k, v, eta, w, b, state, 16)
     with pytest.raises(ValueError, match="mini_batch_size: expected a positive int, got 0"):
         ttt_scan("mlp", q, k, v, eta, w, b, state, 0)
+
+
+@pytest.mark.slow
+def test_compiled_step_follows_the_batch_size_without_hitting_the_recompile_limit() -> None:
+    """Training with a contrast hinge feeds the scan a batch of B + (rows swapped) samples, a size that
+    changes every step: the compiled step must take more sizes than dynamo's recompile limit (8)."""
+    for bsz in range(1, 11):
+        q, k, v, eta, w, b, state = make_inputs("mlp", bsz=bsz, length=32, dtype=torch.float32, seed=bsz)
+        out_c, fin_c = ttt_scan_reference("mlp", q, k, v, eta, w, b, state, 16, compile_step=True)
+        out_e, fin_e = ttt_scan_reference("mlp", q, k, v, eta, w, b, state, 16)
+        torch.testing.assert_close(out_c, out_e, rtol=1e-4, atol=1e-5)
+        assert_states_close(fin_c, fin_e, rtol=1e-4, atol=1e-5)

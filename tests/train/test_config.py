@@ -45,8 +45,13 @@ def test_default_model_recipe_follows_the_paper_curriculum() -> None:
     minilm = TrainConfig.load(minilm_path)
     swap = f"ttt-studio swap-text-encoder {shift.model_dir} {minilm.model.init}"
     assert swap in minilm_path.read_text() and minilm.stages[0].trainable == "all"
+    motion = TrainConfig.load(ROOT / "configs" / "default" / "base_motion.yaml")
+    assert motion.model.init == str(minilm.model_dir) and motion.stages[0].motion_weight > 0
+    contrast = TrainConfig.load(ROOT / "configs" / "default" / "base_contrast.yaml")
+    assert contrast.model.init == str(motion.model_dir)
+    assert contrast.stages[0].contrast_swaps == ("left=right",) and contrast.stages[0].contrast_weight > 0
     c = TrainConfig.load(ROOT / "configs" / "default" / "ttt_mlp.yaml")
-    assert c.model.init == str(minilm.model_dir) and c.model.transformer["ttt_inner"] == "mlp"
+    assert c.model.init == str(contrast.model_dir) and c.model.transformer["ttt_inner"] == "mlp"
     dit = c.stages
     assert dit[0].segments == 1 and dit[0].trainable == "all"
     assert dit[0].ttt_lr == pytest.approx(10 * dit[0].lr) and dit[0].lr_schedule_ttt == "cosine"
@@ -59,13 +64,15 @@ def test_default_model_recipe_follows_the_paper_curriculum() -> None:
 def test_ablation_configs_change_only_the_inner_model(name: str, inner: str | None) -> None:
     """A controlled comparison: same base, data, stages and seeds as the TTT-MLP arm (the fine-tune that made
     the default model shipped before base_more.yaml; the later recipes' fine-tunes are the same but for
-    their base, their weight average and, in the current one, the timestep shift)."""
+    their base, their weight average and, in the current one, the timestep shift, motion loss and contrast
+    hinge)."""
     default = TrainConfig.load(ROOT / "configs" / "ablation" / "ttt_mlp.yaml")
     hashed = TrainConfig.load(ROOT / "configs" / "experiments" / "ttt_mlp_hash.yaml")
     assert [dataclasses.replace(s, ema_decay=0.0) for s in hashed.stages] == list(default.stages)
     assert hashed.model.transformer == default.model.transformer
     current = TrainConfig.load(ROOT / "configs" / "default" / "ttt_mlp.yaml")
-    assert [dataclasses.replace(s, timestep_shift=1.0) for s in current.stages] == list(hashed.stages)
+    plain = {"timestep_shift": 1.0, "motion_weight": 0.0, "contrast_swaps": (), "contrast_weight": 0.0}
+    assert [dataclasses.replace(s, **plain) for s in current.stages] == list(hashed.stages)
     assert current.model.transformer == default.model.transformer
     other = TrainConfig.load(ROOT / "configs" / "ablation" / name)
     assert other.stages == default.stages and other.dataset == default.dataset and other.seed == default.seed

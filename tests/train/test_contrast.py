@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -161,5 +162,8 @@ def test_the_trainer_adds_the_hinge(tmp_path: Path, toon_dir: Path) -> None:
     )
     # same items, noise and timesteps at step 1; the hinge is about 5 x (swapped rows / 3) > 0
     assert hinged.losses[0] > plain.losses[0] + 1.0
+    logged = [json.loads(line) for line in (tmp_path / "hinged" / "train_log.jsonl").read_text().splitlines()]
+    assert logged[-1]["contrast_hinge"] > 0 and "contrast_gap" in logged[-1]
+    assert "contrast_hinge" not in (tmp_path / "plain" / "train_log.jsonl").read_text()
     saved = TrainConfig.load(tmp_path / "hinged" / "train_config.yaml")
     assert saved.stages[0].contrast_swaps == ("kitchen=garden", "street=room")

@@ -157,7 +157,8 @@ class ContrastTerm:
 class DiTObjective(nn.Module):
     """forward(noisy, timesteps, target, texts) -> v-prediction MSE (+ motion and contrast terms). The
     text encoder is a submodule (and trains, and DDP syncs it) only when train_text; otherwise it runs
-    frozen under no_grad."""
+    frozen under no_grad. After a forward with swapped rows, `terms` holds the contrast hinge and the
+    mean gap (swapped prompt's loss - true prompt's) for the training log."""
 
     def __init__(
         self,
@@ -171,6 +172,7 @@ class DiTObjective(nn.Module):
         self.transformer = transformer
         self.motion_weight = float(motion_weight)
         self.contrast = contrast
+        self.terms: dict[str, float] = {}
         if train_text:
             self.text_encoder = text_encoder
         else:
@@ -196,6 +198,7 @@ class DiTObjective(nn.Module):
     ) -> torch.Tensor:
         batch = noisy.shape[0]
         rows: list[int] = []
+        self.terms = {}
         if self.contrast is not None:
             rows, swapped = self.contrast.swapped(texts, batch)
             if rows:
@@ -217,8 +220,10 @@ class DiTObjective(nn.Module):
             true = VelocityLoss.per_sample_loss(pred[index], target[index], w)
             other = VelocityLoss.per_sample_loss(pred_all[batch:], target[index], w)
             # summed over the swapped rows and divided by the batch: an expectation over the data
-            hinge = torch.relu(self.contrast.margin - (other - true)).sum() / batch
+            gap = other - true
+            hinge = torch.relu(self.contrast.margin - gap).sum() / batch
             loss = loss + self.contrast.weight * hinge
+            self.terms = {"contrast_hinge": float(hinge.detach()), "contrast_gap": float(gap.detach().mean())}
         return loss
 
 
@@ -611,11 +616,10 @@ class Trainer:
             len(list(dit.parameters())),
             "trained" if train_text else "frozen",
         )
-        self._objective = DiTObjective(
-            dit, text, train_text, stage.motion_weight, ContrastTerm.from_stage(stage)
-        )
+        objective = DiTObjective(dit, text, train_text, stage.motion_weight, ContrastTerm.from_stage(stage))
+        self._objective = objective
         modules = {"transformer": dit, **({"text_encoder": text} if train_text else {})}
-        wrapped = self._wrap(self._objective)
+        wrapped = self._wrap(objective)
 
         def micro_step(
             model: nn.Module, sampler: SeededSampler, gen: torch.Generator
@@ -625,7 +629,8 @@ class Trainer:
                 indices, gen, stage.text_dropout, stage.timestep_shift
             )
             with self._autocast():
-                return model(noisy, t, target, texts, weight), {}
+                loss = model(noisy, t, target, texts, weight)
+            return loss, dict(objective.terms)
 
         self._loop(
             index,

@@ -97,7 +97,8 @@ def _get_step(kind: str, form: str, compile_step: bool) -> Step:
     if not compile_step:
         return step
     if (kind, form) not in _compiled:
-        _compiled[(kind, form)] = torch.compile(step, dynamic=False, fullgraph=True)
+        # dynamic=None: a second shape (another batch size or length) compiles one graph with that dim symbolic
+        _compiled[(kind, form)] = torch.compile(step, dynamic=None, fullgraph=True)
     return _compiled[(kind, form)]
 
 
