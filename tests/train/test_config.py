@@ -23,6 +23,18 @@ def _base(**stage: Any) -> dict[str, Any]:
     return {"run_dir": "/tmp/run", "dataset": {"path": "/tmp/data"}, "stages": [s]}
 
 
+@pytest.mark.parametrize("name", ["matte_weight", "motion_weight", "contrast_weight"])
+def test_dit_loss_weights_are_non_negative_and_not_for_vae_stages(
+    tmp_path: Path, toon_dir: Path, name: str
+) -> None:
+    stage = {"name": "3s", "type": "dit", "segments": 1, "steps": 1, name: -0.5}
+    with pytest.raises(ConfigError, match=rf"stages\[0\].{name}: expected a number >= 0"):
+        TrainConfig.from_dict(tiny_config_dict(tmp_path, toon_dir, [stage]))
+    vae_stage = {"name": "vae", "type": "vae", "steps": 1, name: 1.0}
+    with pytest.raises(ConfigError, match=f"{name}: not used by a 'vae' stage"):
+        TrainConfig.from_dict(tiny_config_dict(tmp_path, toon_dir, [vae_stage]))
+
+
 SHIPPED = sorted(str(p.relative_to(ROOT / "configs")) for p in (ROOT / "configs").rglob("*.yaml"))
 
 

@@ -143,9 +143,6 @@ def test_contrast_keys_are_validated(tmp_path: Path, toon_dir: Path) -> None:
     ]:
         with pytest.raises(ConfigError, match=message):
             TrainConfig.from_dict(tiny_config_dict(tmp_path, toon_dir, [stage(**keys)]))
-    vae_stage = {"name": "vae", "type": "vae", "steps": 1, "contrast_weight": 1.0}
-    with pytest.raises(ConfigError, match="contrast_weight: not used by a 'vae' stage"):
-        TrainConfig.from_dict(tiny_config_dict(tmp_path, toon_dir, [vae_stage]))
 
 
 def test_the_trainer_adds_the_hinge(tmp_path: Path, toon_dir: Path) -> None:

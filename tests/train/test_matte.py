@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from ttt_engine.toonworld import ClipDataset
-from ttt_engine.train.config import ConfigError, TrainConfig
 from ttt_engine.train.data import (
     DataError,
     DiTData,
@@ -22,7 +21,7 @@ from ttt_engine.train.data import (
 from ttt_engine.train.diffusion_loss import VelocityLoss
 from ttt_engine.train.trainer import Trainer
 
-from .conftest import tiny_config, tiny_config_dict
+from .conftest import tiny_config
 
 
 def test_matte_pools_to_the_latent_grid_by_footprint_maximum() -> None:
@@ -79,15 +78,6 @@ def test_matte_weight_needs_a_matte_in_every_clip(tmp_path: Path, toon_dir: Path
     trainer = Trainer(tiny_config(tmp_path / "run", data_dir, [stage]), progress=False)
     with pytest.raises(DataError, match=r"1 of 3 have none, e.g. \['clip_000001'\]"):
         trainer.run()
-
-
-def test_matte_weight_is_validated(tmp_path: Path, toon_dir: Path) -> None:
-    stage = {"name": "3s", "type": "dit", "segments": 1, "steps": 1, "matte_weight": -1.0}
-    with pytest.raises(ConfigError, match=r"stages\[0\].matte_weight: expected a number >= 0"):
-        TrainConfig.from_dict(tiny_config_dict(tmp_path, toon_dir, [stage]))
-    vae_stage = {"name": "vae", "type": "vae", "steps": 1, "matte_weight": 1.0}
-    with pytest.raises(ConfigError, match="matte_weight: not used by a 'vae' stage"):
-        TrainConfig.from_dict(tiny_config_dict(tmp_path, toon_dir, [vae_stage]))
 
 
 def test_matte_weighted_stage_trains_and_resumes_exactly(tmp_path: Path, toon_dir: Path) -> None:

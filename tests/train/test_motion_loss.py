@@ -7,11 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ttt_engine.train.config import ConfigError, TrainConfig
 from ttt_engine.train.diffusion_loss import VelocityLoss
 from ttt_engine.train.trainer import Trainer
 
-from .conftest import tiny_config, tiny_config_dict
+from .conftest import tiny_config
 
 
 def test_an_error_shared_by_every_frame_costs_nothing_and_a_moving_one_does() -> None:
@@ -32,15 +31,6 @@ def test_motion_loss_needs_two_frames_and_matching_shapes() -> None:
         VelocityLoss.motion_loss(torch.zeros(2, 1, 3), torch.zeros(2, 1, 3))
     with pytest.raises(ValueError, match="prediction: expected shape"):
         VelocityLoss.motion_loss(torch.zeros(2, 3, 3), torch.zeros(2, 4, 3))
-
-
-def test_motion_weight_is_validated(tmp_path: Path, toon_dir: Path) -> None:
-    stage = {"name": "3s", "type": "dit", "segments": 1, "steps": 1, "motion_weight": -0.5}
-    with pytest.raises(ConfigError, match=r"stages\[0\].motion_weight: expected a number >= 0"):
-        TrainConfig.from_dict(tiny_config_dict(tmp_path, toon_dir, [stage]))
-    vae_stage = {"name": "vae", "type": "vae", "steps": 1, "motion_weight": 1.0}
-    with pytest.raises(ConfigError, match="motion_weight: not used by a 'vae' stage"):
-        TrainConfig.from_dict(tiny_config_dict(tmp_path, toon_dir, [vae_stage]))
 
 
 def test_the_trainer_adds_the_weighted_motion_loss(tmp_path: Path, toon_dir: Path) -> None:
