@@ -9,7 +9,7 @@ import torch
 
 from ttt_engine.cli import main
 from ttt_engine.eval.text_probe import ProbeConfig, format_rows, probe
-from ttt_engine.pipeline.prompt_edit import WordSwap
+from ttt_engine.pipeline.prompt_edit import PromptEdit, WordSwap
 from ttt_engine.pipeline.video_pipeline import VideoPipeline
 from ttt_engine.toonworld.dataset import write_dataset
 
@@ -41,6 +41,21 @@ def test_word_swap_goes_both_ways_on_whole_words_and_keeps_capitals() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             WordSwap.parse(bad)
+
+
+def test_prompt_edit_swaps_several_pairs_together() -> None:
+    edit = PromptEdit.parse("Tom=Jerry  cat=mouse")
+    assert edit("Tom the cat chases Jerry the mouse. The mouse hides.") == (
+        "Jerry the mouse chases Tom the cat. The cat hides."
+    )
+    assert edit.spec == "Tom=Jerry cat=mouse" and edit.name == "Tom<->Jerry cat<->mouse"
+    for bad, message in [
+        ("", "expected WORD=WORD swaps"),
+        ("cat=mouse mouse=dog", "'mouse' is in two swaps"),
+        ("Tom=Jerry cat", "word swap 'cat': expected WORD=WORD"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            PromptEdit.parse(bad)
 
 
 def test_probe_config_is_validated() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ttt_engine.pipeline.prompt_edit import WordSwap
+from ttt_engine.pipeline.prompt_edit import PromptEdit
 from ttt_engine.pipeline.video_pipeline import VideoPipeline
 from ttt_engine.train.config import ConfigError, TrainConfig
 from ttt_engine.train.diffusion_loss import VelocityLoss
@@ -17,6 +17,7 @@ from ttt_engine.train.trainer import ContrastTerm, DiTObjective, Trainer
 from .conftest import tiny_config, tiny_config_dict
 
 TEXTS = ["Tom runs left.", "Jerry jumps.", "", "Spike runs right, then left."]
+LEFT_RIGHT = PromptEdit.parse("left=right")
 
 
 def tiny_objective(contrast: ContrastTerm | None, seed: int = 0) -> DiTObjective:
@@ -33,15 +34,22 @@ def batch(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
 
 
 def test_swapped_rows_are_those_whose_prompts_change() -> None:
-    term = ContrastTerm((WordSwap("left", "right"),), weight=1.0, margin=0.01)
+    term = ContrastTerm((LEFT_RIGHT,), weight=1.0, margin=0.01)
     rows, swapped = term.swapped(TEXTS, 4)
     assert rows == [0, 3]
     assert swapped == ["Tom runs right.", "Spike runs left, then right."]
     # two segments per row: a row counts when any of its prompts changes, and all of them are swapped
     rows, swapped = term.swapped(["Jerry jumps.", "Tom runs left.", "", "Jerry jumps."], 2)
     assert rows == [0] and swapped == ["Jerry jumps.", "Tom runs right."]
-    two = ContrastTerm((WordSwap("left", "right"), WordSwap("cat", "dog")), weight=1.0, margin=0.01)
-    assert two.swapped(["The cat runs left."], 1) == ([0], ["The dog runs right."])
+    # one edit of two swaps: both at once
+    both = ContrastTerm((PromptEdit.parse("left=right cat=dog"),), weight=1.0, margin=0.01)
+    assert both.swapped(["The cat runs left.", "Jerry jumps."], 2) == ([0], ["The dog runs right."])
+    # two edits: a row comes back once per edit that changes it, edit by edit
+    two = ContrastTerm((LEFT_RIGHT, PromptEdit.parse("cat=dog")), weight=1.0, margin=0.01)
+    assert two.swapped(["The cat runs left.", "Jerry jumps.", "A dog."], 3) == (
+        [0, 0, 2],
+        ["The cat runs right.", "The dog runs left.", "A cat."],
+    )
 
 
 def test_per_sample_loss_is_each_samples_own_loss() -> None:
@@ -59,8 +67,9 @@ def test_per_sample_loss_is_each_samples_own_loss() -> None:
         VelocityLoss.per_sample_loss(pred[:, :1], target)
 
 
-def test_a_text_blind_model_pays_the_margin_for_each_swapped_row() -> None:
-    objective = tiny_objective(ContrastTerm((WordSwap("left", "right"),), weight=2.0, margin=0.25))
+def test_a_text_blind_model_pays_the_margin_for_each_edited_row() -> None:
+    edits = (LEFT_RIGHT, PromptEdit.parse("Tom=Jerry"))
+    objective = tiny_objective(ContrastTerm(edits, weight=2.0, margin=0.25))
     encoder = objective.__dict__["frozen_text_encoder"]
     fixed = encoder.encode(["one text for every prompt"])
     encoder.encode = lambda texts: (fixed[0].expand(len(texts), -1, -1), fixed[1].expand(len(texts), -1))
@@ -69,12 +78,13 @@ def test_a_text_blind_model_pays_the_margin_for_each_swapped_row() -> None:
         with_hinge = float(objective(noisy, t, target, TEXTS))
         objective.contrast = None
         plain = float(objective(noisy, t, target, TEXTS))
-    # the swapped prompts change nothing, so each of the 2 swapped rows (of 4) pays the whole margin
-    assert with_hinge - plain == pytest.approx(2.0 * 0.25 * 2 / 4, rel=1e-5)
+    # the edited prompts change nothing, so each of the 4 (row, edit) pairs pays the whole margin: rows
+    # 0 and 3 for left=right, rows 0 and 1 for Tom=Jerry (batch 4)
+    assert with_hinge - plain == pytest.approx(2.0 * 0.25 * 4 / 4, rel=1e-5)
 
 
 def test_the_hinge_is_the_margin_minus_the_swapped_prompts_extra_loss() -> None:
-    term = ContrastTerm((WordSwap("left", "right"),), weight=1.0, margin=1.0)
+    term = ContrastTerm((LEFT_RIGHT,), weight=1.0, margin=1.0)
     objective = tiny_objective(term)
     noisy, t, target = batch(4)
     with torch.no_grad():
@@ -96,7 +106,7 @@ def test_the_hinge_is_the_margin_minus_the_swapped_prompts_extra_loss() -> None:
 
 def test_minimising_the_hinge_makes_the_swapped_words_cost_more() -> None:
     torch.manual_seed(0)
-    objective = tiny_objective(ContrastTerm((WordSwap("left", "right"),), weight=1.0, margin=1.0), seed=3)
+    objective = tiny_objective(ContrastTerm((LEFT_RIGHT,), weight=1.0, margin=1.0), seed=3)
     texts = ["Tom runs left.", "Tom runs right."]
     noisy, t, target = batch(2, seed=4)
 
@@ -115,7 +125,7 @@ def test_minimising_the_hinge_makes_the_swapped_words_cost_more() -> None:
     optim = torch.optim.Adam(objective.transformer.parameters(), lr=1e-3)
     for _ in range(20):
         optim.zero_grad()
-        objective.contrast = ContrastTerm((WordSwap("left", "right"),), weight=1.0, margin=1.0)
+        objective.contrast = ContrastTerm((LEFT_RIGHT,), weight=1.0, margin=1.0)
         hinge = objective(noisy, t, target, texts)
         objective.contrast = None
         hinge = hinge - objective(noisy, t, target, texts)  # the hinge alone
@@ -132,6 +142,14 @@ def test_contrast_keys_are_validated(tmp_path: Path, toon_dir: Path) -> None:
         ({"contrast_weight": 0.5}, r"stages\[0\]: contrast_swaps \[\] with contrast_weight 0.5: set both"),
         ({"contrast_swaps": ["left=right"]}, "set both"),
         ({"contrast_swaps": ["left"], "contrast_weight": 1.0}, r"contrast_swaps\[0\]: word swap 'left'"),
+        (
+            {"contrast_swaps": [" "], "contrast_weight": 1.0},
+            r"contrast_swaps\[0\]: prompt edit ' ': expected",
+        ),
+        (
+            {"contrast_swaps": ["left=right", "cat=dog dog=mouse"], "contrast_weight": 1.0},
+            r"contrast_swaps\[1\]: prompt edit 'cat=dog dog=mouse': 'dog' is in two swaps",
+        ),
         (
             {"contrast_swaps": ["left=right"], "contrast_weight": -1.0},
             "contrast_weight: expected a number >= 0",

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 
-from ttt_engine.pipeline.prompt_edit import WordSwap
+from ttt_engine.pipeline.prompt_edit import PromptEdit, WordSwap
 
 DEFAULT_TIMESTEPS = (300, 600, 800, 950)  # of 1,000: the sampler fixes layout and motion above ~800
 
@@ -78,9 +78,10 @@ def _window_data(pipe: Any, dataset_dir: str | Path) -> Any:
 
 @torch.no_grad()
 def probe(
-    pipe: Any, dataset_dir: str | Path, swaps: Sequence[WordSwap], config: ProbeConfig
+    pipe: Any, dataset_dir: str | Path, swaps: Sequence[WordSwap | PromptEdit], config: ProbeConfig
 ) -> list[ProbeRow]:
-    """Rows for every swap and timestep. Raises ValueError when no window's prompt holds a swap's words."""
+    """Rows for every swap (a WordSwap or a PromptEdit of several) and timestep. Raises ValueError when
+    no window's prompt holds a swap's words."""
     from ttt_engine.train.diffusion_loss import VelocityLoss, make_noise_scheduler
 
     data = _window_data(pipe, dataset_dir)
@@ -143,7 +144,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model folder ('default' for the shipped default model)")
     p.add_argument("dataset", help="dataset folder (clips with storyboard.json, the training format)")
     p.add_argument(
-        "--swap", action="append", required=True, metavar="WORD=WORD", help="words to swap, e.g. left=right"
+        "--swap",
+        action="append",
+        required=True,
+        metavar="WORD=WORD",
+        help="words to swap, e.g. left=right; several pairs in one quoted argument are swapped together "
+        "('Tom=Jerry cat=mouse'); repeat --swap for separate probes",
     )
     p.add_argument(
         "--timesteps", default=",".join(map(str, DEFAULT_TIMESTEPS)), help="comma-separated, of 1,000"
@@ -167,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
                 f"--timesteps: expected comma-separated integers, got {args.timesteps!r}"
             ) from None
         config = ProbeConfig(timesteps=timesteps, max_clips=args.clips, seed=args.seed)
-        swaps = [WordSwap.parse(s) for s in args.swap]
+        swaps = [PromptEdit.parse(s) for s in args.swap]
         model = default_model_dir() if args.model == "default" else args.model
         pipe = VideoPipeline.from_folder(model)
         rows = probe(pipe, args.dataset, swaps, config)

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from ttt_engine.pipeline.prompt_edit import WordSwap
+from ttt_engine.pipeline.prompt_edit import PromptEdit
 
 STAGE_TYPES = ("dit", "vae")
 TRAINABLE = ("all", "ttt_attn")  # ttt_attn: TTT layers + gates + attention QKVO (the paper's 9-63 s stages)
@@ -128,10 +128,12 @@ class StageConfig:
     timestep_shift > 1 (DiT stages) trains on noisier timesteps more often (diffusion_loss.py,
     VelocityLoss.sample_timesteps); 1 samples them uniformly. motion_weight > 0 (DiT stages) adds that
     multiple of VelocityLoss.motion_loss, the error's change from frame to frame, so what moves weighs more.
-    contrast_weight > 0 (DiT stages, with contrast_swaps such as ["left=right"]) adds a hinge that makes
-    the prompt's words matter: each sample whose prompt a swap changes is also predicted with the swapped
-    prompt (same latents, noise and timestep), and the true prompt's loss must undercut the swapped one's
-    by contrast_margin (trainer.py, DiTObjective). A model that ignores the words pays contrast_margin.
+    contrast_weight > 0 (DiT stages, with contrast_swaps such as ["left=right", "Tom=Jerry cat=mouse"])
+    adds a hinge that makes the prompt's words matter. Each entry is one edit of the prompt (word swaps
+    applied together; pipeline/prompt_edit.py, PromptEdit). Each sample is predicted again once per edit
+    that changes its prompt (same latents, noise and timestep), and the true prompt's loss must undercut
+    each edited one's by contrast_margin (trainer.py, DiTObjective). A model that ignores the words pays
+    contrast_margin per edit.
     """
 
     name: str
@@ -414,7 +416,7 @@ def _validate_stage(s: StageConfig, key: str) -> None:
     _require(s.contrast_margin >= 0, f"{key}.contrast_margin", "a number >= 0", s.contrast_margin)
     for i, spec in enumerate(s.contrast_swaps):
         try:
-            WordSwap.parse(spec)
+            PromptEdit.parse(spec)
         except ValueError as err:
             raise ConfigError(f"{key}.contrast_swaps[{i}]: {err}") from None
     if bool(s.contrast_swaps) != (s.contrast_weight > 0):

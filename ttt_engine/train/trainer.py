@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ..pipeline.prompt_edit import WordSwap
+from ..pipeline.prompt_edit import PromptEdit
 from ..storyboard import SEGMENT_SECONDS
 from ..toonworld.dataset import INDEX as DATASET_INDEX
 from ..toonworld.dataset import ClipDataset, write_dataset
@@ -123,10 +123,10 @@ def _stage_seed(seed: int, stage_index: int, rank: int) -> int:
 
 @dataclass(frozen=True)
 class ContrastTerm:
-    """The stage's contrast hinge (StageConfig.contrast_*): swaps applied to each sample's prompts, the
-    hinge's weight and its margin in per-sample loss."""
+    """The stage's contrast hinge (StageConfig.contrast_*): prompt edits (each one or more word swaps, e.g.
+    "left=right" or "Tom=Jerry cat=mouse"), the hinge's weight and its margin in per-sample loss."""
 
-    swaps: tuple[WordSwap, ...]
+    edits: tuple[PromptEdit, ...]
     weight: float
     margin: float
 
@@ -134,23 +134,23 @@ class ContrastTerm:
     def from_stage(cls, stage: StageConfig) -> ContrastTerm | None:
         if not stage.contrast_weight:
             return None
-        swaps = tuple(WordSwap.parse(s) for s in stage.contrast_swaps)
-        return cls(swaps, stage.contrast_weight, stage.contrast_margin)
+        edits = tuple(PromptEdit.parse(s) for s in stage.contrast_swaps)
+        return cls(edits, stage.contrast_weight, stage.contrast_margin)
 
     def swapped(self, texts: list[str], batch: int) -> tuple[list[int], list[str]]:
-        """texts (batch x segments, row-major) -> (rows whose prompts a swap changes, their swapped
-        prompts, row-major). Dropped ("") prompts stay empty, so a row of dropped prompts is left out."""
+        """texts (batch x segments, row-major) -> (rows whose prompts an edit changes, their edited
+        prompts, row-major): one entry per edit that changes the row, so a row may appear once per edit.
+        Dropped ("") prompts stay empty, so a row of dropped prompts is left out."""
         segments = len(texts) // batch
         rows: list[int] = []
         out: list[str] = []
-        for b in range(batch):
-            row = texts[b * segments : (b + 1) * segments]
-            edited = list(row)
-            for swap in self.swaps:
-                edited = [swap(t) for t in edited]
-            if edited != row:
-                rows.append(b)
-                out += edited
+        for edit in self.edits:
+            for b in range(batch):
+                row = texts[b * segments : (b + 1) * segments]
+                edited = [edit(t) for t in row]
+                if edited != row:
+                    rows.append(b)
+                    out += edited
         return rows, out
 
 
