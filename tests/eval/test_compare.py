@@ -107,6 +107,16 @@ def test_cli_errors_exit_2_and_say_what_is_wrong(argv, message, capsys) -> None:
     assert message in capsys.readouterr().err
 
 
+def test_default_names_the_shipped_model_alone_or_after_a_name(monkeypatch) -> None:
+    from ttt_engine.default_model import default_model_dir
+
+    loaded: list[str] = []
+    monkeypatch.setattr(VideoPipeline, "from_folder", staticmethod(lambda path: loaded.append(path) or path))
+    models = cmp._load_models(["default", "cfg4=default", "mine=runs/x/model"])
+    assert list(models) == ["default", "cfg4", "mine"]
+    assert loaded == [str(default_model_dir()), str(default_model_dir()), "runs/x/model"]
+
+
 def test_reference_arms_render_the_cases_as_is_and_through_the_vae() -> None:
     from ttt_engine.default_model import default_model_dir
 

@@ -279,7 +279,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         metavar="NAME=MODEL_DIR",
         help=f"model folders; '{RANDOM_INIT}' alone adds a random-init copy of the first model; "
-        f"'default' alone is the shipped default model; '{RENDERED}' and '{VAE_ROUND_TRIP}' add the toon world's "
+        f"'default' (alone or as NAME=default) is the shipped default model; '{RENDERED}' and '{VAE_ROUND_TRIP}' add the toon world's "
         "renders as they are and through the first model's VAE (the ceilings)",
     )
     p.add_argument("--segments", type=int, default=CompareConfig.segments, help="segments per storyboard")
@@ -322,6 +322,8 @@ def _load_models(specs: Sequence[str]) -> dict[str, Any]:
             name, path = "default", str(default_model_dir())
         elif not sep or not name or not path:
             raise ValueError(f"{spec!r}: expected NAME=MODEL_DIR, '{RANDOM_INIT}' or 'default'")
+        elif path == "default":  # NAME=default: the shipped model under another name, as in probe-text
+            path = str(default_model_dir())
         if name in models:
             raise ValueError(f"two models named {name!r}")
         models[name] = VideoPipeline.from_folder(path)
