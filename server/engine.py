@@ -197,9 +197,9 @@ class Engine:
         )
 
     def default_params(self) -> dict[str, Any]:
-        from ttt_engine.pipeline import GenerationParams
-
-        defaults = GenerationParams().to_dict()
+        """What a request's unset parameters become: the model's own sampling defaults (model_index.json
+        "sampling"), GenerationParams' for the rest, and the model's native size."""
+        defaults = self.pipe.generation_params().to_dict()
         height, width = self._native_size()
         defaults.update(height=height, width=width)
         return defaults

@@ -156,3 +156,18 @@ def test_from_latents_refuses_another_storyboard(storyboard_file, tmp_path, caps
     )
     assert code == 2
     assert "different storyboard" in capsys.readouterr().err
+
+
+def test_unset_sampling_flags_take_the_models_own_defaults(storyboard_file, tmp_path) -> None:
+    tiny = VideoPipeline.tiny_random(0)
+    tuned = {"steps": 2, "guidance_scale": 4.5, "cfg_schedule": "constant"}
+    folder = VideoPipeline(
+        tiny.transformer, tiny.vae, tiny.text_encoder, tiny.scheduler_config, sampling=tuned
+    ).save_folder(tmp_path / "model")
+    base = ["generate", str(storyboard_file), "--model", str(folder)]
+    assert run_cli([*base, "-o", str(tmp_path / "a")]) == 0
+    params = load_latents(tmp_path / "a" / "latents.safetensors")[1]["params"]
+    assert (params["steps"], params["guidance_scale"], params["cfg_schedule"]) == (2, 4.5, "constant")
+    assert run_cli([*base, "-o", str(tmp_path / "b"), "--guidance", "1.5", "--steps", "1"]) == 0
+    params = load_latents(tmp_path / "b" / "latents.safetensors")[1]["params"]
+    assert (params["steps"], params["guidance_scale"], params["cfg_schedule"]) == (1, 1.5, "constant")

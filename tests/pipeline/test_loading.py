@@ -122,3 +122,40 @@ def test_bad_model_index_is_refused(tiny_pipe: VideoPipeline, tmp_path) -> None:
     (folder / "model_index.json").write_text(json.dumps({"fps": "fast"}))
     with pytest.raises(PipelineError, match="fps must be a positive number, got 'fast'"):
         VideoPipeline.from_folder(folder)
+
+
+def test_a_model_folder_carries_its_sampling_defaults(tiny_pipe: VideoPipeline, tmp_path) -> None:
+    tuned = {"steps": 3, "guidance_scale": 4.0, "cfg_schedule": "constant"}
+    pipe = VideoPipeline(
+        tiny_pipe.transformer,
+        tiny_pipe.vae,
+        tiny_pipe.text_encoder,
+        tiny_pipe.scheduler_config,
+        sampling=tuned,
+    )
+    loaded = VideoPipeline.from_folder(pipe.save_folder(tmp_path / "model"), device="cpu")
+    assert loaded.sampling == tuned
+    # unset (or None) values take the model's defaults, then GenerationParams'; given ones win
+    params = loaded.generation_params(seed=7, guidance_scale=None)
+    assert (params.steps, params.guidance_scale, params.cfg_schedule, params.seed) == (3, 4.0, "constant", 7)
+    assert params.sampler == GenerationParams().sampler
+    assert loaded.generation_params(steps=9, cfg_schedule="dynamic").steps == 9
+    # a folder without them: GenerationParams' (the paper's) defaults
+    assert tiny_pipe.sampling == {} and tiny_pipe.generation_params() == GenerationParams()
+
+
+@pytest.mark.parametrize(
+    ("sampling", "message"),
+    [
+        ({"steps": 0}, r"model_index.json of .*: sampling: GenerationParams.steps: expected a positive int"),
+        ({"eta": 0.5}, r"sampling has unknown keys \['eta'\]"),
+        ({"cfg_schedule": "cosine"}, "GenerationParams.cfg_schedule: expected one of"),
+        ([25], "sampling must be a JSON object"),
+    ],
+)
+def test_bad_sampling_defaults_are_refused(tiny_pipe: VideoPipeline, tmp_path, sampling, message) -> None:
+    folder = tiny_pipe.save_folder(tmp_path / "model")
+    index = json.loads((folder / "model_index.json").read_text())
+    (folder / "model_index.json").write_text(json.dumps({**index, "sampling": sampling}))
+    with pytest.raises(PipelineError, match=message):
+        VideoPipeline.from_folder(folder)

@@ -253,3 +253,24 @@ def test_decode_is_one_vae_pass_per_job_with_frames_written_per_segment(
     full = server_pipe.decode(latents)
     stored = np.stack([read_exr(p)[0][..., :3] for p in paths])
     np.testing.assert_array_equal(stored, full.astype(np.float16).astype(np.float32))
+
+
+def test_unset_parameters_take_the_models_own_sampling_defaults(
+    tmp_path: Path, token_file: Path, server_pipe: Any
+) -> None:
+    from ttt_engine.pipeline import VideoPipeline
+
+    tuned = {"steps": 2, "guidance_scale": 4.5, "cfg_schedule": "constant"}
+    p = server_pipe
+    pipe = VideoPipeline(
+        p.transformer, p.vae, p.text_encoder, p.scheduler_config, device="cpu", sampling=tuned
+    )
+    with running(_config(tmp_path, token_file), pipe) as server:
+        with StudioClient(server.address, token=TOKENS["alice"]) as client:
+            defaults = client.info().defaults
+            assert (defaults.steps, defaults.guidance_scale) == (2, 4.5)
+            unset = {k: v for k, v in MINIMAL.items() if k not in ("steps", "guidance_scale")}
+            job = client.wait(client.submit(STORYBOARD, **unset).job_id)
+            assert job.state == pb.JOB_STATE_COMPLETED
+            assert (job.parameters.steps, job.parameters.guidance_scale) == (2, 4.5)
+    assert server.engine.default_params()["cfg_schedule"] == "constant"

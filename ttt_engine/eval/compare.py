@@ -33,7 +33,6 @@ import torch
 
 from ttt_engine.storyboard import Storyboard
 
-from ..pipeline.cli import DEFAULT_CFG_SCHEDULE, DEFAULT_GUIDANCE, DEFAULT_SAMPLER, DEFAULT_STEPS
 from .facts import facts_from_episode
 from .metrics import EvalReport, evaluate
 
@@ -62,14 +61,15 @@ class EvalCase:
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """Defaults for sampling are `ttt-studio generate`'s, so the figures describe what users get."""
+    """Sampling settings left None are each model's own defaults (its model_index.json "sampling", as
+    `ttt-studio generate` and the server use them), so the figures describe what users get."""
 
     segments: int = 2
     storyboards: int = 4
-    steps: int = DEFAULT_STEPS
-    guidance: float = DEFAULT_GUIDANCE
-    sampler: str = DEFAULT_SAMPLER
-    cfg_schedule: str = DEFAULT_CFG_SCHEDULE
+    steps: int | None = None
+    guidance: float | None = None
+    sampler: str | None = None
+    cfg_schedule: str | None = None
     noise_seed: int = 0
     tail: int = 2  # segments averaged for the "first" and "last" adherence columns
     # index of the first held-out storyboard: tune settings (guidance, steps) on one range, report another
@@ -77,7 +77,7 @@ class CompareConfig:
 
     def __post_init__(self) -> None:
         for name in ("segments", "storyboards", "steps", "tail"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"CompareConfig.{name}: expected >= 1, got {getattr(self, name)}")
         if self.first_storyboard < 0:
             raise ValueError(f"CompareConfig.first_storyboard: expected >= 0, got {self.first_storyboard}")
@@ -129,6 +129,7 @@ def random_init_like(pipe: Any, seed: int = 0) -> Any:
         device=pipe.device,
         max_segments=pipe.max_segments,
         source=f"{RANDOM_INIT} of {pipe.source}",
+        sampling=pipe.sampling,
     )
 
 
@@ -154,6 +155,7 @@ def with_vae(pipe: Any, vae: Any, name: str, vae_source: str) -> Any:
         device=pipe.device,
         max_segments=pipe.max_segments,
         source=f"{pipe.source} with the VAE of {vae_source}",
+        sampling=pipe.sampling,
     )
 
 
@@ -195,24 +197,28 @@ def reference_arm(name: str, pipe: Any) -> ToonWorldReference:
     )
 
 
+def sampling_params(pipe: Any, config: CompareConfig) -> Any:
+    """The GenerationParams a model samples every case with: config's settings, the model's own defaults
+    for those left None."""
+    return pipe.generation_params(
+        steps=config.steps,
+        guidance_scale=config.guidance,
+        sampler=config.sampler,
+        cfg_schedule=config.cfg_schedule,
+        seed=config.noise_seed,
+        dtype="float32",
+        preview_every=0,
+    )
+
+
 def run_model(pipe: Any, cases: Sequence[EvalCase], config: CompareConfig) -> list[EvalReport]:
     """Generate every case with one model (or take a reference arm's frames) and score it."""
-    from ttt_engine.pipeline.params import GenerationParams
-
     reports = []
     for case in cases:
         if isinstance(pipe, ToonWorldReference):
             reports.append(evaluate(pipe.frames(case), case.storyboard, pipe.fps, facts=case.facts))
             continue
-        params = GenerationParams(
-            steps=config.steps,
-            guidance_scale=config.guidance,
-            sampler=config.sampler,
-            cfg_schedule=config.cfg_schedule,
-            seed=config.noise_seed,
-            dtype="float32",
-            preview_every=0,
-        )
+        params = sampling_params(pipe, config)
         frames = pipe.generate(case.storyboard, params).frames
         reports.append(evaluate(display_frames(frames), case.storyboard, int(pipe.fps), facts=case.facts))
     return reports
@@ -284,9 +290,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--segments", type=int, default=CompareConfig.segments, help="segments per storyboard")
     p.add_argument("--storyboards", type=int, default=CompareConfig.storyboards, help="storyboards per model")
-    p.add_argument("--steps", type=int, default=CompareConfig.steps, help="denoising steps")
-    p.add_argument("--guidance", type=float, default=CompareConfig.guidance, help="CFG strength")
-    p.add_argument("--cfg-schedule", choices=("dynamic", "constant"), default=CompareConfig.cfg_schedule)
+    p.add_argument("--steps", type=int, help="denoising steps (default: each model's own)")
+    p.add_argument("--guidance", type=float, help="CFG strength (default: each model's own)")
+    p.add_argument(
+        "--cfg-schedule", choices=("dynamic", "constant"), help="CFG schedule (default: each model's own)"
+    )
     p.add_argument("--seed", type=int, default=CompareConfig.noise_seed, help="noise seed")
     p.add_argument(
         "--first-storyboard",
@@ -331,7 +339,7 @@ def _load_models(specs: Sequence[str]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ttt_engine.pipeline.params import PipelineError
+    from ttt_engine.pipeline.params import SAMPLING_KEYS, PipelineError
     from ttt_engine.pipeline.video_pipeline import VideoPipeline
 
     try:
@@ -359,15 +367,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     summaries, reports = compare(models, config)
+    sampling = {
+        n: {k: getattr(sampling_params(p, config), k) for k in SAMPLING_KEYS}
+        for n, p in models.items()
+        if not isinstance(p, ToonWorldReference)
+    }
     print(
-        f"{config.storyboards} held-out storyboards x {config.segments} segments, {config.steps} steps, "
-        f"{config.cfg_schedule} guidance {config.guidance}, noise seed {config.noise_seed}, storyboards from {config.first_storyboard}"
+        f"{config.storyboards} held-out storyboards x {config.segments} segments from {config.first_storyboard}, "
+        f"noise seed {config.noise_seed}"
     )
+    for n, values in sampling.items():
+        print(
+            f"  {n}: {values['steps']} {values['sampler']} steps, {values['cfg_schedule']} guidance "
+            f"{values['guidance_scale']:g}"
+        )
     print(format_summary(summaries))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "config": dataclasses.asdict(config),
+            "sampling": sampling,
             "summaries": summaries,
             "reports": {n: [r.to_dict() for r in rs] for n, rs in reports.items()},
         }

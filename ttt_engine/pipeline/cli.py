@@ -20,10 +20,6 @@ LATENTS_NAME = "latents.safetensors"
 STORYBOARD_NAME = "storyboard.json"
 GIF_NAME = "preview.gif"
 FRAMES_DIR = "frames"
-DEFAULT_STEPS = 25
-DEFAULT_GUIDANCE = 3.0
-DEFAULT_CFG_SCHEDULE = "constant"  # both tuned on held-out storyboards 100-103: MODEL_CARD.md
-DEFAULT_SAMPLER = "dpmpp_2m"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,20 +40,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     src.add_argument(
         "--tiny-random", action="store_true", help="a tiny random model built in memory (tests, demos)"
     )
-    p.add_argument(
-        "--steps", type=int, default=DEFAULT_STEPS, help=f"denoising steps (default {DEFAULT_STEPS})"
-    )
+    # sampling settings left unset take the model's own (model_index.json "sampling": the shipped model's
+    # were tuned on held-out storyboards, MODEL_CARD.md), else GenerationParams' (the paper's)
+    p.add_argument("--steps", type=int, help="denoising steps (default: the model's; the shipped model: 25)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     p.add_argument("--height", type=int, help="pixels (default: the model's size)")
     p.add_argument("--width", type=int, help="pixels (default: the model's size)")
     p.add_argument(
-        "--guidance",
-        type=float,
-        default=DEFAULT_GUIDANCE,
-        help=f"CFG strength s (dynamic: 1 -> 1 + s; default {DEFAULT_GUIDANCE:g})",
+        "--guidance", type=float, help="CFG strength s (dynamic: 1 -> 1 + s; default: the model's)"
     )
-    p.add_argument("--cfg-schedule", choices=("dynamic", "constant"), default=DEFAULT_CFG_SCHEDULE)
-    p.add_argument("--sampler", choices=("dpmpp_2m", "ddim"), default=DEFAULT_SAMPLER)
+    p.add_argument("--cfg-schedule", choices=("dynamic", "constant"), help="default: the model's")
+    p.add_argument("--sampler", choices=("dpmpp_2m", "ddim"), help="default: the model's")
     p.add_argument(
         "--dtype",
         choices=("float32", "bfloat16", "float16"),
@@ -107,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         )
         storyboard.validate(max_segments=pipe.max_segments)
         dtype = args.dtype or ("bfloat16" if pipe.device.type == "cuda" else "float32")
-        params = GenerationParams(
+        params = pipe.generation_params(
             height=args.height,
             width=args.width,
             steps=args.steps,

@@ -22,6 +22,9 @@ DTYPES: dict[str, torch.dtype] = {
 CFG_SCHEDULES = ("dynamic", "constant")
 PLATE_MODES = ("restyle", "continue")
 MAX_STEPS = 1000  # the DDPM training schedule has 1000 timesteps
+# what a model folder may set as its own sampling defaults (model_index.json "sampling"): the settings
+# tuned for it, used wherever a request leaves them unset (generate, compare, the server)
+SAMPLING_KEYS = ("steps", "guidance_scale", "cfg_schedule", "sampler")
 
 
 class PipelineError(ValueError):
@@ -165,3 +168,22 @@ class GenerationParams:
                 f"{sorted(cls.__dataclass_fields__)}"
             )
         return cls(**data)
+
+
+def check_sampling_defaults(sampling: Any, where: str) -> dict[str, Any]:
+    """A model's sampling defaults ({"steps": 25, "guidance_scale": 4.0, ...}, keys from SAMPLING_KEYS),
+    checked as GenerationParams would check them; PipelineError names `where` and the bad entry."""
+    if not isinstance(sampling, dict):
+        raise PipelineError(
+            f'{where}: sampling must be a JSON object such as {{"steps": 25}}, got {sampling!r}'
+        )
+    unknown = sorted(set(sampling) - set(SAMPLING_KEYS))
+    if unknown:
+        raise PipelineError(
+            f"{where}: sampling has unknown keys {unknown}; expected a subset of {list(SAMPLING_KEYS)}"
+        )
+    try:
+        GenerationParams(**sampling)
+    except PipelineError as exc:
+        raise PipelineError(f"{where}: sampling: {exc}") from None
+    return dict(sampling)

@@ -48,6 +48,7 @@ from .params import (
     GenerationParams,
     PipelineError,
     StepInfo,
+    check_sampling_defaults,
 )
 from .plates import check_init_array, latent_frames_for, noised, to_vae_input, valid_counts
 from .preview import LatentRGBProjection, fit_latent_rgb_projection
@@ -122,6 +123,7 @@ class VideoPipeline:
         max_segments: int = MAX_SEGMENTS,
         vae_tiling: bool = True,
         source: str = "memory",
+        sampling: dict[str, Any] | None = None,
     ) -> None:
         self.transformer = transformer.eval()
         self.vae = vae.eval()
@@ -133,6 +135,11 @@ class VideoPipeline:
         self.fps = float(fps)
         self.max_segments = int(max_segments)
         self.source = source
+        # the sampling settings tuned for this model (model_index.json "sampling"); GenerationParams'
+        # own defaults (the paper's) for whatever it leaves unset
+        self.sampling = check_sampling_defaults(
+            {} if sampling is None else sampling, f"{PIPELINE_INDEX} of {source}"
+        )
         vc = vae.config
         self.spatial_factor = 2 ** (len(vc.block_out_channels) - 1)
         self.temporal_factor = int(vc.temporal_compression_ratio)
@@ -232,6 +239,7 @@ class VideoPipeline:
             max_segments=int(index.get("max_segments", MAX_SEGMENTS)),
             vae_tiling=vae_tiling,
             source=str(path),
+            sampling=index.get("sampling"),
         )
 
     def save_folder(self, path: str | Path) -> Path:
@@ -250,9 +258,21 @@ class VideoPipeline:
         else:
             raise PipelineError(f"save_folder: cannot save a {type(self.text_encoder).__name__} text encoder")
         save_scheduler_config(path / "scheduler", self.scheduler_config)
-        index = {"_class_name": PIPELINE_CLASS, "fps": self.fps, "max_segments": self.max_segments}
+        index: dict[str, Any] = {
+            "_class_name": PIPELINE_CLASS,
+            "fps": self.fps,
+            "max_segments": self.max_segments,
+        }
+        if self.sampling:
+            index["sampling"] = self.sampling
         (path / PIPELINE_INDEX).write_text(json.dumps(index, indent=2))
         return path
+
+    def generation_params(self, **values: Any) -> GenerationParams:
+        """GenerationParams from `values`, where a value left out or None takes this model's sampling
+        default (self.sampling), then GenerationParams' own."""
+        given = {k: v for k, v in values.items() if v is not None}
+        return GenerationParams.from_dict({**self.sampling, **given})
 
     # ---- sizes ---------------------------------------------------------------------------------------
 
@@ -306,6 +326,7 @@ class VideoPipeline:
             "temporal_factor": self.temporal_factor,
             "fps": self.fps,
             "max_segments": self.max_segments,
+            "sampling": dict(self.sampling),
             "first_segment_frames": self.first_segment_frames,
             "frames_per_segment": self.frames_per_segment,
             "default_height": h,

@@ -301,6 +301,8 @@ def load_model_parts(folder: str | Path, transformer_overrides: dict[str, Any] |
         "tokenizer": str(tokenizer) if tokenizer.is_dir() else None,
         "scheduler_config": sched,
         "max_segments": int(index.get("max_segments", DEFAULT_MAX_SEGMENTS)),
+        # the init's tuned sampling settings carry over (re-tune them for the new model: MODEL_CARD.md)
+        "sampling": index.get("sampling"),
     }
     return ModelParts(transformer, text, vae, sources)
 
@@ -334,7 +336,7 @@ def write_text_encoder(parts: ModelParts, folder: Path) -> None:
 
 def export_model_folder(parts: ModelParts, folder: str | Path, fps: int) -> Path:
     """The model folder VideoPipeline.from_folder reads: transformer/, vae/, text_encoder/ (+ tokenizer/),
-    scheduler/ and model_index.json (fps, max_segments)."""
+    scheduler/ and model_index.json (fps, max_segments, and the init's sampling defaults when it had some)."""
     from ..models.loading import save_video_dit
     from ..pipeline.schedulers import save_scheduler_config
     from ..pipeline.video_pipeline import PIPELINE_CLASS, PIPELINE_INDEX
@@ -351,6 +353,8 @@ def export_model_folder(parts: ModelParts, folder: str | Path, fps: int) -> Path
         "fps": fps,
         "max_segments": int(parts.sources.get("max_segments") or DEFAULT_MAX_SEGMENTS),
     }
+    if parts.sources.get("sampling"):
+        index["sampling"] = parts.sources["sampling"]
     (folder / PIPELINE_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return folder
 
