@@ -3,6 +3,7 @@ loads in the pipeline, and a resumed run is step-for-step the same run."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -110,6 +111,24 @@ def test_stage2_freezes_all_but_ttt_gates_and_attention(stage1: dict, tmp_path: 
     assert all(torch.equal(text_before[k], text_after[k]) for k in text_before), (
         "text encoder must stay frozen"
     )
+
+
+def test_a_model_trained_on_carries_its_inits_sampling_defaults(
+    stage1: dict, tmp_path: Path, toon_dir: Path
+) -> None:
+    init = shutil.copytree(stage1["out"], tmp_path / "init")
+    index = json.loads((init / "model_index.json").read_text())
+    assert "sampling" not in index  # a model trained from scratch has none: the paper's settings apply
+    tuned = {"steps": 12, "guidance_scale": 4.0, "cfg_schedule": "constant"}
+    (init / "model_index.json").write_text(json.dumps({**index, "sampling": tuned}))
+    config = tiny_config(
+        tmp_path / "run",
+        toon_dir,
+        [_stage("3s", segments=1, steps=1, batch_size=1)],
+        model={"init": str(init), "transformer": {"ttt_backend": "reference"}},
+    )
+    out = Trainer(config, progress=False).run()
+    assert VideoPipeline.from_folder(out, device="cpu").sampling == tuned
 
 
 def test_exact_resume_matches_an_uninterrupted_run(tmp_path: Path, toon_dir: Path) -> None:
