@@ -258,13 +258,7 @@ class VideoPipeline:
         else:
             raise PipelineError(f"save_folder: cannot save a {type(self.text_encoder).__name__} text encoder")
         save_scheduler_config(path / "scheduler", self.scheduler_config)
-        index: dict[str, Any] = {
-            "_class_name": PIPELINE_CLASS,
-            "fps": self.fps,
-            "max_segments": self.max_segments,
-        }
-        if self.sampling:
-            index["sampling"] = self.sampling
+        index = model_index(self.fps, self.max_segments, self.sampling)
         (path / PIPELINE_INDEX).write_text(json.dumps(index, indent=2))
         return path
 
@@ -823,6 +817,15 @@ def _aligned(module: nn.Module, alignment: int = 64) -> nn.Module:
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_index(fps: float, max_segments: int, sampling: dict[str, Any] | None) -> dict[str, Any]:
+    """model_index.json's contents, as from_folder reads them back (sampling only when the model has
+    tuned settings)."""
+    index: dict[str, Any] = {"_class_name": PIPELINE_CLASS, "fps": fps, "max_segments": max_segments}
+    if sampling:
+        index["sampling"] = dict(sampling)
+    return index
 
 
 def _read_index(path: Path) -> dict[str, Any]:

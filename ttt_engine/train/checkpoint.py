@@ -339,7 +339,7 @@ def export_model_folder(parts: ModelParts, folder: str | Path, fps: int) -> Path
     scheduler/ and model_index.json (fps, max_segments, and the init's sampling defaults when it had some)."""
     from ..models.loading import save_video_dit
     from ..pipeline.schedulers import save_scheduler_config
-    from ..pipeline.video_pipeline import PIPELINE_CLASS, PIPELINE_INDEX
+    from ..pipeline.video_pipeline import PIPELINE_INDEX, model_index
     from .vae_train import save_vae
 
     folder = Path(folder)
@@ -348,13 +348,8 @@ def export_model_folder(parts: ModelParts, folder: str | Path, fps: int) -> Path
     save_vae(parts.vae, folder / "vae")
     write_text_encoder(parts, folder)
     save_scheduler_config(folder / "scheduler", parts.sources.get("scheduler_config"))
-    index = {
-        "_class_name": PIPELINE_CLASS,
-        "fps": fps,
-        "max_segments": int(parts.sources.get("max_segments") or DEFAULT_MAX_SEGMENTS),
-    }
-    if parts.sources.get("sampling"):
-        index["sampling"] = parts.sources["sampling"]
+    max_segments = int(parts.sources.get("max_segments") or DEFAULT_MAX_SEGMENTS)
+    index = model_index(fps, max_segments, parts.sources.get("sampling"))
     (folder / PIPELINE_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return folder
 
