@@ -30,6 +30,22 @@ def test_eval_cases_are_deterministic_and_held_out(tmp_path) -> None:
     assert not any(seg["text"] in t for c in a for seg in c.storyboard.to_list() for t in texts)
 
 
+def test_eval_cases_follow_the_planners_chase_setting() -> None:
+    """--chase-setup 0 gives back the storyboards figures were measured on before chases were staged;
+    each case re-plans its own episode (for the rendered ceilings) with its setting."""
+    from ttt_engine.toonworld.storyboard_text import episode_storyboard
+
+    new, old = cmp.eval_cases(2, 40), cmp.eval_cases(2, 40, chase_setup_prob=0.0)
+    assert [c.seed for c in new] == [c.seed for c in old]
+    assert [c.storyboard.to_list() for c in new] != [c.storyboard.to_list() for c in old]
+    for case in new + old:
+        assert episode_storyboard(case.episode()).to_list() == case.storyboard.to_list()
+    chases = lambda cases: sum("chases" in s["text"] for c in cases for s in c.storyboard.to_list())
+    assert chases(new) > chases(old)
+    with pytest.raises(ValueError, match="chase_setup_prob"):
+        cmp.CompareConfig(chase_setup_prob=2.0)
+
+
 def test_summary_of_ground_truth_scores_high_and_has_first_last_columns() -> None:
     cases = cmp.eval_cases(3, 2)
     reports = []

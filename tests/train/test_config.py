@@ -162,6 +162,10 @@ def test_unknown_keys_and_wrong_types_name_the_key(data: dict[str, Any], key: st
             {**_base(), "dataset": {"path": "d", "generate": {"segments_range": [3, 1]}}},
             "dataset.generate.segments_range",
         ),
+        (
+            {**_base(), "dataset": {"path": "d", "generate": {"chase_setup_prob": 1.5}}},
+            "dataset.generate.chase_setup_prob",
+        ),
         ({**_base(), "stages": []}, "stages"),
     ],
 )

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 
 from ttt_engine.storyboard import Storyboard
+from ttt_engine.toonworld.world import CHASE_SETUP_PROB
 
 from .facts import facts_from_episode
 from .metrics import EvalReport, evaluate
@@ -52,11 +53,14 @@ class EvalCase:
     storyboard: Storyboard
     facts: list[Any]
     segments: int = 0  # of the episode (sample_episode(seed, segments)); 0: len(storyboard)
+    chase_setup_prob: float = CHASE_SETUP_PROB  # the planner's, as the storyboard was made
 
     def episode(self) -> Any:
         from ttt_engine.toonworld.world import sample_episode
 
-        return sample_episode(self.seed, self.segments or len(self.storyboard))
+        return sample_episode(
+            self.seed, self.segments or len(self.storyboard), chase_setup_prob=self.chase_setup_prob
+        )
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,8 @@ class CompareConfig:
     tail: int = 2  # segments averaged for the "first" and "last" adherence columns
     # index of the first held-out storyboard: tune settings (guidance, steps) on one range, report another
     first_storyboard: int = 0
+    # the toon-world planner's chase staging (0: the storyboards of figures measured before it existed)
+    chase_setup_prob: float = CHASE_SETUP_PROB
 
     def __post_init__(self) -> None:
         for name in ("segments", "storyboards", "steps", "tail"):
@@ -81,19 +87,25 @@ class CompareConfig:
                 raise ValueError(f"CompareConfig.{name}: expected >= 1, got {getattr(self, name)}")
         if self.first_storyboard < 0:
             raise ValueError(f"CompareConfig.first_storyboard: expected >= 0, got {self.first_storyboard}")
+        if not 0.0 <= self.chase_setup_prob <= 1.0:
+            raise ValueError(
+                f"CompareConfig.chase_setup_prob: expected a probability in [0, 1], got {self.chase_setup_prob}"
+            )
 
 
-def eval_cases(segments: int, count: int, first: int = 0) -> list[EvalCase]:
+def eval_cases(
+    segments: int, count: int, first: int = 0, chase_setup_prob: float = CHASE_SETUP_PROB
+) -> list[EvalCase]:
     """`count` held-out toon-world storyboards of `segments` segments, from index `first` (deterministic)."""
     from ttt_engine.toonworld.storyboard_text import episode_storyboard
     from ttt_engine.toonworld.world import sample_episode
 
     cases = []
     for i in range(first, first + count):
-        episode = sample_episode(EVAL_SEED_BASE + i, segments)
-        cases.append(
-            EvalCase(EVAL_SEED_BASE + i, episode_storyboard(episode), facts_from_episode(episode), segments)
-        )
+        seed = EVAL_SEED_BASE + i
+        episode = sample_episode(seed, segments, chase_setup_prob=chase_setup_prob)
+        storyboard, facts = episode_storyboard(episode), facts_from_episode(episode)
+        cases.append(EvalCase(seed, storyboard, facts, segments, chase_setup_prob))
     return cases
 
 
@@ -262,7 +274,7 @@ def compare(
     models: dict[str, Any], config: CompareConfig
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, list[EvalReport]]]:
     """models: name -> VideoPipeline. Returns (summaries, per-storyboard reports) by model name."""
-    cases = eval_cases(config.segments, config.storyboards, config.first_storyboard)
+    cases = eval_cases(config.segments, config.storyboards, config.first_storyboard, config.chase_setup_prob)
     reports = {}
     for name, pipe in models.items():
         log.info("generating %d storyboards of %d segments with %s", len(cases), config.segments, name)
@@ -301,6 +313,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=CompareConfig.first_storyboard,
         help="index of the first held-out storyboard (tune on one range, report on another)",
+    )
+    p.add_argument(
+        "--chase-setup",
+        type=float,
+        default=CompareConfig.chase_setup_prob,
+        metavar="P",
+        help="the toon-world planner's chase staging for the storyboards (default %(default)s; 0: the "
+        "storyboards of figures recorded before 2026-12-05's seventh session)",
     )
     p.add_argument("--tail", type=int, default=CompareConfig.tail, help="segments in the first/last columns")
     p.add_argument("--json", type=Path, help="also write summaries and reports as JSON")
@@ -352,6 +372,7 @@ def run(args: argparse.Namespace) -> int:
             noise_seed=args.seed,
             tail=args.tail,
             first_storyboard=args.first_storyboard,
+            chase_setup_prob=args.chase_setup,
         )
         models = _load_models(args.models)
         if args.vae:

@@ -5,7 +5,9 @@ Jerry the mouse: small, brown, round ears; Spike the dog: big, yellow, floppy ea
 four backgrounds with their own palettes and a hiding prop (kitchen + fridge, garden + bush,
 living room + sofa, night street + trash can), six actions (chase, run_left, run_right, jump,
 hide, idle), two framings (wide, close-up), camera cuts inside a scene and new backgrounds at scene
-transitions. Everything is deterministic from a seed and rendered with numpy only.
+transitions. Everything is deterministic from a seed and rendered with numpy only. A wide shot of two
+or more characters opens, with probability `chase_setup_prob` (0.5), with two of them lined up for a
+chase; with 0 the planner plans as before that option (the default model's training clips).
 
     episode = sample_episode(seed=3, n_segments=4)        # structured plan, per 3-s segment
     frames = render_episode(episode, 64, 64, fps=8)       # float32 [96, 64, 64, 3] in [0, 1]

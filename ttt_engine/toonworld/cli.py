@@ -7,6 +7,7 @@ import sys
 import time
 
 from .dataset import write_dataset
+from .world import CHASE_SETUP_PROB
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -30,6 +31,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=64)
     p.add_argument("--fps", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--chase-setup",
+        type=float,
+        default=CHASE_SETUP_PROB,
+        metavar="P",
+        help=f"share of wide shots of 2+ characters lined up for a chase (default {CHASE_SETUP_PROB}; "
+        "0 writes the clips of toon worlds before this option)",
+    )
     p.add_argument("--overwrite", action="store_true", help="write over an existing dataset.json")
     p.set_defaults(func=run)
 
@@ -46,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
             fps=args.fps,
             seed=args.seed,
             overwrite=args.overwrite,
+            chase_setup_prob=args.chase_setup,
         )
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

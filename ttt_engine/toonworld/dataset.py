@@ -16,7 +16,7 @@ from ttt_engine.storyboard import SEGMENT_SECONDS, Storyboard, StoryboardError
 
 from .render import frames_per_segment, render_episode_and_matte, to_uint8
 from .storyboard_text import episode_storyboard
-from .world import Episode, sample_episode
+from .world import CHASE_SETUP_PROB, Episode, sample_episode
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +97,12 @@ def write_dataset(
     fps: int = 8,
     seed: int = 0,
     overwrite: bool = False,
+    chase_setup_prob: float = CHASE_SETUP_PROB,
 ) -> Path:
     """Render `n_clips` toon-world episodes of segments_range[0]..segments_range[1] segments (inclusive).
 
-    Clip i is the episode of seed SeedSequence([seed, i]); its plan goes into meta.json as "plan".
+    Clip i is the episode of seed SeedSequence([seed, i]) (sample_episode, with `chase_setup_prob`: 0
+    writes the clips written before that option existed); its plan goes into meta.json as "plan".
     Returns the root folder. Refuses to write over an existing dataset unless `overwrite`.
     """
     root = Path(root)
@@ -110,6 +112,8 @@ def write_dataset(
     if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
         raise ValueError(f"segments_range: expected 1 <= min <= max ints, got {segments_range!r}")
     frames_per_segment(fps)
+    if not 0.0 <= chase_setup_prob <= 1.0:
+        raise ValueError(f"chase_setup_prob: expected a probability in [0, 1], got {chase_setup_prob!r}")
     if (root / INDEX).exists() and not overwrite:
         raise FileExistsError(f"{root / INDEX} exists; pass overwrite=True (--overwrite) to write over it")
     root.mkdir(parents=True, exist_ok=True)
@@ -118,7 +122,7 @@ def write_dataset(
     for i in range(n_clips):
         n_seg = int(rng.integers(lo, hi + 1))
         clip_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        episode = sample_episode(clip_seed, n_seg)
+        episode = sample_episode(clip_seed, n_seg, chase_setup_prob=chase_setup_prob)
         frames, matte = render_episode_and_matte(episode, height, width, fps)
         name = clip_name(i)
         write_clip(
@@ -138,7 +142,12 @@ def write_dataset(
         "width": int(width),
         "frames_per_segment": frames_per_segment(fps),
         "clips": names,
-        "generator": {"name": "toonworld", "seed": int(seed), "segments_range": [lo, hi]},
+        "generator": {
+            "name": "toonworld",
+            "seed": int(seed),
+            "segments_range": [lo, hi],
+            "chase_setup_prob": float(chase_setup_prob),
+        },
     }
     _write_json(root / INDEX, index)
     log.info("wrote %d toon-world clips (%dx%d, %d fps) to %s", n_clips, height, width, fps, root)

@@ -28,6 +28,13 @@ CORE = 0.6  # middle share of a sprite's width that holds its body
 MAX_OCCLUSION = 0.2  # a staged shot covers nobody in more than this share of its frames
 MIN_RUN = 0.3  # shortest run in one segment (fraction of width): always clear of the idle dead-zone
 JUMP_HEIGHT = 0.2  # fraction of frame height
+# A chase needs the chaser behind its target and the target room to run MIN_RUN ahead, which positions
+# drawn at random on the stage seldom give (1% of segments had one). So a wide shot of two or more
+# characters opens, with this probability, with two of them lined up for a chase: CHASE_GAP apart
+# (then no body core is covered by the other character in a wide shot, for every pair), the chaser at
+# the stage's end.
+CHASE_SETUP_PROB = 0.5
+CHASE_GAP = 0.25
 MIN_HIDE_RUN = 0.4  # a character hides only from at least this far from the prop's edge (seen running to it)
 HIDE_END = 0.6  # a hiding character is gone (behind the prop, off screen) after this fraction of the segment
 RGB = tuple[float, float, float]
@@ -236,6 +243,21 @@ def _run_room(x: float, direction: int, prop_side: int) -> float:
     return (hi - x) if direction > 0 else (x - lo)
 
 
+def _line_up_chase(
+    rng: np.random.Generator, cast: tuple[str, ...], pos: dict[str, float], prop_side: int
+) -> dict[str, float]:
+    """Positions with two random cast members lined up for a chase (CHASE_GAP apart, at one stage end)."""
+    lo, hi = stage(prop_side)
+    i, j = rng.choice(len(cast), size=2, replace=False)
+    chaser, target = cast[int(i)], cast[int(j)]
+    direction = 1 if rng.random() < 0.5 else -1
+    start = float(rng.uniform(0.0, hi - lo - CHASE_GAP - MIN_RUN))  # keeps the target's run on the stage
+    pos = dict(pos)
+    pos[chaser] = lo + start if direction > 0 else hi - start
+    pos[target] = pos[chaser] + direction * CHASE_GAP
+    return pos
+
+
 def _chase_direction(pos: dict[str, float], chaser: str, target: str, prop_side: int) -> int:
     """+1/-1 if `chaser` can chase `target` that way this segment (behind it, target has room), else 0."""
     gap = pos[target] - pos[chaser]
@@ -320,19 +342,27 @@ def occlusion(plans: list[ActorPlan], framing: str, n_frames: int = 24, frame_as
 
 
 def sample_episode(
-    seed: int, n_segments: int, max_scene_segments: int = 3, cut_prob: float = 0.35, close_prob: float = 0.3
+    seed: int,
+    n_segments: int,
+    max_scene_segments: int = 3,
+    cut_prob: float = 0.35,
+    close_prob: float = 0.3,
+    chase_setup_prob: float = CHASE_SETUP_PROB,
 ) -> Episode:
     """Plan an episode of `n_segments` 3-s segments, deterministically from `seed`.
 
     Scenes last 1..max_scene_segments segments (drawn from the seeded RNG); each scene has a new
     background and a cast. Inside a scene, the framing changes (wide <-> close camera cut) at a
     segment boundary with probability `cut_prob`; positions carry over between segments unless the
-    camera cuts.
+    camera cuts. After each such reset, a wide shot of two or more characters lines two of them up
+    for a chase with probability `chase_setup_prob` (0 plans exactly as before that option existed).
     """
     if not isinstance(n_segments, int) or n_segments < 1:
         raise ValueError(f"n_segments: expected a positive int, got {n_segments!r}")
     if max_scene_segments < 1:
         raise ValueError(f"max_scene_segments: expected >= 1, got {max_scene_segments}")
+    if not 0.0 <= chase_setup_prob <= 1.0:
+        raise ValueError(f"chase_setup_prob: expected a probability in [0, 1], got {chase_setup_prob!r}")
     rng = np.random.default_rng(seed)
     cast_weights = np.array([w for _, w in _CASTS])
     segments: list[SegmentPlan] = []
@@ -346,12 +376,18 @@ def sample_episode(
         cast = tuple(cast[i] for i in rng.permutation(len(cast)))
         framing = "close" if rng.random() < close_prob else "wide"
         side = BACKGROUNDS[bg].prop_side
-        pos = _reset_positions(rng, cast, side)
         hidden: set[str] = set()
         for k in range(length):
+            reset = k == 0
             if k > 0 and rng.random() < cut_prob:
                 framing = "wide" if framing == "close" else "close"
+                reset = True
+            if reset:
                 pos, hidden = _reset_positions(rng, cast, side), set()
+                # (no draw when the setup is off: episodes planned before it existed stay the same)
+                if chase_setup_prob > 0 and framing == "wide" and len(cast) >= 2:
+                    if rng.random() < chase_setup_prob:
+                        pos = _line_up_chase(rng, cast, pos, side)
             # stage the shot: re-draw until nobody is mostly covered for long (else keep the best draw)
             best, best_occ = None, 2.0
             for _ in range(STAGING_TRIES):

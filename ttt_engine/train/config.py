@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from ttt_engine.pipeline.prompt_edit import PromptEdit
+from ttt_engine.toonworld.world import CHASE_SETUP_PROB
 
 STAGE_TYPES = ("dit", "vae")
 TRAINABLE = ("all", "ttt_attn")  # ttt_attn: TTT layers + gates + attention QKVO (the paper's 9-63 s stages)
@@ -74,6 +75,7 @@ class GenerateConfig:
     width: int = 64
     fps: int = 4
     seed: int = 0
+    chase_setup_prob: float = CHASE_SETUP_PROB  # 0: the toon world as planned before chases were staged
 
 
 @dataclass(frozen=True)
@@ -452,6 +454,12 @@ def _validate(c: TrainConfig) -> None:
         for name in ("height", "width"):
             _require(getattr(g, name) >= 16, f"dataset.generate.{name}", "an integer >= 16", getattr(g, name))
         _require(g.seed >= 0, "dataset.generate.seed", "an integer >= 0", g.seed)
+        _require(
+            0.0 <= g.chase_setup_prob <= 1.0,
+            "dataset.generate.chase_setup_prob",
+            "a probability in [0, 1]",
+            g.chase_setup_prob,
+        )
     _require(c.seed >= 0, "seed", "an integer >= 0", c.seed)
     _one_of("device", c.device, DEVICES)
     _one_of("precision", c.precision, PRECISIONS)

@@ -270,7 +270,16 @@ class Trainer:
             if self.info.is_main:
                 g = c.generate
                 log.info("writing a toon-world dataset to %s", root)
-                write_dataset(root, g.n_clips, tuple(g.segments_range), g.height, g.width, g.fps, g.seed)
+                write_dataset(
+                    root,
+                    g.n_clips,
+                    tuple(g.segments_range),
+                    g.height,
+                    g.width,
+                    g.fps,
+                    g.seed,
+                    chase_setup_prob=g.chase_setup_prob,
+                )
             barrier(self.info)
         return ClipDataset(root)
 
