@@ -40,7 +40,10 @@ def test_eval_cases_follow_the_planners_chase_setting() -> None:
     assert [c.storyboard.to_list() for c in new] != [c.storyboard.to_list() for c in old]
     for case in new + old:
         assert episode_storyboard(case.episode()).to_list() == case.storyboard.to_list()
-    chases = lambda cases: sum("chases" in s["text"] for c in cases for s in c.storyboard.to_list())
+
+    def chases(cases: list) -> int:
+        return sum("chases" in s["text"] for c in cases for s in c.storyboard.to_list())
+
     assert chases(new) > chases(old)
     with pytest.raises(ValueError, match="chase_setup_prob"):
         cmp.CompareConfig(chase_setup_prob=2.0)

@@ -74,7 +74,9 @@ def test_bad_probability_is_named() -> None:
 
 
 def test_dataset_records_its_setting(tmp_path) -> None:
-    root = write_dataset(tmp_path / "d", n_clips=1, segments_range=(1, 1), height=32, width=32, fps=2, chase_setup_prob=0.0)
+    root = write_dataset(
+        tmp_path / "d", n_clips=1, segments_range=(1, 1), height=32, width=32, fps=2, chase_setup_prob=0.0
+    )
     index = json.loads((root / "dataset.json").read_text())
     assert index["generator"]["chase_setup_prob"] == 0.0
     assert len(ClipDataset(root)) == 1
