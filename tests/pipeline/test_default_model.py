@@ -87,9 +87,9 @@ def test_default_model_adherence_is_three_times_random_init(small_eval) -> None:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="issue #4's 0.7 adherence is met on the model card's 32 held-out storyboards (0.748), not on their first 8 "
-    "(0.682), in this small version (2 storyboards, 12 steps: 0.577) nor on the README's example with the "
-    "default seed (0.583; 0.719 over seeds 0-7): see ttt_engine/default_model/MODEL_CARD.md",
+    reason="issue #4's 0.7 adherence is met on the model card's 32 held-out storyboards (0.748) but not on their "
+    "first 8 (0.682), in this small version (2 storyboards, 12 steps: 0.577) or on the README's example with "
+    "the default seed (0.583; 0.719 over seeds 0-7): see ttt_engine/default_model/MODEL_CARD.md",
 )
 def test_default_model_meets_the_adherence_target(small_eval) -> None:
     trained, rand = small_eval["default"]["adherence"], small_eval["random-init"]["adherence"]
