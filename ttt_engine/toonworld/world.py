@@ -31,8 +31,8 @@ JUMP_HEIGHT = 0.2  # fraction of frame height
 # A chase needs the chaser behind its target and the target room to run MIN_RUN ahead, which positions
 # drawn at random on the stage seldom give (1% of segments had one). So a wide shot of two or more
 # characters opens, with this probability, with two of them lined up for a chase: CHASE_GAP apart
-# (then no body core is covered by the other character in a wide shot, for every pair), the chaser at
-# the stage's end.
+# (then, in a wide shot, neither covers more than a third of the other's body core, for every pair),
+# the chaser near the stage's end.
 CHASE_SETUP_PROB = 0.5
 CHASE_GAP = 0.25
 MIN_HIDE_RUN = 0.4  # a character hides only from at least this far from the prop's edge (seen running to it)
