@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ttt_engine.storyboard import Storyboard
-from ttt_engine.toonworld.world import CHASE_SETUP_PROB
+from ttt_engine.toonworld.world import CHASE_SETUP_PROB, check_chase_setup_prob
 
 from .facts import facts_from_episode
 from .metrics import EvalReport, evaluate
@@ -87,10 +87,7 @@ class CompareConfig:
                 raise ValueError(f"CompareConfig.{name}: expected >= 1, got {getattr(self, name)}")
         if self.first_storyboard < 0:
             raise ValueError(f"CompareConfig.first_storyboard: expected >= 0, got {self.first_storyboard}")
-        if not 0.0 <= self.chase_setup_prob <= 1.0:
-            raise ValueError(
-                f"CompareConfig.chase_setup_prob: expected a probability in [0, 1], got {self.chase_setup_prob}"
-            )
+        check_chase_setup_prob(self.chase_setup_prob, "CompareConfig.chase_setup_prob")
 
 
 def eval_cases(

@@ -16,7 +16,7 @@ from ttt_engine.storyboard import SEGMENT_SECONDS, Storyboard, StoryboardError
 
 from .render import frames_per_segment, render_episode_and_matte, to_uint8
 from .storyboard_text import episode_storyboard
-from .world import CHASE_SETUP_PROB, Episode, sample_episode
+from .world import CHASE_SETUP_PROB, Episode, check_chase_setup_prob, sample_episode
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +112,7 @@ def write_dataset(
     if not (isinstance(lo, int) and isinstance(hi, int) and 1 <= lo <= hi):
         raise ValueError(f"segments_range: expected 1 <= min <= max ints, got {segments_range!r}")
     frames_per_segment(fps)
-    if not 0.0 <= chase_setup_prob <= 1.0:
-        raise ValueError(f"chase_setup_prob: expected a probability in [0, 1], got {chase_setup_prob!r}")
+    check_chase_setup_prob(chase_setup_prob)  # before any folder is made
     if (root / INDEX).exists() and not overwrite:
         raise FileExistsError(f"{root / INDEX} exists; pass overwrite=True (--overwrite) to write over it")
     root.mkdir(parents=True, exist_ok=True)

@@ -243,6 +243,12 @@ def _run_room(x: float, direction: int, prop_side: int) -> float:
     return (hi - x) if direction > 0 else (x - lo)
 
 
+def check_chase_setup_prob(value: float, where: str = "chase_setup_prob") -> None:
+    """ValueError naming `where` unless `value` is a probability."""
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{where}: expected a probability in [0, 1], got {value!r}")
+
+
 def _line_up_chase(
     rng: np.random.Generator, cast: tuple[str, ...], pos: dict[str, float], prop_side: int
 ) -> dict[str, float]:
@@ -361,8 +367,7 @@ def sample_episode(
         raise ValueError(f"n_segments: expected a positive int, got {n_segments!r}")
     if max_scene_segments < 1:
         raise ValueError(f"max_scene_segments: expected >= 1, got {max_scene_segments}")
-    if not 0.0 <= chase_setup_prob <= 1.0:
-        raise ValueError(f"chase_setup_prob: expected a probability in [0, 1], got {chase_setup_prob!r}")
+    check_chase_setup_prob(chase_setup_prob)
     rng = np.random.default_rng(seed)
     cast_weights = np.array([w for _, w in _CASTS])
     segments: list[SegmentPlan] = []
