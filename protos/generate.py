@@ -3,6 +3,9 @@
     python -m protos.generate            # rewrite the committed files
     python -m protos.generate --out DIR  # write a copy under DIR (the up-to-date test uses this)
 
+Regenerate after changing the .proto; a new grpcio-tools release alone does not make the committed code
+stale (see ``without_tool_stamps``).
+
 protoc runs with ``-I protos`` so the descriptor keeps its canonical name ``ttt_studio/v1/ttt_studio.proto``
 (what reflection and other languages see); the absolute import that grpc_tools writes into the
 ``_pb2_grpc`` module is then made package-relative, so ``from protos.ttt_studio.v1 import ttt_studio_pb2``
@@ -19,6 +22,28 @@ from pathlib import Path
 PROTO_ROOT = Path(__file__).resolve().parent
 PROTO_FILES = ("ttt_studio/v1/ttt_studio.proto",)
 _ABS_IMPORT = re.compile(r"^from ttt_studio\.v1 import (\w+_pb2) as (\w+)$", re.MULTILINE)
+# Where the code names the releases that wrote it: grpcio-tools stamps its own version (the oldest grpcio
+# the stubs import with) and its bundled protoc's protobuf version (the oldest protobuf runtime). A newer
+# patch release writes the same code with other stamps, so "up to date" compares the code without them;
+# the committed stamps stay as old as possible for hosts with older wheels, and the import test checks
+# that this environment's grpcio and protobuf accept them.
+_TOOL_STAMPS = (
+    (re.compile(r"^GRPC_GENERATED_VERSION = '[^']*'$", re.MULTILINE), "GRPC_GENERATED_VERSION = <stamp>"),
+    (re.compile(r"^# Protobuf Python Version: .*$", re.MULTILINE), "# Protobuf Python Version: <stamp>"),
+    (
+        re.compile(
+            r"(ValidateProtobufRuntimeVersion\(\s*_runtime_version\.Domain\.PUBLIC,)\s*\d+,\s*\d+,\s*\d+,"
+        ),
+        r"\1 <stamp>,",
+    ),
+)
+
+
+def without_tool_stamps(text: str) -> str:
+    """Generated code with the tool-release stamps blanked (see _TOOL_STAMPS)."""
+    for pattern, replacement in _TOOL_STAMPS:
+        text = pattern.sub(replacement, text)
+    return text
 
 
 def generate(out_root: Path = PROTO_ROOT) -> list[Path]:
