@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, str] = {
     "generate": "ttt_engine.pipeline.cli",
     "train": "ttt_engine.train.cli",
     "swap-text-encoder": "ttt_engine.train.text_swap",
+    "strip-ttt": "ttt_engine.train.ttt_strip",
     "serve": "server.cli.serve",
     "submit": "server.cli.submit",
     "watch": "server.cli.watch",
