@@ -78,7 +78,8 @@ def test_restyle_uploads_the_plate_and_reads_back_the_result_off_the_main_thread
     hp_server: Any, tmp_path: Path
 ) -> None:
     read = _plate(tmp_path)
-    options = _options(hp_server.address, tmp_path, steps=20)  # 20 slowed steps: a slow server (>= 1 s)
+    # a restyle runs its strength's share of the steps (0.6): 60 slowed steps run 36, >= 1.8 s, a slow server
+    options = _options(hp_server.address, tmp_path, steps=60)
     recorder = ThreadRecorder()
     started = time.monotonic()
     job = ttt_nuke.start_generate(read, options, client_factory=_factory(options, recorder))
