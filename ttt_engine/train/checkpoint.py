@@ -307,6 +307,22 @@ def load_model_parts(folder: str | Path, transformer_overrides: dict[str, Any] |
     return ModelParts(transformer, text, vae, sources)
 
 
+def require_new_folder(folder: str | Path) -> Path:
+    """`folder` as a Path; ValueError when it exists and is not empty (a derived model never overwrites one)."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder}: the destination exists and is not empty; name a new folder")
+    return folder
+
+
+def model_folder_fps(folder: str | Path) -> int:
+    """The frame rate our model folder's model_index.json gives; ValueError when it gives none."""
+    fps = read_model_index(Path(folder)).get("fps")
+    if not fps:
+        raise ValueError(f"{folder}: model_index.json gives no fps (expected one of our model folders)")
+    return int(fps)
+
+
 def read_model_index(folder: Path) -> dict[str, Any]:
     """model_index.json of a model folder ({} when it has none); ConfigError when it is not JSON."""
     from ..pipeline.video_pipeline import PIPELINE_INDEX

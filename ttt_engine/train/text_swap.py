@@ -17,7 +17,13 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import ModelParts, export_model_folder, load_model_parts, read_model_index
+from .checkpoint import (
+    ModelParts,
+    export_model_folder,
+    load_model_parts,
+    model_folder_fps,
+    require_new_folder,
+)
 
 TEXT_PROJ = "text_proj."
 
@@ -27,9 +33,7 @@ def swap_text_encoder(src: str | Path, dst: str | Path, package: str, seed: int 
     from ..models import VideoDiT
     from ..pipeline.text import PackagedTextEncoder
 
-    dst = Path(dst)
-    if dst.exists() and any(dst.iterdir()):
-        raise ValueError(f"{dst}: the destination exists and is not empty; name a new folder")
+    dst = require_new_folder(dst)
     parts = load_model_parts(src)
     old = parts.transformer
     text = PackagedTextEncoder(package, old.config.max_text_len)
@@ -41,11 +45,9 @@ def swap_text_encoder(src: str | Path, dst: str | Path, package: str, seed: int 
     missing, unexpected = transformer.load_state_dict(kept, strict=False)
     if unexpected or any(not k.startswith(TEXT_PROJ) for k in missing):
         raise RuntimeError(f"swap_text_encoder: unexpected keys {unexpected}, missing {missing}")
-    fps = read_model_index(Path(src)).get("fps")
-    if not fps:
-        raise ValueError(f"{src}: model_index.json gives no fps (expected one of our model folders)")
+    fps = model_folder_fps(src)
     sources = {**parts.sources, "text_encoder": None, "tokenizer": None}
-    return export_model_folder(ModelParts(transformer, text, parts.vae, sources), dst, int(fps))
+    return export_model_folder(ModelParts(transformer, text, parts.vae, sources), dst, fps)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -15,7 +15,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from .checkpoint import ModelParts, export_model_folder, load_model_parts, read_model_index
+from .checkpoint import (
+    ModelParts,
+    export_model_folder,
+    load_model_parts,
+    model_folder_fps,
+    require_new_folder,
+)
 
 
 def strip_ttt(src: str | Path, dst: str | Path) -> Path:
@@ -23,20 +29,16 @@ def strip_ttt(src: str | Path, dst: str | Path) -> Path:
     from ..models import VideoDiT
     from ..models.loading import is_ttt_key
 
-    dst = Path(dst)
-    if dst.exists() and any(dst.iterdir()):
-        raise ValueError(f"{dst}: the destination exists and is not empty; name a new folder")
+    dst = require_new_folder(dst)
     parts = load_model_parts(src)
     old = parts.transformer
     if old.config.ttt_inner == "none":
         raise ValueError(f"{src}: the transformer has no TTT layers (ttt_inner 'none'); nothing to strip")
-    fps = read_model_index(Path(src)).get("fps")
-    if not fps:
-        raise ValueError(f"{src}: model_index.json gives no fps (expected one of our model folders)")
+    fps = model_folder_fps(src)
     transformer = VideoDiT(dataclasses.replace(old.config, ttt_inner="none"))
     transformer.load_state_dict({k: v for k, v in old.state_dict().items() if not is_ttt_key(k)}, strict=True)
     return export_model_folder(
-        ModelParts(transformer, parts.text_encoder, parts.vae, parts.sources), dst, int(fps)
+        ModelParts(transformer, parts.text_encoder, parts.vae, parts.sources), dst, fps
     )
 
 
