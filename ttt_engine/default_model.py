@@ -1,7 +1,8 @@
 """Where the shipped default model lives: `ttt_engine/default_model/` (a model folder, see its MODEL_CARD.md).
 
-It was trained by `ttt-studio train` with `configs/default/base.yaml`, `base_more.yaml` then `ttt_mlp.yaml`
-on the toon world; `ttt-studio generate` and `ttt-studio compare default` use it when no --model is given.
+It was trained by `ttt-studio train` on the toon world with the configs of `configs/default/` (parts 1-9,
+`base.yaml` to `ttt_mlp_mix.yaml`; the commands are in its MODEL_CARD.md); `ttt-studio generate` and
+`ttt-studio compare default` use it when no --model is given.
 """
 
 from __future__ import annotations

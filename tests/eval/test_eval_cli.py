@@ -9,7 +9,7 @@ import numpy as np
 import OpenEXR
 import pytest
 
-from ttt_engine.eval.cli import linear_to_srgb, load_exr_frames, register
+from ttt_engine.eval.cli import linear_to_srgb, load_exr_frames, register, sampling_of
 from ttt_engine.toonworld import episode_storyboard, render_episode, sample_episode, write_dataset
 
 FPS = 4
@@ -126,3 +126,78 @@ def test_eval_errors(clip, tmp_path, capsys) -> None:
     )
     assert _run([str(bad), "--storyboard", str(board), "--fps", "4"]) == 2
     assert "no RGB(A) channels; found ['Z']" in capsys.readouterr().err
+
+
+def _write_exrs(directory, frames: np.ndarray, attributes: dict[str, str]) -> None:
+    directory.mkdir()
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage, **attributes}
+    for t, f in enumerate(frames):
+        rgba = np.concatenate([_srgb_to_linear(f), np.ones(f.shape[:2] + (1,), np.float32)], -1)
+        OpenEXR.File(header, {"RGBA": rgba.astype(np.float16)}).write(str(directory / f"frame.{t:04d}.exr"))
+
+
+RECORDED = {
+    "ttt_studio/steps": "2",
+    "ttt_studio/seed": "3",
+    "ttt_studio/sampler": "ddim",
+    "ttt_studio/guidance": "1.5",
+    "ttt_studio/cfg_schedule": "constant",
+}
+
+
+def test_sampling_is_read_from_the_frames_generate_wrote(clip, tmp_path) -> None:
+    root, frames, _ = clip
+    _write_exrs(tmp_path / "shot", frames[:2], RECORDED)
+    assert sampling_of(tmp_path / "shot") == {
+        "steps": 2,
+        "seed": 3,
+        "sampler": "ddim",
+        "guidance_scale": 1.5,
+        "cfg_schedule": "constant",
+    }
+    assert sampling_of(root / "noise.npy") == {} and sampling_of(root / "exr") == {}
+    _write_exrs(tmp_path / "bad", frames[:1], {"ttt_studio/steps": "many"})
+    with pytest.raises(ValueError, match="attribute ttt_studio/steps = 'many' is not a int"):
+        sampling_of(tmp_path / "bad")
+
+
+def test_random_init_errors(clip, capsys) -> None:
+    root, _, board = clip
+    named = [f"random-init={root / 'noise.npy'}", "--storyboard", str(board), "--fps", str(FPS)]
+    assert _run([*named, "--random-init"]) == 2
+    assert "a video is named 'random-init', which --random-init adds" in capsys.readouterr().err
+    # the default model makes 8 fps videos; these are 4 fps
+    assert (
+        _run([str(root / "noise.npy"), "--storyboard", str(board), "--fps", str(FPS), "--random-init"]) == 2
+    )
+    assert "makes 8 fps videos, the videos are 4 fps" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_random_init_beside_samples_like_the_first_video(tmp_path, capsys) -> None:
+    """`--random-init` generates the storyboard with a random-init copy of the default model, sampled as the
+    first video's EXR attributes record: the same frames as that copy generating with those settings."""
+    from ttt_engine.default_model import default_model_dir
+    from ttt_engine.eval import evaluate
+    from ttt_engine.eval.compare import display_frames, random_init_like
+    from ttt_engine.pipeline.video_pipeline import VideoPipeline
+
+    episode = sample_episode(9, 2)
+    board = episode_storyboard(episode).dump(tmp_path / "board.json")
+    _write_exrs(tmp_path / "shot", render_episode(episode, 64, 64, 8), RECORDED)
+    argv = [str(tmp_path / "shot"), "--storyboard", str(board), "--fps", "8", "--random-init"]
+    assert _run([*argv, "--json", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "2 ddim steps, constant guidance 1.5, seed 3" in out and "random-init" in out.splitlines()[1]
+    reports = json.loads((tmp_path / "r.json").read_text())
+    assert set(reports) == {"shot", "random-init"}
+    assert f"adherence shot: {reports['shot']['adherence']:.3f} = " in out
+
+    pipe = random_init_like(VideoPipeline.from_folder(default_model_dir()))
+    params = pipe.generation_params(
+        steps=2, seed=3, sampler="ddim", guidance_scale=1.5, cfg_schedule="constant"
+    )
+    frames = pipe.generate(episode_storyboard(episode), params).frames
+    direct = evaluate(display_frames(frames), episode_storyboard(episode), 8).to_dict()
+    assert reports["random-init"]["smoothness"] == pytest.approx(direct["smoothness"], abs=1e-6)
+    assert reports["random-init"]["adherence"] == direct["adherence"]

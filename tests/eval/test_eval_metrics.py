@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from ttt_engine.eval import evaluate, facts_from_episode, format_table
+from ttt_engine.eval.detectors import DetectorConfig, Motion
+from ttt_engine.eval.metrics import FactResult, motion_fact
 from ttt_engine.storyboard import Storyboard
 from ttt_engine.toonworld import episode_storyboard, render_background, render_episode, sample_episode
 
@@ -38,6 +40,16 @@ def test_ground_truth_scores_high(ground_truth) -> None:
     assert np.mean([r.framing_accuracy for r in reports]) >= 0.9
     for r in reports:
         assert all(0.0 <= s.smoothness <= 1.0 for s in r.segments)
+
+
+def test_a_motion_seen_is_reported_as_the_one_asked() -> None:
+    """A runner that leaves the frame satisfies "right" and "hide" at once: the report names the asked one."""
+    cfg = DetectorConfig()
+    leaving = Motion(visible=0.42, slope=0.5, rise=0.0, early=1.0, late=0.0)
+    assert leaving.satisfies("right", cfg) and leaving.satisfies("hide", cfg) and leaving.label(cfg) == "hide"
+    assert motion_fact("cat", "right", leaving, cfg) == FactResult("motion", "cat", "right", "right", True)
+    assert motion_fact("cat", "hide", leaving, cfg) == FactResult("motion", "cat", "hide", "hide", True)
+    assert motion_fact("cat", "left", leaving, cfg) == FactResult("motion", "cat", "left", "hide", False)
 
 
 def test_noise_scores_low(ground_truth) -> None:

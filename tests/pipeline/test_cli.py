@@ -55,7 +55,11 @@ def test_generate_two_segments_writes_everything(storyboard_file, tmp_path, caps
     assert pixels.shape == (32, 32, 4) and (pixels[..., 3] == 1).all()
     assert header["colorInteropID"] == "lin_rec709_scene" and header["compression"] == "ZIP_COMPRESSION"
     assert header["pixel_types"]["R"] == "HALF"
-    assert header["ttt_studio/seed"] == "3"
+    # how the shot was sampled, as `ttt-studio eval --random-init` reads it back
+    assert header["ttt_studio/seed"] == "3" and header["ttt_studio/steps"] == "2"
+    params = VideoPipeline.tiny_random(0).generation_params()
+    assert header["ttt_studio/guidance"] == str(params.guidance_scale)
+    assert header["ttt_studio/cfg_schedule"] == params.cfg_schedule
     latents, meta = load_latents(out / "latents.safetensors")
     assert (
         latents.shape[1]

@@ -1,13 +1,15 @@
 """The shipped default model (ttt_engine/default_model/): small, offline, and it really follows a storyboard.
 
-The fast version of issue #4's evaluation: held-out toon-world storyboards generated with the default
-model and with a random-init copy, scored by the detectors. The full figures (more storyboards, more
-segments) are in ttt_engine/default_model/MODEL_CARD.md and docs/ablation.md.
+The fast version of issue #4's evaluation: the README's main job with fewer steps, scored by
+`ttt-studio eval` against a random-init copy, and held-out toon-world storyboards generated with both.
+The full figures (more storyboards, all steps) are in ttt_engine/default_model/MODEL_CARD.md and
+docs/ablation.md.
 """
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import io
 import json
 from pathlib import Path
 
@@ -15,20 +17,19 @@ import pytest
 
 from host_plugin.core.exr_io import read_exr
 from ttt_engine import default_model
+from ttt_engine.cli import main
 from ttt_engine.eval import compare as cmp
-from ttt_engine.pipeline import cli
 from ttt_engine.pipeline.text import PackagedTextEncoder
 from ttt_engine.pipeline.video_pipeline import VideoPipeline
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chase_two_scenes.json"
 MAX_BYTES = 50 * 1024 * 1024
+README_STEPS = 12  # the suite's small version of the README's main job (the model samples 25)
 
 
 def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="ttt-studio")
-    cli.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """`ttt-studio ARGV`, in this process."""
+    return main(argv)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def test_default_model_is_small_offline_and_documented() -> None:
     card = (folder / default_model.MODEL_CARD).read_text()
     recipe = tuple(
         f"configs/default/{name}.yaml"
-        for name in ("base", "base_more", "base_shift", "base_minilm", "ttt_mlp")
+        for name in ("base", "base_more", "base_shift", "base_minilm", "ttt_mlp", "base_mix", "ttt_mlp_mix")
     )
     for needed in (*recipe, "adherence", "random-init"):
         assert needed in card
@@ -87,21 +88,29 @@ def test_default_model_adherence_is_three_times_random_init(small_eval) -> None:
 @pytest.mark.slow
 @pytest.mark.xfail(
     strict=True,
-    reason="issue #4's 0.7 adherence is met on the model card's 32 held-out storyboards (0.748) but not on their "
-    "first 8 (0.682), in this small version (2 storyboards, 12 steps: 0.577) or on the README's example with "
-    "the default seed (0.583; 0.719 over seeds 0-7): see ttt_engine/default_model/MODEL_CARD.md",
+    reason="on held-out storyboards issue #4's 0.7 is met by the model card's 32 (0.782) and their first 8 "
+    "(0.819), not by this small version's 2 (12 steps: 0.607); the README's example meets it "
+    "(test_readme_example_meets_the_adherence_target): see ttt_engine/default_model/MODEL_CARD.md",
 )
-def test_default_model_meets_the_adherence_target(small_eval) -> None:
+def test_default_model_meets_the_adherence_target_on_held_out_storyboards(small_eval) -> None:
     trained, rand = small_eval["default"]["adherence"], small_eval["random-init"]["adherence"]
     assert trained >= 0.7 and trained >= 3 * rand, small_eval
 
 
+@pytest.fixture(scope="module")
+def readme_shot(tmp_path_factory) -> tuple[Path, str]:
+    """The README's main job with fewer steps (12 of the model's 25): no --model means the shipped model."""
+    out = tmp_path_factory.mktemp("readme") / "shot"
+    argv = ["generate", str(EXAMPLE), "-o", str(out), "--gif", "--steps", str(README_STEPS)]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert run_cli(argv) == 0
+    return out, printed.getvalue()
+
+
 @pytest.mark.slow
-def test_main_job_writes_exrs_and_a_gif_with_the_default_model(tmp_path: Path, capsys) -> None:
-    """The README's main job, fewer steps: no --model means the shipped model."""
-    out = tmp_path / "shot"
-    assert run_cli(["generate", str(EXAMPLE), "-o", str(out), "--gif", "--steps", "6"]) == 0
-    printed = capsys.readouterr().out
+def test_main_job_writes_exrs_and_a_gif_with_the_default_model(readme_shot) -> None:
+    out, printed = readme_shot
     frames = sorted((out / "frames").glob("chase_two_scenes.*.exr"))
     assert len(frames) == VideoPipeline.from_folder(default_model.default_model_dir()).num_frames(2)
     assert frames[0].name == "chase_two_scenes.1001.exr"
@@ -109,6 +118,22 @@ def test_main_job_writes_exrs_and_a_gif_with_the_default_model(tmp_path: Path, c
     assert pixels.shape == (64, 64, 4) and header["width"] == 64
     assert (out / "preview.gif").stat().st_size > 1000
     assert str(out / "preview.gif") in printed and "frames:" in printed
+
+
+@pytest.mark.slow
+def test_readme_example_meets_the_adherence_target(readme_shot, tmp_path: Path, capsys) -> None:
+    """Issue #4's must-show, small: `ttt-studio eval --random-init` on the main job's EXRs scores at least
+    0.7 and 3x a random-init copy sampled alike (the model card has the 25-step figures: 0.833 and 0.167)."""
+    out, _ = readme_shot
+    report = tmp_path / "eval.json"
+    argv = ["eval", str(out / "frames"), "--storyboard", str(EXAMPLE), "--fps", "8", "--random-init"]
+    assert run_cli([*argv, "--json", str(report)]) == 0
+    printed = capsys.readouterr().out
+    assert f"{README_STEPS} dpmpp_2m steps, constant guidance 4" in printed  # sampled like the shot
+    scores = {name: r["adherence"] for name, r in json.loads(report.read_text()).items()}
+    trained, rand = scores["frames"], scores["random-init"]
+    assert trained >= 0.7 and trained >= 3 * rand, scores
+    assert f"adherence frames: {trained:.3f} = {trained / rand:.1f}x random-init's {rand:.3f}" in printed
 
 
 def test_missing_default_model_is_a_clear_error(tmp_path: Path, monkeypatch, capsys) -> None:

@@ -70,6 +70,16 @@ def test_default_model_recipe_follows_the_paper_curriculum() -> None:
     assert all(s.trainable == "ttt_attn" for s in dit[1:])
     assert [s.segments for s in dit] == sorted(s.segments for s in dit) and dit[-1].segments >= 3
     assert all(s.betas == (0.9, 0.95) and s.weight_decay == 1e-4 and s.text_dropout == 0.1 for s in dit)
+    # parts 8 and 9: part 7's model stripped of its TTT layers (the command in base_mix's header), a base
+    # stage on clips that stage chases, then part 7's fine-tune unchanged but for its init and data
+    mix_path = ROOT / "configs" / "default" / "base_mix.yaml"
+    mix = TrainConfig.load(mix_path)
+    assert f"ttt-studio strip-ttt {c.model_dir} {mix.model.init}" in mix_path.read_text()
+    assert mix.model.transformer == {} and [s.trainable for s in mix.stages] == ["all"]
+    assert mix.dataset.generate.chase_setup_prob > 0 and mix.dataset.path != c.dataset.path
+    final = TrainConfig.load(ROOT / "configs" / "default" / "ttt_mlp_mix.yaml")
+    assert final.model.init == str(mix.model_dir) and final.dataset.path == mix.dataset.path
+    assert final.stages == c.stages and final.model.transformer == c.model.transformer
 
 
 @pytest.mark.parametrize(("name", "inner"), [("ttt_linear.yaml", "linear"), ("local_attn.yaml", None)])

@@ -34,6 +34,7 @@ from ttt_engine.toonworld.world import CHARACTER_KEYS
 
 from .detectors import (
     DetectorConfig,
+    Motion,
     classify_background,
     detect_characters,
     reference_extent,
@@ -154,6 +155,13 @@ def _similarity(a: tuple[np.ndarray, float], b: tuple[np.ndarray, float], tol: f
     return colour_sim * size_sim
 
 
+def motion_fact(character: str, motion: str, seen: Motion, cfg: DetectorConfig) -> FactResult:
+    """Was `motion` seen? A segment can satisfy several motions (a runner that leaves the frame also
+    "hides"): the report names the asked one when it is seen, else the first the detectors see."""
+    ok = seen.satisfies(motion, cfg)
+    return FactResult("motion", character, motion, motion if ok else seen.label(cfg), ok)
+
+
 def evaluate(
     frames: np.ndarray,
     storyboard: Storyboard,
@@ -218,10 +226,7 @@ def evaluate(
                     guess.background == want.background,
                 )
             )
-        for k, motion in want.motions:
-            results.append(
-                FactResult("motion", k, motion, motions[k].label(cfg), motions[k].satisfies(motion, cfg))
-            )
+        results.extend(motion_fact(k, motion, motions[k], cfg) for k, motion in want.motions)
         adherence = float(np.mean([r.ok for r in results])) if results else 0.0
         framing_ok = None if want.framing is None else guess.framing == want.framing
 

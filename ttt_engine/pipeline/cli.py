@@ -158,6 +158,8 @@ def run(args: argparse.Namespace) -> int:
         "ttt_studio/model": pipe.source,
         "ttt_studio/sampler": params.sampler,
         "ttt_studio/steps": str(params.steps),
+        "ttt_studio/guidance": str(params.guidance_scale),
+        "ttt_studio/cfg_schedule": params.cfg_schedule,
     }
     with tqdm(total=len(frames), desc="writing EXR", unit="frame") as bar:
         paths = write_exr_sequence(
