@@ -324,6 +324,7 @@ class Worker(threading.Thread):
 
     def _write_frame(self, job: JobRecord, index: int, segment: int, rgb: np.ndarray, rate: Fraction) -> None:
         from host_plugin.core.exr_io import write_rgba_exr
+        from ttt_engine.pipeline.params import GenerationParams, sampling_attributes
 
         spec = job.spec
         relpath = self.frames.frame_relpath(job.job_id, index)
@@ -337,7 +338,7 @@ class Worker(threading.Thread):
                 "ttt_studio/job_id": job.job_id,
                 "ttt_studio/frame": spec.start_frame + index,
                 "ttt_studio/shot": spec.shot_name,
-                "ttt_studio/seed": str(spec.params.get("seed")),
+                **sampling_attributes(GenerationParams.from_dict(spec.params)),
             },
             frames_per_second=rate,
         )

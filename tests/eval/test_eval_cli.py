@@ -157,7 +157,7 @@ def test_sampling_is_read_from_the_frames_generate_wrote(clip, tmp_path) -> None
     }
     assert sampling_of(root / "noise.npy") == {} and sampling_of(root / "exr") == {}
     _write_exrs(tmp_path / "bad", frames[:1], {"ttt_studio/steps": "many"})
-    with pytest.raises(ValueError, match="attribute ttt_studio/steps = 'many' is not a int"):
+    with pytest.raises(ValueError, match=r"frame.0000.exr: attribute ttt_studio/steps = 'many' is not a int"):
         sampling_of(tmp_path / "bad")
 
 

@@ -19,6 +19,7 @@ from srv_helpers import MINIMAL, SMALL, STORYBOARD, STORYBOARD_2, TOKENS, Server
 
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from server.client import StudioClient
+from ttt_engine.pipeline.params import sampling_from_attributes
 
 
 def _code(exc_info: pytest.ExceptionInfo) -> grpc.StatusCode:
@@ -72,6 +73,14 @@ def test_submit_watch_fetch_round_trip(alice: StudioClient, tmp_path: Path) -> N
         assert header["compression"] == OpenEXR.ZIP_COMPRESSION
         assert header["colorInteropID"] == "lin_rec709_scene"
         assert header["ttt_studio/job_id"] == job_id
+        # how it was sampled, as `ttt-studio eval --random-init` reads it back (unset ones: the model's)
+        sampling = sampling_from_attributes(header, str(path))
+        assert {k: sampling[k] for k in ("steps", "seed", "guidance_scale")} == {
+            "steps": 2,
+            "seed": 3,
+            "guidance_scale": 1.0,
+        }
+        assert sampling["sampler"] == "dpmpp_2m" and sampling["cfg_schedule"] in ("constant", "dynamic")
 
     timeline = otio.adapters.read_from_string(otio_json, "otio_json")
     clips = list(timeline.find_clips())

@@ -76,35 +76,19 @@ def load_video(path: str | Path) -> tuple[np.ndarray, int | None]:
 
 
 RANDOM_INIT = "random-init"
-# EXR attribute written by `ttt-studio generate` -> (GenerationParams field, type)
-SAMPLING_ATTRIBUTES: dict[str, tuple[str, type]] = {
-    "ttt_studio/steps": ("steps", int),
-    "ttt_studio/seed": ("seed", int),
-    "ttt_studio/sampler": ("sampler", str),
-    "ttt_studio/guidance": ("guidance_scale", float),
-    "ttt_studio/cfg_schedule": ("cfg_schedule", str),
-}
 
 
 def sampling_of(path: str | Path) -> dict[str, Any]:
     """The GenerationParams values an EXR directory's first frame records (empty for other videos)."""
     import OpenEXR
 
+    from ttt_engine.pipeline.params import sampling_from_attributes
+
     path = Path(path)
     files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".exr") if path.is_dir() else []
     if not files:
         return {}
-    header = OpenEXR.File(str(files[0]), header_only=True).header()
-    out: dict[str, Any] = {}
-    for attribute, (field, kind) in SAMPLING_ATTRIBUTES.items():
-        if attribute in header:
-            try:
-                out[field] = kind(header[attribute])
-            except ValueError:
-                raise ValueError(
-                    f"{files[0]}: attribute {attribute} = {header[attribute]!r} is not a {kind.__name__}"
-                ) from None
-    return out
+    return sampling_from_attributes(OpenEXR.File(str(files[0]), header_only=True).header(), str(files[0]))
 
 
 def random_init_video(

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ..storyboard import Storyboard, StoryboardError
     from .exr_out import write_exr_sequence, write_gif
     from .latents_io import load_latents
-    from .params import DecodeError, GenerationParams, PipelineError
+    from .params import DecodeError, GenerationParams, PipelineError, sampling_attributes
     from .video_pipeline import VideoPipeline
 
     if args.model is None and not args.tiny_random:
@@ -154,12 +154,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(str(exc), 2)
 
     attributes = {
-        "ttt_studio/seed": str(params.seed),
         "ttt_studio/model": pipe.source,
-        "ttt_studio/sampler": params.sampler,
-        "ttt_studio/steps": str(params.steps),
-        "ttt_studio/guidance": str(params.guidance_scale),
-        "ttt_studio/cfg_schedule": params.cfg_schedule,
+        **sampling_attributes(params),
     }
     with tqdm(total=len(frames), desc="writing EXR", unit="frame") as bar:
         paths = write_exr_sequence(

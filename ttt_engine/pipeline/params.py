@@ -170,6 +170,37 @@ class GenerationParams:
         return cls(**data)
 
 
+# EXR attributes that record how frames were sampled, written by `ttt-studio generate` and the server and
+# read back by `ttt-studio eval --random-init` to sample a random-init copy alike: attribute -> (field, type)
+SAMPLING_ATTRIBUTES: dict[str, tuple[str, type]] = {
+    "ttt_studio/steps": ("steps", int),
+    "ttt_studio/seed": ("seed", int),
+    "ttt_studio/sampler": ("sampler", str),
+    "ttt_studio/guidance": ("guidance_scale", float),
+    "ttt_studio/cfg_schedule": ("cfg_schedule", str),
+}
+
+
+def sampling_attributes(params: GenerationParams) -> dict[str, str]:
+    """The SAMPLING_ATTRIBUTES of frames sampled with `params`, as EXR string attributes."""
+    return {attribute: str(getattr(params, field)) for attribute, (field, _) in SAMPLING_ATTRIBUTES.items()}
+
+
+def sampling_from_attributes(header: dict[str, Any], source: str) -> dict[str, Any]:
+    """The GenerationParams values an EXR header records (those of its SAMPLING_ATTRIBUTES present);
+    ValueError naming `source` and the attribute when one does not parse."""
+    out: dict[str, Any] = {}
+    for attribute, (field, kind) in SAMPLING_ATTRIBUTES.items():
+        if attribute in header:
+            try:
+                out[field] = kind(header[attribute])
+            except ValueError:
+                raise ValueError(
+                    f"{source}: attribute {attribute} = {header[attribute]!r} is not a {kind.__name__}"
+                ) from None
+    return out
+
+
 def check_sampling_defaults(sampling: Any, where: str) -> dict[str, Any]:
     """A model's sampling defaults ({"steps": 25, "guidance_scale": 4.0, ...}, keys from SAMPLING_KEYS),
     checked as GenerationParams would check them; PipelineError names `where` and the bad entry."""
