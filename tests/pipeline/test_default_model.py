@@ -24,7 +24,8 @@ from ttt_engine.pipeline.video_pipeline import VideoPipeline
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "chase_two_scenes.json"
 MAX_BYTES = 50 * 1024 * 1024
-README_STEPS = 12  # the suite's small version of the README's main job (the model samples 25)
+SMALL_STEPS = 12  # the suite's small versions sample with 12 steps (the model samples 25)
+HELD_OUT_STORYBOARDS = 8
 
 
 def run_cli(argv: list[str]) -> int:
@@ -63,8 +64,10 @@ def test_text_encoder_needs_no_download(pipe: VideoPipeline) -> None:
 
 @pytest.fixture(scope="module")
 def small_eval(pipe: VideoPipeline) -> dict[str, dict[str, float | None]]:
-    """Issue #4's evaluation, small: 2 held-out storyboards x 2 segments, 12 steps, generate's defaults."""
-    config = cmp.CompareConfig(segments=2, storyboards=2, steps=12)
+    """Issue #4's evaluation, small: the model card's first 8 held-out storyboards x 2 segments at 12 steps
+    (the model samples 25), generate's other defaults. Fewer storyboards say little: per storyboard
+    adherence spreads 0.5-1.0."""
+    config = cmp.CompareConfig(segments=2, storyboards=HELD_OUT_STORYBOARDS, steps=SMALL_STEPS)
     summaries, _ = cmp.compare({"default": pipe, "random-init": cmp.random_init_like(pipe)}, config)
     return summaries
 
@@ -78,21 +81,9 @@ def test_default_model_draws_the_requested_sets_where_random_init_does_not(small
 
 
 @pytest.mark.slow
-def test_default_model_adherence_is_three_times_random_init(small_eval) -> None:
-    """Half of issue #4's target: the detectors see no character in random-init clutter, so its only
-    points are the "no unrequested character" facts an empty frame satisfies."""
-    trained, rand = small_eval["default"]["adherence"], small_eval["random-init"]["adherence"]
-    assert trained > 0 and trained >= 3 * rand, small_eval
-
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="on held-out storyboards issue #4's 0.7 is met by the model card's 32 (0.782) and their first 8 "
-    "(0.819), not by this small version's 2 (12 steps: 0.607); the README's example meets it "
-    "(test_readme_example_meets_the_adherence_target): see ttt_engine/default_model/MODEL_CARD.md",
-)
 def test_default_model_meets_the_adherence_target_on_held_out_storyboards(small_eval) -> None:
+    """Issue #4's 0.7 and 3x random-init on storyboards never trained on (the model card: 0.819 at 25 steps;
+    the model shipped before scored 0.693 here)."""
     trained, rand = small_eval["default"]["adherence"], small_eval["random-init"]["adherence"]
     assert trained >= 0.7 and trained >= 3 * rand, small_eval
 
@@ -101,7 +92,7 @@ def test_default_model_meets_the_adherence_target_on_held_out_storyboards(small_
 def readme_shot(tmp_path_factory) -> tuple[Path, str]:
     """The README's main job with fewer steps (12 of the model's 25): no --model means the shipped model."""
     out = tmp_path_factory.mktemp("readme") / "shot"
-    argv = ["generate", str(EXAMPLE), "-o", str(out), "--gif", "--steps", str(README_STEPS)]
+    argv = ["generate", str(EXAMPLE), "-o", str(out), "--gif", "--steps", str(SMALL_STEPS)]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         assert run_cli(argv) == 0
@@ -129,7 +120,7 @@ def test_readme_example_meets_the_adherence_target(readme_shot, tmp_path: Path, 
     argv = ["eval", str(out / "frames"), "--storyboard", str(EXAMPLE), "--fps", "8", "--random-init"]
     assert run_cli([*argv, "--json", str(report)]) == 0
     printed = capsys.readouterr().out
-    assert f"{README_STEPS} dpmpp_2m steps, constant guidance 4" in printed  # sampled like the shot
+    assert f"{SMALL_STEPS} dpmpp_2m steps, constant guidance 4" in printed  # sampled like the shot
     scores = {name: r["adherence"] for name, r in json.loads(report.read_text()).items()}
     trained, rand = scores["frames"], scores["random-init"]
     assert trained >= 0.7 and trained >= 3 * rand, scores
