@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_table(reports))
-    if RANDOM_INIT in reports and args.random_init is not None:
+    if args.random_init is not None:
         print(format_ratios(reports))
     if args.json:
         Path(args.json).write_text(json.dumps({n: r.to_dict() for n, r in reports.items()}, indent=2) + "\n")
