@@ -26,18 +26,22 @@ def _run(argv: list[str]) -> int:
     return args.func(args)
 
 
+def _write_exrs(directory, frames: np.ndarray, attributes: dict[str, str] | None = None) -> None:
+    """Display frames as a linear half-float EXR sequence, each frame with `attributes` in its header."""
+    directory.mkdir()
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage, **(attributes or {})}
+    for t, f in enumerate(frames):
+        rgba = np.concatenate([_srgb_to_linear(f), np.ones(f.shape[:2] + (1,), np.float32)], -1)
+        OpenEXR.File(header, {"RGBA": rgba.astype(np.float16)}).write(str(directory / f"frame.{t:04d}.exr"))
+
+
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalcli")
     ep = sample_episode(9, 2)
     frames = render_episode(ep, 64, 64, FPS)
     board = episode_storyboard(ep).dump(root / "board.json")
-    exr_dir = root / "exr"
-    exr_dir.mkdir()
-    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
-    for t, f in enumerate(frames):
-        rgba = np.concatenate([_srgb_to_linear(f), np.ones(f.shape[:2] + (1,), np.float32)], -1)
-        OpenEXR.File(header, {"RGBA": rgba.astype(np.float16)}).write(str(exr_dir / f"frame.{t:04d}.exr"))
+    _write_exrs(root / "exr", frames)
     np.save(root / "noise.npy", np.random.default_rng(0).random(frames.shape, dtype=np.float32))
     return root, frames, board
 
@@ -126,14 +130,6 @@ def test_eval_errors(clip, tmp_path, capsys) -> None:
     )
     assert _run([str(bad), "--storyboard", str(board), "--fps", "4"]) == 2
     assert "no RGB(A) channels; found ['Z']" in capsys.readouterr().err
-
-
-def _write_exrs(directory, frames: np.ndarray, attributes: dict[str, str]) -> None:
-    directory.mkdir()
-    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage, **attributes}
-    for t, f in enumerate(frames):
-        rgba = np.concatenate([_srgb_to_linear(f), np.ones(f.shape[:2] + (1,), np.float32)], -1)
-        OpenEXR.File(header, {"RGBA": rgba.astype(np.float16)}).write(str(directory / f"frame.{t:04d}.exr"))
 
 
 RECORDED = {

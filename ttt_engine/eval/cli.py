@@ -31,12 +31,22 @@ def linear_to_srgb(x: np.ndarray) -> np.ndarray:
     return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
 
 
+RANDOM_INIT = "random-init"  # the name of the random-init arm, here and in `ttt-studio compare`
+
+
+def exr_files(directory: str | Path) -> list[Path]:
+    """The .exr files of a directory, sorted by name (a frame sequence); empty for anything else."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.iterdir() if p.suffix.lower() == ".exr")
+
+
 def load_exr_frames(directory: str | Path) -> np.ndarray:
     """Display frames float32 [T, H, W, 3] from a directory of linear-light EXR files."""
     import OpenEXR
 
-    directory = Path(directory)
-    files = sorted(p for p in directory.iterdir() if p.suffix.lower() == ".exr")
+    files = exr_files(directory)
     if not files:
         raise ValueError(f"{directory}: no .exr files")
     frames = []
@@ -67,15 +77,12 @@ def load_video(path: str | Path) -> tuple[np.ndarray, int | None]:
             raise ValueError(f"{path}: expected an array [T, H, W, 3], got shape {tuple(frames.shape)}")
         return frames, None
     if path.is_dir():
-        if any(p.suffix.lower() == ".exr" for p in path.iterdir()):
+        if exr_files(path):
             return load_exr_frames(path), None
         meta = path / META
         fps = json.loads(meta.read_text()).get("fps") if meta.is_file() else None
         return load_frames(path), fps
     raise ValueError(f"{path}: not a .npy file, an EXR directory or a clip folder")
-
-
-RANDOM_INIT = "random-init"
 
 
 def sampling_of(path: str | Path) -> dict[str, Any]:
@@ -84,8 +91,7 @@ def sampling_of(path: str | Path) -> dict[str, Any]:
 
     from ttt_engine.pipeline.params import sampling_from_attributes
 
-    path = Path(path)
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".exr") if path.is_dir() else []
+    files = exr_files(path)
     if not files:
         return {}
     return sampling_from_attributes(OpenEXR.File(str(files[0]), header_only=True).header(), str(files[0]))

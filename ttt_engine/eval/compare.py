@@ -34,13 +34,13 @@ import torch
 from ttt_engine.storyboard import Storyboard
 from ttt_engine.toonworld.world import CHASE_SETUP_PROB, check_chase_setup_prob
 
+from .cli import RANDOM_INIT
 from .facts import facts_from_episode
 from .metrics import EvalReport, evaluate
 
 log = logging.getLogger(__name__)
 
 EVAL_SEED_BASE = 1_000_000  # episode seeds of evaluation storyboards (toon-world training data uses 0..)
-RANDOM_INIT = "random-init"
 RENDERED = "rendered"
 VAE_ROUND_TRIP = "vae-round-trip"
 
