@@ -1,5 +1,5 @@
-"""tools/device/pack_text_encoder.py: the text encoder packed to travel to the lent GPU machine must encode
-the toon world's texts as the installed package does, fail loudly on other words, and fit a device call."""
+"""tools/offline/pack_text_encoder.py: the text encoder packed for an offline GPU machine must encode the
+toon world's texts as the installed package does, fail loudly on other words, and stay small."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-TOOL = ROOT / "tools" / "device" / "pack_text_encoder.py"
-DEVICE_CARRY_LIMIT = 64 * 2**20  # what one device call may carry, the working tree included
+TOOL = ROOT / "tools" / "offline" / "pack_text_encoder.py"
+COPY_LIMIT = 64 * 2**20  # a copy to the GPU machine this is sized for, the working tree included
 
 ENCODE = """
 import sys, torch
@@ -43,7 +43,7 @@ def packed(tmp_path_factory) -> Path:
     archive = tmp / "minilm.tar.gz"
     done = _python([str(TOOL), "pack", str(archive), "--episodes", "100"])
     assert done.returncode == 0, done.stderr
-    assert archive.stat().st_size < DEVICE_CARRY_LIMIT / 2, "leaves too little of a device call for the tree"
+    assert archive.stat().st_size < COPY_LIMIT / 2, "leaves too little of the copy for the tree"
     site = tmp / "site"
     with tarfile.open(archive) as tar:
         tar.extractall(site, filter="data")

@@ -1,17 +1,16 @@
 #!/usr/bin/env bash
-# Issue #7's GPU checks as one device call: a lent session has 15 minutes of device time in all (a machine
-# start takes one or two), so every check runs here, most important first, each under its own limit, and
-# the whole run ends inside BUDGET_S seconds even when a step hangs.
+# The GPU checks of the CUDA kernels in one run on a GPU machine, most important first, each step under its
+# own time limit, the whole run ending inside BUDGET_S seconds even when a step hangs.
 #
-#   run(command="bash tools/device/gpu_checks.sh 480", timeout_s=560)      # the device tool, repo root
+#   bash tools/gpu/run_checks.sh [BUDGET_S [OUT_DIR]]      # from the repository root; defaults 480 and gpu-out
 #
-# Writes to $OUT (the device tool's folder; ./gpu-out elsewhere) at most four files, under the tool's
-# eight: summary.txt (one line per step: exit status, seconds, limit), checks.log (every step's output,
-# headed by its command), kernel_bench.md (the benchmark's tables, for docs/benchmarks.md) and env.txt.
-# On a machine without CUDA the GPU tests skip and the benchmark fails: a dry run of the script itself.
+# Writes four files to OUT_DIR: summary.txt (one line per step: exit status, seconds, limit), checks.log
+# (every step's output, headed by its command), kernel_bench.md (the benchmark's tables, for
+# docs/benchmarks.md) and env.txt. On a machine without CUDA the GPU tests skip and the benchmark fails:
+# a dry run of the script itself.
 set -u
-OUT=${OUT:-gpu-out}
 BUDGET=${1:-480}
+OUT=${2:-gpu-out}
 mkdir -p "$OUT"
 : > "$OUT/summary.txt"
 : > "$OUT/checks.log"
@@ -52,11 +51,11 @@ step kernel-tests 150 "${PYTEST[@]}" tests/cuda/test_kernel_gpu.py tests/cuda/te
 step kernel-bench 120 bash -c "PYTHONUNBUFFERED=1 python3 -m ttt_engine.bench.kernel_bench --max-ref-tokens 0 --no-compile-ref > '$OUT/kernel_bench.md'"
 step memcheck 60 compute-sanitizer --tool memcheck --error-exitcode 1 "${PYTEST[@]}" -x tests/cuda/test_kernel_gpu.py -k "$SMOKE"
 step racecheck 60 compute-sanitizer --tool racecheck --error-exitcode 1 "${PYTEST[@]}" -x tests/cuda/test_kernel_gpu.py -k "mlp and $SMOKE"
-# the pipeline and trainer need diffusers, which the device image lacks: carry its wheel (docs/status.md)
+# the pipeline and trainer tests need diffusers: on an offline machine install its wheel (CONTRIBUTING.md)
 if python3 -c "import diffusers" 2> /dev/null; then
     step gpu-pipeline-train 120 "${PYTEST[@]}" tests/pipeline/test_video_pipeline.py tests/train/test_trainer.py -m "not slow"
 else
-    echo "gpu-pipeline-train: not run (diffusers is not installed; carry its wheel, docs/status.md)" >> "$OUT/summary.txt"
+    echo "gpu-pipeline-train: not run (diffusers is not installed; CONTRIBUTING.md)" >> "$OUT/summary.txt"
 fi
 
 echo "total: $(($(date +%s) - START)) s of ${BUDGET} s" >> "$OUT/summary.txt"

