@@ -1,7 +1,7 @@
 """Benchmark: EXR frames streamed by the server over loopback gRPC vs the same files read from local disk.
 
     python -m server.bench_stream                                  # 48 frames of 480x720
-    python -m server.bench_stream --height 1080 --width 1920 --frames 24 --out /tmp/bench.json
+    python -m server.bench_stream --height 1080 --width 1920 --frames 24 --out bench.json
     python -m server.bench_stream --server HOST:PORT --token T --job-id J   # a running server's job
 
 What it measures (each row: best of --repeats passes over all frames, the rows taken in turn):

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _base(**stage: Any) -> dict[str, Any]:
     s = {"name": "3s", "steps": 10, **stage}
-    return {"run_dir": "/tmp/run", "dataset": {"path": "/tmp/data"}, "stages": [s]}
+    return {"run_dir": "runs/r", "dataset": {"path": "data/d"}, "stages": [s]}
 
 
 @pytest.mark.parametrize("name", ["matte_weight", "motion_weight", "contrast_weight"])
