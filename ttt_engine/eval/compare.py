@@ -317,7 +317,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=CompareConfig.chase_setup_prob,
         metavar="P",
         help="the toon-world planner's chase staging for the storyboards (default %(default)s; 0: the "
-        "storyboards of figures recorded before 2026-12-05's seventh session)",
+        "storyboards of figures recorded before the planner staged chases, such as docs/ablation.md's)",
     )
     p.add_argument("--tail", type=int, default=CompareConfig.tail, help="segments in the first/last columns")
     p.add_argument("--json", type=Path, help="also write summaries and reports as JSON")
