@@ -1,7 +1,7 @@
 """No committed file names a path of one particular machine: a home, work or temp folder.
 
 Such a path works on the machine that wrote it and nowhere else (a config's run folder under a temp dir,
-a doc's "cd /home/me/ttt-studio"), and it leaks how that machine is laid out. Code that needs a scratch
+a doc that cds into one user's home folder), and it leaks how that machine is laid out. Code that needs a scratch
 folder asks for one (tempfile, pytest's tmp_path); docs and configs use paths relative to the repository
 (runs/..., data/..., out/...) or placeholders (SITE_DIR).
 
