@@ -27,22 +27,20 @@ ROOT = Path(__file__).resolve().parents[1]
 # this file's own text does not match them.
 _START = r"(?:(?<![\w.\-~$/])|(?<=file://))"
 _NAME = r"[^/\s'\"`)]+"
-_UNIX = (
-    rf"/(?:home)/{_NAME}/",
-    r"/(?:root)/",
-    r"/(?:work)/",
-    rf"/(?:tmp)/{_NAME}",
-    rf"/var/(?:tmp)/{_NAME}",
-    r"/var/(?:folders)/",
-    rf"/(?:Users)/{_NAME}/",
+_UNIX = (  # the folders under the file system's root, after its leading "/"
+    rf"(?:home)/{_NAME}/",
+    r"(?:root)/",
+    r"(?:work)/",
+    rf"(?:tmp)/{_NAME}",
+    rf"var/(?:tmp)/{_NAME}",
+    r"var/(?:folders)/",
+    rf"(?:Users)/{_NAME}/",
 )
 _SEP = r"(?:\\\\|\\|/)"  # a Windows separator: \, an escaped \\, or /
+_WINDOWS = rf"(?<![\w])[A-Za-z]:{_SEP}(?:Users){_SEP}"
 _REST = r"[^\s'\"`)\]]*"  # the rest of the path, for the report
 MACHINE_PATH = re.compile(
-    "(?:"
-    + "|".join([_START + p for p in _UNIX] + [rf"(?<![\w])[A-Za-z]:{_SEP}(?:Users){_SEP}"])
-    + ")"
-    + _REST,
+    rf"(?:{_START}/(?:{'|'.join(_UNIX)})|{_WINDOWS}){_REST}",
     re.IGNORECASE,
 )
 BINARY_PROBE = 8192  # bytes read to tell a binary file (a NUL byte among them)
@@ -50,10 +48,7 @@ BINARY_PROBE = 8192  # bytes read to tell a binary file (a NUL byte among them)
 
 def machine_paths(text: str) -> list[tuple[int, str]]:
     """(line number, matched path) of every machine path in `text`, in order."""
-    hits = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        hits += [(number, m.group(0)) for m in MACHINE_PATH.finditer(line)]
-    return hits
+    return [(text.count("\n", 0, m.start()) + 1, m.group(0)) for m in MACHINE_PATH.finditer(text)]
 
 
 def tracked_text_files(root: Path) -> list[Path]:
@@ -66,9 +61,10 @@ def tracked_text_files(root: Path) -> list[Path]:
         path = root / name
         if not path.is_file():  # deleted in the working tree, not yet committed
             continue
+        with path.open("rb") as f:
+            if b"\0" in f.read(BINARY_PROBE):
+                continue
         data = path.read_bytes()
-        if b"\0" in data[:BINARY_PROBE]:
-            continue
         try:
             data.decode("utf-8")
         except UnicodeDecodeError:
