@@ -282,6 +282,12 @@ def add_resource_arguments(parser: argparse.ArgumentParser) -> None:
     add("--upload-max-age", type=float, default=r.upload_max_age_s, help="seconds an unused upload is kept")
     add("--max-total-bytes", type=int, default=r.max_total_bytes, help="cap on all stored bytes (0: none)")
     add("--gc-interval", type=float, default=r.gc_interval_s, help="seconds between collections (0: off)")
+    add(
+        "--disk-reserve",
+        type=int,
+        default=r.disk_reserve_bytes,
+        help="bytes held back to record failures on a full disk",
+    )
 
 
 def resources_from_args(args: argparse.Namespace) -> ResourcePolicy:
@@ -292,6 +298,7 @@ def resources_from_args(args: argparse.Namespace) -> ResourcePolicy:
         upload_max_age_s=args.upload_max_age,
         max_total_bytes=args.max_total_bytes,
         gc_interval_s=args.gc_interval,
+        disk_reserve_bytes=args.disk_reserve,
     )
 
 

@@ -21,7 +21,8 @@ class ResourcePolicy:
     """max_bytes_per_user: a user's uploads plus the frames of their jobs kept on disk.
     max_uploads_per_user: plate uploads a user keeps at once. max_total_bytes: 0 means no cap on the
     whole store. gc_interval_s: 0 turns the server's own periodic collection off (`ttt-studio gc` still
-    works)."""
+    works). disk_reserve_bytes: space the server holds back in its data dir (a file it deletes when the
+    disk fills) so that it can still record the failed job in its database."""
 
     max_bytes_per_user: int = 50 * GiB
     max_uploads_per_user: int = 4096
@@ -29,8 +30,17 @@ class ResourcePolicy:
     upload_max_age_s: float = 1 * DAY_S
     max_total_bytes: int = 0
     gc_interval_s: float = 600.0
+    disk_reserve_bytes: int = 8 << 20
 
     def __post_init__(self) -> None:
+        if isinstance(self.disk_reserve_bytes, bool) or not isinstance(self.disk_reserve_bytes, int):
+            raise ValueError(
+                f"ResourcePolicy.disk_reserve_bytes: expected an int, got {self.disk_reserve_bytes!r}"
+            )
+        if self.disk_reserve_bytes < 0:
+            raise ValueError(
+                f"ResourcePolicy.disk_reserve_bytes: expected >= 0, got {self.disk_reserve_bytes}"
+            )
         for name in ("max_bytes_per_user", "max_uploads_per_user"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -153,10 +153,11 @@ class Store:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # also after a failed COMMIT (e.g. a full disk)
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
             changed = self._conn.total_changes != before
         if not changed:  # a read-only transaction wakes nobody (idle workers would spin otherwise)
             return

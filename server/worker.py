@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from server.config import ServerConfig
-from server.disk import disk_full_message, is_disk_full
+from server.disk import DiskReserve, disk_full_message, is_disk_full
 from server.frames import FrameStore, sha256_file
 from server.jobs import EventKind, FrameRecord, JobRecord, JobState
 from server.logging_setup import job_context
@@ -120,9 +120,11 @@ class Worker(threading.Thread):
         self.config = config
         self._shutting_down = shutting_down
         self.current_job: str | None = None
+        self.reserve = DiskReserve(config.data_dir / "disk.reserve", config.resources.disk_reserve_bytes)
         self._decode_s_per_frame: float | None = None
 
     def run(self) -> None:
+        self.reserve.ensure()
         log.info("worker %s on %s ready", self.name, self.device)
         while True:
             job = self.queue.take(timeout=None)
@@ -150,6 +152,7 @@ class Worker(threading.Thread):
         from ttt_engine.pipeline import GenerationCancelled
 
         job_id = job.job_id
+        self.reserve.ensure()
         self.metrics.job_duration.labels(phase="queue_wait").observe(max(0.0, time.time() - job.created))
         log.info("job started (attempt %d, priority %s)", job.attempts, job.priority.name.lower())
         started = time.monotonic()
@@ -163,8 +166,10 @@ class Worker(threading.Thread):
         except Exception as exc:  # noqa: BLE001 - any failure ends the job as FAILED, the server stays up
             log.exception("job failed")
             reason = "DiskFull" if is_disk_full(exc) else type(exc).__name__
+            if reason == "DiskFull":
+                self.reserve.release()  # room for the database to record the failure
             message = (
-                disk_full_message(self.config.data_dir, "writing the job's frames")
+                disk_full_message(self.config.data_dir, "writing the job's files")
                 if reason == "DiskFull"
                 else f"{reason}: {exc}"
             )

@@ -28,7 +28,9 @@ def write_token_file(path: Path, admins: tuple[str, ...] = ()) -> Path:
     entries = {}
     for user, token in TOKENS.items():
         token_id, secret = split_token(token)
-        entries[token_id] = TokenEntry(token_id, user, "admin" if user in admins else "user", hash_secret(secret))
+        entries[token_id] = TokenEntry(
+            token_id, user, "admin" if user in admins else "user", hash_secret(secret)
+        )
     write_tokens(path, entries)
     return path
 
