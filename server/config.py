@@ -70,7 +70,7 @@ class ServerConfig:
     """Everything `ttt-studio serve` can set.
 
     model: a model folder (VideoPipeline.from_folder) or None with tiny_random=True (tests and demos).
-    workers: None = one per GPU, or one CPU worker when there is no GPU. token_file: `token user` lines;
+    workers: None = one per GPU, or one CPU worker when there is no GPU. token_file: hashed tokens (server.tokens);
     None with insecure_no_auth=True (loopback only). insecure: allow plaintext (no TLS) on a non-loopback
     address, where tokens would cross the network in clear. resources: quotas and retention. debug_*: fault-injection pauses used by tests to
     put a kill or a cancel at a known point; zero in production.
@@ -121,7 +121,7 @@ class ServerConfig:
                 raise ValueError("ServerConfig: give either token_file or insecure_no_auth, not both")
         elif self.token_file is None:
             raise ValueError(
-                "ServerConfig: no token file. Pass --token-file FILE (lines 'TOKEN USER'), or "
+                "ServerConfig: no token file. Pass --token-file FILE (made by `ttt-studio token add USER`), or "
                 "--insecure-no-auth to listen without tokens on loopback only."
             )
         if not self.tls and not is_loopback(host) and not self.insecure:

@@ -235,7 +235,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--token-file",
         type=Path,
         default=None,
-        help="lines 'TOKEN USER' (default: <data-dir>/tokens when it exists)",
+        help="hashed token file written by `ttt-studio token add` (default: <data-dir>/tokens when it exists)",
     )
     auth.add_argument(
         "--insecure-no-auth", action="store_true", help="no tokens; only allowed on a loopback address"
@@ -273,7 +273,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_resource_arguments(parser: argparse.ArgumentParser) -> None:
-    """Quota and retention options (server.resources.ResourcePolicy), shared by serve and gc."""
+    """Quota and retention options of `serve` (server.resources.ResourcePolicy)."""
     r = ResourcePolicy()
     add = parser.add_argument
     add("--max-bytes-per-user", type=int, default=r.max_bytes_per_user, help="quota: uploads + kept frames")

@@ -2,7 +2,7 @@
 
 A running server collects by itself every --gc-interval seconds; this command is for a stopped server
 (it takes the data dir's lock, so it refuses while a server runs there, except with --dry-run, which
-only reads). The policy options are serve's (--job-max-age, --upload-max-age, --max-total-bytes).
+only reads). The retention options are serve's (--job-max-age, --upload-max-age, --max-total-bytes).
 """
 
 from __future__ import annotations
@@ -12,26 +12,28 @@ import sys
 from pathlib import Path
 
 from server.config import default_data_dir
+from server.resources import ResourcePolicy
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from server.main import add_resource_arguments
-
+    r = ResourcePolicy()
     parser = subparsers.add_parser(
         "gc",
         help="expire finished jobs' frames and unused uploads (the retention policy) now",
-        description=__doc__.splitlines()[0].strip("`"),
+        description="Apply the retention policy to a stopped server's data dir (see docs/reliability.md).",
     )
-    parser.add_argument("--data-dir", type=Path, default=None, help=f"default {default_data_dir()}")
-    parser.add_argument("--dry-run", action="store_true", help="list what would be removed; remove nothing")
-    add_resource_arguments(parser)
+    add = parser.add_argument
+    add("--data-dir", type=Path, default=None, help=f"default {default_data_dir()}")
+    add("--dry-run", action="store_true", help="list what would be removed; remove nothing")
+    add("--job-max-age", type=float, default=r.job_max_age_s, help="seconds a finished job's frames are kept")
+    add("--upload-max-age", type=float, default=r.upload_max_age_s, help="seconds an unused upload is kept")
+    add("--max-total-bytes", type=int, default=r.max_total_bytes, help="cap on all stored bytes (0: none)")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from server.engine import lock_data_dir
     from server.frames import FrameStore
-    from server.main import resources_from_args
     from server.retention import Collector, FrameLeases
     from server.store import Store
 
@@ -40,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"ttt-studio gc: {data_dir} holds no server database (studio.sqlite3)", file=sys.stderr)
         return 1
     try:
-        policy = resources_from_args(args)
+        policy = ResourcePolicy(
+            job_max_age_s=args.job_max_age,
+            upload_max_age_s=args.upload_max_age,
+            max_total_bytes=args.max_total_bytes,
+        )
         lock = None if args.dry_run else lock_data_dir(data_dir)
     except (ValueError, RuntimeError) as exc:
         print(f"ttt-studio gc: {exc}; a running server collects by itself (--gc-interval)", file=sys.stderr)

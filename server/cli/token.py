@@ -16,24 +16,36 @@ from server.config import default_data_dir
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    where = _where(default=None)
     parser = subparsers.add_parser(
         "token",
+        parents=[where],
         help="add, revoke or list the server's bearer tokens",
-        description=__doc__.splitlines()[0].strip("`"),
+        description="Manage the server's token file (salted hashes only; see docs/reliability.md).",
     )
-    parser.add_argument(
-        "--token-file", type=Path, default=None, help="token file (default <data-dir>/tokens)"
-    )
-    parser.add_argument("--data-dir", type=Path, default=None, help=f"default {default_data_dir()}")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
-    add = actions.add_parser("add", help="issue a new token for USER and print it once")
+    where = _where(default=argparse.SUPPRESS)  # after the action too, without resetting what came before
+    add = actions.add_parser("add", parents=[where], help="issue a new token for USER and print it once")
     add.add_argument("user")
-    add.add_argument("--admin", action="store_true", help="an admin token (exempt from per-user quotas)")
-    revoke = actions.add_parser("revoke", help="remove a token by its id, or every token of a user")
+    add.add_argument("--admin", action="store_true", help="an admin token (its user is exempt from quotas)")
+    revoke = actions.add_parser(
+        "revoke", parents=[where], help="remove a token by its id, or a user's tokens"
+    )
     revoke.add_argument("who", metavar="USER|ID")
-    actions.add_parser("list", help="token ids, users and roles (never the secrets)")
-    actions.add_parser("migrate", help="convert a clear-text 'TOKEN USER' file; prints the new tokens once")
+    actions.add_parser("list", parents=[where], help="token ids, users and roles (never the secrets)")
+    actions.add_parser(
+        "migrate", parents=[where], help="convert a clear-text 'TOKEN USER' file; prints the new tokens once"
+    )
     parser.set_defaults(func=run)
+
+
+def _where(default: object) -> argparse.ArgumentParser:
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(
+        "--token-file", type=Path, default=default, help="token file (default <data-dir>/tokens)"
+    )
+    where.add_argument("--data-dir", type=Path, default=default, help=f"default {default_data_dir()}")
+    return where
 
 
 def token_file_of(args: argparse.Namespace) -> Path:
