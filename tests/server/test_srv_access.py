@@ -210,3 +210,20 @@ def test_no_servicer_code_runs_for_an_unauthenticated_call(
             channel, SERVICE.methods_by_name["GetServerInfo"], [("authorization", f"Bearer {TOKENS['bob']}")]
         ) == (grpc.StatusCode.OK)
         assert entered == ["GetServerInfo"]
+
+
+def test_token_file_errors_name_the_file_and_line() -> None:
+    good = tokens.TokenEntry("abcdef12", "alice", "user", tokens.hash_secret("s" * 20)).line()
+    assert list(tokens.parse_token_file(f"{tokens.HEADER}\n# c\n\n{good}\n")) == ["abcdef12"]
+    cases = {
+        f"{tokens.HEADER}\n{good}\nlonely\n": "f line 3: expected 'ID USER ROLE HASH'",
+        f"{tokens.HEADER}\n{good}\n{good}\n": "token id abcdef12 appears twice",
+        f"{tokens.HEADER}\n{good.replace('alice', '../bob')}\n": "user '../bob' must match",
+        f"{tokens.HEADER}\n{good.replace(' user ', ' root ')}\n": "role 'root' must be one of",
+        f"{tokens.HEADER}\nabcdef12 alice user sha1$1$x\n": "hash must be 'pbkdf2_sha256",
+        f"{good}\n": "does not start with '# ttt-studio tokens v1'",
+        "tok-alice-0123456789abcdef alice\n": "clear-text 'TOKEN USER' lines",
+    }
+    for text, message in cases.items():
+        with pytest.raises(tokens.TokenFileError, match=message.replace("$", r"\$")):
+            tokens.parse_token_file(text, "f")
