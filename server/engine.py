@@ -231,8 +231,11 @@ class Engine:
         """Validate and queue a shot; returns (job, deduplicated)."""
         self._check_running()
         spec = self._validate(caller, request)
-        if not self.quota_exempt(caller):
-            check_submit(self.policy, self.store, caller)
+
+        def admit() -> None:  # asked only for a new job: a retried submit still gets its job back
+            if not self.quota_exempt(caller):
+                check_submit(self.policy, self.store, caller)
+
         key = request.idempotency_key
         if len(key) > 200:
             raise InvalidArgumentError(f"idempotency_key is {len(key)} characters; at most 200")
@@ -245,6 +248,7 @@ class Engine:
             request_hash=request_hash,
             idempotency_key=key or None,
             max_queued_per_owner=self.limits.max_queued_jobs_per_caller,
+            admit=admit,
         )
         if not dedup:
             self.metrics.jobs_submitted.labels(priority=request.priority.name.lower()).inc()

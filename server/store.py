@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -271,11 +271,13 @@ class Store:
         request_hash: str,
         idempotency_key: str | None,
         max_queued_per_owner: int,
+        admit: Callable[[], None] = lambda: None,
     ) -> tuple[JobRecord, bool]:
         """Insert a queued job; returns (job, deduplicated).
 
         The same (owner, idempotency_key) with the same request hash returns the existing job; with a
-        different hash raises AlreadyExistsError. A caller at its queued-job limit gets ResourceExhaustedError.
+        different hash raises AlreadyExistsError. A caller at its queued-job limit gets ResourceExhaustedError;
+        admit() may refuse a new job too (quotas; it runs inside the transaction, after deduplication).
         """
         with self._tx() as conn:
             if idempotency_key:
@@ -298,6 +300,7 @@ class Store:
                     f"caller {owner!r} already has {queued} queued jobs; max_queued_jobs_per_caller is "
                     f"{max_queued_per_owner}. Wait for some to start or cancel some."
                 )
+            admit()
             now = time.time()
             conn.execute(
                 "INSERT INTO jobs (job_id, owner, idempotency_key, request_hash, priority, state, spec, created, "

@@ -84,12 +84,16 @@ def test_quotas_name_the_quota_the_use_and_the_limit(tmp_path: Path, server_pipe
         assert f"adds {len(plate)}" in details and f"limit is {len(plate) + 10}" in details
         # a job is accepted while under the bytes quota; its frames then count
         server.engine.policy = replace(policy_bytes, max_bytes_per_user=len(plate) + 1)
-        _completed_job(alice)
+        job_key = "quota-job"
+        job_id = alice.submit(STORYBOARD, idempotency_key=job_key, **MINIMAL).job_id
+        assert alice.wait(job_id).state == pb.JOB_STATE_COMPLETED
         use = alice.info().caller_usage.bytes
         assert use > len(plate) + 1
         details = _exhausted(lambda: alice.submit(STORYBOARD, **MINIMAL))
         assert f"quota max_bytes_per_user: caller 'alice' keeps {use} bytes" in details
         assert f"the limit is {len(plate) + 1}" in details
+        retry = alice.submit(STORYBOARD, idempotency_key=job_key, **MINIMAL)  # a retry gets its job back
+        assert retry.deduplicated and retry.job_id == job_id
         with _client(server, "bob") as bob:  # an admin token: exempt
             bob.upload_plate(plate)
             bob.upload_plate(plate)
