@@ -116,6 +116,7 @@ class Engine:
         self.leases = FrameLeases()
         self.collector = Collector(self.store, self.frames, self.policy, self.leases)
         self.quota_exempt: Callable[[str], bool] = lambda user: False  # set by the server: admin users
+        self._gc_thread: PeriodicCollector | None = None
         self.pipe = pipelines[0][1]  # for facts shared by all workers (fps, frame counts)
         self.devices = [device for device, _ in pipelines]
         self.workers = [
@@ -150,7 +151,8 @@ class Engine:
         for worker in self.workers:
             worker.start()
         if self.policy.gc_interval_s:
-            PeriodicCollector(self.collector, self._stopping).start()
+            self._gc_thread = PeriodicCollector(self.collector, self._stopping)
+            self._gc_thread.start()
         self._started = True
         return requeued
 
@@ -166,6 +168,8 @@ class Engine:
         for worker in self.workers:
             if worker.is_alive():
                 worker.join(max(0.0, deadline - time.monotonic()))
+        if self._gc_thread is not None:  # a collection in progress finishes before the store closes
+            self._gc_thread.join(max(0.0, deadline - time.monotonic()))
         alive = [w.name for w in self.workers if w.is_alive()]
         if alive:
             log.warning("workers still running after %.0f s: %s", timeout, alive)
