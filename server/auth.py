@@ -79,11 +79,6 @@ class Authenticator:
     def enabled(self) -> bool:
         return self._path is not None
 
-    @property
-    def broken(self) -> str | None:
-        """Why no token is accepted now (the token file's problem), or None."""
-        return self._problem
-
     def _read_stamp(self) -> tuple[int, int, int]:
         assert self._path is not None
         try:

@@ -32,7 +32,7 @@ SECRET_BYTES = 32
 MIN_SECRET_LENGTH = 16
 USER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
 TOKEN_ID = re.compile(r"^[A-Za-z0-9]{6,32}$")
-_TOKEN = re.compile(r"^ttt\.([A-Za-z0-9]{6,32})\.([A-Za-z0-9_-]{16,256})$")
+_TOKEN = re.compile(rf"^ttt\.([A-Za-z0-9]{{6,32}})\.([A-Za-z0-9_-]{{{MIN_SECRET_LENGTH},256}})$")
 _HASH = re.compile(r"^pbkdf2_sha256\$(\d{1,9})\$([A-Za-z0-9+/=]{4,64})\$([A-Za-z0-9+/=]{44})$")
 
 
