@@ -1,18 +1,18 @@
-"""Bearer tokens: a token file (`TOKEN USER` per line) and the server interceptor that enforces it.
+"""Bearer tokens: the server interceptor that enforces them and the lookup behind it.
 
-The interceptor rejects calls without a known token with UNAUTHENTICATED before any servicer code runs;
-the servicer then asks `Authenticator.caller(metadata)` who is calling (a dictionary lookup). Tokens
-are compared by their SHA-256 digest, so the file's tokens are never kept in memory in clear text after
-loading. The file is re-read when its modification time changes, so tokens can be added or revoked
-without a restart.
+The interceptor rejects calls without a valid token with UNAUTHENTICATED before any servicer code runs;
+the servicer then asks `Authenticator.caller(metadata)` who is calling. Tokens live hashed in the token
+file (server.tokens); a token is checked against its line's PBKDF2 hash once, then remembered by its
+SHA-256 digest until the file changes. The file is re-read when it changes (tokens are added or revoked
+without a restart). It fails closed: a token file that disappears or cannot be parsed means NO valid
+tokens (every call UNAUTHENTICATED, saying the server's token file is unreadable) until it is fixed,
+logged once per distinct problem, never a traceback per call.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import re
 import stat
 import threading
 from collections.abc import Iterable
@@ -20,107 +20,134 @@ from pathlib import Path
 from typing import Any
 
 from server.errors import UnauthenticatedError
+from server.tokens import TokenEntry, TokenFileError, read_token_file, split_token
 
 log = logging.getLogger(__name__)
 
 ANONYMOUS_USER = "local"
-MIN_TOKEN_LENGTH = 16
-_USER = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+BEARER = "bearer"  # RFC 6750: the scheme name is case-insensitive
 # Calls anyone may make: load balancers probe health without a token.
 PUBLIC_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
+UNKNOWN_TOKEN = (
+    "missing or unknown bearer token: send metadata 'authorization: Bearer <token>' "
+    "(ttt-studio --token or env TTT_STUDIO_TOKEN)"
+)
+UNREADABLE_FILE = (
+    "the server's token file is unreadable or malformed, so no token is accepted until its administrator "
+    "fixes it (the server log says what is wrong)"
+)
+
+__all__ = ["ANONYMOUS_USER", "Authenticator", "TokenFileError", "bearer_token", "make_interceptor"]
 
 
-class TokenFileError(ValueError):
-    """The token file is missing or malformed; the message names the line."""
+def bearer_token(metadata: Iterable[tuple[str, Any]] | None) -> str | None:
+    """The token of an `authorization: Bearer <token>` entry (scheme in any case), else None."""
+    for key, value in metadata or ():
+        if key != "authorization" or not isinstance(value, str):
+            continue
+        scheme, _, token = value.strip().partition(" ")
+        if scheme.lower() == BEARER and token.strip():
+            return token.strip()
+    return None
 
 
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-def parse_token_file(text: str, source: str = "token file") -> dict[str, str]:
-    """`TOKEN USER` lines (blank lines and # comments skipped) -> {sha256(token): user}."""
-    users: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise TokenFileError(
-                f"{source} line {number}: expected 'TOKEN USER' (two fields), got {len(parts)} field(s)"
-            )
-        token, user = parts
-        if len(token) < MIN_TOKEN_LENGTH:
-            raise TokenFileError(
-                f"{source} line {number}: token for {user!r} is {len(token)} characters; use at least "
-                f"{MIN_TOKEN_LENGTH} (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
-            )
-        if not _USER.match(user):
-            raise TokenFileError(f"{source} line {number}: user {user!r} must match {_USER.pattern}")
-        key = _digest(token)
-        if key in users:
-            raise TokenFileError(f"{source} line {number}: this token is already given to {users[key]!r}")
-        users[key] = user
-    return users
-
-
 class Authenticator:
-    """Who is calling. token_file=None means no authentication: every caller is ANONYMOUS_USER."""
+    """Who is calling. token_file=None means no authentication: every caller is ANONYMOUS_USER.
+
+    The file must be valid when the server starts (TokenFileError otherwise); later problems fail closed.
+    """
 
     def __init__(self, token_file: Path | None) -> None:
         self._path = None if token_file is None else Path(token_file)
         self._lock = threading.Lock()
-        self._users: dict[str, str] = {}
-        self._mtime: float | None = None
+        self._entries: dict[str, TokenEntry] = {}
+        self._verified: dict[str, TokenEntry] = {}  # sha256(token) -> entry, emptied on every reload
+        self._stamp: tuple[int, int, int] | None = None
+        self._problem: str | None = None  # why the file is unusable now (None when it is fine)
         if self._path is not None:
-            self._reload(force=True)
+            self._load(self._read_stamp())
+            if not self._entries:
+                raise TokenFileError(
+                    f"token file {self._path} has no tokens; add one with `ttt-studio token add USER`"
+                )
 
     @property
     def enabled(self) -> bool:
         return self._path is not None
 
-    def _reload(self, force: bool = False) -> None:
+    def _read_stamp(self) -> tuple[int, int, int]:
         assert self._path is not None
         try:
             st = self._path.stat()
-        except FileNotFoundError:
-            raise TokenFileError(f"token file {self._path} does not exist") from None
-        if not force and st.st_mtime == self._mtime:
-            return
+        except OSError as exc:
+            raise TokenFileError(f"token file {self._path} cannot be read: {exc.strerror or exc}") from None
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             log.warning("token file %s is readable by group/others; chmod 600 it", self._path)
-        users = parse_token_file(self._path.read_text(encoding="utf-8"), str(self._path))
-        if not users:
-            raise TokenFileError(f"token file {self._path} has no tokens; add lines 'TOKEN USER'")
-        self._users, self._mtime = users, st.st_mtime
-        log.info("loaded %d token(s) from %s", len(users), self._path)
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def _load(self, stamp: tuple[int, int, int]) -> None:
+        assert self._path is not None
+        self._entries = read_token_file(self._path)
+        self._verified.clear()
+        self._stamp, self._problem = stamp, None
+        log.info("loaded %d token(s) from %s", len(self._entries), self._path)
+
+    def _refresh(self) -> None:
+        """Re-read the file if it changed; on any problem drop every token (fail closed), log once."""
+        try:
+            stamp = self._read_stamp()
+            if stamp == self._stamp and self._problem is None:
+                return
+            self._load(stamp)
+        except TokenFileError as exc:
+            if self._problem != str(exc):
+                log.error("token file problem, refusing every call until it is fixed: %s", exc)
+            self._entries, self._stamp, self._problem = {}, None, str(exc)
+            self._verified.clear()
+
+    def entry_for(self, metadata: Iterable[tuple[str, Any]] | None) -> TokenEntry | None:
+        """The token file entry of the call's bearer token, or None (missing, unknown, wrong secret)."""
+        token = bearer_token(metadata)
+        if not token:
+            return None
+        key = _digest(token)
+        with self._lock:
+            self._refresh()
+            known = self._verified.get(key)
+            if known is not None:
+                return known
+            parts = split_token(token)
+            entry = self._entries.get(parts[0]) if parts else None
+            if entry is None or not entry.matches(parts[1]):
+                return None
+            self._verified[key] = entry
+            return entry
 
     def user_for(self, metadata: Iterable[tuple[str, Any]] | None) -> str | None:
         """The user of the `authorization: Bearer <token>` metadata, or None."""
         if self._path is None:
             return ANONYMOUS_USER
-        token = None
-        for key, value in metadata or ():
-            if key == "authorization" and isinstance(value, str) and value.startswith("Bearer "):
-                token = value[len("Bearer ") :].strip()
-        if not token:
-            return None
+        entry = self.entry_for(metadata)
+        return None if entry is None else entry.user
+
+    def is_admin_user(self, user: str) -> bool:
+        """Whether `user` holds an admin token (admins are exempt from per-user quotas)."""
         with self._lock:
-            try:
-                self._reload()
-            except (OSError, TokenFileError):
-                log.exception("token file %s could not be re-read; keeping the previous tokens", self._path)
-            return self._users.get(_digest(token))
+            return any(e.admin and e.user == user for e in self._entries.values())
+
+    def refusal(self) -> str:
+        """What an unauthenticated caller is told."""
+        return UNREADABLE_FILE if self._problem is not None else UNKNOWN_TOKEN
 
     def caller(self, metadata: Iterable[tuple[str, Any]] | None) -> str:
         """The calling user; raises UnauthenticatedError (the interceptor normally stops such calls first)."""
         user = self.user_for(metadata)
         if user is None:
-            raise UnauthenticatedError(
-                "missing or unknown bearer token: send metadata 'authorization: Bearer <token>' "
-                "(ttt-studio --token or env TTT_STUDIO_TOKEN)"
-            )
+            raise UnauthenticatedError(self.refusal())
         return user
 
 
@@ -129,11 +156,7 @@ def make_interceptor(authenticator: Authenticator) -> Any:
     import grpc
 
     def _deny(request: Any, context: grpc.ServicerContext) -> None:
-        context.abort(
-            grpc.StatusCode.UNAUTHENTICATED,
-            "missing or unknown bearer token: send metadata 'authorization: Bearer <token>' "
-            "(ttt-studio --token or env TTT_STUDIO_TOKEN)",
-        )
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, authenticator.refusal())
 
     class AuthInterceptor(grpc.ServerInterceptor):
         def intercept_service(self, continuation: Any, handler_call_details: Any) -> Any:
@@ -163,15 +186,3 @@ def make_interceptor(authenticator: Authenticator) -> Any:
         yield  # pragma: no cover - abort raised above
 
     return AuthInterceptor()
-
-
-def generate_token() -> str:
-    """A new random token for the token file."""
-    import secrets
-
-    return secrets.token_urlsafe(32)
-
-
-def ensure_private(path: Path) -> None:
-    """chmod 600 a file we create that holds secrets."""
-    os.chmod(path, 0o600)

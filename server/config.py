@@ -7,6 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.resources import ResourcePolicy
+
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 MiB = 1 << 20
 
@@ -68,8 +70,9 @@ class ServerConfig:
     """Everything `ttt-studio serve` can set.
 
     model: a model folder (VideoPipeline.from_folder) or None with tiny_random=True (tests and demos).
-    workers: None = one per GPU, or one CPU worker when there is no GPU. token_file: `token user` lines;
-    None with insecure_no_auth=True (loopback only). debug_*: fault-injection pauses used by tests to
+    workers: None = one per GPU, or one CPU worker when there is no GPU. token_file: hashed tokens (server.tokens);
+    None with insecure_no_auth=True (loopback only). insecure: allow plaintext (no TLS) on a non-loopback
+    address, where tokens would cross the network in clear. resources: quotas and retention. debug_*: fault-injection pauses used by tests to
     put a kill or a cancel at a known point; zero in production.
     """
 
@@ -82,7 +85,9 @@ class ServerConfig:
     insecure_no_auth: bool = False
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    insecure: bool = False
     limits: Limits = field(default_factory=Limits)
+    resources: ResourcePolicy = field(default_factory=ResourcePolicy)
     workers: int | None = None
     rpc_threads: int = 64
     max_concurrent_rpcs: int = 256
@@ -116,8 +121,13 @@ class ServerConfig:
                 raise ValueError("ServerConfig: give either token_file or insecure_no_auth, not both")
         elif self.token_file is None:
             raise ValueError(
-                "ServerConfig: no token file. Pass --token-file FILE (lines 'TOKEN USER'), or "
+                "ServerConfig: no token file. Pass --token-file FILE (made by `ttt-studio token add USER`), or "
                 "--insecure-no-auth to listen without tokens on loopback only."
+            )
+        if not self.tls and not is_loopback(host) and not self.insecure:
+            raise ValueError(
+                f"refusing plaintext on {host!r}: bearer tokens would cross the network in clear. Give "
+                "--tls-cert and --tls-key, listen on loopback, or pass --insecure if the network is trusted."
             )
         if self.workers is not None and self.workers < 1:
             raise ValueError(f"ServerConfig.workers: expected >= 1 or None, got {self.workers}")

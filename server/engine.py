@@ -23,11 +23,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from server.config import ServerConfig
+from server.disk import disk_full_message, is_disk_full
 from server.errors import (
     DataLossError,
     FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
+    ResourceExhaustedError,
     UnavailableError,
 )
 from server.frames import FrameStore, iter_frame_chunks, prefetch
@@ -48,6 +50,9 @@ from server.jobs import (
 )
 from server.metrics import Metrics
 from server.queue import JobQueue
+from server.quotas import Usage, check_submit, check_upload, usage_of
+from server.resources import ResourcePolicy
+from server.retention import Collector, FrameLeases, PeriodicCollector
 from server.store import Store
 from server.uploads import receive_plate
 from server.worker import CancelRegistry, Worker
@@ -101,12 +106,17 @@ class Engine:
         self.limits = config.limits
         self.metrics = metrics or Metrics()
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = _lock_data_dir(config.data_dir)
+        self._lock_file = lock_data_dir(config.data_dir)
         self.store = Store(config.db_path)
         self.frames = FrameStore(config.data_dir)
         self.queue = JobQueue(self.store)
         self.cancels = CancelRegistry()
         self._stopping = threading.Event()
+        self.policy = config.resources
+        self.leases = FrameLeases()
+        self.collector = Collector(self.store, self.frames, self.policy, self.leases)
+        self.quota_exempt: Callable[[str], bool] = lambda user: False  # set by the server: admin users
+        self._gc_thread: PeriodicCollector | None = None
         self.pipe = pipelines[0][1]  # for facts shared by all workers (fps, frame counts)
         self.devices = [device for device, _ in pipelines]
         self.workers = [
@@ -140,6 +150,9 @@ class Engine:
             log.info("requeued after restart", extra={"job_id": job.job_id})
         for worker in self.workers:
             worker.start()
+        if self.policy.gc_interval_s:
+            self._gc_thread = PeriodicCollector(self.collector, self._stopping)
+            self._gc_thread.start()
         self._started = True
         return requeued
 
@@ -155,6 +168,8 @@ class Engine:
         for worker in self.workers:
             if worker.is_alive():
                 worker.join(max(0.0, deadline - time.monotonic()))
+        if self._gc_thread is not None:  # a collection in progress finishes before the store closes
+            self._gc_thread.join(max(0.0, deadline - time.monotonic()))
         alive = [w.name for w in self.workers if w.is_alive()]
         if alive:
             log.warning("workers still running after %.0f s: %s", timeout, alive)
@@ -196,6 +211,11 @@ class Engine:
             versions=versions,
         )
 
+    def resources_of(self, caller: str) -> tuple[ResourcePolicy, Usage, int, bool]:
+        """(policy, the caller's usage, the queued-jobs quota, whether the caller is exempt)."""
+        exempt = self.quota_exempt(caller)
+        return self.policy, usage_of(self.store, caller), self.limits.max_queued_jobs_per_caller, exempt
+
     def default_params(self) -> dict[str, Any]:
         """What a request's unset parameters become: the model's own sampling defaults (model_index.json
         "sampling"), GenerationParams' for the rest, and the model's native size."""
@@ -215,6 +235,11 @@ class Engine:
         """Validate and queue a shot; returns (job, deduplicated)."""
         self._check_running()
         spec = self._validate(caller, request)
+
+        def admit() -> None:  # asked only for a new job: a retried submit still gets its job back
+            if not self.quota_exempt(caller):
+                check_submit(self.policy, self.store, caller)
+
         key = request.idempotency_key
         if len(key) > 200:
             raise InvalidArgumentError(f"idempotency_key is {len(key)} characters; at most 200")
@@ -227,6 +252,7 @@ class Engine:
             request_hash=request_hash,
             idempotency_key=key or None,
             max_queued_per_owner=self.limits.max_queued_jobs_per_caller,
+            admit=admit,
         )
         if not dedup:
             self.metrics.jobs_submitted.labels(priority=request.priority.name.lower()).inc()
@@ -337,15 +363,28 @@ class Engine:
 
     def upload_plate(self, caller: str, chunks: Iterator[UploadChunk]) -> UploadRecord:
         self._check_running()
-        return receive_plate(
-            caller,
-            chunks,
-            self.store,
-            self.frames,
-            max_upload_bytes=self.limits.max_upload_bytes,
-            max_width=PLATE_MAX_SIDE,
-            max_height=PLATE_MAX_SIDE,
-        )
+
+        def admit(total_bytes: int) -> None:
+            if not self.quota_exempt(caller):
+                check_upload(self.policy, self.store, caller, total_bytes)
+
+        try:
+            return receive_plate(
+                caller,
+                chunks,
+                self.store,
+                self.frames,
+                max_upload_bytes=self.limits.max_upload_bytes,
+                max_width=PLATE_MAX_SIDE,
+                max_height=PLATE_MAX_SIDE,
+                admit=admit,
+            )
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise ResourceExhaustedError(
+                    disk_full_message(self.config.data_dir, "storing the plate")
+                ) from None
+            raise
 
     # ------------------------------------------------------------------ jobs
 
@@ -408,8 +447,27 @@ class Engine:
         chunk_bytes: int = 0,
         is_done: Callable[[], bool] = lambda: False,
     ) -> Iterator[FrameChunkData]:
-        """The job's stored frames from index start_frame on, in chunks; with follow, waits for the rest."""
+        """The job's stored frames from index start_frame on, in chunks; with follow, waits for the rest.
+
+        The stream holds a lease on the job: retention never deletes frames while they are fetched."""
         job = self.get_job(caller, job_id)
+        with self.leases.hold(job.job_id):
+            self._check_not_expired(job.job_id)
+            yield from self._fetch_frames(job, start_frame, follow, chunk_bytes, is_done)
+
+    def _check_not_expired(self, job_id: str) -> None:
+        expired = self.store.expired(job_id)
+        if expired is not None:
+            at, reason = expired
+            when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(at))
+            raise FailedPreconditionError(
+                f"the frames of job {job_id} were removed at {when} by the retention policy ({reason}); "
+                "submit the request again to regenerate them"
+            )
+
+    def _fetch_frames(
+        self, job: JobRecord, start_frame: int, follow: bool, chunk_bytes: int, is_done: Callable[[], bool]
+    ) -> Iterator[FrameChunkData]:
         total = job.spec.total_frames
         if start_frame > total:
             raise InvalidArgumentError(f"start_frame {start_frame} is beyond the job's {total} frames")
@@ -450,6 +508,7 @@ class Engine:
             raise FailedPreconditionError(
                 f"job {job.job_id} is {job.state}; its result exists once it is completed"
             )
+        self._check_not_expired(job.job_id)
         otio_json = self.store.result_otio(job.job_id) or ""
         height, width = int(job.spec.params.get("height") or 0), int(job.spec.params.get("width") or 0)
         return JobResult(
@@ -513,7 +572,7 @@ class _LockFile:
             self._handle.close()
 
 
-def _lock_data_dir(data_dir: Any) -> _LockFile:
+def lock_data_dir(data_dir: Any) -> _LockFile:
     """One server per data dir: an exclusive flock (released by the OS even after kill -9)."""
     path = os.path.join(data_dir, "server.lock")
     handle = open(path, "a+")  # noqa: SIM115 - held for the engine's life

@@ -25,7 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from server.config import DEFAULT_ADDRESS, Limits, ServerConfig, default_data_dir, split_address
+from server.config import DEFAULT_ADDRESS, Limits, ServerConfig, default_data_dir, is_loopback, split_address
+from server.resources import ResourcePolicy
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class StudioServer:
             options=options,
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
+        self.engine.quota_exempt = self.auth.is_admin_user
         add_studio_servicer(StudioServicer(self.engine, self.auth), self._server)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -134,6 +136,8 @@ class StudioServer:
             )
             self.port = self._server.add_secure_port(config.address, credentials)
         else:
+            if not is_loopback(split_address(config.address)[0]):
+                log.warning("plaintext on %s (--insecure): tokens cross the network in clear", config.address)
             self.port = self._server.add_insecure_port(config.address)
         if self.port == 0:
             raise RuntimeError(f"could not listen on {config.address} (address in use or not available)")
@@ -231,7 +235,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--token-file",
         type=Path,
         default=None,
-        help="lines 'TOKEN USER' (default: <data-dir>/tokens when it exists)",
+        help="hashed token file written by `ttt-studio token add` (default: <data-dir>/tokens when it exists)",
     )
     auth.add_argument(
         "--insecure-no-auth", action="store_true", help="no tokens; only allowed on a loopback address"
@@ -240,6 +244,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--tls-cert", type=Path, default=None, help="PEM certificate chain (TLS on when given with --tls-key)"
     )
     add("--tls-key", type=Path, default=None, help="PEM private key")
+    add(
+        "--insecure",
+        action="store_true",
+        help="allow plaintext (no TLS) on a non-loopback address: tokens cross the network in clear",
+    )
+    add_resource_arguments(parser)
     add("--workers", type=int, default=None, help="workers (default: one per GPU, or 1 on CPU)")
     add("--max-frames", type=int, default=d.max_frames)
     add("--max-segments", type=int, default=d.max_segments)
@@ -260,6 +270,36 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--debug-segment-delay", type=float, default=0.0, help=argparse.SUPPRESS
     )  # tests: pause after a segment
+
+
+def add_resource_arguments(parser: argparse.ArgumentParser) -> None:
+    """Quota and retention options of `serve` (server.resources.ResourcePolicy)."""
+    r = ResourcePolicy()
+    add = parser.add_argument
+    add("--max-bytes-per-user", type=int, default=r.max_bytes_per_user, help="quota: uploads + kept frames")
+    add("--max-uploads-per-user", type=int, default=r.max_uploads_per_user, help="quota: plate uploads kept")
+    add("--job-max-age", type=float, default=r.job_max_age_s, help="seconds a finished job's frames are kept")
+    add("--upload-max-age", type=float, default=r.upload_max_age_s, help="seconds an unused upload is kept")
+    add("--max-total-bytes", type=int, default=r.max_total_bytes, help="cap on all stored bytes (0: none)")
+    add("--gc-interval", type=float, default=r.gc_interval_s, help="seconds between collections (0: off)")
+    add(
+        "--disk-reserve",
+        type=int,
+        default=r.disk_reserve_bytes,
+        help="bytes held back to record failures on a full disk",
+    )
+
+
+def resources_from_args(args: argparse.Namespace) -> ResourcePolicy:
+    return ResourcePolicy(
+        max_bytes_per_user=args.max_bytes_per_user,
+        max_uploads_per_user=args.max_uploads_per_user,
+        job_max_age_s=args.job_max_age,
+        upload_max_age_s=args.upload_max_age,
+        max_total_bytes=args.max_total_bytes,
+        gc_interval_s=args.gc_interval,
+        disk_reserve_bytes=args.disk_reserve,
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ServerConfig:
@@ -287,7 +327,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         insecure_no_auth=args.insecure_no_auth,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        insecure=args.insecure,
         limits=limits,
+        resources=resources_from_args(args),
         workers=args.workers,
         rpc_threads=args.rpc_threads,
         chunk_bytes=min(1 << 20, limits.max_message_bytes - 16 * 1024),

@@ -57,7 +57,11 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
     @grpc_errors
     def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Any) -> pb.ServerInfo:
         info = self._engine.server_info(self._caller(context))
-        return wire.server_info_message(info, self._engine.limits, self._engine.config.colour_interop_id)
+        message = wire.server_info_message(info, self._engine.limits, self._engine.config.colour_interop_id)
+        policy, usage = wire.resources_message(*self._engine.resources_of(info.caller))
+        message.resources.CopyFrom(policy)
+        message.caller_usage.CopyFrom(usage)
+        return message
 
     @grpc_errors
     def SubmitShot(self, request: pb.SubmitShotRequest, context: Any) -> pb.SubmitShotResponse:

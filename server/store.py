@@ -15,7 +15,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,12 @@ CREATE TABLE IF NOT EXISTS work_log (
     at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS work_log_job ON work_log (job_id, id);
+CREATE TABLE IF NOT EXISTS expired_jobs (
+    job_id TEXT PRIMARY KEY,
+    at REAL NOT NULL,
+    bytes INTEGER NOT NULL,
+    reason TEXT NOT NULL
+);
 """
 
 _JOB_COLUMNS = (
@@ -147,10 +153,11 @@ class Store:
             self._conn.execute("BEGIN IMMEDIATE")
             try:
                 yield self._conn
+                self._conn.execute("COMMIT")
             except BaseException:
-                self._conn.execute("ROLLBACK")
+                if self._conn.in_transaction:  # also after a failed COMMIT (e.g. a full disk)
+                    self._conn.execute("ROLLBACK")
                 raise
-            self._conn.execute("COMMIT")
             changed = self._conn.total_changes != before
         if not changed:  # a read-only transaction wakes nobody (idle workers would spin otherwise)
             return
@@ -264,11 +271,13 @@ class Store:
         request_hash: str,
         idempotency_key: str | None,
         max_queued_per_owner: int,
+        admit: Callable[[], None] = lambda: None,
     ) -> tuple[JobRecord, bool]:
         """Insert a queued job; returns (job, deduplicated).
 
         The same (owner, idempotency_key) with the same request hash returns the existing job; with a
-        different hash raises AlreadyExistsError. A caller at its queued-job limit gets ResourceExhaustedError.
+        different hash raises AlreadyExistsError. A caller at its queued-job limit gets ResourceExhaustedError;
+        admit() may refuse a new job too (quotas; it runs inside the transaction, after deduplication).
         """
         with self._tx() as conn:
             if idempotency_key:
@@ -291,6 +300,7 @@ class Store:
                     f"caller {owner!r} already has {queued} queued jobs; max_queued_jobs_per_caller is "
                     f"{max_queued_per_owner}. Wait for some to start or cancel some."
                 )
+            admit()
             now = time.time()
             conn.execute(
                 "INSERT INTO jobs (job_id, owner, idempotency_key, request_hash, priority, state, spec, created, "
@@ -534,3 +544,75 @@ class Store:
             raise NotFoundError(f"no plate upload {upload_id!r}")
         u = rows[0]
         return UploadRecord(u[0], u[1], u[2], u[3], u[4], u[5], u[6], tuple(json.loads(u[7])), u[8])
+
+    # ------------------------------------------------------------------ quotas and retention
+
+    def usage(self, owner: str) -> tuple[int, int, int]:
+        """(bytes of the owner's uploads and kept frames, uploads kept, queued jobs)."""
+        with self._lock:
+            upload_bytes, uploads = self._conn.execute(
+                "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM uploads WHERE owner = ?", (owner,)
+            ).fetchone()
+            frame_bytes = self._conn.execute(
+                "SELECT COALESCE(SUM(f.size), 0) FROM frames f JOIN jobs j ON f.job_id = j.job_id "
+                "WHERE j.owner = ?",
+                (owner,),
+            ).fetchone()[0]
+            queued = self._conn.execute(
+                "SELECT COUNT(*) FROM jobs WHERE owner = ? AND state = 'queued'", (owner,)
+            ).fetchone()[0]
+        return int(upload_bytes + frame_bytes), int(uploads), int(queued)
+
+    def stored_bytes(self) -> int:
+        """Bytes of every kept frame and upload."""
+        rows = self._query(
+            "SELECT (SELECT COALESCE(SUM(size), 0) FROM frames) + (SELECT COALESCE(SUM(size), 0) FROM uploads)"
+        )
+        return int(rows[0][0])
+
+    def finished_jobs(self) -> list[tuple[str, str, float, int]]:
+        """(job_id, owner, finished, bytes of frames) of finished jobs not yet expired, oldest first."""
+        rows = self._query(
+            "SELECT j.job_id, j.owner, COALESCE(j.finished, j.updated), "
+            "(SELECT COALESCE(SUM(size), 0) FROM frames f WHERE f.job_id = j.job_id) FROM jobs j "
+            "WHERE j.state IN ('completed', 'failed', 'cancelled') "
+            "AND j.job_id NOT IN (SELECT job_id FROM expired_jobs) ORDER BY 3"
+        )
+        return [(j, o, float(t), int(b)) for j, o, t, b in rows]
+
+    def unused_uploads(self) -> list[tuple[str, str, float, int]]:
+        """(upload_id, owner, created, size) of uploads no queued or running job uses, oldest first."""
+        with self._lock:
+            specs = self._conn.execute(
+                "SELECT spec FROM jobs WHERE state NOT IN ('completed', 'failed', 'cancelled')"
+            ).fetchall()
+            rows = self._conn.execute(
+                "SELECT upload_id, owner, created, size FROM uploads ORDER BY created"
+            ).fetchall()
+        used = {u for (spec,) in specs for u in JobSpec.from_json(spec).plate_ids}
+        return [(u, o, float(t), int(b)) for u, o, t, b in rows if u not in used]
+
+    def expire_job(self, job_id: str, reason: str) -> int:
+        """Forget a finished job's frames (the caller removes the files) and record why; returns bytes."""
+        with self._tx() as conn:
+            size = conn.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM frames WHERE job_id = ?", (job_id,)
+            ).fetchone()[0]
+            conn.execute("DELETE FROM frames WHERE job_id = ?", (job_id,))
+            conn.execute(
+                "INSERT OR REPLACE INTO expired_jobs (job_id, at, bytes, reason) VALUES (?, ?, ?, ?)",
+                (job_id, time.time(), size, reason),
+            )
+            return int(size)
+
+    def expired(self, job_id: str) -> tuple[float, str] | None:
+        """(when, why) a job's frames were expired by the retention policy, or None."""
+        rows = self._query("SELECT at, reason FROM expired_jobs WHERE job_id = ?", (job_id,))
+        return (float(rows[0][0]), rows[0][1]) if rows else None
+
+    def expired_job_ids(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT job_id FROM expired_jobs")]
+
+    def delete_upload(self, upload_id: str) -> None:
+        with self._tx() as conn:
+            conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))

@@ -12,7 +12,7 @@ import hashlib
 import logging
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from server.errors import DataLossError, InvalidArgumentError, ResourceExhaustedError
 from server.frames import FrameStore
@@ -30,8 +30,12 @@ def receive_plate(
     max_upload_bytes: int,
     max_width: int,
     max_height: int,
+    admit: Callable[[int], None] = lambda total_bytes: None,
 ) -> UploadRecord:
-    """Store one uploaded EXR plate for `owner`; returns its record (upload id, size, resolution)."""
+    """Store one uploaded EXR plate for `owner`; returns its record (upload id, size, resolution).
+
+    admit(total_bytes) raises when the owner may not store that much more (quotas): it is asked when the
+    header announces the size and again before the plate is kept."""
     from host_plugin.core.errors import PlateError
     from host_plugin.core.exr_io import validate_plate
 
@@ -61,6 +65,7 @@ def receive_plate(
                         raise ResourceExhaustedError(
                             f"plate upload of {chunk.total_bytes} bytes exceeds max_upload_bytes={max_upload_bytes}"
                         )
+                    admit(chunk.total_bytes)
                     header = chunk
                 elif chunk.has_header:
                     raise InvalidArgumentError(f"plate upload: chunk {chunk.sequence} repeats the header")
@@ -94,6 +99,7 @@ def receive_plate(
         except PlateError as exc:
             name = header.display_name or "plate"
             raise InvalidArgumentError(f"{name}: {str(exc).replace(str(tmp), 'upload')}") from None
+        admit(received)
         upload_id = "u" + uuid.uuid4().hex
         frames.commit(tmp, frames.upload_path(upload_id))
         record = UploadRecord(

@@ -306,3 +306,21 @@ def _capabilities() -> tuple[str, ...]:
     from server.engine import CAPABILITIES
 
     return CAPABILITIES
+
+
+def resources_message(policy: Any, usage: Any, queued_limit: int, exempt: bool) -> tuple[Any, Any]:
+    """(pb.ResourcePolicy, pb.ResourceUsage) of a server.resources.ResourcePolicy and a quotas.Usage."""
+    return (
+        pb.ResourcePolicy(
+            max_bytes_per_user=policy.max_bytes_per_user,
+            max_uploads_per_user=policy.max_uploads_per_user,
+            max_queued_jobs_per_user=queued_limit,
+            job_max_age_s=policy.job_max_age_s,
+            upload_max_age_s=policy.upload_max_age_s,
+            max_total_bytes=policy.max_total_bytes,
+            gc_interval_s=policy.gc_interval_s,
+        ),
+        pb.ResourceUsage(
+            bytes=usage.bytes, uploads=usage.uploads, queued_jobs=usage.queued_jobs, quota_exempt=exempt
+        ),
+    )

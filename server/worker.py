@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from server.config import ServerConfig
+from server.disk import DiskReserve, disk_full_message, is_disk_full
 from server.frames import FrameStore, sha256_file
 from server.jobs import EventKind, FrameRecord, JobRecord, JobState
 from server.logging_setup import job_context
@@ -119,9 +120,11 @@ class Worker(threading.Thread):
         self.config = config
         self._shutting_down = shutting_down
         self.current_job: str | None = None
+        self.reserve = DiskReserve(config.data_dir / "disk.reserve", config.resources.disk_reserve_bytes)
         self._decode_s_per_frame: float | None = None
 
     def run(self) -> None:
+        self.reserve.ensure()
         log.info("worker %s on %s ready", self.name, self.device)
         while True:
             job = self.queue.take(timeout=None)
@@ -131,6 +134,10 @@ class Worker(threading.Thread):
             try:
                 with job_context(job.job_id):
                     self.run_job(job)
+            except Exception:  # noqa: BLE001 - e.g. the database itself on a full disk: keep the worker
+                log.exception(
+                    "job %s could not be recorded as finished; it resumes at the next start", job.job_id
+                )
             finally:
                 self.current_job = None
                 self.cancels.clear(job.job_id)
@@ -145,6 +152,7 @@ class Worker(threading.Thread):
         from ttt_engine.pipeline import GenerationCancelled
 
         job_id = job.job_id
+        self.reserve.ensure()
         self.metrics.job_duration.labels(phase="queue_wait").observe(max(0.0, time.time() - job.created))
         log.info("job started (attempt %d, priority %s)", job.attempts, job.priority.name.lower())
         started = time.monotonic()
@@ -157,10 +165,17 @@ class Worker(threading.Thread):
             return
         except Exception as exc:  # noqa: BLE001 - any failure ends the job as FAILED, the server stays up
             log.exception("job failed")
-            reason = type(exc).__name__
+            reason = "DiskFull" if is_disk_full(exc) else type(exc).__name__
+            if reason == "DiskFull":
+                self.reserve.release()  # room for the database to record the failure
+            message = (
+                disk_full_message(self.config.data_dir, "writing the job's files")
+                if reason == "DiskFull"
+                else f"{reason}: {exc}"
+            )
             self.metrics.job_failures.labels(reason=reason).inc()
             self.metrics.jobs_finished.labels(state="failed").inc()
-            self.store.set_state(job_id, JobState.FAILED, f"{reason}: {exc}")
+            self.store.set_state(job_id, JobState.FAILED, message)
             return
         self.store.complete(job_id, otio_json, "all frames stored")
         self.metrics.jobs_finished.labels(state="completed").inc()
@@ -330,19 +345,22 @@ class Worker(threading.Thread):
         relpath = self.frames.frame_relpath(job.job_id, index)
         final = self.frames.path_of(relpath)
         tmp = self.frames.temp_path(".exr")
-        write_rgba_exr(
-            tmp,
-            np.asarray(rgb, dtype=np.float32),
-            colour_interop_id=self.config.colour_interop_id,
-            attributes={
-                "ttt_studio/job_id": job.job_id,
-                "ttt_studio/frame": spec.start_frame + index,
-                "ttt_studio/shot": spec.shot_name,
-                **sampling_attributes(GenerationParams.from_dict(spec.params)),
-            },
-            frames_per_second=rate,
-        )
-        self.frames.commit(tmp, final)
+        try:
+            write_rgba_exr(
+                tmp,
+                np.asarray(rgb, dtype=np.float32),
+                colour_interop_id=self.config.colour_interop_id,
+                attributes={
+                    "ttt_studio/job_id": job.job_id,
+                    "ttt_studio/frame": spec.start_frame + index,
+                    "ttt_studio/shot": spec.shot_name,
+                    **sampling_attributes(GenerationParams.from_dict(spec.params)),
+                },
+                frames_per_second=rate,
+            )
+            self.frames.commit(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)  # a partial file (e.g. on a full disk) gives its space back
         self.store.add_frame(
             FrameRecord(
                 job_id=job.job_id,

@@ -29,6 +29,8 @@ SUBCOMMANDS: dict[str, str] = {
     "fetch": "server.cli.fetch",
     "cancel": "server.cli.cancel",
     "jobs": "server.cli.jobs",
+    "token": "server.cli.token",
+    "gc": "server.cli.gc",
     "fill": "host_plugin.cli",
     "install-plugin": "host_plugin.install",
 }

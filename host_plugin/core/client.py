@@ -245,7 +245,8 @@ def _client_error(exc: Exception, what: str, address: str) -> ClientError:
     message = f"{what} on {address}: {code}: {details}"
     if code == "UNAUTHENTICATED":
         return AuthenticationError(
-            message + " (check the token; the server's token file has one 'TOKEN USER' line per user)", code
+            message + " (check the token; its administrator issues them with `ttt-studio token add USER`)",
+            code,
         )
     if code in _RETRYABLE:
         return ServerUnavailableError(message + " (is the server running and reachable?)", code)

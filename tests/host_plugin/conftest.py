@@ -8,13 +8,15 @@ from typing import Any
 import pytest
 from hp_helpers import OTHER_TOKEN, TOKEN, ServerProcess
 
+from server.tokens import add_token
+
 
 @pytest.fixture(scope="session")
 def hp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("hp_server")
     tokens = root / "tokens"
-    tokens.write_text(f"{TOKEN} alice\n{OTHER_TOKEN} bob\n")
-    tokens.chmod(0o600)
+    add_token(tokens, "alice", token=TOKEN)
+    add_token(tokens, "bob", token=OTHER_TOKEN)
     server = ServerProcess(root / "data", tokens).start()
     yield server
     server.stop()

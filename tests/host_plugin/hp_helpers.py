@@ -17,8 +17,8 @@ import grpc
 from server import process as server_process
 
 ROOT = Path(__file__).resolve().parents[2]
-TOKEN = "tok-hp-alice-0123456789abcdef"
-OTHER_TOKEN = "tok-hp-bob-0123456789abcdef"
+TOKEN = "ttt.hpalice.secret-hp-alice-0123456789abcdef"
+OTHER_TOKEN = "ttt.hpbob01.secret-hp-bob-0123456789abcdef"
 STEP_DELAY_S = 0.05
 # a fast job: one step, no guidance, 16x16 (the tiny model's multiple-of-16 minimum)
 FAST: dict[str, Any] = {"height": 16, "width": 16, "steps": 1, "guidance_scale": 1.0}

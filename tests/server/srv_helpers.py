@@ -9,10 +9,12 @@ from typing import Any
 import numpy as np
 
 from server.process import ServerProcess  # noqa: F401 - re-exported for the tests
+from server.tokens import TokenEntry, hash_secret, split_token
+from server.tokens import write_token_file as write_tokens
 
 ROOT = Path(__file__).resolve().parents[2]
 USERS = ["alice", "bob"] + [f"user{i:02d}" for i in range(20)]
-TOKENS = {user: f"tok-{user}-0123456789abcdef" for user in USERS}
+TOKENS = {user: f"ttt.tok{user}.secret-{user}-0123456789abcdef" for user in USERS}
 
 STORYBOARD = [{"text": "A red ball rolls across a wooden floor. It stops by a chair. The room is quiet."}]
 STORYBOARD_2 = STORYBOARD + [{"text": "A cat jumps onto the chair. It looks at the ball. It yawns."}]
@@ -21,9 +23,15 @@ MINIMAL = {"height": 16, "width": 16, "steps": 1, "guidance_scale": 1.0, "previe
 SMALL = {"height": 32, "width": 32, "steps": 2, "guidance_scale": 1.0, "seed": 3}
 
 
-def write_token_file(path: Path) -> Path:
-    path.write_text("# test tokens\n" + "".join(f"{tok} {user}\n" for user, tok in TOKENS.items()))
-    path.chmod(0o600)
+def write_token_file(path: Path, admins: tuple[str, ...] = ()) -> Path:
+    """The hashed token file of TOKENS (the format `ttt-studio token add` writes)."""
+    entries = {}
+    for user, token in TOKENS.items():
+        token_id, secret = split_token(token)
+        entries[token_id] = TokenEntry(
+            token_id, user, "admin" if user in admins else "user", hash_secret(secret)
+        )
+    write_tokens(path, entries)
     return path
 
 

@@ -19,7 +19,6 @@ import pytest
 from srv_helpers import MINIMAL, ROOT, STORYBOARD, STORYBOARD_2, TOKENS, wait_for
 
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
-from server.auth import TokenFileError, parse_token_file
 from server.client import StudioClient
 from server.config import Limits, ServerConfig
 from server.main import StudioServer, load_pipelines, resolve_model
@@ -206,18 +205,6 @@ def test_insecure_no_auth_on_loopback(tmp_path: Path, server_pipe: Any) -> None:
     with running(config, server_pipe) as server, StudioClient(server.address, token="") as client:
         client.token = None
         assert client.info().caller == "local"
-
-
-def test_token_file_errors_name_the_line() -> None:
-    assert parse_token_file("# c\n\n" + "a" * 20 + " alice\n") != {}
-    with pytest.raises(TokenFileError, match="line 2: expected 'TOKEN USER'"):
-        parse_token_file("x" * 20 + " alice\nlonely\n")
-    with pytest.raises(TokenFileError, match="line 1: token for 'bob' is 5 characters"):
-        parse_token_file("short bob\n")
-    with pytest.raises(TokenFileError, match="already given to 'alice'"):
-        parse_token_file("t" * 20 + " alice\n" + "t" * 20 + " bob\n")
-    with pytest.raises(TokenFileError, match="user"):
-        parse_token_file("t" * 20 + " ../bob\n")
 
 
 def test_decode_is_one_vae_pass_per_job_with_frames_written_per_segment(

@@ -391,7 +391,7 @@ class Limits(_message.Message):
     def __init__(self, max_frames: _Optional[int] = ..., max_segments: _Optional[int] = ..., max_height: _Optional[int] = ..., max_width: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queued_jobs_per_caller: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("server_version", "api_version", "model", "capabilities", "limits", "versions", "defaults", "workers", "devices", "fps", "frames_per_segment", "caller", "colour_interop_id")
+    __slots__ = ("server_version", "api_version", "model", "capabilities", "limits", "versions", "defaults", "workers", "devices", "fps", "frames_per_segment", "caller", "colour_interop_id", "resources", "caller_usage")
     class ModelEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -419,6 +419,8 @@ class ServerInfo(_message.Message):
     FRAMES_PER_SEGMENT_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     COLOUR_INTEROP_ID_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    CALLER_USAGE_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     api_version: str
     model: _containers.ScalarMap[str, str]
@@ -432,4 +434,36 @@ class ServerInfo(_message.Message):
     frames_per_segment: int
     caller: str
     colour_interop_id: str
-    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., model: _Optional[_Mapping[str, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., defaults: _Optional[_Union[GenerationParameters, _Mapping]] = ..., workers: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., fps: _Optional[float] = ..., frames_per_segment: _Optional[int] = ..., caller: _Optional[str] = ..., colour_interop_id: _Optional[str] = ...) -> None: ...
+    resources: ResourcePolicy
+    caller_usage: ResourceUsage
+    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., model: _Optional[_Mapping[str, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., defaults: _Optional[_Union[GenerationParameters, _Mapping]] = ..., workers: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., fps: _Optional[float] = ..., frames_per_segment: _Optional[int] = ..., caller: _Optional[str] = ..., colour_interop_id: _Optional[str] = ..., resources: _Optional[_Union[ResourcePolicy, _Mapping]] = ..., caller_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ...) -> None: ...
+
+class ResourcePolicy(_message.Message):
+    __slots__ = ("max_bytes_per_user", "max_uploads_per_user", "max_queued_jobs_per_user", "job_max_age_s", "upload_max_age_s", "max_total_bytes", "gc_interval_s")
+    MAX_BYTES_PER_USER_FIELD_NUMBER: _ClassVar[int]
+    MAX_UPLOADS_PER_USER_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUED_JOBS_PER_USER_FIELD_NUMBER: _ClassVar[int]
+    JOB_MAX_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_MAX_AGE_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    GC_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    max_bytes_per_user: int
+    max_uploads_per_user: int
+    max_queued_jobs_per_user: int
+    job_max_age_s: float
+    upload_max_age_s: float
+    max_total_bytes: int
+    gc_interval_s: float
+    def __init__(self, max_bytes_per_user: _Optional[int] = ..., max_uploads_per_user: _Optional[int] = ..., max_queued_jobs_per_user: _Optional[int] = ..., job_max_age_s: _Optional[float] = ..., upload_max_age_s: _Optional[float] = ..., max_total_bytes: _Optional[int] = ..., gc_interval_s: _Optional[float] = ...) -> None: ...
+
+class ResourceUsage(_message.Message):
+    __slots__ = ("bytes", "uploads", "queued_jobs", "quota_exempt")
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    UPLOADS_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    QUOTA_EXEMPT_FIELD_NUMBER: _ClassVar[int]
+    bytes: int
+    uploads: int
+    queued_jobs: int
+    quota_exempt: bool
+    def __init__(self, bytes: _Optional[int] = ..., uploads: _Optional[int] = ..., queued_jobs: _Optional[int] = ..., quota_exempt: _Optional[bool] = ...) -> None: ...
