@@ -23,6 +23,7 @@ SEGMENT_SECONDS = 3
 DEFAULT_MAX_SEGMENTS = 21  # 21 x 3 s = 63 s, the paper's longest video
 ALLOWED_KEYS = ("text", "neg_text", "requires_scene_transition")
 _YAML_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = 1 << 20  # 21 paragraphs fit in a few KB; a bigger file is not a storyboard
 
 
 class StoryboardError(ValueError):
@@ -140,23 +141,34 @@ class Storyboard:
 
     @classmethod
     def load(cls, path: str | Path) -> Storyboard:
-        """Read a .json, .yaml or .yml file."""
+        """Read a .json, .yaml or .yml file of at most MAX_FILE_BYTES UTF-8 bytes.
+
+        Any content raises StoryboardError or returns a Storyboard (the fuzz tests hold it to that):
+        deep nesting (RecursionError in the parsers), numbers too long for int() and bad UTF-8 included.
+        """
         path = Path(path)
         try:
-            raw = path.read_text(encoding="utf-8")
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             raise StoryboardError(f"storyboard file not found: {path}") from None
+        if len(data) > MAX_FILE_BYTES:
+            raise StoryboardError(f"{path}: larger than {MAX_FILE_BYTES} bytes; a storyboard is a few KB")
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise StoryboardError(f"{path}: not UTF-8 text ({e})") from None
         if path.suffix.lower() in _YAML_SUFFIXES:
             import yaml
 
             try:
                 obj = yaml.safe_load(raw)
-            except yaml.YAMLError as e:
+            except (yaml.YAMLError, RecursionError, ValueError) as e:
                 raise StoryboardError(f"{path}: not valid YAML: {e}") from None
         else:
             try:
                 obj = json.loads(raw)
-            except json.JSONDecodeError as e:
+            except (RecursionError, ValueError) as e:  # JSONDecodeError is a ValueError, as are huge ints
                 raise StoryboardError(f"{path}: not valid JSON ({e}); use .yaml/.yml for YAML") from None
         try:
             return cls.from_list(obj)

@@ -29,7 +29,7 @@ MAX_SIDE = 64
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterator[ServerProcess]:
+def module_server(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("limits") / "data"
     proc = ServerProcess(
         data, token_file, "--max-height", str(MAX_SIDE), "--max-width", str(MAX_SIDE), "--max-steps", "4"
@@ -37,6 +37,14 @@ def server(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterat
     yield proc
     code = proc.terminate()
     assert code == 0, proc.log_text()[-3000:]
+
+
+@pytest.fixture()
+def server(module_server: ServerProcess) -> ServerProcess:
+    """The module's server, restarted if an earlier test killed it (so each test judges its own input)."""
+    if not module_server.alive():
+        module_server.start()
+    return module_server
 
 
 @pytest.fixture()
