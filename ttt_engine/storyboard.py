@@ -23,7 +23,9 @@ SEGMENT_SECONDS = 3
 DEFAULT_MAX_SEGMENTS = 21  # 21 x 3 s = 63 s, the paper's longest video
 ALLOWED_KEYS = ("text", "neg_text", "requires_scene_transition")
 _YAML_SUFFIXES = (".yaml", ".yml")
-MAX_FILE_BYTES = 1 << 20  # 21 paragraphs fit in a few KB; a bigger file is not a storyboard
+MAX_FILE_BYTES = (
+    256 << 10
+)  # 21 segments of 4 KB paragraphs (the server's limits) fit; more is not a storyboard
 
 
 class StoryboardError(ValueError):

@@ -95,17 +95,19 @@ def _ceil_div(a: int, b: int) -> int:
 
 
 class _Reader:
-    """Bounds-checked little-endian reads over the header bytes; PlateError names the label and offset."""
+    """Bounds-checked reads of data[:limit]; PlateError names the label and offset. A read past limit
+    is a header longer than max_header_bytes when data goes on beyond it, else a truncated file."""
 
-    def __init__(self, data: bytes, label: str, limit: int) -> None:
+    def __init__(self, data: bytes, label: str, limit: int, max_header_bytes: int = 0) -> None:
         self.data, self.label, self.limit, self.pos = data, label, limit, 0
+        self.max_header_bytes = max_header_bytes
 
     def take(self, n: int, what: str) -> bytes:
         end = self.pos + n
         if end > self.limit:
             if self.limit < len(self.data):
                 raise PlateError(
-                    f"plate {self.label!r}: its header is longer than the limit of {self.limit} bytes"
+                    f"plate {self.label!r}: its header is longer than the limit of {self.max_header_bytes} bytes"
                 )
             raise PlateError(
                 f"plate {self.label!r} is truncated: {what} at byte {self.pos} needs {n} bytes, "
@@ -138,7 +140,7 @@ def read_plate_header(data: bytes, label: str, max_header_bytes: int) -> PlateHe
             f"plate {label!r} is not an EXR file: it starts with bytes {bytes(data[:4])!r}, an EXR starts "
             f"with {EXR_MAGIC!r}"
         )
-    reader = _Reader(bytes(data), label, min(len(data), 8 + max_header_bytes))
+    reader = _Reader(bytes(data), label, min(len(data), 8 + max_header_bytes), max_header_bytes)
     reader.take(4, "the magic number")
     (flags,) = struct.unpack("<I", reader.take(4, "the version field"))
     version = flags & 0xFF
