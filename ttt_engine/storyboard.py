@@ -143,39 +143,45 @@ class Storyboard:
 
     @classmethod
     def load(cls, path: str | Path) -> Storyboard:
-        """Read a .json, .yaml or .yml file of at most MAX_FILE_BYTES UTF-8 bytes.
-
-        Any content raises StoryboardError or returns a Storyboard (the fuzz tests hold it to that):
-        deep nesting (RecursionError in the parsers), numbers too long for int() and bad UTF-8 included.
-        """
+        """Read a .json, .yaml or .yml file of at most MAX_FILE_BYTES UTF-8 bytes (see from_bytes)."""
         path = Path(path)
         try:
             with open(path, "rb") as handle:
                 data = handle.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             raise StoryboardError(f"storyboard file not found: {path}") from None
+        return cls.from_bytes(data, yaml=path.suffix.lower() in _YAML_SUFFIXES, name=str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, yaml: bool = False, name: str = "storyboard") -> Storyboard:
+        """Parse the bytes of a JSON (or, with yaml=True, YAML) storyboard file; `name` labels errors.
+
+        Any content raises StoryboardError or returns a Storyboard (the fuzz tests and tools/fuzz hold it
+        to that): more than MAX_FILE_BYTES, bad UTF-8, nesting past the parsers' recursion limit and
+        numbers too long for int() included.
+        """
         if len(data) > MAX_FILE_BYTES:
-            raise StoryboardError(f"{path}: larger than {MAX_FILE_BYTES} bytes; a storyboard is a few KB")
+            raise StoryboardError(f"{name}: larger than {MAX_FILE_BYTES} bytes; a storyboard is a few KB")
         try:
             raw = data.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise StoryboardError(f"{path}: not UTF-8 text ({e})") from None
-        if path.suffix.lower() in _YAML_SUFFIXES:
-            import yaml
+            raise StoryboardError(f"{name}: not UTF-8 text ({e})") from None
+        if yaml:
+            import yaml as pyyaml
 
             try:
-                obj = yaml.safe_load(raw)
-            except (yaml.YAMLError, RecursionError, ValueError) as e:
-                raise StoryboardError(f"{path}: not valid YAML: {e}") from None
+                obj = pyyaml.safe_load(raw)
+            except (pyyaml.YAMLError, RecursionError, ValueError) as e:
+                raise StoryboardError(f"{name}: not valid YAML: {e}") from None
         else:
             try:
                 obj = json.loads(raw)
             except (RecursionError, ValueError) as e:  # JSONDecodeError is a ValueError, as are huge ints
-                raise StoryboardError(f"{path}: not valid JSON ({e}); use .yaml/.yml for YAML") from None
+                raise StoryboardError(f"{name}: not valid JSON ({e}); use .yaml/.yml for YAML") from None
         try:
             return cls.from_list(obj)
         except StoryboardError as e:
-            raise StoryboardError(f"{path}: {e}") from None
+            raise StoryboardError(f"{name}: {e}") from None
 
     def dump(self, path: str | Path) -> Path:
         """Write as JSON, or YAML when the suffix is .yaml/.yml. Returns the path."""
