@@ -749,7 +749,8 @@ class TTTClient:
             page = self._unary(
                 "ListJobs",
                 self._stub.ListJobs,
-                pb.ListJobsRequest(states=wanted, limit=limit or 100, page_token=token),
+                # a page is at most the server's max_list_page (1000 by default); more come page by page
+                pb.ListJobsRequest(states=wanted, limit=min(limit or 100, 1000), page_token=token),
             )
             jobs.extend(_job(j) for j in page.jobs)
             token = page.next_page_token
