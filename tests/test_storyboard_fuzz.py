@@ -2,7 +2,7 @@
 or a StoryboardError, never another exception; what they accept round-trips through dump and load.
 
 Example counts (derandomized): 300 file contents (JSON and YAML), 300 structures, 100 round trips;
-measured ~10 s in all on a 2-core CPU shared with other jobs (docs/reliability.md).
+measured ~15 s in all (with the hostile files) on a 2-core CPU shared with other jobs (docs/reliability.md).
 """
 
 from __future__ import annotations

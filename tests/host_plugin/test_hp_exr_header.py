@@ -3,7 +3,7 @@
 Agreement with OpenEXR on the files OpenEXR writes; refusals before decoding (size, channels, decode
 budget, header length); and fuzzing: arbitrary header bytes and mutated real files give a PlateInfo or a
 PlateError, never another exception (and never a crash of this process, where OpenEXR runs).
-Example counts (derandomized): agreement 40, built headers 300, mutated files 300; measured ~25 s in
+Example counts (derandomized): agreement 40, built headers 300, mutated files 300; measured ~20 s in
 all on a 2-core CPU shared with other jobs (docs/reliability.md).
 """
 

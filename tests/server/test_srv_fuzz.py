@@ -8,8 +8,8 @@ caller's, an upload), and half of the SubmitShot requests are a valid request wi
 merged in, so that validation is reached past the first check.
 
 Reproducible: derandomize=True (the examples are a function of the test), no example database. Each RPC
-gets EXAMPLES examples; measured on a 2-core CPU shared with other jobs: 9 RPCs x 120 examples in ~60 s
-plus ~25 s for the server to start (docs/reliability.md).
+gets EXAMPLES = 200 examples (GetServerInfo, which has one possible request: one); measured on a 2-core CPU
+shared with other jobs: 1,601 calls in ~25 s, plus ~30 s for the server to start (docs/reliability.md).
 """
 
 from __future__ import annotations

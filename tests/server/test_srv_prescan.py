@@ -4,7 +4,7 @@ Properties: arbitrary text gives a JsonScanError or passes, never another except
 scan measures exactly the nesting depth and element count (it passes at the true value and fails one
 below); every OTIO document OTIO writes within the limits is accepted; nesting far past Python's
 recursion limit is refused without recursing. Example counts (derandomized): 400 texts, 300 JSON values,
-150 OTIO timelines; measured ~15 s in all on a 2-core CPU shared with other jobs (docs/reliability.md).
+150 OTIO timelines; measured ~17 s in all on a 2-core CPU shared with other jobs (docs/reliability.md).
 """
 
 from __future__ import annotations
