@@ -77,6 +77,22 @@ class InputLimits:
                 raise ValueError(f"InputLimits.{item.name}: expected a positive int, got {value!r}")
 
 
+def parse_input_limits(settings: Iterable[str]) -> InputLimits:
+    """InputLimits from `NAME=VALUE` settings over the defaults (`ttt-studio serve --input-limit`).
+    Raises ValueError naming a setting that is not NAME=INT or names no InputLimits field."""
+    names = [f.name for f in fields(InputLimits)]
+    values: dict[str, int] = {}
+    for setting in settings:
+        name, sep, text = setting.partition("=")
+        if not sep or name.strip() not in names:
+            raise ValueError(f"--input-limit {setting!r}: expected NAME=VALUE with NAME one of {names}")
+        try:
+            values[name.strip()] = int(text)
+        except ValueError:
+            raise ValueError(f"--input-limit {setting!r}: {text!r} is not an integer") from None
+    return InputLimits(**values)
+
+
 @dataclass(frozen=True)
 class Bound:
     """Inclusive range of one numeric field and the limit that sets it (named in the error)."""

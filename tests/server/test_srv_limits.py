@@ -23,16 +23,20 @@ from srv_helpers import MINIMAL, STORYBOARD, TOKENS, ServerProcess, exr_bytes
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from server.client import StudioClient
 from server.config import Limits
-from server.limits import INT64_MAX, InputLimits, numeric_bounds
+from server.limits import INT64_MAX, InputLimits, numeric_bounds, parse_input_limits
 
 MAX_SIDE = 64
+LIST_PAGE = 500  # set with --input-limit, so that the flag is seen to reach the server
 
 
 @pytest.fixture(scope="module")
 def module_server(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterator[ServerProcess]:
     data = tmp_path_factory.mktemp("limits") / "data"
     proc = ServerProcess(
-        data, token_file, "--max-height", str(MAX_SIDE), "--max-width", str(MAX_SIDE), "--max-steps", "4"
+        data,
+        token_file,
+        *("--max-height", str(MAX_SIDE), "--max-width", str(MAX_SIDE), "--max-steps", "4"),
+        *("--input-limit", f"max_list_page={LIST_PAGE}"),
     ).start()
     yield proc
     code = proc.terminate()
@@ -158,11 +162,11 @@ def test_every_numeric_field_is_bounded(
 
 
 def test_list_limit_above_the_page_limit_is_refused(server: ServerProcess, alice: StudioClient) -> None:
-    request = pb.ListJobsRequest(limit=5000)
+    request = pb.ListJobsRequest(limit=LIST_PAGE + 1)
     _refused(
         server,
         lambda: alice.stub.ListJobs(request, metadata=alice.metadata, timeout=30),
-        "max_list_page=1000",
+        f"max_list_page={LIST_PAGE}",
     )
 
 
@@ -190,9 +194,25 @@ def test_numeric_bounds_cover_every_numeric_field_of_every_request() -> None:
     assert found == set(numeric_bounds(Limits()))
 
 
+def test_input_limit_settings_are_checked() -> None:
+    assert parse_input_limits(["max_otio_depth=32", "max_list_page = 7"]) == InputLimits(
+        max_otio_depth=32, max_list_page=7
+    )
+    for bad, words in (
+        ("max_otio_depth", "NAME=VALUE"),
+        ("nope=1", "NAME=VALUE"),
+        ("max_otio_depth=x", "'x'"),
+    ):
+        with pytest.raises(ValueError, match=words):
+            parse_input_limits([bad])
+    with pytest.raises(ValueError, match="max_otio_depth: expected a positive int, got 0"):
+        parse_input_limits(["max_otio_depth=0"])
+
+
 def test_server_info_reports_every_limit(alice: StudioClient) -> None:
     reported = alice.info().limits
-    limits = Limits(max_height=MAX_SIDE, max_width=MAX_SIDE, max_steps=4)
+    input_limits = InputLimits(max_list_page=LIST_PAGE)
+    limits = Limits(max_height=MAX_SIDE, max_width=MAX_SIDE, max_steps=4, input=input_limits)
     for item in fields(limits):
         if item.name != "input":
             assert getattr(reported, item.name) == getattr(limits, item.name), item.name
