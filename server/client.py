@@ -27,6 +27,7 @@ import grpc
 
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from protos.ttt_studio.v1 import ttt_studio_pb2_grpc as pb_grpc
+from server.limits import InputLimits
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 PRIORITIES = {"preview": pb.PRIORITY_PREVIEW, "final": pb.PRIORITY_FINAL}
 TERMINAL = (pb.JOB_STATE_COMPLETED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+PAGE_SIZE = InputLimits().max_list_page  # ListJobs answers at most this many per page (a default server)
 
 
 def state_name(state: int) -> str:
@@ -289,8 +291,9 @@ class StudioClient:
         jobs: list[pb.Job] = []
         token = ""
         while True:
+            size = min(limit or 100, PAGE_SIZE)  # a bigger limit is fetched page by page
             page = self._unary(
-                self.stub.ListJobs, pb.ListJobsRequest(states=wanted, limit=limit or 100, page_token=token)
+                self.stub.ListJobs, pb.ListJobsRequest(states=wanted, limit=size, page_token=token)
             )
             jobs.extend(page.jobs)
             token = page.next_page_token

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from server.limits import InputLimits
 from server.resources import ResourcePolicy
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -56,9 +57,14 @@ class Limits:
     max_message_bytes: int = 8 * MiB
     max_upload_bytes: int = 512 * MiB
     max_queued_jobs_per_caller: int = 16
+    input: InputLimits = field(default_factory=InputLimits)  # sizes, depths and ranges inside requests
 
     def __post_init__(self) -> None:
+        if not isinstance(self.input, InputLimits):
+            raise ValueError(f"Limits.input: expected an InputLimits, got {type(self.input).__name__}")
         for name, value in vars(self).items():
+            if name == "input":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"Limits.{name}: expected a positive int, got {value!r}")
         if self.max_message_bytes < 64 * 1024:

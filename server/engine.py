@@ -48,6 +48,7 @@ from server.jobs import (
     UploadChunk,
     UploadRecord,
 )
+from server.limits import INT64_MAX, check_otio_context, check_storyboard_text, parse_page_token
 from server.metrics import Metrics
 from server.queue import JobQueue
 from server.quotas import Usage, check_submit, check_upload, usage_of
@@ -75,7 +76,6 @@ CAPABILITIES = (
     "plates_restyle",
     "plates_continue",
 )
-PLATE_MAX_SIDE = 8192
 WATCH_POLL_S = 1.0
 
 
@@ -241,8 +241,11 @@ class Engine:
                 check_submit(self.policy, self.store, caller)
 
         key = request.idempotency_key
-        if len(key) > 200:
-            raise InvalidArgumentError(f"idempotency_key is {len(key)} characters; at most 200")
+        max_id = self.limits.input.max_id_chars
+        if len(key) > max_id:
+            raise InvalidArgumentError(
+                f"idempotency_key is {len(key)} characters; the server limit is max_id_chars={max_id}"
+            )
         request_hash = _request_hash(request)
         job, dedup = self.store.create_job(
             job_id=uuid.uuid4().hex,
@@ -264,6 +267,7 @@ class Engine:
         from ttt_engine.storyboard import Storyboard
 
         lim = self.limits
+        check_storyboard_text(request.storyboard, lim.input)
         try:
             storyboard = Storyboard.from_list(list(request.storyboard))
             storyboard.validate(max_segments=max(len(storyboard.segments), 1))
@@ -305,13 +309,16 @@ class Engine:
                 f"context.shot_name {shot_name!r} must match {SHOT_NAME.pattern} (it names files; never a path)"
             )
         start = DEFAULT_START_FRAME if request.start_frame is None else request.start_frame
-        if not 0 <= start <= 9_999_000:
-            raise InvalidArgumentError(f"context.start_frame must be 0..9999000, got {start}")
-        if request.otio_context:
-            _check_otio(request.otio_context, lim.max_message_bytes)
-        if len(request.request_id) > 200:
+        if not 0 <= start <= lim.input.max_start_frame:
             raise InvalidArgumentError(
-                f"context.request_id is {len(request.request_id)} characters; at most 200"
+                f"context.start_frame must be 0..{lim.input.max_start_frame} (max_start_frame), got {start}"
+            )
+        if request.otio_context:
+            check_otio_context(request.otio_context, lim.input)
+        if len(request.request_id) > lim.input.max_id_chars:
+            raise InvalidArgumentError(
+                f"context.request_id is {len(request.request_id)} characters; the server limit is "
+                f"max_id_chars={lim.input.max_id_chars}"
             )
         self._check_plates(caller, request, resolved, n_segments)
         return JobSpec(
@@ -374,9 +381,7 @@ class Engine:
                 chunks,
                 self.store,
                 self.frames,
-                max_upload_bytes=self.limits.max_upload_bytes,
-                max_width=PLATE_MAX_SIDE,
-                max_height=PLATE_MAX_SIDE,
+                limits=self.limits,
                 admit=admit,
             )
         except OSError as exc:
@@ -395,12 +400,11 @@ class Engine:
         self, caller: str, states: Sequence[JobState] = (), limit: int = 100, page_token: str = ""
     ) -> tuple[list[JobRecord], str]:
         """The caller's jobs, newest first, `limit` per page; returns (jobs, next page token or "")."""
-        limit = 100 if limit <= 0 else min(limit, 1000)
-        before = None
-        if page_token:
-            if not page_token.isdigit():
-                raise InvalidArgumentError(f"page_token {page_token!r} is not one this server gave out")
-            before = int(page_token)
+        max_page = self.limits.input.max_list_page
+        if limit > max_page:
+            raise InvalidArgumentError(f"limit={limit} is above the server limit max_list_page={max_page}")
+        limit = 100 if limit <= 0 else limit
+        before = parse_page_token(page_token)
         jobs = self.store.list_jobs(caller, states, limit + 1, before)
         more = len(jobs) > limit
         jobs = jobs[:limit]
@@ -423,6 +427,8 @@ class Engine:
 
         Resumable: a client that lost the stream passes the last seq it saw and misses nothing.
         """
+        if not 0 <= after_seq <= INT64_MAX:
+            raise InvalidArgumentError(f"after_seq={after_seq} is out of range: expected 0..{INT64_MAX}")
         job = self.get_job(caller, job_id)
         last = after_seq
         while True:
@@ -549,18 +555,6 @@ def _request_hash(request: SubmitRequest) -> str:
         "plate_ids": list(request.plate_ids),
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
-
-
-def _check_otio(text: str, max_bytes: int) -> None:
-    """The optional OTIO context must parse as OTIO JSON (it is kept with the job, never opened as a path)."""
-    if len(text.encode("utf-8")) > max_bytes:
-        raise InvalidArgumentError(f"context.otio_json is larger than max_message_bytes={max_bytes}")
-    import opentimelineio as otio
-
-    try:
-        otio.adapters.read_from_string(text, "otio_json")
-    except Exception as exc:  # noqa: BLE001 - OTIO raises several types for bad input
-        raise InvalidArgumentError(f"context.otio_json is not valid OTIO JSON: {exc}") from None
 
 
 class _LockFile:

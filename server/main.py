@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from server.config import DEFAULT_ADDRESS, Limits, ServerConfig, default_data_dir, is_loopback, split_address
+from server.limits import parse_input_limits
 from server.resources import ResourcePolicy
 
 log = logging.getLogger(__name__)
@@ -259,6 +260,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-message-bytes", type=int, default=d.max_message_bytes)
     add("--max-upload-bytes", type=int, default=d.max_upload_bytes)
     add("--max-queued-per-caller", type=int, default=d.max_queued_jobs_per_caller)
+    add(
+        "--input-limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a bound on request contents (server.limits.InputLimits, e.g. max_otio_depth=32); repeatable",
+    )
     add("--rpc-threads", type=int, default=64, help="threads serving calls (each open stream holds one)")
     add("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port (0 picks one)")
     add("--metrics-address", default="127.0.0.1")
@@ -316,6 +324,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_message_bytes=args.max_message_bytes,
         max_upload_bytes=args.max_upload_bytes,
         max_queued_jobs_per_caller=args.max_queued_per_caller,
+        input=parse_input_limits(args.input_limit),
     )
     return ServerConfig(
         address=args.address,

@@ -18,6 +18,7 @@ from server import wire
 from server.auth import Authenticator
 from server.engine import Engine
 from server.errors import grpc_errors
+from server.limits import check_request
 
 
 def _on_disconnect(context: grpc.ServicerContext) -> Callable[[], bool]:
@@ -54,8 +55,18 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
     def _caller(self, context: grpc.ServicerContext) -> str:
         return self._auth.caller(context.invocation_metadata())
 
+    def _check(self, request: Any) -> None:
+        """Every numeric and enum field of the request inside its limit (server.limits), or INVALID_ARGUMENT."""
+        check_request(request, self._engine.limits)
+
+    def _checked_stream(self, requests: Iterator[Any]) -> Iterator[Any]:
+        for request in requests:
+            self._check(request)
+            yield request
+
     @grpc_errors
     def GetServerInfo(self, request: pb.GetServerInfoRequest, context: Any) -> pb.ServerInfo:
+        self._check(request)
         info = self._engine.server_info(self._caller(context))
         message = wire.server_info_message(info, self._engine.limits, self._engine.config.colour_interop_id)
         policy, usage = wire.resources_message(*self._engine.resources_of(info.caller))
@@ -65,6 +76,7 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
 
     @grpc_errors
     def SubmitShot(self, request: pb.SubmitShotRequest, context: Any) -> pb.SubmitShotResponse:
+        self._check(request)
         job, dedup = self._engine.submit(self._caller(context), wire.submit_request(request))
         return pb.SubmitShotResponse(job_id=job.job_id, deduplicated=dedup, job=wire.job_message(job))
 
@@ -72,11 +84,14 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
     def UploadPlate(
         self, request_iterator: Iterator[pb.UploadPlateChunk], context: Any
     ) -> pb.UploadPlateResponse:
-        upload = self._engine.upload_plate(self._caller(context), wire.upload_chunks(request_iterator))
+        upload = self._engine.upload_plate(
+            self._caller(context), wire.upload_chunks(self._checked_stream(request_iterator))
+        )
         return wire.upload_message(upload)
 
     @grpc_errors
     def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> Iterator[pb.JobEvent]:
+        self._check(request)
         events = self._engine.watch(
             self._caller(context), request.job_id, request.after_seq, _on_disconnect(context)
         )
@@ -86,6 +101,7 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
     @grpc_errors
     def FetchFrames(self, request: pb.FetchFramesRequest, context: Any) -> Iterator[bytes]:
         """Serialized FrameChunks (wire.frame_chunk_bytes; registered with wire.serialize_frame_chunk)."""
+        self._check(request)
         chunks = self._engine.fetch_frames(
             self._caller(context),
             request.job_id,
@@ -99,10 +115,12 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
 
     @grpc_errors
     def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.Job:
+        self._check(request)
         return wire.job_message(self._engine.cancel(self._caller(context), request.job_id))
 
     @grpc_errors
     def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
+        self._check(request)
         jobs, token = self._engine.list_jobs(
             self._caller(context), wire.job_states(request.states), request.limit, request.page_token
         )
@@ -110,8 +128,10 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
 
     @grpc_errors
     def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.Job:
+        self._check(request)
         return wire.job_message(self._engine.get_job(self._caller(context), request.job_id))
 
     @grpc_errors
     def GetJobResult(self, request: pb.GetJobResultRequest, context: Any) -> pb.JobResult:
+        self._check(request)
         return wire.result_message(self._engine.job_result(self._caller(context), request.job_id))

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
+from server.config import Limits
 from server.errors import DataLossError, InvalidArgumentError, ResourceExhaustedError
 from server.frames import FrameStore
 from server.jobs import UploadChunk, UploadRecord
@@ -27,18 +28,21 @@ def receive_plate(
     chunks: Iterable[UploadChunk],
     store: Store,
     frames: FrameStore,
-    max_upload_bytes: int,
-    max_width: int,
-    max_height: int,
+    limits: Limits,
     admit: Callable[[int], None] = lambda total_bytes: None,
 ) -> UploadRecord:
     """Store one uploaded EXR plate for `owner`; returns its record (upload id, size, resolution).
 
+    The plate limit is the job limit: a plate larger than max_width x max_height could never be used,
+    so its header is refused before any pixel is decoded (host_plugin.core.exr_header), as are more
+    channels than max_plate_channels and pixels beyond max_plate_decode_bytes once decoded.
     admit(total_bytes) raises when the owner may not store that much more (quotas): it is asked when the
-    header announces the size and again before the plate is kept."""
+    header announces the size and again before the plate is kept.
+    """
     from host_plugin.core.errors import PlateError
     from host_plugin.core.exr_io import validate_plate
 
+    max_upload_bytes = limits.max_upload_bytes
     tmp = frames.temp_path(".exr")
     digest = hashlib.sha256()
     received = 0
@@ -95,7 +99,15 @@ def receive_plate(
                 f"plate upload: sha256 of the received bytes is {sha}, the header says {header.sha256}"
             )
         try:
-            info = validate_plate(tmp, max_width=max_width, max_height=max_height, max_bytes=max_upload_bytes)
+            info = validate_plate(
+                tmp,
+                max_width=limits.max_width,
+                max_height=limits.max_height,
+                max_bytes=max_upload_bytes,
+                max_channels=limits.input.max_plate_channels,
+                max_header_bytes=limits.input.max_plate_header_bytes,
+                max_decode_bytes=limits.input.max_plate_decode_bytes,
+            )
         except PlateError as exc:
             name = header.display_name or "plate"
             raise InvalidArgumentError(f"{name}: {str(exc).replace(str(tmp), 'upload')}") from None

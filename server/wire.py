@@ -281,16 +281,7 @@ def server_info_message(info: ServerInfoData, limits: Any, colour_interop_id: st
         api_version=info.versions.get("api", ""),
         model=info.model,
         capabilities=list(_capabilities()),
-        limits=pb.Limits(
-            max_frames=limits.max_frames,
-            max_segments=limits.max_segments,
-            max_height=limits.max_height,
-            max_width=limits.max_width,
-            max_steps=limits.max_steps,
-            max_message_bytes=limits.max_message_bytes,
-            max_upload_bytes=limits.max_upload_bytes,
-            max_queued_jobs_per_caller=limits.max_queued_jobs_per_caller,
-        ),
+        limits=limits_message(limits),
         versions={**info.versions, "grpc": grpc.__version__},
         defaults=params_message(info.defaults),
         workers=info.workers,
@@ -300,6 +291,15 @@ def server_info_message(info: ServerInfoData, limits: Any, colour_interop_id: st
         caller=info.caller,
         colour_interop_id=colour_interop_id,
     )
+
+
+def limits_message(limits: Any) -> pb.Limits:
+    """Every limit of the typed config (server.config.Limits and its InputLimits), by field name."""
+    from dataclasses import fields
+
+    values = {f.name: getattr(limits, f.name) for f in fields(limits) if f.name != "input"}
+    values.update({f.name: getattr(limits.input, f.name) for f in fields(limits.input)})
+    return pb.Limits(**values)
 
 
 def _capabilities() -> tuple[str, ...]:

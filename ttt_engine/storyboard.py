@@ -23,6 +23,9 @@ SEGMENT_SECONDS = 3
 DEFAULT_MAX_SEGMENTS = 21  # 21 x 3 s = 63 s, the paper's longest video
 ALLOWED_KEYS = ("text", "neg_text", "requires_scene_transition")
 _YAML_SUFFIXES = (".yaml", ".yml")
+MAX_FILE_BYTES = (
+    256 << 10
+)  # 21 segments of 4 KB paragraphs (the server's limits) fit; more is not a storyboard
 
 
 class StoryboardError(ValueError):
@@ -140,28 +143,45 @@ class Storyboard:
 
     @classmethod
     def load(cls, path: str | Path) -> Storyboard:
-        """Read a .json, .yaml or .yml file."""
+        """Read a .json, .yaml or .yml file of at most MAX_FILE_BYTES UTF-8 bytes (see from_bytes)."""
         path = Path(path)
         try:
-            raw = path.read_text(encoding="utf-8")
+            with open(path, "rb") as handle:
+                data = handle.read(MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             raise StoryboardError(f"storyboard file not found: {path}") from None
-        if path.suffix.lower() in _YAML_SUFFIXES:
-            import yaml
+        return cls.from_bytes(data, yaml=path.suffix.lower() in _YAML_SUFFIXES, name=str(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, yaml: bool = False, name: str = "storyboard") -> Storyboard:
+        """Parse the bytes of a JSON (or, with yaml=True, YAML) storyboard file; `name` labels errors.
+
+        Any content raises StoryboardError or returns a Storyboard (the fuzz tests and tools/fuzz hold it
+        to that): more than MAX_FILE_BYTES, bad UTF-8, nesting past the parsers' recursion limit and
+        numbers too long for int() included.
+        """
+        if len(data) > MAX_FILE_BYTES:
+            raise StoryboardError(f"{name}: larger than {MAX_FILE_BYTES} bytes; a storyboard is a few KB")
+        try:
+            raw = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise StoryboardError(f"{name}: not UTF-8 text ({e})") from None
+        if yaml:
+            import yaml as pyyaml
 
             try:
-                obj = yaml.safe_load(raw)
-            except yaml.YAMLError as e:
-                raise StoryboardError(f"{path}: not valid YAML: {e}") from None
+                obj = pyyaml.safe_load(raw)
+            except (pyyaml.YAMLError, RecursionError, ValueError) as e:
+                raise StoryboardError(f"{name}: not valid YAML: {e}") from None
         else:
             try:
                 obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise StoryboardError(f"{path}: not valid JSON ({e}); use .yaml/.yml for YAML") from None
+            except (RecursionError, ValueError) as e:  # JSONDecodeError is a ValueError, as are huge ints
+                raise StoryboardError(f"{name}: not valid JSON ({e}); use .yaml/.yml for YAML") from None
         try:
             return cls.from_list(obj)
         except StoryboardError as e:
-            raise StoryboardError(f"{path}: {e}") from None
+            raise StoryboardError(f"{name}: {e}") from None
 
     def dump(self, path: str | Path) -> Path:
         """Write as JSON, or YAML when the suffix is .yaml/.yml. Returns the path."""

@@ -414,19 +414,8 @@ class TTTClient:
         if d.HasField("guidance_scale"):
             defaults["guidance_scale"] = d.guidance_scale
         lim = msg.limits
-        limits = {
-            name: int(getattr(lim, name))
-            for name in (
-                "max_frames",
-                "max_segments",
-                "max_height",
-                "max_width",
-                "max_steps",
-                "max_message_bytes",
-                "max_upload_bytes",
-                "max_queued_jobs_per_caller",
-            )
-        }
+        # every limit the server reports (sizes, counts, input bounds), by its ServerInfo.limits name
+        limits = {field.name: int(getattr(lim, field.name)) for field in lim.DESCRIPTOR.fields}
         return ServerInfo(
             address=self.address,
             server_version=msg.server_version,
@@ -750,7 +739,8 @@ class TTTClient:
             page = self._unary(
                 "ListJobs",
                 self._stub.ListJobs,
-                pb.ListJobsRequest(states=wanted, limit=limit or 100, page_token=token),
+                # a page is at most the server's max_list_page (1000 by default); more come page by page
+                pb.ListJobsRequest(states=wanted, limit=min(limit or 100, 1000), page_token=token),
             )
             jobs.extend(_job(j) for j in page.jobs)
             token = page.next_page_token

@@ -23,12 +23,16 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 import numpy as np
 
 from host_plugin.core.errors import ExrWriteError, PlateError
+from host_plugin.core.exr_header import check_plate_header, read_plate_header
 
 log = logging.getLogger(__name__)
 
 EXR_MAGIC = b"\x76\x2f\x31\x01"
 DEFAULT_MAX_SIDE = 8192  # pixels; 8K plates pass, anything bigger is refused before decoding
 DEFAULT_MAX_BYTES = 1 << 30
+DEFAULT_MAX_CHANNELS = 64
+DEFAULT_MAX_HEADER_BYTES = 1 << 20
+DEFAULT_MAX_DECODE_BYTES = 2 << 30  # an 8K RGBA half plate decodes to ~1.6 GB (with the float32 copy)
 # header attributes the writer sets itself; custom attributes may not override them
 _RESERVED = {
     "channels",
@@ -141,20 +145,34 @@ def validate_plate(
     max_width: int = DEFAULT_MAX_SIDE,
     max_height: int = DEFAULT_MAX_SIDE,
     max_bytes: int = DEFAULT_MAX_BYTES,
+    max_channels: int = DEFAULT_MAX_CHANNELS,
+    max_header_bytes: int = DEFAULT_MAX_HEADER_BYTES,
+    max_decode_bytes: int = DEFAULT_MAX_DECODE_BYTES,
 ) -> PlateInfo:
     """Check a plate (a path or the bytes of an upload) is a usable EXR; PlateError says what is wrong.
 
-    Checks, in order: exists, size in bytes, EXR magic number, readable header, width/height limits,
-    R/G/B channels present with full-resolution float pixels, every pixel finite (no NaN / inf).
+    Checks, in order: exists, size in bytes, EXR magic number, then the header, parsed in Python before
+    OpenEXR sees the file (exr_header): single part, flat, known compression, at most max_header_bytes,
+    a sane data window within max_width x max_height, 3..max_channels channels with full-resolution
+    R/G/B, and pixels that take at most max_decode_bytes once decoded. Only then are the pixels decoded:
+    R/G/B float, every pixel finite (no NaN / inf).
     """
+    budget = {
+        "max_width": max_width,
+        "max_height": max_height,
+        "max_bytes": max_bytes,
+        "max_channels": max_channels,
+        "max_header_bytes": max_header_bytes,
+        "max_decode_bytes": max_decode_bytes,
+    }
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         if len(data) > max_bytes:
             raise PlateError(f"plate upload is {len(data)} bytes, above the limit of {max_bytes} bytes")
         _check_magic(data[:4], "plate upload")
         with _temp_exr(data) as path:
-            return _validate_path(path, max_width, max_height, max_bytes, label="plate upload")
-    return _validate_path(os.fspath(source), max_width, max_height, max_bytes, label=os.fspath(source))
+            return _validate_path(path, label="plate upload", **budget)
+    return _validate_path(os.fspath(source), label=os.fspath(source), **budget)
 
 
 def read_exr_bytes(data: bytes, **limits: int) -> Tuple[np.ndarray, Dict[str, Any]]:
@@ -318,15 +336,29 @@ def _check_finite(pixels: np.ndarray, label: str) -> None:
         )
 
 
-def _validate_path(path: str, max_width: int, max_height: int, max_bytes: int, label: str) -> PlateInfo:
+def _validate_path(
+    path: str,
+    label: str,
+    max_width: int,
+    max_height: int,
+    max_bytes: int,
+    max_channels: int,
+    max_header_bytes: int,
+    max_decode_bytes: int,
+) -> PlateInfo:
     _check_exr_file(path)
     size = os.path.getsize(path)
     if size > max_bytes:
         raise PlateError(f"plate {label!r} is {size} bytes, above the limit of {max_bytes} bytes")
+    with open(path, "rb") as handle:
+        head = handle.read(8 + max_header_bytes + 1)  # one byte more: "longer than the limit" is then seen
+    declared = read_plate_header(head, label, max_header_bytes)
+    check_plate_header(declared, label, max_width, max_height, max_channels, max_decode_bytes)
     header, channels = _read_header(path)
-    if header["width"] > max_width or header["height"] > max_height:
+    if (header["width"], header["height"]) != (declared.width, declared.height):
         raise PlateError(
-            f"plate {label!r} is {header['width']}x{header['height']}, above the limit of {max_width}x{max_height}"
+            f"plate {label!r}: OpenEXR reads {header['width']}x{header['height']}, the header says "
+            f"{declared.width}x{declared.height}"
         )
     pixels = _read_pixels(path, header, channels)
     _check_finite(pixels, label)

@@ -329,7 +329,7 @@ def test_bad_plate_requests_get_a_clear_status(
     elif case == "strength_without_plates":
         args["plate_upload_ids"], words = [], "need plates"
     elif case == "strength_range":
-        args["strength"], words = 1.5, "strength: expected a number in (0, 1], got 1.5"
+        args["strength"], words = 1.5, "parameters.strength=1.5 is out of range: expected 0..1"
     elif case == "continue_strength":
         args["plate_mode"], words = "continue", "strength must be 1.0; got 0.5"
     else:

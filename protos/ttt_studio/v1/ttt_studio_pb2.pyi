@@ -371,7 +371,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_frames", "max_segments", "max_height", "max_width", "max_steps", "max_message_bytes", "max_upload_bytes", "max_queued_jobs_per_caller")
+    __slots__ = ("max_frames", "max_segments", "max_height", "max_width", "max_steps", "max_message_bytes", "max_upload_bytes", "max_queued_jobs_per_caller", "max_otio_bytes", "max_otio_depth", "max_otio_elements", "max_otio_token_bytes", "max_segment_text_bytes", "max_storyboard_text_bytes", "max_id_chars", "max_start_frame", "max_record_start", "max_guidance_scale", "max_list_page", "max_plate_channels", "max_plate_header_bytes", "max_plate_decode_bytes")
     MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     MAX_HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -380,6 +380,20 @@ class Limits(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_JOBS_PER_CALLER_FIELD_NUMBER: _ClassVar[int]
+    MAX_OTIO_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_OTIO_DEPTH_FIELD_NUMBER: _ClassVar[int]
+    MAX_OTIO_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_OTIO_TOKEN_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEGMENT_TEXT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_STORYBOARD_TEXT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ID_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_START_FRAME_FIELD_NUMBER: _ClassVar[int]
+    MAX_RECORD_START_FIELD_NUMBER: _ClassVar[int]
+    MAX_GUIDANCE_SCALE_FIELD_NUMBER: _ClassVar[int]
+    MAX_LIST_PAGE_FIELD_NUMBER: _ClassVar[int]
+    MAX_PLATE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    MAX_PLATE_HEADER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PLATE_DECODE_BYTES_FIELD_NUMBER: _ClassVar[int]
     max_frames: int
     max_segments: int
     max_height: int
@@ -388,7 +402,21 @@ class Limits(_message.Message):
     max_message_bytes: int
     max_upload_bytes: int
     max_queued_jobs_per_caller: int
-    def __init__(self, max_frames: _Optional[int] = ..., max_segments: _Optional[int] = ..., max_height: _Optional[int] = ..., max_width: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queued_jobs_per_caller: _Optional[int] = ...) -> None: ...
+    max_otio_bytes: int
+    max_otio_depth: int
+    max_otio_elements: int
+    max_otio_token_bytes: int
+    max_segment_text_bytes: int
+    max_storyboard_text_bytes: int
+    max_id_chars: int
+    max_start_frame: int
+    max_record_start: int
+    max_guidance_scale: int
+    max_list_page: int
+    max_plate_channels: int
+    max_plate_header_bytes: int
+    max_plate_decode_bytes: int
+    def __init__(self, max_frames: _Optional[int] = ..., max_segments: _Optional[int] = ..., max_height: _Optional[int] = ..., max_width: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queued_jobs_per_caller: _Optional[int] = ..., max_otio_bytes: _Optional[int] = ..., max_otio_depth: _Optional[int] = ..., max_otio_elements: _Optional[int] = ..., max_otio_token_bytes: _Optional[int] = ..., max_segment_text_bytes: _Optional[int] = ..., max_storyboard_text_bytes: _Optional[int] = ..., max_id_chars: _Optional[int] = ..., max_start_frame: _Optional[int] = ..., max_record_start: _Optional[int] = ..., max_guidance_scale: _Optional[int] = ..., max_list_page: _Optional[int] = ..., max_plate_channels: _Optional[int] = ..., max_plate_header_bytes: _Optional[int] = ..., max_plate_decode_bytes: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
     __slots__ = ("server_version", "api_version", "model", "capabilities", "limits", "versions", "defaults", "workers", "devices", "fps", "frames_per_segment", "caller", "colour_interop_id", "resources", "caller_usage")
