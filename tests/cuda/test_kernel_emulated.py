@@ -50,8 +50,8 @@ def emulated(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """cuda.backend with loader.load_kernel / launch running the kernels in the emulator on CPU tensors."""
     libs: dict[str, kernel_emu.Library] = {}
 
-    def load_kernel(kind, dtype, device, *, backward=False):
-        spec = (loader.BACKWARD_KERNELS if backward else loader.KERNELS)[(kind, dtype)]
+    def load_kernel(kind, dtype, device, *, backward=False):  # as on an sm_90 device (or as forced)
+        spec = loader.select_spec(kind, dtype, 90, backward=backward)
         if spec.source not in libs:
             libs[spec.source] = kernel_emu.build(spec.source)
         return SimpleNamespace(spec=spec, lib=libs[spec.source])
