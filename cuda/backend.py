@@ -68,8 +68,9 @@ def unsupported_reason(call: ScanCall) -> str | None:
     except ValueError as err:  # a bad TTT_STUDIO_TTT_CUDA_VARIANT
         return str(err)
     if arch < spec.min_arch:
-        why = f" ({loader.ENV_VARIANT} forces {spec.source})" if loader.forced_variant() != "auto" else ""
-        return f"{call.kind} kernel {spec.source} needs sm_{spec.min_arch}+{why} (got sm_{arch})"
+        variant = loader.forced_variant()
+        why = f"; {loader.ENV_VARIANT}={variant} forces it" if variant != "auto" else ""
+        return f"{call.kind} kernel {spec.source} needs sm_{spec.min_arch}+ (got sm_{arch}{why})"
     props = torch.cuda.get_device_properties(call.device)
     optin = getattr(props, "shared_memory_per_block_optin", None)
     if optin is not None and optin < spec.smem_bytes:
