@@ -287,7 +287,10 @@ MUTATIONS = {
         "cp_async16(smem_u32(dst + sw64(row, col)), src + row * HD + col);",
         "cp_async16(smem_u32(dst + row * HD + col), src + row * HD + col);",
     ),
-    "final-b2-not-written": ("  if (tid < HD) b2_out[static_cast<size_t>(bh) * HD + tid] = s.b2[tid];\n", "\n"),
+    "final-b2-not-written": (
+        "  if (tid < HD) b2_out[static_cast<size_t>(bh) * HD + tid] = s.b2[tid];\n",
+        "\n",
+    ),
 }
 
 
