@@ -58,8 +58,8 @@ class KernelSpec:
 _MLP_SMEM = 2 * (128 * 72) * 2 + (128 * 136) * 2 + 2 * (64 * 72) * 2 + 5 * (64 * 72) * 2
 _MLP_SMEM += (2 * 64 + 128 + 3 * 64 + 4 * 64 + 2 * 128 + 8 * 8 * 32 * 4) * 4
 # ttt_mlp_fwd_sm80.cu: W2 copy + Z1^T [256][64] bf16, K, Q, V/g2 [64][64] bf16 (swizzled, unpadded),
-# eta, b2, ln_w, ln_b, 4 column partials [64] fp32
-_MLP_SM80_SMEM = 2 * (256 * 64) * 2 + 3 * (64 * 64) * 2 + (4 * 64 + 4 * 64) * 4
+# eta, b1 [256], b2, ln_w, ln_b, 4 column partials [64], 4 x 2 row-sum halves [64] fp32
+_MLP_SM80_SMEM = 2 * (256 * 64) * 2 + 3 * (64 * 64) * 2 + (4 * 64 + 256 + 4 * 64 + 8 * 64) * 4
 _LINEAR_SMEM = (64 * 72) * 2 * 8 + (2 * 64 + 3 * 64 + 4 * 64) * 4
 # backward kernels (ttt_mlp_bwd.cu, ttt_linear_bwd.cu)
 _MLP_BWD_SMEM = 4 * (128 * 72) * 2 + 4 * (64 * 72) * 2 + 4 * (64 * 136) * 2 + 2 * (64 * 72) * 2 + 64 * 64 * 4

@@ -263,11 +263,9 @@ __device__ __forceinline__ void layer_norm_rows(float (&z)[8][4], const float* w
 }
 
 // In place: z <- d/dz of 0.5 * ||LN(z) * w + b - target||^2, row by row (ln_fused_l2_bwd).
-// target(nt, j) gives V - K at the position of z[nt][j] (called twice per element: a kernel short of
-// registers reads it from shared memory instead of holding 32 more floats).
-template <typename Target>
-__device__ __forceinline__ void ln_fused_l2_bwd_rows_by(float (&z)[8][4], const Target& target, const float* w,
-                                                        const float* b, int tq) {
+// target[nt][*] holds V - K at the same positions as z.
+__device__ __forceinline__ void ln_fused_l2_bwd_rows(float (&z)[8][4], const float (&target)[8][4], const float* w,
+                                                     const float* b, int tq) {
   const RowStats s = row_stats(z);
   float sg[2] = {0.f, 0.f}, sgx[2] = {0.f, 0.f};
 #pragma unroll
@@ -277,7 +275,7 @@ __device__ __forceinline__ void ln_fused_l2_bwd_rows_by(float (&z)[8][4], const 
       const int h = j >> 1;
       const int c = 8 * nt + 2 * tq + (j & 1);
       const float xhat = (z[nt][j] - s.mu[h]) / s.std[h];
-      const float g = (w[c] * xhat + b[c] - target(nt, j)) * w[c];
+      const float g = (w[c] * xhat + b[c] - target[nt][j]) * w[c];
       z[nt][j] = xhat;  // keep xhat; g is rebuilt below
       sg[h] += g;
       sgx[h] += g * xhat;
@@ -294,16 +292,10 @@ __device__ __forceinline__ void ln_fused_l2_bwd_rows_by(float (&z)[8][4], const 
       const int h = j >> 1;
       const int c = 8 * nt + 2 * tq + (j & 1);
       const float xhat = z[nt][j];
-      const float g = (w[c] * xhat + b[c] - target(nt, j)) * w[c];
+      const float g = (w[c] * xhat + b[c] - target[nt][j]) * w[c];
       z[nt][j] = (HD * g - sg[h] - xhat * sgx[h]) / (HD * s.std[h]);
     }
   }
-}
-
-// The same with target[nt][j] held in registers.
-__device__ __forceinline__ void ln_fused_l2_bwd_rows(float (&z)[8][4], const float (&target)[8][4], const float* w,
-                                                     const float* b, int tq) {
-  ln_fused_l2_bwd_rows_by(z, [&](int nt, int j) { return target[nt][j]; }, w, b, tq);
 }
 
 }  // namespace ttt

@@ -9,39 +9,46 @@
 // Grid: one CTA per (batch, head), 256 threads (8 warps), one CTA per SM. The whole fp32 state
 // (W1 64x256 + W2 256x64 = 128 KB) lives in REGISTERS, split over the warps by hidden unit ("on-chip
 // tensor parallel" over warps instead of over a cluster): warp w owns f in [32 w, 32 w + 32), i.e. rows
-// f of W1^T [f][d] and of W2 [f][d], as mma accumulators (2 m-tiles x 8 n-tiles: 64 + 64 floats a lane),
-// and b1[f] (4 floats a lane). Everything that is local in f runs from those registers, with the
-// accumulator -> A-fragment identity (a_from_acc) instead of a bf16 copy in shared memory:
+// f of W1^T [f][d] and of W2 [f][d], as mma accumulators (2 m-tiles x 8 n-tiles: 64 + 64 floats a lane);
+// its b1[f] are fp32 in shared memory (rows private to the warp). Everything local in f runs from those
+// registers, with the accumulator -> A-fragment identity (a_from_acc) instead of a bf16 copy:
 //   Z1^T = W1^T X^T + b1           A = W1^T (registers), B = X tile (ldmatrix)
 //   G^T  = W2 g2^T                 A = W2 (registers),   B = g2 tile
 //   W1^T += (-eta g1)^T K          A = -eta g1^T (registers, built in place), B = K
-//   W2   += (-eta X2)^T g2          A = X2^T (own rows of the shared X2^T tile, scaled by -eta), B = g2
-// The one contraction over f, Z2 = X2 W2, needs every warp's hidden units: each warp stores its rows of
-// X2^T = gelu(Z1)^T and a bf16 copy of its rows of W2 in shared memory, and warps 0..3 compute 16 rows
-// of Z2 each (16 k-steps over f), then the row-wise LayerNorm (backward) in registers.
+//   W2   += (-eta X2)^T g2          A = gelu(Z1^T) of the warp's own rows, scaled by -eta; B = g2
+// The one contraction over f, Z2 = gelu(Z1) W2, needs every warp's hidden units: each warp stores its
+// rows of Z1^T (pre-activation, bf16) and a bf16 copy of its rows of W2 in shared memory; then warp w
+// computes the 16 x 32 block (rows 16 (w & 3), columns 32 (w >> 2)) of Z2 over all 256 f, applying gelu
+// to the A fragments as it loads them. The row-wise LayerNorm (and its fused backward) sums each row
+// over the two warps holding its halves (quad shuffles, then s.red with one __syncthreads per sum).
+// Keeping Z1 rather than gelu(Z1) in shared memory gives gelu'(Z1) for the gradient without holding it
+// in registers from the forward to the backward half (the register pressure of ttt_mlp_fwd.cu).
 //
-// One iteration i (mini-batch i: K_i, V_i, Q_i, eta_i):
-//   A   X2^T = gelu(W1^T K_i^T + b1) -> shared (bf16)                              all warps
-//   B   Z2 = X2 W2 + b2; g2 = ln_fused_l2_bwd(Z2, V - K) -> shared over V (bf16);
-//       column sums of eta g2 for b2                                              warps 0..3
-//   D   b2 -= sum eta g2; per 16-token chunk: Z1 again (old W1), gelu', G = g2 W2^T (old W2),
-//       g1 = G gelu', -eta g1 -> A fragments, row sums of eta g1; then W1^T, W2, b1 updates; the W2
-//       shadow rows rewritten                                                      all warps
-//   F   X2q^T = gelu(W1^T Q_i^T + b1) -> shared; out_i = Q_i + LN(X2q W2 + b2)     all / warps 0..3
-// Recomputing Z1 in D (16 extra mma per warp and chunk) keeps gelu' out of registers and shared memory.
-// Five __syncthreads per iteration (after the loads' wait, A, B, D, F's X2 store).
+// One iteration i (mini-batch i: K_i, V_i, Q_i, eta_i), all warps in every phase:
+//   A   Z1^T = W1^T K_i^T + b1 -> shared (bf16)
+//   B   Z2 = gelu(Z1) W2 + b2; g2 = ln_fused_l2_bwd(Z2, V - K) -> shared over V (bf16);
+//       column sums of eta g2 for b2 (3 row sums across warps)
+//   D   b2 -= sum eta g2; per 16-token chunk: G^T = W2 g2^T (old W2), g1 = G gelu'(Z1), -eta g1 -> A
+//       fragments -> W1^T update (W1 is not read again in this iteration), row sums of eta g1; then the
+//       W2 update (after every chunk's G: it needs the old W2), b1, and the W2 copy rewritten
+//   F   Z1q^T = W1^T Q_i^T + b1 -> shared; out_i = Q_i + LN(gelu(Z1q) W2 + b2) (2 row sums)
+// __syncthreads per iteration: 5 between phases (after the loads' wait, A, B, D, F's Z1 store) and 5
+// inside the row sums.
 //
 // Loads: cp.async, each tile requested one phase or more before it is read:
 //   after D of iteration i:  K_{i+1}, V_{i+1}, eta_{i+1}  (their slots were last read in D)
-//   after F's X2 store:      Q_{i+1}                        (Q_i was last read there)
+//   after F's Z1 store:      Q_{i+1}                        (Q_i was last read there)
 // Waits: cp.async.wait_group 1 at the top of iteration i (K, V, eta of i landed, Q_i may be in flight),
 // wait_group 0 at the end of D (Q_i landed). The residual Q_i of the output is read from global memory
 // (L2: it was just loaded), which frees the Q slot for the prefetch.
 //
-// Shared memory (struct Smem): 92,160 B = 90 KB, under the 99 KB per block of sm_86 / sm_89 (9 KB to
-// spare) and the 163 KB of sm_80: W2 shadow [256][64] bf16 32 KB, X2^T [256][64] 32 KB, K, Q, V/g2
-// tiles 8 KB each, eta, b2, ln_w, ln_b, column partials 2 KB. Tiles are swizzled (sw64), not padded:
-// padding would cost 9 KB more.
+// Shared memory (struct Smem): 95,232 B = 93 KB, under the 99 KB per block of sm_86 / sm_89 (6 KB to
+// spare) and the 163 KB of sm_80: W2 copy [256][64] bf16 32 KB, Z1^T [256][64] 32 KB, K, Q, V/g2 tiles
+// 8 KB each, eta, b1, b2, ln_w, ln_b, column partials and row-sum halves 4.5 KB. Tiles are swizzled
+// (sw64), not padded: padding would cost 9 KB more.
+//
+// Registers: 128 a lane hold the state; with nvcc 13.0 and NVRTC 13.5 the kernel does not spill even
+// when capped at 224 registers (tests/cuda/test_compile.py), 31 under the 255 it may use.
 //
 // Checkpoints (optional, for the backward kernel): if ckpt_every > 0 the state before mini-batch i
 // (i % ckpt_every == 0) is written to ck_* [B, H, n_ckpt, ...] in fp32, as ttt_mlp_fwd.cu.
@@ -58,7 +65,7 @@ constexpr int NWARP = 8;
 constexpr int NTHREAD = NWARP * 32;
 constexpr int FW = F / NWARP;   // hidden units per warp
 constexpr int TILE = MBS * HD;  // elements of a 64 x 64 tile
-constexpr int ZWARPS = MBS / 16;  // warps computing Z2 (16 rows each)
+constexpr int RBLOCKS = MBS / 16;  // row blocks of Z2 (16 rows; two warps each, 32 columns apiece)
 
 struct Smem {
   bf16_t w2[F * HD];    // bf16 copy of W2 [f][d], swizzled
@@ -67,13 +74,16 @@ struct Smem {
   bf16_t q[TILE];       // Q_i [j][d]
   bf16_t vg[TILE];      // V_i [j][d] until phase B, then g2 [j][d] in place
   float eta[MBS];
+  float b1[F];          // each warp reads and writes only its own 32 hidden units
   float b2[HD];
   float ln_w[HD];
   float ln_b[HD];
-  float colpart2[ZWARPS][HD];  // per-warp column sums of eta * g2
+  float colpart2[RBLOCKS][HD];  // column sums of eta * g2 per row block
+  float red[4][2][MBS];        // row sums of the two column halves (full_row_sums)
 };
 
 static_assert(sizeof(Smem) % 16 == 0, "Smem must keep 16-byte alignment");
+static_assert(NTHREAD == F, "b1 is loaded and stored one hidden unit per thread");
 static_assert(sizeof(Smem) <= 99 * 1024, "Smem exceeds the 99 KB per block of sm_86 / sm_89");
 
 typedef float StateRows[2][8][4];  // this warp's 32 rows f x 64 columns d, mma accumulator layout
@@ -81,8 +91,8 @@ typedef float StateRows[2][8][4];  // this warp's 32 rows f x 64 columns d, mma 
 // Row f of m-tile mt and accumulator register j (lane = 4 g + tq).
 __device__ __forceinline__ int state_row(int warp, int mt, int g, int j) { return FW * warp + 16 * mt + g + 8 * (j >> 1); }
 
-__device__ __forceinline__ void load_state(StateRows& w1s, StateRows& w2s, float (&b1r)[2][2], const float* w1,
-                                           const float* b1, const float* w2, int warp, int g, int tq) {
+__device__ __forceinline__ void load_state(StateRows& w1s, StateRows& w2s, const float* w1, const float* w2, int warp,
+                                           int g, int tq) {
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
@@ -94,13 +104,11 @@ __device__ __forceinline__ void load_state(StateRows& w1s, StateRows& w2s, float
         w2s[mt][nt][j] = w2[f * HD + d]; // W2 [256][64]
       }
     }
-    b1r[mt][0] = b1[state_row(warp, mt, g, 0)];
-    b1r[mt][1] = b1[state_row(warp, mt, g, 2)];
   }
 }
 
-__device__ __forceinline__ void store_state(const StateRows& w1s, const StateRows& w2s, const float (&b1r)[2][2],
-                                            float* w1, float* b1, float* w2, int warp, int g, int tq) {
+__device__ __forceinline__ void store_state(const StateRows& w1s, const StateRows& w2s, float* w1, float* w2, int warp,
+                                            int g, int tq) {
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
 #pragma unroll
@@ -111,10 +119,6 @@ __device__ __forceinline__ void store_state(const StateRows& w1s, const StateRow
         w1[d * F + f] = w1s[mt][nt][j];
         w2[f * HD + d] = w2s[mt][nt][j];
       }
-    }
-    if (tq == 0) {
-      b1[state_row(warp, mt, g, 0)] = b1r[mt][0];
-      b1[state_row(warp, mt, g, 2)] = b1r[mt][1];
     }
   }
 }
@@ -157,8 +161,7 @@ __device__ __forceinline__ void rows_times_tile(float (&acc)[2][2][4], const Sta
 }
 
 // Z1^T = W1^T X^T + b1 for this warp's rows -> s.z1t (bf16; gelu is applied where it is read).
-__device__ __forceinline__ void hidden_to_shared(Smem& s, const StateRows& w1s, const float (&b1r)[2][2],
-                                                 const bf16_t* x, int warp, int lane) {
+__device__ __forceinline__ void hidden_to_shared(Smem& s, const StateRows& w1s, const bf16_t* x, int warp, int lane) {
   const int g = lane >> 2, tq = lane & 3;
 #pragma unroll 1
   for (int c = 0; c < MBS / 16; ++c) {
@@ -170,7 +173,8 @@ __device__ __forceinline__ void hidden_to_shared(Smem& s, const StateRows& w1s, 
       for (int nt = 0; nt < 2; ++nt) {
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
-          const float z0 = z[mt][nt][2 * h] + b1r[mt][h], z1 = z[mt][nt][2 * h + 1] + b1r[mt][h];
+          const float bias = s.b1[state_row(warp, mt, g, 2 * h)];
+          const float z0 = z[mt][nt][2 * h] + bias, z1 = z[mt][nt][2 * h + 1] + bias;
           st_bf16x2(&s.z1t[sw64(state_row(warp, mt, g, 2 * h), 16 * c + 8 * nt + 2 * tq)], z0, z1);
         }
       }
@@ -184,62 +188,131 @@ __device__ __forceinline__ u32 gelu_bf16x2(u32 p) {
   return pack_bf16(gelu_from_t(lo, gelu_tanh_t(lo)), gelu_from_t(hi, gelu_tanh_t(hi)));
 }
 
-// Rows 16 warp .. 16 warp + 15 of Z2 = gelu(Z1) W2 + b2 (warps 0..3), from the shared Z1^T and W2 copies.
-__device__ __forceinline__ void z2_rows(float (&zz)[8][4], const Smem& s, int warp, int lane) {
-  const int tq = lane & 3;
+// This warp's block of Z2 = gelu(Z1) W2 + b2: rows 16 rb .. + 15, columns 32 ch .. + 31 (rb = warp & 3,
+// ch = warp >> 2), from the shared Z1^T and W2 copies (16 k-steps over f).
+__device__ __forceinline__ void z2_block(float (&zz)[4][4], const Smem& s, int warp, int lane) {
+  const int tq = lane & 3, rb = warp & 3, ch = warp >> 2;
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt)
+  for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
     for (int j = 0; j < 4; ++j) zz[nt][j] = 0.f;
 #pragma unroll 4
   for (int kk = 0; kk < F / 16; ++kk) {
     u32 a[4];
-    load_a_t_sw(a, s.z1t, 16 * warp, 16 * kk, lane);  // A[j][f] = Z1^T[f][j] -> gelu
+    load_a_t_sw(a, s.z1t, 16 * rb, 16 * kk, lane);  // A[j][f] = Z1^T[f][j] -> gelu
 #pragma unroll
     for (int r = 0; r < 4; ++r) a[r] = gelu_bf16x2(a[r]);
 #pragma unroll
-    for (int np = 0; np < 4; ++np) {
+    for (int np = 0; np < 2; ++np) {
       u32 b[4];
-      load_b_kmajor_sw(b, s.w2, 16 * np, 16 * kk, lane);  // B[f][d] = W2[f][d]
+      load_b_kmajor_sw(b, s.w2, 32 * ch + 16 * np, 16 * kk, lane);  // B[f][d] = W2[f][d]
       mma_bf16(zz[2 * np], a, b[0], b[1]);
       mma_bf16(zz[2 * np + 1], a, b[2], b[3]);
     }
   }
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt)
+  for (int nt = 0; nt < 4; ++nt)
 #pragma unroll
-    for (int j = 0; j < 4; ++j) zz[nt][j] += s.b2[8 * nt + 2 * tq + (j & 1)];
+    for (int j = 0; j < 4; ++j) zz[nt][j] += s.b2[32 * ch + 8 * nt + 2 * tq + (j & 1)];
 }
 
-// Phase B for warps 0..3: g2 of their 16 rows -> s.vg (over V, element by element), column partials.
+// Sums over all 64 columns of this lane's rows (16 rb + g and 16 rb + g + 8): quad sums of this warp's
+// 32 columns plus those of warp ^ 4 (the other 32) through s.red[slot ..]. Every warp calls it (it holds
+// a __syncthreads); each call of a phase uses its own slots, so no second barrier is needed.
+template <int N>
+__device__ __forceinline__ void full_row_sums(Smem& s, int slot, float (&v)[N][2], int warp, int lane) {
+  const int g = lane >> 2, tq = lane & 3, rb = warp & 3, ch = warp >> 2;
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      v[n][h] = quad_sum(v[n][h]);
+      if (tq == 0) s.red[slot + n][ch][16 * rb + g + 8 * h] = v[n][h];
+    }
+  __syncthreads();
+#pragma unroll
+  for (int n = 0; n < N; ++n)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) v[n][h] += s.red[slot + n][ch ^ 1][16 * rb + g + 8 * h];
+}
+
+// Row mean and standard deviation (biased variance, eps inside the sqrt, as inner_layer_norm) of this
+// lane's two rows; uses s.red slots 0 and 1.
+__device__ __forceinline__ void row_stats_split(Smem& s, const float (&zz)[4][4], float (&mu)[2], float (&sd)[2],
+                                                int warp, int lane) {
+  float v[1][2] = {{0.f, 0.f}};
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    v[0][0] += zz[nt][0] + zz[nt][1];
+    v[0][1] += zz[nt][2] + zz[nt][3];
+  }
+  full_row_sums<1>(s, 0, v, warp, lane);
+  mu[0] = v[0][0] * (1.0f / HD);
+  mu[1] = v[0][1] * (1.0f / HD);
+  float d[1][2] = {{0.f, 0.f}};
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const float x = zz[nt][j] - mu[j >> 1];
+      d[0][j >> 1] += x * x;
+    }
+  full_row_sums<1>(s, 1, d, warp, lane);
+  sd[0] = sqrtf(d[0][0] * (1.0f / HD) + LN_EPS);
+  sd[1] = sqrtf(d[0][1] * (1.0f / HD) + LN_EPS);
+}
+
+// Phase B (all warps): g2 = ln_fused_l2_bwd(Z2, V - K) of this warp's block -> s.vg over V (each lane
+// overwrites exactly the V elements it read), and column sums of eta g2 over its 16 rows.
 __device__ __forceinline__ void inner_loss_grad(Smem& s, int warp, int lane) {
-  const int g = lane >> 2, tq = lane & 3;
-  float zz[8][4];
-  z2_rows(zz, s, warp, lane);
+  const int g = lane >> 2, tq = lane & 3, rb = warp & 3, ch = warp >> 2;
+  float zz[4][4];
+  z2_block(zz, s, warp, lane);
+  float mu[2], sd[2];
+  row_stats_split(s, zz, mu, sd, warp, lane);
   const auto target = [&](int nt, int j) {  // V - K at the position of zz[nt][j]
-    const int o = sw64(16 * warp + g + 8 * (j >> 1), 8 * nt + 2 * tq + (j & 1));
+    const int o = sw64(16 * rb + g + 8 * (j >> 1), 32 * ch + 8 * nt + 2 * tq + (j & 1));
     return __uint_as_float(static_cast<u32>(s.vg[o]) << 16) - __uint_as_float(static_cast<u32>(s.k[o]) << 16);
   };
-  ln_fused_l2_bwd_rows_by(zz, target, s.ln_w, s.ln_b, tq);  // zz <- g2
-  const float e0 = s.eta[16 * warp + g], e1 = s.eta[16 * warp + g + 8];
+  float sums[2][2] = {{0.f, 0.f}, {0.f, 0.f}};  // sum g, sum g * xhat
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
-    const int col = 8 * nt + 2 * tq;
-    // each lane overwrites exactly the V elements it read above
-    st_bf16x2(&s.vg[sw64(16 * warp + g, col)], zz[nt][0], zz[nt][1]);
-    st_bf16x2(&s.vg[sw64(16 * warp + g + 8, col)], zz[nt][2], zz[nt][3]);
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int h = j >> 1, c = 32 * ch + 8 * nt + 2 * tq + (j & 1);
+      const float xhat = (zz[nt][j] - mu[h]) / sd[h];
+      const float gl = (s.ln_w[c] * xhat + s.ln_b[c] - target(nt, j)) * s.ln_w[c];
+      zz[nt][j] = xhat;
+      sums[0][h] += gl;
+      sums[1][h] += gl * xhat;
+    }
+  full_row_sums<2>(s, 2, sums, warp, lane);
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt)
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int h = j >> 1, c = 32 * ch + 8 * nt + 2 * tq + (j & 1);
+      const float xhat = zz[nt][j];
+      const float gl = (s.ln_w[c] * xhat + s.ln_b[c] - target(nt, j)) * s.ln_w[c];
+      zz[nt][j] = (HD * gl - sums[0][h] - xhat * sums[1][h]) / (HD * sd[h]);
+    }
+  const float e0 = s.eta[16 * rb + g], e1 = s.eta[16 * rb + g + 8];
+#pragma unroll
+  for (int nt = 0; nt < 4; ++nt) {
+    const int col = 32 * ch + 8 * nt + 2 * tq;
+    st_bf16x2(&s.vg[sw64(16 * rb + g, col)], zz[nt][0], zz[nt][1]);
+    st_bf16x2(&s.vg[sw64(16 * rb + g + 8, col)], zz[nt][2], zz[nt][3]);
     const float c0 = column_sum8(e0 * zz[nt][0] + e1 * zz[nt][2]);
     const float c1 = column_sum8(e0 * zz[nt][1] + e1 * zz[nt][3]);
     if (g == 0) {
-      s.colpart2[warp][col] = c0;
-      s.colpart2[warp][col + 1] = c1;
+      s.colpart2[rb][col] = c0;
+      s.colpart2[rb][col + 1] = c1;
     }
   }
 }
 
 // Phase D for one warp: the gradients of its hidden units and the updates of W1, b1, W2 (+ shadow).
-__device__ __forceinline__ void update_state(Smem& s, StateRows& w1s, StateRows& w2s, float (&b1r)[2][2], int warp,
-                                             int lane) {
+__device__ __forceinline__ void update_state(Smem& s, StateRows& w1s, StateRows& w2s, int warp, int lane) {
   const int g = lane >> 2, tq = lane & 3;
   float bsum[2][2] = {{0.f, 0.f}, {0.f, 0.f}};
   // G^T = W2 g2^T needs the old W2, so every chunk's G comes before the W2 update below; W1 is not read
@@ -278,7 +351,7 @@ __device__ __forceinline__ void update_state(Smem& s, StateRows& w1s, StateRows&
       }
     }
   }
-  // W2 += (-eta X2)^T g2: A = this warp's rows of X2^T, column j scaled by -eta_j
+  // W2 += (-eta X2)^T g2: A = gelu of this warp's rows of Z1^T, column j scaled by -eta_j
 #pragma unroll 1  // one chunk at a time: unrolled, the W2 fragments would be kept for all four (spills)
   for (int c = 0; c < MBS / 16; ++c) {
     const float e0 = -s.eta[16 * c + 2 * tq], e1 = -s.eta[16 * c + 2 * tq + 1];
@@ -307,26 +380,32 @@ __device__ __forceinline__ void update_state(Smem& s, StateRows& w1s, StateRows&
   }
 #pragma unroll
   for (int mt = 0; mt < 2; ++mt) {
-    b1r[mt][0] -= quad_sum(bsum[mt][0]);
-    b1r[mt][1] -= quad_sum(bsum[mt][1]);
+    const float d0 = quad_sum(bsum[mt][0]), d1 = quad_sum(bsum[mt][1]);
+    if (tq == 0) {  // b1 rows are private to the warp
+      s.b1[state_row(warp, mt, g, 0)] -= d0;
+      s.b1[state_row(warp, mt, g, 2)] -= d1;
+    }
   }
   write_w2_shadow(s, w2s, warp, g, tq);
 }
 
-// Phase F for warps 0..3: out rows 16 warp .. + 15 of mini-batch i = Q + LN(X2q W2 + b2).
-__device__ __forceinline__ void readout_rows(const Smem& s, const bf16_t* gq, bf16_t* gout, int i, int warp,
-                                             int lane) {
-  const int g = lane >> 2, tq = lane & 3;
-  float zz[8][4];
-  z2_rows(zz, s, warp, lane);
-  layer_norm_rows(zz, s.ln_w, s.ln_b, tq);
+// Phase F (all warps): out rows 16 rb .. + 15, columns 32 ch .. + 31 of mini-batch i = Q + LN(X2q W2 + b2).
+__device__ __forceinline__ void readout_block(Smem& s, const bf16_t* gq, bf16_t* gout, int i, int warp, int lane) {
+  const int g = lane >> 2, tq = lane & 3, rb = warp & 3, ch = warp >> 2;
+  float zz[4][4];
+  z2_block(zz, s, warp, lane);
+  float mu[2], sd[2];
+  row_stats_split(s, zz, mu, sd, warp, lane);
 #pragma unroll
-  for (int nt = 0; nt < 8; ++nt) {
+  for (int nt = 0; nt < 4; ++nt) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
-      const size_t o = (static_cast<size_t>(i) * MBS + 16 * warp + g + 8 * h) * HD + 8 * nt + 2 * tq;
+      const int col = 32 * ch + 8 * nt + 2 * tq;
+      const size_t o = (static_cast<size_t>(i) * MBS + 16 * rb + g + 8 * h) * HD + col;
+      const float y0 = (zz[nt][2 * h] - mu[h]) / sd[h] * s.ln_w[col] + s.ln_b[col];
+      const float y1 = (zz[nt][2 * h + 1] - mu[h]) / sd[h] * s.ln_w[col + 1] + s.ln_b[col + 1];
       const u32 qv = *reinterpret_cast<const u32*>(gq + o);
-      *reinterpret_cast<u32*>(gout + o) = pack_bf16(bf16_lo(qv) + zz[nt][2 * h], bf16_hi(qv) + zz[nt][2 * h + 1]);
+      *reinterpret_cast<u32*>(gout + o) = pack_bf16(bf16_lo(qv) + y0, bf16_hi(qv) + y1);
     }
   }
 }
@@ -375,9 +454,10 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
   if (n > 0) cp_tile_async_sw(s.q, gq, tid, NTHREAD);
   cp_async_commit();
 
-  float w1s[2][8][4], w2s[2][8][4], b1r[2][2];
-  load_state(w1s, w2s, b1r, w1_in + static_cast<size_t>(bh) * HD * F, b1_in + static_cast<size_t>(bh) * F,
-             w2_in + static_cast<size_t>(bh) * F * HD, warp, g, tq);
+  float w1s[2][8][4], w2s[2][8][4];
+  load_state(w1s, w2s, w1_in + static_cast<size_t>(bh) * HD * F, w2_in + static_cast<size_t>(bh) * F * HD, warp, g,
+             tq);
+  s.b1[tid] = b1_in[static_cast<size_t>(bh) * F + tid];
   write_w2_shadow(s, w2s, warp, g, tq);
   if (tid < HD) {
     s.b2[tid] = b2_in[static_cast<size_t>(bh) * HD + tid];
@@ -389,29 +469,30 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
     // ---- checkpoint of the state before mini-batch i (b2: written by these same threads) ----------
     if (ckpt_every > 0 && i % ckpt_every == 0) {
       const size_t c = static_cast<size_t>(bh) * n_ckpt + i / ckpt_every;
-      store_state(w1s, w2s, b1r, ck_w1 + c * HD * F, ck_b1 + c * F, ck_w2 + c * F * HD, warp, g, tq);
+      store_state(w1s, w2s, ck_w1 + c * HD * F, ck_w2 + c * F * HD, warp, g, tq);
+      ck_b1[c * F + tid] = s.b1[tid];
       if (tid < HD) ck_b2[c * HD + tid] = s.b2[tid];
     }
 
     cp_async_wait<1>();  // K_i, V_i, eta_i landed; Q_i may be in flight
     __syncthreads();     // S1: the loads are visible; the previous readout is done with z1t
 
-    // ---- A: X2^T = gelu(W1^T K^T + b1) ----------------------------------------------------------------
-    hidden_to_shared(s, w1s, b1r, s.k, warp, lane);
+    // ---- A: Z1^T = W1^T K^T + b1 -----------------------------------------------------------------------
+    hidden_to_shared(s, w1s, s.k, warp, lane);
     __syncthreads();  // S2
 
-    // ---- B: Z2, g2 (warps 0..3) -----------------------------------------------------------------------
-    if (warp < ZWARPS) inner_loss_grad(s, warp, lane);
+    // ---- B: Z2, g2 ------------------------------------------------------------------------------------
+    inner_loss_grad(s, warp, lane);
     __syncthreads();  // S3
 
     // ---- D: updates -------------------------------------------------------------------------------------
     if (tid < HD) {
       float sum = 0.f;
 #pragma unroll
-      for (int w = 0; w < ZWARPS; ++w) sum += s.colpart2[w][tid];
+      for (int r = 0; r < RBLOCKS; ++r) sum += s.colpart2[r][tid];
       s.b2[tid] -= sum;
     }
-    update_state(s, w1s, w2s, b1r, warp, lane);
+    update_state(s, w1s, w2s, warp, lane);
     cp_async_wait<0>();  // Q_i landed
     __syncthreads();     // S4: K, V/g2, eta free; new b2 and W2 shadow visible
 
@@ -424,17 +505,18 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
     cp_async_commit();
 
     // ---- F: readout of mini-batch i with the updated state ------------------------------------------
-    hidden_to_shared(s, w1s, b1r, s.q, warp, lane);
+    hidden_to_shared(s, w1s, s.q, warp, lane);
     __syncthreads();  // S5: z1t complete; Q slot free
 
     if (i + 1 < n) cp_tile_async_sw(s.q, gq + static_cast<size_t>(i + 1) * MBS * HD, tid, NTHREAD);
     cp_async_commit();
-    if (warp < ZWARPS) readout_rows(s, gq, gout, i, warp, lane);
+    readout_block(s, gq, gout, i, warp, lane);
   }
   cp_async_wait<0>();
 
   // ---- final state -------------------------------------------------------------------------------------
-  store_state(w1s, w2s, b1r, w1_out + static_cast<size_t>(bh) * HD * F, b1_out + static_cast<size_t>(bh) * F,
-              w2_out + static_cast<size_t>(bh) * F * HD, warp, g, tq);
+  store_state(w1s, w2s, w1_out + static_cast<size_t>(bh) * HD * F, w2_out + static_cast<size_t>(bh) * F * HD, warp, g,
+              tq);
+  b1_out[static_cast<size_t>(bh) * F + tid] = s.b1[tid];
   if (tid < HD) b2_out[static_cast<size_t>(bh) * HD + tid] = s.b2[tid];
 }

@@ -282,7 +282,12 @@ MUTATIONS = {
         "neg_eg1[mt][2 * nt + h] = pack_bf16(e0 * g10, e1 * g11);",
     ),
     "skipped-prefetch-wait": ("    cp_async_wait<0>();  // Q_i landed\n", "\n"),
-    "missing-barrier": ("    __syncthreads();  // S2\n", "\n"),
+    # (without S2 every warp still runs the same sequence of collectives, so the emulator's schedule
+    # does not separate the Z1 stores from the reads: racecheck on a GPU covers that one)
+    "missing-barrier-before-prefetch": (
+        "    __syncthreads();     // S4: K, V/g2, eta free; new b2 and W2 shadow visible\n",
+        "\n",
+    ),
     "unswizzled-tile-copy": (
         "cp_async16(smem_u32(dst + sw64(row, col)), src + row * HD + col);",
         "cp_async16(smem_u32(dst + row * HD + col), src + row * HD + col);",
