@@ -63,9 +63,14 @@ def unsupported_reason(call: ScanCall) -> str | None:
     if not torch.cuda.is_available():
         return "torch has no CUDA device"
     arch = loader.device_arch(call.device)
+    try:
+        spec = loader.select_spec(call.kind, torch.bfloat16, arch)
+    except ValueError as err:  # a bad TTT_STUDIO_TTT_CUDA_VARIANT
+        return str(err)
     if arch < spec.min_arch:
-        why = " (thread-block clusters hold the 128 KB fp32 state over 2 SMs)" if call.kind == "mlp" else ""
-        return f"{call.kind} kernel needs sm_{spec.min_arch}+{why} (got sm_{arch})"
+        variant = loader.forced_variant()
+        why = f"; {loader.ENV_VARIANT}={variant} forces it" if variant != "auto" else ""
+        return f"{call.kind} kernel {spec.source} needs sm_{spec.min_arch}+ (got sm_{arch}{why})"
     props = torch.cuda.get_device_properties(call.device)
     optin = getattr(props, "shared_memory_per_block_optin", None)
     if optin is not None and optin < spec.smem_bytes:

@@ -1,5 +1,11 @@
 """Compile the TTT CUDA kernels with NVRTC (through CuPy) and launch them on torch's current stream.
 
+Each (kind, dtype) has one forward kernel per variant: the sm_90 one (KERNELS; the TTT-MLP forward uses
+2-CTA thread-block clusters) and, where that needs Hopper, a no-cluster one for sm_80 / sm_86 / sm_89
+(NO_CLUSTER_KERNELS). `select_spec` picks by the device's compute capability, or as
+TTT_STUDIO_TTT_CUDA_VARIANT forces ("sm80": the no-cluster kernels, also on Hopper, which runs them from
+the same source; "sm90": the cluster kernels; "auto", the default: by compute capability).
+
 Each kernel is compiled from its .cu text, with the shared headers of this folder inlined so that
 CuPy's on-disk cache key covers them, once per (device arch, dtype, kernel) and device. Tensors pass
 to CuPy by DLPack (zero copy; bf16 travels as int16 since CuPy has no bfloat16) inside
@@ -13,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +31,8 @@ import torch
 log = logging.getLogger(__name__)
 
 KERNEL_DIR = Path(__file__).resolve().parent
+ENV_VARIANT = "TTT_STUDIO_TTT_CUDA_VARIANT"
+VARIANTS = ("auto", "sm80", "sm90")
 NVRTC_OPTIONS = ("--std=c++17",)
 _INCLUDE = re.compile(r'^[ \t]*#include[ \t]+"([^"]+)"[ \t]*$', re.MULTILINE)
 _PRAGMA_ONCE = re.compile(r"^[ \t]*#pragma[ \t]+once[ \t]*$", re.MULTILINE)
@@ -48,6 +57,9 @@ class KernelSpec:
 # query in tests/cuda/test_kernel_gpu.py).
 _MLP_SMEM = 2 * (128 * 72) * 2 + (128 * 136) * 2 + 2 * (64 * 72) * 2 + 5 * (64 * 72) * 2
 _MLP_SMEM += (2 * 64 + 128 + 3 * 64 + 4 * 64 + 2 * 128 + 8 * 8 * 32 * 4) * 4
+# ttt_mlp_fwd_sm80.cu: W2 copy + Z1^T [256][64] bf16, K, Q, V/g2 [64][64] bf16 (swizzled, unpadded),
+# eta, b1 [256], b2, ln_w, ln_b, 4 column partials [64], 4 x 2 row-sum halves [64] fp32
+_MLP_SM80_SMEM = 2 * (256 * 64) * 2 + 3 * (64 * 64) * 2 + (4 * 64 + 256 + 4 * 64 + 8 * 64) * 4
 _LINEAR_SMEM = (64 * 72) * 2 * 8 + (2 * 64 + 3 * 64 + 4 * 64) * 4
 # backward kernels (ttt_mlp_bwd.cu, ttt_linear_bwd.cu)
 _MLP_BWD_SMEM = 4 * (128 * 72) * 2 + 4 * (64 * 72) * 2 + 4 * (64 * 136) * 2 + 2 * (64 * 72) * 2 + 64 * 64 * 4
@@ -71,6 +83,49 @@ KERNELS: dict[tuple[str, torch.dtype], KernelSpec] = {
         64,
     ),
 }
+
+
+# forward kernels without thread-block clusters, for GPUs before Hopper (sm_80 A100: 163 KB of shared
+# memory per block; sm_86 / sm_89 RTX 30xx / 40xx, A40, L40S: 99 KB); the linear kernels need no variant
+NO_CLUSTER_KERNELS: dict[tuple[str, torch.dtype], KernelSpec] = {
+    ("mlp", torch.bfloat16): KernelSpec(
+        "mlp",
+        "ttt_mlp_fwd_sm80.cu",
+        "ttt_mlp_fwd_sm80_bf16",
+        "ttt_mlp_fwd_sm80_smem_bytes",
+        _MLP_SM80_SMEM,
+        256,
+        1,
+        80,
+        256,
+    ),
+}
+
+
+def forced_variant() -> str:
+    """The kernel variant TTT_STUDIO_TTT_CUDA_VARIANT asks for ('auto' when unset)."""
+    value = os.environ.get(ENV_VARIANT, "auto").strip().lower() or "auto"
+    if value not in VARIANTS:
+        raise ValueError(f"{ENV_VARIANT}={value!r}: expected one of {', '.join(VARIANTS)}")
+    return value
+
+
+def select_spec(kind: str, dtype: torch.dtype, arch: int, *, backward: bool = False) -> KernelSpec:
+    """The kernel for (kind, dtype) on a device of compute capability `arch` (10 * major + minor).
+
+    Forward: the no-cluster variant below its sm_90 sibling's min_arch, or wherever ENV_VARIANT says
+    'sm80'; the sm_90 kernel otherwise (ENV_VARIANT 'sm90' keeps it even where it cannot run: the
+    backend then refuses with the reason). Backward: one kernel per (kind, dtype).
+    """
+    table = BACKWARD_KERNELS if backward else KERNELS
+    if (kind, dtype) not in table:
+        raise ValueError(f"no CUDA kernel for kind={kind!r}, dtype={dtype}; have {sorted(table)}")
+    spec = table[(kind, dtype)]
+    variant = forced_variant()
+    alternative = None if backward else NO_CLUSTER_KERNELS.get((kind, dtype))
+    if alternative is not None and (variant == "sm80" or (variant == "auto" and arch < spec.min_arch)):
+        return alternative
+    return spec
 
 
 # the backward scans, launched by cuda/backend.py's autograd function (same grid as the forward)
@@ -133,12 +188,9 @@ class LoadedKernel:
 
 
 @functools.cache
-def _load(
-    kind: str, dtype: torch.dtype, arch: int, device_index: int, backward: bool = False
-) -> LoadedKernel:
+def _load(spec: KernelSpec, arch: int, device_index: int) -> LoadedKernel:
     import cupy  # noqa: PLC0415  (heavy, optional: only when a kernel is needed)
 
-    spec = (BACKWARD_KERNELS if backward else KERNELS)[(kind, dtype)]
     log.info("compiling %s for sm_%d with NVRTC (cached by CuPy after the first time)", spec.function, arch)
     with cupy.cuda.Device(device_index):
         module = cupy.RawModule(code=kernel_source(spec.source), options=NVRTC_OPTIONS)
@@ -159,12 +211,10 @@ def _load(
 def load_kernel(
     kind: str, dtype: torch.dtype, device: torch.device, *, backward: bool = False
 ) -> LoadedKernel:
-    """The compiled kernel for (kind, dtype) on `device` (compiled on first use, then cached);
-    backward=True gives the backward scan."""
-    table = BACKWARD_KERNELS if backward else KERNELS
-    if (kind, dtype) not in table:
-        raise ValueError(f"no CUDA kernel for kind={kind!r}, dtype={dtype}; have {sorted(table)}")
-    return _load(kind, dtype, device_arch(device), _device_index(device), backward)
+    """The compiled kernel for (kind, dtype) on `device`, the variant `select_spec` picks (compiled on
+    first use, then cached); backward=True gives the backward scan."""
+    arch = device_arch(device)
+    return _load(select_spec(kind, dtype, arch, backward=backward), arch, _device_index(device))
 
 
 def _as_cupy(t: torch.Tensor) -> Any:

@@ -111,6 +111,46 @@ __device__ __forceinline__ void load_b_kmajor(u32 (&b)[4], const bf16_t* S, int 
 }
 
 // ------------------------------------------------------------------------------------------------
+// swizzled 64-column bf16 tiles (no padding): 16-byte chunk c of row r is stored at chunk c ^ (r & 7), so
+// the 8 row addresses of every ldmatrix matrix and the 8 rows of a C-fragment store hit 8 different
+// chunks (all 32 banks). Used where shared memory is too small for padded rows (the sm_80 MLP kernel).
+
+// Element offset of [row][col] in a swizzled tile with 64 columns (col: any; pairs stay contiguous).
+__device__ __forceinline__ int sw64(int row, int col) {
+  return row * HD + ((((col >> 3) ^ row) & 7) << 3) + (col & 7);
+}
+
+// The four fragment loads above for swizzled 64-column tiles (same meaning of m0, n0, k0).
+__device__ __forceinline__ void load_a_sw(u32 (&a)[4], const bf16_t* S, int m0, int k0, int lane) {
+  const int q = lane >> 3, r = lane & 7;
+  ldsm_x4(a, smem_u32(S + sw64(m0 + (q & 1) * 8 + r, k0 + (q >> 1) * 8)));
+}
+
+__device__ __forceinline__ void load_a_t_sw(u32 (&a)[4], const bf16_t* S, int m0, int k0, int lane) {
+  const int q = lane >> 3, r = lane & 7;
+  ldsm_x4_t(a, smem_u32(S + sw64(k0 + (q >> 1) * 8 + r, m0 + (q & 1) * 8)));
+}
+
+__device__ __forceinline__ void load_b_nmajor_sw(u32 (&b)[4], const bf16_t* S, int n0, int k0, int lane) {
+  const int q = lane >> 3, r = lane & 7;
+  ldsm_x4(b, smem_u32(S + sw64(n0 + (q >> 1) * 8 + r, k0 + (q & 1) * 8)));
+}
+
+__device__ __forceinline__ void load_b_kmajor_sw(u32 (&b)[4], const bf16_t* S, int n0, int k0, int lane) {
+  const int q = lane >> 3, r = lane & 7;
+  ldsm_x4_t(b, smem_u32(S + sw64(k0 + (q & 1) * 8 + r, n0 + (q >> 1) * 8)));
+}
+
+// The A fragment of k-step kk of a 16 x 64 block held as accumulators c[8][4] (n-tiles 2kk, 2kk + 1):
+// an fp32 state kept in mma accumulators feeds the next mma directly, rounded to bf16.
+__device__ __forceinline__ void a_from_acc(u32 (&a)[4], const float (&c)[8][4], int kk) {
+  a[0] = pack_bf16(c[2 * kk][0], c[2 * kk][1]);
+  a[1] = pack_bf16(c[2 * kk][2], c[2 * kk][3]);
+  a[2] = pack_bf16(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+  a[3] = pack_bf16(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
+// ------------------------------------------------------------------------------------------------
 // asynchronous global -> shared copies (cp.async, sm_80 and later)
 
 __device__ __forceinline__ void cp_async16(u32 saddr, const void* gptr) {
@@ -129,6 +169,14 @@ __device__ __forceinline__ void cp_tile_async(bf16_t* dst, const bf16_t* src, in
   for (int c = tid; c < MBS * HD / 8; c += nthreads) {
     const int row = c >> 3, col = (c & 7) * 8;
     cp_async16(smem_u32(dst + row * LD + col), src + row * HD + col);
+  }
+}
+
+// The same copy into a swizzled tile (sw64).
+__device__ __forceinline__ void cp_tile_async_sw(bf16_t* dst, const bf16_t* src, int tid, int nthreads) {
+  for (int c = tid; c < MBS * HD / 8; c += nthreads) {
+    const int row = c >> 3, col = (c & 7) * 8;
+    cp_async16(smem_u32(dst + sw64(row, col)), src + row * HD + col);
   }
 }
 

@@ -145,7 +145,51 @@ def test_training_refused_where_the_backward_kernel_does_not_fit(monkeypatch: py
     assert reason == (
         f"training: the linear backward kernel needs {smem} B of shared memory per block, device allows 101376 B"
     )
-    assert "mlp kernel needs sm_90+" in cuda_backend.unsupported_reason(_call(requires_grad=True))
+    assert cuda_backend.unsupported_reason(_call()) is None  # TTT-MLP inference: the no-cluster kernel
+    assert cuda_backend.unsupported_reason(_call(requires_grad=True)) == (
+        "training: the mlp backward kernel needs sm_90+ (got sm_86)"
+    )
+
+
+# (compute capability, shared memory per block): A100, RTX 30xx / A40, RTX 40xx / L40S, H100
+GPUS = [(80, 167936), (86, 101376), (89, 101376), (90, 232448)]
+
+
+@pytest.mark.parametrize(("arch", "smem"), GPUS, ids=[f"sm_{a}" for a, _ in GPUS])
+def test_mlp_forward_variant_follows_compute_capability(
+    monkeypatch: pytest.MonkeyPatch, arch: int, smem: int
+) -> None:
+    """Before Hopper the TTT-MLP forward runs the no-cluster kernel; Hopper keeps the cluster kernel."""
+    monkeypatch.delenv(loader.ENV_VARIANT, raising=False)
+    _simulated_gpu(monkeypatch, arch, smem)
+    assert cuda_backend.unsupported_reason(_call()) is None
+    spec = loader.select_spec("mlp", torch.bfloat16, arch)
+    want = "ttt_mlp_fwd.cu" if arch >= 90 else "ttt_mlp_fwd_sm80.cu"
+    assert spec.source == want
+    assert spec.smem_bytes <= smem
+    # the linear kernels and every backward kernel have one variant
+    assert loader.select_spec("linear", torch.bfloat16, arch).source == "ttt_linear_fwd.cu"
+    assert loader.select_spec("mlp", torch.bfloat16, arch, backward=True).source == "ttt_mlp_bwd.cu"
+
+
+def test_variant_env_forces_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TTT_STUDIO_TTT_CUDA_VARIANT=sm80 runs the no-cluster kernel on Hopper (the GPU checks use it);
+    =sm90 on an sm_86 device is refused with the reason; a bad value is named."""
+    _simulated_gpu(monkeypatch, 90, 232448)
+    monkeypatch.setenv(loader.ENV_VARIANT, "sm80")
+    assert loader.select_spec("mlp", torch.bfloat16, 90).source == "ttt_mlp_fwd_sm80.cu"
+    assert cuda_backend.unsupported_reason(_call()) is None
+    _simulated_gpu(monkeypatch, 86, 101376)
+    monkeypatch.setenv(loader.ENV_VARIANT, "sm90")
+    assert cuda_backend.unsupported_reason(_call()) == (
+        "mlp kernel ttt_mlp_fwd.cu needs sm_90+ (got sm_86; TTT_STUDIO_TTT_CUDA_VARIANT=sm90 forces it)"
+    )
+    monkeypatch.setenv(loader.ENV_VARIANT, "ampere")
+    assert cuda_backend.unsupported_reason(_call()) == (
+        "TTT_STUDIO_TTT_CUDA_VARIANT='ampere': expected one of auto, sm80, sm90"
+    )
+    with pytest.raises(ValueError, match="expected one of auto, sm80, sm90"):
+        loader.select_spec("mlp", torch.bfloat16, 90)
 
 
 def test_training_switch_keeps_training_on_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -191,7 +235,8 @@ def test_nvidia_cuda_namespace_still_importable() -> None:
 
 
 def test_kernel_source_inlines_headers() -> None:
-    for spec in [*loader.KERNELS.values(), *loader.BACKWARD_KERNELS.values()]:
+    specs = [*loader.KERNELS.values(), *loader.NO_CLUSTER_KERNELS.values(), *loader.BACKWARD_KERNELS.values()]
+    for spec in specs:
         text = loader.kernel_source(spec.source)
         assert "#include" not in "\n".join(
             line for line in text.splitlines() if not line.lstrip().startswith("//")

@@ -50,8 +50,8 @@ def emulated(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     """cuda.backend with loader.load_kernel / launch running the kernels in the emulator on CPU tensors."""
     libs: dict[str, kernel_emu.Library] = {}
 
-    def load_kernel(kind, dtype, device, *, backward=False):
-        spec = (loader.BACKWARD_KERNELS if backward else loader.KERNELS)[(kind, dtype)]
+    def load_kernel(kind, dtype, device, *, backward=False):  # as on an sm_90 device (or as forced)
+        spec = loader.select_spec(kind, dtype, 90, backward=backward)
         if spec.source not in libs:
             libs[spec.source] = kernel_emu.build(spec.source)
         return SimpleNamespace(spec=spec, lib=libs[spec.source])
@@ -107,8 +107,15 @@ def padded_reference(kind, q, k, v, eta, ln_w, ln_b, state):
     return out[:, :, : out.shape[2] - pad], final
 
 
-@pytest.mark.parametrize("kind", ["mlp", "linear"])
-def test_forward_kernel_and_checkpoints(emulated, kind: str) -> None:
+# forward kernels: (kind, TTT_STUDIO_TTT_CUDA_VARIANT); "sm80" runs the no-cluster TTT-MLP kernel
+FORWARD_VARIANTS = [("mlp", "sm90"), ("linear", "sm90"), ("mlp", "sm80")]
+
+
+@pytest.mark.parametrize(("kind", "variant"), FORWARD_VARIANTS, ids=[f"{k}-{v}" for k, v in FORWARD_VARIANTS])
+def test_forward_kernel_and_checkpoints(
+    emulated, monkeypatch: pytest.MonkeyPatch, kind: str, variant: str
+) -> None:
+    monkeypatch.setenv(loader.ENV_VARIANT, variant)
     q, k, v, eta, ln_w, ln_b, state = make_inputs(kind, 2, 1, 64 * 5, seed=1)
     out, final, ckpt = cuda_backend.scan_forward(kind, q, k, v, eta, ln_w, ln_b, state, checkpoint_every=2)
     ref_out, ref_final = ttt_scan_reference(kind, q, k, v, eta, ln_w, ln_b, state, 64)
@@ -211,3 +218,109 @@ def test_emulator_catches_a_missing_barrier(emulated) -> None:
     )
     err = rel_err(out, ref_out)
     assert not err < BF16_RTOL, f"a kernel with a missing barrier passed (rel err {err:.2e})"
+
+
+# ---- the no-cluster TTT-MLP forward (ttt_mlp_fwd_sm80.cu: sm_80 / sm_86 / sm_89) ----------------------
+
+NO_CLUSTER_SOURCE = "ttt_mlp_fwd_sm80.cu"
+NO_CLUSTER_KERNEL = "ttt_mlp_fwd_sm80_bf16"
+# (B, H, L): one mini-batch; lengths that are not multiples of 64 with several heads and batches
+NO_CLUSTER_CASES = [(1, 1, 64), (2, 3, 200), (3, 2, 64 * 2 + 17)]
+
+
+@pytest.fixture
+def no_cluster(emulated, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
+    monkeypatch.setenv(loader.ENV_VARIANT, "sm80")
+    return emulated
+
+
+@pytest.mark.parametrize("case", NO_CLUSTER_CASES, ids=[f"B{b}-H{h}-L{n}" for b, h, n in NO_CLUSTER_CASES])
+def test_no_cluster_mlp_forward_matches_reference(no_cluster, case) -> None:
+    b, h, length = case
+    inputs = make_inputs("mlp", b, h, length, seed=length + h)
+    with torch.no_grad():
+        out, final = ttt_scan("mlp", *inputs, backend="cuda")
+    ref_out, ref_final = padded_reference("mlp", *inputs)
+    assert list(no_cluster.libs) == [NO_CLUSTER_SOURCE]  # the variant ran, not the cluster kernel
+    assert out.shape == ref_out.shape and out.dtype == torch.bfloat16
+    assert rel_err(out, ref_out) < BF16_RTOL
+    for got, want, init in zip(final.tensors(), ref_final.tensors(), inputs[6].tensors()):
+        assert rel_err(got, want) < BF16_RTOL
+        assert rel_err(got - init, want - init) < 2 * BF16_RTOL  # the update itself, not just W0
+
+
+def test_no_cluster_mlp_forward_is_schedule_independent(no_cluster) -> None:
+    """Bitwise equal outputs under different warp schedules: no race between the warps."""
+    q, k, v, eta, ln_w, ln_b, state = make_inputs("mlp", 1, 2, 64 * 3, seed=4)
+    lib = no_cluster.load_kernel("mlp", torch.bfloat16, q.device).lib
+    runs = []
+    for seed in (1, 2, 3):
+        lib.seed(seed)
+        out, final, _ = cuda_backend.scan_forward("mlp", q, k, v, eta, ln_w, ln_b, state)
+        runs.append((out, *final.tensors()))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            assert torch.equal(a, b)
+
+
+def _run_no_cluster(lib: kernel_emu.Library, inputs) -> list[torch.Tensor]:
+    """Launch the kernel directly on NaN-filled outputs: [out, w1, b1, w2, b2]."""
+    q, k, v, eta, ln_w, ln_b, state = inputs
+    b, h, length, _ = q.shape
+    out = torch.full_like(q, float("nan"))
+    final = [torch.full_like(t, float("nan")) for t in state.tensors()]
+    unused = [torch.zeros(1) for _ in range(4)]  # checkpoints off
+    args = [q, k, v, eta, ln_w, ln_b, *state.tensors(), out, *final, *unused, h, length // 64, 0, 0]
+    lib.launch(NO_CLUSTER_KERNEL, b * h, 256, 1, args)
+    return [out, *final]
+
+
+# planted bugs, each a one-line change of the kernel's source (or of the header it inlines)
+MUTATIONS = {
+    "inner-gradient-sign": (
+        "neg_eg1[mt][2 * nt + h] = pack_bf16(-e0 * g10, -e1 * g11);",
+        "neg_eg1[mt][2 * nt + h] = pack_bf16(e0 * g10, e1 * g11);",
+    ),
+    "skipped-prefetch-wait": ("    cp_async_wait<0>();  // Q_i landed\n", "\n"),
+    # (without S2 every warp still runs the same sequence of collectives, so the emulator's schedule
+    # does not separate the Z1 stores from the reads: racecheck on a GPU covers that one)
+    "missing-barrier-before-prefetch": (
+        "    __syncthreads();     // S4: K, V/g2, eta free; new b2 and W2 shadow visible\n",
+        "\n",
+    ),
+    "unswizzled-tile-copy": (
+        "cp_async16(smem_u32(dst + sw64(row, col)), src + row * HD + col);",
+        "cp_async16(smem_u32(dst + row * HD + col), src + row * HD + col);",
+    ),
+    "final-b2-not-written": (
+        "  if (tid < HD) b2_out[static_cast<size_t>(bh) * HD + tid] = s.b2[tid];\n",
+        "\n",
+    ),
+}
+
+
+def test_no_cluster_unmutated_passes_the_mutation_check() -> None:
+    """The yardstick of the mutation test below accepts the real kernel."""
+    inputs = make_inputs("mlp", 1, 2, 64 * 2, seed=6)
+    got = _run_no_cluster(kernel_emu.build(NO_CLUSTER_SOURCE), inputs)
+    ref_out, ref_final = ttt_scan_reference("mlp", *inputs, 64)
+    assert max(rel_err(a, b) for a, b in zip(got, [ref_out, *ref_final.tensors()])) < BF16_RTOL
+
+
+@pytest.mark.slow  # one g++ build of the mutated kernel each (about 10 s on a shared 2-core CPU)
+@pytest.mark.parametrize("name", sorted(MUTATIONS))
+def test_no_cluster_mutations_fail(name: str) -> None:
+    """Each planted bug makes the emulated kernel fail (wrong numbers, NaN left in an output, or an
+    emulator error): the equality tests above can fail."""
+    old, new = MUTATIONS[name]
+    source = loader.kernel_source(NO_CLUSTER_SOURCE)
+    assert source.count(old) == 1, f"mutation {name}: the line to change is not in the source"
+    lib = kernel_emu.build(f"ttt_mlp_fwd_sm80_{name.replace('-', '_')}.cu", source.replace(old, new))
+    inputs = make_inputs("mlp", 1, 2, 64 * 2, seed=6)
+    ref_out, ref_final = ttt_scan_reference("mlp", *inputs, 64)
+    try:
+        got = _run_no_cluster(lib, inputs)
+    except RuntimeError:
+        return  # the emulator caught it (deadlock, bad address)
+    errors = [rel_err(a, b) for a, b in zip(got, [ref_out, *ref_final.tensors()])]
+    assert not all(e < BF16_RTOL for e in errors), f"mutation {name} passed: rel errors {errors}"

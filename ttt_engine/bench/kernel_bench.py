@@ -123,7 +123,7 @@ def ratio(a: float | None, b: float | None) -> str:
 
 @torch.no_grad()
 def scan_table(cfg: Config, rate: float, num_sms: int) -> list[str]:
-    from cuda.loader import KERNELS  # noqa: PLC0415
+    from cuda.loader import device_arch, select_spec  # noqa: PLC0415
 
     rows = [
         "| kind | tokens | mini-batches | kernel ms | eager ref ms | compiled ref ms | vs eager | vs compiled "
@@ -131,7 +131,8 @@ def scan_table(cfg: Config, rate: float, num_sms: int) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for kind in cfg.kinds:
-        spec = KERNELS[(kind, torch.bfloat16)]
+        # the variant the backend runs here (TTT_STUDIO_TTT_CUDA_VARIANT=sm80 forces the no-cluster one)
+        spec = select_spec(kind, torch.bfloat16, device_arch(torch.device("cuda")))
         if cfg.compile_ref:  # compile the step once on a short sequence (step shapes do not depend on L)
             ttt_scan(
                 kind, *make_inputs(kind, 1, cfg.heads, 2 * MINI_BATCH), backend="reference", compile_step=True
@@ -150,7 +151,7 @@ def scan_table(cfg: Config, rate: float, num_sms: int) -> list[str]:
             sms_per_head = min(num_sms, spec.ctas_per_head)
             chain_floor = max(flop_floor, n_mb * per_mb / (rate * 1e12 * sms_per_head / num_sms) * 1e3)
             rows.append(
-                f"| {kind} | {length:,} | {n_mb:,} | {fmt(kernel)} | {fmt(eager)} | {fmt(compiled)} | "
+                f"| {kind} ({spec.source}) | {length:,} | {n_mb:,} | {fmt(kernel)} | {fmt(eager)} | {fmt(compiled)} | "
                 f"{ratio(eager, kernel)} | {ratio(compiled, kernel)} | {fmt(flop_floor)} | {fmt(chain_floor)} | "
                 f"{ratio(kernel, chain_floor)} |"
             )
