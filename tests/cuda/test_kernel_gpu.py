@@ -36,7 +36,7 @@ def _arch() -> int:
 
 def _skip_unless_supported(kind: str) -> None:
     """Every forward kernel runs on sm_80+ (TTT-MLP: the cluster kernel on sm_90, the no-cluster one
-    before it or where TTT_STUDIO_TTT_CUDA_VARIANT=sm80 forces it, as tools/device/gpu_checks.sh does)."""
+    before it or where TTT_STUDIO_TTT_CUDA_VARIANT=sm80 forces it, as tools/gpu/run_checks.sh does)."""
     if _arch() < 80:
         pytest.skip(f"the {kind} kernels need sm_80+ (bf16 mma.sync, cp.async), device is sm_{_arch()}")
 
