@@ -1,0 +1,190 @@
+"""Mutation testing of the critical modules (issue #31) with mutmut 3, one module at a time.
+
+    python tools/mutation/run.py [--jobs N] [--workdir DIR] MODULE...
+
+MODULE is a key of ``tools/mutation/targets.toml`` (a path such as ``host_plugin/core/frame_math.py``).
+For each module this builds a scratch copy of the working tree under ``WORKDIR/<module>`` (tracked and
+untracked-but-not-ignored files, so new tests count before they are committed), writes a ``[tool.mutmut]``
+section that mutates only that module and runs only its mapped tests, runs ``mutmut run`` there, and
+writes ``summary.txt`` (counts and score) and ``survivors.txt`` (the diff of every mutant not killed).
+
+Why a scratch copy: mutmut reads one ``[tool.mutmut]`` per directory, and the repository's pytest config
+puts the repository root on ``sys.path`` (``pythonpath = ["."]``), which would import the original code
+instead of the mutants; the copy drops that line and sets ``PYTHONPATH`` to the mutated tree, so test
+subprocesses (the real server) run the mutants too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+TARGETS_FILE = REPO / "tools" / "mutation" / "targets.toml"
+DEFAULT_WORKDIR = REPO / "build" / "mutation"
+# every top-level package is copied into mutmut's tree so imports between them resolve to one place
+PACKAGES = ("ttt_engine", "server", "protos", "host_plugin", "cuda")
+ISOLATIONS = ("fork", "forkserver")
+# pytest's `pythonpath = ["."]` line, dropped from the scratch copy (see the module docstring)
+_PYTHONPATH_LINE = re.compile(r"^pythonpath\s*=.*$", re.MULTILINE)
+# mutmut statuses that count as the tests noticing the mutant
+KILLED_STATUSES = ("killed", "timeout", "segfault", "caught by type check")
+NOT_RUN_STATUSES = ("skipped", "not checked")
+
+
+@dataclass(frozen=True)
+class Target:
+    """One module to mutate and the tests that must notice a one-line bug in it."""
+
+    module: str
+    tests: tuple[str, ...]
+    isolation: str
+
+
+def load_targets(path: Path = TARGETS_FILE) -> dict[str, Target]:
+    """Parse targets.toml; raises ValueError naming the entry and field when one is malformed."""
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    targets = {}
+    for module, entry in raw.items():
+        tests = entry.get("tests")
+        if not isinstance(tests, list) or not tests or not all(isinstance(t, str) for t in tests):
+            raise ValueError(f"{path}: [{module!r}] needs tests = a non-empty list of paths, got {tests!r}")
+        isolation = entry.get("isolation", "fork")
+        if isolation not in ISOLATIONS:
+            raise ValueError(f"{path}: [{module!r}] isolation must be one of {ISOLATIONS}, got {isolation!r}")
+        targets[module] = Target(module, tuple(tests), isolation)
+    return targets
+
+
+def _working_tree_files() -> list[str]:
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+    ).stdout
+    return [f for f in out.decode().split("\0") if f and (REPO / f).is_file()]
+
+
+def _mutmut_section(target: Target, tests: list[str]) -> str:
+    module_glob = target.module + "*" if target.module.endswith("/") else target.module
+
+    def toml_list(items: list[str]) -> str:
+        return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+    return (
+        "\n[tool.mutmut]\n"
+        f"source_paths = {toml_list(list(PACKAGES))}\n"
+        f"only_mutate = {toml_list([module_glob])}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
+        f'process_isolation = "{target.isolation}"\n'
+        "use_git_change_detection = false\n"
+    )
+
+
+def prepare(target: Target, workdir: Path) -> list[str]:
+    """Fresh scratch copy for one target; returns the test paths that exist (missing ones are reported)."""
+    if not (REPO / target.module).exists():
+        raise FileNotFoundError(
+            f"{target.module}: configured in {TARGETS_FILE.name} but not in this tree yet; nothing to mutate"
+        )
+    tests = [t for t in target.tests if (REPO / t.split("::")[0]).exists()]
+    for t in sorted(set(target.tests) - set(tests)):
+        print(f"note: {t} (mapped to {target.module}) does not exist; run without it", file=sys.stderr)
+    if not tests:
+        raise FileNotFoundError(f"{target.module}: none of its tests {list(target.tests)} exist")
+    if workdir.exists():
+        shutil.rmtree(workdir)
+    for rel in _working_tree_files():
+        dest = workdir / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest)
+    pyproject = workdir / "pyproject.toml"
+    text = _PYTHONPATH_LINE.sub("", pyproject.read_text(encoding="utf-8"))
+    pyproject.write_text(text + _mutmut_section(target, tests), encoding="utf-8")
+    # made now, not by mutmut: Python caches a sys.path entry that did not exist at start-up as "nothing
+    # here", and the shared venv's editable install would then supply the unmutated packages
+    (workdir / "mutants").mkdir()
+    return tests
+
+
+def _mutmut(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(workdir / "mutants"))
+    mutmut = shutil.which("mutmut") or str(Path(sys.executable).with_name("mutmut"))
+    return subprocess.run(
+        [mutmut, *args], cwd=workdir, env=env, text=True, capture_output=args[0] != "run", check=False
+    )
+
+
+def summarise(target: Target, workdir: Path, tests: list[str]) -> str:
+    """Count mutmut's verdicts, write summary.txt and survivors.txt, return the summary."""
+    listing = _mutmut(workdir, "results", "--all", "true").stdout
+    statuses: dict[str, str] = {}
+    for line in listing.splitlines():
+        name, sep, status = line.strip().rpartition(": ")
+        if sep and name:
+            statuses[name] = status
+    if not statuses:
+        raise RuntimeError(f"{target.module}: mutmut reported no mutants; its output:\n{listing}")
+    counts: dict[str, int] = {}
+    for status in statuses.values():
+        counts[status] = counts.get(status, 0) + 1
+    tested = sum(n for s, n in counts.items() if s not in NOT_RUN_STATUSES)
+    killed = sum(counts.get(s, 0) for s in KILLED_STATUSES)
+    score = 100.0 * killed / tested if tested else 0.0
+    summary = (
+        f"module: {target.module}\ntests: {' '.join(tests)}\n"
+        f"mutants: {len(statuses)}, tested: {tested}, killed: {killed}, score: {score:.1f}%\n"
+        + "".join(f"  {s}: {n}\n" for s, n in sorted(counts.items()))
+    )
+    survivors = sorted(n for n, s in statuses.items() if s not in KILLED_STATUSES)
+    diffs = [_mutmut(workdir, "show", name).stdout for name in survivors]
+    (workdir / "summary.txt").write_text(summary, encoding="utf-8")
+    (workdir / "survivors.txt").write_text("\n".join(diffs), encoding="utf-8")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("modules", nargs="+", metavar="MODULE", help="keys of tools/mutation/targets.toml")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel mutant workers")
+    parser.add_argument(
+        "--workdir", type=Path, default=DEFAULT_WORKDIR, help="scratch root (default build/mutation)"
+    )
+    args = parser.parse_args(argv)
+    targets = load_targets()
+    unknown = [m for m in args.modules if m not in targets]
+    if unknown:
+        parser.error(f"not configured in {TARGETS_FILE.name}: {unknown}; configured: {sorted(targets)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    failed = 0
+    for module in args.modules:
+        target = targets[module]
+        workdir = args.workdir / module.strip("/").replace("/", "_")
+        try:
+            tests = prepare(target, workdir)
+        except FileNotFoundError as e:
+            print(f"error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        print(f"== {module}: mutating in {workdir}, tests {tests}", flush=True)
+        run = _mutmut(workdir, "run", "--max-children", str(args.jobs))
+        if run.returncode != 0:
+            print(f"error: mutmut run failed for {module} (exit {run.returncode})", file=sys.stderr)
+            failed += 1
+            continue
+        print(summarise(target, workdir, tests), flush=True)
+        print(f"survivors' diffs: {workdir / 'survivors.txt'}", flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
