@@ -46,6 +46,7 @@ class Target:
     module: str
     tests: tuple[str, ...]
     isolation: str
+    deselect: tuple[str, ...] = ()
 
 
 def load_targets(path: Path = TARGETS_FILE) -> dict[str, Target]:
@@ -59,7 +60,10 @@ def load_targets(path: Path = TARGETS_FILE) -> dict[str, Target]:
         isolation = entry.get("isolation", "fork")
         if isolation not in ISOLATIONS:
             raise ValueError(f"{path}: [{module!r}] isolation must be one of {ISOLATIONS}, got {isolation!r}")
-        targets[module] = Target(module, tuple(tests), isolation)
+        deselect = entry.get("deselect", [])
+        if not isinstance(deselect, list) or not all(isinstance(d, str) for d in deselect):
+            raise ValueError(f"{path}: [{module!r}] deselect must be a list of test ids, got {deselect!r}")
+        targets[module] = Target(module, tuple(tests), isolation, tuple(deselect))
     return targets
 
 
@@ -79,11 +83,13 @@ def _mutmut_section(target: Target, tests: list[str]) -> str:
     def toml_list(items: list[str]) -> str:
         return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
+    selection = tests + [f"--deselect={d}" for d in target.deselect]
+
     return (
         "\n[tool.mutmut]\n"
         f"source_paths = {toml_list(list(PACKAGES))}\n"
         f"only_mutate = {toml_list([module_glob])}\n"
-        f"pytest_add_cli_args_test_selection = {toml_list(tests)}\n"
+        f"pytest_add_cli_args_test_selection = {toml_list(selection)}\n"
         f'process_isolation = "{target.isolation}"\n'
         "use_git_change_detection = false\n"
     )
@@ -151,12 +157,63 @@ def summarise(target: Target, workdir: Path, tests: list[str]) -> str:
     return summary
 
 
+def _pytest_under_mutant(target: Target, mutated: Path, tests: list[str], mutant: str) -> int:
+    """Exit status of the module's tests with `mutant` switched on ("" = the unmutated code)."""
+    env = dict(os.environ, PYTHONPATH=str(mutated), MUTANT_UNDER_TEST=mutant)
+    deselect = [f"--deselect={d}" for d in target.deselect]
+    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests, *deselect]
+    return subprocess.run(cmd, cwd=mutated, env=env, capture_output=True, check=False).returncode
+
+
+def recheck(target: Target, workdir: Path) -> str:
+    """Run the module's tests as they are now against each survivor of the last full run.
+
+    Cheaper than a fresh full run for slow modules: the current test files are copied into the mutated
+    tree and pytest runs once per survivor with mutmut's MUTANT_UNDER_TEST switch, new *_mutants.py
+    files first. First the unmutated code must pass them all. Writes and returns recheck.txt.
+    """
+    survivors_file = workdir / "survivors.txt"
+    if not survivors_file.exists():
+        raise FileNotFoundError(f"{survivors_file}: no full run to recheck; run without --recheck first")
+    names = [
+        line[2:].rpartition(": ")[0]
+        for line in survivors_file.read_text(encoding="utf-8").splitlines()
+        if line.startswith("# ")
+    ]
+    mutated = workdir / "mutants"
+    for rel in _working_tree_files():
+        if rel.startswith("tests/"):
+            shutil.copy2(REPO / rel, mutated / rel)
+    existing = [t for t in target.tests if (REPO / t.split("::")[0]).exists()]
+    tests = sorted(existing, key=lambda t: not t.endswith("_mutants.py"))
+    if _pytest_under_mutant(target, mutated, tests, "") != 0:
+        raise RuntimeError(f"{target.module}: its tests fail on the unmutated code; fix them first")
+    lines = []
+    for name in names:
+        code = _pytest_under_mutant(target, mutated, tests, name)
+        verdict = {0: "survived", 1: "killed"}.get(code, f"error (pytest exit {code})")
+        lines.append(f"{name}: {verdict}")
+        print(f"  {name}: {verdict}", flush=True)
+    killed = sum(line.endswith(": killed") for line in lines)
+    report = (
+        f"module: {target.module}\ntests: {' '.join(tests)}\nunmutated code: all pass\n"
+        f"survivors of the last full run: {len(names)}, killed now: {killed}\n" + "\n".join(lines) + "\n"
+    )
+    (workdir / "recheck.txt").write_text(report, encoding="utf-8")
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="+", metavar="MODULE", help="keys of tools/mutation/targets.toml")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="parallel mutant workers")
     parser.add_argument(
         "--workdir", type=Path, default=DEFAULT_WORKDIR, help="scratch root (default build/mutation)"
+    )
+    parser.add_argument(
+        "--recheck",
+        action="store_true",
+        help="no new run: test the last run's survivors again with the current tests (recheck.txt)",
     )
     args = parser.parse_args(argv)
     targets = load_targets()
@@ -169,6 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     for module in args.modules:
         target = targets[module]
         workdir = args.workdir / module.strip("/").replace("/", "_")
+        if args.recheck:
+            try:
+                print(recheck(target, workdir), flush=True)
+            except (FileNotFoundError, RuntimeError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                failed += 1
+            continue
         try:
             tests = prepare(target, workdir)
         except FileNotFoundError as e:
