@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 
-from server.errors import NotFoundError, ResourceExhaustedError
+from server.errors import AlreadyExistsError, NotFoundError, ResourceExhaustedError
 from server.jobs import EventKind, FrameRecord, JobSpec, JobState, Priority, UploadRecord
 from server.store import Store
 
@@ -213,10 +214,53 @@ def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None
 
 
 def test_a_database_survives_reopening_with_its_jobs(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "db.sqlite3"  # the folder is made
+    path = tmp_path / "data" / "nested" / "db.sqlite3"  # the folders are made
     store = Store(path)
     job = _add(store, 1)
     store.close()
     reopened = Store(path)
     assert reopened.get_job(job).spec == SPEC
     reopened.close()
+
+
+def test_a_job_is_submitted_with_its_first_event_and_a_reused_key_names_the_job(store: Store) -> None:
+    job, _ = store.create_job(_job_id(1), "alice", Priority.FINAL, SPEC, "h1", "key", 100)
+    first = store.events_after(job.job_id, 0)
+    assert [(e.seq, e.kind, e.data) for e in first] == [
+        (1, EventKind.STATE, {"state": "queued", "message": "submitted"})
+    ]
+    assert store.state_history(job.job_id)[0][:2] == ("queued", "submitted")
+    with pytest.raises(AlreadyExistsError, match=f"\\(job {job.job_id}\\)"):
+        store.create_job(_job_id(2), "alice", Priority.FINAL, SPEC, "h2", "key", 100)
+
+
+def test_add_event_returns_the_event_as_stored(store: Store) -> None:
+    job = _add(store, 1)
+    added = store.add_event(job, EventKind.PREVIEW, {"step": 3}, b"png")
+    assert added == store.events_after(job, 1)[0]
+    assert (added.job_id, added.seq, added.kind, added.data, added.blob) == (
+        job,
+        2,
+        EventKind.PREVIEW,
+        {"step": 3},
+        b"png",
+    )
+
+
+def test_the_store_is_shared_by_threads(store: Store) -> None:
+    # the server's workers and servicer threads share one connection
+    job = _add(store, 1)
+    errors: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            store.claim_next()
+            store.add_frame(_frame(job, 0))
+        except BaseException as exc:  # reported below, in the test's thread
+            errors.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(10)
+    assert errors == []
+    assert store.get_job(job).state == JobState.SAMPLING and store.frame_indices(job) == {0}

@@ -129,6 +129,13 @@ def _mutmut(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _python_in(workdir: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(workdir / "mutants"))
+    return subprocess.run(
+        [sys.executable, *args], cwd=workdir, env=env, text=True, capture_output=True, check=False
+    )
+
+
 def summarise(target: Target, workdir: Path, tests: list[str]) -> str:
     """Count mutmut's verdicts, write summary.txt and survivors.txt, return the summary."""
     listing = _mutmut(workdir, "results", "--all", "true").stdout
@@ -151,7 +158,11 @@ def summarise(target: Target, workdir: Path, tests: list[str]) -> str:
         + "".join(f"  {s}: {n}\n" for s, n in sorted(counts.items()))
     )
     survivors = sorted(n for n, s in statuses.items() if s not in KILLED_STATUSES)
-    diffs = [_mutmut(workdir, "show", name).stdout for name in survivors]
+    # one process for all diffs (a `mutmut show` per survivor pays mutmut's start-up each time)
+    show_all = (
+        "import sys\nfrom mutmut.__main__ import show\nfor name in sys.argv[1:]:\n    show.callback(name)\n"
+    )
+    diffs = [_python_in(workdir, "-c", show_all, *survivors).stdout] if survivors else []
     (workdir / "summary.txt").write_text(summary, encoding="utf-8")
     (workdir / "survivors.txt").write_text("\n".join(diffs), encoding="utf-8")
     return summary
@@ -215,6 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="no new run: test the last run's survivors again with the current tests (recheck.txt)",
     )
+    parser.add_argument(
+        "--summary",
+        action="store_true",
+        help="no new run: summarise the last run again (after one was stopped part-way, say)",
+    )
     args = parser.parse_args(argv)
     targets = load_targets()
     unknown = [m for m in args.modules if m not in targets]
@@ -226,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     for module in args.modules:
         target = targets[module]
         workdir = args.workdir / module.strip("/").replace("/", "_")
+        if args.summary:
+            print(summarise(target, workdir, list(target.tests)), flush=True)
+            continue
         if args.recheck:
             try:
                 print(recheck(target, workdir), flush=True)
