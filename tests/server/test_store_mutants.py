@@ -85,6 +85,8 @@ def test_work_log_records_kind_segment_and_this_process(store: Store) -> None:
 def test_complete_stores_the_result_and_the_finishing_time(store: Store) -> None:
     job = _add(store, 1)
     store.claim_next()
+    store.complete(_add(store, 2), "{}")
+    assert store.get_job(_job_id(2)).message == ""
     store.complete(job, '{"OTIO_SCHEMA": "Timeline.1"}', "done")
     record = store.get_job(job)
     assert record.state == JobState.COMPLETED and record.message == "done"
@@ -96,8 +98,9 @@ def test_complete_stores_the_result_and_the_finishing_time(store: Store) -> None
 
 def test_only_terminal_states_set_the_finishing_time(store: Store) -> None:
     running, failing = _add(store, 1), _add(store, 2)
-    store.set_state(running, JobState.DECODING, "decoding")
+    store.set_state(running, JobState.DECODING)
     assert store.get_job(running).finished is None
+    assert store.get_job(running).message == "", "no message given, none stored"
     store.set_state(failing, JobState.FAILED, "out of memory")
     failed = store.get_job(failing)
     assert failed.finished is not None and failed.message == "out of memory"
@@ -143,6 +146,9 @@ def test_unknown_jobs_are_named_in_not_found_errors(store: Store) -> None:
 def test_cancelling_a_running_job_flags_it_and_a_finished_job_is_left_alone(store: Store) -> None:
     job = _add(store, 1)
     store.claim_next()
+    assert store.state_history(job)[-1][:2] == ("sampling", "started")
+    with pytest.raises(NotFoundError, match=f"no job '{job}'"):
+        store.request_cancel(job, "bob")
     flagged = store.request_cancel(job, "alice")
     assert flagged.state == JobState.SAMPLING and flagged.cancel_requested
     done = _add(store, 2)
@@ -155,6 +161,7 @@ def test_a_queued_cancel_is_final_and_recorded(store: Store) -> None:
     job = _add(store, 1)
     cancelled = store.request_cancel(job, "alice")
     assert cancelled.state == JobState.CANCELLED and cancelled.finished is not None
+    assert store.state_history(job)[-1][:2] == ("cancelled", "cancelled by the caller while queued")
     assert store.claim_next() is None
 
 
@@ -168,11 +175,31 @@ def test_recover_requeues_decoding_jobs_and_leaves_others(store: Store) -> None:
     assert store.state_history(decoding)[-1][:2] == ("queued", "requeued after a server restart")
 
 
+def test_recover_cancels_a_job_whose_cancel_was_asked_before_the_restart(store: Store) -> None:
+    job = _add(store, 1)
+    store.claim_next()
+    store.request_cancel(job, "alice")
+    assert store.recover() == []
+    record = store.get_job(job)
+    assert record.state == JobState.CANCELLED and record.finished is not None
+    assert store.state_history(job)[-1][:2] == ("cancelled", "cancel requested before a server restart")
+
+
 def test_an_empty_idempotency_key_never_deduplicates(store: Store) -> None:
     first, dedup1 = store.create_job(_job_id(1), "alice", Priority.FINAL, SPEC, "h", "", 100)
     second, dedup2 = store.create_job(_job_id(2), "alice", Priority.FINAL, SPEC, "h", "", 100)
     assert (dedup1, dedup2) == (False, False) and first.job_id != second.job_id
     assert first.idempotency_key is None
+
+
+def test_a_job_reads_back_as_submitted(store: Store) -> None:
+    job, _ = store.create_job(_job_id(1), "alice", Priority.PREVIEW, SPEC, "h", "take-1", 100)
+    record = store.get_job(job.job_id)
+    assert record.priority is Priority.PREVIEW and record.idempotency_key == "take-1"
+    assert record.spec == SPEC and record.owner == "alice" and record.state == JobState.QUEUED
+    assert isinstance(record.created, float) and record.created == record.updated
+    store.set_state(job.job_id, JobState.SAMPLING)
+    assert store.get_job(job.job_id).updated >= record.created
 
 
 def test_a_refused_submit_leaves_nothing_behind(store: Store) -> None:
@@ -194,14 +221,28 @@ def test_events_after_honours_its_limit_and_keeps_blobs(store: Store) -> None:
     events = store.events_after(job, 0, limit=2)
     assert [(e.seq, e.kind) for e in events] == [(1, EventKind.STATE), (2, EventKind.PREVIEW)]
     assert events[1].blob == b"\x89PNG" and events[1].data == {"step": 1}
+    assert all(e.job_id == job and isinstance(e.time, float) for e in events)
     assert store.events_after(job, 2)[0].data == {"step": 2}
 
 
 def test_waiters_time_out_without_a_change_and_wake_all_wakes_them(store: Store) -> None:
+    _add(store, 1)
     version = store.version
     assert store.wait_for_change(version, timeout=0.01) == version
     store.wake_all()
     assert store.wait_for_change(version, timeout=0.01) == version + 1
+
+
+def test_a_waiter_blocks_until_a_write(store: Store) -> None:
+    job = _add(store, 1)
+    version = store.version
+    waiter = threading.Thread(target=store.wait_for_change, args=(version, 30))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive(), "nothing was written, so the waiter must still be waiting"
+    store.set_state(job, JobState.SAMPLING)
+    waiter.join(10)
+    assert not waiter.is_alive()
 
 
 def test_a_database_of_another_schema_version_is_refused(tmp_path: Path) -> None:

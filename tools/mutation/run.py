@@ -17,6 +17,7 @@ subprocesses (the real server) run the mutants too.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import os
 import re
 import shutil
@@ -176,7 +177,7 @@ def _pytest_under_mutant(target: Target, mutated: Path, tests: list[str], mutant
     return subprocess.run(cmd, cwd=mutated, env=env, capture_output=True, check=False).returncode
 
 
-def recheck(target: Target, workdir: Path) -> str:
+def recheck(target: Target, workdir: Path, patterns: list[str] | None = None) -> str:
     """Run the module's tests as they are now against each survivor of the last full run.
 
     Cheaper than a fresh full run for slow modules: the current test files are copied into the mutated
@@ -191,6 +192,8 @@ def recheck(target: Target, workdir: Path) -> str:
         for line in survivors_file.read_text(encoding="utf-8").splitlines()
         if line.startswith("# ")
     ]
+    if patterns:
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns)]
     mutated = workdir / "mutants"
     for rel in _working_tree_files():
         if rel.startswith("tests/"):
@@ -227,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
         help="no new run: test the last run's survivors again with the current tests (recheck.txt)",
     )
     parser.add_argument(
+        "--mutants",
+        nargs="+",
+        metavar="GLOB",
+        help="with --recheck: only the survivors whose mutmut names match one of these globs",
+    )
+    parser.add_argument(
         "--summary",
         action="store_true",
         help="no new run: summarise the last run again (after one was stopped part-way, say)",
@@ -247,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if args.recheck:
             try:
-                print(recheck(target, workdir), flush=True)
+                print(recheck(target, workdir, args.mutants), flush=True)
             except (FileNotFoundError, RuntimeError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 failed += 1
