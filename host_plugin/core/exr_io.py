@@ -18,7 +18,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -32,6 +32,7 @@ DEFAULT_MAX_BYTES = 1 << 30
 # header attributes the writer sets itself; custom attributes may not override them
 _RESERVED = {
     "channels",
+    "chromaticities",
     "compression",
     "dataWindow",
     "displayWindow",
@@ -47,6 +48,8 @@ _RESERVED = {
 _INTEROP_ID = re.compile(r"^(data|unknown|[a-z0-9]+_[a-z0-9]+_(scene|display))$")
 
 PathLike = Union[str, "os.PathLike[str]"]
+Window = Tuple[int, int, int, int]
+"""An EXR window as (xmin, ymin, xmax, ymax), inclusive."""
 
 
 @dataclass(frozen=True)
@@ -77,17 +80,29 @@ def write_rgba_exr(
     colour_interop_id: Optional[str] = "lin_rec709_scene",
     attributes: Optional[Dict[str, Any]] = None,
     frames_per_second: Optional[Fraction] = None,
+    data_window: Optional[Window] = None,
+    display_window: Optional[Window] = None,
+    pixel_aspect_ratio: Optional[float] = None,
+    chromaticities: Optional[Sequence[float]] = None,
 ) -> str:
     """Write one half-float RGBA scanline EXR with ZIP compression; returns the path.
 
     rgba: (H, W, 4) or (H, W, 3) (alpha 1 added) finite float array; float16 is written as is, other
     floats are converted to HALF and must fit in it (|x| <= 65504). attributes: extra header entries
     (str, int, float or Fraction), e.g. {"ttt_studio/job_id": "j42"}. frames_per_second: e.g.
-    Fraction(24000, 1001). colour_interop_id: e.g. "lin_ap1_scene" for ACEScg; None leaves it untagged.
+    Fraction(24000, 1001), written as the standard rational framesPerSecond attribute.
+    colour_interop_id: e.g. "lin_ap1_scene" for ACEScg; None leaves it untagged.
+    data_window: (xmin, ymin, xmax, ymax) inclusive, where the pixels lie (its size must be rgba's);
+    default (0, 0, W - 1, H - 1). display_window: the frame (the format), same form; default the data
+    window. pixel_aspect_ratio: e.g. 2.0 for anamorphic; default 1. chromaticities: 8 floats (red, green,
+    blue, white xy) naming the RGB primaries, e.g. ACEScg's AP1; None leaves the attribute out.
     """
     OpenEXR = _openexr()
     pixels = _as_half_rgba(rgba)
     header: Dict[str, Any] = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    header.update(_geometry(pixels.shape, data_window, display_window, pixel_aspect_ratio))
+    if chromaticities is not None:
+        header["chromaticities"] = _chromaticities(chromaticities)
     if colour_interop_id is not None:
         if not isinstance(colour_interop_id, str) or not _INTEROP_ID.match(colour_interop_id):
             raise ExrWriteError(
@@ -118,6 +133,57 @@ def write_rgba_exr(
     path = os.fspath(path)
     OpenEXR.File(header, {"RGBA": pixels}).write(path)
     return path
+
+
+def _window(value: Any, name: str) -> Tuple[int, int, int, int]:
+    try:
+        x0, y0, x1, y1 = (int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ExrWriteError(f"{name} must be (xmin, ymin, xmax, ymax) whole numbers, got {value!r}") from exc
+    if x1 < x0 or y1 < y0 or any(v != w for v, w in zip((x0, y0, x1, y1), value)):
+        raise ExrWriteError(
+            f"{name} must be (xmin, ymin, xmax, ymax) with xmax >= xmin, ymax >= ymin; got {value!r}"
+        )
+    return x0, y0, x1, y1
+
+
+def _geometry(
+    shape: Tuple[int, ...],
+    data_window: Optional[Window],
+    display_window: Optional[Window],
+    pixel_aspect_ratio: Optional[float],
+) -> Dict[str, Any]:
+    """dataWindow, displayWindow and pixelAspectRatio header entries, checked against the pixels' shape."""
+    height, width = shape[0], shape[1]
+    data = _window(data_window, "data_window") if data_window is not None else (0, 0, width - 1, height - 1)
+    if (data[2] - data[0] + 1, data[3] - data[1] + 1) != (width, height):
+        raise ExrWriteError(
+            f"data_window {data} is {data[2] - data[0] + 1}x{data[3] - data[1] + 1} pixels but the pixels are "
+            f"{width}x{height}"
+        )
+    display = _window(display_window, "display_window") if display_window is not None else data
+    aspect = 1.0 if pixel_aspect_ratio is None else pixel_aspect_ratio
+    if isinstance(aspect, bool) or not isinstance(aspect, (int, float)) or not 0.0 < float(aspect) < 1e3:
+        raise ExrWriteError(f"pixel_aspect_ratio must be a number > 0, got {pixel_aspect_ratio!r}")
+    return {
+        "dataWindow": ((data[0], data[1]), (data[2], data[3])),
+        "displayWindow": ((display[0], display[1]), (display[2], display[3])),
+        "pixelAspectRatio": float(aspect),
+    }
+
+
+def _chromaticities(value: Sequence[float]) -> Tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ExrWriteError(
+            f"chromaticities must be 8 numbers (red, green, blue, white xy), got {value!r}"
+        ) from exc
+    if len(values) != 8 or not all(np.isfinite(values)):
+        raise ExrWriteError(
+            f"chromaticities must be 8 finite numbers (red, green, blue, white xy), got {value!r}"
+        )
+    return values
 
 
 def read_exr(path: PathLike, check_finite: bool = False) -> Tuple[np.ndarray, Dict[str, Any]]:
