@@ -10,7 +10,13 @@ import opentimelineio as otio
 import pytest
 
 from host_plugin.core.errors import RequestError
-from host_plugin.core.requests import ShotRequest, find_shot_requests, timeline_rate
+from host_plugin.core.requests import (
+    SOURCE_LONG_CLIPS,
+    ShotRequest,
+    find_shot_requests,
+    scan_shot_requests,
+    timeline_rate,
+)
 
 RT = otio.opentime.RationalTime
 TR = otio.opentime.TimeRange
@@ -102,7 +108,10 @@ def test_requests_of_every_kind_at_absolute_frames(rate_name: str, tmp_path: Pat
     exact, written = RATES[rate_name]
     tl = round_trip(build_edit(written), tmp_path)
     assert timeline_rate(tl) == exact
-    got = {r.id: r for r in find_shot_requests(tl)}
+    scan = scan_shot_requests(tl, sources=[SOURCE_LONG_CLIPS])
+    got = {r.id: r for r in scan.requests}
+    # the prompt on the audio track is refused with a reason, not dropped
+    assert [(r.id, "audio track 'A1'" in r.message) for r in scan.refused] == [("a0.i0.gap", True)]
     # (kind, track, absolute start, duration): positions summed by hand from build_edit
     expected = {
         "stack.m0": ("marker", -1, HOUR + 500, 24),
@@ -126,11 +135,11 @@ def test_requests_of_every_kind_at_absolute_frames(rate_name: str, tmp_path: Pat
 def test_plain_gaps_only_on_request(rate_name: str, tmp_path: Path) -> None:
     _, written = RATES[rate_name]
     tl = round_trip(build_edit(written), tmp_path)
-    plain_ids = {r.id for r in find_shot_requests(tl, include_plain_gaps=True)} - {
-        r.id for r in find_shot_requests(tl)
+    plain_ids = {r.id for r in scan_shot_requests(tl, sources=["gaps"]).requests} - {
+        r.id for r in scan_shot_requests(tl).requests
     }
     assert plain_ids == {"v0.i2.gap", "v1.i0.gap"}
-    by_id = {r.id: r for r in find_shot_requests(tl, include_plain_gaps=True)}
+    by_id = {r.id: r for r in scan_shot_requests(tl, sources=["gaps"]).requests}
     assert (by_id["v0.i2.gap"].record_start, by_id["v0.i2.gap"].duration) == (HOUR + 148, 24)
     # the Resolve-style gap (source range from 3000) still sits at the track start
     assert (by_id["v1.i0.gap"].record_start, by_id["v1.i0.gap"].duration) == (HOUR, 200)
@@ -138,13 +147,13 @@ def test_plain_gaps_only_on_request(rate_name: str, tmp_path: Path) -> None:
 
 def test_ids_are_stable_across_reads(tmp_path: Path) -> None:
     tl = build_edit(23.976)
-    first = [r.to_dict() for r in find_shot_requests(tl)]
-    again = [r.to_dict() for r in find_shot_requests(round_trip(tl, tmp_path))]
+    first = [r.to_dict() for r in scan_shot_requests(tl).requests]
+    again = [r.to_dict() for r in scan_shot_requests(round_trip(tl, tmp_path)).requests]
     assert first == again
 
 
 def test_shot_request_dict_round_trip() -> None:
-    for request in find_shot_requests(build_edit(23.976), include_plain_gaps=True):
+    for request in scan_shot_requests(build_edit(23.976), sources=["gaps", SOURCE_LONG_CLIPS]).requests:
         data = json.loads(json.dumps(request.to_dict()))
         assert ShotRequest.from_dict(data) == request
 
