@@ -56,10 +56,18 @@ def centroid(frame: np.ndarray) -> tuple[float, float]:
     return float((weight * x).sum() / total), float((weight * y).sum() / total)
 
 
-def disc_components(frame: np.ndarray, threshold: float = 0.3) -> int:
-    """Connected regions of clear redness (one disc: 1; a ghosted pair: 2 or a smear)."""
+def largest_share(frame: np.ndarray, threshold: float = 0.3) -> float:
+    """Fraction of the clearly-disc pixels that lie in the largest connected region (1.0: one disc)."""
     import cv2
 
     mask = (redness(frame) > threshold).astype(np.uint8)
-    count, _ = cv2.connectedComponents(mask)
-    return count - 1
+    count, labels = cv2.connectedComponents(mask)
+    if count < 2:
+        return 0.0
+    sizes = np.bincount(labels.ravel())[1:]
+    return float(sizes.max() / sizes.sum())
+
+
+def misplaced(frame: np.ndarray, truth: np.ndarray, threshold: float = 0.3) -> int:
+    """Pixels that are clearly disc in one of the two frames and not in the other (ghosts, lag)."""
+    return int(((redness(frame) > threshold) != (redness(truth) > threshold)).sum())

@@ -24,13 +24,19 @@ RETIME_METHODS = ("flow", "blend", "hold")
 
 @dataclass(frozen=True)
 class FlowConfig:
-    """Flow settings. preset: DIS preset name (ultrafast, fast, medium). iterations: fixed-point steps
-    to find a source point. converge_px: a source point is found when it lands within this of y.
-    consistency_px: forward-backward flows cancel within this (plus consistency_rel x the motion).
-    max_unreliable: fraction of pixels without a consistent source on either side above which the whole
-    frame falls back to blend."""
+    """Flow settings.
+
+    preset: DIS preset name (ultrafast, fast, medium). finest_scale: the pyramid level DIS stops at; 0
+    refines at full resolution (the presets stop at 1 or 2, fine for large frames, but a generation is
+    small and every pixel of it counts: 0 takes the test disc's worst centroid error from 0.40 to 0.30 px).
+    iterations: fixed-point steps to find a source point. converge_px: a source point is found when it
+    lands within this of y. consistency_px: forward-backward flows cancel within this (plus
+    consistency_rel x the motion). max_unreliable: fraction of pixels without a consistent source on
+    either side above which the whole frame falls back to blend.
+    """
 
     preset: str = "medium"
+    finest_scale: int = 0
     iterations: int = 6
     converge_px: float = 0.25
     consistency_px: float = 0.75
@@ -76,6 +82,7 @@ def compute_flows(guide_a: np.ndarray, guide_b: np.ndarray, config: FlowConfig =
             f"and {guide_b.shape} {guide_b.dtype}"
         )
     dis = cv2.DISOpticalFlow_create(presets[config.preset])
+    dis.setFinestScale(config.finest_scale)
     forward = dis.calc(guide_a, guide_b, None)
     backward = dis.calc(guide_b, guide_a, None)
     return FlowPair(forward.astype(np.float32), backward.astype(np.float32))
