@@ -6,7 +6,11 @@ channel, frame_start, length) (4.4+; `sequences` before), strips.new_image(name,
 frame_start, fit_method='ORIGINAL'), strip.elements.append(filename), strip.frame_final_start /
 frame_final_end / frame_final_duration / channel / directory / elements, scene.timeline_markers.new(name,
 frame=...), scene.frame_current, bpy.ops.ttt_studio.generate(), bpy.app.timers.is_registered,
-bpy.data.images.load(path). Timers do not run under --background, so the test calls the timer function
+bpy.data.images.load(path), scene.render.resolution_x / _y / resolution_percentage / pixel_aspect_x / _y,
+bpy.ops.wm.set_working_color_space(working_space=...) and
+bpy.data.colorspace.working_space_interop_id (5.0), strip.transform.scale_x / scale_y /
+offset_x / offset_y, strip.elements[i].orig_width / orig_height, strip.colorspace_settings.name.
+Timers do not run under --background, so the test calls the timer function
 (ui.pump_jobs) itself, as Blender's event loop would.
 """
 
@@ -24,7 +28,8 @@ from hp_helpers import FAST, TOKEN, job_states
 
 bpy = pytest.importorskip("bpy", reason="the real-Blender test needs the bpy module (pip install bpy==5.0.1)")
 
-from host_plugin.core.exr_io import read_exr  # noqa: E402
+from host_plugin.core.exr_io import read_exr, write_rgba_exr  # noqa: E402
+from host_plugin.core.placement import DeliveredMedia  # noqa: E402
 
 
 @pytest.fixture()
@@ -130,3 +135,72 @@ def test_refuses_without_online_access_and_names_the_gap_problem(addon: Any) -> 
     with pytest.raises(RuntimeError, match="select exactly the two strips"):
         bpy.ops.ttt_studio.generate()
     assert not addon.ui.JOBS
+
+
+def _delivered(folder: Path, width: int, height: int, rate: object, colorspace: str, count: int = 2) -> list:
+    """Frames as the server delivers them: the target size, framesPerSecond and colorInteropID set."""
+    from fractions import Fraction
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((height, width, 4), 0.18, np.float32)
+    return [
+        write_rgba_exr(folder / f"sh010.{1001 + i}.exr", pixels, colorspace, frames_per_second=Fraction(rate))
+        for i in range(count)
+    ]
+
+
+def _covers_the_frame(scene: Any, strip: Any) -> bool:
+    """The strip's picture, as Blender transforms it, is exactly the scene's frame."""
+    element = strip.elements[0]
+    shown = (element.orig_width * strip.transform.scale_x, element.orig_height * strip.transform.scale_y)
+    offsets = (strip.transform.offset_x, strip.transform.offset_y)
+    return shown == (scene.render.resolution_x, scene.render.resolution_y) and offsets == (0, 0)
+
+
+@pytest.mark.parametrize(("percentage", "working"), [(100, "ACEScg"), (25, "Linear Rec.709")])
+def test_the_strip_fills_a_1080p_scene_in_the_delivered_colour_space(
+    tmp_path: Path, percentage: int, working: str
+) -> None:
+    from host_plugin.hosts.blender import vse
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    if bpy.data.colorspace.working_space != working:  # the operator cancels when nothing changes
+        assert bpy.ops.wm.set_working_color_space(working_space=working) == {"FINISHED"}
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.001
+    scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+    scene.render.resolution_percentage = percentage
+    host = vse.BlenderHost(scene)
+    target = host.target_format()
+    assert (target.width, target.height, target.pixel_aspect) == (
+        1920 * percentage // 100,
+        1080 * percentage // 100,
+        1.0,
+    )
+    interop = host.working_colorspace()
+    assert interop == {"ACEScg": "lin_ap1_scene", "Linear Rec.709": "lin_rec709_scene"}[working]
+
+    paths = _delivered(tmp_path / "gen", target.width, target.height, "24000/1001", interop)
+    _, header = read_exr(paths[0])
+    media = DeliveredMedia.from_exr_header(header)
+    host.place_sequence(paths, 86400, "TTT generated", media)
+    (strip,) = _image_strips(scene)
+    assert (strip.frame_final_start, strip.frame_final_duration) == (86400, 2)
+    assert _covers_the_frame(scene, strip), (strip.transform.scale_x, strip.elements[0].orig_width)
+    assert strip.colorspace_settings.name == working
+
+
+def test_a_strip_at_another_rate_or_untagged_is_refused(tmp_path: Path) -> None:
+    from host_plugin.core.errors import HostError
+    from host_plugin.hosts.blender import vse
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 25, 1.0
+    host = vse.BlenderHost(scene)
+    paths = _delivered(tmp_path / "gen", 8, 8, 24, "lin_ap1_scene")
+    with pytest.raises(HostError, match="delivered at 24 fps but scene 'Scene' runs at 25 fps"):
+        host.place_sequence(paths, 1, "TTT generated", DeliveredMedia(24, 8, 8, 1.0, "lin_ap1_scene"))
+    with pytest.raises(HostError, match="carries no colorInteropID"):
+        host.place_sequence(paths, 1, "TTT generated", DeliveredMedia(25, 8, 8, 1.0, ""))
+    assert not _image_strips(scene)

@@ -8,7 +8,9 @@ file, file_type="exr", datatype="16 bit half", compression="Zip (1 scanline)", c
 nuke.execute(write, first, last, 1), nuke.delete(node), nuke.root()["fps"], nuke.message(text),
 nuke.executeInMainThread(fn, args), nuke.ProgressTask(name).setProgress(int) / setMessage(str) /
 isCancelled(), nuke.String_Knob / Password_Knob / File_Knob / Int_Knob / Enumeration_Knob,
-nukescripts.PythonPanel(title, id).addKnob() / showModalDialog().
+nukescripts.PythonPanel(title, id).addKnob() / showModalDialog(), nuke.addFormat(spec), nuke.root().format()
+/ node.format() (Format.width() / height() / pixelAspect()), root knobs format / colorManagement /
+OCIO_config / workingSpaceLUT, the Read's colorspace knob.
 
 The fake raises when a node or knob is touched off the main thread and records every call's thread;
 a grpc interceptor records the thread of every RPC.
@@ -28,7 +30,8 @@ use_fakes()
 import nuke  # noqa: E402 - the fake, from tests/fakes
 
 from host_plugin.core.errors import HostError, RequestError  # noqa: E402
-from host_plugin.core.exr_io import read_exr, write_sequence  # noqa: E402
+from host_plugin.core.exr_io import read_exr, write_rgba_exr, write_sequence  # noqa: E402
+from host_plugin.core.placement import DeliveredMedia  # noqa: E402
 from host_plugin.core.shot_job import GenerationSettings, ServerSettings  # noqa: E402
 from host_plugin.hosts import nuke as ttt_nuke  # noqa: E402
 
@@ -184,3 +187,83 @@ def test_a_non_exr_plate_is_rendered_to_exr_through_a_write_node(tmp_path: Path)
         pixels, header = read_exr(path)
         assert header["compression"] == "ZIP_COMPRESSION" and pixels.shape == (16, 16, 4)
     assert nuke.allNodes("Write") == []  # the temporary Write node is deleted
+
+
+def _delivered(folder: Path, fmt: Any, colorspace: str, rate: int = 24, count: int = 2) -> list:
+    """Frames as the server delivers them: the format's size, framesPerSecond and colorInteropID set."""
+    from fractions import Fraction
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((fmt.height(), fmt.width(), 4), 0.18, np.float32)
+    return [
+        str(
+            write_rgba_exr(
+                folder / f"sh010.{1001 + i:04d}.exr", pixels, colorspace, frames_per_second=Fraction(rate)
+            )
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("management", "config", "working", "interop", "read_colorspace"),
+    [
+        ("OCIO", "fn-nuke_cg-config-v1.0.0_aces-v1.3_ocio-v2.1", "scene_linear", "lin_ap1_scene", "ACEScg"),
+        ("OCIO", "fn-nuke_cg-config-v1.0.0_aces-v1.3_ocio-v2.1", "ACEScg", "lin_ap1_scene", "ACEScg"),
+        ("Nuke", "nuke-default", "linear", "lin_rec709_scene", "linear"),
+    ],
+)
+def test_the_new_read_is_in_the_delivered_colour_space_and_the_root_format(
+    tmp_path: Path, management: str, config: str, working: str, interop: str, read_colorspace: str
+) -> None:
+    plate = _plate(tmp_path)
+    root = nuke.root()
+    root["format"].setValue(nuke.addFormat("256 144 1.0 ttt_small").name())
+    for knob, value in (
+        ("colorManagement", management),
+        ("OCIO_config", config),
+        ("workingSpaceLUT", working),
+    ):
+        root[knob].setValue(value)
+    host = ttt_nuke.NukeHost(plate)
+    target = host.target_format()
+    assert (target.width, target.height, target.pixel_aspect) == (256, 144, 1.0)
+    assert host.working_colorspace() == interop
+
+    paths = _delivered(tmp_path / "gen", root.format(), interop)
+    media = DeliveredMedia.from_exr_header(read_exr(paths[0])[1])
+    host.place_sequence(paths, 1001, "TTT generated", media)
+    (new,) = [n for n in nuke.allNodes("Read") if n is not plate]
+    assert new["colorspace"].value() == read_colorspace
+    fmt = new.format()  # Nuke takes a Read's format from its file
+    assert (fmt.width(), fmt.height(), fmt.pixelAspect()) == (256, 144, 1.0)
+    assert (new["frame_mode"].value(), new["frame"].value()) == ("start at", "1001")
+
+
+def test_a_read_at_another_rate_is_refused(tmp_path: Path) -> None:
+    plate = _plate(tmp_path)
+    nuke.root()["fps"].setValue(25.0)
+    paths = _delivered(tmp_path / "gen", nuke.root().format(), "lin_ap1_scene", count=1)
+    with pytest.raises(HostError, match="delivered at 24 fps but the script runs at 25 fps"):
+        ttt_nuke.NukeHost(plate).place_sequence(
+            paths, 1001, "TTT", DeliveredMedia(24, 1920, 1080, 1.0, "lin_ap1_scene")
+        )
+
+
+def test_the_panel_offers_delivery_defaults_and_shows_the_working_space(tmp_path: Path) -> None:
+    from host_plugin.hosts.nuke.panel import GeneratePanel
+
+    panel = GeneratePanel(_plate(tmp_path))
+    knobs = panel.knobs()
+    assert knobs["retime"].values() == ["flow", "blend", "hold"]
+    assert knobs["fit"].values() == ["fit", "fill", "distort"]
+    assert knobs["colorspace"].value() == "lin_ap1_scene" and "scene_linear" in knobs["colorspace"].label()
+    knobs["retime"].setValue("hold")
+    knobs["segment0"].setValue("A red ball rolls.")
+    delivery = panel.options().generation.delivery
+    assert (delivery.retime, delivery.fit, delivery.colorspace, delivery.format) == (
+        "hold",
+        "fit",
+        "lin_ap1_scene",
+        None,
+    )

@@ -9,6 +9,9 @@ SetTrackName("video", i, name), tl.AddTrack("video"), tl.GetItemListInTrack("vid
 mp.ImportMedia([{"FilePath": "x.%04d.exr", "StartIndex", "EndIndex"}]), mp.AppendToTimeline([{
 "mediaPoolItem", "startFrame", "endFrame", "mediaType": 1, "trackIndex", "recordFrame"}]),
 item.GetStart() / GetDuration() / GetEnd() / AddMarker(frameId, color, name, note, duration, customData);
+project.GetSetting(colorScienceMode / colorSpaceTimeline / colorSpaceTimelineGamma), tl.GetSetting(
+"timelineResolutionWidth" / "timelineResolutionHeight" / "timelinePixelAspectRatio"),
+MediaPoolItem.GetClipProperty("FPS") / SetClipProperty("FPS" | "Input Color Space" | "IDT", value);
 fu.UIManager.VGroup / HGroup / Label / LineEdit / CheckBox / Button / Timer({"ID", "Interval"}),
 bmd.UIDispatcher(ui).AddWindow(props, layout) / On.Timeout / RunLoop() / ExitLoop(), window.GetItems() /
 On.<ID>.Clicked / Show() / Hide().
@@ -28,7 +31,8 @@ import DaVinciResolveScript  # noqa: E402 - the fakes, from tests/fakes
 import resolve as fake  # noqa: E402
 
 from host_plugin.core.errors import RequestError  # noqa: E402
-from host_plugin.core.exr_io import read_exr  # noqa: E402
+from host_plugin.core.exr_io import read_exr, write_rgba_exr  # noqa: E402
+from host_plugin.core.placement import DeliveredMedia  # noqa: E402
 from host_plugin.hosts.resolve import ResolveHost, marker_request, script  # noqa: E402
 
 START = 86400  # 01:00:00:00 at 24 (and at 23.976, non-drop)
@@ -151,3 +155,68 @@ def test_marker_requests_and_errors(capsys: pytest.CaptureFixture) -> None:
     fake.CURRENT = None  # Resolve is not running
     assert script.main(["--no-ui"]) == 2
     assert "found no running Resolve" in capsys.readouterr().err
+
+
+def _delivered(folder: Path, rate: str, colorspace: str, count: int, size: tuple = (8, 8)) -> list:
+    """Frames as the server delivers them: framesPerSecond and colorInteropID set."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((size[1], size[0], 4), 0.18, np.float32)
+    exact = Fraction(24000, 1001) if rate == "23.976" else Fraction(rate)
+    return [
+        str(write_rgba_exr(folder / f"sh.{1001 + i:04d}.exr", pixels, colorspace, frames_per_second=exact))
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize("fps", ["24", "23.976"])
+@pytest.mark.parametrize(
+    ("science", "interop", "property_set"),
+    [
+        ("acescct", "lin_ap1_scene", ("IDT", "ACEScg")),
+        ("davinciYRGBColorManagedv2", "lin_rec709_scene", ("Input Color Space", "Rec.709 Linear")),
+        ("davinciYRGB", "srgb_rec709_scene", None),
+    ],
+)
+def test_a_two_second_marker_gets_a_clip_of_its_duration_in_its_colour(
+    tmp_path: Path, fps: str, science: str, interop: str, property_set: Any
+) -> None:
+    app = fake.make_resolve(fps=fps, start_frame=START)
+    project = app.manager.project
+    project.settings.update({"colorScienceMode": science, "colorSpaceTimelineGamma": "Linear"})
+    project.settings.update({"timelineResolutionWidth": "720", "timelineResolutionHeight": "480"})
+    project.settings["timelinePixelAspectRatio"] = "16_9"
+    host = ResolveHost(app)
+    target = host.target_format()
+    assert (target.width, target.height) == (720, 480) and target.pixel_aspect == pytest.approx(32 / 27)
+    assert host.working_colorspace() == interop
+    paths = _delivered(tmp_path / "gen", fps, interop, 48)  # a 2-s marker: 48 frames at 24 and at 23.976
+    media = DeliveredMedia.from_exr_header(read_exr(paths[0])[1])
+    host.place_sequence(paths, START + 24, "TTT generated", media)
+    (item,) = project.timeline.GetItemListInTrack("video", 2)
+    assert (item.GetStart(), item.GetDuration(), item.GetEnd()) == (START + 24, 48, START + 72)
+    clip = item.GetMediaPoolItem()
+    assert clip.GetClipProperty("FPS") == pytest.approx(
+        float(media.rate)
+    )  # the clip plays at the delivered rate
+    (marker,) = item.GetMarkers().values()
+    record = json.loads(marker["customData"])["ttt_studio"]
+    assert record["delivered"]["colorspace"] == interop and record["colorspace_set"] is (
+        property_set is not None
+    )
+    if property_set is None:  # DaVinci YRGB has no per-clip colour space: the user is told
+        assert host.warnings and "set it in Clip Attributes" in host.warnings[0]
+    else:
+        assert clip.GetClipProperty(property_set[0]) == property_set[1] and not host.warnings
+
+
+def test_a_clip_delivered_for_another_rate_is_set_to_its_own(tmp_path: Path) -> None:
+    app = fake.make_resolve(fps="25", start_frame=START)
+    host = ResolveHost(app)
+    paths = _delivered(tmp_path / "gen", "24", "srgb_rec709_scene", 3)
+    host.place_sequence(paths, START, "TTT generated", DeliveredMedia.from_exr_header(read_exr(paths[0])[1]))
+    (item,) = app.manager.project.timeline.GetItemListInTrack("video", 2)
+    assert item.GetMediaPoolItem().GetClipProperty("FPS") == 24.0  # SetClipProperty("FPS", "24")

@@ -48,7 +48,8 @@ class GeneratePanel(nukescripts.PythonPanel):
         self.fit = nuke.Enumeration_Knob("fit", "fit", first(DELIVERY_DEFAULTS["fit"], FIT_METHODS))
         config, working = colour_settings()
         working_id = colour.nuke_working_interop(config, working)
-        shown = working or colour.nuke_colorspace_name(working_id, config, working)
+        name = colour.nuke_colorspace_name(working_id, config, working)
+        shown = name if working in ("", name) else f"{working} = {name}"
         self.colorspace = nuke.Enumeration_Knob(
             "colorspace", f"colour space (working: {shown})", first(working_id, colour.INTEROP_IDS)
         )
