@@ -536,7 +536,7 @@ class _Finder:
             meta = ttt_metadata(gap)
             picked = self.picked(gap.name, rid)
             marked = meta is not None and not is_result_metadata(meta)
-            if not (marked or picked or SOURCE_GAPS in self.sources):
+            if not (marked or picked or (SOURCE_GAPS in self.sources and self.audio is None)):
                 return
             storyboard, prompt, rest = _shot_text(meta if marked else {}, where)
             self.add(
@@ -569,6 +569,7 @@ class _Finder:
             missing = _missing_media(clip)
             long_clip = (
                 SOURCE_LONG_CLIPS in self.sources
+                and self.audio is None
                 and missing is not None
                 and (missing[0] or missing[1])
                 and _held_media(clip) is None

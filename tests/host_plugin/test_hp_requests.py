@@ -250,3 +250,128 @@ def test_malformed_marker_requests_are_named(meta, duration, match) -> None:
 def test_not_a_timeline_is_refused() -> None:
     with pytest.raises(RequestError, match="expected an opentimelineio Timeline, got Clip"):
         find_shot_requests(otio.schema.Clip("x"))
+
+
+def _media_clip(
+    name: str, media: otio.core.MediaReference, source: otio.opentime.TimeRange
+) -> otio.schema.Clip:
+    return otio.schema.Clip(name, media, source)
+
+
+def _held_items_edit() -> otio.schema.Timeline:
+    """V1: a title (generator, 1 frame of media held 72) | a still png held 48 | a freeze frame 24 past its
+    media | a clip 30 past its media | the same with a prompt."""
+    tl = otio.schema.Timeline("held", global_start_time=RT(HOUR, 24))
+    track = otio.schema.Track("V1")
+    title = otio.schema.GeneratorReference(
+        "Title 01", "Text", available_range=_range(0, 1, 24), parameters={"text": "THE END"}
+    )
+    track.append(_media_clip("Title 01", title, _range(0, 72, 24)))
+    still = otio.schema.ExternalReference("file:///art/logo.png", _range(0, 1, 24))
+    track.append(_media_clip("logo.png", still, _range(0, 48, 24)))
+    frozen = _media_clip(
+        "freeze", otio.schema.ExternalReference("file:///m/f.mov", _range(0, 100, 24)), _range(90, 24, 24)
+    )
+    frozen.effects.append(otio.schema.FreezeFrame())
+    track.append(frozen)
+    track.append(
+        _media_clip(
+            "long", otio.schema.ExternalReference("file:///m/l.mov", _range(0, 10, 24)), _range(0, 40, 24)
+        )
+    )
+    marked = _media_clip(
+        "asked", otio.schema.ExternalReference("file:///m/a.mov", _range(0, 10, 24)), _range(0, 40, 24)
+    )
+    marked.metadata["ttt_studio"] = {"prompt": "a lighthouse at night"}
+    track.append(marked)
+    tl.tracks.append(track)
+    return tl
+
+
+def test_titles_stills_and_long_clips_are_requests_only_when_marked() -> None:
+    """Before: every clip past its media was a request, so a Premiere title or a held still became one."""
+    tl = _held_items_edit()
+    assert [(r.id, r.record_start) for r in find_shot_requests(tl)] == [("v0.i4.clip", HOUR + 184)]
+    long_clips = find_shot_requests(tl, sources=[SOURCE_LONG_CLIPS])
+    # asked for explicitly, a clip past its media counts; a title, a still or a freeze frame never does
+    assert [r.id for r in long_clips] == ["v0.i3.clip", "v0.i4.clip"]
+    assert long_clips[0].metadata["missing_after"] == 30 and long_clips[0].prompt is None
+    # a user may still name one explicitly
+    assert [r.id for r in find_shot_requests(tl, select=["Title 01"])] == ["v0.i0.clip", "v0.i4.clip"]
+    scan = scan_shot_requests(tl, select=["nothing by that name"])
+    assert [r.id for r in scan.refused] == ["select:nothing by that name"]
+    with pytest.raises(RequestError, match="unknown request sources"):
+        scan_shot_requests(tl, sources=["everything"])
+
+
+def test_result_clips_are_never_requests() -> None:
+    """A generated clip moved off its track onto V1 carries ttt_studio metadata with a job id: not a request."""
+    tl = otio.schema.Timeline("moved", global_start_time=RT(0, 24))
+    track = otio.schema.Track("V1")
+    moved = _media_clip(
+        "gen", otio.schema.ExternalReference("file:///g/x.exr", _range(1001, 10, 24)), _range(1001, 10, 24)
+    )
+    moved.metadata["ttt_studio"] = {"job_id": "abc", "request_id": "v0.i0.gap", "prompt": "x"}
+    track.append(moved)
+    tl.tracks.append(track)
+    assert find_shot_requests(tl) == []
+
+
+def test_marker_on_a_clip_directly_in_a_nested_stack() -> None:
+    """Before: the walk of a nested stack only looked at its tracks; this marker was silently dropped."""
+    inner_clip = _media_clip(
+        "plate", otio.schema.ExternalReference("file:///m/p.mov", _range(0, 100, 24)), _range(20, 30, 24)
+    )
+    inner_clip.markers.append(
+        otio.schema.Marker("sky", _range(25, 10, 24), metadata={"ttt_studio": {"prompt": "storm clouds"}})
+    )
+    nest = otio.schema.Stack("compound")
+    nest.append(inner_clip)
+    overlay = otio.schema.Track("overlay")
+    overlay.append(
+        otio.schema.Gap(source_range=_range(0, 6, 24), metadata={"ttt_studio": {"prompt": "rain"}})
+    )
+    nest.append(overlay)
+    nest.markers.append(
+        otio.schema.Marker("whole", _range(0, 4, 24), metadata={"ttt_studio": {"prompt": "fade"}})
+    )
+    track = otio.schema.Track("V1")
+    track.append(otio.schema.Gap(source_range=_range(0, 12, 24)))
+    track.append(nest)
+    inner_track = otio.schema.Track("nested track")
+    inner_track.markers.append(
+        otio.schema.Marker("once", _range(0, 2, 24), metadata={"ttt_studio": {"prompt": "x"}})
+    )
+    inner_track.append(otio.schema.Gap(source_range=_range(0, 8, 24)))
+    track.append(inner_track)
+    tl = otio.schema.Timeline("nested", global_start_time=RT(HOUR, 24))
+    tl.tracks.append(track)
+    got = [(r.id, r.record_start, r.duration, r.prompt) for r in find_shot_requests(tl)]
+    assert got == [
+        ("v0.i1.m0", HOUR + 12, 4, "fade"),  # the nest's own marker
+        ("v0.i1.c0.m0", HOUR + 12 + 5, 10, "storm clouds"),  # 25 in the clip's source time = 5 in
+        ("v0.i1.t1.i0.gap", HOUR + 12, 6, "rain"),
+        ("v0.i2.m0", HOUR + 12 + 30, 2, "x"),  # a nested track's marker, once
+    ]
+
+
+def test_requests_a_nest_hides_are_named_not_dropped() -> None:
+    inner = otio.schema.Track("inner")
+    for name in ("a", "b"):
+        inner.append(
+            otio.schema.Gap(
+                name=name, source_range=_range(0, 10, 24), metadata={"ttt_studio": {"prompt": name}}
+            )
+        )
+    nest = otio.schema.Stack("nest", source_range=_range(10, 10, 24))  # shows b only
+    nest.append(inner)
+    track = otio.schema.Track("V1")
+    track.append(nest)
+    tl = otio.schema.Timeline("hidden", global_start_time=RT(0, 24))
+    tl.tracks.append(track)
+    scan = scan_shot_requests(tl)
+    assert [(r.id, r.record_start) for r in scan.requests] == [("v0.i0.t0.i1.gap", 0)]
+    assert [h.id for h in scan.hidden] == [
+        "v0.i0.t0.i0.gap"
+    ] and "trimmed out of nested Stack 'nest'" in scan.hidden[0].message
+    assert scan.refused == []
