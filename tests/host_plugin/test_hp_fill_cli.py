@@ -120,11 +120,15 @@ def test_malformed_edits_give_clear_errors_and_no_output(hp_server: Any, tmp_pat
     bad_json = tmp_path / "bad.otio"
     bad_json.write_text('{"OTIO_SCHEMA": "Timeline.1", "tracks": [')
     assert _fill(hp_server, str(bad_json), "-o", str(out)) == 2
-    assert "bad JSON at line 1" in capsys.readouterr().err
+    assert "bad.otio: not a readable OTIO file: ValueError: JSON parse error" in capsys.readouterr().err
+    deep = tmp_path / "deep.otio"
+    deep.write_text("[" * 100_000)  # OTIO's parser would crash on it: refused before parsing
+    assert _fill(hp_server, str(deep), "-o", str(out)) == 2
+    assert "JSON nested deeper than 512 levels" in capsys.readouterr().err
     clip_file = tmp_path / "clip.otio"
     otio.adapters.write_to_file(otio.schema.Clip("lonely"), str(clip_file))
     assert _fill(hp_server, str(clip_file), "-o", str(out)) == 2
-    assert "expected 'Timeline.1'" in capsys.readouterr().err
+    assert "holds a Clip.2, expected a Timeline (Timeline.1)" in capsys.readouterr().err
     assert _fill(hp_server, str(tmp_path / "missing.otio"), "-o", str(out)) == 2
     assert "no such OTIO file" in capsys.readouterr().err
     assert not out.exists()
@@ -144,8 +148,14 @@ def test_plain_gaps_need_a_prompt(hp_server: Any, tmp_path: Path, capsys: Any) -
     timeline.tracks.append(track)
     edit, out = tmp_path / "plain.otio", tmp_path / "out.otio"
     otio.adapters.write_to_file(timeline, str(edit))
-    assert _fill(hp_server, str(edit), "-o", str(out), "--include-plain-gaps") == 2
-    assert "neither a storyboard nor a prompt" in capsys.readouterr().err and not out.exists()
+    assert _fill(hp_server, str(edit), "-o", str(out)) == 0  # a plain gap is not a request by default
+    assert "0 shot(s) placed" in capsys.readouterr().out
+    assert _fill(hp_server, str(edit), "-o", str(out), "--requests-from", "gaps") == 1
+    err = capsys.readouterr().err
+    assert "failed: request v0.i0.gap" in err and "neither a storyboard nor a prompt" in err
+    assert "1 of 1 request(s) failed, 0 shot(s) placed" in err
+    assert _fill(hp_server, str(edit), "-o", str(out), "--requests-from", "gapz") == 2
+    assert "--requests-from: unknown kind(s) ['gapz']" in capsys.readouterr().err
     args = ["--include-plain-gaps", "--prompt", "Waves on a beach.", "--first-frame-references"]
     assert _fill(hp_server, str(edit), "-o", str(out), *args) == 0
     placed = otio.adapters.read_from_file(str(out)).video_tracks()[-1]
