@@ -179,6 +179,15 @@ def test_bad_pixel_shape_is_named(shape):
         convert(np.zeros(shape, np.float32), "ACEScg", "lin_rec709_scene")
 
 
+def test_plate_space_from_a_file_tagged_only_by_chromaticities(tmp_path):
+    from host_plugin.core.exr_io import read_exr, write_rgba_exr
+
+    path = write_rgba_exr(
+        tmp_path / "p.exr", np.zeros((2, 2, 3), np.float32), colour_interop_id=None, chromaticities=AP1
+    )
+    assert colourspace_of_header(read_exr(path)[1]) == "lin_ap1_scene"
+
+
 def test_plate_space_from_header():
     assert colourspace_of_header({}) == "lin_rec709_scene"  # the OpenEXR spec's default
     assert colourspace_of_header({"chromaticities": AP1}) == "lin_ap1_scene"

@@ -140,6 +140,16 @@ def test_conform_in_downscales_and_retimes():
             "at least one plate frame",
         ),
         (
+            lambda: conform_in(_natives(48), Fraction(24), MODEL, Fraction(8), 17, (16, 12), MODEL),
+            r"17 native frames at 8 fps show plate frames 0..48 at 24 fps; got 48 plate frames",
+        ),
+        (
+            lambda: conform_in(
+                [np.zeros((4, 4), np.float32)], Fraction(24), MODEL, Fraction(24), 1, (4, 4), MODEL
+            ),
+            r"plate frame 0: expected a float image .* got shape \(4, 4\)",
+        ),
+        (
             lambda: conform_in(
                 _natives(3), Fraction(24), MODEL, Fraction(8), 1, (16, 12), MODEL, retime="twixtor"
             ),

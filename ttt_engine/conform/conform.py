@@ -40,7 +40,7 @@ from host_plugin.core.delivery import Delivery
 from .colour import convert, exr_colour_attributes, resolve_colourspace, to_display
 from .retime import FlowPair, blend, compute_flows, flow_interpolate, guide
 from .scale import Format, check_image, placement, resize, scale_to
-from .time import Sample, retime_plan
+from .time import Sample, native_frames_needed, retime_plan
 
 METADATA_PREFIX = "ttt_studio/conform/"
 """EXR string attributes carrying the conform metadata (one per ConformReport.metadata key)."""
@@ -295,6 +295,12 @@ def conform_in(
     model_space = resolve_colourspace(model_colourspace)
     if len(plates) < 1:
         raise ValueError("conform_in needs at least one plate frame, got none")
+    needed = native_frames_needed(native_count, Fraction(native_fps), Fraction(plate_rate))
+    if len(plates) < needed:
+        raise ValueError(
+            f"conform_in: {native_count} native frames at {native_fps} fps show plate frames 0..{needed - 1} "
+            f"at {plate_rate} fps; got {len(plates)} plate frames"
+        )
     plan = retime_plan(native_count, Fraction(native_fps), Fraction(plate_rate), len(plates), ())
     target = Format(gen_w, gen_h)
     scaled: dict[int, np.ndarray] = {}
