@@ -191,6 +191,7 @@ def test_plate_space_from_a_file_tagged_only_by_chromaticities(tmp_path):
 def test_plate_space_from_header():
     assert colourspace_of_header({}) == "lin_rec709_scene"  # the OpenEXR spec's default
     assert colourspace_of_header({"chromaticities": AP1}) == "lin_ap1_scene"
+    assert colourspace_of_header({"colorInteropID": "unknown", "chromaticities": AP1}) == "lin_ap1_scene"
     assert colourspace_of_header({"chromaticities": AP0}) == "lin_ap0_scene"
     assert colourspace_of_header({"chromaticities": REC709}) == "lin_rec709_scene"
     assert (

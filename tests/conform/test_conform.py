@@ -170,3 +170,19 @@ def test_wrong_native_frame_shape_is_named():
         conformer.frame(0, lambda i: np.zeros((12, 16), np.float32))
     with pytest.raises(ValueError, match="delivered frame index must be in 0..23, got 24"):
         conformer.frame(24, lambda i: np.zeros((12, 16, 3), np.float32))
+
+
+def test_written_frame_is_the_half_of_the_delivered_one(tmp_path):
+    from host_plugin.core.errors import ExrWriteError
+    from host_plugin.core.exr_io import read_exr
+    from ttt_engine.conform import write_delivered
+
+    natives = [n * 3.0 - 1.0 for n in _natives(1)]  # negative and above-1 values, in a linear space
+    conformer = Conformer(Delivery(rate=24, duration=1), Fraction(24), 1, (16, 12), "lin_rec709_scene")
+    frame = conformer.frame(0, lambda i: natives[i])
+    write_delivered(str(tmp_path / "f.exr"), frame)
+    pixels, _ = read_exr(str(tmp_path / "f.exr"))
+    np.testing.assert_array_equal(pixels, frame.rgba.astype(np.float16).astype(np.float32))
+    frame.rgba[0, 0, 0] = 1e6
+    with pytest.raises(ExrWriteError, match="pixel magnitude 1e\\+06 does not fit in half float"):
+        write_delivered(str(tmp_path / "g.exr"), frame)

@@ -55,3 +55,19 @@ def test_overscan_window_and_tags_round_trip(tmp_path):
 def test_bad_geometry_is_named(tmp_path, kwargs, match):
     with pytest.raises(ExrWriteError, match=match):
         write_rgba_exr(tmp_path / "c.exr", np.zeros((4, 6, 4), np.float32), **kwargs)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_pixels_are_refused(tmp_path, dtype, bad):
+    pixels = np.zeros((4, 6, 4), dtype)
+    pixels[2, 3, 1] = bad
+    with pytest.raises(ExrWriteError, match="NaN or inf"):
+        write_rgba_exr(tmp_path / "d.exr", pixels)
+
+
+def test_values_beyond_half_are_refused(tmp_path):
+    pixels = np.zeros((4, 6, 3), np.float32)
+    pixels[0, 0, 0] = -70000.0
+    with pytest.raises(ExrWriteError, match="pixel magnitude 70000 does not fit in half float"):
+        write_rgba_exr(tmp_path / "e.exr", pixels)

@@ -43,6 +43,8 @@ CHROMATICITY_TOLERANCE = 2e-3
 """Chromaticities written by other tools are rounded (and stored as float32): this close is a match."""
 DEFAULT_FILE_SPACE = "lin_rec709_scene"
 """An EXR without colorInteropID or chromaticities is linear Rec.709 by the OpenEXR specification."""
+UNKNOWN_ID = "unknown"
+"""The colorInteropID a file carries when its writer did not know: read as if the tag were absent."""
 EXAMPLE_IDS = ("lin_ap1_scene", "lin_ap0_scene", "lin_rec709_scene", "srgb_rec709_scene", "ACEScg")
 
 
@@ -179,7 +181,7 @@ def space_of_chromaticities(chromaticities: Any) -> str | None:
 
 def colourspace_of_header(header: dict[str, Any], override: str | None = None) -> str:
     """A plate's declared colour space (an interop id), in this order: the user's `override`, the
-    header's colorInteropID, its chromaticities (Rec.709 / AP1 / AP0 / Rec.2020 / P3-D65 primaries mean
+    header's colorInteropID (unless "unknown"), its chromaticities (Rec.709 / AP1 / AP0 / Rec.2020 / P3-D65 primaries mean
     that linear space), else linear Rec.709 as the OpenEXR specification says.
 
     Chromaticities that match none of the known gamuts raise ValueError (guessing would shift every
@@ -188,7 +190,7 @@ def colourspace_of_header(header: dict[str, Any], override: str | None = None) -
     if override:
         return resolve_colourspace(override).interop_id
     interop = header.get("colorInteropID")
-    if interop:
+    if interop and interop != UNKNOWN_ID:
         return resolve_colourspace(str(interop)).interop_id
     chroma = header.get("chromaticities")
     if chroma is not None:

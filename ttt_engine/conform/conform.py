@@ -246,6 +246,21 @@ class Conformer:
             yield self.frame(k, native)
 
 
+HALF_MAX = 65504.0
+
+
+def _half(pixels: np.ndarray) -> np.ndarray:
+    """float32 pixels as float16 with OpenCV's vectorised conversion (bit-identical to numpy's astype,
+    about 15x faster: a third of a 1080p EXR write went into numpy's). Values that do not fit (or are
+    not finite) are returned as they are, for the EXR writer to refuse with its own message."""
+    import cv2
+
+    low, high = float(pixels.min()), float(pixels.max())
+    if not (np.isfinite(low) and np.isfinite(high)) or max(-low, high) > HALF_MAX:
+        return pixels
+    return cv2.convertFp16(np.ascontiguousarray(pixels, dtype=np.float32)).view(np.float16)
+
+
 def write_delivered(path: str, frame: DeliveredFrame) -> None:
     """Write a delivered frame as a half RGBA ZIP EXR: only its dataWindow's pixels, with its windows,
     pixel aspect, rate, colour tags and conform attributes."""
@@ -256,7 +271,7 @@ def write_delivered(path: str, frame: DeliveredFrame) -> None:
     (dx0, dy0), (dx1, dy1) = attributes.pop("displayWindow")
     write_rgba_exr(
         path,
-        frame.rgba[y0 : y1 + 1, x0 : x1 + 1],
+        _half(frame.rgba[y0 : y1 + 1, x0 : x1 + 1]),
         colour_interop_id=attributes.pop("colorInteropID"),
         frames_per_second=attributes.pop("framesPerSecond"),
         data_window=(x0, y0, x1, y1),
