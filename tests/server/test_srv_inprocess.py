@@ -250,7 +250,10 @@ def test_decode_is_one_vae_pass_per_job_with_frames_written_per_segment(
     ready = [(e.frames.segment, e.frames.ready) for e in events if e.WhichOneof("kind") == "frames"]
     assert ready == [(0, 9), (1, 17), (2, 25)]
     monkeypatch.setattr(server_pipe.vae, "decode", real_decode)
-    full = server_pipe.decode(latents)
+    from ttt_engine.conform import convert
+
+    # a native job: the decode in the model's colour space, converted by OCIO into the server's default
+    full = convert(server_pipe.decode(latents), server_pipe.spec.colorspace, "lin_rec709_scene")
     stored = np.stack([read_exr(p)[0][..., :3] for p in paths])
     np.testing.assert_array_equal(stored, full.astype(np.float16).astype(np.float32))
 
