@@ -154,6 +154,18 @@ def test_chromaticity_table_agrees_with_ocio_matrices(src, dst):
     np.testing.assert_allclose(got, expected, atol=2e-4)
 
 
+def test_srgb_encoding_is_the_iec_61966_2_1_curve():
+    """What the pipeline's hand-written srgb_to_linear did, now OCIO's: the same values within 5e-5, a
+    tenth of half-float precision at 1.0 (OCIO's curve constants are rounded: 1.0 -> 1.000024). The
+    reference formula is written here as the independent check."""
+    encoded = np.array([[0.0, 0.04045, 0.2], [0.5, 0.8, 1.0]], np.float32)
+    reference = np.where(encoded <= 0.04045, encoded / 12.92, ((encoded + 0.055) / 1.055) ** 2.4)
+    np.testing.assert_allclose(convert(encoded, MODEL, "lin_rec709_scene"), reference, atol=5e-5)
+    np.testing.assert_allclose(
+        convert(reference.astype(np.float32), "lin_rec709_scene", MODEL), encoded, atol=2e-5
+    )
+
+
 def test_convert_keeps_alpha_and_shape():
     pixels = np.random.default_rng(0).random((5, 7, 4), dtype=np.float32)
     out = convert(pixels, "lin_rec709_scene", "ACEScg")

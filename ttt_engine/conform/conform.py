@@ -158,8 +158,7 @@ class Conformer:
             delivery.duration, delivery.rate, self.native_fps, native_count, scene_starts
         )
         gen_w, gen_h = self.generation_size
-        if delivery.has_format:
-            assert delivery.width is not None and delivery.height is not None
+        if delivery.width is not None and delivery.height is not None:
             self.target = Format(delivery.width, delivery.height, float(delivery.pixel_aspect))
         else:
             self.target = Format(gen_w, gen_h)
@@ -181,10 +180,11 @@ class Conformer:
         )
         self._colour = exr_colour_attributes(self.space.name)
         self._fallbacks: set[int] = set()
-        self._natives: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # index -> (delivery-space RGBA, guide)
+        # native index -> (its delivery-space RGBA, its flow guide when retiming with flow)
+        self._natives: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         self._flows: dict[tuple[int, int], FlowPair] = {}
 
-    def _native(self, i: int, native: Callable[[int], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _native(self, i: int, native: Callable[[int], np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """Native frame i converted to the delivery space (RGBA) and its flow guide, cached."""
         if i not in self._natives:
             image = check_image(native(i), f"native frame {i}")
@@ -215,6 +215,7 @@ class Conformer:
             return blend(a, b, sample.weight), False
         pair = (sample.lo, sample.hi)
         if pair not in self._flows:
+            assert guide_a is not None and guide_b is not None  # flow guides exist whenever retime is flow
             self._flows[pair] = compute_flows(guide_a, guide_b)
         return flow_interpolate(a, b, sample.weight, self._flows[pair])
 
