@@ -260,8 +260,8 @@ def storyboard_for(request: ShotRequest, info: Any, delivery: Delivery) -> List[
     """The segments to send for `request` on a server described by `info` (a client.ServerInfo).
 
     A segment is three seconds of edit time: the delivery needs delivery.segments =
-    ceil(duration / 3 rate) of them. A single prompt is repeated over that many; a storyboard must have
-    at least that many (a longer one is cut by the server's conform to the delivery's duration).
+    ceil(duration / 3 rate) of them (the last one trimmed). A single prompt is repeated over that many;
+    a storyboard must have exactly that many (a beat past the shot's end would never be seen).
     """
     needed = delivery.segments
     limit = int(info.limits.get("max_segments") or needed)
@@ -274,10 +274,11 @@ def storyboard_for(request: ShotRequest, info: Any, delivery: Delivery) -> List[
         )
     if request.storyboard:
         segments = [dict(s) for s in request.storyboard]
-        if len(segments) < needed:
+        if len(segments) != needed:
+            advice = "add segments or use a single prompt" if len(segments) < needed else "lengthen the shot"
             raise RequestError(
-                f"{where}: its storyboard has {len(segments)} segment(s) ({seconds}); the shot needs {needed}: "
-                "give at least that many segments or use a single prompt"
+                f"{where}: its storyboard has {len(segments)} segment(s) ({seconds}); the shot needs exactly "
+                f"{needed}: {advice}"
             )
         return segments
     if request.prompt:

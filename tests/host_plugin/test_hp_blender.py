@@ -1,4 +1,5 @@
-"""The Blender extension with the REAL bpy (Blender as a Python module, headless) against a real server.
+"""The Blender extension with the REAL bpy (Blender as a Python module, headless) against a real server
+(the shipped default model).
 
 bpy calls used: bpy.ops.wm.read_factory_settings(use_empty=True), preferences.system.use_online_access,
 bpy.app.online_access, scene.sequence_editor_create(), sequence_editor.strips.new_effect(name, type,
@@ -24,7 +25,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hp_helpers import FAST, TOKEN, job_states
+from hp_helpers import FAST_DEFAULT, TOKEN, job_states
 
 bpy = pytest.importorskip("bpy", reason="the real-Blender test needs the bpy module (pip install bpy==5.0.1)")
 
@@ -33,7 +34,7 @@ from host_plugin.core.placement import DeliveredMedia  # noqa: E402
 
 
 @pytest.fixture()
-def addon(hp_server: Any, tmp_path: Path) -> Iterator[Any]:
+def addon(hp_default_server: Any, tmp_path: Path) -> Iterator[Any]:
     from host_plugin.hosts import blender
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -41,15 +42,12 @@ def addon(hp_server: Any, tmp_path: Path) -> Iterator[Any]:
     blender.register()
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = 24, 1.0
+    # a 1920x1080 scene rendered at 10%: shots are delivered at 192x108 (the 16x16 generation scaled)
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 1920, 1080, 10
     props = scene.ttt_studio
-    props.server, props.token = hp_server.address, TOKEN
+    props.server, props.token = hp_default_server.address, TOKEN
     props.output_dir = str(tmp_path / "frames")
-    props.steps, props.height, props.width, props.guidance_scale = (
-        FAST["steps"],
-        FAST["height"],
-        FAST["width"],
-        1.0,
-    )
+    props.steps, props.guidance_scale = FAST_DEFAULT["steps"], FAST_DEFAULT["guidance_scale"]
     props.segments.add().text = "A red ball rolls across a wooden floor."
     try:
         yield blender
@@ -81,6 +79,10 @@ def _image_strips(scene: Any) -> list:
 
 
 def _check_frames(strip: Any, count: int) -> None:
+    """The strip's frames are delivered in the scene's time, format (192x108: 1920x1080 at 10%) and colour,
+    and Blender shows each exactly as delivered: the picture (the EXR's dataWindow, which Blender reads)
+    where the delivered frame (its displayWindow) puts it, scaled to the scene's frame."""
+    scene = bpy.context.scene
     folder = bpy.path.abspath(strip.directory)
     files = [os.path.join(folder, e.filename) for e in strip.elements]
     assert len(files) == count
@@ -89,15 +91,24 @@ def _check_frames(strip: Any, count: int) -> None:
     ]
     for path in files:
         pixels, header = read_exr(path, check_finite=True)
-        assert pixels.shape == (FAST["height"], FAST["width"], 4) and np.isfinite(pixels).all()
+        assert header["displayWindow"] == ((0, 0), (191, 107)) and np.isfinite(pixels).all()
         assert header["compression"] == "ZIP_COMPRESSION"
+        assert header["framesPerSecond"] == 24 and header["colorInteropID"] == "lin_rec709_scene"
+    (x0, y0), (x1, y1) = header["dataWindow"]
     image = bpy.data.images.load(files[0])  # Blender's own reader opens them too
-    assert tuple(image.size) == (FAST["width"], FAST["height"])
+    assert tuple(image.size) == (x1 - x0 + 1, y1 - y0 + 1)
+    element, scale = strip.elements[0], scene.render.resolution_x / 192
+    shown = (element.orig_width * strip.transform.scale_x, element.orig_height * strip.transform.scale_y)
+    assert shown == ((x1 - x0 + 1) * scale, (y1 - y0 + 1) * scale)
+    centre = ((x0 + x1 + 1) / 2 - 96, (y0 + y1 + 1) / 2 - 54)  # Blender centres a strip's picture
+    assert centre == (0, 0) and (strip.transform.offset_x, strip.transform.offset_y) == (0, 0)
+    assert strip.colorspace_settings.name == "Linear Rec.709"
 
 
-def test_gap_between_selected_strips_gets_an_exr_strip(addon: Any, hp_server: Any) -> None:
+def test_gap_between_selected_strips_gets_an_exr_strip(addon: Any, hp_default_server: Any) -> None:
     scene, a, b = _edit()
     a.select = b.select = True
+    scene.ttt_studio.fit = "fill"  # the 64x64 generation fills the 16:9 frame: the strip covers it
     assert bpy.ops.ttt_studio.generate() == {"FINISHED"}
     assert bpy.app.timers.is_registered(addon.ui.pump_jobs)  # the timer that drains the job's queue
     assert not _image_strips(scene), "nothing may be placed before the main thread pumps"
@@ -106,8 +117,9 @@ def test_gap_between_selected_strips_gets_an_exr_strip(addon: Any, hp_server: An
     assert strip.channel == 2  # the gap's own channel is free there
     assert (strip.frame_final_start, strip.frame_final_end, strip.frame_final_duration) == (25, 37, 12)
     _check_frames(strip, 12)
+    assert _covers_the_frame(scene, strip)
     assert "error" not in scene.ttt_studio.status.lower()
-    jobs = job_states(hp_server.address)
+    jobs = job_states(hp_default_server.address)
     assert any(j.record_start == 25 and j.state == "completed" for j in jobs)
 
 

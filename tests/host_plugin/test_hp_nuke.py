@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hp_helpers import FAST, TOKEN, ThreadRecorder, job_states, use_fakes
+from hp_helpers import FAST_DEFAULT, TOKEN, ThreadRecorder, job_states, use_fakes
 
 use_fakes()
 import nuke  # noqa: E402 - the fake, from tests/fakes
@@ -54,7 +54,7 @@ def _plate(tmp_path: Path, first: int = 1001, count: int = 12) -> Any:
 
 
 def _options(address: str, tmp_path: Path, mode: str = "restyle", steps: int = 1, duration: int = 0) -> Any:
-    generation = GenerationSettings(output_dir=str(tmp_path / "out"), **{**FAST, "steps": steps})
+    generation = GenerationSettings(output_dir=str(tmp_path / "out"), **{**FAST_DEFAULT, "steps": steps})
     return ttt_nuke.GenerateOptions(
         server=ServerSettings(address, token=TOKEN, retries=2),
         generation=generation,
@@ -78,11 +78,11 @@ def test_menu_entries_and_no_selection_message() -> None:
 
 
 def test_restyle_uploads_the_plate_and_reads_back_the_result_off_the_main_thread(
-    hp_server: Any, tmp_path: Path
+    hp_default_server: Any, tmp_path: Path
 ) -> None:
     read = _plate(tmp_path)
-    # a restyle runs its strength's share of the steps (0.6): 60 slowed steps run 36, >= 1.8 s, a slow server
-    options = _options(hp_server.address, tmp_path, steps=60)
+    # a restyle runs its strength's share of the steps (0.6): 5 steps run 3, seconds of work on the default model
+    options = _options(hp_default_server.address, tmp_path, steps=5)
     recorder = ThreadRecorder()
     started = time.monotonic()
     job = ttt_nuke.start_generate(read, options, client_factory=_factory(options, recorder))
@@ -108,20 +108,24 @@ def test_restyle_uploads_the_plate_and_reads_back_the_result_off_the_main_thread
     assert new["file"].value().endswith(".####.exr")
     assert (new["first"].value(), new["last"].value()) == (1001, 1012)
     assert (new["frame_mode"].value(), new["frame"].value()) == ("start at", "1001")
-    for frame in range(1001, 1013):
-        pixels, _ = read_exr(ttt_nuke.frame_file(new["file"].value(), frame), check_finite=True)
+    for frame in range(1001, 1013):  # delivered at the root's rate, in the plate's format, tagged
+        pixels, header = read_exr(ttt_nuke.frame_file(new["file"].value(), frame), check_finite=True)
         assert pixels.shape == (16, 16, 4)
+        assert (header["framesPerSecond"], header["colorInteropID"]) == (24, "lin_ap1_scene")
+    assert new["colorspace"].value() == "ACEScg"  # the root's working space (cg config scene_linear)
     task = nuke.ProgressTask.TASKS[0]
     assert task.progress == 100 and any("step" in m for m in task.messages)
-    (server_job,) = [j for j in job_states(hp_server.address) if j.job_id in job.job_ids]
-    # one id per output frame (17 for a 12-frame shot on this model): the 12 plates, the last one held
-    assert server_job.state == "completed" and len(server_job.plate_upload_ids) == 17
-    assert len(set(server_job.plate_upload_ids)) == 12 and len(set(server_job.plate_upload_ids[11:])) == 1
+    (server_job,) = [j for j in job_states(hp_default_server.address) if j.job_id in job.job_ids]
+    # one id per delivered frame: the plate's 12 frames, at the edit's rate (the server conforms them in)
+    assert server_job.state == "completed" and len(server_job.plate_upload_ids) == 12
+    assert len(set(server_job.plate_upload_ids)) == 12
 
 
-def test_cancel_in_the_progress_window_cancels_the_job_on_the_server(hp_server: Any, tmp_path: Path) -> None:
+def test_cancel_in_the_progress_window_cancels_the_job_on_the_server(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
     read = _plate(tmp_path, count=4)
-    options = _options(hp_server.address, tmp_path, mode="new", steps=200)  # >= 10 s unless cancelled
+    options = _options(hp_default_server.address, tmp_path, mode="new", steps=200)  # >= 10 s unless cancelled
     job = ttt_nuke.start_generate(read, options)
 
     def click_cancel_once_sampling() -> None:
@@ -133,23 +137,23 @@ def test_cancel_in_the_progress_window_cancels_the_job_on_the_server(hp_server: 
     nuke.run_main_loop(until=lambda: job.finished, timeout=60, on_tick=click_cancel_once_sampling)
     assert time.monotonic() - started < 8.0, "cancel must stop the job well before its 200 steps"
     assert job.state == "cancelled", job.message
-    (server_job,) = [j for j in job_states(hp_server.address) if j.job_id in job.job_ids]
+    (server_job,) = [j for j in job_states(hp_default_server.address) if j.job_id in job.job_ids]
     assert server_job.state == "cancelled"
     assert [n for n in nuke.allNodes("Read") if n is not read] == []  # nothing placed
 
 
 def test_continue_starts_from_the_plate_and_places_only_the_new_frames(
-    hp_server: Any, tmp_path: Path
+    hp_default_server: Any, tmp_path: Path
 ) -> None:
     read = _plate(tmp_path, first=1, count=3)
-    options = _options(hp_server.address, tmp_path, mode="continue", duration=10)
+    options = _options(hp_default_server.address, tmp_path, mode="continue", duration=10)
     job = ttt_nuke.start_generate(read, options)
     nuke.run_main_loop(until=lambda: job.finished, timeout=120)
     assert job.state == "done", job.message
     (new,) = [n for n in nuke.allNodes("Read") if n is not read]
     # frame 1001 of the result is the plate's last frame, kept by the server: the shot starts at 1002
     assert (new["first"].value(), new["last"].value(), new["frame"].value()) == (1002, 1011, "4")
-    (server_job,) = [j for j in job_states(hp_server.address) if j.job_id in job.job_ids]
+    (server_job,) = [j for j in job_states(hp_default_server.address) if j.job_id in job.job_ids]
     assert len(server_job.plate_upload_ids) == 1 and server_job.state == "completed"
 
 

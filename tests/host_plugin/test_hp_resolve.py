@@ -20,11 +20,12 @@ On.<ID>.Clicked / Show() / Hide().
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hp_helpers import FAST, TOKEN, ThreadRecorder, job_states, use_fakes
+from hp_helpers import FAST_DEFAULT, TOKEN, ThreadRecorder, job_states, use_fakes
 
 use_fakes()
 import DaVinciResolveScript  # noqa: E402 - the fakes, from tests/fakes
@@ -39,15 +40,16 @@ START = 86400  # 01:00:00:00 at 24 (and at 23.976, non-drop)
 
 
 def _edit(fps: str) -> Any:
-    """V1: A [86400, 86448), gap of 12 frames, B [86460, 86508); a 'TTT:' marker at +130 for 10 frames,
-    a plain marker at +5 (no request)."""
+    """V1: A [86400, 86448), gap of 12 frames, B [86460, 86508); a 'TTT:' marker at +130 for 2 s (48
+    frames), a plain marker at +5 (no request). A 64x36 timeline (16:9 and quick to deliver)."""
     app = fake.make_resolve(fps=fps, start_frame=START)
+    app.manager.project.settings.update({"timelineResolutionWidth": "64", "timelineResolutionHeight": "36"})
     tl = app.manager.project.timeline
     tl.add_clip(1, "A", START, 48)
     tl.add_clip(1, "B", START + 60, 48)
     tl.markers[130] = {
         "color": "Blue",
-        "duration": 10,
+        "duration": 48,
         "note": "TTT: A cat yawns on a chair.",
         "name": "cat",
         "customData": "",
@@ -63,17 +65,19 @@ def _edit(fps: str) -> Any:
 
 
 def _args(address: str, tmp_path: Path, *extra: str) -> list:
-    fast = ["--steps", str(FAST["steps"]), "--height", "16", "--width", "16", "--guidance-scale", "1"]
+    fast = ["--steps", str(FAST_DEFAULT["steps"]), "--guidance-scale", str(FAST_DEFAULT["guidance_scale"])]
     return ["--server", address, "--token", TOKEN, "--output", str(tmp_path / "out"), *fast, *extra]
 
 
 @pytest.mark.parametrize("fps", ["24", "23.976"])
 def test_headless_fills_gap_and_marker_at_absolute_record_frames(
-    hp_server: Any, tmp_path: Path, fps: str
+    hp_default_server: Any, tmp_path: Path, fps: str
 ) -> None:
     app = _edit(fps)
     tl, pool = app.manager.project.timeline, app.manager.project.media_pool
-    args = _args(hp_server.address, tmp_path, "--no-ui", "--fill-gaps", "--prompt", "A red ball rolls.")
+    args = _args(
+        hp_default_server.address, tmp_path, "--no-ui", "--fill-gaps", "--prompt", "A red ball rolls."
+    )
     assert script.main(args) == 0  # resolve from DaVinciResolveScript.scriptapp("Resolve")
     assert DaVinciResolveScript.scriptapp("Resolve") is app
 
@@ -82,17 +86,22 @@ def test_headless_fills_gap_and_marker_at_absolute_record_frames(
         (c["recordFrame"], c["startFrame"], c["endFrame"], c["mediaType"], c["trackIndex"]) for c in appended
     ] == [
         (START + 48, 0, 11, 1, 2),  # the gap: absolute frame, not 48
-        (START + 130, 0, 9, 1, 2),  # the marker at +130 lands at 86530, not 130
+        (START + 130, 0, 47, 1, 2),  # the 2-s marker at +130 lands at 86530, not 130, for 48 frames
     ]
     assert tl.GetTrackCount("video") == 2 and tl.GetTrackName("video", 2) == "TTT generated"
     placed = sorted(tl.GetItemListInTrack("video", 2), key=lambda i: i.start)
-    assert [(i.GetStart(), i.GetDuration()) for i in placed] == [(START + 48, 12), (START + 130, 10)]
+    assert [(i.GetStart(), i.GetDuration()) for i in placed] == [(START + 48, 12), (START + 130, 48)]
     for item in placed:
         media = item.GetMediaPoolItem()
         assert media.path.endswith(".%04d.exr") and media.first == 1001 and media.last == 1000 + item.duration
-        for frame in (media.first, media.last):
-            pixels, _ = read_exr(media.path % frame, check_finite=True)
-            assert pixels.shape == (16, 16, 4)
+        assert media.GetClipProperty("FPS") == pytest.approx(float(fake._FPS.get(fps, fps)))
+        for frame in (media.first, media.last):  # the timeline's format, the edit's rate, tagged
+            pixels, header = read_exr(media.path % frame, check_finite=True)
+            assert header["displayWindow"] == ((0, 0), (63, 35))  # the timeline's format
+            assert pixels.shape == (36, 36, 4)  # fit: the 64x64 generation is 36x36 in it, centred
+            assert header["dataWindow"] == ((14, 0), (49, 35))
+            assert header["framesPerSecond"] == (Fraction(24000, 1001) if fps == "23.976" else Fraction(24))
+            assert header["colorInteropID"] == "srgb_rec709_scene"  # DaVinci YRGB: Rec.709 code values
         (marker,) = item.GetMarkers().values()
         assert json.loads(marker["customData"])["ttt_studio"]["generated"] is True
     # every Resolve call was made on the main thread (the fake raises otherwise)
@@ -103,10 +112,14 @@ def test_headless_fills_gap_and_marker_at_absolute_record_frames(
     assert {r.record_start for r in host.find_requests(include_plain_gaps=False)} == {START + 130}
 
 
-def test_window_pumps_on_the_ui_thread_and_cancel_reaches_the_server(hp_server: Any, tmp_path: Path) -> None:
+def test_window_pumps_on_the_ui_thread_and_cancel_reaches_the_server(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
     app = _edit("24")
     recorder = ThreadRecorder()
-    args = script.parse_args(_args(hp_server.address, tmp_path, "--steps", "200"))  # >= 10 s unless cancelled
+    args = script.parse_args(
+        _args(hp_default_server.address, tmp_path, "--steps", "200")
+    )  # >= 10 s unless cancelled
     window = script.GenerateWindow(app, app.Fusion(), DaVinciResolveScript, args, interceptors=[recorder])
     state = {"clicked": False, "cancelled": False}
 
@@ -126,7 +139,7 @@ def test_window_pumps_on_the_ui_thread_and_cancel_reaches_the_server(hp_server: 
     assert window.job.state == "cancelled", window.job.message
     assert window.disp.longest_gap < 0.25, f"the UI loop was blocked for {window.disp.longest_gap:.3f} s"
     assert window.disp.ticks > 10
-    servers_view = {j.job_id: j.state for j in job_states(hp_server.address)}
+    servers_view = {j.job_id: j.state for j in job_states(hp_default_server.address)}
     assert [servers_view[j] for j in window.job.job_ids] == ["cancelled"]
     assert {"GetServerInfo", "SubmitShot", "WatchJob", "CancelJob"} <= set(recorder.methods())
     assert not [c for c in recorder.calls if c[2]], "no RPC may start on the UI thread"
@@ -149,7 +162,7 @@ def test_marker_requests_and_errors(capsys: pytest.CaptureFixture) -> None:
         host.find_requests(include_plain_gaps=True)  # the plain gap has no prompt and none was given
     requests = host.find_requests(include_plain_gaps=True, prompt="fill")
     assert [(r.kind, r.record_start, r.duration) for r in requests] == [
-        ("marker", START + 130, 10),
+        ("marker", START + 130, 48),
         ("gap", START + 48, 12),
     ]
     fake.CURRENT = None  # Resolve is not running

@@ -83,9 +83,13 @@ def test_a_prompt_is_repeated_over_the_segments_the_edit_time_needs(
 def test_storyboard_length_errors_speak_in_segments_of_edit_time() -> None:
     short = _request(73, 24, storyboard=[{"text": "one beat"}])
     with pytest.raises(
-        RequestError, match=r"storyboard has 1 segment\(s\) \(3 s of edit time each\); the shot needs 2"
+        RequestError,
+        match=r"storyboard has 1 segment\(s\) \(3 s of edit time each\); the shot needs exactly 2",
     ):
         storyboard_for(short, _info(), DeliverySettings().for_request(short))
+    too_many = _request(48, 24, storyboard=[{"text": "one"}, {"text": "two"}])
+    with pytest.raises(RequestError, match="has 2 segment.* the shot needs exactly 1: lengthen the shot"):
+        storyboard_for(too_many, _info(), DeliverySettings().for_request(too_many))
     long = _request(24 * 3 * 5, 24, prompt="x")
     with pytest.raises(
         RequestError,
