@@ -28,6 +28,7 @@ in-gamut plate values to half-float precision, and clipped values stay clipped.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -262,7 +263,7 @@ def _half(pixels: np.ndarray) -> np.ndarray:
     return cv2.convertFp16(np.ascontiguousarray(pixels, dtype=np.float32)).view(np.float16)
 
 
-def write_delivered(path: str, frame: DeliveredFrame) -> None:
+def write_delivered(path: str | os.PathLike[str], frame: DeliveredFrame) -> None:
     """Write a delivered frame as a half RGBA ZIP EXR: only its dataWindow's pixels, with its windows,
     pixel aspect, rate, colour tags and conform attributes."""
     from host_plugin.core.exr_io import write_rgba_exr
