@@ -55,6 +55,7 @@ def add_connection_arguments(parser: argparse.ArgumentParser) -> None:
 def register(subparsers: Any) -> None:
     """Add `fill` to a `ttt-studio` subparsers object (func(args) -> exit code)."""
     from host_plugin.core.requests import REQUEST_SOURCES
+    from host_plugin.core.shot_job import add_delivery_arguments
 
     if "fill" in getattr(subparsers, "choices", {}):
         return
@@ -105,6 +106,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--priority", choices=("preview", "final"), default="final")
     p.add_argument("--start-frame", type=int, default=1001, help="first frame number of each EXR sequence")
+    add_delivery_arguments(p)  # shots arrive at each request's rate and length, in this format and colour
     p.add_argument(
         "--first-frame-references",
         action="store_true",
@@ -182,7 +184,12 @@ class ResumingClient:
 def run_fill(args: argparse.Namespace) -> int:
     """The `fill` command: 0 when every request was placed, 1 when some failed or were refused, 2 for bad
     input or usage (nothing written)."""
-    from host_plugin.core.shot_job import GenerationSettings, ServerSettings, generate_shot
+    from host_plugin.core.shot_job import (
+        GenerationSettings,
+        ServerSettings,
+        delivery_settings_from,
+        generate_shot,
+    )
     from host_plugin.fill import fill_timeline
 
     if not args.server:
@@ -200,6 +207,7 @@ def run_fill(args: argparse.Namespace) -> int:
             seed=args.seed,
             priority=args.priority,
             start_frame=args.start_frame,
+            delivery=delivery_settings_from(args),
         )
         server = ServerSettings(args.server, token=args.token, root_cert=args.tls_root_cert, tls=args.tls)
         client = server.client()

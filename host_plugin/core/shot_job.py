@@ -177,6 +177,32 @@ class DeliverySettings:
             raise RequestError(f"request {request.id} ({request.kind} {request.name!r}): {exc}") from exc
 
 
+def add_delivery_arguments(parser: Any, colorspace_help: str = "the server's default") -> None:
+    """--format, --fit, --filter, --retime, --colorspace on an argparse parser (fill, Resolve's script)."""
+    parser.add_argument(
+        "--format",
+        default=None,
+        metavar="WxH[:PA]",
+        help="the frame shots are delivered in, e.g. 1920x1080 or 2048x858:2 (default: the generation size)",
+    )
+    parser.add_argument("--fit", choices=FIT_METHODS, default=DELIVERY_DEFAULTS["fit"])
+    parser.add_argument("--filter", choices=FILTERS, default=DELIVERY_DEFAULTS["filter"])
+    parser.add_argument("--retime", choices=RETIME_METHODS, default=DELIVERY_DEFAULTS["retime"])
+    parser.add_argument(
+        "--colorspace",
+        default="",
+        help=f"delivered colour space, e.g. ACEScg or lin_ap1_scene (default: {colorspace_help})",
+    )
+
+
+def delivery_settings_from(args: Any) -> DeliverySettings:
+    """The DeliverySettings of add_delivery_arguments' options; ValueError names a bad one."""
+    fmt = TargetFormat.parse(args.format) if args.format else None
+    return DeliverySettings(
+        format=fmt, fit=args.fit, filter=args.filter, retime=args.retime, colorspace=args.colorspace
+    )
+
+
 @dataclass(frozen=True)
 class GenerationSettings:
     """What to ask the server for; 0 / None leave the server's defaults. output_dir gets one folder per

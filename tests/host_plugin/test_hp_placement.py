@@ -42,13 +42,19 @@ def _ttt_gap(frames: int, rate: float, prompt: str) -> otio.schema.Gap:
     return otio.schema.Gap(source_range=_range(0, frames, rate), metadata={"ttt_studio": {"prompt": prompt}})
 
 
-CONFORM = {  # a conform report as the server gives it: the shipped model's 8 fps, 64x64 frames
+CONFORM = {  # a conform report as the server gives it: the shipped model's 8 fps, 64x64 frames to 1080p
     "native_fps": "8",
+    "rate": "24",
     "retime": "flow",
+    "frames": 48,
+    "flow_fallbacks": 0,
     "generation_size": [64, 64],
-    "scale": 16.875,
-    "model_colorspace": "srgb_rec709_scene",
-    "colorspace": "lin_ap1_scene",
+    "target": {"width": 1920, "height": 1080, "pixel_aspect": 1.0},
+    "fit": "fit",
+    "filter": "lanczos",
+    "scale": [16.875, 16.875],
+    "source_colourspace": "srgb_rec709_scene",
+    "colourspace": "lin_ap1_scene",
 }
 
 

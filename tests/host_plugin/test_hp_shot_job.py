@@ -3,23 +3,31 @@ colour, and its storyboard length is counted in segments of three seconds of edi
 
 from __future__ import annotations
 
+import argparse
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import opentimelineio as otio
 import pytest
+from hp_helpers import FAST_DEFAULT, TOKEN
 
 from host_plugin.core.client import ServerInfo
 from host_plugin.core.delivery import Delivery
 from host_plugin.core.errors import ClientError, RequestError
-from host_plugin.core.exr_io import write_rgba_exr
-from host_plugin.core.requests import ShotRequest
+from host_plugin.core.exr_io import read_exr, write_rgba_exr
+from host_plugin.core.placement import ShotResult, place_generated_shot
+from host_plugin.core.requests import ShotRequest, find_shot_requests
 from host_plugin.core.shot_job import (
     DELIVERY_DEFAULTS,
     DeliverySettings,
     GenerationSettings,
     TargetFormat,
+    add_delivery_arguments,
     delivered_media,
+    delivery_settings_from,
+    generate_shot,
     storyboard_for,
 )
 
@@ -160,3 +168,77 @@ def test_delivered_frames_are_checked_against_the_delivery(tmp_path: Path) -> No
     untimed = write_rgba_exr(tmp_path / "untimed.exr", np.zeros((18, 32, 4), np.float32), "lin_ap1_scene")
     with pytest.raises(ClientError, match="has no framesPerSecond attribute"):
         delivered_media(untimed, delivery)
+
+
+def test_delivery_options_of_fill_and_resolves_script() -> None:
+    parser = argparse.ArgumentParser()
+    add_delivery_arguments(parser)
+    settings = delivery_settings_from(
+        parser.parse_args(["--format", "2048x858:2", "--retime", "hold", "--colorspace", "ACEScg"])
+    )
+    assert settings == DeliverySettings(
+        TargetFormat(2048, 858, 2.0), "fit", "lanczos", "hold", "lin_ap1_scene"
+    )
+    assert delivery_settings_from(parser.parse_args([])) == DeliverySettings()
+    with pytest.raises(ValueError, match="is not WIDTHxHEIGHT"):
+        delivery_settings_from(parser.parse_args(["--format", "HD"]))
+
+
+def test_the_shipped_model_fills_a_two_second_marker_at_23976_in_aces(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
+    """64 x 64 frames at 8 fps become the 48 frames of a 2-s marker at 23.976, in a 16:9 format and ACEScg,
+    and the placed clip records how (one truth: EXR framesPerSecond = clip rate = the request's rate)."""
+    from host_plugin.core.client import TTTClient
+
+    timeline = otio.schema.Timeline("edit", global_start_time=otio.opentime.RationalTime(86400, 24000 / 1001))
+    track = otio.schema.Track("V1")
+    track.append(
+        otio.schema.Gap(
+            source_range=otio.opentime.TimeRange(duration=otio.opentime.RationalTime(24, 24000 / 1001))
+        )
+    )
+    timeline.tracks.append(track)
+    marker = otio.schema.Marker(
+        "beat",
+        otio.opentime.TimeRange(
+            otio.opentime.RationalTime(24, 24000 / 1001), otio.opentime.RationalTime(48, 24000 / 1001)
+        ),
+        metadata={"ttt_studio": {"storyboard": [{"text": "The cat runs right across the garden."}]}},
+    )
+    timeline.tracks.markers.append(marker)
+    (request,) = find_shot_requests(timeline)
+    assert (request.record_start, request.duration, request.rate) == (86424, 48, NTSC_FILM)
+    delivery = DeliverySettings(format=TargetFormat(128, 72), colorspace="ACEScg")
+    settings = GenerationSettings(str(tmp_path / "out"), delivery=delivery, **FAST_DEFAULT)
+    with TTTClient(hp_default_server.address, token=TOKEN) as client:
+        client.connect()
+        result = generate_shot(client, request, settings)
+    assert (result.frame_count, result.rate) == (48, NTSC_FILM)
+    assert (result.media.rate, result.media.width, result.media.height, result.media.colorspace) == (
+        NTSC_FILM,
+        128,
+        72,
+        "lin_ap1_scene",
+    )
+    for path in result.frame_paths()[::47]:
+        _, header = read_exr(path)
+        assert header["framesPerSecond"] == NTSC_FILM and header["displayWindow"] == ((0, 0), (127, 71))
+        assert header["colorInteropID"] == "lin_ap1_scene"
+    report = result.conform
+    assert (report["native_fps"], report["rate"], report["retime"]) == ("8", "24000/1001", "flow")
+    assert report["generation_size"] == [64, 64] and report["colourspace"] == "lin_ap1_scene"
+    place_generated_shot(timeline, request, result)
+    otio.adapters.write_to_file(timeline, str(tmp_path / "out.otio"))
+    back = otio.adapters.read_from_file(str(tmp_path / "out.otio"))
+    (clip,) = back.tracks[-1].find_clips()
+    recorded = clip.metadata["ttt_studio"]["conform"]
+    assert recorded["native_fps"] == "8" and recorded["delivered"]["rate"] == "24000/1001"
+    assert (
+        list(recorded["generation_size"]) == [64, 64]
+        and recorded["delivered"]["colorspace"] == "lin_ap1_scene"
+    )
+    assert (
+        clip.media_reference.rate == pytest.approx(24000 / 1001)
+        and ShotResult.from_dict(result.to_dict()) == result
+    )

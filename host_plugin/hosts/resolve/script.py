@@ -19,11 +19,12 @@ from typing import Any, List, Optional
 from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
 from host_plugin.core.errors import HostPluginError
 from host_plugin.core.shot_job import (
-    DELIVERY_DEFAULTS,
     DeliverySettings,
     GenerationSettings,
     ServerSettings,
     ShotJob,
+    add_delivery_arguments,
+    delivery_settings_from,
 )
 from host_plugin.hosts.resolve import ResolveHost
 
@@ -51,11 +52,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=0)
     p.add_argument("--guidance-scale", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--retime", choices=RETIME_METHODS, default=DELIVERY_DEFAULTS["retime"])
-    p.add_argument("--fit", choices=FIT_METHODS, default=DELIVERY_DEFAULTS["fit"])
-    p.add_argument(
-        "--colorspace", default="", help="delivered colour space (default: the project's working space)"
-    )
+    add_delivery_arguments(p, colorspace_help="the project's working space")  # --format: the timeline's
     p.add_argument("--no-ui", action="store_true", help="no window: run and pump on this thread")
     p.add_argument(
         "--timeout", type=float, default=24 * 3600.0, help="headless: give up after this many seconds"
@@ -90,7 +87,7 @@ def build_job(
         steps=args.steps,
         guidance_scale=args.guidance_scale,
         seed=args.seed,
-        delivery=DeliverySettings(fit=args.fit, retime=args.retime, colorspace=args.colorspace),
+        delivery=delivery_settings_from(args),
     )
     server = ServerSettings(args.server, token=args.token, root_cert=args.tls_root_cert)
     return ShotJob(host, requests, settings, client_factory=lambda: server.client(interceptors=interceptors))
