@@ -216,3 +216,26 @@ def test_a_strip_at_another_rate_or_untagged_is_refused(tmp_path: Path) -> None:
     with pytest.raises(HostError, match="carries no colorInteropID"):
         host.place_sequence(paths, 1, "TTT generated", DeliveredMedia(25, 8, 8, 1.0, ""))
     assert not _image_strips(scene)
+
+
+def test_the_panel_offers_delivery_defaults_and_names_the_colour_space() -> None:
+    from host_plugin.hosts import blender
+    from host_plugin.hosts.blender import ui
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    blender.register()
+    try:
+        props = bpy.context.scene.ttt_studio
+        assert (props.retime, props.fit, props.colorspace) == (
+            "flow",
+            "fit",
+            "WORKING",
+        )  # Delivery's defaults
+        assert ui.delivery_settings(props) == ui.DeliverySettings()  # the working space comes from the host
+        assert ui.colour_label(props) == "Arrives in Linear Rec.709 (lin_rec709_scene)"
+        props.retime, props.fit, props.colorspace = "blend", "distort", "lin_ap1_scene"
+        settings = ui.delivery_settings(props)
+        assert (settings.retime, settings.fit, settings.colorspace) == ("blend", "distort", "lin_ap1_scene")
+        assert ui.colour_label(props) == "Arrives in ACEScg (lin_ap1_scene)"
+    finally:
+        blender.unregister()

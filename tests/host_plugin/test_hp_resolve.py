@@ -135,6 +135,9 @@ def test_window_pumps_on_the_ui_thread_and_cancel_reaches_the_server(
             window.win.click("Close")
 
     fake.UIDispatcher.script = user
+    assert (window.items["Retime"].CurrentText, window.items["Fit"].CurrentText) == ("flow", "fit")
+    assert window.items["Retime"].choices == ["flow", "blend", "hold"]
+    assert window.items["Colour"].Text == "Colour space: srgb_rec709_scene (the project's working space)"
     window.run()
     assert window.job.state == "cancelled", window.job.message
     assert window.disp.longest_gap < 0.25, f"the UI loop was blocked for {window.disp.longest_gap:.3f} s"
