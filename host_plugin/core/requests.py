@@ -95,7 +95,7 @@ class ShotRequest:
     metadata: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.rate = snap_rate(self.rate)
+        self.rate = _safe_rate(self.rate)
 
     @property
     def record_end(self) -> int:
@@ -135,7 +135,7 @@ class ShotRequest:
             track_index=int(data["track_index"]),
             record_start=int(data["record_start"]),
             duration=int(data["duration"]),
-            rate=snap_rate(data["rate"]),
+            rate=_safe_rate(data["rate"]),
             storyboard=normalise_storyboard(data.get("storyboard") or [], f"request {data['id']}"),
             prompt=data.get("prompt"),
             name=str(data.get("name", "")),
@@ -143,12 +143,38 @@ class ShotRequest:
         )
 
 
+def _safe_rate(rate: RateLike) -> Fraction:
+    """frame_math.snap_rate, with arithmetic failures (an infinite or vanishing rate) as FrameMathError."""
+    try:
+        return snap_rate(rate)
+    except (ArithmeticError, TypeError) as exc:
+        raise FrameMathError(f"frame rate {rate!r} is not usable: {type(exc).__name__}: {exc}") from exc
+
+
+def _safe_frames(time: Any, rate: RateLike) -> int:
+    """frame_math.to_frames, with arithmetic failures (a rate of 1e-9 fps, an infinite rate) as FrameMathError."""
+    try:
+        return to_frames(time, rate)
+    except (ArithmeticError, TypeError) as exc:
+        raise FrameMathError(
+            f"time {time!r} at {rate} fps is not usable: {type(exc).__name__}: {exc}"
+        ) from exc
+
+
 def plain(value: Any) -> Any:
     """OTIO metadata (AnyDictionary / AnyVector) as plain dicts and lists, recursively."""
     if isinstance(value, str):
         return value
     if isinstance(value, collections.abc.Mapping):
-        return {str(k): plain(v) for k, v in value.items()}
+        out = {}
+        for key in value.keys():
+            try:
+                out[str(key)] = plain(value[key])
+            except KeyError as exc:  # OTIO 0.18 cuts a key at a NUL character and cannot find it again
+                raise RequestError(
+                    f"metadata key {key!r} cannot be read back (its name held a NUL character); rename it"
+                ) from exc
+        return out
     if isinstance(value, collections.abc.Sequence):
         return [plain(v) for v in value]
     return value
@@ -205,7 +231,7 @@ def timeline_rate(timeline: otio.schema.Timeline) -> Fraction:
     """Exact rate of a timeline: from global_start_time, else from the first item with a duration."""
     gst = timeline.global_start_time
     if gst is not None and not (gst.rate == 1 and gst.value == 0):
-        return snap_rate(gst.rate)
+        return _safe_rate(gst.rate)
     for item in timeline.find_children():
         if isinstance(item, (otio.schema.Clip, otio.schema.Gap)):
             try:
@@ -213,7 +239,7 @@ def timeline_rate(timeline: otio.schema.Timeline) -> Fraction:
             except Exception:  # noqa: BLE001 - a clip without ranges says nothing about the rate
                 continue
             if rate > 1:
-                return snap_rate(rate)
+                return _safe_rate(rate)
     raise RequestError(
         f"timeline {timeline.name!r} has no global_start_time and no item with a duration: cannot tell its "
         "frame rate; pass rate= explicitly"
@@ -223,7 +249,7 @@ def timeline_rate(timeline: otio.schema.Timeline) -> Fraction:
 def timeline_start_frame(timeline: otio.schema.Timeline, rate: RateLike) -> int:
     """Absolute frame of the timeline's first frame (global_start_time; 0 when unset)."""
     gst = timeline.global_start_time
-    return 0 if gst is None else to_frames(gst, rate)
+    return 0 if gst is None else _safe_frames(gst, rate)
 
 
 @dataclass(frozen=True)
@@ -271,7 +297,7 @@ def scan_shot_requests(
     if unknown:
         raise RequestError(f"unknown request sources {unknown}; expected some of {list(REQUEST_SOURCES)}")
     try:
-        exact = snap_rate(rate) if rate is not None else timeline_rate(timeline)
+        exact = _safe_rate(rate) if rate is not None else timeline_rate(timeline)
         stack = timeline.tracks
         origin = timeline_start_frame(timeline, exact) - _trim_start(stack, exact)
     except FrameMathError as exc:
@@ -305,7 +331,7 @@ def scan_shot_requests(
     if not include_fulfilled:
         try:
             done = fulfilled_requests(timeline, exact)
-        except FrameMathError as exc:
+        except Exception as exc:  # noqa: BLE001 - OTIO raises plain errors for rangeless items
             raise RequestError(f"timeline {timeline.name!r}: a generated track: {exc}") from exc
         result.requests = [r for r in result.requests if (r.id, r.record_start, r.duration) not in done]
     return result
@@ -341,7 +367,7 @@ def item_record_ranges(track: otio.schema.Track, rate: RateLike, origin: int) ->
     for item in track:
         if isinstance(item, otio.schema.Transition):
             continue
-        duration = to_frames(item.trimmed_range().duration, rate)
+        duration = _safe_frames(item.trimmed_range().duration, rate)
         ranges.append((position, duration, item))
         position += duration
     return ranges
@@ -383,7 +409,7 @@ class _Finder:
 
     def frames(self, time: Any, obj: Any) -> int:
         try:
-            return to_frames(time, self.rate)
+            return _safe_frames(time, self.rate)
         except FrameMathError as exc:
             raise RequestError(f"{_describe(obj)}: {exc}") from exc
 
@@ -635,9 +661,9 @@ def _missing_media(clip: otio.schema.Clip) -> Optional[Tuple[int, int, int]]:
     if source is None or available is None:
         return None
     own = source.start_time.rate  # both ranges of one clip share the media's rate
-    start, avail_start = to_frames(source.start_time, own), to_frames(available.start_time, own)
-    end = start + to_frames(source.duration, own)
-    avail_end = avail_start + to_frames(available.duration, own)
+    start, avail_start = _safe_frames(source.start_time, own), _safe_frames(available.start_time, own)
+    end = start + _safe_frames(source.duration, own)
+    avail_end = avail_start + _safe_frames(available.duration, own)
     return max(0, avail_start - start), max(0, end - avail_end), avail_end - avail_start
 
 
@@ -651,7 +677,7 @@ def _held_media(clip: otio.schema.Clip) -> Optional[str]:
         if isinstance(effect, otio.schema.TimeEffect):
             return f"a time effect ({effect.effect_name or effect.schema_name()})"
     available = media.available_range if media is not None else None
-    if available is not None and to_frames(available.duration, available.duration.rate) <= 1:
+    if available is not None and _safe_frames(available.duration, available.duration.rate) <= 1:
         return "a still (media of one frame)"
     url = getattr(media, "target_url", "") or ""
     if url.split("?", 1)[0].lower().endswith(STILL_EXTENSIONS):
@@ -680,7 +706,7 @@ def _shot_text(meta: Dict[str, Any], where: str):
 
 def _trim_start(comp: Any, rate: Fraction) -> int:
     """Frames a composition's own source_range trims from its start (0 when untrimmed)."""
-    return 0 if comp.source_range is None else to_frames(comp.source_range.start_time, rate)
+    return 0 if comp.source_range is None else _safe_frames(comp.source_range.start_time, rate)
 
 
 def _describe(obj: Any) -> str:

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
 
 import opentimelineio as otio
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from host_plugin.core.errors import RequestError
 from host_plugin.core.requests import (
@@ -375,3 +379,189 @@ def test_requests_a_nest_hides_are_named_not_dropped() -> None:
         "v0.i0.t0.i0.gap"
     ] and "trimmed out of nested Stack 'nest'" in scan.hidden[0].message
     assert scan.refused == []
+
+
+def test_metadata_keys_otio_cannot_read_back_are_refused() -> None:
+    """Found by the property test below: OTIO cuts a key at a NUL character, then raises KeyError."""
+    tl = otio.schema.Timeline("nul", global_start_time=RT(0, 24))
+    track = otio.schema.Track("V1")
+    track.append(
+        otio.schema.Gap(source_range=_range(0, 5, 24), metadata={"ttt_studio": {"prompt": "x", "a\x00b": 1}})
+    )
+    track.append(otio.schema.Gap(source_range=_range(0, 5, 24), metadata={"ttt_studio": {"prompt": "y"}}))
+    tl.tracks.append(track)
+    scan = scan_shot_requests(tl)
+    assert [r.id for r in scan.requests] == ["v0.i1.gap"]
+    assert [r.id for r in scan.refused] == ["v0.i0.gap"] and "NUL character" in scan.refused[0].message
+
+
+# ------------------------------------------------------------------ property: arbitrary OTIO documents
+
+_RATES = st.sampled_from(
+    [24.0, 23.976, 24000 / 1001, 25.0, 30.0, 1.0, 0.0, -24.0, 1e-9, 1e9, math.nan, math.inf]
+)
+_VALUES = st.one_of(
+    st.integers(-10, 500).map(float),
+    st.sampled_from([0.5, -0.0, 1e15, -1e15, math.nan, math.inf, -math.inf, 86400.0]),
+)
+_TIMES = st.builds(lambda value, rate: ("time", value, rate), _VALUES, _RATES)
+_RANGES = st.one_of(st.none(), st.tuples(st.just("range"), _TIMES, _TIMES))
+_JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.floats(allow_nan=True), st.text(max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=4), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+_SEGMENT = st.one_of(
+    st.fixed_dictionaries(
+        {"text": st.text(max_size=8)}, optional={"neg_text": _JSON, "requires_scene_transition": _JSON}
+    ),
+    _JSON,
+)
+_TTT = st.one_of(
+    _JSON,
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "prompt": st.one_of(st.text(max_size=8), _JSON),
+            "storyboard": st.one_of(st.lists(_SEGMENT, max_size=3), _JSON),
+            "job_id": st.one_of(st.just(""), st.just("job"), _JSON),
+            "role": st.sampled_from(["generated", "other"]),
+            "request_id": st.text(max_size=4),
+        },
+    ),
+)
+_METADATA = st.one_of(
+    st.just({}), st.dictionaries(st.sampled_from(["ttt_studio", "fcp_xml", "x"]), _TTT, max_size=2)
+)
+_MARKERS = st.lists(st.tuples(st.text(max_size=4), _RANGES, _METADATA), max_size=2)
+_MEDIA = st.one_of(
+    st.none(),
+    st.tuples(st.just("external"), st.sampled_from(["file:///a.mov", "file:///s.png", ""]), _RANGES),
+    st.tuples(st.just("generator"), st.just("Text"), _RANGES),
+    st.tuples(st.just("sequence"), st.just("file:///seq/"), _RANGES),
+    st.tuples(st.just("missing"), st.just(""), _RANGES),
+)
+_EFFECTS = st.lists(st.sampled_from(["freeze", "warp2", "warp0", "plain"]), max_size=2)
+_LEAVES = st.one_of(
+    st.tuples(st.just("gap"), st.text(max_size=4), _RANGES, _METADATA, _MARKERS),
+    st.tuples(st.just("clip"), st.text(max_size=4), _RANGES, _METADATA, _MARKERS, _MEDIA, _EFFECTS),
+    st.tuples(st.just("transition"), _TIMES, _TIMES),
+)
+_ITEMS = st.recursive(
+    _LEAVES,
+    lambda inner: st.one_of(
+        st.tuples(
+            st.just("track"),
+            st.sampled_from(["Video", "Audio", "Other"]),
+            _RANGES,
+            _METADATA,
+            _MARKERS,
+            st.lists(inner, max_size=4),
+        ),
+        st.tuples(
+            st.just("stack"), st.text(max_size=4), _RANGES, _METADATA, _MARKERS, st.lists(inner, max_size=3)
+        ),
+    ),
+    max_leaves=12,
+)
+_DOCUMENTS = st.tuples(st.one_of(st.none(), _TIMES), _MARKERS, st.lists(_ITEMS, max_size=4))
+
+
+def _time(spec: tuple) -> otio.opentime.RationalTime:
+    return RT(spec[1], spec[2])
+
+
+def _range_of(spec: object) -> otio.opentime.TimeRange | None:
+    return None if spec is None else TR(_time(spec[1]), _time(spec[2]))
+
+
+def _with_markers(obj: object, markers: list) -> object:
+    for name, marked, meta in markers:
+        marker = otio.schema.Marker(name, metadata=meta)
+        if marked is not None:
+            marker.marked_range = _range_of(marked)
+        obj.markers.append(marker)
+    return obj
+
+
+def _media(spec: object) -> object:
+    if spec is None:
+        return None
+    kind, url, available = spec
+    available = _range_of(available)
+    if kind == "external":
+        return otio.schema.ExternalReference(url, available)
+    if kind == "generator":
+        return otio.schema.GeneratorReference("g", url, available)
+    if kind == "sequence":
+        return otio.schema.ImageSequenceReference(url, "f.", ".exr", available_range=available)
+    return otio.schema.MissingReference(available_range=available)
+
+
+def _build(spec: tuple) -> object:
+    kind = spec[0]
+    if kind == "transition":
+        return otio.schema.Transition("t", in_offset=_time(spec[1]), out_offset=_time(spec[2]))
+    if kind == "gap":
+        gap = otio.schema.Gap(name=spec[1], metadata=spec[3])
+        gap.source_range = _range_of(spec[2]) or TR(RT(0, 24), RT(1, 24))
+        return _with_markers(gap, spec[4])
+    if kind == "clip":
+        clip = otio.schema.Clip(spec[1], _media(spec[5]), _range_of(spec[2]), spec[3])
+        for effect in spec[6]:
+            clip.effects.append(
+                {
+                    "freeze": otio.schema.FreezeFrame,
+                    "warp2": lambda: otio.schema.LinearTimeWarp(time_scalar=2.0),
+                    "warp0": lambda: otio.schema.LinearTimeWarp(time_scalar=0.0),
+                    "plain": lambda: otio.schema.Effect("blur", "Blur"),
+                }[effect]()
+            )
+        return _with_markers(clip, spec[4])
+    if kind == "track":
+        comp = otio.schema.Track("t", kind=spec[1], source_range=_range_of(spec[2]), metadata=spec[3])
+    else:
+        comp = otio.schema.Stack(spec[1], source_range=_range_of(spec[2]), metadata=spec[3])
+    for child in spec[5]:
+        try:
+            comp.append(_build(child))
+        except (ValueError, TypeError):  # OTIO's own structural rules (e.g. a transition in a stack)
+            pass
+    return _with_markers(comp, spec[4])
+
+
+@settings(
+    max_examples=100,
+    deadline=timedelta(seconds=5),
+    suppress_health_check=[HealthCheck.too_slow],
+    database=None,
+)
+@given(_DOCUMENTS)
+def test_scanning_any_document_returns_requests_or_a_request_error(document: tuple) -> None:
+    """Arbitrary OTIO documents (tracks of any kind, nested stacks, gaps, clips with any media and time
+    effects, transitions, markers, metadata of random shape, rates of zero, NaN or infinity): scanning
+    returns requests and refusals, or raises RequestError, never anything else. 100 examples, a few
+    seconds on a 2-core CPU."""
+    start, markers, children = document
+    timeline = otio.schema.Timeline("fuzz", global_start_time=None if start is None else _time(start))
+    _with_markers(timeline.tracks, markers)
+    for child in children:
+        try:
+            timeline.tracks.append(_build(child))
+        except (ValueError, TypeError):
+            pass
+    for sources in ((), ("gaps", "long-clips")):
+        try:
+            scan = scan_shot_requests(timeline, sources=sources, select=("a",))
+        except RequestError:
+            continue
+        for request in scan.requests:
+            assert request.duration >= 1 and isinstance(request.record_start, int)
+        for refusal in scan.refused + scan.hidden:
+            assert refusal.message
+    try:
+        find_shot_requests(timeline)
+    except RequestError:
+        pass
