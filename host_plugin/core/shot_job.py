@@ -105,7 +105,7 @@ class TargetFormat:
 
     @classmethod
     def parse(cls, text: str) -> TargetFormat:
-        """ "1920x1080" or "1920x1080:2.0" (width x height[:pixel aspect])."""
+        """Parse WIDTHxHEIGHT[:PIXEL_ASPECT], e.g. 1920x1080 or 2048x858:2.0."""
         match = re.match(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?::\s*([0-9.]+))?\s*$", text or "")
         if match is None:
             raise ValueError(
@@ -177,13 +177,15 @@ class DeliverySettings:
             raise RequestError(f"request {request.id} ({request.kind} {request.name!r}): {exc}") from exc
 
 
-def add_delivery_arguments(parser: Any, colorspace_help: str = "the server's default") -> None:
+def add_delivery_arguments(
+    parser: Any, format_help: str = "the generation size", colorspace_help: str = "the server's default"
+) -> None:
     """--format, --fit, --filter, --retime, --colorspace on an argparse parser (fill, Resolve's script)."""
     parser.add_argument(
         "--format",
         default=None,
         metavar="WxH[:PA]",
-        help="the frame shots are delivered in, e.g. 1920x1080 or 2048x858:2 (default: the generation size)",
+        help=f"the frame shots are delivered in, e.g. 1920x1080 or 2048x858:2 (default: {format_help})",
     )
     parser.add_argument("--fit", choices=FIT_METHODS, default=DELIVERY_DEFAULTS["fit"])
     parser.add_argument("--filter", choices=FILTERS, default=DELIVERY_DEFAULTS["filter"])

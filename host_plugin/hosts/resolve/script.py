@@ -52,7 +52,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=0)
     p.add_argument("--guidance-scale", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
-    add_delivery_arguments(p, colorspace_help="the project's working space")  # --format: the timeline's
+    add_delivery_arguments(p, "the timeline's", "the project's working space")
     p.add_argument("--no-ui", action="store_true", help="no window: run and pump on this thread")
     p.add_argument(
         "--timeout", type=float, default=24 * 3600.0, help="headless: give up after this many seconds"
