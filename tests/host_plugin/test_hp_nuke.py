@@ -157,6 +157,28 @@ def test_continue_starts_from_the_plate_and_places_only_the_new_frames(
     assert len(server_job.plate_upload_ids) == 1 and server_job.state == "completed"
 
 
+def test_a_new_shot_arrives_in_the_root_format_and_working_space(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
+    read = _plate(tmp_path, count=12)
+    root = nuke.root()
+    root["format"].setValue(nuke.addFormat("64 36 1.0 ttt_16x9_small").name())
+    job = ttt_nuke.start_generate(read, _options(hp_default_server.address, tmp_path, mode="new"))
+    nuke.run_main_loop(until=lambda: job.finished, timeout=120)
+    assert job.state == "done", job.message
+    (new,) = [n for n in nuke.allNodes("Read") if n is not read]
+    fmt, root_fmt = new.format(), root.format()
+    assert (
+        (fmt.width(), fmt.height(), fmt.pixelAspect())
+        == (root_fmt.width(), root_fmt.height(), 1.0)
+        == (64, 36, 1.0)
+    )
+    assert new["colorspace"].value() == "ACEScg"  # the cg config's scene_linear, named
+    _, header = read_exr(ttt_nuke.frame_file(new["file"].value(), 1012))
+    assert (header["framesPerSecond"], header["colorInteropID"]) == (24, "lin_ap1_scene")
+    assert (new["first"].value(), new["last"].value(), new["frame"].value()) == (1001, 1012, "1001")
+
+
 def test_continue_and_new_ranges_and_bad_input(tmp_path: Path) -> None:
     read = _plate(tmp_path, first=1, count=3)
     options = _options("127.0.0.1:1", tmp_path, mode="continue", duration=20)
