@@ -22,8 +22,8 @@ START = 86400  # 01:00:00:00
 
 
 def _edit(path: Path, rate: Fraction) -> Path:
-    """V1: A (30) | gap with a prompt (12) | B (40, a marker with a prompt at +5 for 10) | C (20 of 10
-    available frames: a clip asking for new media)."""
+    """V1: A (30) | gap with a prompt (12) | B (40, a marker with a storyboard at +5 for 10) | C (12 of 6
+    available frames, with a prompt: a clip asking for new media)."""
     fps = float(rate)
 
     def tr(start: int, duration: int) -> otio.opentime.TimeRange:
@@ -41,11 +41,9 @@ def _edit(path: Path, rate: Fraction) -> Path:
     gap.metadata["ttt_studio"] = {"prompt": "A red ball rolls across a wooden floor."}
     b = clip("B", 40)
     marker = otio.schema.Marker("cat", marked_range=tr(5, 10))
-    marker.metadata["ttt_studio"] = {
-        "storyboard": [{"text": "A cat jumps onto a chair."}, {"text": "It yawns."}]
-    }
+    marker.metadata["ttt_studio"] = {"storyboard": [{"text": "A cat jumps onto a chair and yawns."}]}
     b.markers.append(marker)
-    c = clip("C", 20, available=10)
+    c = clip("C", 12, available=6)  # at most half a second: the tiny model's one segment
     c.metadata["ttt_studio"] = {"prompt": "The camera pans to the window."}
     track.extend([clip("A", 30), gap, b, c])
     timeline.tracks.append(track)
@@ -93,7 +91,7 @@ def test_fill_places_every_shot_frame_accurately(
             _frames(clip.source_range.duration, rate),
             clip,
         )
-    expected = {"v0.i1.gap": (START + 30, 12), "v0.i2.m0": (START + 47, 10), "v0.i3.clip": (START + 82, 20)}
+    expected = {"v0.i1.gap": (START + 30, 12), "v0.i2.m0": (START + 47, 10), "v0.i3.clip": (START + 82, 12)}
     assert {k: v[:2] for k, v in placed.items()} == expected
     for _, duration, clip in placed.values():
         ref = clip.media_reference

@@ -1,4 +1,5 @@
-"""Edits as other tools write them, through request scanning and `ttt-studio fill` on a real server.
+"""Edits as other tools write them, through request scanning and `ttt-studio fill` on a real server
+running the shipped default model.
 
 The files under data/edits/ are written the way each tool's OTIO route writes them (metadata namespaces,
 rates, start timecodes, their habits):
@@ -28,7 +29,7 @@ from typing import Any
 
 import opentimelineio as otio
 import pytest
-from hp_helpers import FAST, TOKEN
+from hp_helpers import FAST_DEFAULT, TOKEN
 
 from host_plugin import cli
 from host_plugin.core.requests import SOURCE_LONG_CLIPS, is_generated_track, scan_shot_requests
@@ -71,27 +72,18 @@ def test_only_marked_items_are_requests(name: str) -> None:
 
 @pytest.mark.parametrize("name", MARKED)
 def test_fill_places_the_marked_requests_and_nothing_else(
-    hp_server: Any, tmp_path: Path, name: str, capsys: Any
+    hp_default_server: Any, tmp_path: Path, name: str, capsys: Any
 ) -> None:
     out = tmp_path / f"{name}_filled.otio"
     extra = ["--prompt", "Soft light over a field."] if name == "fcpx_compound" else []
-    fast = [
-        "--steps",
-        "1",
-        "--height",
-        str(FAST["height"]),
-        "--width",
-        str(FAST["width"]),
-        "--guidance-scale",
-        "1",
-    ]
+    fast = ["--steps", str(FAST_DEFAULT["steps"]), "--guidance-scale", str(FAST_DEFAULT["guidance_scale"])]
     argv = [
         "fill",
         str(EDITS / f"{name}.otio"),
         "-o",
         str(out),
         "--server",
-        hp_server.address,
+        hp_default_server.address,
         "--token",
         TOKEN,
     ]
