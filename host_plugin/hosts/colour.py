@@ -63,7 +63,8 @@ BLENDER_NAMES: Dict[str, str] = {
     "lin_p3d65_scene": "Linear DCI-P3 D65",
     "srgb_rec709_scene": "sRGB",
 }
-"""Blender's bundled OCIO config (4.x-5.x), as `ColorManagedInputColorspaceSettings.name` lists it."""
+"""Blender's bundled OCIO config as `ColorManagedInputColorspaceSettings.name` lists it (checked against the
+real bpy 5.0 module by the tests)."""
 
 RESOLVE_INPUT_NAMES: Dict[str, str] = {
     "lin_ap1_scene": "ACEScg",
