@@ -416,6 +416,11 @@ class _Finder:
     def refuse(self, rid: str, name: str, message: str) -> None:
         self.refused.append(Refusal(rid, name, message))
 
+    def refuse_error(self, rid: str, name: str, where: str, exc: Exception) -> None:
+        """Refuse with the error's message, said where it is unless the message already does."""
+        message = str(exc)
+        self.refuse(rid, name, message if message.startswith(where) else f"{where}: {message}")
+
     def picked(self, name: str, rid: str) -> bool:
         """True when the user selected this item by name or by request id."""
         hits = {n for n in (name, rid) if n and n in self.select}
@@ -508,11 +513,13 @@ class _Finder:
             rid = f"{oid}.m{mi}"
             where = f"marker {marker.name!r} on {_describe(owner)}"
             try:
-                self.marker(marker, origin, rid, where, tindex, tname)
+                self.marker(marker, origin, rid, where, _describe(owner), tindex, tname)
             except (RequestError, FrameMathError) as exc:
-                self.refuse(rid, marker.name, f"{exc}" if where in str(exc) else f"{where}: {exc}")
+                self.refuse_error(rid, marker.name, where, exc)
 
-    def marker(self, marker: Any, origin: int, rid: str, where: str, tindex: int, tname: str) -> None:
+    def marker(
+        self, marker: Any, origin: int, rid: str, where: str, owner: str, tindex: int, tname: str
+    ) -> None:
         meta = ttt_metadata(marker)
         picked = self.picked(marker.name, rid)
         if not picked and (meta is None or is_result_metadata(meta)):
@@ -534,7 +541,7 @@ class _Finder:
             {
                 "marker_name": marker.name,
                 "marker_color": str(marker.color),
-                "owner": where.split(" on ", 1)[1],
+                "owner": owner,
             }
         )
         self.add(
@@ -581,7 +588,7 @@ class _Finder:
                 )
             )
         except (RequestError, FrameMathError) as exc:
-            self.refuse(rid, gap.name, f"{exc}" if where in str(exc) else f"{where}: {exc}")
+            self.refuse_error(rid, gap.name, where, exc)
 
     def clip(
         self, clip: otio.schema.Clip, record: int, duration: int, iid: str, tindex: int, tname: str
@@ -632,7 +639,7 @@ class _Finder:
                 )
             )
         except (RequestError, FrameMathError) as exc:
-            self.refuse(rid, clip.name, f"{exc}" if where in str(exc) else f"{where}: {exc}")
+            self.refuse_error(rid, clip.name, where, exc)
 
     def add(self, request: ShotRequest) -> None:
         if request.duration <= 0:

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import opentimelineio as otio
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from host_plugin.core.errors import FillError
 from host_plugin.core.exr_io import read_exr, write_sequence
@@ -293,3 +298,31 @@ def _json_depth(value: object) -> int:
     if isinstance(value, list):
         return 1 + max((_json_depth(v) for v in value), default=0)
     return 0
+
+
+_JSON_VALUES = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(), st.text(alphabet='ab[]{}"\\\\ \u00e9\u4e2d', max_size=6)
+    ),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.text(alphabet='k[]{}"\\\\', max_size=3), inner, max_size=3),
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=100, deadline=timedelta(seconds=5), database=None)
+@given(_JSON_VALUES, st.integers(1, 17), st.booleans())
+def test_prescan_depth_matches_the_json_depth(value: object, chunk: int, ascii_only: bool) -> None:
+    """Any JSON text (strings full of brackets, quotes, backslashes and multi-byte characters), read in
+    chunks of any size: the pre-scan measures exactly its nesting depth. 100 examples, about a second."""
+    depth = _json_depth(value)
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "doc.otio")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(json.dumps(value, ensure_ascii=ascii_only))
+        prescan_otio_json(path, OtioLimits(max_depth=depth, chunk_bytes=chunk))
+        if depth:
+            with pytest.raises(FillError, match=f"nested deeper than {depth - 1} levels"):
+                prescan_otio_json(path, OtioLimits(max_depth=depth - 1, chunk_bytes=chunk))
