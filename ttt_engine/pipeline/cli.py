@@ -177,9 +177,10 @@ def run(args: argparse.Namespace) -> int:
             else VideoPipeline.from_folder(args.model, device=device)
         )
         storyboard.validate(max_segments=pipe.max_segments)
-        explicit = None if args.height is None and args.width is None else (args.width, args.height)
-        if explicit is not None and None in explicit:
-            raise PipelineError("give --height and --width together (the generation size), or neither")
+        explicit = None  # an explicit generation size; a side left out is the model's own
+        if args.height is not None or args.width is not None:
+            height, width = pipe.default_size
+            explicit = (args.width or width, args.height or height)
         delivery = delivery_from_args(args, len(storyboard))
         plan = plan_delivery(pipe, storyboard.to_list(), delivery, args.colorspace, explicit)
         dtype = args.dtype or ("bfloat16" if pipe.device.type == "cuda" else "float32")

@@ -100,8 +100,8 @@ def plan_delivery(
             generation_size = spec.sizes[0]
     width, height = generation_size
     try:
+        pipe.check_size(height, width)  # the VAE / patch multiple, named
         spec.check_size(width, height)
-        pipe.check_size(height, width)
     except PipelineError as exc:
         raise ValueError(str(exc)) from None
     output = resolve_colourspace(output_colorspace).interop_id
