@@ -10,8 +10,8 @@ tracks are searched completely; a request that cannot be made is refused with th
 Each request is submitted, watched and its frames fetched into --frames-dir (default <OUT's folder>/
 <OUT's name>_frames/), then placed frame-accurately on a "TTT generated" track. Shots that work are
 placed even when others fail (--no-keep-going stops at the first failure); OUT holds what was placed.
-Exit status: 0 every request placed; 1 some failed or were refused (the rest are placed); 2 bad
-input or usage, nothing written.
+Exit status: 0 every request placed; 1 some failed or were refused (with --keep-going the rest are
+placed); 2 bad input or usage, nothing written.
 
 Run it again to resume: clips OUT already holds for unchanged requests are kept, and every submit
 carries an idempotency key made from the request and the settings, so a job that finished on the
