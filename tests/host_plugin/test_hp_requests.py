@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import tempfile
 from datetime import timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from host_plugin.core.errors import RequestError
+from host_plugin.core.errors import FillError, RequestError
 from host_plugin.core.requests import (
     SOURCE_LONG_CLIPS,
     ShotRequest,
@@ -21,6 +23,7 @@ from host_plugin.core.requests import (
     scan_shot_requests,
     timeline_rate,
 )
+from host_plugin.fill import read_timeline
 
 RT = otio.opentime.RationalTime
 TR = otio.opentime.TimeRange
@@ -542,7 +545,8 @@ def _build(spec: tuple) -> object:
 def test_scanning_any_document_returns_requests_or_a_request_error(document: tuple) -> None:
     """Arbitrary OTIO documents (tracks of any kind, nested stacks, gaps, clips with any media and time
     effects, transitions, markers, metadata of random shape, rates of zero, NaN or infinity): scanning
-    returns requests and refusals, or raises RequestError, never anything else. 100 examples (up to 12 items
+    returns requests and refusals, or raises RequestError, never anything else; written to a file, `fill`
+    reads it back as a Timeline or refuses it with FillError. 100 examples (up to 12 items
     each), about 13 s on a 2-core CPU shared with other jobs; 1,500 more ran clean outside CI."""
     start, markers, children = document
     timeline = otio.schema.Timeline("fuzz", global_start_time=None if start is None else _time(start))
@@ -565,3 +569,15 @@ def test_scanning_any_document_returns_requests_or_a_request_error(document: tup
         find_shot_requests(timeline)
     except RequestError:
         pass
+    # written to a file and read back as `fill` reads it: a Timeline or FillError, then the same contract
+    with tempfile.TemporaryDirectory() as folder:
+        path = os.path.join(folder, "fuzz.otio")
+        otio.adapters.write_to_file(timeline, path)
+        try:
+            again = read_timeline(path)
+        except FillError:
+            return
+        try:
+            scan_shot_requests(again)
+        except RequestError:
+            pass
