@@ -262,7 +262,7 @@ def run_fill(args: argparse.Namespace) -> int:
         return 0
     for failure in report.failures:
         print(f"ttt-studio fill: failed: {failure.message}", file=sys.stderr)
-    written = f"; wrote {out}" if report.results or report.carried or os.path.exists(out) else ""
+    written = f"; wrote {out}" if report.written else f"; {out} left as it was"
     return _fail(
         f"{len(report.failures)} of {len(report.requests) + _refused(report)} request(s) failed, "
         f"{len(report.results)} shot(s) placed{kept}{written}; run again to resume",

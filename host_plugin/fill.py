@@ -89,7 +89,7 @@ class Failure:
 @dataclass
 class FillReport:
     """What fill_timeline did: the requests found, what was placed (generated now or carried over from
-    an earlier OUT), what failed, and what a nest's trim hides."""
+    an earlier OUT), what failed, what a nest's trim hides, and whether OUT was written."""
 
     in_path: str
     out_path: str
@@ -98,6 +98,7 @@ class FillReport:
     carried: List[str] = field(default_factory=list)
     failures: List[Failure] = field(default_factory=list)
     hidden: List[Refusal] = field(default_factory=list)
+    written: bool = False
 
     @property
     def ok(self) -> bool:
@@ -113,6 +114,7 @@ class FillReport:
             "carried": list(self.carried),
             "failures": [f.to_dict() for f in self.failures],
             "hidden": [h.to_dict() for h in self.hidden],
+            "written": self.written,
         }
 
 
@@ -235,6 +237,7 @@ def fill_timeline(
             continue
         report.results.append(result)
     _write_atomically(timeline, out_path)
+    report.written = True
     log.info(
         "%s: %d shot(s) generated, %d kept, %d failed; written to %s",
         in_path,

@@ -245,7 +245,7 @@ def test_missing_input_and_bad_requests_are_named(tmp_path: Path) -> None:
     # without keep-going a refusal stops the fill before anything is generated
     stopped = Generator(tmp_path / "gen2")
     report = fill_timeline(src, tmp_path / "out2.otio", stopped, keep_going=False)
-    assert stopped.calls == [] and not (tmp_path / "out2.otio").exists()
+    assert stopped.calls == [] and not report.written and not (tmp_path / "out2.otio").exists()
 
 
 def _gap_edit_text() -> str:

@@ -162,3 +162,26 @@ def test_plain_gaps_need_a_prompt(hp_server: Any, tmp_path: Path, capsys: Any) -
     # for Resolve / Nuke Studio import: the active reference is the first frame's file
     assert clip.active_media_reference_key == "first_frame"
     assert Path(file_url_to_path(clip.media_reference.target_url)).name.endswith(".1001.exr")
+
+
+def test_select_and_no_keep_going(hp_server: Any, tmp_path: Path, capsys: Any) -> None:
+    timeline = otio.schema.Timeline("plain", global_start_time=otio.opentime.RationalTime(START, 24))
+    track = otio.schema.Track("V1")
+    track.append(
+        otio.schema.Gap(source_range=otio.opentime.TimeRange(duration=otio.opentime.RationalTime(8, 24)))
+    )
+    timeline.tracks.append(track)
+    edit, out = tmp_path / "plain.otio", tmp_path / "out.otio"
+    otio.adapters.write_to_file(timeline, str(edit))
+    # a selected name that matches nothing is refused; --no-keep-going then generates and writes nothing
+    assert _fill(hp_server, str(edit), "-o", str(out), "--select", "nothing", "--no-keep-going") == 1
+    err = capsys.readouterr().err
+    assert "selected name 'nothing' matches no gap, clip or marker name" in err
+    assert f"{out} left as it was" in err and not out.exists()
+    # the plain gap picked by its request id (as a previous run printed it)
+    assert (
+        _fill(hp_server, str(edit), "-o", str(out), "--select", "v0.i0.gap", "--prompt", "Dust drifts.") == 0
+    )
+    assert "1 shot(s) placed" in capsys.readouterr().out
+    (clip,) = otio.adapters.read_from_file(str(out)).video_tracks()[-1].find_clips()
+    assert clip.metadata["ttt_studio"]["request_id"] == "v0.i0.gap"
