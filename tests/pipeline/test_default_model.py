@@ -132,3 +132,36 @@ def test_missing_default_model_is_a_clear_error(tmp_path: Path, monkeypatch, cap
     assert run_cli(["generate", str(EXAMPLE), "-o", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "default model is not installed" in err and "--model PATH" in err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rate", ["24", "24000/1001"])
+def test_delivered_frames_keep_the_runners_speed_in_edit_time(readme_shot, tmp_path: Path, rate: str) -> None:
+    """Issue 22's end-to-end check: the README shot's latents conformed to an edit rate by `generate
+    --fps` (flow retime, ACEScg). The cat chasing right in the garden covers the same frame widths per
+    edit second in the delivered frames as per second in the native 8 fps frames (eval detectors), and
+    the shot is exactly 6 s of the edit."""
+    from fractions import Fraction
+
+    from ttt_engine.eval.cli import load_exr_frames
+    from ttt_engine.eval.detectors import DetectorConfig, detect_characters, segment_motion
+
+    shot, _ = readme_shot
+    out = tmp_path / "delivered"
+    argv = ["generate", str(EXAMPLE), "-o", str(out), "--from-latents", str(shot / "latents.safetensors")]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert run_cli([*argv, "--fps", rate, "--colorspace", "lin_ap1_scene"]) == 0
+    fps = Fraction(rate)
+    delivered_paths = sorted((out / "frames").glob("*.exr"))
+    assert len(delivered_paths) == int(2 * 3 * fps)  # two 3-s segments of edit time: 144 / 143 frames
+    _, header = read_exr(delivered_paths[0])
+    assert header["framesPerSecond"] == fps and header["colorInteropID"] == "lin_ap1_scene"
+
+    cfg = DetectorConfig()
+    native = detect_characters(load_exr_frames(shot / "frames"), cfg)[0]["cat"]
+    delivered = detect_characters(load_exr_frames(out / "frames"), cfg)[0]["cat"]
+    garden_native, garden_delivered = slice(0, 25), slice(0, int(3 * fps))  # segment 0: the garden's chase
+    speed = segment_motion(native, garden_native, 8, cfg).slope  # frame widths per second
+    edit_speed = segment_motion(delivered, garden_delivered, float(fps), cfg).slope
+    assert speed >= cfg.idle_speed, f"the cat does not run right in the native frames ({speed:.3f} widths/s)"
+    assert edit_speed == pytest.approx(speed, rel=0.15), (speed, edit_speed)
