@@ -547,7 +547,7 @@ def test_scanning_any_document_returns_requests_or_a_request_error(document: tup
     effects, transitions, markers, metadata of random shape, rates of zero, NaN or infinity): scanning
     returns requests and refusals, or raises RequestError, never anything else; written to a file, `fill`
     reads it back as a Timeline or refuses it with FillError. 100 examples (up to 12 items
-    each), about 13 s on a 2-core CPU shared with other jobs; 1,500 more ran clean outside CI."""
+    each), about 15 s on a 2-core CPU shared with other jobs; 2,000 more ran clean outside CI."""
     start, markers, children = document
     timeline = otio.schema.Timeline("fuzz", global_start_time=None if start is None else _time(start))
     _with_markers(timeline.tracks, markers)
