@@ -70,6 +70,7 @@ def test_only_marked_items_are_requests(name: str) -> None:
     assert added == LONG_CLIPS.get(name, [])
 
 
+@pytest.mark.slow  # 10-20 s per edit on a shared 2-core CPU (the shipped model, 2-3 shots each)
 @pytest.mark.parametrize("name", MARKED)
 def test_fill_places_the_marked_requests_and_nothing_else(
     hp_default_server: Any, tmp_path: Path, name: str, capsys: Any
