@@ -73,7 +73,7 @@ def plate_colourspace(paths: list[Path], override: str) -> str:
     spaces: dict[str, int] = {}
     for i, path in enumerate(paths):
         with OpenEXR.File(str(path), header_only=True) as exr:
-            header = exr.header()
+            header = dict(exr.header())  # a copy: closing the file empties the header it handed out
         try:
             spaces.setdefault(colourspace_of_header(header), i)
         except ValueError as exc:
