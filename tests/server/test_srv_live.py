@@ -44,6 +44,9 @@ def test_submit_watch_fetch_round_trip(alice: StudioClient, tmp_path: Path) -> N
     response = alice.submit(STORYBOARD_2, shot_name="sh010", **SMALL)
     job_id = response.job_id
     assert response.job.total_frames == 17
+    # issue 23: the served numbers make what a job has (segment 0 holds the causal VAE's extra frame)
+    assert response.job.total_frames == info.first_segment_frames + info.frames_per_segment
+    assert (info.first_segment_frames, info.frames_per_segment) == (9, 8)
 
     events = _events(alice, job_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
