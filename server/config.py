@@ -113,6 +113,9 @@ class ServerConfig:
         host, _ = split_address(self.address)
         if self.model is not None and self.tiny_random:
             raise ValueError("ServerConfig: give either model or tiny_random, not both")
+        from ttt_engine.conform import resolve_colourspace  # OCIO knows the default delivery space
+
+        object.__setattr__(self, "colour_interop_id", resolve_colourspace(self.colour_interop_id).interop_id)
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError(
                 f"ServerConfig: TLS needs both a certificate and a key, got cert={self.tls_cert} key={self.tls_key}"

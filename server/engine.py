@@ -20,9 +20,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 from server.config import ServerConfig
+from server.conform_job import (
+    check_colourspace,
+    delivery_from_spec,
+    delivery_of,
+    plate_colourspace,
+    read_conform_report,
+)
 from server.disk import disk_full_message, is_disk_full
 from server.errors import (
     DataLossError,
@@ -75,6 +83,7 @@ CAPABILITIES = (
     "crash_resume",
     "plates_restyle",
     "plates_continue",
+    "delivery",
 )
 WATCH_POLL_S = 1.0
 
@@ -89,6 +98,14 @@ class ServerInfoData:
     frames_per_segment: int
     defaults: dict[str, Any]
     versions: dict[str, str]
+    first_segment_frames: int = 0
+    native_fps: Fraction = Fraction(0)
+    sizes: tuple[tuple[int, int], ...] = ()
+    size_multiple: int = 0
+    min_side: int = 0
+    max_side: int = 0
+    model_colorspace: str = ""
+    default_colorspace: str = ""
 
 
 class Engine:
@@ -193,6 +210,7 @@ class Engine:
         import torch
 
         model = self.pipe.model_info() if hasattr(self.pipe, "model_info") else {}
+        spec = self.pipe.spec
         versions = {
             "server": SERVER_VERSION,
             "api": API_VERSION,
@@ -209,6 +227,15 @@ class Engine:
             frames_per_segment=int(self.pipe.frames_per_segment),
             defaults=self.default_params(),
             versions=versions,
+            # what a one-segment job really makes (issue 23: frames_per_segment alone said 24 for 25)
+            first_segment_frames=int(self.pipe.num_frames(1)),
+            native_fps=spec.fps,
+            sizes=spec.sizes,
+            size_multiple=spec.multiple_of,
+            min_side=spec.min_side,
+            max_side=spec.max_side,
+            model_colorspace=spec.colorspace,
+            default_colorspace=self.config.colour_interop_id,
         )
 
     def resources_of(self, caller: str) -> tuple[ResourcePolicy, Usage, int, bool]:
@@ -264,6 +291,7 @@ class Engine:
 
     def _validate(self, caller: str, request: SubmitRequest) -> JobSpec:
         from ttt_engine.pipeline import GenerationParams
+        from ttt_engine.pipeline.deliver import plan_delivery
         from ttt_engine.storyboard import Storyboard
 
         lim = self.limits
@@ -280,7 +308,8 @@ class Engine:
                 f"storyboard has {n_segments} segments; the server limit is max_segments={max_segments}"
             )
         params = self.default_params()
-        params.update({k: v for k, v in request.params.items() if v is not None})
+        given = {k: v for k, v in request.params.items() if v is not None}
+        params.update(given)
         if "seed" not in request.params or request.params["seed"] is None:
             params["seed"] = random.randrange(2**31)
         for name, value, limit in (
@@ -292,17 +321,50 @@ class Engine:
                 raise InvalidArgumentError(
                     f"parameters.{name}={value} exceeds the server limit max_{name}={limit}"
                 )
+        delivery = delivery_of(request.delivery)
+        if delivery is not None and delivery.has_format:
+            for name, value, limit in (
+                ("width", delivery.width, lim.max_width),
+                ("height", delivery.height, lim.max_height),
+            ):
+                if value > limit:
+                    raise InvalidArgumentError(
+                        f"delivery.{name}={value} exceeds the server limit max_{name}={limit}"
+                    )
+        uploads = self._plate_uploads(caller, request)
+        plate_space = ""
+        if uploads:
+            paths = [self.frames.upload_path(u.upload_id) for u in {u.upload_id: u for u in uploads}.values()]
+            plate_space = plate_colourspace(paths, request.plate_colorspace)
+        elif request.plate_colorspace:
+            raise InvalidArgumentError("plate_colorspace is set but the request has no plate_upload_ids")
+        output_space = check_colourspace(
+            (delivery.colorspace if delivery else "") or plate_space or self.config.colour_interop_id,
+            "delivery.colorspace",
+        )
+        explicit = (
+            (int(given["width"]), int(given["height"])) if "width" in given and "height" in given else None
+        )
+        if delivery is None and explicit is None:
+            explicit = (int(params["width"]), int(params["height"]))
+        try:
+            plan = plan_delivery(self.pipe, storyboard.to_list(), delivery, output_space, explicit)
+        except ValueError as exc:
+            field = "storyboard" if "storyboard has" in str(exc) else "delivery"
+            if explicit is not None and "cannot generate" in str(exc):
+                field = "parameters.width / parameters.height"
+            raise InvalidArgumentError(f"{field}: {exc}") from None
+        params["width"], params["height"] = plan.generation_size
         try:
             resolved = GenerationParams.from_dict(params)
             self.pipe.check_size(resolved.height, resolved.width)
         except ValueError as exc:
             raise InvalidArgumentError(f"parameters: {exc}") from None
-        total_frames = int(self.pipe.num_frames(n_segments))
-        if total_frames > lim.max_frames:
-            raise InvalidArgumentError(
-                f"storyboard of {n_segments} segments makes {total_frames} frames; the server limit is "
-                f"max_frames={lim.max_frames}"
-            )
+        for what, count in (("frames", plan.total_frames), ("native frames", plan.native_count)):
+            if count > lim.max_frames:
+                raise InvalidArgumentError(
+                    f"the shot makes {count} {what}; the server limit is max_frames={lim.max_frames}"
+                )
         shot_name = request.shot_name or "ttt_shot"
         if not SHOT_NAME.match(shot_name):
             raise InvalidArgumentError(
@@ -320,7 +382,7 @@ class Engine:
                 f"context.request_id is {len(request.request_id)} characters; the server limit is "
                 f"max_id_chars={lim.input.max_id_chars}"
             )
-        self._check_plates(caller, request, resolved, n_segments)
+        self._check_plates(request, uploads, resolved, n_segments, plan)
         return JobSpec(
             storyboard=storyboard.to_list(),
             params=resolved.to_dict(),
@@ -331,18 +393,31 @@ class Engine:
             otio_context=request.otio_context,
             plate_ids=tuple(request.plate_ids),
             n_segments=n_segments,
-            total_frames=total_frames,
+            total_frames=plan.total_frames,
+            delivery=None if delivery is None else delivery.as_metadata(),
+            native_frames=plan.native_count,
+            output_colorspace=plan.output_colorspace,
+            plate_colorspace=plate_space,
+            scene_starts=plan.scene_starts,
         )
 
-    def _check_plates(self, caller: str, request: SubmitRequest, params: Any, n_segments: int) -> None:
-        """Plates must be the caller's, exactly the generation size, as many as plate_mode needs, and
-        restyle plates need an explicit strength (its default 1.0 would ignore them)."""
+    def _plate_uploads(self, caller: str, request: SubmitRequest) -> list[UploadRecord]:
+        """The request's plates: the caller's own uploads (NotFoundError otherwise), in frame order."""
         if len(request.plate_ids) > self.limits.max_frames:
             raise InvalidArgumentError(
                 f"plate_upload_ids has {len(request.plate_ids)} ids; the server limit is max_frames="
                 f"{self.limits.max_frames}"
             )
-        uploads = [self.store.get_upload(u, caller) for u in request.plate_ids]  # NotFoundError if not theirs
+        return [self.store.get_upload(u, caller) for u in request.plate_ids]
+
+    def _check_plates(
+        self, request: SubmitRequest, uploads: list[UploadRecord], params: Any, n_segments: int, plan: Any
+    ) -> None:
+        """Native jobs: plates exactly the generation size, as many as plate_mode needs. With a delivery:
+        edit frames of any size, `duration` of them for restyle, fewer for continue (conformed in by the
+        worker). Restyle plates need an explicit strength (its default 1.0 would ignore them)."""
+        from ttt_engine.pipeline.deliver import continue_native_count
+
         if not uploads:
             if params.strength != 1 or params.plate_mode != "restyle":
                 raise InvalidArgumentError(
@@ -356,15 +431,35 @@ class Engine:
                 "in (0, 1] (the share of the denoising redone on the plate, e.g. 0.6; at 1.0 the plate has no "
                 "effect)"
             )
-        for i, upload in enumerate(uploads):
-            if (upload.width, upload.height) != (params.width, params.height):
+        delivery = plan.delivery
+        if delivery is not None:
+            count = len(uploads)
+            if params.plate_mode == "restyle" and count != delivery.duration:
                 raise InvalidArgumentError(
-                    f"plate_upload_ids[{i}] ({upload.upload_id}) is {upload.width}x{upload.height}; expected "
-                    f"{params.width}x{params.height}, the generation size parameters.width x parameters.height "
-                    "(plates are not resized)"
+                    f"plate_upload_ids: got {count} plates for plate_mode 'restyle'; expected exactly "
+                    f"delivery.duration={delivery.duration}, one per delivered frame"
                 )
+            if params.plate_mode == "continue":
+                if not 1 <= count < delivery.duration:
+                    raise InvalidArgumentError(
+                        f"plate_upload_ids: got {count} plates for plate_mode 'continue'; expected 1 to "
+                        f"{delivery.duration - 1} (the shot's first frames)"
+                    )
+                count = continue_native_count(count, delivery.rate, plan.native_fps)
+            else:
+                count = plan.native_count
+            height, width = params.height, params.width
+        else:
+            for i, upload in enumerate(uploads):
+                if (upload.width, upload.height) != (params.width, params.height):
+                    raise InvalidArgumentError(
+                        f"plate_upload_ids[{i}] ({upload.upload_id}) is {upload.width}x{upload.height}; "
+                        f"expected {params.width}x{params.height}, the generation size parameters.width x "
+                        "parameters.height (plates of a request without a delivery are not resized)"
+                    )
+            count, height, width = len(uploads), params.height, params.width
         try:
-            self.pipe.check_plate(n_segments, params, len(uploads), params.height, params.width)
+            self.pipe.check_plate(n_segments, params, count, height, width)
         except ValueError as exc:
             raise InvalidArgumentError(f"plate_upload_ids: {exc}") from None
 
@@ -516,15 +611,25 @@ class Engine:
             )
         self._check_not_expired(job.job_id)
         otio_json = self.store.result_otio(job.job_id) or ""
-        height, width = int(job.spec.params.get("height") or 0), int(job.spec.params.get("width") or 0)
+        spec = job.spec
+        delivery = delivery_from_spec(spec.delivery)
+        width, height = int(spec.params.get("width") or 0), int(spec.params.get("height") or 0)
+        rate = Fraction(self.pipe.fps).limit_denominator(1001)
+        if delivery is not None:
+            rate = delivery.rate
+            if delivery.has_format:
+                width, height = int(delivery.width), int(delivery.height)
         return JobResult(
             job_id=job.job_id,
             otio_json=otio_json,
             frames=self.store.frames(job.job_id),
-            fps=float(self.pipe.fps),
+            fps=float(rate),
             width=width,
             height=height,
-            colour_interop_id=self.config.colour_interop_id,
+            colour_interop_id=spec.output_colorspace or self.config.colour_interop_id,
+            rate=rate,
+            pixel_aspect=float(delivery.pixel_aspect) if delivery is not None else 1.0,
+            conform=read_conform_report(self.frames, job.job_id),
         )
 
     def _check_running(self) -> None:
@@ -553,6 +658,8 @@ def _request_hash(request: SubmitRequest) -> str:
         "record_start": request.record_start,
         "otio_context": request.otio_context,
         "plate_ids": list(request.plate_ids),
+        "delivery": request.delivery,
+        "plate_colorspace": request.plate_colorspace,
     }
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 

@@ -6,6 +6,7 @@ import enum
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from fractions import Fraction
 from typing import Any
 
 JOB_ID = re.compile(r"^[0-9a-f]{32}$")
@@ -52,7 +53,11 @@ class EventKind(enum.StrEnum):
 class JobSpec:
     """Everything a worker needs to run a job, validated at submit; stored as JSON in the jobs table.
 
-    storyboard: the format-3 list. params: GenerationParams fields, fully resolved (seed chosen).
+    storyboard: the format-3 list. params: GenerationParams fields, fully resolved (seed chosen; height
+    and width are the generation size). delivery: the resolved delivery (Delivery.as_metadata() form)
+    or None for a native job; total_frames: frames delivered (= delivery duration, or native_frames for
+    a native job); native_frames: frames the model generates. output_colorspace: what the delivered
+    frames are in (interop id); plate_colorspace: the plates' space ("" without plates).
     """
 
     storyboard: list[dict[str, Any]]
@@ -65,6 +70,11 @@ class JobSpec:
     plate_ids: tuple[str, ...] = ()
     n_segments: int = 0
     total_frames: int = 0
+    delivery: dict[str, Any] | None = None
+    native_frames: int = 0
+    output_colorspace: str = ""
+    plate_colorspace: str = ""
+    scene_starts: tuple[int, ...] = ()
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -73,7 +83,13 @@ class JobSpec:
     def from_json(cls, text: str) -> JobSpec:
         data = json.loads(text)
         data["plate_ids"] = tuple(data.get("plate_ids", ()))
+        data["scene_starts"] = tuple(data.get("scene_starts", ()))
         return cls(**data)
+
+    @property
+    def native(self) -> bool:
+        """A job without a delivery: the model's frames at its rate and size (see the proto's Delivery)."""
+        return self.delivery is None
 
     def frame_filename(self, index: int) -> str:
         """The name a client gives frame `index` (0-based): shot.1001.exr. A name, never a path."""
@@ -156,6 +172,8 @@ class SubmitRequest:
     record_start: int | None = None
     otio_context: str = ""
     plate_ids: tuple[str, ...] = ()
+    delivery: dict[str, Any] | None = None  # wire fields (rate_num, rate_den, duration, ...); None: native
+    plate_colorspace: str = ""
 
 
 @dataclass(frozen=True)
@@ -194,3 +212,6 @@ class JobResult:
     width: int
     height: int
     colour_interop_id: str
+    rate: Fraction = Fraction(0)
+    pixel_aspect: float = 1.0
+    conform: dict[str, Any] = field(default_factory=dict)

@@ -267,6 +267,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="NAME=VALUE",
         help="a bound on request contents (server.limits.InputLimits, e.g. max_otio_depth=32); repeatable",
     )
+    add(
+        "--colorspace",
+        default=ServerConfig.colour_interop_id,
+        help="colour space of delivered frames when a request names none (an EXR colorInteropID such as "
+        "lin_ap1_scene for ACEScg, or an OCIO studio-config name; default %(default)s)",
+    )
     add("--rpc-threads", type=int, default=64, help="threads serving calls (each open stream holds one)")
     add("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port (0 picks one)")
     add("--metrics-address", default="127.0.0.1")
@@ -339,6 +345,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         insecure=args.insecure,
         limits=limits,
         resources=resources_from_args(args),
+        colour_interop_id=args.colorspace,
         workers=args.workers,
         rpc_threads=args.rpc_threads,
         chunk_bytes=min(1 << 20, limits.max_message_bytes - 16 * 1024),

@@ -15,16 +15,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 class ServerProcess:
-    """`python -m server.main --tiny-random` on 127.0.0.1 with a free port, in its own data dir.
+    """`python -m server.main --tiny-random` (or `--model MODEL`) on 127.0.0.1 with a free port, in its own
+    data dir.
 
     token_file None means --insecure-no-auth (loopback only). The server announces itself by writing
     <data_dir>/server.json with its pid and address; start() waits for that.
     """
 
     def __init__(
-        self, data_dir: Path, token_file: Path | None, *extra: str, log_path: Path | None = None
+        self,
+        data_dir: Path,
+        token_file: Path | None,
+        *extra: str,
+        log_path: Path | None = None,
+        model: Path | None = None,
     ) -> None:
         self.data_dir = Path(data_dir)
+        self.model = model
         self.token_file = token_file
         self.extra = list(extra)
         self.proc: subprocess.Popen | None = None
@@ -36,7 +43,8 @@ class ServerProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         info_path = self.data_dir / "server.json"
         info_path.unlink(missing_ok=True)
-        args = [sys.executable, "-m", "server.main", "--tiny-random", "--address", "127.0.0.1:0"]
+        source = ["--tiny-random"] if self.model is None else ["--model", str(self.model)]
+        args = [sys.executable, "-m", "server.main", *source, "--address", "127.0.0.1:0"]
         args += ["--data-dir", str(self.data_dir), "--torch-threads", "1", "--grace", "2"]
         args += ["--token-file", str(self.token_file)] if self.token_file else ["--insecure-no-auth"]
         args += self.extra

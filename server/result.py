@@ -21,8 +21,12 @@ def job_media_url(job_id: str) -> str:
     return f"{URL_SCHEME}://jobs/{job_id}/"
 
 
-def build_result_otio(job: JobRecord, pipe: Any, frames: list[FrameRecord]) -> str:
-    """The job's result timeline as OTIO JSON: one clip, metadata under "ttt_studio"."""
+def build_result_otio(
+    job: JobRecord, pipe: Any, frames: list[FrameRecord], conform: dict[str, Any] | None = None
+) -> str:
+    """The job's result timeline as OTIO JSON: one clip at the delivered rate (the rate its EXRs'
+    framesPerSecond say), metadata under "ttt_studio" including the conform report (native fps, retime
+    method and flow fallbacks, generation size, scale, colour spaces)."""
     from host_plugin.core.placement import ShotResult, build_result_timeline
 
     spec = job.spec
@@ -30,7 +34,8 @@ def build_result_otio(job: JobRecord, pipe: Any, frames: list[FrameRecord]) -> s
         raise RuntimeError(
             f"result of job {job.job_id}: {len(frames)} frames stored, {spec.total_frames} expected"
         )
-    rate = Fraction(pipe.fps).limit_denominator(1001)
+    delivery = spec.delivery
+    rate = Fraction(delivery["rate"]) if delivery else Fraction(pipe.fps).limit_denominator(1001)
     model = pipe.model_info() if hasattr(pipe, "model_info") else {}
     shot = ShotResult(
         request_id=spec.request_id or spec.shot_name,
@@ -50,7 +55,10 @@ def build_result_otio(job: JobRecord, pipe: Any, frames: list[FrameRecord]) -> s
             "shot_name": spec.shot_name,
             "priority": job.priority.name.lower(),
             "frame_sha256": [f.sha256 for f in frames],
+            "delivery": dict(delivery) if delivery else None,
+            "colorspace": spec.output_colorspace,
         },
+        conform=dict(conform or {}),
     )
     start = 0 if spec.record_start is None else min(0, spec.record_start)
     timeline = build_result_timeline([shot], rate, start_frame=start, name=f"TTT result {spec.shot_name}")

@@ -3,11 +3,13 @@ no validation beyond what the message types imply (the engine validates and name
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from host_plugin.core.delivery import SEGMENT_SECONDS, STANDARD_RATES
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from server.engine import ServerInfoData
 from server.jobs import (
@@ -82,6 +84,45 @@ def submit_request(msg: pb.SubmitShotRequest) -> SubmitRequest:
         record_start=ctx.record_start if ctx.HasField("record_start") else None,
         otio_context=ctx.otio_json,
         plate_ids=tuple(msg.plate_upload_ids),
+        delivery=_delivery_fields(msg.delivery) if msg.HasField("delivery") else None,
+        plate_colorspace=msg.plate_colorspace,
+    )
+
+
+_DELIVERY_FIELDS = (
+    "rate_num",
+    "rate_den",
+    "duration",
+    "width",
+    "height",
+    "pixel_aspect",
+    "fit",
+    "filter",
+    "retime",
+    "colorspace",
+)
+
+
+def _delivery_fields(msg: pb.Delivery) -> dict[str, Any]:
+    return {name: getattr(msg, name) for name in _DELIVERY_FIELDS}
+
+
+def delivery_message(delivery: dict[str, Any]) -> pb.Delivery:
+    """A stored delivery (Delivery.as_metadata() form) as the wire message."""
+    from fractions import Fraction
+
+    rate = Fraction(delivery["rate"])
+    return pb.Delivery(
+        rate_num=rate.numerator,
+        rate_den=rate.denominator,
+        duration=int(delivery["duration"]),
+        width=int(delivery.get("width") or 0),
+        height=int(delivery.get("height") or 0),
+        pixel_aspect=float(delivery.get("pixel_aspect") or 1.0),
+        fit=str(delivery.get("fit") or ""),
+        filter=str(delivery.get("filter") or ""),
+        retime=str(delivery.get("retime") or ""),
+        colorspace=str(delivery.get("colorspace") or ""),
     )
 
 
@@ -158,6 +199,10 @@ def job_message(job: JobRecord) -> pb.Job:
         attempts=job.attempts,
         plate_upload_ids=list(spec.plate_ids),
         cancel_requested=job.cancel_requested,
+        native_frames=spec.native_frames,
+        generation_width=int(spec.params.get("width") or 0),
+        generation_height=int(spec.params.get("height") or 0),
+        **({"delivery": delivery_message(spec.delivery)} if spec.delivery is not None else {}),
     )
 
 
@@ -259,6 +304,10 @@ def result_message(result: JobResult) -> pb.JobResult:
         width=result.width,
         height=result.height,
         colour_interop_id=result.colour_interop_id,
+        rate_num=result.rate.numerator,
+        rate_den=result.rate.denominator,
+        pixel_aspect=result.pixel_aspect,
+        conform_json=json.dumps(result.conform, sort_keys=True) if result.conform else "",
     )
 
 
@@ -290,6 +339,17 @@ def server_info_message(info: ServerInfoData, limits: Any, colour_interop_id: st
         frames_per_segment=info.frames_per_segment,
         caller=info.caller,
         colour_interop_id=colour_interop_id,
+        first_segment_frames=info.first_segment_frames,
+        native_fps_num=info.native_fps.numerator,
+        native_fps_den=info.native_fps.denominator,
+        sizes=[pb.Size(width=w, height=h) for w, h in info.sizes],
+        size_constraints=pb.SizeConstraints(
+            multiple_of=info.size_multiple, min_side=info.min_side, max_side=info.max_side
+        ),
+        model_colorspace=info.model_colorspace,
+        segment_seconds=SEGMENT_SECONDS,
+        default_colorspace=info.default_colorspace,
+        delivery_rates=[str(r) for r in STANDARD_RATES],
     )
 
 

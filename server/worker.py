@@ -6,11 +6,17 @@ A job runs in two resumable phases:
    store. A job killed during sampling samples again on restart (same seed, same result).
    A job with plates reads them from the server's upload store (never a client path), checks their
    count and size against the request again and passes them to the pipeline as init frames.
-2. decoding: ONE VAE pass (pipe.iter_decode) over the segments that still miss frames (a segment's
-   frames need the latents before it, so a per-segment decode would re-decode the prefix each time);
-   the pass hands the segments over one by one and each one's missing frames are written (tmp file,
-   fsync, rename, then the index row) and announced before the next, so a finished frame is never
-   regenerated and a restart after a crash decodes only what is missing.
+   With a delivery, plates are edit frames in their own colour space: they are conformed in
+   (ttt_engine.pipeline.deliver.conform_plates) to the model's rate, size and space first.
+2. decoding and conform: ONE VAE pass (pipe.iter_decode) over the native segments the still-missing
+   delivered frames read (a segment's frames need the latents before it, so a per-segment decode would
+   re-decode the prefix each time); the pass hands the segments over one by one, a FrameDeliverer
+   (the conform library: retime to the delivery rate, scale to its format, OCIO into its colour space)
+   turns them into delivered frames, and each missing delivered frame is written (tmp file, fsync,
+   rename, then the index row) and announced before the next segment, so a finished frame is never
+   made again and a restart after a crash decodes only what is missing. Frames are "delivered frames":
+   exactly the delivery's duration at its rate (a native job: the model's frames, converted into the
+   output colour space).
 Every sampling run and every segment written is recorded in the store's work log (kill -9 tests count
 them there).
 """
@@ -21,15 +27,17 @@ import hashlib
 import io
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
-from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from server.config import ServerConfig
+from server.conform_job import conform_report_path, delivery_from_spec, read_conform_report
 from server.disk import DiskReserve, disk_full_message, is_disk_full
 from server.frames import FrameStore, sha256_file
 from server.jobs import EventKind, FrameRecord, JobRecord, JobState
@@ -40,6 +48,9 @@ from server.result import build_result_otio
 from server.store import Store
 
 log = logging.getLogger(__name__)
+
+DEFAULT_PLATE_SPACE = "lin_rec709_scene"
+"""Plates of jobs stored before plate colour spaces were recorded: scene-linear Rec.709 (the EXR default)."""
 
 
 class _Stop(Exception):
@@ -157,9 +168,12 @@ class Worker(threading.Thread):
         log.info("job started (attempt %d, priority %s)", job.attempts, job.priority.name.lower())
         started = time.monotonic()
         try:
-            latents = self._latents(job)
-            self._decode(job, latents)
-            otio_json = build_result_otio(job, self.pipe, self.store.frames(job_id))
+            plan = self._plan(job)
+            latents = self._latents(job, plan)
+            self._decode(job, latents, plan)
+            otio_json = build_result_otio(
+                job, self.pipe, self.store.frames(job_id), read_conform_report(self.frames, job_id)
+            )
         except (GenerationCancelled, _Stop):
             self._stopped(job)
             return
@@ -191,7 +205,22 @@ class Worker(threading.Thread):
             self.store.set_state(job.job_id, JobState.QUEUED, "interrupted by server shutdown; will resume")
             log.info("job interrupted by shutdown, requeued")
 
-    def _latents(self, job: JobRecord) -> Any:
+    def _plan(self, job: JobRecord) -> Any:
+        """The job's DeliveryPlan, from its stored (validated) spec: the same plan submit checked."""
+        from ttt_engine.pipeline.deliver import plan_delivery
+
+        spec = job.spec
+        size = (int(spec.params["width"]), int(spec.params["height"]))
+        output = spec.output_colorspace or self.config.colour_interop_id
+        plan = plan_delivery(self.pipe, spec.storyboard, delivery_from_spec(spec.delivery), output, size)
+        if plan.total_frames != spec.total_frames:
+            raise RuntimeError(
+                f"the pipeline plans {plan.total_frames} delivered frames for this job, it expects "
+                f"{spec.total_frames}"
+            )
+        return plan
+
+    def _latents(self, job: JobRecord, plan: Any) -> Any:
         """Saved latents when a previous attempt got that far, else sample (and save)."""
         from ttt_engine.pipeline import GenerationParams, load_latents, save_latents
         from ttt_engine.storyboard import Storyboard
@@ -241,7 +270,7 @@ class Worker(threading.Thread):
             if self.config.debug_step_delay_s:
                 time.sleep(self.config.debug_step_delay_s)
 
-        plates = self._read_plates(job, params) if spec.plate_ids else None
+        plates = self._read_plates(job, params, plan) if spec.plate_ids else None
         t0 = time.monotonic()
         latents = self.pipe.sample(
             storyboard,
@@ -254,18 +283,17 @@ class Worker(threading.Thread):
         save_latents(path, latents, {"job_id": job.job_id, "fingerprint": fingerprint})
         return latents
 
-    def _read_plates(self, job: JobRecord, params: Any) -> np.ndarray:
-        """The job's plates from the upload store as scene-linear RGB float32 [T, H, W, 3], in the order
-        of plate_ids (each distinct file read once). Count and size are checked by the pipeline; here
-        every file must still be there and be params.width x params.height."""
+    def _read_plates(self, job: JobRecord, params: Any, plan: Any) -> np.ndarray:
+        """The job's plates from the upload store (each distinct file read once), in the order of
+        plate_ids, conformed into the model's frames: float32 [T, H, W, 3] in its colour space at the
+        generation size (a native job's plates must already be that size)."""
         from host_plugin.core.exr_io import read_exr
+        from ttt_engine.pipeline.deliver import conform_plates
 
         ids = job.spec.plate_ids
-        frames = np.empty((len(ids), params.height, params.width, 3), np.float32)  # (T, H, W, 3)
-        first_of: dict[str, int] = {}
+        read: dict[str, np.ndarray] = {}
         for i, upload_id in enumerate(ids):
-            if upload_id in first_of:
-                frames[i] = frames[first_of[upload_id]]
+            if upload_id in read:
                 continue
             if self._should_stop(job.job_id):
                 raise _Stop
@@ -275,49 +303,56 @@ class Worker(threading.Thread):
                     f"plate {upload_id} (plate_upload_ids[{i}]) is missing from the upload store"
                 )
             rgba, _ = read_exr(path, check_finite=True)  # (H, W, 4) float32
-            if rgba.shape[:2] != (params.height, params.width):
+            if plan.delivery is None and rgba.shape[:2] != (params.height, params.width):
                 raise ValueError(
                     f"plate {upload_id} (plate_upload_ids[{i}]) is {rgba.shape[1]}x{rgba.shape[0]}; the job "
                     f"generates {params.width}x{params.height}"
                 )
-            frames[i] = rgba[..., :3]
-            first_of[upload_id] = i
-        log.info("%d plate frame(s) read (%d file(s))", len(ids), len(first_of))
-        return frames
+            read[upload_id] = rgba[..., :3]
+        frames = [read[u] for u in ids]
+        log.info("%d plate frame(s) read (%d file(s))", len(ids), len(read))
+        space = job.spec.plate_colorspace or DEFAULT_PLATE_SPACE
+        return conform_plates(
+            plan, np.stack(frames) if plan.delivery is None else frames, space, params.plate_mode
+        )
 
     def _decode_estimate(self, frames: int) -> float:
         return 0.0 if self._decode_s_per_frame is None else self._decode_s_per_frame * frames
 
-    def _decode(self, job: JobRecord, latents: Any) -> None:
-        """One VAE pass over the segments that still miss frames; write and index only the missing frames,
-        segment by segment as the pass hands them over."""
+    def _decode(self, job: JobRecord, latents: Any, plan: Any) -> None:
+        """One VAE pass over the native segments the missing delivered frames read; each segment's
+        frames go through the conform and the delivered frames they complete are written and indexed
+        before the next segment."""
+        from ttt_engine.pipeline.deliver import FrameDeliverer
+
         spec = job.spec
         job_id = job.job_id
         self.store.set_state(job_id, JobState.DECODING, "decoding")
         ranges = self.pipe.segment_frame_ranges(spec.n_segments)
-        if ranges[-1][1] != spec.total_frames:
+        if ranges[-1][1] != plan.native_count:
             raise RuntimeError(
                 f"pipeline reports {ranges[-1][1]} frames for {spec.n_segments} segments, the job expects "
-                f"{spec.total_frames}"
+                f"{plan.native_count}"
             )
         done = self.store.frame_indices(job_id)
-        missing = {
-            segment: [i for i in range(first, end) if i not in done]
-            for segment, (first, end) in enumerate(ranges)
-        }
-        missing = {segment: indices for segment, indices in missing.items() if indices}
-        if not missing:
+        report = _ConformLog(conform_report_path(self.frames, job_id))
+        segment_of = [0]
+
+        def write(frame: Any) -> None:
+            self._write_frame(job, frame, segment_of[0], report)
+
+        deliverer = FrameDeliverer(plan, write, done)
+        if not deliverer.missing:
             return
         if self._should_stop(job_id):
             raise _Stop
-        rate = Fraction(self.pipe.fps).limit_denominator(1001)
+        segments = deliverer.segments_needed(ranges)
         ready = len(done)
         t0 = time.monotonic()
         self.metrics.decode_calls.inc()
-        pieces = self.pipe.iter_decode(latents, segments=sorted(missing))  # the VAE pass runs here
-        decoded = ranges[max(missing)][1]  # frames the pass decoded (a prefix of the video)
-        self._decode_s_per_frame = (time.monotonic() - t0) / max(1, decoded)
-        for segment, rgb in pieces:  # (T_seg, H, W, 3) scene-linear, ascending segments
+        pieces = self.pipe.iter_decode(latents, segments=segments)  # the VAE pass runs here
+        self._decode_s_per_frame = (time.monotonic() - t0) / max(1, ranges[segments[-1]][1])
+        for segment, rgb in pieces:  # (T_seg, H, W, 3) in the model's colour space, ascending segments
             if self._should_stop(job_id):
                 raise _Stop
             first, end = ranges[segment]
@@ -326,41 +361,44 @@ class Worker(threading.Thread):
                     f"decode of segment {segment} returned {len(rgb)} frames, expected {end - first}"
                 )
             self.store.log_work(job_id, "decode", segment)
-            for index in missing[segment]:
-                self._write_frame(job, index, segment, rgb[index - first], rate)
-            ready += len(missing[segment])
+            segment_of[0] = segment
+            written = deliverer.feed(first, rgb)
+            ready += len(written)
+            report.save(deliverer.report())
             self.store.add_event(
                 job_id, EventKind.FRAMES, {"ready": ready, "total": spec.total_frames, "segment": segment}
             )
-            log.info("segment %d decoded: %d frame(s) written", segment, len(missing[segment]))
+            log.info("segment %d decoded: %d frame(s) delivered", segment, len(written))
             if self.config.debug_segment_delay_s:
                 time.sleep(self.config.debug_segment_delay_s)
+        if deliverer.missing:
+            raise RuntimeError(f"the conform left delivered frames {deliverer.missing[:5]} unwritten")
         self.metrics.job_duration.labels(phase="decoding").observe(time.monotonic() - t0)
 
-    def _write_frame(self, job: JobRecord, index: int, segment: int, rgb: np.ndarray, rate: Fraction) -> None:
-        from host_plugin.core.exr_io import write_rgba_exr
+    def _write_frame(self, job: JobRecord, frame: Any, segment: int, report: _ConformLog) -> None:
+        from ttt_engine.conform import write_delivered
+        from ttt_engine.conform.conform import METADATA_PREFIX, DeliveredFrame
         from ttt_engine.pipeline.params import GenerationParams, sampling_attributes
 
         spec = job.spec
+        index = frame.index
         relpath = self.frames.frame_relpath(job.job_id, index)
         final = self.frames.path_of(relpath)
         tmp = self.frames.temp_path(".exr")
+        attributes = {
+            **frame.attributes,
+            "ttt_studio/job_id": job.job_id,
+            "ttt_studio/frame": spec.start_frame + index,
+            "ttt_studio/shot": spec.shot_name,
+            **sampling_attributes(GenerationParams.from_dict(spec.params)),
+        }
         try:
-            write_rgba_exr(
-                tmp,
-                np.asarray(rgb, dtype=np.float32),
-                colour_interop_id=self.config.colour_interop_id,
-                attributes={
-                    "ttt_studio/job_id": job.job_id,
-                    "ttt_studio/frame": spec.start_frame + index,
-                    "ttt_studio/shot": spec.shot_name,
-                    **sampling_attributes(GenerationParams.from_dict(spec.params)),
-                },
-                frames_per_second=rate,
-            )
+            write_delivered(str(tmp), DeliveredFrame(index, frame.rgba, attributes))
             self.frames.commit(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)  # a partial file (e.g. on a full disk) gives its space back
+        if frame.attributes.get(METADATA_PREFIX + "flow_fallback") == "1":
+            report.fallback(index)
         self.store.add_frame(
             FrameRecord(
                 job_id=job.job_id,
@@ -375,6 +413,28 @@ class Worker(threading.Thread):
             )
         )
         self.metrics.frames_written.inc()
+
+
+class _ConformLog:
+    """The job's conform report on disk (conform.json), kept across restarts: delivered frames that fell
+    back from flow to blend are recorded by index, so a resumed job still counts the earlier ones."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        previous = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        self._fallbacks: set[int] = set(previous.get("flow_fallback_frames", ()))
+
+    def fallback(self, index: int) -> None:
+        self._fallbacks.add(index)
+
+    def save(self, report: dict[str, Any]) -> None:
+        data = dict(report)
+        if "flow_fallbacks" in data:
+            data["flow_fallbacks"] = len(self._fallbacks)
+            data["flow_fallback_frames"] = sorted(self._fallbacks)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
+        os.replace(tmp, self.path)
 
 
 def _fingerprint(

@@ -6,6 +6,16 @@
     for event in client.watch(job.job_id): ...    # resumes after a dropped connection from the last seq
     frames = client.fetch_frames(job.job_id, "/shots/sh010/gen")  # resumable, atomic files
 
+Conform (issue 22): a shot is delivered in the edit's time, format and colour when submit gets a
+host_plugin.core.delivery.Delivery; without one it is "native" (the model's frames, rate and size):
+
+    submit(segments, *, ..., delivery: Optional[Delivery] = None, plate_colorspace: str = "") -> SubmitResult
+    info.segments_for(duration: int, rate: RateLike) -> int     # storyboard segments a delivery needs
+    info.segments_for(frames: int) -> int                       # native frames (no delivery)
+    info.native_fps: Fraction; info.sizes: ((width, height), ...); info.size_multiple: int
+    info.model_colourspace / info.default_colourspace: str; info.segment_seconds: int (3)
+    result(job_id).rate: Fraction (the delivered rate); .conform: dict (the conform report)
+
 Every call sends `authorization: Bearer <token>`. Unary calls are retried on UNAVAILABLE /
 DEADLINE_EXCEEDED; SubmitShot always carries an idempotency key (chosen here when the caller gives none)
 so a retry after a lost response returns the same job instead of queueing a second one. Results are plain
@@ -27,8 +37,11 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
+from host_plugin.core.delivery import SEGMENT_SECONDS, Delivery, RateLike
+from host_plugin.core.delivery import segments_for as delivery_segments_for
 from host_plugin.core.errors import (
     AuthenticationError,
     ClientError,
@@ -71,7 +84,15 @@ PathOrBytes = Union[str, "os.PathLike[str]", bytes]
 
 @dataclass(frozen=True)
 class ServerInfo:
-    """What GetServerInfo said, as plain values."""
+    """What GetServerInfo said, as plain values.
+
+    fps / native_fps: the model's native rate (it generates at that rate; a delivery is retimed from it).
+    frames_per_segment: native frames of every segment after the first; first_segment_frames: native
+    frames of segment 0 (= frames of a one-segment native job; 0 given: derived, see __post_init__).
+    sizes: the (width, height) the model generates at, preferred first; size_multiple, min_side,
+    max_side: other sizes it accepts (0: none). model_colourspace: the model's own colour space;
+    default_colourspace: what a delivery without a colour space is delivered in.
+    """
 
     address: str
     server_version: str
@@ -85,28 +106,55 @@ class ServerInfo:
     colour_interop_id: str = ""
     defaults: Dict[str, Any] = field(default_factory=dict)
     versions: Dict[str, str] = field(default_factory=dict)
+    first_segment_frames: int = 0
+    native_fps: Optional[Fraction] = None
+    sizes: Tuple[Tuple[int, int], ...] = ()
+    size_multiple: int = 0
+    min_side: int = 0
+    max_side: int = 0
+    model_colourspace: str = ""
+    default_colourspace: str = ""
+    segment_seconds: int = SEGMENT_SECONDS
+    delivery_rates: Tuple[Fraction, ...] = ()
 
-    @property
-    def first_segment_frames(self) -> int:
-        """Frames of segment 0: the model's value when the server reports it, else the causal-VAE layout
-        (first frame alone, then frames_per_segment) that every ttt-studio model has (paper: 49 = 1 + 48)."""
-        raw = self.model.get("first_segment_frames")
-        return int(raw) if raw not in (None, "") else 1 + self.frames_per_segment
+    def __post_init__(self) -> None:
+        # older servers do not send these: derive them as those servers behaved
+        if not self.first_segment_frames:
+            # the model's value when reported, else the causal-VAE layout (first frame alone, then
+            # frames_per_segment) that every ttt-studio model has (paper: 49 = 1 + 48)
+            raw = self.model.get("first_segment_frames")
+            derived = int(raw) if raw not in (None, "") else 1 + self.frames_per_segment
+            object.__setattr__(self, "first_segment_frames", derived)
+        if self.native_fps is None and self.fps > 0:
+            object.__setattr__(self, "native_fps", Fraction(self.fps).limit_denominator(1001))
+        if not self.default_colourspace:
+            object.__setattr__(self, "default_colourspace", self.colour_interop_id)
 
     def num_frames(self, segments: int) -> int:
-        """Frames a storyboard of `segments` segments makes on this server."""
+        """Native frames a storyboard of `segments` segments makes on this server (no delivery)."""
         if segments < 1:
             raise ValueError(f"segments must be >= 1, got {segments}")
         return self.first_segment_frames + (segments - 1) * self.frames_per_segment
 
-    def segments_for(self, frames: int) -> int:
-        """Fewest segments whose video has at least `frames` frames."""
-        if frames < 1:
-            raise ValueError(f"frames must be >= 1, got {frames}")
-        if frames <= self.first_segment_frames:
+    def segments_for(self, duration: int, rate: Optional[RateLike] = None) -> int:
+        """Storyboard segments a shot needs.
+
+        With `rate` (a delivery): ceil(duration / (segment_seconds x rate)), as the server checks it
+        (host_plugin.core.delivery.segments_for). Without: the fewest segments whose native video has at
+        least `duration` frames (a request without a delivery).
+        """
+        if rate is not None:
+            return delivery_segments_for(duration, rate)
+        if duration < 1:
+            raise ValueError(f"frames must be >= 1, got {duration}")
+        if duration <= self.first_segment_frames:
             return 1
         per = max(1, self.frames_per_segment)
-        return 1 + -(-(frames - self.first_segment_frames) // per)  # ceil division
+        return 1 + -(-(duration - self.first_segment_frames) // per)  # ceil division
+
+    def supports_delivery(self) -> bool:
+        """True when the server conforms to a Delivery (older servers only generate natively)."""
+        return "delivery" in self.capabilities
 
     @property
     def model_name(self) -> str:
@@ -129,6 +177,9 @@ class JobInfo:
     seed: Optional[int] = None
     segments: int = 0
     plate_upload_ids: Tuple[str, ...] = ()
+    delivery: Optional[Delivery] = None
+    native_frames: int = 0
+    generation_size: Tuple[int, int] = (0, 0)  # (width, height) the model generates at
 
     @property
     def terminal(self) -> bool:
@@ -195,6 +246,9 @@ class ResultInfo:
     width: int
     height: int
     colour_interop_id: str
+    rate: Optional[Fraction] = None  # the delivered rate exactly (fps as a fraction)
+    pixel_aspect: float = 1.0
+    conform: Dict[str, Any] = field(default_factory=dict)  # the conform report (empty from older servers)
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -263,6 +317,43 @@ def _state(value: int) -> str:
     return STATES[value] if 0 <= value < len(STATES) else f"state_{value}"
 
 
+def delivery_message(delivery: Delivery) -> Any:
+    """The wire form of a Delivery (ttt_studio.v1.Delivery)."""
+    if not isinstance(delivery, Delivery):
+        raise ValueError(
+            f"delivery must be a host_plugin.core.delivery.Delivery, got {type(delivery).__name__}"
+        )
+    return pb.Delivery(
+        rate_num=delivery.rate.numerator,
+        rate_den=delivery.rate.denominator,
+        duration=delivery.duration,
+        width=delivery.width or 0,
+        height=delivery.height or 0,
+        pixel_aspect=float(delivery.pixel_aspect),
+        fit=delivery.fit,
+        filter=delivery.filter,
+        retime=delivery.retime,
+        colorspace=delivery.colorspace,
+    )
+
+
+def delivery_from_message(msg: Any) -> Optional[Delivery]:
+    """A wire Delivery as a Delivery (None when the message has no duration: native)."""
+    if not msg.duration:
+        return None
+    return Delivery(
+        rate=Fraction(msg.rate_num, msg.rate_den or 1),
+        duration=int(msg.duration),
+        width=int(msg.width) or None,
+        height=int(msg.height) or None,
+        pixel_aspect=float(msg.pixel_aspect) or 1.0,
+        fit=msg.fit or "fit",
+        filter=msg.filter or "lanczos",
+        retime=msg.retime or "flow",
+        colorspace=msg.colorspace,
+    )
+
+
 def _job(msg: Any) -> JobInfo:
     ctx = msg.context
     return JobInfo(
@@ -280,6 +371,9 @@ def _job(msg: Any) -> JobInfo:
         seed=msg.parameters.seed if msg.parameters.HasField("seed") else None,
         segments=len(msg.storyboard.segments),
         plate_upload_ids=tuple(msg.plate_upload_ids),
+        delivery=delivery_from_message(msg.delivery) if msg.HasField("delivery") else None,
+        native_frames=msg.native_frames,
+        generation_size=(msg.generation_width, msg.generation_height),
     )
 
 
@@ -429,6 +523,16 @@ class TTTClient:
             colour_interop_id=msg.colour_interop_id,
             defaults=defaults,
             versions=dict(msg.versions),
+            first_segment_frames=msg.first_segment_frames,
+            native_fps=Fraction(msg.native_fps_num, msg.native_fps_den or 1) if msg.native_fps_num else None,
+            sizes=tuple((s.width, s.height) for s in msg.sizes),
+            size_multiple=msg.size_constraints.multiple_of,
+            min_side=msg.size_constraints.min_side,
+            max_side=msg.size_constraints.max_side,
+            model_colourspace=msg.model_colorspace,
+            default_colourspace=msg.default_colorspace,
+            segment_seconds=msg.segment_seconds or SEGMENT_SECONDS,
+            delivery_rates=tuple(Fraction(r) for r in msg.delivery_rates),
         )
 
     def connect(
@@ -479,13 +583,21 @@ class TTTClient:
         otio_json: str = "",
         plate_upload_ids: Sequence[str] = (),
         idempotency_key: Optional[str] = None,
+        delivery: Optional[Delivery] = None,
+        plate_colorspace: str = "",
     ) -> SubmitResult:
         """Queue a shot. Unset values take the server's defaults. The idempotency key (a new uuid when not
         given) travels with every retry, so a response lost to a dropped connection never makes two jobs.
 
+        delivery: what the frames must become (host_plugin.core.delivery.Delivery: rate, duration,
+        format, fit, filter, retime, colour space); the storyboard then needs
+        info.segments_for(delivery.duration, delivery.rate) segments. None: native frames (the model's
+        rate, size and frame count; height / width pick the generation size).
         plate_upload_ids are in frame order (an id may repeat: a held frame). plate_mode "restyle": one
-        plate per output frame, strength in (0, 1] required; "continue": 1 + 4k plates kept as the first
-        frames, strength unset."""
+        plate per output frame (with a delivery: per delivered frame, any size, conformed in by the
+        server), strength in (0, 1] required; "continue": the first frames (without a delivery 1 + 4k
+        plates), strength unset. plate_colorspace overrides the plates' own colorInteropID /
+        chromaticities."""
         if plate_mode not in ("", "restyle", "continue"):
             raise ValueError(f"plate_mode must be 'restyle' or 'continue', got {plate_mode!r}")
         if strength is not None and not 0.0 < float(strength) <= 1.0:
@@ -531,7 +643,10 @@ class TTTClient:
             idempotency_key=key,
             context=context,
             plate_upload_ids=list(plate_upload_ids),
+            plate_colorspace=plate_colorspace,
         )
+        if delivery is not None:
+            request.delivery.CopyFrom(delivery_message(delivery))
         response = self._unary("SubmitShot", self._stub.SubmitShot, request)
         return SubmitResult(job=_job(response.job), deduplicated=response.deduplicated, idempotency_key=key)
 
@@ -759,6 +874,9 @@ class TTTClient:
             width=msg.width,
             height=msg.height,
             colour_interop_id=msg.colour_interop_id,
+            rate=Fraction(msg.rate_num, msg.rate_den or 1) if msg.rate_num else None,
+            pixel_aspect=msg.pixel_aspect or 1.0,
+            conform=json.loads(msg.conform_json) if msg.conform_json else {},
         )
 
 

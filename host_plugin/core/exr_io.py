@@ -18,7 +18,7 @@ import re
 import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,6 +28,8 @@ from host_plugin.core.exr_header import check_plate_header, read_plate_header
 log = logging.getLogger(__name__)
 
 EXR_MAGIC = b"\x76\x2f\x31\x01"
+_HALF_MAX = 65504.0
+_HALF_EXPONENT = 0x7C00  # a half whose exponent bits are all set is inf or NaN
 DEFAULT_MAX_SIDE = 8192  # pixels; 8K plates pass, anything bigger is refused before decoding
 DEFAULT_MAX_BYTES = 1 << 30
 DEFAULT_MAX_CHANNELS = 64
@@ -36,6 +38,7 @@ DEFAULT_MAX_DECODE_BYTES = 2 << 30  # an 8K RGBA half plate decodes to ~1.6 GB (
 # header attributes the writer sets itself; custom attributes may not override them
 _RESERVED = {
     "channels",
+    "chromaticities",
     "compression",
     "dataWindow",
     "displayWindow",
@@ -51,6 +54,8 @@ _RESERVED = {
 _INTEROP_ID = re.compile(r"^(data|unknown|[a-z0-9]+_[a-z0-9]+_(scene|display))$")
 
 PathLike = Union[str, "os.PathLike[str]"]
+Window = Tuple[int, int, int, int]
+"""An EXR window as (xmin, ymin, xmax, ymax), inclusive."""
 
 
 @dataclass(frozen=True)
@@ -81,17 +86,29 @@ def write_rgba_exr(
     colour_interop_id: Optional[str] = "lin_rec709_scene",
     attributes: Optional[Dict[str, Any]] = None,
     frames_per_second: Optional[Fraction] = None,
+    data_window: Optional[Window] = None,
+    display_window: Optional[Window] = None,
+    pixel_aspect_ratio: Optional[float] = None,
+    chromaticities: Optional[Sequence[float]] = None,
 ) -> str:
     """Write one half-float RGBA scanline EXR with ZIP compression; returns the path.
 
     rgba: (H, W, 4) or (H, W, 3) (alpha 1 added) finite float array; float16 is written as is, other
     floats are converted to HALF and must fit in it (|x| <= 65504). attributes: extra header entries
     (str, int, float or Fraction), e.g. {"ttt_studio/job_id": "j42"}. frames_per_second: e.g.
-    Fraction(24000, 1001). colour_interop_id: e.g. "lin_ap1_scene" for ACEScg; None leaves it untagged.
+    Fraction(24000, 1001), written as the standard rational framesPerSecond attribute.
+    colour_interop_id: e.g. "lin_ap1_scene" for ACEScg; None leaves it untagged.
+    data_window: (xmin, ymin, xmax, ymax) inclusive, where the pixels lie (its size must be rgba's);
+    default (0, 0, W - 1, H - 1). display_window: the frame (the format), same form; default the data
+    window. pixel_aspect_ratio: e.g. 2.0 for anamorphic; default 1. chromaticities: 8 floats (red, green,
+    blue, white xy) naming the RGB primaries, e.g. ACEScg's AP1; None leaves the attribute out.
     """
     OpenEXR = _openexr()
     pixels = _as_half_rgba(rgba)
     header: Dict[str, Any] = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    header.update(_geometry(pixels.shape, data_window, display_window, pixel_aspect_ratio))
+    if chromaticities is not None:
+        header["chromaticities"] = _chromaticities(chromaticities)
     if colour_interop_id is not None:
         if not isinstance(colour_interop_id, str) or not _INTEROP_ID.match(colour_interop_id):
             raise ExrWriteError(
@@ -122,6 +139,57 @@ def write_rgba_exr(
     path = os.fspath(path)
     OpenEXR.File(header, {"RGBA": pixels}).write(path)
     return path
+
+
+def _window(value: Any, name: str) -> Tuple[int, int, int, int]:
+    try:
+        x0, y0, x1, y1 = (int(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ExrWriteError(f"{name} must be (xmin, ymin, xmax, ymax) whole numbers, got {value!r}") from exc
+    if x1 < x0 or y1 < y0 or any(v != w for v, w in zip((x0, y0, x1, y1), value)):
+        raise ExrWriteError(
+            f"{name} must be (xmin, ymin, xmax, ymax) with xmax >= xmin, ymax >= ymin; got {value!r}"
+        )
+    return x0, y0, x1, y1
+
+
+def _geometry(
+    shape: Tuple[int, ...],
+    data_window: Optional[Window],
+    display_window: Optional[Window],
+    pixel_aspect_ratio: Optional[float],
+) -> Dict[str, Any]:
+    """dataWindow, displayWindow and pixelAspectRatio header entries, checked against the pixels' shape."""
+    height, width = shape[0], shape[1]
+    data = _window(data_window, "data_window") if data_window is not None else (0, 0, width - 1, height - 1)
+    if (data[2] - data[0] + 1, data[3] - data[1] + 1) != (width, height):
+        raise ExrWriteError(
+            f"data_window {data} is {data[2] - data[0] + 1}x{data[3] - data[1] + 1} pixels but the pixels are "
+            f"{width}x{height}"
+        )
+    display = _window(display_window, "display_window") if display_window is not None else data
+    aspect = 1.0 if pixel_aspect_ratio is None else pixel_aspect_ratio
+    if isinstance(aspect, bool) or not isinstance(aspect, (int, float)) or not 0.0 < float(aspect) < 1e3:
+        raise ExrWriteError(f"pixel_aspect_ratio must be a number > 0, got {pixel_aspect_ratio!r}")
+    return {
+        "dataWindow": ((data[0], data[1]), (data[2], data[3])),
+        "displayWindow": ((display[0], display[1]), (display[2], display[3])),
+        "pixelAspectRatio": float(aspect),
+    }
+
+
+def _chromaticities(value: Sequence[float]) -> Tuple[float, ...]:
+    try:
+        values = tuple(float(v) for v in value)
+    except (TypeError, ValueError) as exc:
+        raise ExrWriteError(
+            f"chromaticities must be 8 numbers (red, green, blue, white xy), got {value!r}"
+        ) from exc
+    if len(values) != 8 or not all(np.isfinite(values)):
+        raise ExrWriteError(
+            f"chromaticities must be 8 finite numbers (red, green, blue, white xy), got {value!r}"
+        )
+    return values
 
 
 def read_exr(path: PathLike, check_finite: bool = False) -> Tuple[np.ndarray, Dict[str, Any]]:
@@ -227,13 +295,17 @@ def _as_half_rgba(rgba: Any) -> np.ndarray:
         raise ExrWriteError(f"pixels must be (H, W, 4) or (H, W, 3), got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.floating):
         raise ExrWriteError(f"pixels must be float16/float32/float64 scene values, got dtype {array.dtype}")
-    if not np.isfinite(array).all():
-        raise ExrWriteError("pixels contain NaN or inf; refusing to write them")
-    if array.dtype != np.float16:
-        if np.abs(array).max() > 65504.0:
-            raise ExrWriteError(
-                f"pixel magnitude {np.abs(array).max():g} does not fit in half float (max 65504)"
-            )
+    # the checks are whole-frame reductions, kept cheap (a 1080p frame is 8 M values): min and max carry
+    # NaN and inf with them; half values are checked on their exponent bits (numpy's float16 maths is slow)
+    if array.dtype == np.float16:
+        if ((array.view(np.uint16) & _HALF_EXPONENT) == _HALF_EXPONENT).any():
+            raise ExrWriteError("pixels contain NaN or inf; refusing to write them")
+    else:
+        low, high = float(array.min()), float(array.max())
+        if not (np.isfinite(low) and np.isfinite(high)):
+            raise ExrWriteError("pixels contain NaN or inf; refusing to write them")
+        if max(-low, high) > _HALF_MAX:
+            raise ExrWriteError(f"pixel magnitude {max(-low, high):g} does not fit in half float (max 65504)")
         array = array.astype(np.float16)
     if array.shape[2] == 3:  # (H, W, 3) -> (H, W, 4) with opaque alpha
         array = np.concatenate([array, np.ones(array.shape[:2] + (1,), np.float16)], axis=2)

@@ -8,6 +8,11 @@ frames between clips, so no float time sum can move a clip by a frame.
 Media: an ImageSequenceReference (DEFAULT_MEDIA) plus an ExternalReference to the first frame
 ("first_frame"), because Resolve and Nuke Studio ignore ImageSequenceReference on OTIO import
 (OTIO 0.18 multi-reference clips; see use_first_frame_references for hosts that need it active).
+
+One truth: a result's frames were conformed by the server to the edit (its rate, format and colour
+space). `DeliveredMedia` is what the frames' EXR headers say; the clip's rate is the delivered rate
+(framesPerSecond) and its `ttt_studio` metadata records the conform ("conform": native fps, retime
+method, generation size, scale, colour spaces, as the server reported them).
 """
 
 from __future__ import annotations
@@ -44,12 +49,82 @@ DEFAULT_MEDIA_KEY = "DEFAULT_MEDIA"
 FIRST_FRAME_KEY = "first_frame"
 
 
+@dataclass(frozen=True)
+class DeliveredMedia:
+    """What delivered EXR frames are, as their headers say (the truth a host places by).
+
+    rate: framesPerSecond; width, height: the displayWindow; pixel_aspect: pixelAspectRatio;
+    colorspace: colorInteropID ("" when untagged); fit: how the generation met the format
+    (Delivery.fit), which a host's own scaling must repeat (Blender's strip fit_method).
+    """
+
+    rate: Fraction
+    width: int
+    height: int
+    pixel_aspect: float = 1.0
+    colorspace: str = ""
+    fit: str = "fit"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rate", snap_rate(self.rate))
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PlacementError(f"delivered {name} must be a whole number >= 1, got {value!r}")
+        if not float(self.pixel_aspect) > 0:
+            raise PlacementError(f"delivered pixel_aspect must be > 0, got {self.pixel_aspect!r}")
+
+    @classmethod
+    def from_exr_header(
+        cls, header: Dict[str, Any], fit: str = "fit", where: str = "frame"
+    ) -> DeliveredMedia:
+        """From a header as host_plugin.core.exr_io.read_exr returns it; PlacementError when the frame has
+        no framesPerSecond (a frame the server did not conform)."""
+        fps = header.get("framesPerSecond")
+        if fps in (None, "", 0):
+            raise PlacementError(
+                f"{where} has no framesPerSecond attribute; a conformed frame records the rate it was delivered at"
+            )
+        (x0, y0), (x1, y1) = header["displayWindow"]
+        return cls(
+            rate=snap_rate(Fraction(fps) if not isinstance(fps, tuple) else Fraction(*fps)),
+            width=int(x1 - x0 + 1),
+            height=int(y1 - y0 + 1),
+            pixel_aspect=float(header.get("pixelAspectRatio") or 1.0),
+            colorspace=str(header.get("colorInteropID") or ""),
+            fit=fit,
+        )
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "rate": str(self.rate),
+            "width": self.width,
+            "height": self.height,
+            "pixel_aspect": float(self.pixel_aspect),
+            "colorspace": self.colorspace,
+            "fit": self.fit,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> DeliveredMedia:
+        return cls(
+            rate=snap_rate(data["rate"]),
+            width=int(data["width"]),
+            height=int(data["height"]),
+            pixel_aspect=float(data.get("pixel_aspect", 1.0)),
+            colorspace=str(data.get("colorspace", "")),
+            fit=str(data.get("fit", "fit")),
+        )
+
+
 @dataclass
 class ShotResult:
     """A generated EXR sequence for one request: <directory>/<name_prefix><frame:0{padding}d><name_suffix>.
 
     directory is a local folder or a file:// URL. record_start is only used by build_result_timeline
     (where the shot sits on a result timeline); place_generated_shot takes the position from the request.
+    media: what the delivered frames are (their EXR headers); its rate must be `rate`. conform: the
+    server's conform report (native fps, retime method, generation size, scale, colour spaces).
     """
 
     request_id: str
@@ -67,9 +142,16 @@ class ShotResult:
     prompt: Optional[str] = None
     record_start: Optional[int] = None
     metadata: Dict[str, Any] = field(default_factory=dict)
+    media: Optional[DeliveredMedia] = None
+    conform: Dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rate = snap_rate(self.rate)
+        if self.media is not None and self.media.rate != self.rate:
+            raise PlacementError(
+                f"result {self.request_id!r}: its frames say {self.media.rate} fps (framesPerSecond) but the "
+                f"result is placed at {self.rate}; the delivered rate must be the clip's rate"
+            )
 
     @property
     def target_url_base(self) -> str:
@@ -103,6 +185,8 @@ class ShotResult:
             "prompt": self.prompt,
             "record_start": self.record_start,
             "metadata": dict(self.metadata),
+            "media": None if self.media is None else self.media.to_dict(),
+            "conform": dict(self.conform),
         }
 
     @classmethod
@@ -127,6 +211,8 @@ class ShotResult:
             prompt=data.get("prompt"),
             record_start=None if data.get("record_start") is None else int(data["record_start"]),
             metadata=dict(data.get("metadata") or {}),
+            media=None if not data.get("media") else DeliveredMedia.from_dict(data["media"]),
+            conform=dict(data.get("conform") or {}),
         )
 
 
@@ -193,8 +279,19 @@ def make_generated_clip(
         "prompt": prompt,
         "seed": result.seed,
         "model": result.model,
+        "conform": conform_metadata(result),
     }
     return clip
+
+
+def conform_metadata(result: ShotResult) -> Dict[str, Any]:
+    """The clip's record of how its frames were made to fit the edit: the server's conform report (native
+    fps, retime method, generation size, scale, colour spaces) plus what the delivered frames say."""
+    record: Dict[str, Any] = dict(result.conform)
+    if result.media is not None:
+        record["delivered"] = result.media.to_dict()
+    record["rate"] = str(result.rate)
+    return record
 
 
 def place_generated_shot(
@@ -215,7 +312,7 @@ def place_generated_shot(
     if snap_rate(request.rate) != rate or snap_rate(result.rate) != rate:
         raise PlacementError(
             f"request {request.id!r}: rates differ (timeline {rate}, request {request.rate}, result "
-            f"{result.rate}); generated frames are never retimed: regenerate at {rate} fps"
+            f"{result.rate}); the server delivers a shot at its request's rate: regenerate it for this {rate} fps edit"
         )
     if result.frame_count < request.duration:
         raise PlacementError(

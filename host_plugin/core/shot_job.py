@@ -11,12 +11,20 @@ Cancel (the host's cancel button, `host.is_cancelled()`, or `ShotJob.cancel()` f
 the server: CancelJob is sent from a short-lived thread, never from the host's main thread, and the
 worker ends when the server reports the job CANCELLED.
 
-Frames are placed frame for frame: generated frame i sits on record frame request.record_start + i,
-whatever the model's native fps (recorded in the result's metadata); nothing is retimed.
+A shot arrives in the edit's time, format and colour. Each request becomes a Delivery
+(host_plugin.core.delivery): its record rate R and duration D, the target format (the host's:
+Nuke's root format, Resolve's timeline resolution, Blender's scene resolution; or --format) with a fit,
+filter and retime method, and the working colour space (the host's, ACEScg in ACES projects, or the
+user's choice). A storyboard segment is three seconds of edit time, so a shot needs
+ceil(D / 3R) segments (a prompt is repeated over them; a 2-s marker at 24 fps is one segment). The
+server generates at the model's native rate and size and conforms: it returns exactly D frames at R,
+scaled to the format, in the colour space. Delivered frame i sits on record frame
+request.record_start + i; its EXR framesPerSecond is R, the rate the host places it at.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -25,14 +33,17 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from host_plugin.core.delivery import FILTERS, FIT_METHODS, MAX_DIMENSION, RETIME_METHODS, Delivery
 from host_plugin.core.errors import (
     ClientError,
+    HostPluginError,
     JobCancelled,
     JobFailedError,
+    PlacementError,
     RequestError,
     ServerMismatchError,
 )
-from host_plugin.core.placement import GENERATED_TRACK_NAME, ShotResult
+from host_plugin.core.placement import GENERATED_TRACK_NAME, DeliveredMedia, ShotResult
 from host_plugin.core.requests import ShotRequest
 
 log = logging.getLogger(__name__)
@@ -40,6 +51,9 @@ log = logging.getLogger(__name__)
 ProgressFn = Callable[[float, str], None]
 _SHOT_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 PLATE_MODES = ("restyle", "continue")
+DELIVERY_DEFAULTS: Dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Delivery)}
+"""Delivery's own defaults (fit "fit", filter "lanczos", retime "flow"): what the panels offer first."""
+PIXEL_ASPECT_TOLERANCE = 1e-3  # a delivered pixelAspectRatio this close to the asked one is that one
 
 
 @dataclass(frozen=True)
@@ -73,9 +87,130 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
+class TargetFormat:
+    """The frame a delivered shot fills: width x height pixels of pixel_aspect (width / height of one
+    pixel). Nuke's root format, Resolve's timeline resolution, Blender's scene resolution."""
+
+    width: int
+    height: int
+    pixel_aspect: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
+                raise ValueError(f"format {name} must be a whole number in 1..{MAX_DIMENSION}, got {value!r}")
+        if not isinstance(self.pixel_aspect, (int, float)) or not 0.1 <= float(self.pixel_aspect) <= 10.0:
+            raise ValueError(f"format pixel aspect must be in 0.1..10, got {self.pixel_aspect!r}")
+
+    @classmethod
+    def parse(cls, text: str) -> TargetFormat:
+        """Parse WIDTHxHEIGHT[:PIXEL_ASPECT], e.g. 1920x1080 or 2048x858:2.0."""
+        match = re.match(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?::\s*([0-9.]+))?\s*$", text or "")
+        if match is None:
+            raise ValueError(
+                f"format {text!r} is not WIDTHxHEIGHT[:PIXEL_ASPECT], e.g. 1920x1080 or 2048x858:2.0"
+            )
+        width, height, aspect = match.groups()
+        return cls(int(width), int(height), float(aspect) if aspect else 1.0)
+
+    def __str__(self) -> str:
+        aspect = "" if float(self.pixel_aspect) == 1.0 else f":{float(self.pixel_aspect):g}"
+        return f"{self.width}x{self.height}{aspect}"
+
+
+@dataclass(frozen=True)
+class DeliverySettings:
+    """How the shots of a job are delivered; each request adds its own rate and duration (`for_request`).
+
+    format: the frame to fill (None: the host's, see `for_host`; with no host, e.g. fill without
+    --format, the generation size). colorspace: a colorInteropID or a known name ("ACEScg"); "": the
+    host's working space, with no host the server's default. fit / filter / retime: Delivery's.
+    """
+
+    format: Optional[TargetFormat] = None
+    fit: str = DELIVERY_DEFAULTS["fit"]
+    filter: str = DELIVERY_DEFAULTS["filter"]
+    retime: str = DELIVERY_DEFAULTS["retime"]
+    colorspace: str = ""
+
+    def __post_init__(self) -> None:
+        for name, allowed in (("fit", FIT_METHODS), ("filter", FILTERS), ("retime", RETIME_METHODS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"delivery {name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}"
+                )
+        if self.colorspace:
+            from host_plugin.hosts.colour import interop_id
+
+            try:
+                object.__setattr__(self, "colorspace", interop_id(self.colorspace))
+            except HostPluginError as exc:
+                raise ValueError(str(exc)) from None
+
+    def for_host(self, host: Any) -> DeliverySettings:
+        """These settings with what they leave open taken from `host` (main thread): its target format and
+        its working colour space."""
+        return dataclasses.replace(
+            self,
+            format=self.format or host.target_format(),
+            colorspace=self.colorspace or host.working_colorspace(),
+        )
+
+    def for_request(self, request: ShotRequest, extra_frames: int = 0) -> Delivery:
+        """The Delivery of `request`: its rate, its duration (+ extra_frames delivered before it, e.g. a
+        continued plate's frames), these settings' format, fit, filter, retime and colour space."""
+        fmt = self.format
+        try:
+            return Delivery(
+                rate=request.rate,
+                duration=request.duration + extra_frames,
+                width=fmt.width if fmt is not None else None,
+                height=fmt.height if fmt is not None else None,
+                pixel_aspect=float(fmt.pixel_aspect) if fmt is not None else 1.0,
+                fit=self.fit,
+                filter=self.filter,
+                retime=self.retime,
+                colorspace=self.colorspace,
+            )
+        except ValueError as exc:
+            raise RequestError(f"request {request.id} ({request.kind} {request.name!r}): {exc}") from exc
+
+
+def add_delivery_arguments(
+    parser: Any, format_help: str = "the generation size", colorspace_help: str = "the server's default"
+) -> None:
+    """--format, --fit, --filter, --retime, --colorspace on an argparse parser (fill, Resolve's script)."""
+    parser.add_argument(
+        "--format",
+        default=None,
+        metavar="WxH[:PA]",
+        help=f"the frame shots are delivered in, e.g. 1920x1080 or 2048x858:2 (default: {format_help})",
+    )
+    parser.add_argument("--fit", choices=FIT_METHODS, default=DELIVERY_DEFAULTS["fit"])
+    parser.add_argument("--filter", choices=FILTERS, default=DELIVERY_DEFAULTS["filter"])
+    parser.add_argument("--retime", choices=RETIME_METHODS, default=DELIVERY_DEFAULTS["retime"])
+    parser.add_argument(
+        "--colorspace",
+        default="",
+        help=f"delivered colour space, e.g. ACEScg or lin_ap1_scene (default: {colorspace_help})",
+    )
+
+
+def delivery_settings_from(args: Any) -> DeliverySettings:
+    """The DeliverySettings of add_delivery_arguments' options; ValueError names a bad one."""
+    fmt = TargetFormat.parse(args.format) if args.format else None
+    return DeliverySettings(
+        format=fmt, fit=args.fit, filter=args.filter, retime=args.retime, colorspace=args.colorspace
+    )
+
+
+@dataclass(frozen=True)
 class GenerationSettings:
     """What to ask the server for; 0 / None leave the server's defaults. output_dir gets one folder per
-    job: <output_dir>/<shot>_<job id[:8]>/<shot>.<frame>.exr."""
+    job: <output_dir>/<shot>_<job id[:8]>/<shot>.<frame>.exr. height / width: the generation size (0:
+    the server picks its supported size nearest the delivery format's aspect); delivery: what the frames
+    become (format, fit, filter, retime, colour space)."""
 
     output_dir: str
     height: int = 0
@@ -87,11 +222,13 @@ class GenerationSettings:
     start_frame: int = 1001
     preview_every: int = 0
     model: Optional[str] = None
+    delivery: DeliverySettings = DeliverySettings()
     required_capabilities: Tuple[str, ...] = (
         "storyboard",
         "idempotent_submit",
         "watch_resume",
         "fetch_resume",
+        "delivery",
     )
 
     def __post_init__(self) -> None:
@@ -105,16 +242,21 @@ class GenerationSettings:
             raise ValueError(
                 f"GenerationSettings.priority must be 'preview' or 'final', got {self.priority!r}"
             )
+        if not isinstance(self.delivery, DeliverySettings):
+            raise ValueError(
+                f"GenerationSettings.delivery must be a DeliverySettings, got {type(self.delivery).__name__}"
+            )
 
 
 @dataclass(frozen=True)
 class Plates:
     """EXR frames of the edit sent with a request, in frame order, and how the server uses them.
 
-    mode "restyle": the plate covers the shot (one frame per shot frame; the last is held to fill the
-    video's extra frames) and is re-imagined with `strength` in (0, 1] (small keeps more of it).
-    mode "continue": 1 + 4k frames the generated video starts with (e.g. the plate's last frame); the
-    shot placed after the plate starts with the first NEW frame, so those frames are not placed again.
+    mode "restyle": the plate covers the shot (one frame per shot frame, at the edit's rate; the server
+    conforms it into the model's rate, size and colour space) and is re-imagined with `strength` in
+    (0, 1] (small keeps more of it).
+    mode "continue": frames the generated video starts with (e.g. the plate's last frame); the shot
+    placed after the plate starts with the first NEW frame, so those frames are not placed again.
     """
 
     paths: Tuple[str, ...]
@@ -142,29 +284,29 @@ def shot_name_for(request: ShotRequest) -> str:
     return (name or "shot")[:64]
 
 
-def storyboard_for(request: ShotRequest, info: Any, frames: Optional[int] = None) -> List[Dict[str, Any]]:
+def storyboard_for(request: ShotRequest, info: Any, delivery: Delivery) -> List[Dict[str, Any]]:
     """The segments to send for `request` on a server described by `info` (a client.ServerInfo).
 
-    A single prompt is repeated over as many segments as `frames` (default: the shot's duration) needs;
-    a storyboard must already make at least that many (extra frames are generated and left unplaced).
+    A segment is three seconds of edit time: the delivery needs delivery.segments =
+    ceil(duration / 3 rate) of them (the last one trimmed). A single prompt is repeated over that many;
+    a storyboard must have exactly that many (a beat past the shot's end would never be seen).
     """
-    frames = request.duration if frames is None else frames
-    needed = info.segments_for(frames)
+    needed = delivery.segments
     limit = int(info.limits.get("max_segments") or needed)
-    where = f"request {request.id} ({request.kind} {request.name!r}, {frames} frames)"
+    where = f"request {request.id} ({request.kind} {request.name!r}, {delivery.duration} frames at {request.rate} fps)"
+    seconds = f"{info.segment_seconds} s of edit time each"
     if needed > limit:
         raise RequestError(
-            f"{where} needs {needed} segments on this server ({info.first_segment_frames} + "
-            f"{info.frames_per_segment} frames each after the first) but it allows max_segments={limit}; "
-            f"split the shot into pieces of at most {info.num_frames(limit)} frames"
+            f"{where} needs {needed} segments ({seconds}) but this server allows max_segments={limit}; "
+            f"split the shot into pieces of at most {limit * info.segment_seconds} seconds"
         )
     if request.storyboard:
         segments = [dict(s) for s in request.storyboard]
-        if len(segments) < needed:
+        if len(segments) != needed:
+            advice = "add segments or use a single prompt" if len(segments) < needed else "lengthen the shot"
             raise RequestError(
-                f"{where}: its storyboard has {len(segments)} segment(s) = {info.num_frames(len(segments))} "
-                f"frames on this server; the shot needs {frames}: give at least {needed} segments "
-                "or use a single prompt"
+                f"{where}: its storyboard has {len(segments)} segment(s) ({seconds}); the shot needs exactly "
+                f"{needed}: {advice}"
             )
         return segments
     if request.prompt:
@@ -185,31 +327,34 @@ def generate_shot(
     on_submitted: Optional[Callable[[str], None]] = None,
     idempotency_key: Optional[str] = None,
 ) -> ShotResult:
-    """Run one request on the server and fetch its frames; returns the ShotResult to place.
+    """Run one request on the server and fetch its delivered frames; returns the ShotResult to place.
 
     plates: EXR frames sent with it (restyle or continue). progress(fraction, message) gets 0..1
     updates; cancelled() is polled between events (when true the job is cancelled on the server and
     JobCancelled raised once the server confirms); on_submitted(job_id) lets a caller cancel from
-    elsewhere. Raises JobFailedError when the server's job fails.
+    elsewhere. Raises JobFailedError when the server's job fails, ClientError when the frames it
+    delivered are not what was asked (count, rate, format or colour space).
     """
     report = progress or (lambda fraction, message: None)
     is_cancelled = cancelled or (lambda: False)
     info = client.info
+    if not info.supports_delivery():
+        raise ServerMismatchError(
+            f"server {client.address} does not conform shots to the edit (no 'delivery' capability); upgrade it",
+            code="CAPABILITY",
+        )
     shot = shot_name_for(request)
     skip = len(plates.paths) if plates is not None and plates.mode == "continue" else 0
-    segments = storyboard_for(request, info, request.duration + skip)
-    height, width = settings.height, settings.width
+    delivery = settings.delivery.for_request(request, extra_frames=skip)
+    segments = storyboard_for(request, info, delivery)
     plate_ids: List[str] = []
     if plates is not None:
-        plate_ids, (height, width) = _upload_plates(client, request, plates, settings, report, is_cancelled)
-        if plates.mode == "restyle":
-            total = info.num_frames(len(segments))
-            plate_ids += [plate_ids[-1]] * (total - len(plate_ids))  # hold the last frame to the video's end
+        plate_ids = _upload_plates(client, request, plates, report, is_cancelled)
     report(0.02, f"{shot}: submitting")
     submitted = client.submit(
         segments,
-        height=height,
-        width=width,
+        height=settings.height,
+        width=settings.width,
         steps=settings.steps,
         guidance_scale=settings.guidance_scale,
         seed=settings.seed,
@@ -223,22 +368,24 @@ def generate_shot(
         record_start=request.record_start,
         plate_upload_ids=plate_ids,
         idempotency_key=idempotency_key,
+        delivery=delivery,
     )
     job = submitted.job
     if on_submitted is not None:
         on_submitted(job.job_id)
-    needed = request.duration + skip
-    if job.total_frames and job.total_frames < needed:
+    if job.total_frames and job.total_frames != delivery.duration:
         client.cancel(job.job_id)
-        raise RequestError(
-            f"request {request.id}: the server makes {job.total_frames} frames for {len(segments)} segments, "
-            f"the shot needs {needed}"
+        raise ClientError(
+            f"request {request.id}: the server would deliver {job.total_frames} frames; the shot needs exactly "
+            f"{delivery.duration} at {request.rate} fps"
         )
     log.info(
-        "request %s -> job %s (%d segments, key %s)",
+        "request %s -> job %s (%d segments, %d frames at %s fps, key %s)",
         request.id,
         job.job_id,
         len(segments),
+        delivery.duration,
+        delivery.rate,
         submitted.idempotency_key,
     )
     final = _watch(client, job.job_id, shot, report, is_cancelled)
@@ -256,13 +403,15 @@ def generate_shot(
         )
 
     frames = client.fetch_frames(job.job_id, folder, on_frame=fetched)
-    expected = [f"{shot}.{settings.start_frame + i:04d}.exr" for i in range(len(frames))]
+    expected = [f"{shot}.{settings.start_frame + i:04d}.exr" for i in range(delivery.duration)]
     names = [os.path.basename(f.path) for f in frames]
-    if names != expected or len(frames) < needed:
+    if names != expected:
         raise ClientError(
-            f"{shot}: job {job.job_id} gave {len(frames)} frames named {names[:2]}...; expected at least "
-            f"{needed} named {expected[:2]}..."
+            f"{shot}: job {job.job_id} gave {len(frames)} frames named {names[:2]}...; expected exactly "
+            f"{delivery.duration} named {expected[:2]}..."
         )
+    media = delivered_media(frames[0].path, delivery)
+    conform = dict(client.result(job.job_id).conform)
     return ShotResult(
         request_id=request.id,
         job_id=job.job_id,
@@ -282,19 +431,48 @@ def generate_shot(
             "segments": len(segments),
             "plate_mode": plates.mode if plates is not None else None,
             "plate_frames": len(plates.paths) if plates is not None else 0,
+            "delivery": delivery.as_metadata(),
         },
+        media=media,
+        conform=conform,
     )
+
+
+def delivered_media(path: str, delivery: Delivery) -> DeliveredMedia:
+    """What the delivered frame at `path` is (its EXR header), checked against `delivery`: rate, format
+    and colour space must be the ones asked for. ClientError names the first difference."""
+    from host_plugin.core.exr_io import read_exr
+
+    _, header = read_exr(path)
+    try:
+        media = DeliveredMedia.from_exr_header(header, fit=delivery.fit, where=path)
+    except PlacementError as exc:
+        raise ClientError(str(exc)) from exc
+    problems = []
+    if media.rate != delivery.rate:
+        problems.append(f"framesPerSecond {media.rate} (asked {delivery.rate})")
+    if delivery.has_format and (media.width, media.height) != (delivery.width, delivery.height):
+        problems.append(f"format {media.width}x{media.height} (asked {delivery.width}x{delivery.height})")
+    if (
+        delivery.has_format
+        and abs(media.pixel_aspect - float(delivery.pixel_aspect)) > PIXEL_ASPECT_TOLERANCE
+    ):
+        problems.append(f"pixelAspectRatio {media.pixel_aspect:g} (asked {float(delivery.pixel_aspect):g})")
+    if delivery.colorspace and media.colorspace != delivery.colorspace:
+        problems.append(f"colorInteropID {media.colorspace!r} (asked {delivery.colorspace!r})")
+    if problems:
+        raise ClientError(f"{path}: the server delivered {'; '.join(problems)}")
+    return media
 
 
 def _upload_plates(
     client: Any,
     request: ShotRequest,
     plates: Plates,
-    settings: GenerationSettings,
     report: ProgressFn,
     is_cancelled: Callable[[], bool],
-) -> Tuple[List[str], Tuple[int, int]]:
-    """Upload each distinct plate file once; (ids in frame order, (height, width) of the plates)."""
+) -> List[str]:
+    """Upload each distinct plate file once; the upload ids in frame order."""
     capability = f"plates_{plates.mode}"
     if capability not in client.info.capabilities:
         raise ServerMismatchError(
@@ -319,14 +497,7 @@ def _upload_plates(
         raise RequestError(
             f"request {request.id}: plate frames differ in size (height, width) {sorted(sizes)}"
         )
-    height, width = sizes.pop()
-    for name, value in (("height", settings.height), ("width", settings.width)):
-        if value and value != (height if name == "height" else width):
-            raise RequestError(
-                f"request {request.id}: {name} {value} is set but the plate is {width}x{height}; plates are not "
-                f"resized: leave {name} at 0 (the plate's size) or resize the plate"
-            )
-    return [uploads[p].upload_id for p in plates.paths], (height, width)
+    return [uploads[p].upload_id for p in plates.paths]
 
 
 def _watch(client: Any, job_id: str, shot: str, report: ProgressFn, is_cancelled: Callable[[], bool]) -> Any:
@@ -389,7 +560,8 @@ class ShotJob:
             raise RequestError("nothing to generate: no shot requests were found or given")
         self.host = host
         self.requests = list(requests)
-        self.settings = settings
+        # the host's format and working colour space are read here, on its main thread
+        self.settings = dataclasses.replace(settings, delivery=settings.delivery.for_host(host))
         self.plates = dict(plates or {})
         self.track_hint = track_hint
         self.placed: List[PlacedShot] = []
@@ -537,7 +709,12 @@ class ShotJob:
 
     def _place(self, result: ShotResult) -> None:
         request = next(r for r in self.requests if r.id == result.request_id)
-        paths = result.frame_paths()[: request.duration]
-        self.host.place_sequence(paths, request.record_start, self.track_hint)
+        paths = result.frame_paths()
+        if len(paths) != request.duration or result.media is None:
+            raise PlacementError(
+                f"result {result.job_id} has {len(paths)} frames (media {result.media}); request {request.id} "
+                f"needs exactly {request.duration} delivered frames"
+            )
+        self.host.place_sequence(paths, request.record_start, self.track_hint, result.media)
         self.placed.append(PlacedShot(request, result, paths))
         log.info("placed %s (%d frames) at %d", result.job_id, len(paths), request.record_start)

@@ -5,6 +5,10 @@ The core never imports a host: it talks to `Host`. Adapters (hosts/resolve, host
 are the only modules that import the Resolve API, nuke or bpy. Frame numbers crossing this interface are
 absolute record frames of the edit (timeline start included: 01:00:00:00 = 86400 at 24 fps).
 
+Delivery: a host says what a generated shot must become to belong to its edit (`target_format`,
+`working_colorspace`) and places the delivered frames as what they are (`place_sequence` gets their
+DeliveredMedia: rate, format, colour space), setting the colour space on what it creates.
+
 Threading: hosts let only their main thread touch the document. Network work runs in a JobRunner
 worker thread; its events (progress, done, error, cancelled) wait in a queue.Queue until the host's main
 thread drains them (Blender: a bpy.app.timers function; Nuke: nuke.executeInMainThread or a Qt timer;
@@ -26,7 +30,9 @@ import numpy as np
 import opentimelineio as otio
 
 from host_plugin.core.errors import JobCancelled
+from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import ShotRequest
+from host_plugin.core.shot_job import TargetFormat
 
 log = logging.getLogger(__name__)
 
@@ -65,18 +71,41 @@ class Host(abc.ABC):
         """
 
     @abc.abstractmethod
-    def place_sequence(self, paths: List[str], record_frame: int, track_hint: str) -> None:
-        """Put the EXR sequence `paths` on the edit starting at absolute `record_frame`, on a track named
-        like `track_hint` (created when missing).
+    def target_format(self) -> TargetFormat:
+        """The frame a generated shot fills (main thread).
+
+        Nuke: nuke.root().format() (width(), height(), pixelAspect()).
+        Resolve: tl.GetSetting("timelineResolutionWidth" / "timelineResolutionHeight" /
+          "timelinePixelAspectRatio").
+        Blender: scene.render.resolution_x / _y x resolution_percentage / 100, pixel_aspect_x / _y.
+        """
+
+    @abc.abstractmethod
+    def working_colorspace(self) -> str:
+        """The colorInteropID shots are delivered in by default: the project's working space (main thread).
+
+        Nuke: root knobs OCIO_config and workingSpaceLUT. Resolve: project settings colorScienceMode,
+        colorSpaceTimeline. Blender: bpy.data.colorspace.working_space_interop_id (5.0+). ACES projects:
+        lin_ap1_scene (ACEScg).
+        """
+
+    @abc.abstractmethod
+    def place_sequence(
+        self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
+    ) -> None:
+        """Put the delivered EXR sequence `paths` on the edit starting at absolute `record_frame`, on a track
+        named like `track_hint` (created when missing), at media.rate and in media.colorspace.
 
         Resolve: items = mp.ImportMedia([{"FilePath": "sh010.%04d.exr", "StartIndex": 1001,
-          "EndIndex": 1048}]); tl.AddTrack("video"); mp.AppendToTimeline([{"mediaPoolItem": item,
-          "startFrame": 0, "endFrame": n - 1, "mediaType": 1, "trackIndex": i, "recordFrame":
-          record_frame}]). recordFrame is absolute (tl.GetStartFrame() included); marker frameIds are not.
-        Nuke: nuke.nodes.Read(file="/p/sh010.####.exr", first=1001, last=1048) plus a TimeOffset to
-          record_frame; in Nuke Studio import the clip and place it on the sequence.
-        Blender: s = se.strips.new_image(name, paths[0], channel, record_frame, fit_method="ORIGINAL");
-          s.elements.append(os.path.basename(p)) for the other paths (4.4+: strips, not sequences).
+          "EndIndex": 1048}]); item.SetClipProperty for frame rate and input colour space;
+          tl.AddTrack("video"); mp.AppendToTimeline([{"mediaPoolItem": item, "startFrame": 0, "endFrame":
+          n - 1, "mediaType": 1, "trackIndex": i, "recordFrame": record_frame}]). recordFrame is absolute
+          (tl.GetStartFrame() included); marker frameIds are not.
+        Nuke: nuke.nodes.Read(file="/p/sh010.####.exr", first=1001, last=1048), frame_mode "start at"
+          record_frame, colorspace set; in Nuke Studio import the clip and place it on the sequence.
+        Blender: s = se.strips.new_image(name, paths[0], channel, record_frame, fit_method=...) with the
+          fit method of the delivery (the strip covers the scene's frame);
+          s.elements.append(os.path.basename(p)) for the other paths; s.colorspace_settings.name set.
         """
 
     @abc.abstractmethod

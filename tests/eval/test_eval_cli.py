@@ -9,14 +9,11 @@ import numpy as np
 import OpenEXR
 import pytest
 
-from ttt_engine.eval.cli import linear_to_srgb, load_exr_frames, register, sampling_of
+from ttt_engine.conform import convert, exr_colour_attributes
+from ttt_engine.eval.cli import load_exr_frames, register, sampling_of
 from ttt_engine.toonworld import episode_storyboard, render_episode, sample_episode, write_dataset
 
 FPS = 4
-
-
-def _srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
 
 
 def _run(argv: list[str]) -> int:
@@ -26,12 +23,22 @@ def _run(argv: list[str]) -> int:
     return args.func(args)
 
 
-def _write_exrs(directory, frames: np.ndarray, attributes: dict[str, str] | None = None) -> None:
-    """Display frames as a linear half-float EXR sequence, each frame with `attributes` in its header."""
+def _write_exrs(
+    directory, frames: np.ndarray, attributes: dict[str, str] | None = None, space: str = "lin_rec709_scene"
+) -> None:
+    """Display (sRGB-encoded) frames as a half-float EXR sequence in `space` (converted by OCIO; tagged
+    unless it is the untagged default), each frame with `attributes` in its header."""
     directory.mkdir()
-    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage, **(attributes or {})}
+    tags = exr_colour_attributes(space) if space != "lin_rec709_scene" else {}
+    header = {
+        "compression": OpenEXR.ZIP_COMPRESSION,
+        "type": OpenEXR.scanlineimage,
+        **tags,
+        **(attributes or {}),
+    }
     for t, f in enumerate(frames):
-        rgba = np.concatenate([_srgb_to_linear(f), np.ones(f.shape[:2] + (1,), np.float32)], -1)
+        rgb = convert(f, "srgb_rec709_scene", space)
+        rgba = np.concatenate([rgb, np.ones(f.shape[:2] + (1,), np.float32)], -1)
         OpenEXR.File(header, {"RGBA": rgba.astype(np.float16)}).write(str(directory / f"frame.{t:04d}.exr"))
 
 
@@ -46,19 +53,19 @@ def clip(tmp_path_factory):
     return root, frames, board
 
 
-def test_linear_to_srgb() -> None:
-    x = np.array([-1.0, 0.0, 0.0031308, 0.18, 1.0, 4.0], np.float32)
-    y = linear_to_srgb(x)
-    np.testing.assert_allclose(y, [0.0, 0.0, 0.04045, 0.46135, 1.0, 1.0], atol=2e-4)
-    grid = np.linspace(0, 1, 101, dtype=np.float32)
-    np.testing.assert_allclose(linear_to_srgb(_srgb_to_linear(grid)), grid, atol=1e-5)
-
-
 def test_exr_frames_read_back_as_display_values(clip) -> None:
     root, frames, _ = clip
     loaded = load_exr_frames(root / "exr")
     assert loaded.shape == frames.shape
-    np.testing.assert_allclose(loaded, frames, atol=2e-3)  # half-float EXR storage
+    np.testing.assert_allclose(loaded, frames, atol=2e-3)  # half-float precision
+
+
+def test_exr_frames_are_read_in_the_colour_space_their_header_declares(tmp_path, clip) -> None:
+    """An ACEScg sequence (colorInteropID lin_ap1_scene + AP1 chromaticities) shows the same display values
+    as the Rec.709 one: the eval detectors see the picture, not the working space's numbers."""
+    _, frames, _ = clip
+    _write_exrs(tmp_path / "aces", frames[:3], space="lin_ap1_scene")
+    np.testing.assert_allclose(load_exr_frames(tmp_path / "aces"), frames[:3], atol=3e-3)
 
 
 def test_eval_exr_vs_noise_table_and_json(clip, capsys) -> None:
@@ -194,6 +201,6 @@ def test_random_init_beside_samples_like_the_first_video(tmp_path, capsys) -> No
         steps=2, seed=3, sampler="ddim", guidance_scale=1.5, cfg_schedule="constant"
     )
     frames = pipe.generate(episode_storyboard(episode), params).frames
-    direct = evaluate(display_frames(frames), episode_storyboard(episode), 8).to_dict()
+    direct = evaluate(display_frames(frames, pipe.spec.colorspace), episode_storyboard(episode), 8).to_dict()
     assert reports["random-init"]["smoothness"] == pytest.approx(direct["smoothness"], abs=1e-6)
     assert reports["random-init"]["adherence"] == direct["adherence"]

@@ -11,6 +11,14 @@ It follows the documented Python API call for call, for the calls the plugin mak
   nuke.ProgressTask(name).setProgress(int) / setMessage(str) / isCancelled()
   nuke.String_Knob / Password_Knob / File_Knob / Int_Knob / Double_Knob / Enumeration_Knob (name, label[, value|values])
   nukescripts.PythonPanel(title, id).addKnob(knob) / knobs() / showModalDialog()
+Formats and colour (Python Developers Guide "Formats"; Nuke's Project Settings > Color knobs):
+  nuke.Format: width() / height() / pixelAspect() / name(); nuke.addFormat("W H [x y r t] PA name")
+  (returns the Format), nuke.formats(); Node.format(); nuke.root()["format"].value() -> Format and
+  .setValue(format name); root knobs colorManagement ("Nuke" | "OCIO"), OCIO_config, workingSpaceLUT.
+  A Read's format is its file's (EXR displayWindow and pixelAspectRatio), as Nuke reads it; its
+  `colorspace` knob takes the colour spaces and roles of the root's OCIO config and raises ValueError for
+  another name (the fake knows "nuke-default" and the CG / studio configs, whose names it takes from
+  OpenColorIO's own built-in configs, which Nuke 14+ ships as its defaults).
 Like Nuke, the node graph belongs to the main thread: touching a node or knob from another thread
 raises (real Nuke may crash), and every call is recorded with its thread in CALLS. Test helpers:
 reset(), run_main_loop(until, timeout, tick), MODAL_RESULT, MESSAGES, ProgressTask.cancel_all().
@@ -110,6 +118,110 @@ class Enumeration_Knob(Knob):
         return super().setValue(value)
 
 
+# ---------------------------------------------------------------------------------------- formats
+
+
+class Format:
+    def __init__(self, width: int, height: int, pixel_aspect: float = 1.0, name: str = "") -> None:
+        self._width, self._height, self._aspect, self._name = (
+            int(width),
+            int(height),
+            float(pixel_aspect),
+            name,
+        )
+
+    def width(self) -> int:
+        return self._width
+
+    def height(self) -> int:
+        return self._height
+
+    def pixelAspect(self) -> float:
+        return self._aspect
+
+    def name(self) -> str:
+        return self._name
+
+
+_FORMATS: dict[str, Format] = {
+    "HD_1080": Format(1920, 1080, 1.0, "HD_1080"),
+    "square_2K": Format(2048, 2048, 1.0, "square_2K"),
+}
+
+
+def addFormat(spec: str) -> Format:
+    """nuke.addFormat("2048 2048 square 2k") or with a box and pixel aspect: "W H x y r t PA name"."""
+    _record("addFormat")
+    parts = spec.split()
+    numbers = []
+    while parts and _is_number(parts[0]):
+        numbers.append(float(parts.pop(0)))
+    if len(numbers) not in (2, 3, 6, 7):
+        raise ValueError(f"bad format {spec!r}")
+    aspect = numbers[-1] if len(numbers) in (3, 7) else 1.0
+    fmt = Format(int(numbers[0]), int(numbers[1]), aspect, " ".join(parts))
+    _FORMATS[fmt.name()] = fmt
+    return fmt
+
+
+def formats() -> list[Format]:
+    _record("formats")
+    return list(_FORMATS.values())
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+class Format_Knob(Knob):
+    """A format knob: value() is a Format; setValue takes a format's name (or a Format)."""
+
+    def setValue(self, value: Any) -> bool:
+        if isinstance(value, str):
+            if value not in _FORMATS:
+                raise ValueError(f"unknown format {value!r}")
+            value = _FORMATS[value]
+        return super().setValue(value)
+
+
+# colour spaces of the configs the fake models (Read colorspace values)
+OCIO_ROLES = ("scene_linear", "compositing_linear", "rendering", "default", "data")
+_NUKE_DEFAULT_SPACES = (
+    "linear", "sRGB", "rec709", "Cineon", "Gamma1.8", "Gamma2.2", "Gamma2.4", "Gamma2.6", "Panalog",
+    "REDLog", "ViperLog", "AlexaV3LogC", "PLogLin", "SLog", "SLog1", "SLog2", "SLog3", "CLog", "Log3G10",
+    "Log3G12", "HybridLogGamma", "Protune", "BT1886", "st2084", "Blackmagic Film Generation 5",
+    "ARRILogC4", "raw",
+)  # fmt: skip
+
+
+def colorspaces(config: str) -> tuple[str, ...]:
+    """The colour space names (and roles) a Read offers under OCIO config `config`."""
+    if config in ("", "nuke-default"):
+        return _NUKE_DEFAULT_SPACES
+    import PyOpenColorIO as ocio
+
+    builtin = "ocio://studio-config-latest" if "studio" in config else "ocio://cg-config-latest"
+    names = tuple(space.getName() for space in ocio.Config.CreateFromFile(builtin).getColorSpaces())
+    return names + OCIO_ROLES
+
+
+class Colorspace_Knob(Knob):
+    """A Read / Write colorspace knob: only the root config's names (as Nuke's menu lists them)."""
+
+    def setValue(self, value: Any) -> bool:
+        config = (
+            _ROOT._knobs["OCIO_config"]._value if _ROOT._knobs["colorManagement"]._value == "OCIO" else ""
+        )
+        allowed = colorspaces(config)
+        if value != "default" and value not in allowed:
+            raise ValueError(f"colorspace {value!r} is not in OCIO config {config or 'nuke-default'!r}")
+        return super().setValue(value)
+
+
 # ---------------------------------------------------------------------------------------- nodes
 
 _DEFAULT_KNOBS: dict[str, dict[str, Any]] = {
@@ -145,6 +257,8 @@ class Node:
         self._class = cls
         self._knobs = {k: Knob(k, value=v) for k, v in {**_DEFAULT_KNOBS.get(cls, {}), **knobs}.items()}
         self._knobs.setdefault("name", Knob("name", value=f"{cls}{_COUNTS[cls]}"))
+        if "colorspace" in self._knobs:
+            self._knobs["colorspace"] = Colorspace_Knob("colorspace", value=self._knobs["colorspace"]._value)
         self._inputs: dict[int, Any] = {}
         self._selected = False
         self._xy = (0, 0)
@@ -175,6 +289,21 @@ class Node:
 
     def lastFrame(self) -> int:
         return int(self["last"].value())
+
+    def format(self) -> Format:
+        """A Read's format is its file's (first frame's displayWindow and pixelAspectRatio); other nodes
+        have the root format."""
+        _record("Node.format", main_only=True)
+        if self._class != "Read":
+            return _ROOT.format()
+        import OpenEXR
+
+        path = self._knobs["file"]._value.replace("####", f"{int(self._knobs['first']._value):04d}")
+        with OpenEXR.File(path, header_only=True) as exr:
+            header = exr.header()
+            (x0, y0), (x1, y1) = header["displayWindow"]
+            aspect = float(header.get("pixelAspectRatio", 1.0))
+        return Format(int(x1 - x0 + 1), int(y1 - y0 + 1), aspect, "")
 
     def xpos(self) -> int:
         _record("Node.xpos", main_only=True)
@@ -222,7 +351,23 @@ nodes = _Nodes()
 
 class _Root(Node):
     def __init__(self) -> None:
-        super().__init__("Root", {"fps": 24.0, "first_frame": 1, "last_frame": 100, "name": "root"})
+        super().__init__(
+            "Root",
+            {
+                "fps": 24.0,
+                "first_frame": 1,
+                "last_frame": 100,
+                "name": "root",
+                "colorManagement": "OCIO",
+                "OCIO_config": "fn-nuke_cg-config-v1.0.0_aces-v1.3_ocio-v2.1",
+                "workingSpaceLUT": "scene_linear",
+            },
+        )
+        self._knobs["format"] = Format_Knob("format", value=_FORMATS["HD_1080"])
+
+    def format(self) -> Format:
+        _record("Root.format", main_only=True)
+        return self._knobs["format"]._value
 
     def firstFrame(self) -> int:
         return int(self["first_frame"].value())
@@ -406,6 +551,10 @@ def reset() -> None:
     while not _MAIN_QUEUE.empty():
         _MAIN_QUEUE.get_nowait()
     _ROOT._knobs["fps"]._value = 24.0
+    _ROOT._knobs["format"]._value = _FORMATS["HD_1080"]
+    _ROOT._knobs["colorManagement"]._value = "OCIO"
+    _ROOT._knobs["OCIO_config"]._value = "fn-nuke_cg-config-v1.0.0_aces-v1.3_ocio-v2.1"
+    _ROOT._knobs["workingSpaceLUT"]._value = "scene_linear"
 
 
 def run_main_loop(

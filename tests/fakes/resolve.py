@@ -2,8 +2,12 @@
 
 Calls it answers, as documented:
   resolve.GetProjectManager().GetCurrentProject(); resolve.Fusion(); resolve.EXPORT_OTIO / EXPORT_NONE
-  Project: GetName(), GetCurrentTimeline(), GetMediaPool()
-  Timeline: GetName(), GetStartFrame(), GetEndFrame(), GetSetting("timelineFrameRate"), GetTrackCount("video"),
+  Project: GetName(), GetCurrentTimeline(), GetMediaPool(), GetSetting(key) (README "Project and Clip
+    Properties": colorScienceMode "davinciYRGB" | "davinciYRGBColorManagedv2" | "acescc" | "acescct",
+    colorSpaceTimeline, colorSpaceTimelineGamma, timelineResolutionWidth / Height, timelinePixelAspectRatio
+    "square" | "cinemascope" | "16_9" | "4_3"; an unknown key gives "")
+  Timeline: GetName(), GetStartFrame(), GetEndFrame(), GetSetting("timelineFrameRate" and the format keys
+    above: the project's, the timeline has no custom settings), GetTrackCount("video"),
     GetTrackName("video", i), SetTrackName("video", i, name), AddTrack("video"), GetItemListInTrack("video", i),
     GetMarkers() -> {frameId: {color, duration, note, name, customData}} (frameId relative to the start),
     AddMarker(frameId, color, name, note, duration, customData) (False when a marker is already there),
@@ -13,8 +17,12 @@ Calls it answers, as documented:
   MediaPool: ImportMedia([{"FilePath": "x.%04d.exr", "StartIndex", "EndIndex"}]) (the files must exist),
     AppendToTimeline([{"mediaPoolItem", "startFrame", "endFrame", "mediaType", "trackIndex", "recordFrame"}])
     (recordFrame is absolute; endFrame inclusive)
-  MediaPoolItem: GetName(), GetClipProperty("File Path" | "Frames" | "Start" | "End")
-  fu.UIManager: VGroup / HGroup / Label / LineEdit / CheckBox / Button / Timer({"ID", "Interval"});
+  MediaPoolItem: GetName(), GetClipProperty("File Path" | "Frames" | "Start" | "End" | "FPS"),
+    SetClipProperty(key, value) -> bool: "FPS" (an image sequence comes in at the project's rate),
+    "Input Color Space" (colour-managed projects only), "IDT" (ACES projects only), as the Clip
+    Attributes dialog allows them; False otherwise
+  fu.UIManager: VGroup / HGroup / Label / LineEdit / CheckBox / Button / ComboBox (AddItem(text),
+    CurrentText, CurrentIndex) / Timer({"ID", "Interval"});
   bmd.UIDispatcher(ui): AddWindow(props, layout) -> window (GetItems(), On.<ID>.Clicked, Show(), Hide()),
     On.Timeout, RunLoop(), ExitLoop()
 Resolve's API is not thread-safe, so this fake raises when called off the main thread and records every
@@ -33,6 +41,7 @@ from typing import Any
 import opentimelineio as otio
 
 MAIN_THREAD = threading.main_thread()
+_FPS = {"23.976": 24000 / 1001, "29.97": 30000 / 1001, "59.94": 60000 / 1001}
 CALLS: list[tuple[str, str, bool]] = []
 _IDS = itertools.count(1)
 
@@ -47,9 +56,14 @@ def _record(api: str) -> None:
 
 
 class MediaPoolItem:
-    def __init__(self, path: str, first: int, last: int) -> None:
+    def __init__(self, path: str, first: int, last: int, project: Project | None = None) -> None:
         self.path, self.first, self.last = path, first, last
         self.markers: dict[int, dict[str, Any]] = {}
+        self.project = project
+        # Resolve gives an image sequence the project's frame rate
+        self.properties: dict[str, Any] = (
+            {"FPS": float(_FPS.get(project.timeline.fps, project.timeline.fps))} if project else {}
+        )
 
     def GetName(self) -> str:
         _record("MediaPoolItem.GetName")
@@ -62,7 +76,21 @@ class MediaPoolItem:
             "Frames": str(self.last - self.first + 1),
             "Start": str(self.first),
             "End": str(self.last),
+            **self.properties,
         }.get(key, "")
+
+    def SetClipProperty(self, key: str, value: Any) -> bool:
+        _record("MediaPoolItem.SetClipProperty")
+        mode = self.project.settings["colorScienceMode"] if self.project else "davinciYRGB"
+        allowed = {
+            "FPS": True,
+            "Input Color Space": mode.startswith("davinciYRGBColorManaged"),
+            "IDT": mode.startswith("aces"),
+        }
+        if not allowed.get(key, False) or value in ("", None):
+            return False
+        self.properties[key] = float(value) if key == "FPS" else value
+        return True
 
 
 class TimelineItem:
@@ -131,6 +159,7 @@ class TimelineItem:
 class Timeline:
     def __init__(self, name: str, fps: str = "24", start_frame: int = 86400) -> None:
         self.name, self.fps, self.start_frame = name, fps, start_frame
+        self.project: Project | None = None
         self.tracks: list[dict[str, Any]] = [{"name": "Video 1", "items": []}]
         self.markers: dict[int, dict[str, Any]] = {}
 
@@ -149,7 +178,8 @@ class Timeline:
 
     def GetSetting(self, key: str = "") -> Any:
         _record("Timeline.GetSetting")
-        return {"timelineFrameRate": self.fps}.get(key, "")
+        project = self.project.settings if self.project else {}
+        return {"timelineFrameRate": self.fps, **project}.get(key, "")
 
     def GetTrackCount(self, kind: str) -> int:
         _record("Timeline.GetTrackCount")
@@ -278,7 +308,7 @@ class MediaPool:
                     return []
             elif not os.path.isfile(pattern):
                 return []
-            item = MediaPoolItem(pattern, first, last)
+            item = MediaPoolItem(pattern, first, last, self.project)
             self.items.append(item)
             imported.append(item)
         return imported
@@ -304,7 +334,20 @@ class MediaPool:
 class Project:
     def __init__(self, name: str, timeline: Timeline) -> None:
         self.name, self.timeline = name, timeline
+        timeline.project = self
         self.media_pool = MediaPool(self)
+        self.settings: dict[str, str] = {
+            "timelineResolutionWidth": "1920",
+            "timelineResolutionHeight": "1080",
+            "timelinePixelAspectRatio": "square",
+            "colorScienceMode": "davinciYRGB",
+            "colorSpaceTimeline": "Rec.709",
+            "colorSpaceTimelineGamma": "Gamma 2.4",
+        }
+
+    def GetSetting(self, key: str = "") -> Any:
+        _record("Project.GetSetting")
+        return self.settings.get(key, "") if key else dict(self.settings)
 
     def GetName(self) -> str:
         _record("Project.GetName")
@@ -393,6 +436,32 @@ class Widget:
         return found
 
 
+class ComboBox(Widget):
+    """ui.ComboBox: AddItem(text) appends a choice; CurrentText / CurrentIndex say (and set) the chosen one."""
+
+    def __init__(self, props: dict[str, Any]) -> None:
+        super().__init__("ComboBox", props)
+        object.__setattr__(self, "choices", [])
+
+    def AddItem(self, text: str) -> None:
+        _record("ComboBox.AddItem")
+        self.choices.append(text)
+        if len(self.choices) == 1:
+            self.props["CurrentIndex"] = 0
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "CurrentText":
+            _record("ComboBox.get:CurrentText")
+            index = self.props.get("CurrentIndex", -1)
+            return self.choices[index] if 0 <= index < len(self.choices) else ""
+        return super().__getattr__(name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "CurrentText":
+            value, name = self.choices.index(value), "CurrentIndex"
+        super().__setattr__(name, value)
+
+
 class Timer:
     def __init__(self, props: dict[str, Any]) -> None:
         self.id, self.interval_ms = props["ID"], int(props.get("Interval", 1000))
@@ -428,6 +497,9 @@ class UIManager:
 
     def Button(self, props: dict[str, Any]) -> Widget:
         return Widget("Button", props)
+
+    def ComboBox(self, props: dict[str, Any]) -> Widget:
+        return ComboBox(props)
 
     def Timer(self, props: dict[str, Any]) -> Timer:
         timer = Timer(props)

@@ -1,4 +1,6 @@
-"""Fixtures of the host plugin tests: one real ttt-studio server per session (see hp_helpers)."""
+"""Fixtures of the host plugin tests: real ttt-studio servers, one per session each (see hp_helpers): the
+tiny random model (client tests) and the shipped default model (the plugins, whose shots are delivered
+in 3-second segments of edit time)."""
 
 from __future__ import annotations
 
@@ -6,18 +8,32 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from hp_helpers import OTHER_TOKEN, TOKEN, ServerProcess
+from hp_helpers import OTHER_TOKEN, TOKEN, DefaultModelServer, ServerProcess
 
 from server.tokens import add_token
+
+
+def _tokens(root: Any) -> Any:
+    """A hashed token file for alice (TOKEN) and bob (OTHER_TOKEN)."""
+    tokens = root / "tokens"
+    add_token(tokens, "alice", token=TOKEN)
+    add_token(tokens, "bob", token=OTHER_TOKEN)
+    return tokens
 
 
 @pytest.fixture(scope="session")
 def hp_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("hp_server")
-    tokens = root / "tokens"
-    add_token(tokens, "alice", token=TOKEN)
-    add_token(tokens, "bob", token=OTHER_TOKEN)
-    server = ServerProcess(root / "data", tokens).start()
+    server = ServerProcess(root / "data", _tokens(root)).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def hp_default_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """The shipped default model (64 x 64, 8 fps) on loopback."""
+    root = tmp_path_factory.mktemp("hp_default_server")
+    server = DefaultModelServer(root / "data", _tokens(root)).start()
     yield server
     server.stop()
 

@@ -7,8 +7,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +26,8 @@ OTHER_TOKEN = "ttt.hpbob01.secret-hp-bob-0123456789abcdef"
 STEP_DELAY_S = 0.05
 # a fast job: one step, no guidance, 16x16 (the tiny model's multiple-of-16 minimum)
 FAST: dict[str, Any] = {"height": 16, "width": 16, "steps": 1, "guidance_scale": 1.0}
+# a fast job on the shipped default model: one step, no guidance, the model's own 64x64
+FAST_DEFAULT: dict[str, Any] = {"steps": 1, "guidance_scale": 1.0}
 
 
 class ServerProcess(server_process.ServerProcess):
@@ -38,6 +44,38 @@ class ServerProcess(server_process.ServerProcess):
             *extra,
             log_path=Path(data_dir).parent / "server.log",
         )
+
+
+class DefaultModelServer(ServerProcess):
+    """The server on the shipped default model (no --tiny-random), every sampling step slowed the same."""
+
+    def start(self, timeout: float = 180.0) -> DefaultModelServer:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        info_path = self.data_dir / "server.json"
+        info_path.unlink(missing_ok=True)
+        args = [
+            sys.executable,
+            "-m",
+            "server.main",
+            "--address",
+            "127.0.0.1:0",
+            "--data-dir",
+            str(self.data_dir),
+        ]
+        args += ["--torch-threads", "1", "--grace", "2", "--token-file", str(self.token_file), *self.extra]
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_text()[-4000:]}")
+            if info_path.exists() and json.loads(info_path.read_text()).get("pid") == self.proc.pid:
+                self.info = json.loads(info_path.read_text())
+                return self
+            time.sleep(0.1)
+        self.kill9()
+        raise TimeoutError(f"server did not start in {timeout} s:\n{self.log_text()[-4000:]}")
 
 
 def job_states(address: str, token: str = TOKEN) -> list[Any]:

@@ -1,4 +1,5 @@
-"""The Blender extension with the REAL bpy (Blender as a Python module, headless) against a real server.
+"""The Blender extension with the REAL bpy (Blender as a Python module, headless) against a real server
+(the shipped default model).
 
 bpy calls used: bpy.ops.wm.read_factory_settings(use_empty=True), preferences.system.use_online_access,
 bpy.app.online_access, scene.sequence_editor_create(), sequence_editor.strips.new_effect(name, type,
@@ -6,7 +7,11 @@ channel, frame_start, length) (4.4+; `sequences` before), strips.new_image(name,
 frame_start, fit_method='ORIGINAL'), strip.elements.append(filename), strip.frame_final_start /
 frame_final_end / frame_final_duration / channel / directory / elements, scene.timeline_markers.new(name,
 frame=...), scene.frame_current, bpy.ops.ttt_studio.generate(), bpy.app.timers.is_registered,
-bpy.data.images.load(path). Timers do not run under --background, so the test calls the timer function
+bpy.data.images.load(path), scene.render.resolution_x / _y / resolution_percentage / pixel_aspect_x / _y,
+bpy.ops.wm.set_working_color_space(working_space=...) and
+bpy.data.colorspace.working_space_interop_id (5.0), strip.transform.scale_x / scale_y /
+offset_x / offset_y, strip.elements[i].orig_width / orig_height, strip.colorspace_settings.name.
+Timers do not run under --background, so the test calls the timer function
 (ui.pump_jobs) itself, as Blender's event loop would.
 """
 
@@ -20,15 +25,16 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hp_helpers import FAST, TOKEN, job_states
+from hp_helpers import FAST_DEFAULT, TOKEN, job_states
 
 bpy = pytest.importorskip("bpy", reason="the real-Blender test needs the bpy module (pip install bpy==5.0.1)")
 
-from host_plugin.core.exr_io import read_exr  # noqa: E402
+from host_plugin.core.exr_io import read_exr, write_rgba_exr  # noqa: E402
+from host_plugin.core.placement import DeliveredMedia  # noqa: E402
 
 
 @pytest.fixture()
-def addon(hp_server: Any, tmp_path: Path) -> Iterator[Any]:
+def addon(hp_default_server: Any, tmp_path: Path) -> Iterator[Any]:
     from host_plugin.hosts import blender
 
     bpy.ops.wm.read_factory_settings(use_empty=True)
@@ -36,15 +42,12 @@ def addon(hp_server: Any, tmp_path: Path) -> Iterator[Any]:
     blender.register()
     scene = bpy.context.scene
     scene.render.fps, scene.render.fps_base = 24, 1.0
+    # a 1920x1080 scene rendered at 10%: shots are delivered at 192x108 (the 16x16 generation scaled)
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 1920, 1080, 10
     props = scene.ttt_studio
-    props.server, props.token = hp_server.address, TOKEN
+    props.server, props.token = hp_default_server.address, TOKEN
     props.output_dir = str(tmp_path / "frames")
-    props.steps, props.height, props.width, props.guidance_scale = (
-        FAST["steps"],
-        FAST["height"],
-        FAST["width"],
-        1.0,
-    )
+    props.steps, props.guidance_scale = FAST_DEFAULT["steps"], FAST_DEFAULT["guidance_scale"]
     props.segments.add().text = "A red ball rolls across a wooden floor."
     try:
         yield blender
@@ -76,6 +79,10 @@ def _image_strips(scene: Any) -> list:
 
 
 def _check_frames(strip: Any, count: int) -> None:
+    """The strip's frames are delivered in the scene's time, format (192x108: 1920x1080 at 10%) and colour,
+    and Blender shows each exactly as delivered: the picture (the EXR's dataWindow, which Blender reads)
+    where the delivered frame (its displayWindow) puts it, scaled to the scene's frame."""
+    scene = bpy.context.scene
     folder = bpy.path.abspath(strip.directory)
     files = [os.path.join(folder, e.filename) for e in strip.elements]
     assert len(files) == count
@@ -84,15 +91,24 @@ def _check_frames(strip: Any, count: int) -> None:
     ]
     for path in files:
         pixels, header = read_exr(path, check_finite=True)
-        assert pixels.shape == (FAST["height"], FAST["width"], 4) and np.isfinite(pixels).all()
+        assert header["displayWindow"] == ((0, 0), (191, 107)) and np.isfinite(pixels).all()
         assert header["compression"] == "ZIP_COMPRESSION"
+        assert header["framesPerSecond"] == 24 and header["colorInteropID"] == "lin_rec709_scene"
+    (x0, y0), (x1, y1) = header["dataWindow"]
     image = bpy.data.images.load(files[0])  # Blender's own reader opens them too
-    assert tuple(image.size) == (FAST["width"], FAST["height"])
+    assert tuple(image.size) == (x1 - x0 + 1, y1 - y0 + 1)
+    element, scale = strip.elements[0], scene.render.resolution_x / 192
+    shown = (element.orig_width * strip.transform.scale_x, element.orig_height * strip.transform.scale_y)
+    assert shown == ((x1 - x0 + 1) * scale, (y1 - y0 + 1) * scale)
+    centre = ((x0 + x1 + 1) / 2 - 96, (y0 + y1 + 1) / 2 - 54)  # Blender centres a strip's picture
+    assert centre == (0, 0) and (strip.transform.offset_x, strip.transform.offset_y) == (0, 0)
+    assert strip.colorspace_settings.name == "Linear Rec.709"
 
 
-def test_gap_between_selected_strips_gets_an_exr_strip(addon: Any, hp_server: Any) -> None:
+def test_gap_between_selected_strips_gets_an_exr_strip(addon: Any, hp_default_server: Any) -> None:
     scene, a, b = _edit()
     a.select = b.select = True
+    scene.ttt_studio.fit = "fill"  # the 64x64 generation fills the 16:9 frame: the strip covers it
     assert bpy.ops.ttt_studio.generate() == {"FINISHED"}
     assert bpy.app.timers.is_registered(addon.ui.pump_jobs)  # the timer that drains the job's queue
     assert not _image_strips(scene), "nothing may be placed before the main thread pumps"
@@ -101,8 +117,9 @@ def test_gap_between_selected_strips_gets_an_exr_strip(addon: Any, hp_server: An
     assert strip.channel == 2  # the gap's own channel is free there
     assert (strip.frame_final_start, strip.frame_final_end, strip.frame_final_duration) == (25, 37, 12)
     _check_frames(strip, 12)
+    assert _covers_the_frame(scene, strip)
     assert "error" not in scene.ttt_studio.status.lower()
-    jobs = job_states(hp_server.address)
+    jobs = job_states(hp_default_server.address)
     assert any(j.record_start == 25 and j.state == "completed" for j in jobs)
 
 
@@ -130,3 +147,95 @@ def test_refuses_without_online_access_and_names_the_gap_problem(addon: Any) -> 
     with pytest.raises(RuntimeError, match="select exactly the two strips"):
         bpy.ops.ttt_studio.generate()
     assert not addon.ui.JOBS
+
+
+def _delivered(folder: Path, width: int, height: int, rate: object, colorspace: str, count: int = 2) -> list:
+    """Frames as the server delivers them: the target size, framesPerSecond and colorInteropID set."""
+    from fractions import Fraction
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((height, width, 4), 0.18, np.float32)
+    return [
+        write_rgba_exr(folder / f"sh010.{1001 + i}.exr", pixels, colorspace, frames_per_second=Fraction(rate))
+        for i in range(count)
+    ]
+
+
+def _covers_the_frame(scene: Any, strip: Any) -> bool:
+    """The strip's picture, as Blender transforms it, is exactly the scene's frame."""
+    element = strip.elements[0]
+    shown = (element.orig_width * strip.transform.scale_x, element.orig_height * strip.transform.scale_y)
+    offsets = (strip.transform.offset_x, strip.transform.offset_y)
+    return shown == (scene.render.resolution_x, scene.render.resolution_y) and offsets == (0, 0)
+
+
+@pytest.mark.parametrize(("percentage", "working"), [(100, "ACEScg"), (25, "Linear Rec.709")])
+def test_the_strip_fills_a_1080p_scene_in_the_delivered_colour_space(
+    tmp_path: Path, percentage: int, working: str
+) -> None:
+    from host_plugin.hosts.blender import vse
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    if bpy.data.colorspace.working_space != working:  # the operator cancels when nothing changes
+        assert bpy.ops.wm.set_working_color_space(working_space=working) == {"FINISHED"}
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.001
+    scene.render.resolution_x, scene.render.resolution_y = 1920, 1080
+    scene.render.resolution_percentage = percentage
+    host = vse.BlenderHost(scene)
+    target = host.target_format()
+    assert (target.width, target.height, target.pixel_aspect) == (
+        1920 * percentage // 100,
+        1080 * percentage // 100,
+        1.0,
+    )
+    interop = host.working_colorspace()
+    assert interop == {"ACEScg": "lin_ap1_scene", "Linear Rec.709": "lin_rec709_scene"}[working]
+
+    paths = _delivered(tmp_path / "gen", target.width, target.height, "24000/1001", interop)
+    _, header = read_exr(paths[0])
+    media = DeliveredMedia.from_exr_header(header)
+    host.place_sequence(paths, 86400, "TTT generated", media)
+    (strip,) = _image_strips(scene)
+    assert (strip.frame_final_start, strip.frame_final_duration) == (86400, 2)
+    assert _covers_the_frame(scene, strip), (strip.transform.scale_x, strip.elements[0].orig_width)
+    assert strip.colorspace_settings.name == working
+
+
+def test_a_strip_at_another_rate_or_untagged_is_refused(tmp_path: Path) -> None:
+    from host_plugin.core.errors import HostError
+    from host_plugin.hosts.blender import vse
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 25, 1.0
+    host = vse.BlenderHost(scene)
+    paths = _delivered(tmp_path / "gen", 8, 8, 24, "lin_ap1_scene")
+    with pytest.raises(HostError, match="delivered at 24 fps but scene 'Scene' runs at 25 fps"):
+        host.place_sequence(paths, 1, "TTT generated", DeliveredMedia(24, 8, 8, 1.0, "lin_ap1_scene"))
+    with pytest.raises(HostError, match="carries no colorInteropID"):
+        host.place_sequence(paths, 1, "TTT generated", DeliveredMedia(25, 8, 8, 1.0, ""))
+    assert not _image_strips(scene)
+
+
+def test_the_panel_offers_delivery_defaults_and_names_the_colour_space() -> None:
+    from host_plugin.hosts import blender
+    from host_plugin.hosts.blender import ui
+
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    blender.register()
+    try:
+        props = bpy.context.scene.ttt_studio
+        assert (props.retime, props.fit, props.colorspace) == (
+            "flow",
+            "fit",
+            "WORKING",
+        )  # Delivery's defaults
+        assert ui.delivery_settings(props) == ui.DeliverySettings()  # the working space comes from the host
+        assert ui.colour_label(props) == "Arrives in Linear Rec.709 (lin_rec709_scene)"
+        props.retime, props.fit, props.colorspace = "blend", "distort", "lin_ap1_scene"
+        settings = ui.delivery_settings(props)
+        assert (settings.retime, settings.fit, settings.colorspace) == ("blend", "distort", "lin_ap1_scene")
+        assert ui.colour_label(props) == "Arrives in ACEScg (lin_ap1_scene)"
+    finally:
+        blender.unregister()

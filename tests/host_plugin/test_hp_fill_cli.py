@@ -22,8 +22,8 @@ START = 86400  # 01:00:00:00
 
 
 def _edit(path: Path, rate: Fraction) -> Path:
-    """V1: A (30) | gap with a prompt (12) | B (40, a marker with a prompt at +5 for 10) | C (20 of 10
-    available frames: a clip asking for new media)."""
+    """V1: A (30) | gap with a prompt (12) | B (40, a marker with a storyboard at +5 for 10) | C (12 of 6
+    available frames, with a prompt: a clip asking for new media)."""
     fps = float(rate)
 
     def tr(start: int, duration: int) -> otio.opentime.TimeRange:
@@ -41,11 +41,9 @@ def _edit(path: Path, rate: Fraction) -> Path:
     gap.metadata["ttt_studio"] = {"prompt": "A red ball rolls across a wooden floor."}
     b = clip("B", 40)
     marker = otio.schema.Marker("cat", marked_range=tr(5, 10))
-    marker.metadata["ttt_studio"] = {
-        "storyboard": [{"text": "A cat jumps onto a chair."}, {"text": "It yawns."}]
-    }
+    marker.metadata["ttt_studio"] = {"storyboard": [{"text": "A cat jumps onto a chair and yawns."}]}
     b.markers.append(marker)
-    c = clip("C", 20, available=10)
+    c = clip("C", 12, available=6)  # at most half a second: the tiny model's one segment
     c.metadata["ttt_studio"] = {"prompt": "The camera pans to the window."}
     track.extend([clip("A", 30), gap, b, c])
     timeline.tracks.append(track)
@@ -93,7 +91,7 @@ def test_fill_places_every_shot_frame_accurately(
             _frames(clip.source_range.duration, rate),
             clip,
         )
-    expected = {"v0.i1.gap": (START + 30, 12), "v0.i2.m0": (START + 47, 10), "v0.i3.clip": (START + 82, 20)}
+    expected = {"v0.i1.gap": (START + 30, 12), "v0.i2.m0": (START + 47, 10), "v0.i3.clip": (START + 82, 12)}
     assert {k: v[:2] for k, v in placed.items()} == expected
     for _, duration, clip in placed.values():
         ref = clip.media_reference
@@ -120,11 +118,15 @@ def test_malformed_edits_give_clear_errors_and_no_output(hp_server: Any, tmp_pat
     bad_json = tmp_path / "bad.otio"
     bad_json.write_text('{"OTIO_SCHEMA": "Timeline.1", "tracks": [')
     assert _fill(hp_server, str(bad_json), "-o", str(out)) == 2
-    assert "bad JSON at line 1" in capsys.readouterr().err
+    assert "bad.otio: not a readable OTIO file: ValueError: JSON parse error" in capsys.readouterr().err
+    deep = tmp_path / "deep.otio"
+    deep.write_text("[" * 100_000)  # OTIO's parser would crash on it: refused before parsing
+    assert _fill(hp_server, str(deep), "-o", str(out)) == 2
+    assert "JSON nested deeper than 512 levels" in capsys.readouterr().err
     clip_file = tmp_path / "clip.otio"
     otio.adapters.write_to_file(otio.schema.Clip("lonely"), str(clip_file))
     assert _fill(hp_server, str(clip_file), "-o", str(out)) == 2
-    assert "expected 'Timeline.1'" in capsys.readouterr().err
+    assert "holds a Clip.2, expected a Timeline (Timeline.1)" in capsys.readouterr().err
     assert _fill(hp_server, str(tmp_path / "missing.otio"), "-o", str(out)) == 2
     assert "no such OTIO file" in capsys.readouterr().err
     assert not out.exists()
@@ -144,8 +146,14 @@ def test_plain_gaps_need_a_prompt(hp_server: Any, tmp_path: Path, capsys: Any) -
     timeline.tracks.append(track)
     edit, out = tmp_path / "plain.otio", tmp_path / "out.otio"
     otio.adapters.write_to_file(timeline, str(edit))
-    assert _fill(hp_server, str(edit), "-o", str(out), "--include-plain-gaps") == 2
-    assert "neither a storyboard nor a prompt" in capsys.readouterr().err and not out.exists()
+    assert _fill(hp_server, str(edit), "-o", str(out)) == 0  # a plain gap is not a request by default
+    assert "0 shot(s) placed" in capsys.readouterr().out
+    assert _fill(hp_server, str(edit), "-o", str(out), "--requests-from", "gaps") == 1
+    err = capsys.readouterr().err
+    assert "failed: request v0.i0.gap" in err and "neither a storyboard nor a prompt" in err
+    assert "1 of 1 request(s) failed, 0 shot(s) placed" in err
+    assert _fill(hp_server, str(edit), "-o", str(out), "--requests-from", "gapz") == 2
+    assert "--requests-from: unknown kind(s) ['gapz']" in capsys.readouterr().err
     args = ["--include-plain-gaps", "--prompt", "Waves on a beach.", "--first-frame-references"]
     assert _fill(hp_server, str(edit), "-o", str(out), *args) == 0
     placed = otio.adapters.read_from_file(str(out)).video_tracks()[-1]
@@ -154,3 +162,26 @@ def test_plain_gaps_need_a_prompt(hp_server: Any, tmp_path: Path, capsys: Any) -
     # for Resolve / Nuke Studio import: the active reference is the first frame's file
     assert clip.active_media_reference_key == "first_frame"
     assert Path(file_url_to_path(clip.media_reference.target_url)).name.endswith(".1001.exr")
+
+
+def test_select_and_no_keep_going(hp_server: Any, tmp_path: Path, capsys: Any) -> None:
+    timeline = otio.schema.Timeline("plain", global_start_time=otio.opentime.RationalTime(START, 24))
+    track = otio.schema.Track("V1")
+    track.append(
+        otio.schema.Gap(source_range=otio.opentime.TimeRange(duration=otio.opentime.RationalTime(8, 24)))
+    )
+    timeline.tracks.append(track)
+    edit, out = tmp_path / "plain.otio", tmp_path / "out.otio"
+    otio.adapters.write_to_file(timeline, str(edit))
+    # a selected name that matches nothing is refused; --no-keep-going then generates and writes nothing
+    assert _fill(hp_server, str(edit), "-o", str(out), "--select", "nothing", "--no-keep-going") == 1
+    err = capsys.readouterr().err
+    assert "selected name 'nothing' matches no gap, clip or marker name" in err
+    assert f"{out} left as it was" in err and not out.exists()
+    # the plain gap picked by its request id (as a previous run printed it)
+    assert (
+        _fill(hp_server, str(edit), "-o", str(out), "--select", "v0.i0.gap", "--prompt", "Dust drifts.") == 0
+    )
+    assert "1 shot(s) placed" in capsys.readouterr().out
+    (clip,) = otio.adapters.read_from_file(str(out)).video_tracks()[-1].find_clips()
+    assert clip.metadata["ttt_studio"]["request_id"] == "v0.i0.gap"

@@ -10,7 +10,11 @@ import pytest
 
 from host_plugin.core.errors import JobCancelled
 from host_plugin.core.exr_io import validate_plate, write_sequence
+from host_plugin.core.placement import DeliveredMedia
+from host_plugin.core.shot_job import TargetFormat
 from host_plugin.hosts.base import CANCELLED, DONE, ERROR, PROGRESS, Host, JobEvent, JobRunner
+
+MEDIA = DeliveredMedia(rate=24, width=2, height=2, colorspace="lin_ap1_scene")
 
 
 def test_host_is_abstract() -> None:
@@ -23,6 +27,10 @@ def test_host_is_abstract() -> None:
 
     with pytest.raises(TypeError, match="place_sequence"):
         Partial()  # type: ignore[abstract]
+    with pytest.raises(TypeError, match="target_format"):  # a host must say what a shot becomes
+        Partial()  # type: ignore[abstract]
+    with pytest.raises(TypeError, match="working_colorspace"):
+        Partial()  # type: ignore[abstract]
 
 
 class FileHost(Host):
@@ -30,7 +38,7 @@ class FileHost(Host):
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.placed: list[tuple[list[str], int, str]] = []
+        self.placed: list[tuple[list[str], int, str, DeliveredMedia]] = []
         self.progress: list[tuple[float, str]] = []
         self.main_thread_calls: list[str] = []
         self.pending: list = []
@@ -44,8 +52,16 @@ class FileHost(Host):
         frames = (np.zeros((2, 2, 4), np.float32) for _ in range(last - first + 1))
         return write_sequence(self.root, "plate.", frames, start=first)
 
-    def place_sequence(self, paths: list[str], record_frame: int, track_hint: str) -> None:
-        self.placed.append((paths, record_frame, track_hint))
+    def target_format(self) -> TargetFormat:
+        return TargetFormat(2, 2)
+
+    def working_colorspace(self) -> str:
+        return "lin_ap1_scene"
+
+    def place_sequence(
+        self, paths: list[str], record_frame: int, track_hint: str, media: DeliveredMedia
+    ) -> None:
+        self.placed.append((paths, record_frame, track_hint, media))
 
     def report_progress(self, fraction: float, message: str) -> None:
         self.progress.append((fraction, message))
@@ -72,11 +88,11 @@ def test_a_complete_host_runs_a_job_through_the_runner(tmp_path: Path) -> None:
         if event.kind == PROGRESS:
             host.report_progress(event.fraction, event.message)
         elif event.kind == DONE:
-            host.place_sequence(event.result, 86400, "TTT generated")
+            host.place_sequence(event.result, 86400, "TTT generated", MEDIA)
 
     assert JobRunner(work).start().wait_and_drain(handle, timeout=10)
     assert host.progress == [(0.5, "generating")]
-    assert host.placed == [(paths, 86400, "TTT generated")]
+    assert host.placed == [(paths, 86400, "TTT generated", MEDIA)]
 
 
 def test_events_arrive_in_order() -> None:

@@ -8,7 +8,9 @@ file, file_type="exr", datatype="16 bit half", compression="Zip (1 scanline)", c
 nuke.execute(write, first, last, 1), nuke.delete(node), nuke.root()["fps"], nuke.message(text),
 nuke.executeInMainThread(fn, args), nuke.ProgressTask(name).setProgress(int) / setMessage(str) /
 isCancelled(), nuke.String_Knob / Password_Knob / File_Knob / Int_Knob / Enumeration_Knob,
-nukescripts.PythonPanel(title, id).addKnob() / showModalDialog().
+nukescripts.PythonPanel(title, id).addKnob() / showModalDialog(), nuke.addFormat(spec), nuke.root().format()
+/ node.format() (Format.width() / height() / pixelAspect()), root knobs format / colorManagement /
+OCIO_config / workingSpaceLUT, the Read's colorspace knob.
 
 The fake raises when a node or knob is touched off the main thread and records every call's thread;
 a grpc interceptor records the thread of every RPC.
@@ -22,13 +24,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hp_helpers import FAST, TOKEN, ThreadRecorder, job_states, use_fakes
+from hp_helpers import FAST_DEFAULT, TOKEN, ThreadRecorder, job_states, use_fakes
 
 use_fakes()
 import nuke  # noqa: E402 - the fake, from tests/fakes
 
 from host_plugin.core.errors import HostError, RequestError  # noqa: E402
-from host_plugin.core.exr_io import read_exr, write_sequence  # noqa: E402
+from host_plugin.core.exr_io import read_exr, write_rgba_exr, write_sequence  # noqa: E402
+from host_plugin.core.placement import DeliveredMedia  # noqa: E402
 from host_plugin.core.shot_job import GenerationSettings, ServerSettings  # noqa: E402
 from host_plugin.hosts import nuke as ttt_nuke  # noqa: E402
 
@@ -51,7 +54,7 @@ def _plate(tmp_path: Path, first: int = 1001, count: int = 12) -> Any:
 
 
 def _options(address: str, tmp_path: Path, mode: str = "restyle", steps: int = 1, duration: int = 0) -> Any:
-    generation = GenerationSettings(output_dir=str(tmp_path / "out"), **{**FAST, "steps": steps})
+    generation = GenerationSettings(output_dir=str(tmp_path / "out"), **{**FAST_DEFAULT, "steps": steps})
     return ttt_nuke.GenerateOptions(
         server=ServerSettings(address, token=TOKEN, retries=2),
         generation=generation,
@@ -75,11 +78,11 @@ def test_menu_entries_and_no_selection_message() -> None:
 
 
 def test_restyle_uploads_the_plate_and_reads_back_the_result_off_the_main_thread(
-    hp_server: Any, tmp_path: Path
+    hp_default_server: Any, tmp_path: Path
 ) -> None:
     read = _plate(tmp_path)
-    # a restyle runs its strength's share of the steps (0.6): 60 slowed steps run 36, >= 1.8 s, a slow server
-    options = _options(hp_server.address, tmp_path, steps=60)
+    # a restyle runs its strength's share of the steps (0.6): 5 steps run 3, seconds of work on the default model
+    options = _options(hp_default_server.address, tmp_path, steps=5)
     recorder = ThreadRecorder()
     started = time.monotonic()
     job = ttt_nuke.start_generate(read, options, client_factory=_factory(options, recorder))
@@ -105,20 +108,24 @@ def test_restyle_uploads_the_plate_and_reads_back_the_result_off_the_main_thread
     assert new["file"].value().endswith(".####.exr")
     assert (new["first"].value(), new["last"].value()) == (1001, 1012)
     assert (new["frame_mode"].value(), new["frame"].value()) == ("start at", "1001")
-    for frame in range(1001, 1013):
-        pixels, _ = read_exr(ttt_nuke.frame_file(new["file"].value(), frame), check_finite=True)
+    for frame in range(1001, 1013):  # delivered at the root's rate, in the plate's format, tagged
+        pixels, header = read_exr(ttt_nuke.frame_file(new["file"].value(), frame), check_finite=True)
         assert pixels.shape == (16, 16, 4)
+        assert (header["framesPerSecond"], header["colorInteropID"]) == (24, "lin_ap1_scene")
+    assert new["colorspace"].value() == "ACEScg"  # the root's working space (cg config scene_linear)
     task = nuke.ProgressTask.TASKS[0]
     assert task.progress == 100 and any("step" in m for m in task.messages)
-    (server_job,) = [j for j in job_states(hp_server.address) if j.job_id in job.job_ids]
-    # one id per output frame (17 for a 12-frame shot on this model): the 12 plates, the last one held
-    assert server_job.state == "completed" and len(server_job.plate_upload_ids) == 17
-    assert len(set(server_job.plate_upload_ids)) == 12 and len(set(server_job.plate_upload_ids[11:])) == 1
+    (server_job,) = [j for j in job_states(hp_default_server.address) if j.job_id in job.job_ids]
+    # one id per delivered frame: the plate's 12 frames, at the edit's rate (the server conforms them in)
+    assert server_job.state == "completed" and len(server_job.plate_upload_ids) == 12
+    assert len(set(server_job.plate_upload_ids)) == 12
 
 
-def test_cancel_in_the_progress_window_cancels_the_job_on_the_server(hp_server: Any, tmp_path: Path) -> None:
+def test_cancel_in_the_progress_window_cancels_the_job_on_the_server(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
     read = _plate(tmp_path, count=4)
-    options = _options(hp_server.address, tmp_path, mode="new", steps=200)  # >= 10 s unless cancelled
+    options = _options(hp_default_server.address, tmp_path, mode="new", steps=200)  # >= 10 s unless cancelled
     job = ttt_nuke.start_generate(read, options)
 
     def click_cancel_once_sampling() -> None:
@@ -130,24 +137,46 @@ def test_cancel_in_the_progress_window_cancels_the_job_on_the_server(hp_server: 
     nuke.run_main_loop(until=lambda: job.finished, timeout=60, on_tick=click_cancel_once_sampling)
     assert time.monotonic() - started < 8.0, "cancel must stop the job well before its 200 steps"
     assert job.state == "cancelled", job.message
-    (server_job,) = [j for j in job_states(hp_server.address) if j.job_id in job.job_ids]
+    (server_job,) = [j for j in job_states(hp_default_server.address) if j.job_id in job.job_ids]
     assert server_job.state == "cancelled"
     assert [n for n in nuke.allNodes("Read") if n is not read] == []  # nothing placed
 
 
 def test_continue_starts_from_the_plate_and_places_only_the_new_frames(
-    hp_server: Any, tmp_path: Path
+    hp_default_server: Any, tmp_path: Path
 ) -> None:
     read = _plate(tmp_path, first=1, count=3)
-    options = _options(hp_server.address, tmp_path, mode="continue", duration=10)
+    options = _options(hp_default_server.address, tmp_path, mode="continue", duration=10)
     job = ttt_nuke.start_generate(read, options)
     nuke.run_main_loop(until=lambda: job.finished, timeout=120)
     assert job.state == "done", job.message
     (new,) = [n for n in nuke.allNodes("Read") if n is not read]
     # frame 1001 of the result is the plate's last frame, kept by the server: the shot starts at 1002
     assert (new["first"].value(), new["last"].value(), new["frame"].value()) == (1002, 1011, "4")
-    (server_job,) = [j for j in job_states(hp_server.address) if j.job_id in job.job_ids]
+    (server_job,) = [j for j in job_states(hp_default_server.address) if j.job_id in job.job_ids]
     assert len(server_job.plate_upload_ids) == 1 and server_job.state == "completed"
+
+
+def test_a_new_shot_arrives_in_the_root_format_and_working_space(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
+    read = _plate(tmp_path, count=12)
+    root = nuke.root()
+    root["format"].setValue(nuke.addFormat("64 36 1.0 ttt_16x9_small").name())
+    job = ttt_nuke.start_generate(read, _options(hp_default_server.address, tmp_path, mode="new"))
+    nuke.run_main_loop(until=lambda: job.finished, timeout=120)
+    assert job.state == "done", job.message
+    (new,) = [n for n in nuke.allNodes("Read") if n is not read]
+    fmt, root_fmt = new.format(), root.format()
+    assert (
+        (fmt.width(), fmt.height(), fmt.pixelAspect())
+        == (root_fmt.width(), root_fmt.height(), 1.0)
+        == (64, 36, 1.0)
+    )
+    assert new["colorspace"].value() == "ACEScg"  # the cg config's scene_linear, named
+    _, header = read_exr(ttt_nuke.frame_file(new["file"].value(), 1012))
+    assert (header["framesPerSecond"], header["colorInteropID"]) == (24, "lin_ap1_scene")
+    assert (new["first"].value(), new["last"].value(), new["frame"].value()) == (1001, 1012, "1001")
 
 
 def test_continue_and_new_ranges_and_bad_input(tmp_path: Path) -> None:
@@ -184,3 +213,83 @@ def test_a_non_exr_plate_is_rendered_to_exr_through_a_write_node(tmp_path: Path)
         pixels, header = read_exr(path)
         assert header["compression"] == "ZIP_COMPRESSION" and pixels.shape == (16, 16, 4)
     assert nuke.allNodes("Write") == []  # the temporary Write node is deleted
+
+
+def _delivered(folder: Path, fmt: Any, colorspace: str, rate: int = 24, count: int = 2) -> list:
+    """Frames as the server delivers them: the format's size, framesPerSecond and colorInteropID set."""
+    from fractions import Fraction
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pixels = np.full((fmt.height(), fmt.width(), 4), 0.18, np.float32)
+    return [
+        str(
+            write_rgba_exr(
+                folder / f"sh010.{1001 + i:04d}.exr", pixels, colorspace, frames_per_second=Fraction(rate)
+            )
+        )
+        for i in range(count)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("management", "config", "working", "interop", "read_colorspace"),
+    [
+        ("OCIO", "fn-nuke_cg-config-v1.0.0_aces-v1.3_ocio-v2.1", "scene_linear", "lin_ap1_scene", "ACEScg"),
+        ("OCIO", "fn-nuke_cg-config-v1.0.0_aces-v1.3_ocio-v2.1", "ACEScg", "lin_ap1_scene", "ACEScg"),
+        ("Nuke", "nuke-default", "linear", "lin_rec709_scene", "linear"),
+    ],
+)
+def test_the_new_read_is_in_the_delivered_colour_space_and_the_root_format(
+    tmp_path: Path, management: str, config: str, working: str, interop: str, read_colorspace: str
+) -> None:
+    plate = _plate(tmp_path)
+    root = nuke.root()
+    root["format"].setValue(nuke.addFormat("256 144 1.0 ttt_small").name())
+    for knob, value in (
+        ("colorManagement", management),
+        ("OCIO_config", config),
+        ("workingSpaceLUT", working),
+    ):
+        root[knob].setValue(value)
+    host = ttt_nuke.NukeHost(plate)
+    target = host.target_format()
+    assert (target.width, target.height, target.pixel_aspect) == (256, 144, 1.0)
+    assert host.working_colorspace() == interop
+
+    paths = _delivered(tmp_path / "gen", root.format(), interop)
+    media = DeliveredMedia.from_exr_header(read_exr(paths[0])[1])
+    host.place_sequence(paths, 1001, "TTT generated", media)
+    (new,) = [n for n in nuke.allNodes("Read") if n is not plate]
+    assert new["colorspace"].value() == read_colorspace
+    fmt = new.format()  # Nuke takes a Read's format from its file
+    assert (fmt.width(), fmt.height(), fmt.pixelAspect()) == (256, 144, 1.0)
+    assert (new["frame_mode"].value(), new["frame"].value()) == ("start at", "1001")
+
+
+def test_a_read_at_another_rate_is_refused(tmp_path: Path) -> None:
+    plate = _plate(tmp_path)
+    nuke.root()["fps"].setValue(25.0)
+    paths = _delivered(tmp_path / "gen", nuke.root().format(), "lin_ap1_scene", count=1)
+    with pytest.raises(HostError, match="delivered at 24 fps but the script runs at 25 fps"):
+        ttt_nuke.NukeHost(plate).place_sequence(
+            paths, 1001, "TTT", DeliveredMedia(24, 1920, 1080, 1.0, "lin_ap1_scene")
+        )
+
+
+def test_the_panel_offers_delivery_defaults_and_shows_the_working_space(tmp_path: Path) -> None:
+    from host_plugin.hosts.nuke.panel import GeneratePanel
+
+    panel = GeneratePanel(_plate(tmp_path))
+    knobs = panel.knobs()
+    assert knobs["retime"].values() == ["flow", "blend", "hold"]
+    assert knobs["fit"].values() == ["fit", "fill", "distort"]
+    assert knobs["colorspace"].value() == "lin_ap1_scene" and "scene_linear" in knobs["colorspace"].label()
+    knobs["retime"].setValue("hold")
+    knobs["segment0"].setValue("A red ball rolls.")
+    delivery = panel.options().generation.delivery
+    assert (delivery.retime, delivery.fit, delivery.colorspace, delivery.format) == (
+        "hold",
+        "fit",
+        "lin_ap1_scene",
+        None,
+    )

@@ -14,6 +14,7 @@ from host_plugin.core.placement import (
     DEFAULT_MEDIA_KEY,
     FIRST_FRAME_KEY,
     GENERATED_TRACK_NAME,
+    DeliveredMedia,
     ShotResult,
     build_result_timeline,
     file_url_to_path,
@@ -41,6 +42,22 @@ def _ttt_gap(frames: int, rate: float, prompt: str) -> otio.schema.Gap:
     return otio.schema.Gap(source_range=_range(0, frames, rate), metadata={"ttt_studio": {"prompt": prompt}})
 
 
+CONFORM = {  # a conform report as the server gives it: the shipped model's 8 fps, 64x64 frames to 1080p
+    "native_fps": "8",
+    "rate": "24",
+    "retime": "flow",
+    "frames": 48,
+    "flow_fallbacks": 0,
+    "generation_size": [64, 64],
+    "target": {"width": 1920, "height": 1080, "pixel_aspect": 1.0},
+    "fit": "fit",
+    "filter": "lanczos",
+    "scale": [16.875, 16.875],
+    "source_colourspace": "srgb_rec709_scene",
+    "colourspace": "lin_ap1_scene",
+}
+
+
 def result_for(request: ShotRequest, tmp_path: Path, extra: int = 0) -> ShotResult:
     return ShotResult(
         request_id=request.id,
@@ -51,6 +68,8 @@ def result_for(request: ShotRequest, tmp_path: Path, extra: int = 0) -> ShotResu
         rate=request.rate,
         seed=3,
         model="ttt-5b",
+        media=DeliveredMedia(request.rate, 1920, 1080, 1.0, "lin_ap1_scene"),
+        conform=dict(CONFORM),
     )
 
 
@@ -192,7 +211,22 @@ def test_media_references_and_metadata(tmp_path: Path) -> None:
         "prompt": "a fox",
         "seed": 3,
         "model": "ttt-5b",
+        "conform": {  # how the frames were made to fit the edit, and what they are
+            **CONFORM,
+            "delivered": {
+                "rate": "24",
+                "width": 1920,
+                "height": 1080,
+                "pixel_aspect": 1.0,
+                "colorspace": "lin_ap1_scene",
+                "fit": "fit",
+            },
+            "rate": "24",
+        },
     }
+    assert (
+        seq.rate == 24.0 and clip.source_range.duration.rate == 24.0
+    )  # the clip plays at the delivered rate
     assert use_first_frame_references(back) == 1
     assert clip.active_media_reference_key == FIRST_FRAME_KEY
 
@@ -248,6 +282,38 @@ def test_placement_errors(tmp_path: Path, change, match) -> None:
         setattr(result, key, value)
     with pytest.raises(PlacementError, match=match):
         place_generated_shot(tl, request, result)
+
+
+@pytest.mark.parametrize("rate_name", RATES)
+def test_back_to_back_requests_share_the_generated_track(rate_name: str, tmp_path: Path) -> None:
+    """A shot starting on the frame the previous one ends on does not overlap it: one generated track."""
+    exact, rate = RATES[rate_name]
+    tl = otio.schema.Timeline("edit", global_start_time=RT(HOUR, rate))
+    track = otio.schema.Track("V1")
+    track.append(_ttt_gap(48, rate, "first"))
+    track.append(_ttt_gap(48, rate, "second"))
+    tl.tracks.append(track)
+    first, second = find_shot_requests(tl)
+    assert (first.record_start, first.record_end, second.record_start) == (HOUR, HOUR + 48, HOUR + 48)
+    for request in (first, second):
+        place_generated_shot(tl, request, result_for(request, tmp_path))
+    back = round_trip(tl, tmp_path / "out.otio")
+    generated = [t for t in back.video_tracks() if is_generated_track(t)]
+    assert [t.name for t in generated] == [GENERATED_TRACK_NAME]
+    assert [c.metadata["ttt_studio"]["request_id"] for c in generated[0].find_clips()] == [
+        first.id,
+        second.id,
+    ]
+    assert placed_frames(back) == {first.id: (HOUR, 48), second.id: (HOUR + 48, 48)}
+    assert exact == first.rate
+
+
+def test_the_clip_rate_is_the_delivered_rate(tmp_path: Path) -> None:
+    _, request, result = _one_request(tmp_path)
+    with pytest.raises(
+        PlacementError, match="its frames say 8 fps .* placed at 24; the delivered rate must be"
+    ):
+        ShotResult(**{**result.__dict__, "media": DeliveredMedia(8, 64, 64, 1.0, "srgb_rec709_scene")})
 
 
 def test_request_before_the_timeline_start_is_refused(tmp_path: Path) -> None:

@@ -81,7 +81,10 @@ def test_diffusers_cogvideox_folder_loads_offline_and_generates(tmp_path) -> Non
     pipe = VideoPipeline.from_folder(root, device="cpu")
     assert isinstance(pipe.transformer, VideoDiT)
     assert isinstance(pipe.text_encoder, T5TextEncoder)
-    assert pipe.fps == 16  # the folder names no fps: the paper's
+    # the folder names no fps, sizes or colour space: CogVideoX 1.0's documented 8 fps, its transformer's
+    # sample size, sRGB-encoded frames
+    assert pipe.fps == 8 and pipe.spec.sizes == (pipe.default_size[::-1],)
+    assert pipe.spec.colorspace == "srgb_rec709_scene"
     assert pipe.config.first_segment_frames == 3 and pipe.config.segment_frames == 2
     result = pipe.generate(storyboard_of(2, transition_at=(1,)), PARAMS)
     assert result.frames.shape == (pipe.num_frames(2), 32, 32, 3)

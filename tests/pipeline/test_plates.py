@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from ttt_engine.pipeline.exr_out import srgb_to_linear
 from ttt_engine.pipeline.params import GenerationParams, PipelineError
 from ttt_engine.pipeline.video_pipeline import VideoPipeline
 
@@ -21,13 +20,13 @@ from .conftest import storyboard_of
 
 
 def moving_plate(frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
-    """Scene-linear [T, H, W, 3]: colour ramps that drift over time, plus a little texture."""
+    """Model-space (0..1) [T, H, W, 3]: colour ramps that drift over time, plus a little texture."""
     rng = np.random.default_rng(seed)
     t = np.linspace(0, 1, frames)[:, None, None]
     yy, xx = np.mgrid[0:height, 0:width] / max(height, width)
     display = np.stack([0.2 + 0.6 * xx + 0 * t, 0.5 * yy + 0.3 * t, 0.7 - 0.4 * t + 0 * xx], axis=-1)
     display = display + 0.05 * rng.standard_normal(display.shape)
-    return srgb_to_linear(np.clip(display, 0, 1).astype(np.float32))
+    return np.clip(display, 0, 1).astype(np.float32)
 
 
 def mad(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:

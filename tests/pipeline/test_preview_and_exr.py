@@ -1,18 +1,15 @@
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from host_plugin.core.exr_io import read_exr
-from ttt_engine.pipeline.exr_out import (
-    gif_frames,
-    linear_to_srgb,
-    srgb_to_linear,
-    write_exr_sequence,
-    write_gif,
-)
+from ttt_engine.conform import DeliveredFrame, exr_colour_attributes
+from ttt_engine.pipeline.exr_out import delivered_writer, gif_frames, write_gif
 from ttt_engine.pipeline.params import PipelineError
 from ttt_engine.pipeline.preview import first3_preview, fit_latent_rgb_projection
 
@@ -44,49 +41,41 @@ def test_first3_preview_normalises_per_frame() -> None:
     assert [int(f.min()) for f in out] == [0, 0, 0] and [int(f.max()) for f in out] == [255] * 3
 
 
-def test_srgb_transfer_functions() -> None:
-    x = np.linspace(0, 1, 101, dtype=np.float32)
-    np.testing.assert_allclose(linear_to_srgb(srgb_to_linear(x)), x, atol=1e-5)
-    # known points of IEC 61966-2-1: sRGB 0.5 is linear 0.2140; the linear toe below 0.04045
-    assert srgb_to_linear(np.array([0.5]))[0] == pytest.approx(0.21404, abs=1e-4)
-    assert srgb_to_linear(np.array([0.02]))[0] == pytest.approx(0.02 / 12.92)
-    assert srgb_to_linear(np.array([1.0]))[0] == pytest.approx(1.0)
-
-
-def test_exr_sequence_is_half_rgba_zip_linear_and_readable(tmp_path) -> None:
+def test_delivered_frames_are_written_as_half_rgba_zip_with_their_tags(tmp_path) -> None:
     rng = np.random.default_rng(0)
-    frames = rng.random((3, 8, 12, 3), dtype=np.float32)
+    rgba = np.concatenate([rng.random((8, 12, 3), dtype=np.float32), np.ones((8, 12, 1), np.float32)], -1)
+    attributes = {
+        "framesPerSecond": Fraction(24000, 1001),
+        "dataWindow": ((0, 0), (11, 7)),
+        "displayWindow": ((0, 0), (11, 7)),
+        "pixelAspectRatio": 1.0,
+        **exr_colour_attributes("lin_ap1_scene"),
+    }
     seen = []
-    paths = write_exr_sequence(
-        frames,
-        tmp_path / "frames",
-        "shot",
-        fps=16,
-        attributes={"ttt_studio/seed": "4"},
-        on_frame=lambda i, p: seen.append(i),
+    write = delivered_writer(
+        tmp_path / "frames", "shot", attributes={"ttt_studio/seed": "4"}, on_frame=lambda i, p: seen.append(i)
     )
-    assert [p.name for p in paths] == ["shot.1001.exr", "shot.1002.exr", "shot.1003.exr"]
-    assert seen == [0, 1, 2]
+    paths = [write(DeliveredFrame(k, rgba, attributes)) for k in range(2)]
+    assert [p.name for p in paths] == ["shot.1001.exr", "shot.1002.exr"] and seen == [0, 1]
     pixels, header = read_exr(paths[1])
-    assert pixels.shape == (8, 12, 4)
-    np.testing.assert_allclose(pixels[..., :3], frames[1], atol=1e-3)  # half precision
-    assert (pixels[..., 3] == 1).all()
-    assert header["colorInteropID"] == "lin_rec709_scene"
+    np.testing.assert_allclose(pixels, rgba, atol=1e-3)  # half precision
+    assert header["colorInteropID"] == "lin_ap1_scene"
     assert header["compression"] == "ZIP_COMPRESSION"
     assert header["pixel_types"] == {"A": "HALF", "B": "HALF", "G": "HALF", "R": "HALF"}
     assert header["ttt_studio/seed"] == "4"
-    with pytest.raises(PipelineError, match=r"\[T, H, W, 3\]"):
-        write_exr_sequence(frames[0], tmp_path, "x")
     with pytest.raises(PipelineError, match="plain file stem"):
-        write_exr_sequence(frames, tmp_path, "a/b")
+        delivered_writer(tmp_path, "a/b")
 
 
 def test_gif_preview(tmp_path) -> None:
     frames = np.stack([np.full((16, 16, 3), v, np.float32) for v in (0.0, 0.2, 1.0)])
-    path = write_gif(frames, tmp_path / "preview.gif", fps=16)
+    path = write_gif(frames, tmp_path / "preview.gif", fps=16, colorspace="lin_rec709_scene")
     back = gif_frames(path)
     assert len(back) == 3 and back[0].shape == (16, 16, 3)
-    # linear 0.2 shows as sRGB ~124: the GIF is display-referred
+    # linear 0.2 shows as sRGB ~124: the GIF is display-referred (OCIO's sRGB display)
     assert abs(int(back[1][0, 0, 0]) - 124) <= 3
+    # a model's sRGB-encoded frames show as themselves
+    encoded = write_gif(frames, tmp_path / "model.gif", fps=16, colorspace="srgb_rec709_scene")
+    assert abs(int(gif_frames(encoded)[1][0, 0, 0]) - 51) <= 3
     with pytest.raises(PipelineError, match="fps"):
-        write_gif(frames, tmp_path / "x.gif", fps=0)
+        write_gif(frames, tmp_path / "x.gif", fps=0, colorspace="lin_rec709_scene")

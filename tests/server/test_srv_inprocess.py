@@ -237,7 +237,10 @@ def test_decode_is_one_vae_pass_per_job_with_frames_written_per_segment(
     ready = [(e.frames.segment, e.frames.ready) for e in events if e.WhichOneof("kind") == "frames"]
     assert ready == [(0, 9), (1, 17), (2, 25)]
     monkeypatch.setattr(server_pipe.vae, "decode", real_decode)
-    full = server_pipe.decode(latents)
+    from ttt_engine.conform import convert
+
+    # a native job: the decode in the model's colour space, converted by OCIO into the server's default
+    full = convert(server_pipe.decode(latents), server_pipe.spec.colorspace, "lin_rec709_scene")
     stored = np.stack([read_exr(p)[0][..., :3] for p in paths])
     np.testing.assert_array_equal(stored, full.astype(np.float16).astype(np.float32))
 
@@ -261,3 +264,59 @@ def test_unset_parameters_take_the_models_own_sampling_defaults(
             assert job.state == pb.JOB_STATE_COMPLETED
             assert (job.parameters.steps, job.parameters.guidance_scale) == (2, 4.5)
     assert server.engine.default_params()["cfg_schedule"] == "constant"
+
+
+def _tagged_plate(path: Path, space: str | None, value: float = 0.18) -> Path:
+    """A 32x32 flat EXR plate, tagged with `space`'s colorInteropID and chromaticities (None: untagged)."""
+    import OpenEXR
+
+    from ttt_engine.conform import exr_colour_attributes
+
+    header = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    header.update(exr_colour_attributes(space) if space else {})
+    OpenEXR.File(header, {"RGBA": np.full((32, 32, 4), value, np.float16)}).write(str(path))
+    return path
+
+
+def test_a_delivery_with_plates_reads_them_in_their_space_and_returns_that_space(
+    tmp_path: Path, token_file: Path, server_pipe: Any
+) -> None:
+    """Tiny model (16 fps, 9 frames a segment): 8 frames at 24 fps restyled from an ACEScg-tagged plate come
+    back tagged ACEScg at 24 fps; plate_colorspace overrides the tags; plates in two spaces are refused."""
+    from host_plugin.core.client import TTTClient
+    from host_plugin.core.delivery import Delivery
+    from host_plugin.core.errors import ClientError
+    from host_plugin.core.exr_io import read_exr
+
+    aces = _tagged_plate(tmp_path / "aces.exr", "lin_ap1_scene")
+    untagged = _tagged_plate(tmp_path / "plain.exr", None)
+    with running(_config(tmp_path, token_file), server_pipe) as server:
+        with TTTClient(server.address, token=TOKENS["alice"]) as client:
+            client.connect()
+            ids = {
+                name: client.upload_plate(p).upload_id for name, p in (("aces", aces), ("plain", untagged))
+            }
+            args = {
+                "strength": 0.5,
+                "steps": 2,
+                "guidance_scale": 1.0,
+                "seed": 1,
+                "delivery": Delivery(24, 8),
+            }
+            job = client.submit(STORYBOARD, plate_upload_ids=[ids["aces"]] * 8, **args).job
+            override = client.submit(
+                STORYBOARD, plate_upload_ids=[ids["plain"]] * 8, plate_colorspace="ACEScg", **args
+            ).job
+            with pytest.raises(ClientError, match="different colour spaces"):
+                client.submit(STORYBOARD, plate_upload_ids=[ids["aces"]] * 4 + [ids["plain"]] * 4, **args)
+            with pytest.raises(ClientError, match="expected exactly delivery.duration=8"):
+                client.submit(STORYBOARD, plate_upload_ids=[ids["aces"]] * 9, **args)
+            for submitted in (job, override):
+                for _ in client.watch(submitted.job_id):
+                    pass
+                assert client.get_job(submitted.job_id).state == "completed"
+                assert client.result(submitted.job_id).colour_interop_id == "lin_ap1_scene"
+                files = client.fetch_frames(submitted.job_id, tmp_path / submitted.job_id)
+                assert len(files) == 8
+                _, header = read_exr(files[3].path)
+                assert header["colorInteropID"] == "lin_ap1_scene" and header["framesPerSecond"] == 24

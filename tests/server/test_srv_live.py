@@ -44,6 +44,9 @@ def test_submit_watch_fetch_round_trip(alice: StudioClient, tmp_path: Path) -> N
     response = alice.submit(STORYBOARD_2, shot_name="sh010", **SMALL)
     job_id = response.job_id
     assert response.job.total_frames == 17
+    # issue 23: the served numbers make what a job has (segment 0 holds the causal VAE's extra frame)
+    assert response.job.total_frames == info.first_segment_frames + info.frames_per_segment
+    assert (info.first_segment_frames, info.frames_per_segment) == (9, 8)
 
     events = _events(alice, job_id)
     assert [e.seq for e in events] == list(range(1, len(events) + 1))
@@ -280,8 +283,11 @@ def test_plates_restyle_and_continue_come_back_as_frames(
             plate[:5],
         ),
     }
+    from ttt_engine.conform import convert
+
+    model, linear = server_pipe.spec.colorspace, "lin_rec709_scene"  # plates and frames: the EXR default
     local = GenerationParams(height=16, width=16, steps=4, guidance_scale=1.0, seed=MINIMAL["seed"])
-    t2v = server_pipe.generate(STORYBOARD, local).frames
+    t2v = convert(server_pipe.generate(STORYBOARD, local).frames, model, linear)
     for mode, (job_id, init) in jobs.items():
         job = alice.wait(job_id)
         assert job.state == pb.JOB_STATE_COMPLETED, job.message
@@ -290,7 +296,8 @@ def test_plates_restyle_and_continue_come_back_as_frames(
         params = GenerationParams(
             **{**local.to_dict(), "plate_mode": mode, "strength": 0.5 if mode == "restyle" else 1.0}
         )
-        expected = server_pipe.generate(STORYBOARD, params, init_frames=init).frames
+        frames = server_pipe.generate(STORYBOARD, params, init_frames=convert(init, linear, model)).frames
+        expected = convert(frames, model, linear)
         np.testing.assert_allclose(got, expected.astype(np.float16), atol=2e-3, err_msg=mode)
         assert np.abs(got - t2v).max() > 0.02, f"{mode}: the plates made no difference"
 

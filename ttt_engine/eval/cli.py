@@ -24,13 +24,6 @@ import numpy as np
 
 from ttt_engine.storyboard import Storyboard, StoryboardError
 
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """Linear light -> sRGB display values (IEC 61966-2-1 curve), clipped to [0, 1]."""
-    x = np.clip(np.asarray(x, np.float32), 0.0, 1.0)
-    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055).astype(np.float32)
-
-
 RANDOM_INIT = "random-init"  # the name of the random-init arm, here and in `ttt-studio compare`
 
 
@@ -43,15 +36,20 @@ def exr_files(directory: str | Path) -> list[Path]:
 
 
 def load_exr_frames(directory: str | Path) -> np.ndarray:
-    """Display frames float32 [T, H, W, 3] from a directory of linear-light EXR files."""
+    """Display frames float32 [T, H, W, 3] from a directory of EXR files, each read in the colour space
+    its header declares (colorInteropID / chromaticities, else linear Rec.709) and shown on the sRGB
+    display through OpenColorIO (ttt_engine.conform.to_display)."""
     import OpenEXR
+
+    from ttt_engine.conform import colourspace_of_header, to_display
 
     files = exr_files(directory)
     if not files:
         raise ValueError(f"{directory}: no .exr files")
     frames = []
     for f in files:
-        channels = OpenEXR.File(str(f)).channels()
+        exr = OpenEXR.File(str(f))
+        channels = exr.channels()
         if "RGBA" in channels:
             rgb = channels["RGBA"].pixels[..., :3]
         elif "RGB" in channels:
@@ -62,7 +60,7 @@ def load_exr_frames(directory: str | Path) -> np.ndarray:
             raise ValueError(
                 f"{f}: size {rgb.shape[:2]} differs from the first frame's {frames[0].shape[:2]}"
             )
-        frames.append(linear_to_srgb(rgb))
+        frames.append(to_display(np.asarray(rgb, np.float32), colourspace_of_header(exr.header())))
     return np.stack(frames)
 
 
@@ -126,7 +124,7 @@ def random_init_video(
         f"random-init: {pipe.source}, sampled {how}: {params.steps} {params.sampler} steps, "
         f"{params.cfg_schedule} guidance {params.guidance_scale:g}, seed {params.seed}"
     )
-    return display_frames(pipe.generate(storyboard, params).frames)
+    return display_frames(pipe.generate(storyboard, params).frames, pipe.spec.colorspace)
 
 
 def format_ratios(reports: dict[str, Any]) -> str:

@@ -168,10 +168,11 @@ def with_vae(pipe: Any, vae: Any, name: str, vae_source: str) -> Any:
     )
 
 
-def display_frames(linear: np.ndarray) -> np.ndarray:
-    from .cli import linear_to_srgb
+def display_frames(frames: np.ndarray, colorspace: str) -> np.ndarray:
+    """Frames in `colorspace` (a model's: pipe.spec.colorspace) as sRGB display values in [0, 1] (OCIO)."""
+    from ttt_engine.conform import to_display
 
-    return linear_to_srgb(linear)
+    return to_display(frames, colorspace)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ class ToonWorldReference:
 
     def frames(self, case: EvalCase) -> np.ndarray:
         """Display frames [T, H, W, 3] in [0, 1]."""
-        from ttt_engine.pipeline.exr_out import srgb_to_linear
+        from ttt_engine.conform import convert
+        from ttt_engine.pipeline.model_spec import SRGB_ENCODED
         from ttt_engine.toonworld.render import render_episode
 
         rendered = render_episode(case.episode(), *self.size, fps=self.fps)
@@ -193,8 +195,9 @@ class ToonWorldReference:
             return rendered
         # a generated video's leading frame, as training cuts windows
         lead = np.concatenate([rendered[:1], rendered])
-        latents = self.vae_of.encode_frames(srgb_to_linear(lead))
-        return display_frames(self.vae_of.decode(latents))
+        space = self.vae_of.spec.colorspace  # the renders are sRGB-encoded, the VAE reads its model's space
+        latents = self.vae_of.encode_frames(convert(lead, SRGB_ENCODED, space))
+        return display_frames(self.vae_of.decode(latents), space)
 
 
 def reference_arm(name: str, pipe: Any) -> ToonWorldReference:
@@ -229,7 +232,8 @@ def run_model(pipe: Any, cases: Sequence[EvalCase], config: CompareConfig) -> li
             continue
         params = sampling_params(pipe, config)
         frames = pipe.generate(case.storyboard, params).frames
-        reports.append(evaluate(display_frames(frames), case.storyboard, int(pipe.fps), facts=case.facts))
+        display = display_frames(frames, pipe.spec.colorspace)
+        reports.append(evaluate(display, case.storyboard, int(pipe.fps), facts=case.facts))
     return reports
 
 

@@ -1,4 +1,5 @@
-"""Text-to-video pipeline: storyboard -> latents -> scene-linear frames -> EXR (see video_pipeline.py).
+"""Text-to-video pipeline: storyboard -> latents -> frames in the model's colour space -> the conform
+(deliver.py: the edit's rate, format and colour) -> EXR (see video_pipeline.py).
 
 Names are imported lazily (PEP 562) so `import ttt_engine.pipeline.params` does not pull in diffusers.
 """
@@ -27,10 +28,12 @@ _EXPORTS = {
     "HashTextEncoder": "text",
     "HashTextConfig": "text",
     "T5TextEncoder": "text",
-    "write_exr_sequence": "exr_out",
+    "delivered_writer": "exr_out",
     "write_gif": "exr_out",
-    "srgb_to_linear": "exr_out",
-    "linear_to_srgb": "exr_out",
+    "DeliveryPlan": "deliver",
+    "FrameDeliverer": "deliver",
+    "plan_delivery": "deliver",
+    "ModelSpec": "model_spec",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,20 +1,43 @@
 """`ttt-studio generate STORYBOARD -o DIR`: a storyboard to an EXR sequence, with a progress bar.
 
-Writes DIR/frames/<name>.1001.exr ... (half-float RGBA, ZIP, scene-linear Rec.709), DIR/latents.safetensors
-(before decoding, so `--from-latents DIR/latents.safetensors` can retry a failed decode without sampling),
-DIR/storyboard.json and, with --gif, DIR/preview.gif.
+Writes DIR/frames/<name>.1001.exr ... (half-float RGBA, ZIP, tagged with colorInteropID and
+chromaticities), DIR/latents.safetensors (before decoding, so `--from-latents DIR/latents.safetensors`
+can retry a failed decode without sampling), DIR/storyboard.json, DIR/conform.json (what the frames went
+through) and, with --gif, DIR/preview.gif (the model's own frames).
+
+Without --fps the frames are the model's own (its rate and size) in --colorspace (default scene-linear
+Rec.709). With --fps R they are conformed to an edit, as the server does: exactly --duration frames at R
+(default: the storyboard's length, 3 s a segment), retimed (--retime), scaled to --format WxH[:PAR]
+(--fit, --filter) and converted to --colorspace with OpenColorIO. E.g. a 64x64, 8 fps generation on a
+1080p, 23.976, ACES edit:
+
+    ttt-studio generate examples/chase_two_scenes.json -o out/conformed --fps 24000/1001 \\
+        --format 1920x1080 --colorspace lin_ap1_scene
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
 
+from host_plugin.core.delivery import (
+    FILTERS,
+    FIT_METHODS,
+    RETIME_METHODS,
+    SEGMENT_SECONDS,
+    Delivery,
+    delivery_rate,
+)
+
 log = logging.getLogger(__name__)
+
+DEFAULT_COLORSPACE = "lin_rec709_scene"
+CONFORM_NAME = "conform.json"
 
 LATENTS_NAME = "latents.safetensors"
 STORYBOARD_NAME = "storyboard.json"
@@ -64,7 +87,61 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="frame file stem (default: the storyboard's file name)")
     p.add_argument("--gif", action="store_true", help=f"also write {GIF_NAME}")
     p.add_argument("--from-latents", type=Path, help="decode these saved latents instead of sampling")
+    conform = p.add_argument_group("conform (deliver to an edit; see the description)")
+    conform.add_argument(
+        "--fps", help="edit rate: 24, 24000/1001 (or 23.976), 25, 30000/1001, 30, 48, 50, ..."
+    )
+    conform.add_argument("--duration", type=int, help="frames on the edit (default: the storyboard's length)")
+    conform.add_argument("--format", help="target format WxH or WxH:PAR, e.g. 1920x1080 or 1828x1556:2")
+    conform.add_argument("--fit", choices=FIT_METHODS, help="how the aspect meets the format (default fit)")
+    conform.add_argument("--filter", choices=FILTERS, help="scaling filter (default lanczos)")
+    conform.add_argument("--retime", choices=RETIME_METHODS, help="native -> edit rate (default flow)")
+    conform.add_argument(
+        "--colorspace",
+        default=DEFAULT_COLORSPACE,
+        help=f"colour space of the frames (interop id or OCIO name; default {DEFAULT_COLORSPACE})",
+    )
     p.set_defaults(func=run)
+
+
+def parse_format(text: str) -> tuple[int, int, float]:
+    """ "1920x1080" or "1920x1080:2" -> (width, height, pixel aspect); ValueError names the text."""
+    size, _, par = text.partition(":")
+    width, sep, height = size.lower().partition("x")
+    try:
+        if not sep:
+            raise ValueError
+        return int(width), int(height), float(par) if par else 1.0
+    except ValueError:
+        raise ValueError(
+            f"--format must be WxH or WxH:PAR (e.g. 1920x1080, 1828x1556:2), got {text!r}"
+        ) from None
+
+
+def delivery_from_args(args: argparse.Namespace, segments: int) -> Delivery | None:
+    """The Delivery the conform flags ask for (None without --fps: native frames)."""
+    if args.fps is None:
+        given = [f"--{n}" for n in ("duration", "format", "fit", "filter", "retime") if getattr(args, n)]
+        if given:
+            raise ValueError(f"{', '.join(given)} need --fps (the edit rate the frames are delivered at)")
+        return None
+    rate = delivery_rate(args.fps)
+    duration = args.duration if args.duration is not None else int(segments * SEGMENT_SECONDS * rate)
+    width = height = None
+    par = 1.0
+    if args.format:
+        width, height, par = parse_format(args.format)
+    return Delivery(
+        rate=rate,
+        duration=duration,
+        width=width,
+        height=height,
+        pixel_aspect=par,
+        fit=args.fit or "fit",
+        filter=args.filter or "lanczos",
+        retime=args.retime or "flow",
+        colorspace=args.colorspace,
+    )
 
 
 def _fail(message: str, code: int) -> int:
@@ -77,7 +154,8 @@ def run(args: argparse.Namespace) -> int:
 
     from ..default_model import DefaultModelMissing, default_model_dir
     from ..storyboard import Storyboard, StoryboardError
-    from .exr_out import write_exr_sequence, write_gif
+    from .deliver import FrameDeliverer, plan_delivery
+    from .exr_out import delivered_writer, write_gif
     from .latents_io import load_latents
     from .params import DecodeError, GenerationParams, PipelineError, sampling_attributes
     from .video_pipeline import VideoPipeline
@@ -99,10 +177,16 @@ def run(args: argparse.Namespace) -> int:
             else VideoPipeline.from_folder(args.model, device=device)
         )
         storyboard.validate(max_segments=pipe.max_segments)
+        explicit = None  # an explicit generation size; a side left out is the model's own
+        if args.height is not None or args.width is not None:
+            height, width = pipe.default_size
+            explicit = (args.width or width, args.height or height)
+        delivery = delivery_from_args(args, len(storyboard))
+        plan = plan_delivery(pipe, storyboard.to_list(), delivery, args.colorspace, explicit)
         dtype = args.dtype or ("bfloat16" if pipe.device.type == "cuda" else "float32")
         params = pipe.generation_params(
-            height=args.height,
-            width=args.width,
+            height=plan.generation_size[1],
+            width=plan.generation_size[0],
             steps=args.steps,
             guidance_scale=args.guidance,
             sampler=args.sampler,
@@ -112,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             preview_every=0,
             cfg_schedule=args.cfg_schedule,
         )
-    except (StoryboardError, PipelineError) as exc:
+    except (StoryboardError, PipelineError, ValueError) as exc:
         return _fail(str(exc), 2)
 
     if args.from_latents is not None:
@@ -157,21 +241,28 @@ def run(args: argparse.Namespace) -> int:
         "ttt_studio/model": pipe.source,
         **sampling_attributes(params),
     }
-    with tqdm(total=len(frames), desc="writing EXR", unit="frame") as bar:
-        paths = write_exr_sequence(
-            frames,
-            out / FRAMES_DIR,
-            name,
-            fps=pipe.fps,
-            attributes=attributes,
-            on_frame=lambda i, p: bar.update(1),
+    paths: list[Path] = []
+    with tqdm(total=plan.total_frames, desc="conform + EXR", unit="frame") as bar:
+        writer = delivered_writer(
+            out / FRAMES_DIR, name, attributes=attributes, on_frame=lambda i, p: bar.update(1)
         )
+        deliverer = FrameDeliverer(plan, lambda frame: paths.append(writer(frame)))
+        deliverer.feed(0, frames)
+    report = deliverer.report()
+    (out / CONFORM_NAME).write_text(json.dumps(report, indent=2))
+    width, height = plan.output_size
     print(
-        f"frames:     {paths[0].parent}/{name}.####.exr ({paths[0].name} .. {paths[-1].name}, {len(paths)} frames)"
+        f"frames:     {paths[0].parent}/{name}.####.exr ({paths[0].name} .. {paths[-1].name}, {len(paths)} "
+        f"frames, {width}x{height} at {report['rate']} fps, {plan.output_colorspace})"
+    )
+    gen_w, gen_h = plan.generation_size
+    print(
+        f"conform:    generated {gen_w}x{gen_h} at {report['native_fps']} fps in {plan.model_colorspace}; "
+        f"retime {report['retime']}; {out / CONFORM_NAME}"
     )
     print(f"latents:    {latents_path}")
     print(f"storyboard: {storyboard_path}")
     if args.gif:
-        gif = write_gif(frames, out / GIF_NAME, pipe.fps)
+        gif = write_gif(frames, out / GIF_NAME, pipe.fps, plan.model_colorspace)
         print(f"preview:    {gif}")
     return 0

@@ -1,15 +1,14 @@
-"""Frames out: the colour conversion, an EXR sequence, and an animated GIF preview.
+"""Frames out: the delivered EXR sequence and an animated GIF preview.
 
-The VAE decodes display-referred sRGB (values 0..1 after the [-1, 1] -> [0, 1] map). EXR frames are
-scene-linear Rec.709, so we convert explicitly with the sRGB transfer function (IEC 61966-2-1) and tag
-them colorInteropID "lin_rec709_scene". The GIF goes back through the inverse for display.
+Colour is never converted here by hand: the EXR frames are what the conform (ttt_engine.conform, through
+OpenColorIO) delivers, tagged with their colorInteropID and chromaticities, and the GIF shows a model's
+frames through conform.to_display (the sRGB display).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -19,20 +18,7 @@ from .params import PipelineError
 
 log = logging.getLogger(__name__)
 
-LINEAR_INTEROP_ID = "lin_rec709_scene"
 FIRST_FRAME = 1001  # the usual first frame number of a shot in VFX
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    """sRGB-encoded values in [0, 1] -> linear Rec.709 (piecewise IEC 61966-2-1)."""
-    x = np.asarray(x, dtype=np.float32)
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4).astype(np.float32)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    """Linear Rec.709 -> sRGB-encoded values, clipped to [0, 1] (display)."""
-    x = np.clip(np.asarray(x, dtype=np.float32), 0.0, 1.0)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055).astype(np.float32)
 
 
 def _check_frames(frames: np.ndarray, what: str) -> None:
@@ -46,56 +32,56 @@ def exr_frame_path(directory: str | Path, name: str, frame: int) -> Path:
     return Path(directory) / f"{name}.{frame:04d}.exr"
 
 
-def write_exr_sequence(
-    frames: np.ndarray,
+def delivered_writer(
     directory: str | Path,
     name: str,
     start: int = FIRST_FRAME,
-    fps: float | Fraction | None = None,
     attributes: dict[str, Any] | None = None,
     on_frame: Callable[[int, Path], None] | None = None,
-) -> list[Path]:
-    """Write scene-linear frames [T, H, W, 3] as half-float RGBA ZIP EXRs <name>.<start + i>.exr.
+) -> Callable[[Any], Path]:
+    """A writer of delivered frames (ttt_engine.conform.DeliveredFrame) as directory/<name>.<start + k>.exr
+    (half RGBA ZIP, the frame's windows, rate and colour tags, plus `attributes`).
 
-    Alpha is 1. on_frame(i, path) is called after each file (for a progress bar).
+    on_frame(k, path) is called after each file (for a progress bar).
     """
-    from host_plugin.core.exr_io import write_rgba_exr
+    from ttt_engine.conform import DeliveredFrame, write_delivered
 
-    _check_frames(frames, "write_exr_sequence")
     if not name or "/" in name or "\\" in name:
-        raise PipelineError(f"write_exr_sequence: name must be a plain file stem, got {name!r}")
+        raise PipelineError(f"delivered_writer: name must be a plain file stem, got {name!r}")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    rate = Fraction(fps).limit_denominator(1001) if fps is not None else None
-    paths = []
-    for i, rgb in enumerate(frames):
-        path = exr_frame_path(directory, name, start + i)
-        write_rgba_exr(
-            path, rgb, colour_interop_id=LINEAR_INTEROP_ID, attributes=attributes, frames_per_second=rate
-        )
-        paths.append(path)
+    extra = dict(attributes or {})
+
+    def write(frame: Any) -> Path:
+        path = exr_frame_path(directory, name, start + frame.index)
+        write_delivered(str(path), DeliveredFrame(frame.index, frame.rgba, {**frame.attributes, **extra}))
         if on_frame is not None:
-            on_frame(i, path)
-    log.info("wrote %d EXR frames to %s", len(paths), directory)
-    return paths
+            on_frame(frame.index, path)
+        return path
+
+    return write
 
 
-def to_uint8_display(frames_linear: np.ndarray) -> np.ndarray:
-    """Scene-linear [T, H, W, 3] -> sRGB uint8 [T, H, W, 3] for viewing."""
-    return np.round(linear_to_srgb(frames_linear) * 255.0).astype(np.uint8)
+def to_uint8_display(frames: np.ndarray, colorspace: str) -> np.ndarray:
+    """Frames [T, H, W, 3] in `colorspace` -> sRGB display uint8 [T, H, W, 3] (OCIO), for viewing."""
+    from ttt_engine.conform import to_display
+
+    return np.round(to_display(frames, colorspace) * 255.0).astype(np.uint8)
 
 
-def write_gif(frames_linear: np.ndarray, path: str | Path, fps: float, max_side: int | None = 256) -> Path:
-    """Animated GIF of scene-linear frames [T, H, W, 3] (converted to sRGB), looping, at fps.
+def write_gif(
+    frames: np.ndarray, path: str | Path, fps: float, colorspace: str, max_side: int | None = 256
+) -> Path:
+    """Animated GIF of frames [T, H, W, 3] in `colorspace` (shown on the sRGB display), looping, at fps.
 
     max_side: downscale so the longer side is at most this many pixels (None keeps the size).
     """
     from PIL import Image
 
-    _check_frames(frames_linear, "write_gif")
+    _check_frames(frames, "write_gif")
     if not fps or fps <= 0:
         raise PipelineError(f"write_gif: fps must be > 0, got {fps!r}")
-    images = [Image.fromarray(f) for f in to_uint8_display(frames_linear)]
+    images = [Image.fromarray(f) for f in to_uint8_display(frames, colorspace)]
     if max_side is not None and max(images[0].size) > max_side:
         scale = max_side / max(images[0].size)
         size = (max(1, round(images[0].width * scale)), max(1, round(images[0].height * scale)))

@@ -1,9 +1,8 @@
 """Init frames (a plate) for video-to-video: checks, the colour conversion into the VAE, noising.
 
-A plate is scene-linear float32 [T, H, W, 3] (what EXR plates hold). The VAE was trained on display
-sRGB in [-1, 1], so the plate goes through the sRGB transfer function first (IEC 61966-2-1, the
-inverse of what decode applies); scene values above 1 (highlights) or below 0 are clipped there, and
-the number clipped is logged. The causal VAE turns T = 1 + t (L - 1) frames into L latent frames (t is
+A plate is float32 [T, H, W, 3] in the model's colour space (values 0..1; ttt_engine.conform.conform_in
+converts EXR plates there with OpenColorIO). The VAE reads that space mapped to [-1, 1]; values outside
+0..1 are clipped, and the number clipped is logged. The causal VAE turns T = 1 + t (L - 1) frames into L latent frames (t is
 its temporal factor), so those are the plate lengths that map onto whole latent frames.
 
 Two uses (GenerationParams.plate_mode):
@@ -21,7 +20,6 @@ import logging
 import numpy as np
 import torch
 
-from .exr_out import linear_to_srgb
 from .params import PipelineError
 
 log = logging.getLogger(__name__)
@@ -31,12 +29,14 @@ def check_init_array(frames: object) -> np.ndarray:
     """The plate as float32 [T, H, W, 3]; PipelineError naming what is wrong (type, shape, non-finite)."""
     if not isinstance(frames, np.ndarray):
         raise PipelineError(
-            f"init_frames: expected a numpy float32 array [T, H, W, 3] (scene-linear), got {type(frames).__name__}"
+            f"init_frames: expected a numpy float32 array [T, H, W, 3] (model colour space), got {type(frames).__name__}"
         )
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
         raise PipelineError(f"init_frames: expected shape [T, H, W, 3] with T >= 1, got {frames.shape}")
     if not np.issubdtype(frames.dtype, np.floating):
-        raise PipelineError(f"init_frames: expected float scene-linear values, got dtype {frames.dtype}")
+        raise PipelineError(
+            f"init_frames: expected float values in the model's colour space, got dtype {frames.dtype}"
+        )
     if not np.isfinite(frames).all():
         bad = int((~np.isfinite(frames)).sum())
         first = int(np.argwhere(~np.isfinite(frames))[0][0])
@@ -66,18 +66,18 @@ def latent_frames_for(count: int, temporal_factor: int) -> int:
 
 
 def to_vae_input(frames: np.ndarray) -> torch.Tensor:
-    """Scene-linear [T, H, W, 3] -> display sRGB in [-1, 1] as (1, 3, T, H, W) float32, frame by frame
-    (no whole-video temporaries: a long 480p plate is gigabytes)."""
+    """Model-space [T, H, W, 3] in 0..1 -> [-1, 1] as (1, 3, T, H, W) float32, frame by frame (no
+    whole-video temporaries: a long 480p plate is gigabytes)."""
     t, h, w, _ = frames.shape
     out = torch.empty(1, 3, t, h, w, dtype=torch.float32)
     clipped = 0
     for i, frame in enumerate(frames):
         clipped += int(np.count_nonzero((frame < 0) | (frame > 1)))
-        display = torch.from_numpy(linear_to_srgb(frame))  # (H, W, 3) in [0, 1]
+        display = torch.from_numpy(np.clip(frame, 0.0, 1.0).astype(np.float32))  # (H, W, 3) in [0, 1]
         out[0, :, i] = display.permute(2, 0, 1) * 2 - 1
     if clipped:
         log.info(
-            "init_frames: %d of %d values outside [0, 1] clipped by the scene-linear -> display sRGB conversion",
+            "init_frames: %d of %d values outside the model space's [0, 1] clipped",
             clipped,
             frames.size,
         )

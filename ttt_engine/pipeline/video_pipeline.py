@@ -6,9 +6,13 @@
         v   = neg_pred + g_k * (cond_pred - neg_pred)                     two separate forwards (CFG)
         x   = scheduler.step(v, t_k, x)                                  DPM-Solver++ 2M or DDIM
         callback(StepInfo(k + 1, K, t_k, ...))                           progress + cheap preview
-    frames = VAE.decode(x / scaling_factor)  -> sRGB 0..1 -> scene-linear   [T, H, W, 3]
+    frames = VAE.decode(x / scaling_factor)  -> [0, 1] in the model's colour space   [T, H, W, 3]
 
-With a plate (init_frames, scene-linear [T, H, W, 3] -> sRGB -> VAE.encode, see plates.py):
+Frames in and out are in the model's own colour space (ModelSpec.colorspace, model_index.json; the
+default model's is sRGB-encoded Rec.709, what it was trained on): the conform (ttt_engine.conform)
+converts them to and from a delivery's working space with OpenColorIO.
+
+With a plate (init_frames, model space [T, H, W, 3] -> VAE.encode, see plates.py):
     restyle:  x = noised(plate latents, noise, t_first) and only the last round(K x strength) steps run
     continue: before every step x[:, :L] = noised(plate latents, noise[:, :L], t_k); after the last,
               x[:, :L] = plate latents (the plate's frames kept, the rest generated)
@@ -38,8 +42,8 @@ import torch
 from torch import nn
 
 from ..storyboard import Storyboard, StoryboardError
-from .exr_out import srgb_to_linear
 from .latents_io import load_latents, save_latents
+from .model_spec import PAPER_FPS, ModelSpec
 from .params import (
     DTYPES,
     ComponentMissingError,
@@ -65,7 +69,6 @@ from .text import (
 
 log = logging.getLogger(__name__)
 
-PAPER_FPS = 16  # ttt-mlp.md section 2: 480 x 720 at 16 fps
 MAX_SEGMENTS = 21  # 63 s, the paper's longest video
 PIPELINE_INDEX = "model_index.json"
 PIPELINE_CLASS = "TTTVideoPipeline"
@@ -82,7 +85,7 @@ ShouldStop = Callable[[], bool]
 
 @dataclasses.dataclass(frozen=True)
 class GenerationResult:
-    """frames: scene-linear float32 [T, H, W, 3]; latents: [1, F, C, h, w] (CPU, float32)."""
+    """frames: float32 [T, H, W, 3] in the model's colour space (pipe.spec.colorspace); latents: [1, F, C, h, w] (CPU, float32)."""
 
     frames: np.ndarray
     latents: torch.Tensor
@@ -124,6 +127,7 @@ class VideoPipeline:
         vae_tiling: bool = True,
         source: str = "memory",
         sampling: dict[str, Any] | None = None,
+        spec: dict[str, Any] | None = None,
     ) -> None:
         self.transformer = transformer.eval()
         self.vae = vae.eval()
@@ -145,6 +149,14 @@ class VideoPipeline:
         self.temporal_factor = int(vc.temporal_compression_ratio)
         self.scaling_factor = float(vc.scaling_factor)
         self.shift_factor = float(getattr(vc, "shift_factor", None) or 0.0)
+        h, w = self.default_size
+        # what the model generates (model_index.json's fps, sizes, size_constraints, colorspace)
+        self.spec = ModelSpec.from_index(
+            {**(spec or {}), "fps": fps},
+            (w, h),
+            self.spatial_factor * self.config.patch_size,
+            f"{PIPELINE_INDEX} of {source}",
+        )
         self._check_components()
         if vae_tiling:  # no-ops below the tile size; saves memory on big frames
             self.vae.enable_tiling()
@@ -225,10 +237,11 @@ class VideoPipeline:
             path / "text_encoder", tokenizer if tokenizer.is_dir() else None, transformer.config.max_text_len
         )
         scheduler_config = load_scheduler_config(path / "scheduler")
+        spec = {k: index[k] for k in ("_class_name", "sizes", "size_constraints", "colorspace") if k in index}
         fps = index.get("fps")
         if fps is None:
-            log.info("%s has no fps in %s; using the paper's %d fps", path, PIPELINE_INDEX, PAPER_FPS)
-            fps = PAPER_FPS
+            fps = ModelSpec.from_index(spec, (1, 1), 1, str(path)).fps
+            log.info("%s has no fps in %s; using the documented default %s fps", path, PIPELINE_INDEX, fps)
         return cls(
             transformer,
             vae,
@@ -240,6 +253,7 @@ class VideoPipeline:
             vae_tiling=vae_tiling,
             source=str(path),
             sampling=index.get("sampling"),
+            spec=spec,
         )
 
     def save_folder(self, path: str | Path) -> Path:
@@ -258,7 +272,7 @@ class VideoPipeline:
         else:
             raise PipelineError(f"save_folder: cannot save a {type(self.text_encoder).__name__} text encoder")
         save_scheduler_config(path / "scheduler", self.scheduler_config)
-        index = model_index(self.fps, self.max_segments, self.sampling)
+        index = model_index(self.spec, self.max_segments, self.sampling)
         (path / PIPELINE_INDEX).write_text(json.dumps(index, indent=2))
         return path
 
@@ -325,6 +339,7 @@ class VideoPipeline:
             "frames_per_segment": self.frames_per_segment,
             "default_height": h,
             "default_width": w,
+            **{k: v for k, v in self.spec.to_index().items() if k != "fps"},
         }
 
     # ---- device and dtype placement ------------------------------------------------------------------
@@ -445,7 +460,7 @@ class VideoPipeline:
 
     @torch.no_grad()
     def encode_frames(self, frames: np.ndarray, cpu_offload: bool = False) -> torch.Tensor:
-        """Scene-linear float32 frames [T, H, W, 3] (T = 1 + t (L - 1)) -> scaled latents [1, L, C, h, w]
+        """Model-space float32 frames [T, H, W, 3] (T = 1 + t (L - 1)) -> scaled latents [1, L, C, h, w]
         (float32, on the device): sRGB display encoding, then the VAE encoder's mode (deterministic)."""
         frames = check_init_array(frames)
         count = frames.shape[0]
@@ -498,7 +513,8 @@ class VideoPipeline:
         callback(StepInfo) runs after every step; should_stop() is checked before every step and raises
         GenerationCancelled when it returns True.
 
-        init_frames: an optional plate, scene-linear float32 [T, H, W, 3] at the generation size, used as
+        init_frames: an optional plate, float32 [T, H, W, 3] in the model's colour space (0..1; the
+            conform's conform_in puts a plate there) at the generation size, used as
         params.plate_mode says (see plates.py and check_plate for the frame counts):
         - "restyle": the plate's latents are noised to the first timestep of the last
           params.denoise_steps steps and denoised from there (the CFG scale of step k is the one the full
@@ -652,7 +668,8 @@ class VideoPipeline:
     def _decode_prefix(
         self, latents: torch.Tensor, last_segment: int, dtype: str | None, cpu_offload: bool
     ) -> np.ndarray:
-        """Scene-linear frames [T', H, W, 3] of segments 0..last_segment, from one VAE pass.
+        """Frames [T', H, W, 3] of segments 0..last_segment in the model's colour space (0..1), from one
+        VAE pass.
 
         The VAE is causal in time, so a prefix decodes to exactly the first frames of a full decode as long
         as diffusers cuts it into the same chunks: it decodes latent frames in pairs with the odd one in the
@@ -676,8 +693,8 @@ class VideoPipeline:
                 f"VAE decoded {video.shape[2]} frames from {end} latent frames, expected {expected} "
                 "(diffusers' CogVideoX VAE is frame-exact for odd latent frame counts only)"
             )
-        display = ((video[0].float() + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0).cpu().numpy()  # (T', H, W, 3)
-        return srgb_to_linear(display)
+        # the VAE's [-1, 1] is the model's colour space (self.spec.colorspace) mapped to [0, 1]
+        return ((video[0].float() + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0).cpu().numpy()  # (T', H, W, 3)
 
     def decode(
         self,
@@ -686,7 +703,7 @@ class VideoPipeline:
         dtype: str | None = None,
         cpu_offload: bool = False,
     ) -> np.ndarray:
-        """Latents [1, F, C, h, w] -> scene-linear float32 frames [T, H, W, 3].
+        """Latents [1, F, C, h, w] -> float32 frames [T, H, W, 3] in the model's colour space (0..1).
 
         segments: decode only the frames of these segment indices (in the order given). One VAE pass over
         the prefix up to the last asked segment: the frames are identical to those of a full decode and the
@@ -697,8 +714,8 @@ class VideoPipeline:
         n = self._segments_of(latents)
         wanted = self._wanted(n, segments)
         ranges = self.segment_frame_ranges(n)
-        linear = self._decode_prefix(latents, max(wanted), dtype, cpu_offload)
-        return np.concatenate([linear[ranges[s][0] : ranges[s][1]] for s in wanted], axis=0)
+        frames = self._decode_prefix(latents, max(wanted), dtype, cpu_offload)
+        return np.concatenate([frames[ranges[s][0] : ranges[s][1]] for s in wanted], axis=0)
 
     def iter_decode(
         self,
@@ -707,14 +724,14 @@ class VideoPipeline:
         dtype: str | None = None,
         cpu_offload: bool = False,
     ) -> Iterator[tuple[int, np.ndarray]]:
-        """(segment index, scene-linear frames [T_seg, H, W, 3]) for each asked segment, in ascending order,
+        """(segment index, model-space frames [T_seg, H, W, 3]) for each asked segment, in ascending order,
         all from ONE VAE pass (for writing a resumed job's missing segments one at a time). The pass runs
         when iter_decode is called, so bad input and decode failures raise here, not at the first next()."""
         n = self._segments_of(latents)
         wanted = sorted(self._wanted(n, segments))
         ranges = self.segment_frame_ranges(n)
-        linear = self._decode_prefix(latents, wanted[-1], dtype, cpu_offload)
-        return iter([(s, linear[ranges[s][0] : ranges[s][1]]) for s in wanted])
+        frames = self._decode_prefix(latents, wanted[-1], dtype, cpu_offload)
+        return iter([(s, frames[ranges[s][0] : ranges[s][1]]) for s in wanted])
 
     # ---- the whole job -------------------------------------------------------------------------------
 
@@ -819,10 +836,10 @@ def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def model_index(fps: float, max_segments: int, sampling: dict[str, Any] | None) -> dict[str, Any]:
+def model_index(spec: ModelSpec, max_segments: int, sampling: dict[str, Any] | None) -> dict[str, Any]:
     """model_index.json's contents, as from_folder reads them back (sampling only when the model has
     tuned settings)."""
-    index: dict[str, Any] = {"_class_name": PIPELINE_CLASS, "fps": fps, "max_segments": max_segments}
+    index: dict[str, Any] = {"_class_name": PIPELINE_CLASS, **spec.to_index(), "max_segments": max_segments}
     if sampling:
         index["sampling"] = dict(sampling)
     return index

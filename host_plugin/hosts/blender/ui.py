@@ -1,7 +1,8 @@
 """Sequencer sidebar panel "TTT", its settings and operators; jobs pumped by a bpy.app.timers function.
 
-The Generate operator reads the shot range on the main thread (selected gap or scene markers), then a
-ShotJob thread does every network call; `pump_jobs` (a timer; called directly where timers do not run,
+The Generate operator reads the shot range on the main thread (selected gap or scene markers) and the
+delivery (the scene's format and working colour space, the panel's retime and fit), then a ShotJob
+thread does every network call; `pump_jobs` (a timer; called directly where timers do not run,
 e.g. --background) drains the job's events and places the EXR strip on the main thread.
 """
 
@@ -13,8 +14,16 @@ from typing import Any, List, Optional
 
 import bpy
 
+from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
 from host_plugin.core.errors import HostPluginError
-from host_plugin.core.shot_job import GenerationSettings, ServerSettings, ShotJob
+from host_plugin.core.shot_job import (
+    DELIVERY_DEFAULTS,
+    DeliverySettings,
+    GenerationSettings,
+    ServerSettings,
+    ShotJob,
+)
+from host_plugin.hosts import colour
 
 from . import vse
 
@@ -50,6 +59,26 @@ def _redraw() -> None:
                 area.tag_redraw()
 
 
+RETIME_ITEMS = [
+    (
+        "flow",
+        "Optical flow",
+        "Motion-compensated frames between the model's (Nuke Kronos, Resolve Optical Flow)",
+    ),
+    ("blend", "Frame blend", "Cross-fade neighbouring frames (ghosts on motion)"),
+    ("hold", "Frame hold", "Repeat the nearest frame (stutters)"),
+]
+FIT_ITEMS = [
+    ("fit", "Fit", "The whole generated picture inside the frame (bars where aspects differ)"),
+    ("fill", "Fill", "The frame covered, the generated picture cropped where aspects differ"),
+    ("distort", "Distort", "Stretched to the frame exactly"),
+]
+assert [i[0] for i in RETIME_ITEMS] == list(RETIME_METHODS) and [i[0] for i in FIT_ITEMS] == list(FIT_METHODS)
+COLOUR_ITEMS = [("WORKING", "Working space", "The blend file's working colour space")] + [
+    (interop, colour.BLENDER_NAMES[interop], interop) for interop in colour.INTEROP_IDS
+]
+
+
 class TTT_PG_segment(bpy.types.PropertyGroup):
     text: bpy.props.StringProperty(name="Prompt", description="What happens in this 3-second segment")
 
@@ -82,6 +111,21 @@ class TTT_PG_settings(bpy.types.PropertyGroup):
         name="Guidance", default=0.0, min=0.0, description="0: server default"
     )
     seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1, description="-1: the server picks one")
+    retime: bpy.props.EnumProperty(
+        name="Retime",
+        items=RETIME_ITEMS,
+        default=DELIVERY_DEFAULTS["retime"],
+        description="How the model's frames become the scene's frame rate",
+    )
+    fit: bpy.props.EnumProperty(
+        name="Fit",
+        items=FIT_ITEMS,
+        default=DELIVERY_DEFAULTS["fit"],
+        description="How the generated picture meets the scene's format",
+    )
+    colorspace: bpy.props.EnumProperty(
+        name="Colour space", items=COLOUR_ITEMS, default="WORKING", description="What the frames arrive in"
+    )
     status: bpy.props.StringProperty(name="Status", default="")
 
 
@@ -89,6 +133,18 @@ def _segments(props: Any) -> List[dict]:
     if props.storyboard_file:
         return vse.read_storyboard_file(bpy.path.abspath(props.storyboard_file))
     return [{"text": s.text} for s in props.segments if s.text.strip()]
+
+
+def delivery_settings(props: Any) -> DeliverySettings:
+    """The panel's retime, fit and colour space (WORKING: the blend file's, filled in by the ShotJob)."""
+    space = "" if props.colorspace == "WORKING" else props.colorspace
+    return DeliverySettings(fit=props.fit, retime=props.retime, colorspace=space)
+
+
+def colour_label(props: Any) -> str:
+    """The colour space shots arrive in, as Blender names it."""
+    interop = vse.working_colorspace() if props.colorspace == "WORKING" else props.colorspace
+    return f"Arrives in {colour.BLENDER_NAMES.get(interop, interop)} ({interop})"
 
 
 def _output_dir(props: Any) -> str:
@@ -123,6 +179,7 @@ class TTT_OT_generate(bpy.types.Operator):
                 steps=props.steps,
                 guidance_scale=props.guidance_scale or None,
                 seed=None if props.seed < 0 else props.seed,
+                delivery=delivery_settings(props),
             )
             server = ServerSettings(
                 props.server, token=props.token or None, root_cert=bpy.path.abspath(props.root_cert) or None
@@ -206,6 +263,11 @@ class TTT_PT_panel(bpy.types.Panel):
         row = col.row(align=True)
         row.prop(props, "width")
         row.prop(props, "height")
+        col.prop(props, "retime")
+        col.prop(props, "fit")
+        col.prop(props, "colorspace")
+        fmt = vse.scene_format(context.scene)
+        col.label(text=f"{colour_label(props)}, {fmt.width}x{fmt.height}")
         col.separator()
         running = [job for job in JOBS if not job.finished]
         if running:

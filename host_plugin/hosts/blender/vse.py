@@ -1,7 +1,10 @@
 """The Blender Sequencer as a ttt-studio Host: shot ranges from a gap or scene markers, EXR strips placed.
 
 Works on Blender 4.2-4.3 (`sequence_editor.sequences`) and 4.4+/5.x (`strips`; `sequences` is gone in
-5.0). Everything here runs on Blender's main thread except report_progress / is_cancelled, which only
+5.0). A shot is delivered in the scene's format (render resolution x percentage, pixel aspect) and its
+working colour space (5.0+: `bpy.data.colorspace.working_space_interop_id`; before, Linear Rec.709);
+the strip covers the scene's frame (fit_method of the delivery's fit: the frames already are the
+scene's format) and its `colorspace_settings.name` names the delivered space. Everything here runs on Blender's main thread except report_progress / is_cancelled, which only
 touch plain Python attributes.
 """
 
@@ -18,12 +21,37 @@ import opentimelineio as otio
 
 from host_plugin.core.errors import HostError, RequestError
 from host_plugin.core.frame_math import rational_time, snap_rate, time_range
+from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import KIND_GAP, KIND_MARKER, ShotRequest, normalise_storyboard
+from host_plugin.core.shot_job import TargetFormat
+from host_plugin.hosts import colour
 from host_plugin.hosts.base import Host
 
 log = logging.getLogger(__name__)
 
 MAX_CHANNEL = 128
+STRIP_FIT = {"fit": "FIT", "fill": "FILL", "distort": "STRETCH"}
+"""Delivery fit -> image strip fit_method (the same three ways to meet a frame)."""
+BLENDER_4_WORKING = "lin_rec709_scene"
+"""Blender before 5.0 has no working-space choice: its scene linear is Linear Rec.709."""
+
+
+def scene_format(scene: Any) -> TargetFormat:
+    """The frame the scene renders: resolution x percentage / 100, pixel aspect x / y."""
+    render = scene.render
+    scale = render.resolution_percentage / 100.0
+    return TargetFormat(
+        max(1, int(round(render.resolution_x * scale))),
+        max(1, int(round(render.resolution_y * scale))),
+        float(render.pixel_aspect_x) / float(render.pixel_aspect_y),
+    )
+
+
+def working_colorspace() -> str:
+    """The blend file's working colour space as a colorInteropID."""
+    settings = getattr(bpy.data, "colorspace", None)  # BlendFileColorspace, 5.0+
+    interop = getattr(settings, "working_space_interop_id", "") if settings is not None else ""
+    return interop or BLENDER_4_WORKING
 
 
 def strips_of(scene: Any) -> Any:
@@ -163,6 +191,12 @@ class BlenderHost(Host):
             raise HostError(f"scene {self.scene_name!r} no longer exists")
         return scene
 
+    def target_format(self) -> TargetFormat:
+        return scene_format(self.scene)
+
+    def working_colorspace(self) -> str:
+        return working_colorspace()
+
     def read_edit(self) -> otio.schema.Timeline:
         """The Sequencer as OTIO: a track per channel, clips for strips, gaps between them."""
         scene = self.scene
@@ -217,8 +251,11 @@ class BlenderHost(Host):
             scene.frame_set(old[2])
         return paths
 
-    def place_sequence(self, paths: List[str], record_frame: int, track_hint: str) -> None:
-        """An image strip of the EXR sequence at record_frame, on the lowest free channel from the preferred one."""
+    def place_sequence(
+        self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
+    ) -> None:
+        """An image strip of the delivered EXR sequence at record_frame, on the lowest free channel from the
+        preferred one, covering the scene's frame, in the delivered colour space."""
         if not paths:
             raise HostError("place_sequence got no frames")
         folder = os.path.dirname(paths[0])
@@ -227,14 +264,36 @@ class BlenderHost(Host):
                 f"an image strip needs all frames in one folder; got {sorted({os.path.dirname(p) for p in paths})}"
             )
         scene = self.scene
+        rate = scene_rate(scene)
+        if media.rate != rate:
+            raise HostError(
+                f"the shot was delivered at {media.rate} fps but scene {scene.name!r} runs at {rate} fps; set the "
+                "scene's frame rate to the edit's and generate again"
+            )
+        space = colour.blender_colorspace_name(media.colorspace) if media.colorspace else ""
+        if not space:
+            raise HostError(f"{paths[0]} carries no colorInteropID; cannot tell Blender its colour space")
         channel = free_channel(scene, record_frame, record_frame + len(paths), self.preferred_channel)
         name = f"TTT {os.path.splitext(os.path.basename(paths[0]))[0]}"
-        strip = strips_of(scene).new_image(name, paths[0], channel, record_frame, fit_method="ORIGINAL")
+        strip = strips_of(scene).new_image(
+            name, paths[0], channel, record_frame, fit_method=STRIP_FIT[media.fit]
+        )
         for path in paths[1:]:
             strip.elements.append(os.path.basename(path))
+        strip.colorspace_settings.name = space
         strip["ttt_studio_track"] = track_hint
+        strip["ttt_studio_delivered"] = json.dumps(media.to_dict())
         self.placed.append(strip.name)
-        log.info("placed %s: %d frames at %d on channel %d", name, len(paths), record_frame, channel)
+        log.info(
+            "placed %s: %d frames at %d on channel %d (%dx%d, %s)",
+            name,
+            len(paths),
+            record_frame,
+            channel,
+            media.width,
+            media.height,
+            space,
+        )
 
     def report_progress(self, fraction: float, message: str) -> None:
         self.progress, self.status = float(fraction), message

@@ -1,7 +1,10 @@
 """TTT Studio for Nuke: "TTT > Generate..." on the selected Read node.
 
 The selected Read's frame range is the plate: restyle it (same range), continue it (the frames after
-it) or make a new shot for the range. On the main thread: read the node, gather the plate's EXR files
+it) or make a new shot for the range. The shot is delivered at the root's fps, in the plate Read's
+format (restyle / continue) or the root format (new: nuke.root().format()), in the working colour
+space (root knobs OCIO_config and workingSpaceLUT; ACES configs: ACEScg) unless the panel says
+otherwise; the new Read's `colorspace` knob names that space in the root's OCIO config. On the main thread: read the node, gather the plate's EXR files
 (rendered to EXR through a temporary Write node when the Read is not EXR). In a worker thread: upload,
 submit, watch, fetch (ShotJob). Progress and cancel go through nuke.ProgressTask from the forwarding
 thread (Foundry's documented pattern); the new Read node is made through nuke.executeInMainThread.
@@ -11,6 +14,7 @@ Only this package imports nuke / nukescripts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
@@ -24,8 +28,17 @@ import opentimelineio as otio
 
 from host_plugin.core.errors import HostError, RequestError
 from host_plugin.core.frame_math import snap_rate, time_range
+from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import KIND_CLIP, ShotRequest
-from host_plugin.core.shot_job import GenerationSettings, Plates, ServerSettings, ShotJob, shot_name_for
+from host_plugin.core.shot_job import (
+    GenerationSettings,
+    Plates,
+    ServerSettings,
+    ShotJob,
+    TargetFormat,
+    shot_name_for,
+)
+from host_plugin.hosts import colour
 from host_plugin.hosts.base import Host
 
 log = logging.getLogger(__name__)
@@ -80,6 +93,25 @@ def selected_read() -> Any:
     return node
 
 
+def node_format(node: Any) -> TargetFormat:
+    """The format of a node (nuke.Node.format(): width(), height(), pixelAspect())."""
+    fmt = node.format()
+    return TargetFormat(int(fmt.width()), int(fmt.height()), float(fmt.pixelAspect()))
+
+
+def colour_settings() -> Any:
+    """(OCIO config name, working space name) of the root: knobs OCIO_config and workingSpaceLUT; Nuke's
+    own colour management (colorManagement "Nuke") is nuke-default."""
+    root = nuke.root()
+    managed = root.knob("colorManagement")
+    config_knob = root.knob("OCIO_config")
+    config = "nuke-default"
+    if config_knob is not None and (managed is None or managed.value() == "OCIO"):
+        config = str(config_knob.value())
+    working = root.knob("workingSpaceLUT")
+    return config, str(working.value()) if working is not None else ""
+
+
 def build_request(read: Any, options: GenerateOptions) -> ShotRequest:
     """The shot for the Read's range: restyle / new keep first..last, continue starts after last."""
     first, last = int(read["first"].value()), int(read["last"].value())
@@ -116,6 +148,14 @@ class NukeHost(Host):
         self.read = read
         self.created: List[Any] = []
         self._task: Any = None
+
+    def target_format(self) -> TargetFormat:
+        """The root format (Project Settings > full size format)."""
+        return node_format(nuke.root())
+
+    def working_colorspace(self) -> str:
+        config, working = colour_settings()
+        return colour.nuke_working_interop(config, working)
 
     def read_edit(self) -> otio.schema.Timeline:
         """A one-track timeline of the Read's range (plain Nuke has no sequence; Nuke Studio exports OTIO)."""
@@ -154,21 +194,44 @@ class NukeHost(Host):
             nuke.delete(write)
         return [frame_file(out, f) for f in range(first, last + 1)]
 
-    def place_sequence(self, paths: List[str], record_frame: int, track_hint: str) -> None:
-        """A Read node of the EXR sequence, starting at record_frame, beside the plate's Read."""
+    def place_sequence(
+        self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
+    ) -> None:
+        """A Read node of the delivered EXR sequence, starting at record_frame, beside the plate's Read, its
+        colorspace knob set to the frames' colour space as the root's OCIO config names it."""
         if not paths:
             raise HostError("place_sequence got no frames")
+        root_rate = snap_rate(nuke.root()["fps"].value())
+        if media.rate != root_rate:
+            raise HostError(
+                f"the shot was delivered at {media.rate} fps but the script runs at {root_rate} fps; set "
+                "Project Settings > fps to the edit's rate and generate again"
+            )
+        if not media.colorspace:
+            raise HostError(f"{paths[0]} carries no colorInteropID; cannot tell Nuke its colour space")
+        config, working = colour_settings()
+        space = colour.nuke_colorspace_name(media.colorspace, config, working)
         numbers = [int(re.search(r"(\d+)\.exr$", p).group(1)) for p in paths]  # type: ignore[union-attr]
         pattern = re.sub(r"\d+\.exr$", lambda m: "#" * (len(m.group(0)) - 4) + ".exr", paths[0])
         read = nuke.nodes.Read(
             file=pattern, first=numbers[0], last=numbers[-1], origfirst=numbers[0], origlast=numbers[-1]
         )
+        read["colorspace"].setValue(space)
         read["frame_mode"].setValue("start at")
         read["frame"].setValue(str(record_frame))
-        read["label"].setValue(f"{track_hint}\\n{os.path.basename(os.path.dirname(paths[0]))}")
+        read["label"].setValue(f"{track_hint}\\n{os.path.basename(os.path.dirname(paths[0]))}\\n{space}")
         read.setXYpos(self.read.xpos() + 120, self.read.ypos())
         self.created.append(read)
-        log.info("created %s for %d frames at %d", read.name(), len(paths), record_frame)
+        log.info(
+            "created %s for %d frames at %d (%s fps, %dx%d, %s)",
+            read.name(),
+            len(paths),
+            record_frame,
+            media.rate,
+            media.width,
+            media.height,
+            space,
+        )
 
     def report_progress(self, fraction: float, message: str) -> None:
         if self._task is None:
@@ -196,6 +259,11 @@ def start_generate(
     request = build_request(read, options)
     host = NukeHost(read)
     first, last = int(read["first"].value()), int(read["last"].value())
+    generation = options.generation
+    if options.mode != "new" and generation.delivery.format is None:  # the plate's own format
+        generation = dataclasses.replace(
+            generation, delivery=dataclasses.replace(generation.delivery, format=node_format(read))
+        )
     plates: Optional[Plates] = None
     if options.mode == "restyle":
         plates = Plates(tuple(host.plate_frames(request, first, last)), "restyle", options.strength)
@@ -204,7 +272,7 @@ def start_generate(
     job = ShotJob(
         host,
         [request],
-        options.generation,
+        generation,
         client_factory=client_factory or options.server.client,
         plates={request.id: plates} if plates is not None else None,
     )

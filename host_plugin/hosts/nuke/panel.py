@@ -1,4 +1,6 @@
-"""The "TTT Generate" panel (nukescripts.PythonPanel): server, token, mode, prompts per segment, output."""
+"""The "TTT Generate" panel (nukescripts.PythonPanel): server, token, mode, prompts per segment, output,
+and how the shot is delivered: retime (flow / blend / hold), fit (fit / fill / distort) and the colour
+space (the root's working space first; the name Nuke gives it is shown beside the interop id)."""
 
 from __future__ import annotations
 
@@ -8,12 +10,19 @@ from typing import Any
 import nuke
 import nukescripts
 
-from host_plugin.core.shot_job import GenerationSettings, ServerSettings
-from host_plugin.hosts.nuke import MODES, GenerateOptions
+from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
+from host_plugin.core.shot_job import DELIVERY_DEFAULTS, DeliverySettings, GenerationSettings, ServerSettings
+from host_plugin.hosts import colour
+from host_plugin.hosts.nuke import MODES, GenerateOptions, colour_settings
 
 SERVER_ENV = "TTT_STUDIO_SERVER"
 TOKEN_ENV = "TTT_STUDIO_TOKEN"
 SEGMENTS = 4
+
+
+def first(default: str, values: tuple) -> list:
+    """`values` with `default` first (an Enumeration_Knob starts on its first value)."""
+    return [default] + [v for v in values if v != default]
 
 
 class GeneratePanel(nukescripts.PythonPanel):
@@ -33,6 +42,17 @@ class GeneratePanel(nukescripts.PythonPanel):
         self.output = nuke.File_Knob("output", "output folder")
         self.output.setValue(os.path.join(plate_dir, "ttt_generated"))
         self.steps = nuke.Int_Knob("steps", "steps (0: server default)")
+        self.retime = nuke.Enumeration_Knob(
+            "retime", "retime", first(DELIVERY_DEFAULTS["retime"], RETIME_METHODS)
+        )
+        self.fit = nuke.Enumeration_Knob("fit", "fit", first(DELIVERY_DEFAULTS["fit"], FIT_METHODS))
+        config, working = colour_settings()
+        working_id = colour.nuke_working_interop(config, working)
+        name = colour.nuke_colorspace_name(working_id, config, working)
+        shown = name if working in ("", name) else f"{working} = {name}"
+        self.colorspace = nuke.Enumeration_Knob(
+            "colorspace", f"colour space (working: {shown})", first(working_id, colour.INTEROP_IDS)
+        )
         for knob in [
             self.server,
             self.token,
@@ -40,19 +60,28 @@ class GeneratePanel(nukescripts.PythonPanel):
             self.mode,
             *self.prompts,
             self.duration,
+            self.strength,
             self.output,
             self.steps,
+            self.retime,
+            self.fit,
+            self.colorspace,
         ]:
             self.addKnob(knob)
 
     def options(self) -> GenerateOptions:
+        delivery = DeliverySettings(
+            fit=self.fit.value(), retime=self.retime.value(), colorspace=self.colorspace.value()
+        )
         return GenerateOptions(
             server=ServerSettings(
                 self.server.value(),
                 token=self.token.value() or None,
                 root_cert=self.root_cert.value() or None,
             ),
-            generation=GenerationSettings(output_dir=self.output.value(), steps=int(self.steps.value())),
+            generation=GenerationSettings(
+                output_dir=self.output.value(), steps=int(self.steps.value()), delivery=delivery
+            ),
             mode=self.mode.value(),
             prompts=[k.value() for k in self.prompts],
             duration=int(self.duration.value()),

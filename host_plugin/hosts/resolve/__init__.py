@@ -9,6 +9,15 @@ A marker asks for a shot when its note starts with "TTT:" (the rest is the promp
 is JSON {"ttt_studio": {"prompt": ...} | {"storyboard": [...]}}; its duration is the shot's length.
 Markers this plugin adds to generated clips carry {"ttt_studio": {"generated": true, ...}} and are skipped.
 
+Delivery: the target format is the timeline's (GetSetting "timelineResolutionWidth" / "Height" /
+"timelinePixelAspectRatio"), the working colour space the project's (GetSetting "colorScienceMode",
+"colorSpaceTimeline", "colorSpaceTimelineGamma": ACES projects deliver ACEScg). The imported clip's
+frame rate is set to the delivered rate when Resolve gave it another (SetClipProperty "FPS"), and its
+colour space where the API allows: "Input Color Space" in colour-managed projects, "IDT" (ACEScg /
+ACES2065-1) in ACES projects. DaVinci YRGB without colour management has no per-clip colour space,
+and Resolve refuses the property when its Clip Attributes cannot take it (e.g. a custom colour space
+in an ACES workflow): the status line then says the clip's colour space must be set by hand.
+
 Placing: mp.ImportMedia([{"FilePath": "dir/shot.%04d.exr", "StartIndex", "EndIndex"}]), a video track
 named "TTT generated" (tl.AddTrack("video") once), mp.AppendToTimeline([{"mediaPoolItem", "startFrame",
 "endFrame", "mediaType": 1, "trackIndex", "recordFrame"}]) at the ABSOLUTE record frame, then a marker
@@ -24,19 +33,44 @@ import os
 import re
 import tempfile
 import time
+from fractions import Fraction
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import opentimelineio as otio
 
-from host_plugin.core.errors import HostError, RequestError
+from host_plugin.core.errors import FrameMathError, HostError, RequestError
 from host_plugin.core.frame_math import snap_rate, time_range
+from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import METADATA_KEY, ShotRequest, find_shot_requests
+from host_plugin.core.shot_job import TargetFormat
+from host_plugin.hosts import colour
 from host_plugin.hosts.base import Host
 
 log = logging.getLogger(__name__)
 
 PROMPT_PREFIX = "TTT:"
 GENERATED_MARKER = "TTT generated"
+COLOUR_SETTINGS = ("colorScienceMode", "colorSpaceTimeline", "colorSpaceTimelineGamma")
+# timelinePixelAspectRatio values: a fixed pixel aspect, or the display aspect the frame fills
+FIXED_PIXEL_ASPECT = {"square": 1.0, "cinemascope": 2.0}
+DISPLAY_ASPECT = {"16_9": Fraction(16, 9), "4_3": Fraction(4, 3)}
+
+
+def pixel_aspect_of(setting: Any, width: int, height: int) -> float:
+    """Pixel aspect of Resolve's timelinePixelAspectRatio ("square", "cinemascope", "16_9", "4_3")."""
+    key = str(setting or "square").strip().lower().replace(":", "_").replace(" ", "")
+    if key in FIXED_PIXEL_ASPECT:
+        return FIXED_PIXEL_ASPECT[key]
+    if key in DISPLAY_ASPECT:
+        return float(DISPLAY_ASPECT[key] * height / width)
+    raise HostError(
+        f"timeline pixel aspect {setting!r} is not one Resolve documents (square, cinemascope, 16_9, 4_3)"
+    )
+
+
+def rate_text(rate: Fraction) -> str:
+    """A rate as Resolve writes frame rates: "24", "23.976", "29.97"."""
+    return f"{float(rate):.3f}".rstrip("0").rstrip(".")
 
 
 def marker_request(frame: int, marker: Dict[str, Any]) -> Optional[Dict[str, Any]]:
@@ -80,6 +114,7 @@ class ResolveHost(Host):
         self.status = ""
         self.cancel_requested = False
         self.placed: List[Any] = []
+        self.warnings: List[str] = []
         self.pending: List[Tuple[Callable[..., Any], tuple]] = []
         self.on_status: Optional[Callable[[str], None]] = None
 
@@ -87,6 +122,25 @@ class ResolveHost(Host):
 
     def start_frame(self) -> int:
         return int(self.timeline.GetStartFrame())
+
+    def target_format(self) -> TargetFormat:
+        """The timeline's resolution and pixel aspect (Timeline.GetSetting, the project's unless the timeline
+        has custom settings)."""
+        try:
+            width = int(self.timeline.GetSetting("timelineResolutionWidth"))
+            height = int(self.timeline.GetSetting("timelineResolutionHeight"))
+        except (TypeError, ValueError) as exc:
+            raise HostError(
+                f"Resolve gave no timeline resolution for {self.timeline.GetName()!r}: {exc}"
+            ) from exc
+        aspect = pixel_aspect_of(self.timeline.GetSetting("timelinePixelAspectRatio"), width, height)
+        return TargetFormat(width, height, aspect)
+
+    def colour_settings(self) -> Dict[str, str]:
+        return {key: str(self.project.GetSetting(key) or "") for key in COLOUR_SETTINGS}
+
+    def working_colorspace(self) -> str:
+        return colour.resolve_working_interop(self.colour_settings())
 
     def read_edit(self) -> otio.schema.Timeline:
         """The timeline as OTIO (Resolve's own export) plus request markers from GetMarkers()."""
@@ -176,7 +230,9 @@ class ResolveHost(Host):
         self.timeline.SetTrackName("video", index, track_hint)
         return index
 
-    def place_sequence(self, paths: List[str], record_frame: int, track_hint: str) -> None:
+    def place_sequence(
+        self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
+    ) -> None:
         if not paths:
             raise HostError("place_sequence got no frames")
         match = re.match(r"^(.*?)(\d+)(\.exr)$", paths[0])
@@ -190,10 +246,13 @@ class ResolveHost(Host):
         )
         if not items:
             raise HostError(f"Resolve could not import {pattern} frames {first}-{first + len(paths) - 1}")
+        media_item = items[0]
+        self._set_clip_rate(media_item, media.rate, pattern)
+        colour_set = self._set_clip_colour(media_item, media, pattern)
         end = record_frame + len(paths)
         track = self._track_for(track_hint, record_frame, end)
         clip = {
-            "mediaPoolItem": items[0],
+            "mediaPoolItem": media_item,
             "startFrame": 0,
             "endFrame": len(paths) - 1,
             "mediaType": 1,  # video only
@@ -210,11 +269,51 @@ class ResolveHost(Host):
                 f"{record_frame} for {len(paths)}"
             )
         custom = json.dumps(
-            {METADATA_KEY: {"generated": True, "frames": pattern, "record_frame": record_frame}}
+            {
+                METADATA_KEY: {
+                    "generated": True,
+                    "frames": pattern,
+                    "record_frame": record_frame,
+                    "delivered": media.to_dict(),
+                    "colorspace_set": colour_set,
+                }
+            }
         )
         item.AddMarker(0, "Green", GENERATED_MARKER, os.path.basename(os.path.dirname(paths[0])), 1, custom)
         self.placed.append(item)
-        log.info("placed %s on V%d at %d", pattern, track, record_frame)
+        log.info(
+            "placed %s on V%d at %d (%s fps, %s)", pattern, track, record_frame, media.rate, media.colorspace
+        )
+
+    def _set_clip_rate(self, item: Any, rate: Fraction, pattern: str) -> None:
+        """The clip plays at the delivered rate: Resolve gives image sequences the project's rate, so set
+        "FPS" only when it differs (a shot delivered for another edit)."""
+        try:
+            current = snap_rate(item.GetClipProperty("FPS"))
+        except FrameMathError:
+            current = None
+        if current == rate:
+            return
+        if not item.SetClipProperty("FPS", rate_text(rate)):
+            raise HostError(f"Resolve refused frame rate {rate_text(rate)} for {pattern} (clip property FPS)")
+
+    def _set_clip_colour(self, item: Any, media: DeliveredMedia, pattern: str) -> bool:
+        """Tell Resolve what colour space the frames are in, where its API can; False (and a status line
+        saying so) where it cannot."""
+        settings = self.colour_settings()
+        target = colour.resolve_clip_colour(media.colorspace, settings) if media.colorspace else None
+        if target is not None and item.SetClipProperty(*target):
+            return True
+        why = (
+            f"Resolve refused clip property {target[0]!r} = {target[1]!r}"
+            if target is not None
+            else f"Resolve's API has no clip colour space in colorScienceMode {settings['colorScienceMode']!r}"
+        )
+        self.warnings.append(
+            f"{os.path.basename(pattern)} is {media.colorspace or 'untagged'}: {why}; set it in Clip Attributes"
+        )
+        self.report_progress(self.progress, self.warnings[-1])
+        return False
 
     # ------------------------------------------------------------------ progress and threads
 

@@ -1,7 +1,7 @@
 """The Workspace > Scripts > Edit > "TTT Generate" script (also runnable outside Resolve Studio).
 
 In Resolve: `resolve`, `fu` and `bmd` are globals of the script; a fu.UIManager window (server, token,
-prompt, "fill empty gaps") runs in bmd.UIDispatcher's loop, and a UIManager Timer pumps the ShotJob on
+prompt, "fill empty gaps", retime and fit choices, the colour space shots arrive in) runs in bmd.UIDispatcher's loop, and a UIManager Timer pumps the ShotJob on
 that same (main) thread: progress lands in the window, finished shots are imported and placed.
 Outside: `python "TTT Generate.py" --server HOST:PORT --token T --no-ui` connects with
 DaVinciResolveScript.scriptapp("Resolve") and pumps the job on the main thread until it ends.
@@ -16,8 +16,16 @@ import sys
 import time
 from typing import Any, List, Optional
 
+from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
 from host_plugin.core.errors import HostPluginError
-from host_plugin.core.shot_job import GenerationSettings, ServerSettings, ShotJob
+from host_plugin.core.shot_job import (
+    DeliverySettings,
+    GenerationSettings,
+    ServerSettings,
+    ShotJob,
+    add_delivery_arguments,
+    delivery_settings_from,
+)
 from host_plugin.hosts.resolve import ResolveHost
 
 log = logging.getLogger(__name__)
@@ -44,6 +52,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=0)
     p.add_argument("--guidance-scale", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    add_delivery_arguments(p, "the timeline's", "the project's working space")
     p.add_argument("--no-ui", action="store_true", help="no window: run and pump on this thread")
     p.add_argument(
         "--timeout", type=float, default=24 * 3600.0, help="headless: give up after this many seconds"
@@ -78,6 +87,7 @@ def build_job(
         steps=args.steps,
         guidance_scale=args.guidance_scale,
         seed=args.seed,
+        delivery=delivery_settings_from(args),
     )
     server = ServerSettings(args.server, token=args.token, root_cert=args.tls_root_cert)
     return ShotJob(host, requests, settings, client_factory=lambda: server.client(interceptors=interceptors))
@@ -130,6 +140,15 @@ class GenerateWindow:
                     ui.HGroup(
                         [ui.Label({"Text": "Prompt"}), ui.LineEdit({"ID": "Prompt", "Text": args.prompt})]
                     ),
+                    ui.HGroup(
+                        [
+                            ui.Label({"Text": "Retime"}),
+                            ui.ComboBox({"ID": "Retime"}),
+                            ui.Label({"Text": "Fit"}),
+                            ui.ComboBox({"ID": "Fit"}),
+                        ]
+                    ),
+                    ui.Label({"ID": "Colour", "Text": ""}),
                     ui.CheckBox(
                         {
                             "ID": "FillGaps",
@@ -154,6 +173,14 @@ class GenerateWindow:
             ),
         )
         self.items = self.win.GetItems()
+        for combo, values, chosen in (
+            ("Retime", RETIME_METHODS, args.retime),
+            ("Fit", FIT_METHODS, args.fit),
+        ):
+            for value in values:
+                self.items[combo].AddItem(value)
+            self.items[combo].CurrentText = chosen
+        self.items["Colour"].Text = self.colour_line()
         self.timer = ui.Timer({"ID": "TTTPump", "Interval": PUMP_MS})
         self.win.On.Generate.Clicked = self.on_generate
         self.win.On.Cancel.Clicked = self.on_cancel
@@ -164,12 +191,24 @@ class GenerateWindow:
     def status(self, text: str) -> None:
         self.items["Status"].Text = text
 
+    def colour_line(self) -> str:
+        """What colour space shots arrive in: --colorspace, else the project's working space."""
+        if self.args.colorspace:
+            return f"Colour space: {DeliverySettings(colorspace=self.args.colorspace).colorspace}"
+        try:
+            working = ResolveHost(self.resolve).working_colorspace()
+        except HostPluginError as exc:
+            return f"Colour space: unknown ({exc})"
+        return f"Colour space: {working} (the project's working space)"
+
     def on_generate(self, ev: Any) -> None:
         if self.job is not None and not self.job.finished:
             self.status("a job is already running")
             return
         self.args.server = self.items["Server"].Text
         self.args.token = self.items["Token"].Text or None
+        self.args.retime = self.items["Retime"].CurrentText
+        self.args.fit = self.items["Fit"].CurrentText
         try:
             self.host = ResolveHost(self.resolve)
             self.host.on_status = self.status

@@ -90,21 +90,49 @@ class ShotContext(_message.Message):
     record_start: int
     def __init__(self, shot_name: _Optional[str] = ..., start_frame: _Optional[int] = ..., otio_json: _Optional[str] = ..., request_id: _Optional[str] = ..., record_start: _Optional[int] = ...) -> None: ...
 
+class Delivery(_message.Message):
+    __slots__ = ("rate_num", "rate_den", "duration", "width", "height", "pixel_aspect", "fit", "filter", "retime", "colorspace")
+    RATE_NUM_FIELD_NUMBER: _ClassVar[int]
+    RATE_DEN_FIELD_NUMBER: _ClassVar[int]
+    DURATION_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_ASPECT_FIELD_NUMBER: _ClassVar[int]
+    FIT_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    RETIME_FIELD_NUMBER: _ClassVar[int]
+    COLORSPACE_FIELD_NUMBER: _ClassVar[int]
+    rate_num: int
+    rate_den: int
+    duration: int
+    width: int
+    height: int
+    pixel_aspect: float
+    fit: str
+    filter: str
+    retime: str
+    colorspace: str
+    def __init__(self, rate_num: _Optional[int] = ..., rate_den: _Optional[int] = ..., duration: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., pixel_aspect: _Optional[float] = ..., fit: _Optional[str] = ..., filter: _Optional[str] = ..., retime: _Optional[str] = ..., colorspace: _Optional[str] = ...) -> None: ...
+
 class SubmitShotRequest(_message.Message):
-    __slots__ = ("storyboard", "parameters", "priority", "idempotency_key", "context", "plate_upload_ids")
+    __slots__ = ("storyboard", "parameters", "priority", "idempotency_key", "context", "plate_upload_ids", "delivery", "plate_colorspace")
     STORYBOARD_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PLATE_UPLOAD_IDS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    PLATE_COLORSPACE_FIELD_NUMBER: _ClassVar[int]
     storyboard: Storyboard
     parameters: GenerationParameters
     priority: Priority
     idempotency_key: str
     context: ShotContext
     plate_upload_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, storyboard: _Optional[_Union[Storyboard, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., idempotency_key: _Optional[str] = ..., context: _Optional[_Union[ShotContext, _Mapping]] = ..., plate_upload_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    delivery: Delivery
+    plate_colorspace: str
+    def __init__(self, storyboard: _Optional[_Union[Storyboard, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., idempotency_key: _Optional[str] = ..., context: _Optional[_Union[ShotContext, _Mapping]] = ..., plate_upload_ids: _Optional[_Iterable[str]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., plate_colorspace: _Optional[str] = ...) -> None: ...
 
 class SubmitShotResponse(_message.Message):
     __slots__ = ("job_id", "deduplicated", "job")
@@ -153,7 +181,7 @@ class UploadPlateResponse(_message.Message):
     def __init__(self, upload_id: _Optional[str] = ..., bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[_Iterable[str]] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "priority", "storyboard", "parameters", "context", "created", "updated", "message", "total_frames", "frames_ready", "queue_position", "attempts", "plate_upload_ids", "cancel_requested")
+    __slots__ = ("job_id", "state", "priority", "storyboard", "parameters", "context", "created", "updated", "message", "total_frames", "frames_ready", "queue_position", "attempts", "plate_upload_ids", "cancel_requested", "delivery", "native_frames", "generation_width", "generation_height")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -169,6 +197,10 @@ class Job(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     PLATE_UPLOAD_IDS_FIELD_NUMBER: _ClassVar[int]
     CANCEL_REQUESTED_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     priority: Priority
@@ -184,7 +216,11 @@ class Job(_message.Message):
     attempts: int
     plate_upload_ids: _containers.RepeatedScalarFieldContainer[str]
     cancel_requested: bool
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., storyboard: _Optional[_Union[Storyboard, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., context: _Optional[_Union[ShotContext, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., total_frames: _Optional[int] = ..., frames_ready: _Optional[int] = ..., queue_position: _Optional[int] = ..., attempts: _Optional[int] = ..., plate_upload_ids: _Optional[_Iterable[str]] = ..., cancel_requested: _Optional[bool] = ...) -> None: ...
+    delivery: Delivery
+    native_frames: int
+    generation_width: int
+    generation_height: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., storyboard: _Optional[_Union[Storyboard, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., context: _Optional[_Union[ShotContext, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., total_frames: _Optional[int] = ..., frames_ready: _Optional[int] = ..., queue_position: _Optional[int] = ..., attempts: _Optional[int] = ..., plate_upload_ids: _Optional[_Iterable[str]] = ..., cancel_requested: _Optional[bool] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., native_frames: _Optional[int] = ..., generation_width: _Optional[int] = ..., generation_height: _Optional[int] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "after_seq")
@@ -349,7 +385,7 @@ class FrameInfo(_message.Message):
     def __init__(self, frame_index: _Optional[int] = ..., frame_number: _Optional[int] = ..., filename: _Optional[str] = ..., bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("job_id", "otio_json", "frames", "fps", "width", "height", "colour_interop_id")
+    __slots__ = ("job_id", "otio_json", "frames", "fps", "width", "height", "colour_interop_id", "rate_num", "rate_den", "pixel_aspect", "conform_json")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     OTIO_JSON_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -357,6 +393,10 @@ class JobResult(_message.Message):
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     COLOUR_INTEROP_ID_FIELD_NUMBER: _ClassVar[int]
+    RATE_NUM_FIELD_NUMBER: _ClassVar[int]
+    RATE_DEN_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_ASPECT_FIELD_NUMBER: _ClassVar[int]
+    CONFORM_JSON_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     otio_json: str
     frames: _containers.RepeatedCompositeFieldContainer[FrameInfo]
@@ -364,7 +404,11 @@ class JobResult(_message.Message):
     width: int
     height: int
     colour_interop_id: str
-    def __init__(self, job_id: _Optional[str] = ..., otio_json: _Optional[str] = ..., frames: _Optional[_Iterable[_Union[FrameInfo, _Mapping]]] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., colour_interop_id: _Optional[str] = ...) -> None: ...
+    rate_num: int
+    rate_den: int
+    pixel_aspect: float
+    conform_json: str
+    def __init__(self, job_id: _Optional[str] = ..., otio_json: _Optional[str] = ..., frames: _Optional[_Iterable[_Union[FrameInfo, _Mapping]]] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., colour_interop_id: _Optional[str] = ..., rate_num: _Optional[int] = ..., rate_den: _Optional[int] = ..., pixel_aspect: _Optional[float] = ..., conform_json: _Optional[str] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
@@ -419,7 +463,7 @@ class Limits(_message.Message):
     def __init__(self, max_frames: _Optional[int] = ..., max_segments: _Optional[int] = ..., max_height: _Optional[int] = ..., max_width: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queued_jobs_per_caller: _Optional[int] = ..., max_otio_bytes: _Optional[int] = ..., max_otio_depth: _Optional[int] = ..., max_otio_elements: _Optional[int] = ..., max_otio_token_bytes: _Optional[int] = ..., max_segment_text_bytes: _Optional[int] = ..., max_storyboard_text_bytes: _Optional[int] = ..., max_id_chars: _Optional[int] = ..., max_start_frame: _Optional[int] = ..., max_record_start: _Optional[int] = ..., max_guidance_scale: _Optional[int] = ..., max_list_page: _Optional[int] = ..., max_plate_channels: _Optional[int] = ..., max_plate_header_bytes: _Optional[int] = ..., max_plate_decode_bytes: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("server_version", "api_version", "model", "capabilities", "limits", "versions", "defaults", "workers", "devices", "fps", "frames_per_segment", "caller", "colour_interop_id", "resources", "caller_usage")
+    __slots__ = ("server_version", "api_version", "model", "capabilities", "limits", "versions", "defaults", "workers", "devices", "fps", "frames_per_segment", "caller", "colour_interop_id", "first_segment_frames", "native_fps_num", "native_fps_den", "sizes", "size_constraints", "model_colorspace", "segment_seconds", "default_colorspace", "delivery_rates", "resources", "caller_usage")
     class ModelEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -447,6 +491,15 @@ class ServerInfo(_message.Message):
     FRAMES_PER_SEGMENT_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     COLOUR_INTEROP_ID_FIELD_NUMBER: _ClassVar[int]
+    FIRST_SEGMENT_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_FPS_NUM_FIELD_NUMBER: _ClassVar[int]
+    NATIVE_FPS_DEN_FIELD_NUMBER: _ClassVar[int]
+    SIZES_FIELD_NUMBER: _ClassVar[int]
+    SIZE_CONSTRAINTS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_COLORSPACE_FIELD_NUMBER: _ClassVar[int]
+    SEGMENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_COLORSPACE_FIELD_NUMBER: _ClassVar[int]
+    DELIVERY_RATES_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     CALLER_USAGE_FIELD_NUMBER: _ClassVar[int]
     server_version: str
@@ -462,9 +515,18 @@ class ServerInfo(_message.Message):
     frames_per_segment: int
     caller: str
     colour_interop_id: str
+    first_segment_frames: int
+    native_fps_num: int
+    native_fps_den: int
+    sizes: _containers.RepeatedCompositeFieldContainer[Size]
+    size_constraints: SizeConstraints
+    model_colorspace: str
+    segment_seconds: int
+    default_colorspace: str
+    delivery_rates: _containers.RepeatedScalarFieldContainer[str]
     resources: ResourcePolicy
     caller_usage: ResourceUsage
-    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., model: _Optional[_Mapping[str, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., defaults: _Optional[_Union[GenerationParameters, _Mapping]] = ..., workers: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., fps: _Optional[float] = ..., frames_per_segment: _Optional[int] = ..., caller: _Optional[str] = ..., colour_interop_id: _Optional[str] = ..., resources: _Optional[_Union[ResourcePolicy, _Mapping]] = ..., caller_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ...) -> None: ...
+    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., model: _Optional[_Mapping[str, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., defaults: _Optional[_Union[GenerationParameters, _Mapping]] = ..., workers: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., fps: _Optional[float] = ..., frames_per_segment: _Optional[int] = ..., caller: _Optional[str] = ..., colour_interop_id: _Optional[str] = ..., first_segment_frames: _Optional[int] = ..., native_fps_num: _Optional[int] = ..., native_fps_den: _Optional[int] = ..., sizes: _Optional[_Iterable[_Union[Size, _Mapping]]] = ..., size_constraints: _Optional[_Union[SizeConstraints, _Mapping]] = ..., model_colorspace: _Optional[str] = ..., segment_seconds: _Optional[int] = ..., default_colorspace: _Optional[str] = ..., delivery_rates: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[ResourcePolicy, _Mapping]] = ..., caller_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ...) -> None: ...
 
 class ResourcePolicy(_message.Message):
     __slots__ = ("max_bytes_per_user", "max_uploads_per_user", "max_queued_jobs_per_user", "job_max_age_s", "upload_max_age_s", "max_total_bytes", "gc_interval_s")
@@ -495,3 +557,21 @@ class ResourceUsage(_message.Message):
     queued_jobs: int
     quota_exempt: bool
     def __init__(self, bytes: _Optional[int] = ..., uploads: _Optional[int] = ..., queued_jobs: _Optional[int] = ..., quota_exempt: _Optional[bool] = ...) -> None: ...
+
+class Size(_message.Message):
+    __slots__ = ("width", "height")
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    width: int
+    height: int
+    def __init__(self, width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
+
+class SizeConstraints(_message.Message):
+    __slots__ = ("multiple_of", "min_side", "max_side")
+    MULTIPLE_OF_FIELD_NUMBER: _ClassVar[int]
+    MIN_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    multiple_of: int
+    min_side: int
+    max_side: int
+    def __init__(self, multiple_of: _Optional[int] = ..., min_side: _Optional[int] = ..., max_side: _Optional[int] = ...) -> None: ...
