@@ -49,7 +49,7 @@ def is_loopback(host: str) -> bool:
 class Limits:
     """What one request may ask for. Answered with INVALID_ARGUMENT / RESOURCE_EXHAUSTED naming the limit."""
 
-    max_frames: int = 1024
+    max_frames: int = 4096  # a 63-s shot at 60 fps delivers 3,780 frames
     max_segments: int = 21
     max_height: int = 1080
     max_width: int = 1920

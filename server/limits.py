@@ -35,6 +35,7 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor as FD
 
+from host_plugin.core.delivery import MAX_PIXEL_ASPECT
 from server.errors import InvalidArgumentError
 
 MiB = 1 << 20
@@ -126,6 +127,19 @@ def numeric_bounds(limits: Any) -> dict[tuple[str, str], Bound]:
         ),
         (v1 + "ShotContext", "record_start"): Bound(
             -inp.max_record_start, inp.max_record_start, f"max_record_start={inp.max_record_start}"
+        ),
+        # the delivery's rate is checked against the edit rates it may name (ServerInfo.delivery_rates)
+        (v1 + "Delivery", "rate_num"): Bound(
+            0, UINT32_MAX, "uint32; ServerInfo.delivery_rates names the rates"
+        ),
+        (v1 + "Delivery", "rate_den"): Bound(
+            0, UINT32_MAX, "uint32; ServerInfo.delivery_rates names the rates"
+        ),
+        (v1 + "Delivery", "duration"): Bound(0, lim.max_frames, f"max_frames={lim.max_frames}"),
+        (v1 + "Delivery", "width"): Bound(0, lim.max_width, f"max_width={lim.max_width}"),
+        (v1 + "Delivery", "height"): Bound(0, lim.max_height, f"max_height={lim.max_height}"),
+        (v1 + "Delivery", "pixel_aspect"): Bound(
+            0, MAX_PIXEL_ASPECT, f"pixel aspect at most {MAX_PIXEL_ASPECT}"
         ),
         (v1 + "UploadPlateChunk", "sequence"): Bound(0, INT64_MAX, storage),
         (v1 + "PlateHeader", "total_bytes"): Bound(0, INT64_MAX, storage),

@@ -38,6 +38,8 @@ FIT_METHODS = ("fit", "fill", "distort")
 FILTERS = ("lanczos", "cubic", "linear", "nearest")
 MAX_DIMENSION = 8192
 """Largest width or height a delivery may name (the server's own job limits may be lower)."""
+MIN_PIXEL_ASPECT, MAX_PIXEL_ASPECT = 0.1, 10.0
+"""Pixel aspect ratios a delivery may name (anamorphic 2.0 is the widest in common use)."""
 
 RateLike = Union[Fraction, float, int, str]
 
@@ -105,8 +107,12 @@ class Delivery:
                 raise ValueError(
                     f"delivery {name} must be a whole number in 1..{MAX_DIMENSION}, got {value!r}"
                 )
-        if not isinstance(self.pixel_aspect, (int, float)) or not 0.1 <= float(self.pixel_aspect) <= 10.0:
-            raise ValueError(f"delivery pixel_aspect must be in 0.1..10, got {self.pixel_aspect!r}")
+        if not isinstance(self.pixel_aspect, (int, float)) or not (
+            MIN_PIXEL_ASPECT <= float(self.pixel_aspect) <= MAX_PIXEL_ASPECT
+        ):
+            raise ValueError(
+                f"delivery pixel_aspect must be in {MIN_PIXEL_ASPECT}..{MAX_PIXEL_ASPECT}, got {self.pixel_aspect!r}"
+            )
         for name, allowed in (("fit", FIT_METHODS), ("filter", FILTERS), ("retime", RETIME_METHODS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(
