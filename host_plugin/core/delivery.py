@@ -10,6 +10,7 @@ library so that every host's Python (3.9+) can use it.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Dict, Optional, Tuple, Union
@@ -69,6 +70,49 @@ def _rate_str(rate: Fraction) -> str:
     return str(rate.numerator) if rate.denominator == 1 else f"{rate.numerator}/{rate.denominator}"
 
 
+def _check_dimension(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
+        raise ValueError(f"{what} must be a whole number in 1..{MAX_DIMENSION}, got {value!r}")
+
+
+def _check_pixel_aspect(what: str, value: object) -> None:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not MIN_PIXEL_ASPECT <= float(value) <= MAX_PIXEL_ASPECT:
+        raise ValueError(
+            f"{what} must be a number in {MIN_PIXEL_ASPECT:g}..{MAX_PIXEL_ASPECT:g}, got {value!r}"
+        )
+
+
+@dataclass(frozen=True)
+class Format:
+    """A frame format: width x height pixels of pixel_aspect (width / height of one pixel). Nuke's root
+    format, Resolve's timeline resolution, Blender's scene resolution; the target a shot is scaled to."""
+
+    width: int
+    height: int
+    pixel_aspect: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_dimension("format width", self.width)
+        _check_dimension("format height", self.height)
+        _check_pixel_aspect("format pixel_aspect", self.pixel_aspect)
+
+    @classmethod
+    def parse(cls, text: str) -> Format:
+        """Parse WIDTHxHEIGHT[:PIXEL_ASPECT], e.g. 1920x1080 or 2048x858:2.0."""
+        match = re.match(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?::\s*([0-9.]+))?\s*$", text or "")
+        if match is None:
+            raise ValueError(
+                f"format {text!r} is not WIDTHxHEIGHT[:PIXEL_ASPECT], e.g. 1920x1080 or 2048x858:2.0"
+            )
+        width, height, aspect = match.groups()
+        return cls(int(width), int(height), float(aspect) if aspect else 1.0)
+
+    def __str__(self) -> str:
+        aspect = "" if float(self.pixel_aspect) == 1.0 else f":{float(self.pixel_aspect):g}"
+        return f"{self.width}x{self.height}{aspect}"
+
+
 @dataclass(frozen=True)
 class Delivery:
     """The edit's time, format and colour for one shot.
@@ -100,19 +144,9 @@ class Delivery:
                 f"delivery format needs both width and height, got {self.width!r} x {self.height!r}"
             )
         for name in ("width", "height"):
-            value = getattr(self, name)
-            if value is not None and (
-                isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION
-            ):
-                raise ValueError(
-                    f"delivery {name} must be a whole number in 1..{MAX_DIMENSION}, got {value!r}"
-                )
-        if not isinstance(self.pixel_aspect, (int, float)) or not (
-            MIN_PIXEL_ASPECT <= float(self.pixel_aspect) <= MAX_PIXEL_ASPECT
-        ):
-            raise ValueError(
-                f"delivery pixel_aspect must be in {MIN_PIXEL_ASPECT}..{MAX_PIXEL_ASPECT}, got {self.pixel_aspect!r}"
-            )
+            if getattr(self, name) is not None:
+                _check_dimension(f"delivery {name}", getattr(self, name))
+        _check_pixel_aspect("delivery pixel_aspect", self.pixel_aspect)
         for name, allowed in (("fit", FIT_METHODS), ("filter", FILTERS), ("retime", RETIME_METHODS)):
             if getattr(self, name) not in allowed:
                 raise ValueError(

@@ -33,7 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-from host_plugin.core.delivery import FILTERS, FIT_METHODS, MAX_DIMENSION, RETIME_METHODS, Delivery
+from host_plugin.core.delivery import FILTERS, FIT_METHODS, RETIME_METHODS, Delivery, Format
 from host_plugin.core.errors import (
     ClientError,
     HostPluginError,
@@ -87,39 +87,6 @@ class ServerSettings:
 
 
 @dataclass(frozen=True)
-class TargetFormat:
-    """The frame a delivered shot fills: width x height pixels of pixel_aspect (width / height of one
-    pixel). Nuke's root format, Resolve's timeline resolution, Blender's scene resolution."""
-
-    width: int
-    height: int
-    pixel_aspect: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
-                raise ValueError(f"format {name} must be a whole number in 1..{MAX_DIMENSION}, got {value!r}")
-        if not isinstance(self.pixel_aspect, (int, float)) or not 0.1 <= float(self.pixel_aspect) <= 10.0:
-            raise ValueError(f"format pixel aspect must be in 0.1..10, got {self.pixel_aspect!r}")
-
-    @classmethod
-    def parse(cls, text: str) -> TargetFormat:
-        """Parse WIDTHxHEIGHT[:PIXEL_ASPECT], e.g. 1920x1080 or 2048x858:2.0."""
-        match = re.match(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*(?::\s*([0-9.]+))?\s*$", text or "")
-        if match is None:
-            raise ValueError(
-                f"format {text!r} is not WIDTHxHEIGHT[:PIXEL_ASPECT], e.g. 1920x1080 or 2048x858:2.0"
-            )
-        width, height, aspect = match.groups()
-        return cls(int(width), int(height), float(aspect) if aspect else 1.0)
-
-    def __str__(self) -> str:
-        aspect = "" if float(self.pixel_aspect) == 1.0 else f":{float(self.pixel_aspect):g}"
-        return f"{self.width}x{self.height}{aspect}"
-
-
-@dataclass(frozen=True)
 class DeliverySettings:
     """How the shots of a job are delivered; each request adds its own rate and duration (`for_request`).
 
@@ -128,7 +95,7 @@ class DeliverySettings:
     host's working space, with no host the server's default. fit / filter / retime: Delivery's.
     """
 
-    format: Optional[TargetFormat] = None
+    format: Optional[Format] = None
     fit: str = DELIVERY_DEFAULTS["fit"]
     filter: str = DELIVERY_DEFAULTS["filter"]
     retime: str = DELIVERY_DEFAULTS["retime"]
@@ -199,7 +166,7 @@ def add_delivery_arguments(
 
 def delivery_settings_from(args: Any) -> DeliverySettings:
     """The DeliverySettings of add_delivery_arguments' options; ValueError names a bad one."""
-    fmt = TargetFormat.parse(args.format) if args.format else None
+    fmt = Format.parse(args.format) if args.format else None
     return DeliverySettings(
         format=fmt, fit=args.fit, filter=args.filter, retime=args.retime, colorspace=args.colorspace
     )

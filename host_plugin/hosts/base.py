@@ -29,10 +29,10 @@ from typing import Any, Callable, Iterable, List, Optional, Union
 import numpy as np
 import opentimelineio as otio
 
+from host_plugin.core.delivery import Format
 from host_plugin.core.errors import JobCancelled
 from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import ShotRequest
-from host_plugin.core.shot_job import TargetFormat
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class Host(abc.ABC):
         """
 
     @abc.abstractmethod
-    def target_format(self) -> TargetFormat:
+    def target_format(self) -> Format:
         """The frame a generated shot fills (main thread).
 
         Nuke: nuke.root().format() (width(), height(), pixelAspect()).

@@ -8,10 +8,10 @@ from pathlib import Path
 import opentimelineio as otio
 import pytest
 
+from host_plugin.core.delivery import Format
 from host_plugin.core.errors import JobCancelled
 from host_plugin.core.exr_io import validate_plate, write_sequence
 from host_plugin.core.placement import DeliveredMedia
-from host_plugin.core.shot_job import TargetFormat
 from host_plugin.hosts.base import CANCELLED, DONE, ERROR, PROGRESS, Host, JobEvent, JobRunner
 
 MEDIA = DeliveredMedia(rate=24, width=2, height=2, colorspace="lin_ap1_scene")
@@ -52,8 +52,8 @@ class FileHost(Host):
         frames = (np.zeros((2, 2, 4), np.float32) for _ in range(last - first + 1))
         return write_sequence(self.root, "plate.", frames, start=first)
 
-    def target_format(self) -> TargetFormat:
-        return TargetFormat(2, 2)
+    def target_format(self) -> Format:
+        return Format(2, 2)
 
     def working_colorspace(self) -> str:
         return "lin_ap1_scene"

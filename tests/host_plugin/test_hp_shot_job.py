@@ -22,8 +22,8 @@ from host_plugin.core.requests import ShotRequest, find_shot_requests
 from host_plugin.core.shot_job import (
     DELIVERY_DEFAULTS,
     DeliverySettings,
+    Format,
     GenerationSettings,
-    TargetFormat,
     add_delivery_arguments,
     delivered_media,
     delivery_settings_from,
@@ -120,8 +120,8 @@ def test_delivery_settings_take_the_hosts_format_and_colour_and_keep_delivery_de
     )
 
     class Host:
-        def target_format(self) -> TargetFormat:
-            return TargetFormat(2048, 858, 2.0)
+        def target_format(self) -> Format:
+            return Format(2048, 858, 2.0)
 
         def working_colorspace(self) -> str:
             return "lin_ap1_scene"
@@ -129,8 +129,8 @@ def test_delivery_settings_take_the_hosts_format_and_colour_and_keep_delivery_de
     resolved = DeliverySettings(retime="blend").for_host(Host())
     delivery = resolved.for_request(_request(48, NTSC_FILM, prompt="x"), extra_frames=1)
     assert delivery == Delivery(NTSC_FILM, 49, 2048, 858, 2.0, "fit", "lanczos", "blend", "lin_ap1_scene")
-    mine = DeliverySettings(format=TargetFormat(64, 64), colorspace="ACEScg").for_host(Host())
-    assert (mine.format, mine.colorspace) == (TargetFormat(64, 64), "lin_ap1_scene")  # the user's choice wins
+    mine = DeliverySettings(format=Format(64, 64), colorspace="ACEScg").for_host(Host())
+    assert (mine.format, mine.colorspace) == (Format(64, 64), "lin_ap1_scene")  # the user's choice wins
 
 
 def test_bad_delivery_settings_name_the_value() -> None:
@@ -139,11 +139,11 @@ def test_bad_delivery_settings_name_the_value() -> None:
     with pytest.raises(ValueError, match="colour space 'Rec.1886 wrong' is not one ttt-studio delivers"):
         GenerationSettings("out", delivery=DeliverySettings(colorspace="Rec.1886 wrong"))
     with pytest.raises(ValueError, match="is not WIDTHxHEIGHT"):
-        TargetFormat.parse("1080p")
-    assert TargetFormat.parse("2048x858:2") == TargetFormat(2048, 858, 2.0)
-    assert str(TargetFormat(1920, 1080)) == "1920x1080"
+        Format.parse("1080p")
+    assert Format.parse("2048x858:2") == Format(2048, 858, 2.0)
+    assert str(Format(1920, 1080)) == "1920x1080"
     with pytest.raises(ValueError, match="format width must be a whole number in 1..8192, got 0"):
-        TargetFormat(0, 1080)
+        Format(0, 1080)
 
 
 def test_delivered_frames_are_checked_against_the_delivery(tmp_path: Path) -> None:
@@ -176,9 +176,7 @@ def test_delivery_options_of_fill_and_resolves_script() -> None:
     settings = delivery_settings_from(
         parser.parse_args(["--format", "2048x858:2", "--retime", "hold", "--colorspace", "ACEScg"])
     )
-    assert settings == DeliverySettings(
-        TargetFormat(2048, 858, 2.0), "fit", "lanczos", "hold", "lin_ap1_scene"
-    )
+    assert settings == DeliverySettings(Format(2048, 858, 2.0), "fit", "lanczos", "hold", "lin_ap1_scene")
     assert delivery_settings_from(parser.parse_args([])) == DeliverySettings()
     with pytest.raises(ValueError, match="is not WIDTHxHEIGHT"):
         delivery_settings_from(parser.parse_args(["--format", "HD"]))
@@ -209,7 +207,7 @@ def test_the_shipped_model_fills_a_two_second_marker_at_23976_in_aces(
     timeline.tracks.markers.append(marker)
     (request,) = find_shot_requests(timeline)
     assert (request.record_start, request.duration, request.rate) == (86424, 48, NTSC_FILM)
-    delivery = DeliverySettings(format=TargetFormat(128, 72), colorspace="ACEScg")
+    delivery = DeliverySettings(format=Format(128, 72), colorspace="ACEScg")
     settings = GenerationSettings(str(tmp_path / "out"), delivery=delivery, **FAST_DEFAULT)
     with TTTClient(hp_default_server.address, token=TOKEN) as client:
         client.connect()

@@ -18,25 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from host_plugin.core.delivery import FILTERS, FIT_METHODS, MAX_DIMENSION
-
-
-@dataclass(frozen=True)
-class Format:
-    """A frame format: width and height in pixels and the pixels' aspect (width / height of one pixel)."""
-
-    width: int
-    height: int
-    pixel_aspect: float = 1.0
-
-    def __post_init__(self) -> None:
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_DIMENSION:
-                raise ValueError(f"format {name} must be a whole number in 1..{MAX_DIMENSION}, got {value!r}")
-        aspect = self.pixel_aspect
-        if isinstance(aspect, bool) or not isinstance(aspect, (int, float)) or not 0.1 <= aspect <= 10.0:
-            raise ValueError(f"format pixel_aspect must be a number in 0.1..10, got {aspect!r}")
+from host_plugin.core.delivery import FILTERS, FIT_METHODS, Format
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from host_plugin.core.delivery import (
     RETIME_METHODS,
     SEGMENT_SECONDS,
     Delivery,
+    Format,
     delivery_rate,
 )
 
@@ -104,20 +105,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def parse_format(text: str) -> tuple[int, int, float]:
-    """ "1920x1080" or "1920x1080:2" -> (width, height, pixel aspect); ValueError names the text."""
-    size, _, par = text.partition(":")
-    width, sep, height = size.lower().partition("x")
-    try:
-        if not sep:
-            raise ValueError
-        return int(width), int(height), float(par) if par else 1.0
-    except ValueError:
-        raise ValueError(
-            f"--format must be WxH or WxH:PAR (e.g. 1920x1080, 1828x1556:2), got {text!r}"
-        ) from None
-
-
 def delivery_from_args(args: argparse.Namespace, segments: int) -> Delivery | None:
     """The Delivery the conform flags ask for (None without --fps: native frames)."""
     if args.fps is None:
@@ -127,16 +114,13 @@ def delivery_from_args(args: argparse.Namespace, segments: int) -> Delivery | No
         return None
     rate = delivery_rate(args.fps)
     duration = args.duration if args.duration is not None else int(segments * SEGMENT_SECONDS * rate)
-    width = height = None
-    par = 1.0
-    if args.format:
-        width, height, par = parse_format(args.format)
+    target = Format.parse(args.format) if args.format else None
     return Delivery(
         rate=rate,
         duration=duration,
-        width=width,
-        height=height,
-        pixel_aspect=par,
+        width=target.width if target else None,
+        height=target.height if target else None,
+        pixel_aspect=target.pixel_aspect if target else 1.0,
         fit=args.fit or "fit",
         filter=args.filter or "lanczos",
         retime=args.retime or "flow",

@@ -19,11 +19,11 @@ from typing import Any, Callable, List, Optional, Tuple
 import bpy
 import opentimelineio as otio
 
+from host_plugin.core.delivery import Format
 from host_plugin.core.errors import HostError, RequestError
 from host_plugin.core.frame_math import rational_time, snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import KIND_GAP, KIND_MARKER, ShotRequest, normalise_storyboard
-from host_plugin.core.shot_job import TargetFormat
 from host_plugin.hosts import colour
 from host_plugin.hosts.base import Host
 
@@ -36,11 +36,11 @@ BLENDER_4_WORKING = "lin_rec709_scene"
 """Blender before 5.0 has no working-space choice: its scene linear is Linear Rec.709."""
 
 
-def scene_format(scene: Any) -> TargetFormat:
+def scene_format(scene: Any) -> Format:
     """The frame the scene renders: resolution x percentage / 100, pixel aspect x / y."""
     render = scene.render
     scale = render.resolution_percentage / 100.0
-    return TargetFormat(
+    return Format(
         max(1, int(round(render.resolution_x * scale))),
         max(1, int(round(render.resolution_y * scale))),
         float(render.pixel_aspect_x) / float(render.pixel_aspect_y),
@@ -191,7 +191,7 @@ class BlenderHost(Host):
             raise HostError(f"scene {self.scene_name!r} no longer exists")
         return scene
 
-    def target_format(self) -> TargetFormat:
+    def target_format(self) -> Format:
         return scene_format(self.scene)
 
     def working_colorspace(self) -> str:

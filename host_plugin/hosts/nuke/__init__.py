@@ -31,11 +31,11 @@ from host_plugin.core.frame_math import snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import KIND_CLIP, ShotRequest
 from host_plugin.core.shot_job import (
+    Format,
     GenerationSettings,
     Plates,
     ServerSettings,
     ShotJob,
-    TargetFormat,
     shot_name_for,
 )
 from host_plugin.hosts import colour
@@ -93,10 +93,10 @@ def selected_read() -> Any:
     return node
 
 
-def node_format(node: Any) -> TargetFormat:
+def node_format(node: Any) -> Format:
     """The format of a node (nuke.Node.format(): width(), height(), pixelAspect())."""
     fmt = node.format()
-    return TargetFormat(int(fmt.width()), int(fmt.height()), float(fmt.pixelAspect()))
+    return Format(int(fmt.width()), int(fmt.height()), float(fmt.pixelAspect()))
 
 
 def colour_settings() -> Any:
@@ -149,7 +149,7 @@ class NukeHost(Host):
         self.created: List[Any] = []
         self._task: Any = None
 
-    def target_format(self) -> TargetFormat:
+    def target_format(self) -> Format:
         """The root format (Project Settings > full size format)."""
         return node_format(nuke.root())
 

@@ -38,11 +38,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import opentimelineio as otio
 
+from host_plugin.core.delivery import Format
 from host_plugin.core.errors import FrameMathError, HostError, RequestError
 from host_plugin.core.frame_math import snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import METADATA_KEY, ShotRequest, find_shot_requests
-from host_plugin.core.shot_job import TargetFormat
 from host_plugin.hosts import colour
 from host_plugin.hosts.base import Host
 
@@ -123,7 +123,7 @@ class ResolveHost(Host):
     def start_frame(self) -> int:
         return int(self.timeline.GetStartFrame())
 
-    def target_format(self) -> TargetFormat:
+    def target_format(self) -> Format:
         """The timeline's resolution and pixel aspect (Timeline.GetSetting, the project's unless the timeline
         has custom settings)."""
         try:
@@ -134,7 +134,7 @@ class ResolveHost(Host):
                 f"Resolve gave no timeline resolution for {self.timeline.GetName()!r}: {exc}"
             ) from exc
         aspect = pixel_aspect_of(self.timeline.GetSetting("timelinePixelAspectRatio"), width, height)
-        return TargetFormat(width, height, aspect)
+        return Format(width, height, aspect)
 
     def colour_settings(self) -> Dict[str, str]:
         return {key: str(self.project.GetSetting(key) or "") for key in COLOUR_SETTINGS}
