@@ -35,7 +35,7 @@ from typing import Any
 
 from google.protobuf.descriptor import FieldDescriptor as FD
 
-from host_plugin.core.delivery import MAX_PIXEL_ASPECT
+from host_plugin.core.delivery import MAX_DIMENSION, MAX_PIXEL_ASPECT
 from server.errors import InvalidArgumentError
 
 MiB = 1 << 20
@@ -135,9 +135,14 @@ def numeric_bounds(limits: Any) -> dict[tuple[str, str], Bound]:
         (v1 + "Delivery", "rate_den"): Bound(
             0, UINT32_MAX, "uint32; ServerInfo.delivery_rates names the rates"
         ),
-        (v1 + "Delivery", "duration"): Bound(0, lim.max_frames, f"max_frames={lim.max_frames}"),
-        (v1 + "Delivery", "width"): Bound(0, lim.max_width, f"max_width={lim.max_width}"),
-        (v1 + "Delivery", "height"): Bound(0, lim.max_height, f"max_height={lim.max_height}"),
+        # duration and format meet max_frames / max_width / max_height in the delivery's own checks
+        (v1 + "Delivery", "duration"): Bound(0, UINT32_MAX, "uint32"),
+        (v1 + "Delivery", "width"): Bound(
+            0, MAX_DIMENSION, f"a delivery's sides are at most {MAX_DIMENSION}"
+        ),
+        (v1 + "Delivery", "height"): Bound(
+            0, MAX_DIMENSION, f"a delivery's sides are at most {MAX_DIMENSION}"
+        ),
         (v1 + "Delivery", "pixel_aspect"): Bound(
             0, MAX_PIXEL_ASPECT, f"pixel aspect at most {MAX_PIXEL_ASPECT}"
         ),

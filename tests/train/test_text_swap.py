@@ -30,8 +30,9 @@ def encoder() -> PackagedTextEncoder:
 @pytest.fixture(scope="module")
 def swapped(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("swap")
-    pipe = VideoPipeline.tiny_random(0, first_segment_frames=7, segment_frames=6, ttt_backend="reference")
-    pipe.fps = 8.0
+    pipe = VideoPipeline.tiny_random(
+        0, fps=8, first_segment_frames=7, segment_frames=6, ttt_backend="reference"
+    )
     src = pipe.save_folder(root / "src")
     return {"src": src, "dst": swap_text_encoder(src, root / "dst", PACKAGE, seed=3)}
 

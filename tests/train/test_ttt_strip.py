@@ -18,8 +18,9 @@ STORYBOARD = [{"text": "Tom the cat runs left."}]
 
 def _folder(root: Path, name: str, gate: float | None) -> Path:
     """A tiny TTT-MLP model folder; gate: every TTT gate set to this value (None: the paper's init)."""
-    pipe = VideoPipeline.tiny_random(0, first_segment_frames=7, segment_frames=6, ttt_backend="reference")
-    pipe.fps = 8.0
+    pipe = VideoPipeline.tiny_random(
+        0, fps=8, first_segment_frames=7, segment_frames=6, ttt_backend="reference"
+    )
     if gate is not None:
         with torch.no_grad():
             for name, p in pipe.transformer.named_parameters():

@@ -136,7 +136,6 @@ class VideoPipeline:
         make_scheduler("ddim", self.scheduler_config)  # validate the schedule now
         self.config = transformer.config
         self.device = torch.device(device) if device is not None else _default_device()
-        self.fps = float(fps)
         self.max_segments = int(max_segments)
         self.source = source
         # the sampling settings tuned for this model (model_index.json "sampling"); GenerationParams'
@@ -149,13 +148,9 @@ class VideoPipeline:
         self.temporal_factor = int(vc.temporal_compression_ratio)
         self.scaling_factor = float(vc.scaling_factor)
         self.shift_factor = float(getattr(vc, "shift_factor", None) or 0.0)
-        h, w = self.default_size
         # what the model generates (model_index.json's fps, sizes, size_constraints, colorspace)
-        self.spec = ModelSpec.from_index(
-            {**(spec or {}), "fps": fps},
-            (w, h),
-            self.spatial_factor * self.config.patch_size,
-            f"{PIPELINE_INDEX} of {source}",
+        self.spec = model_spec(
+            transformer.config, vc, {**(spec or {}), "fps": fps}, f"{PIPELINE_INDEX} of {source}"
         )
         self._check_components()
         if vae_tiling:  # no-ops below the tile size; saves memory on big frames
@@ -189,10 +184,10 @@ class VideoPipeline:
 
     @classmethod
     def tiny_random(
-        cls, seed: int = 0, device: str | torch.device | None = "cpu", **config: Any
+        cls, seed: int = 0, device: str | torch.device | None = "cpu", fps: float = PAPER_FPS, **config: Any
     ) -> VideoPipeline:
         """A complete tiny random pipeline built in memory (no files): tiny VideoDiT, tiny CogVideoX VAE,
-        HashTextEncoder, the paper's schedule. config overrides VideoDiTConfig.tiny() fields."""
+        HashTextEncoder, the paper's schedule, at `fps`. config overrides VideoDiTConfig.tiny() fields."""
         from diffusers import AutoencoderKLCogVideoX
 
         from ..models import VideoDiT, VideoDiTConfig
@@ -205,7 +200,7 @@ class VideoPipeline:
             text = HashTextEncoder(
                 HashTextConfig(dim=dit_config.text_dim, max_length=dit_config.max_text_len)
             )
-        return cls(transformer, vae, text, None, device=device, source=f"tiny_random(seed={seed})")
+        return cls(transformer, vae, text, None, fps=fps, device=device, source=f"tiny_random(seed={seed})")
 
     @classmethod
     def from_folder(
@@ -283,6 +278,11 @@ class VideoPipeline:
         return GenerationParams.from_dict({**self.sampling, **given})
 
     # ---- sizes ---------------------------------------------------------------------------------------
+
+    @property
+    def fps(self) -> float:
+        """The native frame rate (model_index.json "fps"; `spec.fps` holds it exactly)."""
+        return float(self.spec.fps)
 
     @property
     def default_size(self) -> tuple[int, int]:
@@ -834,6 +834,14 @@ def _aligned(module: nn.Module, alignment: int = 64) -> nn.Module:
 
 def _default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def model_spec(transformer_config: Any, vae_config: Any, index: dict[str, Any], where: str) -> ModelSpec:
+    """What a transformer + VAE pair generates: model_index.json's declarations (`index`) over the defaults
+    their shapes give (the trained size; sides in multiples of the VAE's spatial factor times the patch)."""
+    factor = 2 ** (len(vae_config.block_out_channels) - 1)
+    trained = (transformer_config.sample_width * factor, transformer_config.sample_height * factor)
+    return ModelSpec.from_index(index, trained, factor * transformer_config.patch_size, where)
 
 
 def model_index(spec: ModelSpec, max_segments: int, sampling: dict[str, Any] | None) -> dict[str, Any]:

@@ -355,7 +355,7 @@ def export_model_folder(parts: ModelParts, folder: str | Path, fps: int) -> Path
     scheduler/ and model_index.json (fps, max_segments, and the init's sampling defaults when it had some)."""
     from ..models.loading import save_video_dit
     from ..pipeline.schedulers import save_scheduler_config
-    from ..pipeline.video_pipeline import PIPELINE_INDEX, model_index
+    from ..pipeline.video_pipeline import PIPELINE_INDEX, model_index, model_spec
     from .vae_train import save_vae
 
     folder = Path(folder)
@@ -365,7 +365,9 @@ def export_model_folder(parts: ModelParts, folder: str | Path, fps: int) -> Path
     write_text_encoder(parts, folder)
     save_scheduler_config(folder / "scheduler", parts.sources.get("scheduler_config"))
     max_segments = int(parts.sources.get("max_segments") or DEFAULT_MAX_SEGMENTS)
-    index = model_index(fps, max_segments, parts.sources.get("sampling"))
+    # a trained model declares its rate; its sizes and colour space are those its shapes and data give
+    spec = model_spec(parts.transformer.config, parts.vae.config, {"fps": fps}, str(folder))
+    index = model_index(spec, max_segments, parts.sources.get("sampling"))
     (folder / PIPELINE_INDEX).write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8")
     return folder
 
