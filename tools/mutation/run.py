@@ -177,12 +177,43 @@ def _pytest_under_mutant(target: Target, mutated: Path, tests: list[str], mutant
     return subprocess.run(cmd, cwd=mutated, env=env, capture_output=True, check=False).returncode
 
 
-def recheck(target: Target, workdir: Path, patterns: list[str] | None = None) -> str:
+# --recheck --in-process: one pytest process runs the tests once per survivor, switching the mutant
+# through MUTANT_UNDER_TEST (mutmut's trampolines read it on every call), so the start-up (torch, OTIO,
+# numpy imports) is paid once instead of once per survivor
+_IN_PROCESS = """
+import contextlib, io, os, sys
+import pytest
+tests, names = sys.argv[1:sys.argv.index("--")], sys.argv[sys.argv.index("--") + 1:]
+def run(name):
+    os.environ["MUTANT_UNDER_TEST"] = name
+    with contextlib.redirect_stdout(io.StringIO()):
+        return int(pytest.main(["-x", "-q", "-p", "no:cacheprovider", *tests]))
+for name in ["", *names]:
+    print(f"{name}\t{run(name)}", flush=True)
+"""
+
+
+def _pytest_in_process(target: Target, mutated: Path, tests: list[str], names: list[str]) -> list[int]:
+    """Exit statuses of the tests for the unmutated code and then each of `names`, in one process."""
+    env = dict(os.environ, PYTHONPATH=str(mutated))
+    deselect = [f"--deselect={d}" for d in target.deselect]
+    cmd = [sys.executable, "-c", _IN_PROCESS, *tests, *deselect, "--", *names]
+    out = subprocess.run(cmd, cwd=mutated, env=env, capture_output=True, text=True, check=False).stdout
+    codes = [int(line.rpartition("\t")[2]) for line in out.splitlines() if "\t" in line]
+    if len(codes) != len(names) + 1:
+        raise RuntimeError(f"{target.module}: the in-process recheck stopped after {len(codes)} runs:\n{out}")
+    return codes
+
+
+def recheck(
+    target: Target, workdir: Path, patterns: list[str] | None = None, in_process: bool = False
+) -> str:
     """Run the module's tests as they are now against each survivor of the last full run.
 
     Cheaper than a fresh full run for slow modules: the current test files are copied into the mutated
     tree and pytest runs once per survivor with mutmut's MUTANT_UNDER_TEST switch, new *_mutants.py
-    files first. First the unmutated code must pass them all. Writes and returns recheck.txt.
+    files first (in_process: all in one pytest process, for tests that keep no state between runs).
+    First the unmutated code must pass them all. Writes and returns recheck.txt.
     """
     survivors_file = workdir / "survivors.txt"
     if not survivors_file.exists():
@@ -200,11 +231,15 @@ def recheck(target: Target, workdir: Path, patterns: list[str] | None = None) ->
             shutil.copy2(REPO / rel, mutated / rel)
     existing = [t for t in target.tests if (REPO / t.split("::")[0]).exists()]
     tests = sorted(existing, key=lambda t: not t.endswith("_mutants.py"))
-    if _pytest_under_mutant(target, mutated, tests, "") != 0:
+    if in_process:
+        unmutated, *codes = _pytest_in_process(target, mutated, tests, names)
+    else:
+        unmutated, codes = _pytest_under_mutant(target, mutated, tests, ""), []
+    if unmutated != 0:
         raise RuntimeError(f"{target.module}: its tests fail on the unmutated code; fix them first")
     lines = []
-    for name in names:
-        code = _pytest_under_mutant(target, mutated, tests, name)
+    for i, name in enumerate(names):
+        code = codes[i] if in_process else _pytest_under_mutant(target, mutated, tests, name)
         verdict = {0: "survived", 1: "killed"}.get(code, f"error (pytest exit {code})")
         lines.append(f"{name}: {verdict}")
         print(f"  {name}: {verdict}", flush=True)
@@ -236,6 +271,11 @@ def main(argv: list[str] | None = None) -> int:
         help="with --recheck: only the survivors whose mutmut names match one of these globs",
     )
     parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="with --recheck: one pytest process for all survivors (much faster; tests must keep no state)",
+    )
+    parser.add_argument(
         "--summary",
         action="store_true",
         help="no new run: summarise the last run again (after one was stopped part-way, say)",
@@ -256,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if args.recheck:
             try:
-                print(recheck(target, workdir, args.mutants), flush=True)
+                print(recheck(target, workdir, args.mutants, args.in_process), flush=True)
             except (FileNotFoundError, RuntimeError) as e:
                 print(f"error: {e}", file=sys.stderr)
                 failed += 1
