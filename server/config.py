@@ -57,6 +57,10 @@ class Limits:
     max_message_bytes: int = 8 * MiB
     max_upload_bytes: int = 512 * MiB
     max_queued_jobs_per_caller: int = 16
+    max_adapter_bytes: int = 1024 * MiB  # a rank-128 LoRA of CogVideoX-5B's attention is about 0.5 GB
+    max_adapters_per_job: int = 4
+    max_adapter_scale: int = 4  # |AdapterRef.scale|
+    max_takes: int = 8  # parameters.takes
     input: InputLimits = field(default_factory=InputLimits)  # sizes, depths and ranges inside requests
 
     def __post_init__(self) -> None:

@@ -122,6 +122,14 @@ def numeric_bounds(limits: Any) -> dict[tuple[str, str], Bound]:
         (v1 + "GenerationParameters", "seed"): Bound(0, INT64_MAX, storage),
         (v1 + "GenerationParameters", "preview_every"): Bound(0, lim.max_steps, f"max_steps={lim.max_steps}"),
         (v1 + "GenerationParameters", "strength"): Bound(0, 1, "strength is a share of the steps, (0, 1]"),
+        (v1 + "GenerationParameters", "takes"): Bound(0, lim.max_takes, f"max_takes={lim.max_takes}"),
+        (v1 + "GenerationParameters", "matte_feather"): Bound(
+            0, MAX_DIMENSION, f"a matte's feather is at most {MAX_DIMENSION} pixels"
+        ),
+        (v1 + "GenerationParameters", "draft_steps"): Bound(0, lim.max_steps, f"max_steps={lim.max_steps}"),
+        (v1 + "AdapterRef", "scale"): Bound(
+            -lim.max_adapter_scale, lim.max_adapter_scale, f"max_adapter_scale={lim.max_adapter_scale}"
+        ),
         (v1 + "ShotContext", "start_frame"): Bound(
             0, inp.max_start_frame, f"max_start_frame={inp.max_start_frame}"
         ),
@@ -148,11 +156,16 @@ def numeric_bounds(limits: Any) -> dict[tuple[str, str], Bound]:
         ),
         (v1 + "UploadPlateChunk", "sequence"): Bound(0, INT64_MAX, storage),
         (v1 + "PlateHeader", "total_bytes"): Bound(0, INT64_MAX, storage),
+        (v1 + "UploadAdapterChunk", "sequence"): Bound(0, INT64_MAX, storage),
+        (v1 + "AdapterHeader", "total_bytes"): Bound(0, INT64_MAX, storage),
+        (v1 + "ApproveTakeRequest", "take"): Bound(0, lim.max_takes - 1, f"max_takes={lim.max_takes}"),
+        (v1 + "GetJobResultRequest", "take"): Bound(0, lim.max_takes - 1, f"max_takes={lim.max_takes}"),
         (v1 + "WatchJobRequest", "after_seq"): Bound(0, INT64_MAX, storage),
         (v1 + "ListJobsRequest", "limit"): Bound(0, inp.max_list_page, f"max_list_page={inp.max_list_page}"),
         (v1 + "FetchFramesRequest", "start_frame"): Bound(0, lim.max_frames, f"max_frames={lim.max_frames}"),
         # documented as clamped under the message limit: any uint32 is a valid request
         (v1 + "FetchFramesRequest", "chunk_bytes"): Bound(0, UINT32_MAX, "uint32"),
+        (v1 + "FetchFramesRequest", "take"): Bound(0, lim.max_takes - 1, f"max_takes={lim.max_takes}"),
     }
 
 

@@ -53,7 +53,7 @@ class Storyboard(_message.Message):
     def __init__(self, segments: _Optional[_Iterable[_Union[Segment, _Mapping]]] = ...) -> None: ...
 
 class GenerationParameters(_message.Message):
-    __slots__ = ("height", "width", "steps", "guidance_scale", "sampler", "seed", "dtype", "preview_every", "strength", "plate_mode")
+    __slots__ = ("height", "width", "steps", "guidance_scale", "sampler", "seed", "dtype", "preview_every", "strength", "plate_mode", "takes", "matte_feather", "draft_steps")
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +64,9 @@ class GenerationParameters(_message.Message):
     PREVIEW_EVERY_FIELD_NUMBER: _ClassVar[int]
     STRENGTH_FIELD_NUMBER: _ClassVar[int]
     PLATE_MODE_FIELD_NUMBER: _ClassVar[int]
+    TAKES_FIELD_NUMBER: _ClassVar[int]
+    MATTE_FEATHER_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_STEPS_FIELD_NUMBER: _ClassVar[int]
     height: int
     width: int
     steps: int
@@ -74,7 +77,10 @@ class GenerationParameters(_message.Message):
     preview_every: int
     strength: float
     plate_mode: str
-    def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., sampler: _Optional[str] = ..., seed: _Optional[int] = ..., dtype: _Optional[str] = ..., preview_every: _Optional[int] = ..., strength: _Optional[float] = ..., plate_mode: _Optional[str] = ...) -> None: ...
+    takes: int
+    matte_feather: float
+    draft_steps: int
+    def __init__(self, height: _Optional[int] = ..., width: _Optional[int] = ..., steps: _Optional[int] = ..., guidance_scale: _Optional[float] = ..., sampler: _Optional[str] = ..., seed: _Optional[int] = ..., dtype: _Optional[str] = ..., preview_every: _Optional[int] = ..., strength: _Optional[float] = ..., plate_mode: _Optional[str] = ..., takes: _Optional[int] = ..., matte_feather: _Optional[float] = ..., draft_steps: _Optional[int] = ...) -> None: ...
 
 class ShotContext(_message.Message):
     __slots__ = ("shot_name", "start_frame", "otio_json", "request_id", "record_start")
@@ -115,7 +121,7 @@ class Delivery(_message.Message):
     def __init__(self, rate_num: _Optional[int] = ..., rate_den: _Optional[int] = ..., duration: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., pixel_aspect: _Optional[float] = ..., fit: _Optional[str] = ..., filter: _Optional[str] = ..., retime: _Optional[str] = ..., colorspace: _Optional[str] = ...) -> None: ...
 
 class SubmitShotRequest(_message.Message):
-    __slots__ = ("storyboard", "parameters", "priority", "idempotency_key", "context", "plate_upload_ids", "delivery", "plate_colorspace")
+    __slots__ = ("storyboard", "parameters", "priority", "idempotency_key", "context", "plate_upload_ids", "delivery", "plate_colorspace", "adapters", "matte_upload_ids")
     STORYBOARD_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -124,6 +130,8 @@ class SubmitShotRequest(_message.Message):
     PLATE_UPLOAD_IDS_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_FIELD_NUMBER: _ClassVar[int]
     PLATE_COLORSPACE_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    MATTE_UPLOAD_IDS_FIELD_NUMBER: _ClassVar[int]
     storyboard: Storyboard
     parameters: GenerationParameters
     priority: Priority
@@ -132,7 +140,19 @@ class SubmitShotRequest(_message.Message):
     plate_upload_ids: _containers.RepeatedScalarFieldContainer[str]
     delivery: Delivery
     plate_colorspace: str
-    def __init__(self, storyboard: _Optional[_Union[Storyboard, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., idempotency_key: _Optional[str] = ..., context: _Optional[_Union[ShotContext, _Mapping]] = ..., plate_upload_ids: _Optional[_Iterable[str]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., plate_colorspace: _Optional[str] = ...) -> None: ...
+    adapters: _containers.RepeatedCompositeFieldContainer[AdapterRef]
+    matte_upload_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, storyboard: _Optional[_Union[Storyboard, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., priority: _Optional[_Union[Priority, str]] = ..., idempotency_key: _Optional[str] = ..., context: _Optional[_Union[ShotContext, _Mapping]] = ..., plate_upload_ids: _Optional[_Iterable[str]] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., plate_colorspace: _Optional[str] = ..., adapters: _Optional[_Iterable[_Union[AdapterRef, _Mapping]]] = ..., matte_upload_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AdapterRef(_message.Message):
+    __slots__ = ("name", "scale", "sha256")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    scale: float
+    sha256: str
+    def __init__(self, name: _Optional[str] = ..., scale: _Optional[float] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class SubmitShotResponse(_message.Message):
     __slots__ = ("job_id", "deduplicated", "job")
@@ -181,7 +201,7 @@ class UploadPlateResponse(_message.Message):
     def __init__(self, upload_id: _Optional[str] = ..., bytes: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., channels: _Optional[_Iterable[str]] = ..., sha256: _Optional[str] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("job_id", "state", "priority", "storyboard", "parameters", "context", "created", "updated", "message", "total_frames", "frames_ready", "queue_position", "attempts", "plate_upload_ids", "cancel_requested", "delivery", "native_frames", "generation_width", "generation_height")
+    __slots__ = ("job_id", "state", "priority", "storyboard", "parameters", "context", "created", "updated", "message", "total_frames", "frames_ready", "queue_position", "attempts", "plate_upload_ids", "cancel_requested", "delivery", "native_frames", "generation_width", "generation_height", "adapters", "takes", "approved_take", "matte_upload_ids")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
@@ -201,6 +221,10 @@ class Job(_message.Message):
     NATIVE_FRAMES_FIELD_NUMBER: _ClassVar[int]
     GENERATION_WIDTH_FIELD_NUMBER: _ClassVar[int]
     GENERATION_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
+    TAKES_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_TAKE_FIELD_NUMBER: _ClassVar[int]
+    MATTE_UPLOAD_IDS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: JobState
     priority: Priority
@@ -220,7 +244,45 @@ class Job(_message.Message):
     native_frames: int
     generation_width: int
     generation_height: int
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., storyboard: _Optional[_Union[Storyboard, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., context: _Optional[_Union[ShotContext, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., total_frames: _Optional[int] = ..., frames_ready: _Optional[int] = ..., queue_position: _Optional[int] = ..., attempts: _Optional[int] = ..., plate_upload_ids: _Optional[_Iterable[str]] = ..., cancel_requested: _Optional[bool] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., native_frames: _Optional[int] = ..., generation_width: _Optional[int] = ..., generation_height: _Optional[int] = ...) -> None: ...
+    adapters: _containers.RepeatedCompositeFieldContainer[AdapterRef]
+    takes: _containers.RepeatedCompositeFieldContainer[Take]
+    approved_take: int
+    matte_upload_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., priority: _Optional[_Union[Priority, str]] = ..., storyboard: _Optional[_Union[Storyboard, _Mapping]] = ..., parameters: _Optional[_Union[GenerationParameters, _Mapping]] = ..., context: _Optional[_Union[ShotContext, _Mapping]] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., message: _Optional[str] = ..., total_frames: _Optional[int] = ..., frames_ready: _Optional[int] = ..., queue_position: _Optional[int] = ..., attempts: _Optional[int] = ..., plate_upload_ids: _Optional[_Iterable[str]] = ..., cancel_requested: _Optional[bool] = ..., delivery: _Optional[_Union[Delivery, _Mapping]] = ..., native_frames: _Optional[int] = ..., generation_width: _Optional[int] = ..., generation_height: _Optional[int] = ..., adapters: _Optional[_Iterable[_Union[AdapterRef, _Mapping]]] = ..., takes: _Optional[_Iterable[_Union[Take, _Mapping]]] = ..., approved_take: _Optional[int] = ..., matte_upload_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class Take(_message.Message):
+    __slots__ = ("index", "seed", "state", "frames_ready", "total_frames", "approved", "approved_by", "approved_at", "draft_steps", "draft_frames_ready", "draft_complete")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    FRAMES_READY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_BY_FIELD_NUMBER: _ClassVar[int]
+    APPROVED_AT_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_STEPS_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FRAMES_READY_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_COMPLETE_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    seed: int
+    state: JobState
+    frames_ready: int
+    total_frames: int
+    approved: bool
+    approved_by: str
+    approved_at: _timestamp_pb2.Timestamp
+    draft_steps: int
+    draft_frames_ready: int
+    draft_complete: bool
+    def __init__(self, index: _Optional[int] = ..., seed: _Optional[int] = ..., state: _Optional[_Union[JobState, str]] = ..., frames_ready: _Optional[int] = ..., total_frames: _Optional[int] = ..., approved: _Optional[bool] = ..., approved_by: _Optional[str] = ..., approved_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., draft_steps: _Optional[int] = ..., draft_frames_ready: _Optional[int] = ..., draft_complete: _Optional[bool] = ...) -> None: ...
+
+class ApproveTakeRequest(_message.Message):
+    __slots__ = ("job_id", "take")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TAKE_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    take: int
+    def __init__(self, job_id: _Optional[str] = ..., take: _Optional[int] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "after_seq")
@@ -259,44 +321,56 @@ class StateChanged(_message.Message):
     def __init__(self, state: _Optional[_Union[JobState, str]] = ..., message: _Optional[str] = ..., queue_position: _Optional[int] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("step", "total", "timestep", "elapsed_s", "eta_s")
+    __slots__ = ("step", "total", "timestep", "elapsed_s", "eta_s", "take", "draft")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     TIMESTEP_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_S_FIELD_NUMBER: _ClassVar[int]
     ETA_S_FIELD_NUMBER: _ClassVar[int]
+    TAKE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
     step: int
     total: int
     timestep: float
     elapsed_s: float
     eta_s: float
-    def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ..., timestep: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., eta_s: _Optional[float] = ...) -> None: ...
+    take: int
+    draft: bool
+    def __init__(self, step: _Optional[int] = ..., total: _Optional[int] = ..., timestep: _Optional[float] = ..., elapsed_s: _Optional[float] = ..., eta_s: _Optional[float] = ..., take: _Optional[int] = ..., draft: _Optional[bool] = ...) -> None: ...
 
 class Preview(_message.Message):
-    __slots__ = ("step", "width", "height", "format", "data", "frames")
+    __slots__ = ("step", "width", "height", "format", "data", "frames", "take", "draft")
     STEP_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     DATA_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
+    TAKE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
     step: int
     width: int
     height: int
     format: str
     data: bytes
     frames: int
-    def __init__(self, step: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., data: _Optional[bytes] = ..., frames: _Optional[int] = ...) -> None: ...
+    take: int
+    draft: bool
+    def __init__(self, step: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., format: _Optional[str] = ..., data: _Optional[bytes] = ..., frames: _Optional[int] = ..., take: _Optional[int] = ..., draft: _Optional[bool] = ...) -> None: ...
 
 class FramesReady(_message.Message):
-    __slots__ = ("ready", "total", "segment")
+    __slots__ = ("ready", "total", "segment", "take", "draft")
     READY_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     SEGMENT_FIELD_NUMBER: _ClassVar[int]
+    TAKE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
     ready: int
     total: int
     segment: int
-    def __init__(self, ready: _Optional[int] = ..., total: _Optional[int] = ..., segment: _Optional[int] = ...) -> None: ...
+    take: int
+    draft: bool
+    def __init__(self, ready: _Optional[int] = ..., total: _Optional[int] = ..., segment: _Optional[int] = ..., take: _Optional[int] = ..., draft: _Optional[bool] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -329,19 +403,23 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[Job, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class FetchFramesRequest(_message.Message):
-    __slots__ = ("job_id", "start_frame", "follow", "chunk_bytes")
+    __slots__ = ("job_id", "start_frame", "follow", "chunk_bytes", "take", "draft")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     START_FRAME_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
     CHUNK_BYTES_FIELD_NUMBER: _ClassVar[int]
+    TAKE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     start_frame: int
     follow: bool
     chunk_bytes: int
-    def __init__(self, job_id: _Optional[str] = ..., start_frame: _Optional[int] = ..., follow: _Optional[bool] = ..., chunk_bytes: _Optional[int] = ...) -> None: ...
+    take: int
+    draft: bool
+    def __init__(self, job_id: _Optional[str] = ..., start_frame: _Optional[int] = ..., follow: _Optional[bool] = ..., chunk_bytes: _Optional[int] = ..., take: _Optional[int] = ..., draft: _Optional[bool] = ...) -> None: ...
 
 class FrameChunk(_message.Message):
-    __slots__ = ("frame_index", "frame_number", "filename", "offset", "total_bytes", "data", "last", "sha256", "total_frames")
+    __slots__ = ("frame_index", "frame_number", "filename", "offset", "total_bytes", "data", "last", "sha256", "total_frames", "take", "draft")
     FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     FRAME_NUMBER_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
@@ -351,6 +429,8 @@ class FrameChunk(_message.Message):
     LAST_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FRAMES_FIELD_NUMBER: _ClassVar[int]
+    TAKE_FIELD_NUMBER: _ClassVar[int]
+    DRAFT_FIELD_NUMBER: _ClassVar[int]
     frame_index: int
     frame_number: int
     filename: str
@@ -360,13 +440,17 @@ class FrameChunk(_message.Message):
     last: bool
     sha256: str
     total_frames: int
-    def __init__(self, frame_index: _Optional[int] = ..., frame_number: _Optional[int] = ..., filename: _Optional[str] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., sha256: _Optional[str] = ..., total_frames: _Optional[int] = ...) -> None: ...
+    take: int
+    draft: bool
+    def __init__(self, frame_index: _Optional[int] = ..., frame_number: _Optional[int] = ..., filename: _Optional[str] = ..., offset: _Optional[int] = ..., total_bytes: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ..., sha256: _Optional[str] = ..., total_frames: _Optional[int] = ..., take: _Optional[int] = ..., draft: _Optional[bool] = ...) -> None: ...
 
 class GetJobResultRequest(_message.Message):
-    __slots__ = ("job_id",)
+    __slots__ = ("job_id", "take")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TAKE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    take: int
+    def __init__(self, job_id: _Optional[str] = ..., take: _Optional[int] = ...) -> None: ...
 
 class FrameInfo(_message.Message):
     __slots__ = ("frame_index", "frame_number", "filename", "bytes", "sha256", "created")
@@ -385,7 +469,7 @@ class FrameInfo(_message.Message):
     def __init__(self, frame_index: _Optional[int] = ..., frame_number: _Optional[int] = ..., filename: _Optional[str] = ..., bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class JobResult(_message.Message):
-    __slots__ = ("job_id", "otio_json", "frames", "fps", "width", "height", "colour_interop_id", "rate_num", "rate_den", "pixel_aspect", "conform_json")
+    __slots__ = ("job_id", "otio_json", "frames", "fps", "width", "height", "colour_interop_id", "rate_num", "rate_den", "pixel_aspect", "conform_json", "take")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     OTIO_JSON_FIELD_NUMBER: _ClassVar[int]
     FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -397,6 +481,7 @@ class JobResult(_message.Message):
     RATE_DEN_FIELD_NUMBER: _ClassVar[int]
     PIXEL_ASPECT_FIELD_NUMBER: _ClassVar[int]
     CONFORM_JSON_FIELD_NUMBER: _ClassVar[int]
+    TAKE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     otio_json: str
     frames: _containers.RepeatedCompositeFieldContainer[FrameInfo]
@@ -408,14 +493,15 @@ class JobResult(_message.Message):
     rate_den: int
     pixel_aspect: float
     conform_json: str
-    def __init__(self, job_id: _Optional[str] = ..., otio_json: _Optional[str] = ..., frames: _Optional[_Iterable[_Union[FrameInfo, _Mapping]]] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., colour_interop_id: _Optional[str] = ..., rate_num: _Optional[int] = ..., rate_den: _Optional[int] = ..., pixel_aspect: _Optional[float] = ..., conform_json: _Optional[str] = ...) -> None: ...
+    take: int
+    def __init__(self, job_id: _Optional[str] = ..., otio_json: _Optional[str] = ..., frames: _Optional[_Iterable[_Union[FrameInfo, _Mapping]]] = ..., fps: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., colour_interop_id: _Optional[str] = ..., rate_num: _Optional[int] = ..., rate_den: _Optional[int] = ..., pixel_aspect: _Optional[float] = ..., conform_json: _Optional[str] = ..., take: _Optional[int] = ...) -> None: ...
 
 class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_frames", "max_segments", "max_height", "max_width", "max_steps", "max_message_bytes", "max_upload_bytes", "max_queued_jobs_per_caller", "max_otio_bytes", "max_otio_depth", "max_otio_elements", "max_otio_token_bytes", "max_segment_text_bytes", "max_storyboard_text_bytes", "max_id_chars", "max_start_frame", "max_record_start", "max_guidance_scale", "max_list_page", "max_plate_channels", "max_plate_header_bytes", "max_plate_decode_bytes")
+    __slots__ = ("max_frames", "max_segments", "max_height", "max_width", "max_steps", "max_message_bytes", "max_upload_bytes", "max_queued_jobs_per_caller", "max_adapter_bytes", "max_adapters_per_job", "max_adapter_scale", "max_takes", "max_otio_bytes", "max_otio_depth", "max_otio_elements", "max_otio_token_bytes", "max_segment_text_bytes", "max_storyboard_text_bytes", "max_id_chars", "max_start_frame", "max_record_start", "max_guidance_scale", "max_list_page", "max_plate_channels", "max_plate_header_bytes", "max_plate_decode_bytes")
     MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
     MAX_SEGMENTS_FIELD_NUMBER: _ClassVar[int]
     MAX_HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -424,6 +510,10 @@ class Limits(_message.Message):
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_QUEUED_JOBS_PER_CALLER_FIELD_NUMBER: _ClassVar[int]
+    MAX_ADAPTER_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_ADAPTERS_PER_JOB_FIELD_NUMBER: _ClassVar[int]
+    MAX_ADAPTER_SCALE_FIELD_NUMBER: _ClassVar[int]
+    MAX_TAKES_FIELD_NUMBER: _ClassVar[int]
     MAX_OTIO_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_OTIO_DEPTH_FIELD_NUMBER: _ClassVar[int]
     MAX_OTIO_ELEMENTS_FIELD_NUMBER: _ClassVar[int]
@@ -446,6 +536,10 @@ class Limits(_message.Message):
     max_message_bytes: int
     max_upload_bytes: int
     max_queued_jobs_per_caller: int
+    max_adapter_bytes: int
+    max_adapters_per_job: int
+    max_adapter_scale: float
+    max_takes: int
     max_otio_bytes: int
     max_otio_depth: int
     max_otio_elements: int
@@ -460,10 +554,10 @@ class Limits(_message.Message):
     max_plate_channels: int
     max_plate_header_bytes: int
     max_plate_decode_bytes: int
-    def __init__(self, max_frames: _Optional[int] = ..., max_segments: _Optional[int] = ..., max_height: _Optional[int] = ..., max_width: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queued_jobs_per_caller: _Optional[int] = ..., max_otio_bytes: _Optional[int] = ..., max_otio_depth: _Optional[int] = ..., max_otio_elements: _Optional[int] = ..., max_otio_token_bytes: _Optional[int] = ..., max_segment_text_bytes: _Optional[int] = ..., max_storyboard_text_bytes: _Optional[int] = ..., max_id_chars: _Optional[int] = ..., max_start_frame: _Optional[int] = ..., max_record_start: _Optional[int] = ..., max_guidance_scale: _Optional[int] = ..., max_list_page: _Optional[int] = ..., max_plate_channels: _Optional[int] = ..., max_plate_header_bytes: _Optional[int] = ..., max_plate_decode_bytes: _Optional[int] = ...) -> None: ...
+    def __init__(self, max_frames: _Optional[int] = ..., max_segments: _Optional[int] = ..., max_height: _Optional[int] = ..., max_width: _Optional[int] = ..., max_steps: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_queued_jobs_per_caller: _Optional[int] = ..., max_adapter_bytes: _Optional[int] = ..., max_adapters_per_job: _Optional[int] = ..., max_adapter_scale: _Optional[float] = ..., max_takes: _Optional[int] = ..., max_otio_bytes: _Optional[int] = ..., max_otio_depth: _Optional[int] = ..., max_otio_elements: _Optional[int] = ..., max_otio_token_bytes: _Optional[int] = ..., max_segment_text_bytes: _Optional[int] = ..., max_storyboard_text_bytes: _Optional[int] = ..., max_id_chars: _Optional[int] = ..., max_start_frame: _Optional[int] = ..., max_record_start: _Optional[int] = ..., max_guidance_scale: _Optional[int] = ..., max_list_page: _Optional[int] = ..., max_plate_channels: _Optional[int] = ..., max_plate_header_bytes: _Optional[int] = ..., max_plate_decode_bytes: _Optional[int] = ...) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("server_version", "api_version", "model", "capabilities", "limits", "versions", "defaults", "workers", "devices", "fps", "frames_per_segment", "caller", "colour_interop_id", "first_segment_frames", "native_fps_num", "native_fps_den", "sizes", "size_constraints", "model_colorspace", "segment_seconds", "default_colorspace", "delivery_rates", "resources", "caller_usage")
+    __slots__ = ("server_version", "api_version", "model", "capabilities", "limits", "versions", "defaults", "workers", "devices", "fps", "frames_per_segment", "caller", "colour_interop_id", "first_segment_frames", "native_fps_num", "native_fps_den", "sizes", "size_constraints", "model_colorspace", "segment_seconds", "default_colorspace", "delivery_rates", "adapters", "resources", "caller_usage")
     class ModelEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -500,6 +594,7 @@ class ServerInfo(_message.Message):
     SEGMENT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     DEFAULT_COLORSPACE_FIELD_NUMBER: _ClassVar[int]
     DELIVERY_RATES_FIELD_NUMBER: _ClassVar[int]
+    ADAPTERS_FIELD_NUMBER: _ClassVar[int]
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     CALLER_USAGE_FIELD_NUMBER: _ClassVar[int]
     server_version: str
@@ -524,9 +619,10 @@ class ServerInfo(_message.Message):
     segment_seconds: int
     default_colorspace: str
     delivery_rates: _containers.RepeatedScalarFieldContainer[str]
+    adapters: _containers.RepeatedCompositeFieldContainer[AdapterInfo]
     resources: ResourcePolicy
     caller_usage: ResourceUsage
-    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., model: _Optional[_Mapping[str, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., defaults: _Optional[_Union[GenerationParameters, _Mapping]] = ..., workers: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., fps: _Optional[float] = ..., frames_per_segment: _Optional[int] = ..., caller: _Optional[str] = ..., colour_interop_id: _Optional[str] = ..., first_segment_frames: _Optional[int] = ..., native_fps_num: _Optional[int] = ..., native_fps_den: _Optional[int] = ..., sizes: _Optional[_Iterable[_Union[Size, _Mapping]]] = ..., size_constraints: _Optional[_Union[SizeConstraints, _Mapping]] = ..., model_colorspace: _Optional[str] = ..., segment_seconds: _Optional[int] = ..., default_colorspace: _Optional[str] = ..., delivery_rates: _Optional[_Iterable[str]] = ..., resources: _Optional[_Union[ResourcePolicy, _Mapping]] = ..., caller_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ...) -> None: ...
+    def __init__(self, server_version: _Optional[str] = ..., api_version: _Optional[str] = ..., model: _Optional[_Mapping[str, str]] = ..., capabilities: _Optional[_Iterable[str]] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., versions: _Optional[_Mapping[str, str]] = ..., defaults: _Optional[_Union[GenerationParameters, _Mapping]] = ..., workers: _Optional[int] = ..., devices: _Optional[_Iterable[str]] = ..., fps: _Optional[float] = ..., frames_per_segment: _Optional[int] = ..., caller: _Optional[str] = ..., colour_interop_id: _Optional[str] = ..., first_segment_frames: _Optional[int] = ..., native_fps_num: _Optional[int] = ..., native_fps_den: _Optional[int] = ..., sizes: _Optional[_Iterable[_Union[Size, _Mapping]]] = ..., size_constraints: _Optional[_Union[SizeConstraints, _Mapping]] = ..., model_colorspace: _Optional[str] = ..., segment_seconds: _Optional[int] = ..., default_colorspace: _Optional[str] = ..., delivery_rates: _Optional[_Iterable[str]] = ..., adapters: _Optional[_Iterable[_Union[AdapterInfo, _Mapping]]] = ..., resources: _Optional[_Union[ResourcePolicy, _Mapping]] = ..., caller_usage: _Optional[_Union[ResourceUsage, _Mapping]] = ...) -> None: ...
 
 class ResourcePolicy(_message.Message):
     __slots__ = ("max_bytes_per_user", "max_uploads_per_user", "max_queued_jobs_per_user", "job_max_age_s", "upload_max_age_s", "max_total_bytes", "gc_interval_s")
@@ -575,3 +671,51 @@ class SizeConstraints(_message.Message):
     min_side: int
     max_side: int
     def __init__(self, multiple_of: _Optional[int] = ..., min_side: _Optional[int] = ..., max_side: _Optional[int] = ...) -> None: ...
+
+class AdapterInfo(_message.Message):
+    __slots__ = ("name", "sha256", "kind", "trigger", "rank", "alpha", "target_modules", "owner", "published", "bytes", "description")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TRIGGER_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    ALPHA_FIELD_NUMBER: _ClassVar[int]
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    OWNER_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sha256: str
+    kind: str
+    trigger: str
+    rank: int
+    alpha: float
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    owner: str
+    published: bool
+    bytes: int
+    description: str
+    def __init__(self, name: _Optional[str] = ..., sha256: _Optional[str] = ..., kind: _Optional[str] = ..., trigger: _Optional[str] = ..., rank: _Optional[int] = ..., alpha: _Optional[float] = ..., target_modules: _Optional[_Iterable[str]] = ..., owner: _Optional[str] = ..., published: _Optional[bool] = ..., bytes: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+
+class UploadAdapterChunk(_message.Message):
+    __slots__ = ("sequence", "data", "header")
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    sequence: int
+    data: bytes
+    header: AdapterHeader
+    def __init__(self, sequence: _Optional[int] = ..., data: _Optional[bytes] = ..., header: _Optional[_Union[AdapterHeader, _Mapping]] = ...) -> None: ...
+
+class AdapterHeader(_message.Message):
+    __slots__ = ("name", "total_bytes", "sha256", "publish")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PUBLISH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    total_bytes: int
+    sha256: str
+    publish: bool
+    def __init__(self, name: _Optional[str] = ..., total_bytes: _Optional[int] = ..., sha256: _Optional[str] = ..., publish: _Optional[bool] = ...) -> None: ...

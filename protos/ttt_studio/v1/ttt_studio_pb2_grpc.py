@@ -79,6 +79,16 @@ class TTTStudioStub:
                 request_serializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.GetJobResultRequest.SerializeToString,
                 response_deserializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.JobResult.FromString,
                 _registered_method=True)
+        self.ApproveTake = channel.unary_unary(
+                '/ttt_studio.v1.TTTStudio/ApproveTake',
+                request_serializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.ApproveTakeRequest.SerializeToString,
+                response_deserializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.Job.FromString,
+                _registered_method=True)
+        self.UploadAdapter = channel.stream_unary(
+                '/ttt_studio.v1.TTTStudio/UploadAdapter',
+                request_serializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.UploadAdapterChunk.SerializeToString,
+                response_deserializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.AdapterInfo.FromString,
+                _registered_method=True)
 
 
 class TTTStudioServicer:
@@ -147,6 +157,22 @@ class TTTStudioServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ApproveTake(self, request, context):
+        """Mark one take of one of the caller's jobs approved (records who and when); replaces an earlier
+        approval of another take of the same job.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadAdapter(self, request_iterator, context):
+        """Upload a LoRA adapter (one safetensors file, its config in the file's metadata) as a client stream
+        of numbered chunks. It belongs to the caller unless an admin token sets header.publish.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TTTStudioServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +220,16 @@ def add_TTTStudioServicer_to_server(servicer, server):
                     servicer.GetJobResult,
                     request_deserializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.GetJobResultRequest.FromString,
                     response_serializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.JobResult.SerializeToString,
+            ),
+            'ApproveTake': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveTake,
+                    request_deserializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.ApproveTakeRequest.FromString,
+                    response_serializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.Job.SerializeToString,
+            ),
+            'UploadAdapter': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadAdapter,
+                    request_deserializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.UploadAdapterChunk.FromString,
+                    response_serializer=ttt__studio_dot_v1_dot_ttt__studio__pb2.AdapterInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +475,60 @@ class TTTStudio:
             '/ttt_studio.v1.TTTStudio/GetJobResult',
             ttt__studio_dot_v1_dot_ttt__studio__pb2.GetJobResultRequest.SerializeToString,
             ttt__studio_dot_v1_dot_ttt__studio__pb2.JobResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveTake(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ttt_studio.v1.TTTStudio/ApproveTake',
+            ttt__studio_dot_v1_dot_ttt__studio__pb2.ApproveTakeRequest.SerializeToString,
+            ttt__studio_dot_v1_dot_ttt__studio__pb2.Job.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadAdapter(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/ttt_studio.v1.TTTStudio/UploadAdapter',
+            ttt__studio_dot_v1_dot_ttt__studio__pb2.UploadAdapterChunk.SerializeToString,
+            ttt__studio_dot_v1_dot_ttt__studio__pb2.AdapterInfo.FromString,
             options,
             channel_credentials,
             insecure,
