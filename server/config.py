@@ -75,6 +75,49 @@ class Limits:
             raise ValueError(f"Limits.max_message_bytes: expected >= 65536, got {self.max_message_bytes}")
 
 
+RAY_LOCAL = "local"
+"""--ray local: start a Ray instance on this machine instead of joining a cluster."""
+
+
+@dataclass(frozen=True)
+class RayPoolConfig:
+    """`serve --ray ADDRESS`: sampling and decoding on a pool of Ray actors (server.ray_pool).
+
+    address: RAY_LOCAL or a Ray address ("auto", "10.0.0.5:6379", "ray://head:10001"). workers: the pool
+    size, None = follow the cluster (one worker per GPU, or per `threads` CPUs on a cluster without GPUs);
+    changed while serving through <data_dir>/ray_workers (`ttt-studio pool --workers N|auto`). threads:
+    torch threads (and Ray CPUs) of a CPU worker. device: "auto" (GPU workers when the cluster has GPUs),
+    "gpu" or "cpu". max_worker_deaths: a job whose worker process died this many times while running it
+    is failed instead of requeued again. start_timeout_s: how long a new worker may take to load its model
+    before it is reported as pending (it keeps waiting for cluster resources).
+    """
+
+    address: str = RAY_LOCAL
+    workers: int | None = None
+    threads: int = 1
+    device: str = "auto"
+    max_worker_deaths: int = 3
+    namespace: str = "ttt-studio"
+    poll_s: float = 1.0
+    start_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.address, str) or not self.address.strip():
+            raise ValueError(f"--ray: expected 'local' or a Ray cluster address, got {self.address!r}")
+        if self.workers is not None and (isinstance(self.workers, bool) or self.workers < 0):
+            raise ValueError(f"--ray-workers: expected a count >= 0 or 'auto', got {self.workers!r}")
+        if self.threads < 1:
+            raise ValueError(f"--ray-threads: expected >= 1, got {self.threads}")
+        if self.device not in ("auto", "gpu", "cpu"):
+            raise ValueError(f"--ray-device: expected auto, gpu or cpu, got {self.device!r}")
+        if self.max_worker_deaths < 1:
+            raise ValueError(f"--ray-max-worker-deaths: expected >= 1, got {self.max_worker_deaths}")
+        if self.poll_s <= 0 or self.start_timeout_s <= 0:
+            raise ValueError(
+                f"RayPoolConfig: poll_s and start_timeout_s must be > 0, got {self.poll_s}, {self.start_timeout_s}"
+            )
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     """Everything `ttt-studio serve` can set.
@@ -83,7 +126,8 @@ class ServerConfig:
     workers: None = one per GPU, or one CPU worker when there is no GPU. token_file: hashed tokens (server.tokens);
     None with insecure_no_auth=True (loopback only). insecure: allow plaintext (no TLS) on a non-loopback
     address, where tokens would cross the network in clear. resources: quotas and retention. debug_*: fault-injection pauses used by tests to
-    put a kill or a cancel at a known point; zero in production.
+    put a kill or a cancel at a known point; zero in production. ray: run jobs on a Ray pool (None: the
+    in-process workers).
     """
 
     address: str = DEFAULT_ADDRESS
@@ -111,6 +155,7 @@ class ServerConfig:
     log_level: str = "INFO"
     debug_step_delay_s: float = 0.0
     debug_segment_delay_s: float = 0.0
+    ray: RayPoolConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())

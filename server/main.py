@@ -25,7 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from server.config import DEFAULT_ADDRESS, Limits, ServerConfig, default_data_dir, is_loopback, split_address
+from server.config import (
+    DEFAULT_ADDRESS,
+    Limits,
+    RayPoolConfig,
+    ServerConfig,
+    default_data_dir,
+    is_loopback,
+    split_address,
+)
 from server.limits import parse_input_limits
 from server.resources import ResourcePolicy
 
@@ -63,8 +71,9 @@ def devices_for(workers: int | None) -> list[str]:
     return ["cpu"] * (workers or 1)
 
 
-def load_pipelines(config: ServerConfig) -> list[tuple[str, Any]]:
-    """A pipeline per worker device, from --tiny-random or resolve_model's folder."""
+def load_pipelines(config: ServerConfig, devices: list[str] | None = None) -> list[tuple[str, Any]]:
+    """A pipeline per worker device (default: devices_for(config.workers)), from --tiny-random or
+    resolve_model's folder."""
     from ttt_engine.default_model import DefaultModelMissing
     from ttt_engine.pipeline import VideoPipeline
 
@@ -75,7 +84,7 @@ def load_pipelines(config: ServerConfig) -> list[tuple[str, Any]]:
         except DefaultModelMissing as e:
             raise ValueError(f"no model: {e}") from e
     pipelines = []
-    for device in devices_for(config.workers):
+    for device in devices or devices_for(config.workers):
         if config.tiny_random:
             pipe = VideoPipeline.tiny_random(seed=config.seed, device=device)
         else:
@@ -102,9 +111,15 @@ class StudioServer:
         self.config = config
         self.metrics = Metrics()
         self.auth = Authenticator(config.token_file)
-        self.engine = Engine(
-            config, pipelines if pipelines is not None else load_pipelines(config), self.metrics
-        )
+        if config.ray is not None:  # jobs run on a Ray pool; this process validates against a CPU copy
+            from server.ray_pool import RayEngine
+
+            pipes = pipelines if pipelines is not None else load_pipelines(config, devices=["cpu"])
+            self.engine: Engine = RayEngine(config, pipes, self.metrics)
+        else:
+            self.engine = Engine(
+                config, pipelines if pipelines is not None else load_pipelines(config), self.metrics
+            )
         limit = config.limits.max_message_bytes
         options = [
             ("grpc.max_receive_message_length", limit),
@@ -160,12 +175,12 @@ class StudioServer:
             self.metrics_port = self.metrics.serve(self.config.metrics_port, self.config.metrics_address)
         self._write_info()
         log.info(
-            "serving %s on %s (%s, auth %s, %d worker(s), %d job(s) resumed)",
+            "serving %s on %s (%s, auth %s, %s worker(s), %d job(s) resumed)",
             SERVICE_NAME,
             self.address,
             "TLS" if self.config.tls else "plaintext",
             "tokens" if self.auth.enabled else "OFF (loopback only)",
-            len(self.engine.workers),
+            len(self.engine.workers) if self.config.ray is None else f"Ray pool ({self.config.ray.address})",
             len(requeued),
         )
 
@@ -252,6 +267,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_resource_arguments(parser)
     add("--workers", type=int, default=None, help="workers (default: one per GPU, or 1 on CPU)")
+    add_ray_arguments(parser)
     add("--max-frames", type=int, default=d.max_frames)
     add("--max-segments", type=int, default=d.max_segments)
     add("--max-height", type=int, default=d.max_height)
@@ -284,6 +300,52 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add(
         "--debug-segment-delay", type=float, default=0.0, help=argparse.SUPPRESS
     )  # tests: pause after a segment
+
+
+def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of a server whose jobs run on a Ray pool (server.ray_pool, docs/scaling.md)."""
+    r = RayPoolConfig()
+    add = parser.add_argument
+    add(
+        "--ray",
+        default=None,
+        metavar="ADDRESS",
+        help="run jobs on a pool of Ray workers: 'local' starts Ray here, else a cluster address "
+        "('auto', HOST:6379, ray://HOST:10001); default: in-process workers",
+    )
+    add(
+        "--ray-workers",
+        default="auto",
+        metavar="N|auto",
+        help="pool size (default auto: one worker per GPU of the cluster, or per --ray-threads CPUs); "
+        "change it while serving with `ttt-studio pool --workers N`",
+    )
+    add("--ray-threads", type=int, default=r.threads, help="torch threads (and Ray CPUs) of a CPU worker")
+    add("--ray-device", choices=("auto", "gpu", "cpu"), default=r.device, help="worker device (auto: GPU if any)")
+    add(
+        "--ray-max-worker-deaths",
+        type=int,
+        default=r.max_worker_deaths,
+        help="a job whose worker died this many times while running it is failed, not requeued",
+    )
+
+
+def ray_from_args(args: argparse.Namespace) -> RayPoolConfig | None:
+    if args.ray is None:
+        return None
+    workers = args.ray_workers
+    if workers != "auto":
+        try:
+            workers = int(workers)
+        except ValueError:
+            raise ValueError(f"--ray-workers: expected a number or 'auto', got {workers!r}") from None
+    return RayPoolConfig(
+        address=args.ray,
+        workers=None if workers == "auto" else workers,
+        threads=args.ray_threads,
+        device=args.ray_device,
+        max_worker_deaths=args.ray_max_worker_deaths,
+    )
 
 
 def add_resource_arguments(parser: argparse.ArgumentParser) -> None:
@@ -356,6 +418,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         log_level=args.log_level,
         debug_step_delay_s=args.debug_step_delay,
         debug_segment_delay_s=args.debug_segment_delay,
+        ray=ray_from_args(args),
     )
 
 

@@ -497,12 +497,13 @@ class Store:
 
     # ------------------------------------------------------------------ work log
 
-    def log_work(self, job_id: str, kind: str, segment: int | None = None) -> None:
-        """Record that this process started sampling (kind 'sample') or decoding a segment ('decode')."""
+    def log_work(self, job_id: str, kind: str, segment: int | None = None, pid: int | None = None) -> None:
+        """Record that a process (this one, or `pid`: a Ray worker's) started sampling (kind 'sample') or
+        decoding a segment ('decode')."""
         with self._tx() as conn:
             conn.execute(
                 "INSERT INTO work_log (job_id, kind, segment, pid, at) VALUES (?, ?, ?, ?, ?)",
-                (job_id, kind, segment, os.getpid(), time.time()),
+                (job_id, kind, segment, os.getpid() if pid is None else pid, time.time()),
             )
 
     def work_log(self, job_id: str) -> list[tuple[str, int | None, int, float]]:
