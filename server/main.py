@@ -321,7 +321,12 @@ def add_ray_arguments(parser: argparse.ArgumentParser) -> None:
         "change it while serving with `ttt-studio pool --workers N`",
     )
     add("--ray-threads", type=int, default=r.threads, help="torch threads (and Ray CPUs) of a CPU worker")
-    add("--ray-device", choices=("auto", "gpu", "cpu"), default=r.device, help="worker device (auto: GPU if any)")
+    add(
+        "--ray-device",
+        choices=("auto", "gpu", "cpu"),
+        default=r.device,
+        help="worker device (auto: GPU if any)",
+    )
     add(
         "--ray-max-worker-deaths",
         type=int,
@@ -450,6 +455,9 @@ def serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     server.start()
+    if config.ray is not None:  # joining Ray installs its own fatal SIGTERM handler: ours again
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
     while not stop.wait(1.0):
         pass
     server.stop()

@@ -85,7 +85,9 @@ def read_pool_target(data_dir: Path, default: int | None) -> int | None:
         if value < 0:
             raise ValueError
     except ValueError:
-        log.error("%s holds %r; expected a worker count >= 0 or 'auto'; keeping the pool as it is", path, text)
+        log.error(
+            "%s holds %r; expected a worker count >= 0 or 'auto'; keeping the pool as it is", path, text
+        )
         return default
     return value
 
@@ -173,7 +175,9 @@ class _Slot(threading.Thread):
                 with job_context(job.job_id):
                     pool.run_job(self, job)
             except Exception:  # noqa: BLE001 - e.g. the database on a full disk: keep the slot
-                log.exception("job %s could not be recorded as finished; it resumes at the next start", job.job_id)
+                log.exception(
+                    "job %s could not be recorded as finished; it resumes at the next start", job.job_id
+                )
             finally:
                 self.job_id = None
         self._drop_actor()
@@ -193,11 +197,16 @@ class _Slot(threading.Thread):
             self.info = ray.get(self.actor.info.remote(), timeout=pool.cfg.start_timeout_s)
             return True
         except ray.exceptions.GetTimeoutError:
-            log.warning("%s: no worker after %.0f s (is the cluster short of resources?)", self.name,
-                        pool.cfg.start_timeout_s)
+            log.warning(
+                "%s: no worker after %.0f s (is the cluster short of resources?)",
+                self.name,
+                pool.cfg.start_timeout_s,
+            )
             return False
         except Exception as exc:  # noqa: BLE001 - the actor died before or while loading: make a new one
-            log.error("%s: worker actor unavailable (%s: %s); making a new one", self.name, type(exc).__name__, exc)
+            log.error(
+                "%s: worker actor unavailable (%s: %s); making a new one", self.name, type(exc).__name__, exc
+            )
             self._drop_actor()
             time.sleep(pool.cfg.poll_s)  # a model that cannot load does not spin the CPU
             return False
@@ -250,8 +259,9 @@ class WorkerPool:
         self._watcher: threading.Thread | None = None
         registry = metrics.registry
         self.starts = Counter("ttt_pool_worker_starts", "Ray worker actors started", registry=registry)
-        self.deaths = Counter("ttt_pool_worker_deaths", "Ray workers that died while running a job",
-                              registry=registry)
+        self.deaths = Counter(
+            "ttt_pool_worker_deaths", "Ray workers that died while running a job", registry=registry
+        )
         gauge = Gauge("ttt_pool_workers", "Ray workers of the pool by state", ["state"], registry=registry)
         for state in ("busy", "idle", "starting"):
             gauge.labels(state=state).set_function(lambda state=state: self.counts()[state])
@@ -388,8 +398,9 @@ class WorkerPool:
         import ray
 
         self.reserve.ensure()
-        log.info("job started on %s (attempt %d, priority %s)", slot.name, job.attempts,
-                 job.priority.name.lower())
+        log.info(
+            "job started on %s (attempt %d, priority %s)", slot.name, job.attempts, job.priority.name.lower()
+        )
         failure: str | None = None
         ended = False
         try:
@@ -504,7 +515,9 @@ class WorkerPool:
     def _store_frame(self, job_id: str, frame: FrameRecord, data: bytes) -> None:
         expected = self.frames.frame_relpath(job_id, frame.index)
         if frame.job_id != job_id or frame.relpath != expected:
-            raise ValueError(f"the worker sent frame {frame.relpath!r} of job {frame.job_id}; expected {expected}")
+            raise ValueError(
+                f"the worker sent frame {frame.relpath!r} of job {frame.job_id}; expected {expected}"
+            )
         digest = hashlib.sha256(data).hexdigest()
         if digest != frame.sha256 or len(data) != frame.size:
             raise ValueError(
@@ -544,7 +557,13 @@ class RayEngine(Engine):
         self.workers = []  # no in-process worker threads: the pool's slots run the jobs
         self.cancels = PoolCancels()
         self.pool = WorkerPool(
-            config, self.store, self.frames, self.queue, self.cancels, self.metrics, self._stopping.is_set,
+            config,
+            self.store,
+            self.frames,
+            self.queue,
+            self.cancels,
+            self.metrics,
+            self._stopping.is_set,
             source,
         )
 
@@ -572,4 +591,3 @@ class RayEngine(Engine):
         info = super().server_info(caller)
         devices = self.pool.devices()
         return replace(info, devices=devices, workers=len(devices))
-

@@ -118,7 +118,9 @@ class RelayStore:
         self._emit((kind, args))
 
     # writes
-    def add_event(self, job_id: str, kind: EventKind, data: dict[str, Any], blob: bytes | None = None) -> None:
+    def add_event(
+        self, job_id: str, kind: EventKind, data: dict[str, Any], blob: bytes | None = None
+    ) -> None:
         self._send(job_id, "event", str(kind), data, blob)
 
     def set_state(self, job_id: str, state: JobState, message: str = "") -> None:
@@ -152,7 +154,9 @@ class RelayStore:
 class _MetricRelay:
     """A prometheus metric as the worker uses it (.labels(...).inc() / .observe()), relayed."""
 
-    def __init__(self, name: str, emit: Callable[[Relay], None], labels: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, emit: Callable[[Relay], None], labels: dict[str, str] | None = None
+    ) -> None:
         self._name, self._emit, self._labels = name, emit, labels or {}
 
     def labels(self, **labels: str) -> _MetricRelay:

@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Resize the Ray worker pool of the server on a data dir (see docs/scaling.md).",
     )
     parser.add_argument("--data-dir", type=Path, default=None, help=f"default {default_data_dir()}")
-    parser.add_argument("--workers", default=None, metavar="N|auto", help="workers wanted (auto: follow the cluster)")
+    parser.add_argument(
+        "--workers", default=None, metavar="N|auto", help="workers wanted (auto: follow the cluster)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -44,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
             if workers < 0:
                 raise ValueError
         except ValueError:
-            print(f"ttt-studio pool: --workers expects a count >= 0 or 'auto', got {args.workers!r}", file=sys.stderr)
+            print(
+                f"ttt-studio pool: --workers expects a count >= 0 or 'auto', got {args.workers!r}",
+                file=sys.stderr,
+            )
             return 2
     path = write_pool_target(data_dir, workers)
     print(f"pool size {args.workers} written to {path}; the server applies it within a second")
