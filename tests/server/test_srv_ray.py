@@ -154,6 +154,16 @@ def test_jobs_spread_over_two_workers_and_the_pool_resizes_live(front: FrontEnd)
         wait_for(lambda: _metric(front_end, 'ttt_pool_workers{state="idle"}') == 2, what="2 idle workers")
         assert _metric(front_end, 'ttt_jobs_finished_total{state="completed"}') >= 4
         assert _metric(front_end, "ttt_frames_written_total") >= 4 * FRAMES  # relayed from the workers
+        cancelled = client.submit(STORYBOARD_2, **JOB).job_id  # a cancel reaches the job on its worker
+        wait_for(
+            lambda: ("decode", 0) in [r[:2] for r in _work_log(data, cancelled)], timeout=180, what="decoding"
+        )
+        client.cancel(cancelled)
+        job = client.wait(cancelled)
+        assert job.state == pb.JOB_STATE_CANCELLED and job.frames_ready < FRAMES, (
+            job.state,
+            job.frames_ready,
+        )
 
 
 def test_a_worker_killed_mid_job_is_replaced_and_the_job_finishes_once(front: FrontEnd) -> None:
