@@ -97,8 +97,10 @@ def read_pool_target(data_dir: Path, default: int | None) -> int | None:
 
 def connect(config: RayPoolConfig) -> bool:
     """Join the cluster (or start a local instance); returns whether this call initialised Ray."""
-    import ray
-
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("--ray needs Ray: pip install 'ttt-studio[ray]'") from None
     if ray.is_initialized():
         return False
     address = None if config.address == RAY_LOCAL else config.address
@@ -267,10 +269,13 @@ class WorkerPool:
             gauge.labels(state=state).set_function(lambda state=state: self.counts()[state])
 
     # lifecycle
+    def connect(self) -> None:
+        """Join Ray (a wrong address fails here, before the server listens)."""
+        self._started_ray = connect(self.cfg)
+
     def start(self) -> None:
         import ray
 
-        self._started_ray = connect(self.cfg)
         gpu = self.cfg.device == "gpu" or (
             self.cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0
         )
@@ -566,6 +571,7 @@ class RayEngine(Engine):
             self._stopping.is_set,
             source,
         )
+        self.pool.connect()
 
     def start(self) -> list[JobRecord]:
         requeued = super().start()
