@@ -4,7 +4,7 @@
     python -m server.bench_ray --jobs 8 --repeats 3 --out bench_ray.json
 
 What it measures:
-- throughput: `--jobs` small jobs (the tiny random model, two segments, 32 x 32, 4 steps, 17 frames each)
+- throughput: `--jobs` small jobs (the tiny random model, two segments, 32 x 32, 4 steps (--steps), 17 frames)
   submitted at once over loopback gRPC, timed from the first submit to the last completion, on (a) the
   in-process server with one worker, (b) a Ray pool of one worker and (c) of two workers, each worker
   one torch thread, on a local Ray instance of 2 CPUs. The pool's workers are started and warm before the
@@ -60,7 +60,7 @@ def _server(data_dir: Path, workers: int | None) -> Any:
     return server
 
 
-def run_jobs(workers: int | None, jobs: int) -> dict[str, float]:
+def run_jobs(workers: int | None, jobs: int, steps: int) -> dict[str, float]:
     """Seconds from the first submit to the last completion, and this process's CPU seconds per job."""
     from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
     from server.client import StudioClient
@@ -75,7 +75,8 @@ def run_jobs(workers: int | None, jobs: int) -> dict[str, float]:
                         raise TimeoutError(f"the pool did not reach {workers} workers")
                     time.sleep(0.2)
                 cpu0, t0 = time.process_time(), time.perf_counter()
-                ids = [client.submit(STORYBOARD, seed=i, **JOB).job_id for i in range(jobs)]
+                params = {**JOB, "steps": steps}
+                ids = [client.submit(STORYBOARD, seed=i, **params).job_id for i in range(jobs)]
                 for job_id in ids:
                     job = client.wait(job_id)
                     if job.state != pb.JOB_STATE_COMPLETED:
@@ -159,7 +160,7 @@ def table(report: dict[str, Any]) -> str:
 
     best = {name: min(r["wall_s"] for r in rows) for name, rows in runs.items()}
     lines = [
-        f"{jobs} jobs; best of {report['repeats']} (median); machine: {report['machine']['cpu']}, "
+        f"{jobs} jobs of {report['job']['steps']} steps; best of {report['repeats']} (median); machine: {report['machine']['cpu']}, "
         f"{report['machine']['cores']} cores, load average {report['machine']['load_average']}",
         "",
         "| server | wall s | jobs/min | front-end CPU ms/job |",
@@ -192,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=JOB["steps"], help="denoising steps per job")
     parser.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     args = parser.parse_args(argv)
 
@@ -204,14 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for _ in range(args.repeats):  # interleaved, so a burst of load elsewhere hits every kind
             for name, workers in (("inprocess", None), ("ray1", 1), ("ray2", 2)):
-                runs[name].append(run_jobs(workers, args.jobs))
+                runs[name].append(run_jobs(workers, args.jobs, args.steps))
                 print(name, runs[name][-1], file=sys.stderr)
     finally:
         ray.shutdown()
     report = {
         "jobs": args.jobs,
         "repeats": args.repeats,
-        "job": {**JOB, "segments": len(STORYBOARD)},
+        "job": {**JOB, "steps": args.steps, "segments": len(STORYBOARD)},
         "runs": runs,
         "apply": apply_costs(args.repeats),
         "machine": machine(),

@@ -411,15 +411,15 @@ class WorkerPool:
         try:
             stream = slot.actor.run.options(num_returns="streaming").remote(self._inputs(job))
             for ref in stream:
-                message = ray.get(ref)
-                if message[0] == "end":
-                    ended = True
-                elif failure is None:
-                    try:
-                        self._apply(job.job_id, message)
-                    except Exception as exc:  # noqa: BLE001 - the front end could not store it
-                        failure = self._apply_failure(exc)
-                        slot.actor.cancel.remote(job.job_id)  # drain what is left, store nothing more
+                for message in ray.get(ref):
+                    if message[0] == "end":
+                        ended = True
+                    elif failure is None:
+                        try:
+                            self._apply(job.job_id, message)
+                        except Exception as exc:  # noqa: BLE001 - the front end could not store it
+                            failure = self._apply_failure(exc)
+                            slot.actor.cancel.remote(job.job_id)  # drain the rest, store nothing more
         except Exception as exc:  # noqa: BLE001 - sorted below
             if _is_worker_death(exc):
                 self._worker_died(slot, job, exc)

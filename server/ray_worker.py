@@ -35,6 +35,8 @@ from server.worker import CancelRegistry, Worker
 
 log = logging.getLogger(__name__)
 
+MAX_BATCH = 64
+"""Most Relay messages in one streamed object (progress, metrics and states go together)."""
 TEST_CRASH_ENV = "TTT_STUDIO_RAY_TEST_CRASH_SHOT"
 """Test-only fault injection: an actor whose environment names a shot here exits (os._exit) when it is
 given a job of that shot name, as a worker killed by the job would (tests/server/test_srv_ray.py)."""
@@ -245,8 +247,12 @@ class PoolWorkerImpl:
         """The front end is shutting down: the running job stops at its next step and is requeued."""
         self._stopping.set()
 
-    def run(self, inputs: JobInputs) -> Iterator[Relay]:
-        """Run one job; yields its Relay messages as they happen, ending with ("end", ())."""
+    def run(self, inputs: JobInputs) -> Iterator[list[Relay]]:
+        """Run one job; yields its Relay messages as they happen, ending with ("end", ()).
+
+        Messages go in batches: each yield carries what was recorded since the last one (at most
+        MAX_BATCH messages, and a batch ends with a frame, so every frame's bytes are an object of their
+        own and reach the front end as soon as they are made)."""
         job = inputs.job
         crash_shot = os.environ.get(TEST_CRASH_ENV)
         if crash_shot and job.spec.shot_name == crash_shot:
@@ -271,11 +277,16 @@ class PoolWorkerImpl:
         thread.start()
         try:
             while True:
-                message = messages.get()
-                if isinstance(message, BaseException):
-                    raise message
-                yield message
-                if message[0] == "end":
+                batch = [messages.get()]
+                while len(batch) < MAX_BATCH and not _ends_batch(batch[-1]):
+                    try:
+                        batch.append(messages.get_nowait())
+                    except queue.Empty:
+                        break
+                if isinstance(batch[-1], BaseException):
+                    raise batch[-1]
+                yield batch  # type: ignore[misc] - no exception in it (checked above)
+                if batch[-1][0] == "end":
                     return
         finally:
             thread.join()
@@ -294,6 +305,10 @@ class PoolWorkerImpl:
             (job_dir / name).write_bytes(data)
         for upload_id, data in inputs.plates.items():
             self.frames.upload_path(upload_id).write_bytes(data)
+
+
+def _ends_batch(message: Relay | BaseException) -> bool:
+    return isinstance(message, BaseException) or message[0] in ("frame", "end")
 
 
 def _build_pipeline(source: WorkerSource) -> Any:
