@@ -2,7 +2,8 @@
 CPU per node) with real front-end processes: jobs spread over two workers and the pool resizes live; a
 worker killed mid-job is replaced and its job finishes once with the frames stored before the kill kept
 and the same pixels as a job nobody killed; the front end killed (kill -9) and restarted loses no job; a
-job that kills its worker is failed after max_worker_deaths and the pool stays healthy."""
+job that kills its worker is failed after max_worker_deaths and the pool stays healthy; a front end
+stopped with SIGTERM requeues the running job, which resumes on the next start."""
 
 from __future__ import annotations
 
@@ -218,6 +219,24 @@ def test_a_job_that_kills_its_workers_fails_after_max_deaths_and_the_pool_stays_
         good = client.submit(STORYBOARD_2, **JOB).job_id
         assert client.wait(good).state == pb.JOB_STATE_COMPLETED
         wait_for(lambda: client.info().workers == 2, timeout=120, what="a healthy pool of 2")
+
+
+def test_front_end_stopped_gracefully_requeues_the_running_job(front: FrontEnd) -> None:
+    first = front.server
+    data = first.data_dir
+    with StudioClient(first.address, token=TOKENS["alice"]) as client:
+        _resize(first, client, 2)
+        job_id = client.submit(STORYBOARD_2, **{**JOB, "seed": 8}).job_id
+        wait_for(lambda: len(_frames(data, job_id)) == 9, timeout=180, what="segment 0's frames stored")
+    assert first.terminate() == 0, first.log_text()[-3000:]  # SIGTERM: the worker stops and requeues
+    with _db(data) as db:
+        state, message = db.execute("SELECT state, message FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+    assert (state, message) == ("queued", "interrupted by server shutdown; will resume")
+    second = front.restart()
+    with StudioClient(second.address, token=TOKENS["alice"]) as client:
+        job = client.wait(job_id)
+        assert job.state == pb.JOB_STATE_COMPLETED and job.frames_ready == FRAMES, job.message
+    assert [k for k, _, _ in _work_log(data, job_id)] == ["sample", "decode", "decode"], "resumed, not redone"
 
 
 def test_front_end_killed_and_restarted_loses_no_job(front: FrontEnd) -> None:
