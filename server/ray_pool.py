@@ -182,7 +182,7 @@ class _Slot(threading.Thread):
                 )
             finally:
                 self.job_id = None
-        self._drop_actor()
+        self.drop_actor()
         log.info("%s stopped", self.name)
 
     def _ensure_actor(self) -> bool:
@@ -209,14 +209,12 @@ class _Slot(threading.Thread):
             log.error(
                 "%s: worker actor unavailable (%s: %s); making a new one", self.name, type(exc).__name__, exc
             )
-            self._drop_actor()
+            self.drop_actor()
             time.sleep(pool.cfg.poll_s)  # a model that cannot load does not spin the CPU
             return False
 
-    def replace_actor(self) -> None:
-        self._drop_actor()
-
-    def _drop_actor(self) -> None:
+    def drop_actor(self) -> None:
+        """Kill the actor (if any); the slot makes a new one before its next job."""
         import ray
 
         if self.actor is not None:
@@ -239,7 +237,6 @@ class WorkerPool:
         cancels: PoolCancels,
         metrics: Metrics,
         stopping: Callable[[], bool],
-        source: WorkerSource | None = None,
     ) -> None:
         from prometheus_client import Counter, Gauge
 
@@ -252,7 +249,6 @@ class WorkerPool:
         cancels.on_request = self.cancel
         self.stopping = stopping
         self.reserve = DiskReserve(config.data_dir / "disk.reserve", config.resources.disk_reserve_bytes)
-        self._source = source
         self.source: WorkerSource
         self.actor_class: Any = None
         self._lock = threading.Lock()
@@ -279,16 +275,14 @@ class WorkerPool:
         gpu = self.cfg.device == "gpu" or (
             self.cfg.device == "auto" and ray.cluster_resources().get("GPU", 0) > 0
         )
-        if self._source is None:
-            model = None
-            if not self.config.tiny_random:
-                from server.main import resolve_model
+        model = None
+        if not self.config.tiny_random:
+            from server.main import resolve_model
 
-                model = str(resolve_model(self.config).resolve())
-            self._source = WorkerSource(
-                self.config.tiny_random, self.config.seed, model, "cuda" if gpu else "cpu", self.cfg.threads
-            )
-        self.source = self._source
+            model = str(resolve_model(self.config).resolve())
+        self.source = WorkerSource(
+            self.config.tiny_random, self.config.seed, model, "cuda" if gpu else "cpu", self.cfg.threads
+        )
         self.actor_class = _actor_class(self.source.device == "cuda", self.cfg.threads)
         self.resize(self.target())
         self._watcher = threading.Thread(target=self._watch, name="ray-pool-size", daemon=True)
@@ -377,9 +371,6 @@ class WorkerPool:
             if s.info is not None and not s.retired.is_set()
         ]
 
-    def worker_pids(self) -> list[int]:
-        return [s.info["pid"] for s in list(self.slots) if s.info is not None]
-
     # jobs
     def cancel(self, job_id: str) -> None:
         for slot in list(self.slots):
@@ -454,7 +445,7 @@ class WorkerPool:
         who = f"{slot.name} (pid {slot.info['pid'] if slot.info else '?'})"
         why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         log.error("worker %s died while running the job: %s", who, why)
-        slot.replace_actor()
+        slot.drop_actor()
         state = self.store.job_state(job.job_id)
         if state.terminal or state == JobState.QUEUED:  # it finished (or was requeued) before dying
             return
@@ -556,7 +547,6 @@ class RayEngine(Engine):
         config: ServerConfig,
         pipelines: Sequence[tuple[str, Any]],
         metrics: Metrics | None = None,
-        source: WorkerSource | None = None,
     ) -> None:
         super().__init__(config, pipelines[:1], metrics)
         self.workers = []  # no in-process worker threads: the pool's slots run the jobs
@@ -569,7 +559,6 @@ class RayEngine(Engine):
             self.cancels,
             self.metrics,
             self._stopping.is_set,
-            source,
         )
         self.pool.connect()
 
