@@ -48,6 +48,7 @@ from host_plugin.core.requests import (
     timeline_start_frame,
     ttt_metadata,
 )
+from host_plugin.core.takes import TakeInfo
 
 log = logging.getLogger(__name__)
 
@@ -338,10 +339,22 @@ def _result_of(clip: otio.schema.Clip) -> Optional[ShotResult]:
         storyboard=list(plain(meta.get("storyboard") or [])),
         prompt=meta.get("prompt"),
         metadata=extra,
+        takes=[TakeInfo.from_dict(dict(plain(t))) for t in meta.get("takes") or []],
+        take=int(meta.get("take") or 0),
     )
 
 
-_RESULT_KEYS = ("request_id", "job_id", "request_kind", "storyboard", "prompt", "seed", "model")
+_RESULT_KEYS = (
+    "request_id",
+    "job_id",
+    "request_kind",
+    "storyboard",
+    "prompt",
+    "seed",
+    "model",
+    "takes",
+    "take",
+)
 
 
 def _check_frames_exist(result: ShotResult) -> None:

@@ -319,6 +319,28 @@ def _check_magic(head: bytes, label: str) -> None:
         )
 
 
+def write_matte_exr(path: PathLike, matte: np.ndarray, channel: str = "A") -> str:
+    """Write one single-channel half-float ZIP EXR (an element's matte: 1 inside, 0 outside); returns
+    the path. matte: (H, W) finite values in [0, 1]."""
+    OpenEXR = _openexr()
+    values = np.asarray(matte)
+    if values.ndim != 2 or not np.issubdtype(values.dtype, np.floating):
+        raise ExrWriteError(f"a matte is an (H, W) float array, got {values.dtype} {values.shape}")
+    if not np.all(np.isfinite(values)) or values.min() < 0.0 or values.max() > 1.0:
+        raise ExrWriteError("a matte's values must be finite and within [0, 1]")
+    header: Dict[str, Any] = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    path = os.fspath(path)
+    OpenEXR.File(header, {channel: values.astype(np.float16)}).write(path)
+    return path
+
+
+def matte_channels(path: PathLike) -> List[str]:
+    """The channel names of an EXR (header only): a matte must have exactly one."""
+    path = os.fspath(path)
+    _check_exr_file(path)
+    return list(_read_header(path)[0]["channel_names"])
+
+
 def _check_exr_file(path: str) -> None:
     if not os.path.exists(path):
         raise PlateError(f"plate {path!r} does not exist")

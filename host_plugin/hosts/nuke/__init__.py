@@ -9,6 +9,11 @@ otherwise; the new Read's `colorspace` knob names that space in the root's OCIO 
 submit, watch, fetch (ShotJob). Progress and cancel go through nuke.ProgressTask from the forwarding
 thread (Foundry's documented pattern); the new Read node is made through nuke.executeInMainThread.
 
+Takes: a Read per take into a Switch node whose `which` knob is the shown take (the approved one, else
+take 0; `which` is the 0-based take index). Elements: the plate's Read and the matte's Read feed the
+plugin's TTT node (a Group with inputs "plate" and "matte" and the element's Read inside), merged over
+the plate by a Merge2 (operation over; input 1 = A = the element, input 0 = B = the plate).
+
 Only this package imports nuke / nukescripts.
 """
 
@@ -44,6 +49,8 @@ from host_plugin.hosts.base import Host
 log = logging.getLogger(__name__)
 
 MODES = ("restyle", "continue", "new")
+NODE_SPACING = 120  # DAG units between the nodes the plugin makes
+ELEMENT_NODE = "TTT"  # the plugin's node of an element (a Group)
 _HASHES = re.compile(r"#+")
 _PRINTF = re.compile(r"%0?(\d*)d")
 
@@ -78,6 +85,22 @@ def frame_file(pattern: str, frame: int) -> str:
     if _PRINTF.search(pattern):
         return _PRINTF.sub(lambda m: f"{frame:0{int(m.group(1) or 0)}d}", pattern, count=1)
     return pattern
+
+
+def _frame_numbers(paths: List[str]) -> List[int]:
+    """The frame numbers of numbered EXR paths (shot.1001.exr -> 1001)."""
+    numbers = []
+    for path in paths:
+        match = re.search(r"(\d+)\.exr$", path)
+        if match is None:
+            raise HostError(f"{path!r} is not a numbered EXR frame (name.1001.exr)")
+        numbers.append(int(match.group(1)))
+    return numbers
+
+
+def _hash_pattern(path: str) -> str:
+    """Nuke's file pattern of a numbered frame: /p/shot.1001.exr -> /p/shot.####.exr."""
+    return re.sub(r"\d+\.exr$", lambda m: "#" * (len(m.group(0)) - 4) + ".exr", path)
 
 
 def selected_read() -> Any:
@@ -199,6 +222,94 @@ class NukeHost(Host):
     ) -> None:
         """A Read node of the delivered EXR sequence, starting at record_frame, beside the plate's Read, its
         colorspace knob set to the frames' colour space as the root's OCIO config names it."""
+        read = self._read_node(paths, record_frame, track_hint, media)
+        read.setXYpos(self.read.xpos() + NODE_SPACING, self.read.ypos())
+        self.created.append(read)
+
+    def place_takes(
+        self,
+        takes: List[List[str]],
+        chosen: int,
+        record_frame: int,
+        track_hint: str,
+        media: DeliveredMedia,
+    ) -> str:
+        """A Read per take side by side, all into a Switch whose `which` is `chosen`; returns the Switch's
+        name (switch_take finds it with nuke.toNode)."""
+        if not 0 <= chosen < len(takes):
+            raise HostError(f"take {chosen} cannot be shown: the shot has takes 0..{len(takes) - 1}")
+        switch = nuke.nodes.Switch()
+        for index, paths in enumerate(takes):
+            read = self._read_node(paths, record_frame, f"{track_hint} take {index + 1}", media)
+            read.setXYpos(self.read.xpos() + NODE_SPACING * (index + 1), self.read.ypos())
+            switch.setInput(index, read)
+            self.created.append(read)
+        switch["which"].setValue(chosen)
+        switch["label"].setValue(f"{track_hint}\\n{len(takes)} takes")
+        switch.setXYpos(self.read.xpos() + NODE_SPACING, self.read.ypos() + NODE_SPACING)
+        self.created.append(switch)
+        return switch.name()
+
+    def switch_take(self, handle: Any, index: int) -> None:
+        """Set the Switch's `which` to take `index` (0-based, its input number)."""
+        switch = nuke.toNode(str(handle))
+        if switch is None or switch.Class() != "Switch":
+            raise HostError(
+                f"the takes' Switch node {handle!r} is gone from the script; generate the shot again"
+            )
+        if not 0 <= index < switch.inputs():
+            raise HostError(f"Switch {handle!r} has takes 0..{switch.inputs() - 1}; cannot show take {index}")
+        switch["which"].setValue(index)
+        log.info("%s shows take %d", handle, index)
+
+    def place_element(
+        self,
+        paths: List[str],
+        record_frame: int,
+        plate_track: int,
+        media: DeliveredMedia,
+        mattes: List[str],
+    ) -> str:
+        """Read(plate) and Read(matte) -> TTT (a Group holding the element's Read) -> Merge2 over the plate;
+        returns the Merge2's name. Without mattes the TTT node's matte input is the plate (its alpha)."""
+        matte = None
+        if mattes:
+            numbers = _frame_numbers(mattes)
+            matte = nuke.nodes.Read(
+                file=_hash_pattern(mattes[0]),
+                first=numbers[0],
+                last=numbers[-1],
+                origfirst=numbers[0],
+                origlast=numbers[-1],
+            )
+            matte["raw"].setValue(True)  # a matte holds coverage, not colour: no colour conversion
+            matte["frame_mode"].setValue("start at")
+            matte["frame"].setValue(str(record_frame))
+            matte.setXYpos(self.read.xpos() + NODE_SPACING, self.read.ypos())
+            self.created.append(matte)
+        group = nuke.nodes.Group()
+        group.setName(ELEMENT_NODE)  # uncollide: TTT, then TTT1, TTT2, ...
+        group.begin()
+        try:
+            nuke.nodes.Input(name="plate")
+            nuke.nodes.Input(name="matte")
+            element = self._read_node(paths, record_frame, "element", media)
+            output = nuke.nodes.Output()
+            output.setInput(0, element)
+        finally:
+            group.end()
+        group.setInput(0, self.read)
+        group.setInput(1, matte if matte is not None else self.read)
+        group.setXYpos(self.read.xpos(), self.read.ypos() + NODE_SPACING)
+        merge = nuke.nodes.Merge2(operation="over")
+        merge.setInput(0, self.read)  # B: the plate
+        merge.setInput(1, group)  # A: the element, its alpha the matte
+        merge.setXYpos(self.read.xpos(), self.read.ypos() + 2 * NODE_SPACING)
+        self.created += [group, merge]
+        return merge.name()
+
+    def _read_node(self, paths: List[str], record_frame: int, label: str, media: DeliveredMedia) -> Any:
+        """A Read of a delivered EXR sequence starting at record_frame, in its colour space."""
         if not paths:
             raise HostError("place_sequence got no frames")
         root_rate = snap_rate(nuke.root()["fps"].value())
@@ -211,17 +322,18 @@ class NukeHost(Host):
             raise HostError(f"{paths[0]} carries no colorInteropID; cannot tell Nuke its colour space")
         config, working = colour_settings()
         space = colour.nuke_colorspace_name(media.colorspace, config, working)
-        numbers = [int(re.search(r"(\d+)\.exr$", p).group(1)) for p in paths]  # type: ignore[union-attr]
-        pattern = re.sub(r"\d+\.exr$", lambda m: "#" * (len(m.group(0)) - 4) + ".exr", paths[0])
+        numbers = _frame_numbers(paths)
         read = nuke.nodes.Read(
-            file=pattern, first=numbers[0], last=numbers[-1], origfirst=numbers[0], origlast=numbers[-1]
+            file=_hash_pattern(paths[0]),
+            first=numbers[0],
+            last=numbers[-1],
+            origfirst=numbers[0],
+            origlast=numbers[-1],
         )
         read["colorspace"].setValue(space)
         read["frame_mode"].setValue("start at")
         read["frame"].setValue(str(record_frame))
-        read["label"].setValue(f"{track_hint}\\n{os.path.basename(os.path.dirname(paths[0]))}\\n{space}")
-        read.setXYpos(self.read.xpos() + 120, self.read.ypos())
-        self.created.append(read)
+        read["label"].setValue(f"{label}\\n{os.path.basename(os.path.dirname(paths[0]))}\\n{space}")
         log.info(
             "created %s for %d frames at %d (%s fps, %dx%d, %s)",
             read.name(),
@@ -232,6 +344,7 @@ class NukeHost(Host):
             media.height,
             space,
         )
+        return read
 
     def report_progress(self, fraction: float, message: str) -> None:
         if self._task is None:
