@@ -104,6 +104,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--steps", type=int, default=0, help="sampling steps (0: server default)")
     p.add_argument("--guidance-scale", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--takes",
+        type=int,
+        default=1,
+        help="takes per shot (seed, seed + 1, ...): the approved one (else the first) is the clip, every "
+        "take listed in its ttt_studio metadata",
+    )
     p.add_argument("--priority", choices=("preview", "final"), default="final")
     p.add_argument("--start-frame", type=int, default=1001, help="first frame number of each EXR sequence")
     add_delivery_arguments(p)  # shots arrive at each request's rate and length, in this format and colour
@@ -208,6 +215,7 @@ def run_fill(args: argparse.Namespace) -> int:
             priority=args.priority,
             start_frame=args.start_frame,
             delivery=delivery_settings_from(args),
+            takes=args.takes,
         )
         server = ServerSettings(args.server, token=args.token, root_cert=args.tls_root_cert, tls=args.tls)
         client = server.client()

@@ -62,7 +62,7 @@ class TakeInfo:
 
     def to_dict(self) -> Dict[str, Any]:
         return {
-            "take": self.index,
+            "index": self.index,
             "seed": self.seed,
             "path": self.directory,
             "approved": self.approved,
@@ -71,12 +71,12 @@ class TakeInfo:
 
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> TakeInfo:
-        missing = {"take", "path"} - set(data)
+        missing = {"index", "path"} - set(data)
         if missing:
             raise PlacementError(f"a take's metadata lacks {sorted(missing)}; got keys {sorted(data)}")
         seed = data.get("seed")
         return cls(
-            index=int(data["take"]),
+            index=int(data["index"]),
             seed=None if seed is None else int(seed),
             directory=str(data["path"]),
             approved=bool(data.get("approved", False)),

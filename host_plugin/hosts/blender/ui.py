@@ -4,6 +4,9 @@ The Generate operator reads the shot range on the main thread (selected gap or s
 delivery (the scene's format and working colour space, the panel's retime and fit), then a ShotJob
 thread does every network call; `pump_jobs` (a timer; called directly where timers do not run,
 e.g. --background) drains the job's events and places the EXR strip on the main thread.
+
+Takes: "Takes" > 1 asks for that many; the shown take's strip plays, the others wait muted above it.
+"Check Approved Takes" asks the server (in a thread) which take the director approved and un-mutes it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
 from host_plugin.core.errors import HostPluginError
 from host_plugin.core.shot_job import (
     DELIVERY_DEFAULTS,
+    ApprovalCheck,
     DeliverySettings,
     GenerationSettings,
     ServerSettings,
@@ -31,6 +35,8 @@ log = logging.getLogger(__name__)
 
 PUMP_INTERVAL_S = 0.1
 JOBS: List[ShotJob] = []
+TAKE_JOBS: List[ShotJob] = []  # finished jobs that placed takes: what Check Approved Takes looks at
+CHECKS: List[ApprovalCheck] = []
 
 
 def pump_jobs() -> Optional[float]:
@@ -47,8 +53,22 @@ def pump_jobs() -> Optional[float]:
             pass  # the scene was deleted or the add-on unregistered meanwhile
         if not running:
             JOBS.remove(job)
+            if any(placed.result.takes for placed in job.placed):
+                TAKE_JOBS.append(job)
         _redraw()
-    return PUMP_INTERVAL_S if JOBS else None
+    for check in list(CHECKS):
+        try:
+            running = check.pump()
+        except Exception:  # noqa: BLE001 - as above: a failed switch must not stop the timer
+            log.exception("checking approved takes failed")
+            running = False
+        if not running:
+            CHECKS.remove(check)
+            check.host.status = (
+                f"approved takes shown: {check.switched}" if check.switched else "no take switched"
+            )
+        _redraw()
+    return PUMP_INTERVAL_S if JOBS or CHECKS else None
 
 
 def _redraw() -> None:
@@ -111,6 +131,12 @@ class TTT_PG_settings(bpy.types.PropertyGroup):
         name="Guidance", default=0.0, min=0.0, description="0: server default"
     )
     seed: bpy.props.IntProperty(name="Seed", default=-1, min=-1, description="-1: the server picks one")
+    takes: bpy.props.IntProperty(
+        name="Takes",
+        default=1,
+        min=1,
+        description="Takes of the shot (seed, seed + 1, ...); others muted above",
+    )
     retime: bpy.props.EnumProperty(
         name="Retime",
         items=RETIME_ITEMS,
@@ -180,6 +206,7 @@ class TTT_OT_generate(bpy.types.Operator):
                 guidance_scale=props.guidance_scale or None,
                 seed=None if props.seed < 0 else props.seed,
                 delivery=delivery_settings(props),
+                takes=props.takes,
             )
             server = ServerSettings(
                 props.server, token=props.token or None, root_cert=bpy.path.abspath(props.root_cert) or None
@@ -206,6 +233,30 @@ class TTT_OT_cancel(bpy.types.Operator):
     def execute(self, context: Any) -> set:
         for job in JOBS:
             job.host.cancel_requested = True
+        return {"FINISHED"}
+
+
+class TTT_OT_check_takes(bpy.types.Operator):
+    """Ask the server which takes were approved and show them (un-mute the approved take's strip)"""
+
+    bl_idname = "ttt_studio.check_takes"
+    bl_label = "Check Approved Takes"
+
+    def execute(self, context: Any) -> set:
+        if not bpy.app.online_access:
+            self.report({"ERROR"}, "Online access is off: enable Preferences > System > Network")
+            return {"CANCELLED"}
+        if not TAKE_JOBS:
+            self.report({"INFO"}, "no shot with takes was placed in this session")
+            return {"CANCELLED"}
+        props = context.scene.ttt_studio
+        server = ServerSettings(
+            props.server, token=props.token or None, root_cert=bpy.path.abspath(props.root_cert) or None
+        )
+        for job in TAKE_JOBS:
+            CHECKS.append(ApprovalCheck(job.host, job.placed, server.client).start())
+        if not bpy.app.timers.is_registered(pump_jobs):
+            bpy.app.timers.register(pump_jobs, first_interval=PUMP_INTERVAL_S)
         return {"FINISHED"}
 
 
@@ -260,6 +311,7 @@ class TTT_PT_panel(bpy.types.Panel):
         row = col.row(align=True)
         row.prop(props, "steps")
         row.prop(props, "seed")
+        row.prop(props, "takes")
         row = col.row(align=True)
         row.prop(props, "width")
         row.prop(props, "height")
@@ -279,6 +331,8 @@ class TTT_PT_panel(bpy.types.Panel):
             col.operator("ttt_studio.cancel", icon="CANCEL")
         else:
             col.operator("ttt_studio.generate", icon="SEQUENCE")
+            if TAKE_JOBS:
+                col.operator("ttt_studio.check_takes", icon="CHECKMARK")
             if props.status:
                 col.label(text=props.status)
 
@@ -288,6 +342,7 @@ CLASSES = (
     TTT_PG_settings,
     TTT_OT_generate,
     TTT_OT_cancel,
+    TTT_OT_check_takes,
     TTT_OT_segment_add,
     TTT_OT_segment_remove,
     TTT_PT_panel,
@@ -306,6 +361,8 @@ def unregister() -> None:
     for job in JOBS:
         job.cancel()
     JOBS.clear()
+    TAKE_JOBS.clear()
+    CHECKS.clear()
     del bpy.types.Scene.ttt_studio
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -48,7 +48,7 @@ from host_plugin.hosts.base import Host
 
 log = logging.getLogger(__name__)
 
-MODES = ("restyle", "continue", "new")
+MODES = ("restyle", "continue", "new", "element")
 NODE_SPACING = 120  # DAG units between the nodes the plugin makes
 ELEMENT_NODE = "TTT"  # the plugin's node of an element (a Group)
 _HASHES = re.compile(r"#+")
@@ -57,17 +57,21 @@ _PRINTF = re.compile(r"%0?(\d*)d")
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    """What the panel asks: mode (restyle | continue | new), prompts (one per segment), the server.
+    """What the panel asks: mode (restyle | continue | new | element), prompts (one per segment), the
+    server; the number of takes is generation.takes.
 
     restyle re-imagines the Read's frames (the plate's size is the generation size); continue starts
-    the video with the plate's last frame and places the frames after it; new ignores the plate."""
+    the video with the plate's last frame and places the frames after it; new ignores the plate;
+    element generates inside a matte of the plate (`matte`: a file pattern, plate.####.exr, of
+    single-channel EXRs over the Read's range; empty: the plate's alpha) and merges it over the plate."""
 
     server: ServerSettings
     generation: GenerationSettings
     mode: str = "restyle"
     prompts: Sequence[str] = ()
     duration: int = 0  # continue: frames to add (0: as long as the plate)
-    strength: float = 0.6  # restyle: share of the denoising redone on the plate, in (0, 1]
+    strength: float = 0.6  # restyle / element: share of the denoising redone on the plate, in (0, 1]
+    matte: str = ""  # element: the matte's file pattern; "": the plate's alpha
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -76,6 +80,8 @@ class GenerateOptions:
             raise ValueError(f"strength must be in (0, 1], got {self.strength!r}")
         if self.duration < 0:
             raise ValueError(f"duration must be >= 0 frames, got {self.duration}")
+        if self.matte and self.mode != "element":
+            raise ValueError(f"a matte belongs to mode 'element', not {self.mode!r}")
 
 
 def frame_file(pattern: str, frame: int) -> str:
@@ -380,6 +386,14 @@ def start_generate(
     plates: Optional[Plates] = None
     if options.mode == "restyle":
         plates = Plates(tuple(host.plate_frames(request, first, last)), "restyle", options.strength)
+    elif options.mode == "element":
+        mattes = tuple(frame_file(options.matte, f) for f in range(first, last + 1)) if options.matte else ()
+        missing = [m for m in mattes if not os.path.isfile(m)]
+        if missing:
+            raise HostError(f"matte {options.matte!r}: {len(missing)} frames are missing, first {missing[0]}")
+        plates = Plates(
+            tuple(host.plate_frames(request, first, last)), "element", options.strength, mattes=mattes
+        )
     elif options.mode == "continue":  # the plate's last frame opens the video; what follows is placed
         plates = Plates(tuple(host.plate_frames(request, last, last)), "continue")
     job = ShotJob(

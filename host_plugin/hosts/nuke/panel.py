@@ -1,4 +1,5 @@
-"""The "TTT Generate" panel (nukescripts.PythonPanel): server, token, mode, prompts per segment, output,
+"""The "TTT Generate" panel (nukescripts.PythonPanel): server, token, mode, prompts per segment, the
+element's matte, output, takes,
 and how the shot is delivered: retime (flow / blend / hold), fit (fit / fill / distort) and the colour
 space (the root's working space first; the name Nuke gives it is shown beside the interop id)."""
 
@@ -42,6 +43,9 @@ class GeneratePanel(nukescripts.PythonPanel):
         self.output = nuke.File_Knob("output", "output folder")
         self.output.setValue(os.path.join(plate_dir, "ttt_generated"))
         self.steps = nuke.Int_Knob("steps", "steps (0: server default)")
+        self.takes = nuke.Int_Knob("takes", "takes (a Switch over them)")
+        self.takes.setValue(1)
+        self.matte = nuke.File_Knob("matte", "matte (element; empty: the plate's alpha)")
         self.retime = nuke.Enumeration_Knob(
             "retime", "retime", first(DELIVERY_DEFAULTS["retime"], RETIME_METHODS)
         )
@@ -61,8 +65,10 @@ class GeneratePanel(nukescripts.PythonPanel):
             *self.prompts,
             self.duration,
             self.strength,
+            self.matte,
             self.output,
             self.steps,
+            self.takes,
             self.retime,
             self.fit,
             self.colorspace,
@@ -80,10 +86,14 @@ class GeneratePanel(nukescripts.PythonPanel):
                 root_cert=self.root_cert.value() or None,
             ),
             generation=GenerationSettings(
-                output_dir=self.output.value(), steps=int(self.steps.value()), delivery=delivery
+                output_dir=self.output.value(),
+                steps=int(self.steps.value()),
+                delivery=delivery,
+                takes=int(self.takes.value()),
             ),
             mode=self.mode.value(),
             prompts=[k.value() for k in self.prompts],
             duration=int(self.duration.value()),
             strength=float(self.strength.value()),
+            matte=self.matte.value() if self.mode.value() == "element" else "",
         )

@@ -52,6 +52,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=0)
     p.add_argument("--guidance-scale", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--takes", type=int, default=1, help="takes per shot: all in a bin, the first in a take selector"
+    )
     add_delivery_arguments(p, "the timeline's", "the project's working space")
     p.add_argument("--no-ui", action="store_true", help="no window: run and pump on this thread")
     p.add_argument(
@@ -88,6 +91,7 @@ def build_job(
         guidance_scale=args.guidance_scale,
         seed=args.seed,
         delivery=delivery_settings_from(args),
+        takes=args.takes,
     )
     server = ServerSettings(args.server, token=args.token, root_cert=args.tls_root_cert)
     return ShotJob(host, requests, settings, client_factory=lambda: server.client(interceptors=interceptors))
