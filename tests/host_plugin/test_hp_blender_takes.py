@@ -1,0 +1,88 @@
+"""Takes and elements in Blender's Sequencer with the REAL bpy and real EXR files.
+
+bpy calls added for takes and elements: strip.mute, strip.channel, strip.blend_type ("ALPHA_OVER"),
+strip.alpha_mode ("PREMUL"), strip["ttt_studio_take"] (an ID property), sequence_editor.strips_all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hp_helpers import delivered_element, delivered_takes
+
+bpy = pytest.importorskip("bpy", reason="the real-Blender test needs the bpy module (pip install bpy==5.0.1)")
+
+from host_plugin.core.errors import HostError  # noqa: E402
+from host_plugin.core.placement import DeliveredMedia  # noqa: E402
+
+MEDIA = DeliveredMedia(rate=24, width=8, height=8, colorspace="lin_ap1_scene")
+
+
+def _scene() -> Any:
+    bpy.ops.wm.read_factory_settings(use_empty=True)
+    scene = bpy.context.scene
+    scene.render.fps, scene.render.fps_base = 24, 1.0
+    scene.render.resolution_x, scene.render.resolution_y, scene.render.resolution_percentage = 8, 8, 100
+    return scene
+
+
+def _strips(scene: Any) -> dict:
+    return {s.name: s for s in scene.sequence_editor.strips_all}
+
+
+def test_three_takes_the_chosen_one_plays_the_others_wait_muted_above(tmp_path: Path) -> None:
+    from host_plugin.hosts.blender import vse
+
+    scene = _scene()
+    editor = scene.sequence_editor_create()
+    editor.strips.new_effect("under", "COLOR", 1, 1001, length=10)  # channel 1 is taken over the shot
+    host = vse.BlenderHost(scene)
+    takes = delivered_takes(tmp_path / "shot")
+    names = host.place_takes(takes, 0, 1001, "TTT generated", MEDIA)
+    strips = _strips(scene)
+    placed = [strips[n] for n in names]
+    assert [s.channel for s in placed] == [2, 3, 4]  # the chosen one lowest, the others above it
+    assert [s.mute for s in placed] == [False, True, True]
+    assert [s["ttt_studio_take"] for s in placed] == [0, 1, 2]
+    for strip, paths in zip(placed, takes):
+        assert (strip.frame_final_start, strip.frame_final_duration) == (1001, 4)
+        assert Path(bpy.path.abspath(strip.directory)).resolve() == Path(paths[0]).parent.resolve()
+        assert strip.colorspace_settings.name == "ACEScg"
+
+    host.switch_take(names, 1)  # the director approved take 2
+    assert [s.mute for s in (_strips(scene)[n] for n in names)] == [True, False, True]
+    with pytest.raises(HostError, match=r"takes 0..2; cannot show take 5"):
+        host.switch_take(names, 5)
+    editor.strips.remove(_strips(scene)[names[2]])
+    with pytest.raises(HostError, match="are gone from scene"):
+        host.switch_take(names, 0)
+
+
+def test_the_approved_take_is_the_unmuted_lowest_one(tmp_path: Path) -> None:
+    from host_plugin.hosts.blender import vse
+
+    scene = _scene()
+    host = vse.BlenderHost(scene)
+    names = host.place_takes(delivered_takes(tmp_path / "shot"), 2, 1001, "TTT generated", MEDIA)
+    placed = [_strips(scene)[n] for n in names]
+    assert [(s.channel, s.mute) for s in placed] == [(2, True), (3, True), (1, False)]
+
+
+def test_an_element_goes_above_its_plate_over_it_by_its_alpha(tmp_path: Path) -> None:
+    from host_plugin.hosts.blender import vse
+
+    scene = _scene()
+    editor = scene.sequence_editor_create()
+    plate, mattes, element = delivered_element(tmp_path / "src")
+    plate_strip = editor.strips.new_image("plate", plate[0], 2, 1001)
+    for path in plate[1:]:
+        plate_strip.elements.append(Path(path).name)
+    editor.strips.new_effect("busy", "COLOR", 3, 1003, length=2)  # channel 3 is taken in the middle
+    host = vse.BlenderHost(scene)
+    name = host.place_element(element, 1001, 1, MEDIA, mattes)  # the plate's track 1 is channel 2
+    strip = _strips(scene)[name]
+    assert strip.channel == 4 and strip.channel > plate_strip.channel
+    assert (strip.blend_type, strip.alpha_mode) == ("ALPHA_OVER", "PREMUL")
+    assert (strip.frame_final_start, strip.frame_final_duration) == (1001, 4)
