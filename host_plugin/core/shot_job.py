@@ -409,8 +409,7 @@ def generate_shot(
         first_frame = os.path.join(directory, expected[0])
     else:
         chosen, directory = 0, os.path.abspath(folder)
-        frames = _fetch_take(client, job.job_id, folder, 0, expected, shot, report, 1)
-        first_frame = frames[0]
+        first_frame = _fetch_take(client, job.job_id, folder, 0, expected, shot, report, 1)[0]
     media = delivered_media(first_frame, delivery)
     conform = dict(client.result(job.job_id, take=chosen if takes else None).conform)
     return ShotResult(
@@ -418,11 +417,11 @@ def generate_shot(
         job_id=job.job_id,
         directory=directory,
         name_prefix=f"{shot}.",
-        frame_count=len(frames) - skip,  # continue: the kept plate frames are not placed again
+        frame_count=len(expected) - skip,  # continue: the kept plate frames are not placed again
         rate=request.rate,
         start_frame=settings.start_frame + skip,
         padding=4,
-        seed=final.seed,
+        seed=takes[chosen].seed if takes else final.seed,
         model=info.model_name,
         storyboard=[] if request.prompt and not request.storyboard else segments,
         prompt=request.prompt,

@@ -108,3 +108,72 @@ def test_element_and_matte_options_are_checked(tmp_path: Path) -> None:
     )
     with pytest.raises(HostError, match="matte .*none.####.exr.: 4 frames are missing"):
         ttt_nuke.start_generate(host.read, options)
+
+
+@pytest.mark.slow
+def test_a_three_take_job_lands_under_a_switch_and_follows_the_directors_approval(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
+    """The real server makes 3 takes (seeds 7, 8, 9); each is fetched into its own folder and read under
+    the Switch; a second client approves take 2, which GetJob shows to anyone of the user and nobody
+    else may change; checking approvals switches the Switch."""
+    from fractions import Fraction
+
+    import numpy as np
+    from hp_helpers import FAST_DEFAULT, OTHER_TOKEN, TOKEN
+
+    from host_plugin.core.client import TTTClient
+    from host_plugin.core.errors import ClientError
+    from host_plugin.core.shot_job import (
+        ApprovalCheck,
+        DeliverySettings,
+        Format,
+        GenerationSettings,
+        ServerSettings,
+    )
+
+    plate, _, _ = delivered_element(tmp_path / "src", frames=12, size=(16, 16))
+    read = nuke.nodes.Read(file=plate[0].replace("1001", "####"), first=1001, last=1012)
+    server = ServerSettings(hp_default_server.address, token=TOKEN, retries=2)
+    options = ttt_nuke.GenerateOptions(
+        server=server,
+        generation=GenerationSettings(
+            str(tmp_path / "out"), takes=3, seed=7, delivery=DeliverySettings(Format(16, 16)), **FAST_DEFAULT
+        ),
+        mode="new",
+        prompts=["A red ball rolls across a wooden floor."],
+    )
+    job = ttt_nuke.start_generate(read, options)
+    nuke.run_main_loop(until=lambda: job.finished, timeout=180)
+    assert job.state == "done", job.message
+    (placed,) = job.placed
+    result = placed.result
+    assert [(t.index, t.seed, t.approved) for t in result.takes] == [(i, 7 + i, False) for i in range(3)]
+    switch = nuke.toNode(placed.handle)
+    assert switch["which"].value() == 0 and switch.inputs() == 3
+    pictures = []
+    for index in range(3):
+        pattern = switch.input(index)["file"].value()
+        assert Path(pattern).parent.name == f"take_{index + 1:02d}"
+        frame, header = read_exr(ttt_nuke.frame_file(pattern, 1006))
+        assert header["framesPerSecond"] == Fraction(24) and frame.shape[:2] == (16, 16)
+        pictures.append(frame)
+    for a, b in ((0, 1), (0, 2), (1, 2)):  # three seeds, three pictures
+        assert not np.allclose(pictures[a], pictures[b], atol=1e-3), (a, b)
+
+    with TTTClient(hp_default_server.address, token=TOKEN) as director:
+        assert director.approve_take(result.job_id, 1).approved_take == 1
+    with TTTClient(hp_default_server.address, token=TOKEN) as second:
+        seen = second.get_job(result.job_id)
+        assert [t.approved for t in seen.takes] == [False, True, False] and seen.takes[
+            1
+        ].approved_by == "alice"
+        assert second.result(result.job_id).take == 1  # no take asked: the approved one
+    with TTTClient(hp_default_server.address, token=OTHER_TOKEN) as bob:
+        with pytest.raises(ClientError, match="NOT_FOUND"):
+            bob.approve_take(result.job_id, 0)
+
+    check = ApprovalCheck(job.host, job.placed, server.client).start()
+    nuke.run_main_loop(until=lambda: not check.pump(), timeout=60)
+    assert check.switched == [(placed.request.id, 1)] and check.error is None
+    assert switch["which"].value() == 1 and result.takes[1].approved_by == "alice"
