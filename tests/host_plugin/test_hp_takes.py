@@ -49,7 +49,9 @@ def _result(folder: Path, approved: Any = None) -> ShotResult:
 def _edit() -> otio.schema.Timeline:
     timeline = otio.schema.Timeline("edit", global_start_time=otio.opentime.RationalTime(86400, 24))
     track = otio.schema.Track("V1")
-    track.append(otio.schema.Gap(source_range=otio.opentime.TimeRange(duration=otio.opentime.RationalTime(8, 24))))
+    track.append(
+        otio.schema.Gap(source_range=otio.opentime.TimeRange(duration=otio.opentime.RationalTime(8, 24)))
+    )
     timeline.tracks.append(track)
     return timeline
 
