@@ -86,3 +86,69 @@ def test_an_element_goes_above_its_plate_over_it_by_its_alpha(tmp_path: Path) ->
     assert strip.channel == 4 and strip.channel > plate_strip.channel
     assert (strip.blend_type, strip.alpha_mode) == ("ALPHA_OVER", "PREMUL")
     assert (strip.frame_final_start, strip.frame_final_duration) == (1001, 4)
+
+
+@pytest.mark.slow
+def test_the_add_on_asks_for_three_takes_and_shows_the_approved_one(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
+    """Generate with Takes = 3 in the gap between two strips (the real server), then Check Approved Takes
+    after a second client approved take 2: its strip plays, the others are muted."""
+    import time
+
+    from hp_helpers import FAST_DEFAULT, TOKEN
+
+    from host_plugin.core.client import TTTClient
+    from host_plugin.hosts import blender
+
+    scene = _scene()
+    scene.render.resolution_x = scene.render.resolution_y = 16
+    bpy.context.preferences.system.use_online_access = True
+    blender.register()
+    try:
+        strips = scene.sequence_editor_create().strips
+        a = strips.new_effect(name="A", type="COLOR", channel=1, frame_start=1, length=24)
+        b = strips.new_effect(name="B", type="COLOR", channel=1, frame_start=37, length=24)
+        a.select = b.select = True
+        props = scene.ttt_studio
+        props.server, props.token, props.output_dir = (
+            hp_default_server.address,
+            TOKEN,
+            str(tmp_path / "frames"),
+        )
+        props.steps, props.guidance_scale, props.seed = (
+            FAST_DEFAULT["steps"],
+            FAST_DEFAULT["guidance_scale"],
+            3,
+        )
+        props.takes = 3
+        props.segments.add().text = "A red ball rolls across a wooden floor."
+        assert bpy.ops.ttt_studio.generate() == {"FINISHED"}
+
+        def pump() -> None:
+            deadline = time.monotonic() + 180
+            while blender.ui.pump_jobs() is not None:
+                assert time.monotonic() < deadline, "the job did not finish"
+                time.sleep(0.02)
+
+        pump()
+        (job,) = blender.ui.TAKE_JOBS
+        (placed,) = job.placed
+        names = placed.handle
+        shown = [_strips(scene)[n] for n in names]
+        assert [(s.channel, s.mute, s.frame_final_start, s.frame_final_duration) for s in shown] == [
+            (1, False, 25, 12),
+            (2, True, 25, 12),
+            (3, True, 25, 12),
+        ]
+        assert [Path(bpy.path.abspath(s.directory)).name for s in shown] == ["take_01", "take_02", "take_03"]
+        assert [t.seed for t in placed.result.takes] == [3, 4, 5]
+
+        with TTTClient(hp_default_server.address, token=TOKEN) as director:
+            director.approve_take(placed.result.job_id, 1)
+        assert bpy.ops.ttt_studio.check_takes() == {"FINISHED"}
+        pump()
+        assert [_strips(scene)[n].mute for n in names] == [True, False, True]
+        assert placed.result.take == 1 and "approved takes shown" in job.host.status
+    finally:
+        blender.unregister()
