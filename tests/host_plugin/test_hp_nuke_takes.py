@@ -177,3 +177,49 @@ def test_a_three_take_job_lands_under_a_switch_and_follows_the_directors_approva
     nuke.run_main_loop(until=lambda: not check.pump(), timeout=60)
     assert check.switched == [(placed.request.id, 1)] and check.error is None
     assert switch["which"].value() == 1 and result.takes[1].approved_by == "alice"
+
+
+@pytest.mark.slow
+def test_an_element_job_comes_back_with_the_mattes_alpha_and_is_merged_over_the_plate(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
+    """Element mode on the real server: the plate and a single-channel matte (left half) are uploaded;
+    the delivered RGBA frames carry the matte as alpha (premultiplied) and land as Read(plate) +
+    Read(matte) -> TTT -> Merge2 over."""
+    import numpy as np
+    from hp_helpers import FAST_DEFAULT, TOKEN
+
+    from host_plugin.core.client import TTTClient
+    from host_plugin.core.shot_job import GenerationSettings, ServerSettings
+
+    server = ServerSettings(hp_default_server.address, token=TOKEN, retries=2)
+    with TTTClient(hp_default_server.address, token=TOKEN) as client:
+        if "plates_element" not in client.connect().capabilities:
+            pytest.skip(
+                "this server has no 'plates_element' capability (the element server is not merged here)"
+            )
+    plate, mattes, _ = delivered_element(tmp_path / "src", frames=12, size=(16, 16))
+    read = nuke.nodes.Read(file=plate[0].replace("1001", "####"), first=1001, last=1012)
+    options = ttt_nuke.GenerateOptions(
+        server=server,
+        generation=GenerationSettings(str(tmp_path / "out"), seed=5, **FAST_DEFAULT),
+        mode="element",
+        prompts=["A red ball rolls across a wooden floor."],
+        strength=1.0,
+        matte=mattes[0].replace("1001", "####"),
+    )
+    job = ttt_nuke.start_generate(read, options)
+    nuke.run_main_loop(until=lambda: job.finished, timeout=180)
+    assert job.state == "done", job.message
+    (placed,) = job.placed
+    merge = nuke.toNode(placed.handle)
+    assert merge.Class() == "Merge2" and merge["operation"].value() == "over" and merge.input(0) is read
+    ttt = merge.input(1)
+    assert ttt.name() == "TTT" and ttt.input(0) is read
+    assert ttt.input(1)["file"].value() == mattes[0].replace("1001", "####")
+    element = {n.Class(): n for n in ttt.nodes()}["Read"]
+    pixels, header = read_exr(ttt_nuke.frame_file(element["file"].value(), 1006))
+    assert "A" in header["channel_names"] and pixels.shape == (16, 16, 4)
+    alpha = pixels[..., 3]
+    assert alpha[:, :6].min() > 0.9 and alpha[:, 10:].max() < 0.1  # the matte's left half, a soft edge
+    assert np.all(np.abs(pixels[..., :3]) <= alpha[..., None] + 1e-2)  # premultiplied: no colour outside
