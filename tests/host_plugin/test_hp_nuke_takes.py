@@ -222,4 +222,5 @@ def test_an_element_job_comes_back_with_the_mattes_alpha_and_is_merged_over_the_
     assert "A" in header["channel_names"] and pixels.shape == (16, 16, 4)
     alpha = pixels[..., 3]
     assert alpha[:, :6].min() > 0.9 and alpha[:, 10:].max() < 0.1  # the matte's left half, a soft edge
-    assert np.all(np.abs(pixels[..., :3]) <= alpha[..., None] + 1e-2)  # premultiplied: no colour outside
+    outside = alpha < 1e-3
+    assert outside.any() and np.abs(pixels[..., :3][outside]).max() < 1e-2  # premultiplied: no colour there
