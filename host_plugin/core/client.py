@@ -16,6 +16,13 @@ host_plugin.core.delivery.Delivery; without one it is "native" (the model's fram
     info.model_colourspace / info.default_colourspace: str; info.segment_seconds: int (3)
     result(job_id).rate: Fraction (the delivered rate); .conform: dict (the conform report)
 
+Takes and elements (issue 25): submit(..., takes=N) asks for N takes (seeds seed, seed + 1, ...);
+get_job(...).takes lists them (TakeState: seed, state, frames, approval) and .approved_take the approved
+one; fetch_frames(..., take=i) fetches one take's frames; approve_take(job_id, i) approves take i for
+every client of the user; result(job_id, take=None) is the approved take's (else take 0's).
+submit(..., plate_mode="element", matte_upload_ids=..., matte_feather=...) generates inside mattes
+uploaded with upload_plate (single-channel EXRs; none: the plates' alpha).
+
 Every call sends `authorization: Bearer <token>`. Unary calls are retried on UNAVAILABLE /
 DEADLINE_EXCEEDED; SubmitShot always carries an idempotency key (chosen here when the caller gives none)
 so a retry after a lost response returns the same job instead of queueing a second one. Results are plain

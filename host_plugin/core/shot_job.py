@@ -349,6 +349,7 @@ def generate_shot(
     plate_ids: List[str] = []
     matte_ids: List[str] = []
     if plates is not None:
+        _check_mattes(request, plates)
         plate_ids = _upload_plates(client, request, plates, report, is_cancelled)
         if plates.mattes:
             matte_ids = _upload_mattes(client, request, plates, is_cancelled)
@@ -535,25 +536,29 @@ def delivered_media(path: str, delivery: Delivery) -> DeliveredMedia:
     return media
 
 
-def _upload_mattes(
-    client: Any, request: ShotRequest, plates: Plates, is_cancelled: Callable[[], bool]
-) -> List[str]:
-    """Upload each distinct matte file once (single-channel EXRs); the upload ids in frame order."""
+def _check_mattes(request: ShotRequest, plates: Plates) -> None:
+    """Before anything is uploaded: every matte file is a single-channel EXR."""
     from host_plugin.core.exr_io import matte_channels
 
-    uploads: Dict[str, Any] = {}  # the plates went first: _upload_plates checked 'plates_element'
-    for path in plates.mattes:
-        if is_cancelled():
-            raise JobCancelled(f"{shot_name_for(request)}: cancelled while uploading mattes")
-        if path in uploads:
-            continue
+    for path in sorted(set(plates.mattes)):
         channels = matte_channels(path)
         if len(channels) != 1:
             raise RequestError(
                 f"request {request.id}: matte {path} has channels {channels}; a matte is one channel "
                 "(e.g. A or Y); leave the mattes out to use the plates' alpha"
             )
-        uploads[path] = client.upload_plate(path)
+
+
+def _upload_mattes(
+    client: Any, request: ShotRequest, plates: Plates, is_cancelled: Callable[[], bool]
+) -> List[str]:
+    """Upload each distinct matte file once (single-channel EXRs); the upload ids in frame order."""
+    uploads: Dict[str, Any] = {}  # the plates went first: _upload_plates checked 'plates_element'
+    for path in plates.mattes:
+        if is_cancelled():
+            raise JobCancelled(f"{shot_name_for(request)}: cancelled while uploading mattes")
+        if path not in uploads:
+            uploads[path] = client.upload_plate(path)
     return [uploads[p].upload_id for p in plates.mattes]
 
 

@@ -87,3 +87,61 @@ def test_an_element_goes_on_a_track_above_its_plate_with_its_alpha(tmp_path: Pat
     media = item.GetMediaPoolItem()
     assert media.GetClipProperty("Alpha mode") == "Premultiplied"
     assert media.GetClipProperty("File Path") == _pattern(element)
+
+
+@pytest.mark.slow
+def test_the_window_asks_for_three_takes_and_selects_the_approved_one(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
+    """--takes 3 on a 'TTT:' marker (the real server): the takes land in a bin and the clip's take
+    selector; after a second client approves take 2, "Check approved takes" selects it."""
+    import DaVinciResolveScript
+    from hp_helpers import FAST_DEFAULT, TOKEN
+
+    from host_plugin.core.client import TTTClient
+    from host_plugin.hosts.resolve import script
+
+    app = fake.make_resolve(fps="24", start_frame=START)
+    app.manager.project.settings.update({"timelineResolutionWidth": "16", "timelineResolutionHeight": "16"})
+    tl = app.manager.project.timeline
+    tl.add_clip(1, "A", START, 48)
+    tl.markers[20] = {
+        "color": "Blue",
+        "duration": 12,
+        "note": "TTT: A cat yawns.",
+        "name": "cat",
+        "customData": "",
+    }
+    args = script.parse_args(
+        ["--server", hp_default_server.address, "--token", TOKEN, "--output", str(tmp_path / "out")]
+        + ["--steps", str(FAST_DEFAULT["steps"]), "--guidance-scale", str(FAST_DEFAULT["guidance_scale"])]
+        + ["--takes", "3", "--seed", "11"]
+    )
+    window = script.GenerateWindow(app, app.Fusion(), DaVinciResolveScript, args)
+    state = {"step": "generate"}
+
+    def user(disp: Any) -> None:
+        if state["step"] == "generate":
+            window.win.click("Generate")
+            state["step"] = "wait"
+        elif state["step"] == "wait" and window.job.finished:
+            assert window.job.state == "done", window.job.message
+            with TTTClient(hp_default_server.address, token=TOKEN) as director:
+                director.approve_take(window.job.placed[0].result.job_id, 1)
+            window.win.click("CheckTakes")
+            state["step"] = "check"
+        elif state["step"] == "check" and window.check is None:
+            window.win.click("Close")
+
+    fake.UIDispatcher.script = user
+    window.run()
+    (placed,) = window.job.placed
+    item = placed.handle
+    assert [t.seed for t in placed.result.takes] == [11, 12, 13]
+    assert (item.GetStart(), item.GetDuration(), item.GetTakesCount()) == (START + 20, 12, 3)
+    assert item.GetSelectedTakeIndex() == 2  # take 2, approved by the director
+    assert item.GetMediaPoolItem().GetClipProperty("File Path").endswith("/take_02/cat.%04d.exr")
+    (bin_,) = app.manager.project.media_pool.GetRootFolder().GetSubFolderList()
+    assert len(bin_.GetClipList()) == 3
+    assert window.items["Status"].Text == f"approved takes shown: [({placed.request.id!r}, 1)]"
+    assert all(on_main for _, _, on_main in fake.CALLS)

@@ -152,3 +152,43 @@ def test_takes_are_refused_before_anything_is_sent_when_they_cannot_be_placed(
         with pytest.raises(RequestError, match="an element is placed over its plate one take at a time"):
             generate_shot(client, _request(), GenerationSettings(str(tmp_path), takes=2), plates=element)
         assert not client.list_jobs()  # nothing was queued
+
+
+def test_element_plates_and_mattes_are_checked_before_anything_is_sent(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
+    from hp_helpers import delivered_element
+
+    from host_plugin.core.errors import PlateError
+
+    plate, mattes, element = delivered_element(tmp_path)
+    with pytest.raises(ValueError, match="an element in a plate needs a strength"):
+        Plates(tuple(plate), "element")
+    with pytest.raises(ValueError, match="mattes belong to plate mode 'element', not 'restyle'"):
+        Plates(tuple(plate), "restyle", 0.5, mattes=tuple(mattes))
+    with pytest.raises(ValueError, match="one matte per plate frame; got 3 mattes for 4 plate frames"):
+        Plates(tuple(plate), "element", 0.5, mattes=tuple(mattes[:3]))
+    with pytest.raises(ValueError, match="matte_feather must be >= 0 output pixels, got -1.0"):
+        Plates(tuple(plate), "element", 0.5, matte_feather=-1.0)
+    settings = GenerationSettings(str(tmp_path / "out"), **FAST_DEFAULT)
+    rgba_matte = Plates(tuple(plate), "element", 0.5, mattes=tuple(element))  # RGBA files as mattes
+    missing = Plates(
+        tuple(plate), "element", 0.5, mattes=tuple(str(tmp_path / f"no.{i}.exr") for i in range(4))
+    )
+    with TTTClient(hp_default_server.address, token=TOKEN) as client:
+        client.connect()
+        with pytest.raises(
+            RequestError, match=r"has channels \['A', 'B', 'G', 'R'\]; a matte is one channel"
+        ):
+            generate_shot(client, _request(), settings, plates=rgba_matte)
+        with pytest.raises(PlateError, match="does not exist"):
+            generate_shot(client, _request(), settings, plates=missing)
+        assert not client.list_jobs()
+        with pytest.raises(ValueError, match="takes must be an int >= 0"):
+            client.submit([{"text": "a"}], takes=-1)
+        with pytest.raises(ValueError, match="mattes belong to plate_mode 'element', not 'restyle'"):
+            client.submit([{"text": "a"}], plate_mode="restyle", strength=0.5, matte_upload_ids=["u1"])
+        with pytest.raises(ValueError, match="take must be an int >= 0"):
+            client.approve_take("job", -1)
+        with pytest.raises(ValueError, match="take must be an int >= 0"):
+            client.fetch_frames("job", tmp_path / "f", take=-2)

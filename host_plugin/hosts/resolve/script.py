@@ -19,6 +19,7 @@ from typing import Any, List, Optional
 from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
 from host_plugin.core.errors import HostPluginError
 from host_plugin.core.shot_job import (
+    ApprovalCheck,
     DeliverySettings,
     GenerationSettings,
     ServerSettings,
@@ -126,6 +127,7 @@ class GenerateWindow:
         self.resolve, self.args, self.interceptors = resolve, args, interceptors
         self.job: Optional[ShotJob] = None
         self.host: Optional[ResolveHost] = None
+        self.check: Optional[ApprovalCheck] = None
         ui = fu.UIManager
         self.disp = bmd.UIDispatcher(ui)
         self.win = self.disp.AddWindow(
@@ -170,6 +172,7 @@ class GenerateWindow:
                         [
                             ui.Button({"ID": "Generate", "Text": "Generate"}),
                             ui.Button({"ID": "Cancel", "Text": "Cancel"}),
+                            ui.Button({"ID": "CheckTakes", "Text": "Check approved takes"}),
                             ui.Button({"ID": "Close", "Text": "Close"}),
                         ]
                     ),
@@ -188,6 +191,7 @@ class GenerateWindow:
         self.timer = ui.Timer({"ID": "TTTPump", "Interval": PUMP_MS})
         self.win.On.Generate.Clicked = self.on_generate
         self.win.On.Cancel.Clicked = self.on_cancel
+        self.win.On.CheckTakes.Clicked = self.on_check_takes
         self.win.On.Close.Clicked = self.on_close
         self.win.On.TTTGenerate.Close = self.on_close
         self.disp.On.Timeout = self.on_timer
@@ -235,7 +239,29 @@ class GenerateWindow:
             self.host.cancel_requested = True
             self.status("cancelling...")
 
+    def on_check_takes(self, ev: Any) -> None:
+        """Ask the server which takes were approved (a worker thread) and select them (the timer)."""
+        if self.job is None or not self.job.finished or self.host is None:
+            self.status("check approved takes after a job with takes has finished")
+            return
+        if not any(placed.result.takes for placed in self.job.placed):
+            self.status("the last job placed one take per shot: nothing to switch")
+            return
+        server = ServerSettings(self.args.server, token=self.args.token, root_cert=self.args.tls_root_cert)
+        self.check = ApprovalCheck(
+            self.host, self.job.placed, lambda: server.client(interceptors=self.interceptors)
+        ).start()
+        self.status("checking approved takes...")
+        self.timer.Start()
+
     def on_timer(self, ev: Any) -> None:
+        if self.check is not None:
+            if not self.check.pump():
+                switched = self.check.switched
+                self.status(f"approved takes shown: {switched}" if switched else "no take switched")
+                self.check = None
+                self.timer.Stop()
+            return
         if self.job is None:
             return
         running = self.job.pump()
