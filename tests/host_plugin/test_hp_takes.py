@@ -144,6 +144,7 @@ def test_takes_are_refused_before_anything_is_sent_when_they_cannot_be_placed(
         GenerationSettings(str(tmp_path), takes=0)
     with TTTClient(hp_default_server.address, token=TOKEN) as client:
         client.connect()
+        before = [j.job_id for j in client.list_jobs()]  # the session's server ran other tests' jobs
         limit = client.info.limits["max_takes"]
         too_many = GenerationSettings(str(tmp_path), takes=limit + 1, **FAST_DEFAULT)
         with pytest.raises(RequestError, match=f"this server makes at most max_takes={limit}"):
@@ -151,7 +152,7 @@ def test_takes_are_refused_before_anything_is_sent_when_they_cannot_be_placed(
         element = Plates(("p.exr",) * 4, "element", 0.5)
         with pytest.raises(RequestError, match="an element is placed over its plate one take at a time"):
             generate_shot(client, _request(), GenerationSettings(str(tmp_path), takes=2), plates=element)
-        assert not client.list_jobs()  # nothing was queued
+        assert [j.job_id for j in client.list_jobs()] == before  # nothing was queued
 
 
 def test_element_plates_and_mattes_are_checked_before_anything_is_sent(
@@ -177,13 +178,14 @@ def test_element_plates_and_mattes_are_checked_before_anything_is_sent(
     )
     with TTTClient(hp_default_server.address, token=TOKEN) as client:
         client.connect()
+        before = [j.job_id for j in client.list_jobs()]
         with pytest.raises(
             RequestError, match=r"has channels \['A', 'B', 'G', 'R'\]; a matte is one channel"
         ):
             generate_shot(client, _request(), settings, plates=rgba_matte)
         with pytest.raises(PlateError, match="does not exist"):
             generate_shot(client, _request(), settings, plates=missing)
-        assert not client.list_jobs()
+        assert [j.job_id for j in client.list_jobs()] == before
         with pytest.raises(ValueError, match="takes must be an int >= 0"):
             client.submit([{"text": "a"}], takes=-1)
         with pytest.raises(ValueError, match="mattes belong to plate_mode 'element', not 'restyle'"):
