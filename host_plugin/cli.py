@@ -13,7 +13,8 @@ placed even when others fail (--no-keep-going stops at the first failure); OUT h
 Exit status: 0 every request placed; 1 some failed or were refused (with --keep-going the rest are
 placed); 2 bad input or usage, nothing written.
 
-Run it again to resume: clips OUT already holds for unchanged requests are kept, and every submit
+Run it again to resume: clips OUT already holds for unchanged requests are kept (a shot with takes
+shows the take approved on the server since), and every submit
 carries an idempotency key made from the request and the settings, so a job that finished on the
 server meanwhile is fetched, not generated again (a job that failed is submitted anew).
 
@@ -194,6 +195,7 @@ def run_fill(args: argparse.Namespace) -> int:
     from host_plugin.core.shot_job import (
         GenerationSettings,
         ServerSettings,
+        approved_result,
         delivery_settings_from,
         generate_shot,
     )
@@ -242,6 +244,12 @@ def run_fill(args: argparse.Namespace) -> int:
         )
         return result
 
+    def refresh(result: Any) -> Any:
+        """A carried shot with takes shows the take approved on the server now."""
+        job = client.get_job(result.job_id)
+        by = next((t.approved_by for t in job.takes if t.approved), "")
+        return approved_result(result, job.approved_take, by)
+
     try:
         report = fill_timeline(
             args.edit,
@@ -252,6 +260,7 @@ def run_fill(args: argparse.Namespace) -> int:
             select=args.select,
             keep_going=args.keep_going,
             resume=args.resume,
+            refresh=refresh,
         )
     except HostPluginError as exc:  # FillError: the edit or OUT unreadable, OUT unwritable
         return _fail(str(exc), 2)

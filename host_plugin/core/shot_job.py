@@ -837,20 +837,25 @@ class ShotJob:
         log.info("placed %s (%d frames) at %d", result.job_id, len(paths), request.record_start)
 
 
-def apply_approval(host: Any, placed: PlacedShot, approved: Optional[int], approved_by: str = "") -> bool:
-    """Main thread: show the approved take of a placed shot (none approved: take 0) and record the
-    approval on its result; True when the host switched. PlacementError for a shot placed without takes."""
-    result = placed.result
+def approved_result(result: ShotResult, approved: Optional[int], approved_by: str = "") -> ShotResult:
+    """`result` showing the approved take (none approved: take 0), the approval recorded on its takes."""
     if not result.takes:
         raise PlacementError(f"shot {result.request_id!r} (job {result.job_id}) was placed with one take")
     takes = with_approval(result.takes, approved, approved_by)
     chosen = approved if approved is not None else 0
-    switched = chosen != result.take
+    return dataclasses.replace(
+        result, takes=takes, take=chosen, directory=takes[chosen].directory, seed=takes[chosen].seed
+    )
+
+
+def apply_approval(host: Any, placed: PlacedShot, approved: Optional[int], approved_by: str = "") -> bool:
+    """Main thread: show the approved take of a placed shot (none approved: take 0) and record the
+    approval on its result; True when the host switched. PlacementError for a shot placed without takes."""
+    result = approved_result(placed.result, approved, approved_by)
+    switched = result.take != placed.result.take
     if switched:
-        host.switch_take(placed.handle, chosen)
-    result.takes = takes
-    result.directory = takes[chosen].directory
-    result.take = chosen
+        host.switch_take(placed.handle, result.take)
+    placed.result = result
     placed.paths = result.frame_paths()
     return switched
 

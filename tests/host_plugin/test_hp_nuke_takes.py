@@ -176,7 +176,7 @@ def test_a_three_take_job_lands_under_a_switch_and_follows_the_directors_approva
     check = ApprovalCheck(job.host, job.placed, server.client).start()
     nuke.run_main_loop(until=lambda: not check.pump(), timeout=60)
     assert check.switched == [(placed.request.id, 1)] and check.error is None
-    assert switch["which"].value() == 1 and result.takes[1].approved_by == "alice"
+    assert switch["which"].value() == 1 and job.placed[0].result.takes[1].approved_by == "alice"
 
 
 @pytest.mark.slow

@@ -15,8 +15,15 @@ from hp_helpers import FAST_DEFAULT, TOKEN, delivered_takes
 from host_plugin.core.client import TTTClient
 from host_plugin.core.errors import PlacementError, RequestError
 from host_plugin.core.placement import DeliveredMedia, ShotResult, place_generated_shot
-from host_plugin.core.requests import ShotRequest
-from host_plugin.core.shot_job import GenerationSettings, PlacedShot, Plates, apply_approval, generate_shot
+from host_plugin.core.requests import ShotRequest, plain
+from host_plugin.core.shot_job import (
+    GenerationSettings,
+    PlacedShot,
+    Plates,
+    apply_approval,
+    approved_result,
+    generate_shot,
+)
 from host_plugin.core.takes import TakeInfo, chosen_take, take_folder, with_approval
 
 MEDIA = DeliveredMedia(rate=24, width=8, height=8, colorspace="lin_ap1_scene")
@@ -106,11 +113,34 @@ def test_fill_keeps_the_takes_of_a_carried_shot(tmp_path: Path) -> None:
         made.append(request.id)
         return result
 
+    def out_clip() -> tuple:
+        """(the clip's frames folder URL, its ttt_studio metadata as plain values)."""
+        (clip,) = otio.adapters.read_from_file(str(tmp_path / "out.otio")).tracks[-1].find_clips()
+        return clip.media_reference.target_url_base, plain(clip.metadata["ttt_studio"])
+
     first = fill_timeline(str(tmp_path / "in.otio"), str(tmp_path / "out.otio"), generate)
     again = fill_timeline(str(tmp_path / "in.otio"), str(tmp_path / "out.otio"), generate)
     assert first.ok and again.ok and len(made) == 1 and again.carried == [made[0]]
-    (clip,) = otio.adapters.read_from_file(str(tmp_path / "out.otio")).tracks[-1].find_clips()
-    assert [t["index"] for t in clip.metadata["ttt_studio"]["takes"]] == [0, 1, 2]
+    assert [t["index"] for t in out_clip()[1]["takes"]] == [0, 1, 2]
+
+    def offline(result: ShotResult) -> ShotResult:
+        raise ConnectionError("server unreachable")
+
+    kept = fill_timeline(str(tmp_path / "in.otio"), str(tmp_path / "out.otio"), generate, refresh=offline)
+    assert kept.carried == [made[0]] and "takes not refreshed: server unreachable" in kept.failures[0].message
+    assert out_clip()[0].endswith("/take_01/")
+    # a later run after the director approved take 3: that take becomes the clip
+    approve = lambda result: approved_result(result, 2, "director")  # noqa: E731
+    later = fill_timeline(str(tmp_path / "in.otio"), str(tmp_path / "out.otio"), generate, refresh=approve)
+    assert later.ok and later.carried == [made[0]] and len(made) == 1
+    url, meta = out_clip()
+    assert url.endswith("/shot/take_03/")
+    assert (meta["take"], meta["seed"]) == (2, 42)
+    assert [(t["approved"], t["approved_by"]) for t in meta["takes"]] == [
+        (False, ""),
+        (False, ""),
+        (True, "director"),
+    ]
 
 
 class _Recorder:
@@ -129,8 +159,12 @@ def test_apply_approval_switches_only_when_the_shown_take_changes(tmp_path: Path
     host = _Recorder()
     assert apply_approval(host, placed, None) is False and host.switches == []  # take 0 shown already
     assert apply_approval(host, placed, 2, "director") is True
-    assert host.switches == [("Switch1", 2)] and result.take == 2 and result.takes[2].approved
-    assert placed.paths[0].endswith("take_03/sh010.1001.exr")
+    shown = placed.result
+    assert (
+        host.switches == [("Switch1", 2)] and (shown.take, shown.seed) == (2, 42) and shown.takes[2].approved
+    )
+    assert placed.paths[0].endswith("take_03/sh010.1001.exr") and shown.takes[2].approved_by == "director"
+    assert result.take == 0  # the result first placed is left as it was
     assert apply_approval(host, placed, 2) is False  # already shown
     single = PlacedShot(_request(), ShotResult("r", "j", str(tmp_path), "sh010.", 4, 24))
     with pytest.raises(PlacementError, match="was placed with one take"):
