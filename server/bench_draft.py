@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -85,6 +86,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 rows.append({"preview": preview, "final": final})
     finally:
         server.terminate()
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     draft = statistics.median(r["preview"]["draft_s"] for r in rows)
     final = statistics.median(r["final"]["complete_s"] for r in rows)
     return {
@@ -112,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="the server's torch threads")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON report here")
+    parser.add_argument("--keep", action="store_true", help="keep the server's data dir and log")
     args = parser.parse_args(argv)
     report = run(args)
     print(f"machine: {report['machine']}, torch threads {report['threads']}")
