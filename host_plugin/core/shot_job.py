@@ -686,6 +686,11 @@ class ShotJob:
         return self
 
     @property
+    def client_factory(self) -> Callable[[], Any]:
+        """What makes this job's clients (an ApprovalCheck of its takes asks the same server)."""
+        return self._client_factory
+
+    @property
     def job_ids(self) -> List[str]:
         with self._lock:
             return list(self._job_ids)
@@ -888,20 +893,43 @@ class ApprovalCheck:
         finally:
             client.close()
 
+    @property
+    def finished(self) -> bool:
+        return self._runner.finished
+
     def pump(self) -> bool:
         """Main thread: apply what the worker learned; True while it runs."""
-        from host_plugin.hosts.base import ERROR
-
         for event in self._runner.poll():
-            if event.result is not None and event.kind != "done":
-                index, approved, by = event.result
-                shot = self.placed[index]
-                if apply_approval(self.host, shot, approved, by):
-                    self.switched.append((shot.request.id, shot.result.take))
-            elif event.kind == ERROR:
-                self.error = event.error
-                self.host.report_error(event.message)
+            self._handle(event)
         return not self._runner.finished
+
+    def start_forwarding(self, interval: float = 0.05) -> threading.Thread:
+        """For hosts without a timer (Nuke): a thread hands every event to host.run_on_main_thread."""
+
+        def forward() -> None:
+            while True:
+                for event in self._runner.poll():
+                    self.host.run_on_main_thread(self._handle, event)
+                if self._runner.finished:
+                    return
+                time.sleep(interval)
+
+        thread = threading.Thread(target=forward, name="ttt-approvals-forward", daemon=True)
+        thread.start()
+        return thread
+
+    def _handle(self, event: Any) -> None:
+        """Main thread: switch a shot to its approved take, or report the check's failure."""
+        from host_plugin.hosts.base import DONE, ERROR
+
+        if event.result is not None and event.kind != DONE:
+            index, approved, by = event.result
+            shot = self.placed[index]
+            if apply_approval(self.host, shot, approved, by):
+                self.switched.append((shot.request.id, shot.result.take))
+        elif event.kind == ERROR:
+            self.error = event.error
+            self.host.report_error(event.message)
 
     def wait(self, timeout: float = 60.0, interval: float = 0.02) -> bool:
         deadline = time.monotonic() + timeout

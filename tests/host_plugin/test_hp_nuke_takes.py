@@ -29,6 +29,7 @@ MEDIA = DeliveredMedia(rate=24, width=8, height=8, colorspace="lin_ap1_scene")
 @pytest.fixture(autouse=True)
 def _fresh_nuke() -> None:
     nuke.reset()
+    ttt_nuke.JOBS.clear()
 
 
 def _host(tmp_path: Path) -> Any:
@@ -53,6 +54,8 @@ def test_three_takes_become_reads_under_a_switch_showing_the_chosen_one(tmp_path
         pixels, _ = read_exr(ttt_nuke.frame_file(read["file"].value(), 1002))
         assert pixels[0, 0, 0] == pytest.approx(0.1 * (index + 1), abs=1e-3)  # a different take each
 
+    assert ttt_nuke.check_approved_takes() == []  # no job of this session placed takes
+    assert nuke.MESSAGES[-1] == "TTT: no shot with takes was placed in this session"
     host.switch_take(name, 1)  # the director approved take 2
     assert nuke.toNode(name)["which"].value() == 1
     with pytest.raises(HostError, match=r"has takes 0..2; cannot show take 3"):
@@ -125,7 +128,6 @@ def test_a_three_take_job_lands_under_a_switch_and_follows_the_directors_approva
     from host_plugin.core.client import TTTClient
     from host_plugin.core.errors import ClientError
     from host_plugin.core.shot_job import (
-        ApprovalCheck,
         DeliverySettings,
         Format,
         GenerationSettings,
@@ -173,8 +175,9 @@ def test_a_three_take_job_lands_under_a_switch_and_follows_the_directors_approva
         with pytest.raises(ClientError, match="NOT_FOUND"):
             bob.approve_take(result.job_id, 0)
 
-    check = ApprovalCheck(job.host, job.placed, server.client).start()
-    nuke.run_main_loop(until=lambda: not check.pump(), timeout=60)
+    ttt_nuke.add_menus()
+    (check,) = nuke.menu("Nuke").findItem("TTT").findItem("Check Approved Takes").invoke()
+    nuke.run_main_loop(until=lambda: check.finished, timeout=60)
     assert check.switched == [(placed.request.id, 1)] and check.error is None
     assert switch["which"].value() == 1 and job.placed[0].result.takes[1].approved_by == "alice"
 

@@ -10,7 +10,7 @@ submit, watch, fetch (ShotJob). Progress and cancel go through nuke.ProgressTask
 thread (Foundry's documented pattern); the new Read node is made through nuke.executeInMainThread.
 
 Takes: a Read per take into a Switch node whose `which` knob is the shown take (the approved one, else
-take 0; `which` is the 0-based take index). Elements: the plate's Read and the matte's Read feed the
+take 0; `which` is the 0-based take index); TTT > Check Approved Takes sets it to the take approved since. Elements: the plate's Read and the matte's Read feed the
 plugin's TTT node (a Group with inputs "plate" and "matte" and the element's Read inside), merged over
 the plate by a Merge2 (operation over; input 1 = A = the element, input 0 = B = the plate).
 
@@ -36,6 +36,7 @@ from host_plugin.core.frame_math import snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import KIND_CLIP, ShotRequest
 from host_plugin.core.shot_job import (
+    ApprovalCheck,
     Format,
     GenerationSettings,
     Plates,
@@ -51,6 +52,7 @@ log = logging.getLogger(__name__)
 MODES = ("restyle", "continue", "new", "element")
 NODE_SPACING = 120  # DAG units between the nodes the plugin makes
 ELEMENT_NODE = "TTT"  # the plugin's node of an element (a Group)
+JOBS: List[ShotJob] = []  # this session's jobs; Check Approved Takes looks at those that placed takes
 _HASHES = re.compile(r"#+")
 _PRINTF = re.compile(r"%0?(\d*)d")
 
@@ -405,6 +407,7 @@ def start_generate(
     )
     job.start()
     job.start_forwarding()
+    JOBS.append(job)
     log.info("TTT %s of %s: job for %s started", options.mode, read.name(), shot_name_for(request))
     return job
 
@@ -428,10 +431,25 @@ def show_panel() -> Optional[ShotJob]:
         return None
 
 
+def check_approved_takes() -> List[ApprovalCheck]:
+    """TTT > Check Approved Takes: ask the server (in threads) which take of each shot placed with takes
+    in this session is approved; each Switch is set to it on the main thread."""
+    jobs = [job for job in JOBS if job.finished and any(p.result.takes for p in job.placed)]
+    if not jobs:
+        nuke.message("TTT: no shot with takes was placed in this session")
+        return []
+    checks = [ApprovalCheck(job.host, job.placed, job.client_factory).start() for job in jobs]
+    for check in checks:
+        check.start_forwarding()
+    return checks
+
+
 def add_menus() -> None:
-    """TTT > Generate... in the Nuke menu bar and the Nodes toolbar."""
+    """TTT > Generate... and TTT > Check Approved Takes in the Nuke menu bar and the Nodes toolbar."""
     for bar in ("Nuke", "Nodes"):
-        nuke.menu(bar).addMenu("TTT").addCommand("Generate...", show_panel)
+        menu = nuke.menu(bar).addMenu("TTT")
+        menu.addCommand("Generate...", show_panel)
+        menu.addCommand("Check Approved Takes", check_approved_takes)
 
 
 def rate_of_root() -> Fraction:
