@@ -152,3 +152,90 @@ def test_the_add_on_asks_for_three_takes_and_shows_the_approved_one(
         assert placed.result.take == 1 and "approved takes shown" in job.host.status
     finally:
         blender.unregister()
+
+
+def _plate_strip(scene: Any, plate: list, channel: int = 2) -> Any:
+    strip = scene.sequence_editor_create().strips.new_image("plate", plate[0], channel, 1001)
+    for path in plate[1:]:
+        strip.elements.append(Path(path).name)
+    return strip
+
+
+def test_the_element_request_is_the_selected_plate_strip_and_its_mattes(tmp_path: Path) -> None:
+    from host_plugin.core.errors import RequestError
+    from host_plugin.hosts.blender import vse
+
+    scene = _scene()
+    plate, mattes, _ = delivered_element(tmp_path / "src")
+    segments = [{"text": "A bird lands."}]
+    with pytest.raises(RequestError, match="select exactly one image strip of EXR frames"):
+        vse.plate_request(scene, segments)
+    strip = _plate_strip(scene, plate)
+    strip.select = True
+    request, paths, found = vse.plate_request(scene, segments, str(tmp_path / "src" / "matte"))
+    assert (request.record_start, request.duration, request.track_index, request.prompt) == (
+        1001,
+        4,
+        1,
+        "A bird lands.",
+    )
+    assert paths == plate and found == mattes
+    assert vse.plate_request(scene, segments)[2] == []  # no matte folder: the plate's alpha
+    strip.frame_offset_start = 1  # trimmed: the frames it shows
+    assert vse.plate_request(scene, segments)[1] == plate[1:]
+    with pytest.raises(RequestError, match="holds 4 EXR frames; the plate strip 'plate' shows 3"):
+        vse.plate_request(scene, segments, str(tmp_path / "src" / "matte"))
+    with pytest.raises(RequestError, match="matte folder .* does not exist"):
+        vse.plate_request(scene, segments, str(tmp_path / "nowhere"))
+
+
+@pytest.mark.slow
+def test_the_add_on_generates_an_element_over_the_selected_plate(
+    hp_default_server: Any, tmp_path: Path
+) -> None:
+    """Element over plate on the real server: the plate strip and its matte folder are sent; the RGBA
+    result lands Alpha Over on the channel above, its alpha the matte's region."""
+    import time
+
+    from hp_helpers import FAST_DEFAULT, TOKEN
+
+    from host_plugin.core.client import TTTClient
+    from host_plugin.core.exr_io import read_exr
+    from host_plugin.hosts import blender
+
+    with TTTClient(hp_default_server.address, token=TOKEN) as client:
+        if "plates_element" not in client.connect().capabilities:
+            pytest.skip(
+                "this server has no 'plates_element' capability (the element server is not merged here)"
+            )
+    scene = _scene()
+    scene.render.resolution_x = scene.render.resolution_y = 16
+    plate, _, _ = delivered_element(tmp_path / "src", frames=12, size=(16, 16))
+    bpy.context.preferences.system.use_online_access = True
+    blender.register()
+    try:
+        _plate_strip(scene, plate).select = True
+        props = scene.ttt_studio
+        props.server, props.token, props.output_dir = (
+            hp_default_server.address,
+            TOKEN,
+            str(tmp_path / "frames"),
+        )
+        props.steps, props.guidance_scale = FAST_DEFAULT["steps"], FAST_DEFAULT["guidance_scale"]
+        props.duration_source, props.strength = "PLATE", 1.0
+        props.matte_dir = str(tmp_path / "src" / "matte")
+        props.segments.add().text = "A red ball rolls across a wooden floor."
+        assert bpy.ops.ttt_studio.generate() == {"FINISHED"}
+        deadline = time.monotonic() + 180
+        while blender.ui.pump_jobs() is not None:
+            assert time.monotonic() < deadline, "the job did not finish"
+            time.sleep(0.02)
+        assert "error" not in props.status.lower(), props.status
+        (element,) = [s for s in scene.sequence_editor.strips_all if s.name != "plate"]
+        assert (element.channel, element.blend_type, element.alpha_mode) == (3, "ALPHA_OVER", "PREMUL")
+        assert (element.frame_final_start, element.frame_final_duration) == (1001, 12)
+        pixels, header = read_exr(Path(bpy.path.abspath(element.directory)) / element.elements[5].filename)
+        alpha = pixels[..., 3]
+        assert "A" in header["channel_names"] and alpha[:, 0].min() > 0.99 and alpha[:, -1].max() < 0.01
+    finally:
+        blender.unregister()

@@ -7,6 +7,8 @@ e.g. --background) drains the job's events and places the EXR strip on the main 
 
 Takes: "Takes" > 1 asks for that many; the shown take's strip plays, the others wait muted above it.
 "Check Approved Takes" asks the server (in a thread) which take the director approved and un-mutes it.
+Elements: "Element over plate" sends the selected EXR image strip with its mattes (a folder of
+single-channel EXRs; none: the plate's alpha) and places the RGBA result Alpha Over on a channel above.
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ from typing import Any, List, Optional
 import bpy
 
 from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
-from host_plugin.core.errors import HostPluginError
+from host_plugin.core.errors import HostPluginError, RequestError
 from host_plugin.core.shot_job import (
     DELIVERY_DEFAULTS,
     ApprovalCheck,
     DeliverySettings,
     GenerationSettings,
+    Plates,
     ServerSettings,
     ShotJob,
 )
@@ -120,8 +123,18 @@ class TTT_PG_settings(bpy.types.PropertyGroup):
         items=[
             ("GAP", "Selected gap", "The gap between the two selected strips"),
             ("MARKERS", "Scene markers", "From the marker at the current frame to the next marker"),
+            ("PLATE", "Element over plate", "An element inside a matte of the selected EXR image strip"),
         ],
         default="GAP",
+    )
+    strength: bpy.props.FloatProperty(
+        name="Strength", default=0.6, min=0.01, max=1.0, description="Element: share of the denoising redone"
+    )
+    matte_dir: bpy.props.StringProperty(
+        name="Matte",
+        subtype="DIR_PATH",
+        default="",
+        description="Element: a folder of single-channel EXR mattes, one per plate frame (empty: the plate's alpha)",
     )
     output_dir: bpy.props.StringProperty(name="Output", subtype="DIR_PATH", default="//ttt_frames/")
     steps: bpy.props.IntProperty(name="Steps", default=0, min=0, description="0: the server's default")
@@ -196,8 +209,18 @@ class TTT_OT_generate(bpy.types.Operator):
             return {"CANCELLED"}
         scene = context.scene
         props = scene.ttt_studio
+        plates = None
         try:
-            request, channel = vse.make_request(scene, props.duration_source, _segments(props))
+            if props.duration_source == "PLATE":
+                if props.takes > 1:
+                    raise RequestError(
+                        "an element is placed over its plate one take at a time: set Takes to 1"
+                    )
+                request, paths, mattes = vse.plate_request(scene, _segments(props), props.matte_dir)
+                channel = request.track_index + 2  # above the plate
+                plates = {request.id: Plates(tuple(paths), "element", props.strength, mattes=tuple(mattes))}
+            else:
+                request, channel = vse.make_request(scene, props.duration_source, _segments(props))
             settings = GenerationSettings(
                 output_dir=_output_dir(props),
                 height=props.height,
@@ -215,7 +238,7 @@ class TTT_OT_generate(bpy.types.Operator):
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
         host = vse.BlenderHost(scene, preferred_channel=channel)
-        job = ShotJob(host, [request], settings, client_factory=server.client).start()
+        job = ShotJob(host, [request], settings, client_factory=server.client, plates=plates).start()
         JOBS.append(job)
         if not bpy.app.timers.is_registered(pump_jobs):
             bpy.app.timers.register(pump_jobs, first_interval=PUMP_INTERVAL_S)
@@ -299,6 +322,9 @@ class TTT_PT_panel(bpy.types.Panel):
         col.prop(props, "root_cert")
         col.separator()
         col.prop(props, "duration_source")
+        if props.duration_source == "PLATE":
+            col.prop(props, "strength")
+            col.prop(props, "matte_dir")
         col.prop(props, "storyboard_file")
         if not props.storyboard_file:
             for i, segment in enumerate(props.segments):

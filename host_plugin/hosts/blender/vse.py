@@ -28,7 +28,7 @@ from host_plugin.core.delivery import Format
 from host_plugin.core.errors import HostError, RequestError
 from host_plugin.core.frame_math import rational_time, snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
-from host_plugin.core.requests import KIND_GAP, KIND_MARKER, ShotRequest, normalise_storyboard
+from host_plugin.core.requests import KIND_CLIP, KIND_GAP, KIND_MARKER, ShotRequest, normalise_storyboard
 from host_plugin.hosts import colour
 from host_plugin.hosts.base import Host
 
@@ -160,6 +160,57 @@ def make_request(scene: Any, source: str, segments: List[dict], name: str = "") 
         name=label,
     )
     return request, channel
+
+
+def plate_request(
+    scene: Any, segments: List[dict], matte_dir: str = "", name: str = ""
+) -> Tuple[ShotRequest, List[str], List[str]]:
+    """An element over the selected image strip of EXR frames: (the request for its frame range on its
+    channel, its frame paths, the matte paths: the EXRs of `matte_dir` in name order, one per plate frame;
+    none: the plate's alpha)."""
+    chosen = [s for s in all_strips(scene) if s.select]
+    if len(chosen) != 1 or chosen[0].type != "IMAGE":
+        raise RequestError(
+            "select exactly one image strip of EXR frames as the plate "
+            f"(selected: {[(s.name, s.type) for s in chosen]})"
+        )
+    strip = chosen[0]
+    folder = bpy.path.abspath(strip.directory)
+    start, duration = int(strip.frame_offset_start), int(strip.frame_final_duration)
+    paths = [os.path.join(folder, e.filename) for e in list(strip.elements)[start : start + duration]]
+    if len(paths) != duration or not all(p.lower().endswith(".exr") for p in paths):
+        raise RequestError(
+            f"plate strip {strip.name!r} must show {duration} EXR frames, one per scene frame; got "
+            f"{[os.path.basename(p) for p in paths[:2]]}... ({len(paths)})"
+        )
+    mattes: List[str] = []
+    if matte_dir:
+        folder = bpy.path.abspath(matte_dir)
+        if not os.path.isdir(folder):
+            raise RequestError(f"matte folder {folder!r} does not exist")
+        mattes = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.lower().endswith(".exr"))
+        if len(mattes) != duration:
+            raise RequestError(
+                f"matte folder {folder!r} holds {len(mattes)} EXR frames; the plate strip {strip.name!r} shows "
+                f"{duration}: one matte per plate frame"
+            )
+    if not segments:
+        raise RequestError("give a prompt for at least one segment, or a storyboard file")
+    segments = normalise_storyboard(segments, "the panel's storyboard")
+    record = int(strip.frame_final_start)
+    request = ShotRequest(
+        id=f"blender.element.{strip.channel}.{record}",
+        kind=KIND_CLIP,
+        track_name=f"Channel {strip.channel}",
+        track_index=int(strip.channel) - 1,
+        record_start=record,
+        duration=duration,
+        rate=scene_rate(scene),
+        storyboard=segments if len(segments) > 1 else [],
+        prompt=segments[0]["text"] if len(segments) == 1 else None,
+        name=name or f"element_{strip.name}",
+    )
+    return request, paths, mattes
 
 
 def free_channel(scene: Any, start: int, end: int, preferred: int = 1) -> int:
