@@ -80,6 +80,7 @@ class ServerConfig:
     """Everything `ttt-studio serve` can set.
 
     model: a model folder (VideoPipeline.from_folder) or None with tiny_random=True (tests and demos).
+    adapters_dir: a folder of LoRA adapters every user may use (server.adapters), or None.
     workers: None = one per GPU, or one CPU worker when there is no GPU. token_file: hashed tokens (server.tokens);
     None with insecure_no_auth=True (loopback only). insecure: allow plaintext (no TLS) on a non-loopback
     address, where tokens would cross the network in clear. resources: quotas and retention. debug_*: fault-injection pauses used by tests to
@@ -89,6 +90,7 @@ class ServerConfig:
     address: str = DEFAULT_ADDRESS
     data_dir: Path = field(default_factory=default_data_dir)
     model: Path | None = None
+    adapters_dir: Path | None = None
     tiny_random: bool = False
     seed: int = 0
     token_file: Path | None = None

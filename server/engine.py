@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from server.adapters import AdapterRegistry
 from server.config import ServerConfig
 from server.conform_job import (
     check_colourspace,
@@ -45,6 +46,7 @@ from server.jobs import (
     DEFAULT_START_FRAME,
     JOB_ID,
     SHOT_NAME,
+    AdapterRecord,
     Event,
     FrameChunkData,
     JobRecord,
@@ -59,7 +61,7 @@ from server.jobs import (
 from server.limits import INT64_MAX, check_otio_context, check_storyboard_text, parse_page_token
 from server.metrics import Metrics
 from server.queue import JobQueue
-from server.quotas import Usage, check_submit, check_upload, usage_of
+from server.quotas import Usage, check_adapter_upload, check_submit, check_upload, usage_of
 from server.resources import ResourcePolicy
 from server.retention import Collector, FrameLeases, PeriodicCollector
 from server.store import Store
@@ -84,6 +86,7 @@ CAPABILITIES = (
     "plates_restyle",
     "plates_continue",
     "delivery",
+    "adapters",
 )
 WATCH_POLL_S = 1.0
 
@@ -106,6 +109,7 @@ class ServerInfoData:
     max_side: int = 0
     model_colorspace: str = ""
     default_colorspace: str = ""
+    adapters: tuple[AdapterRecord, ...] = ()
 
 
 class Engine:
@@ -133,8 +137,12 @@ class Engine:
         self.leases = FrameLeases()
         self.collector = Collector(self.store, self.frames, self.policy, self.leases)
         self.quota_exempt: Callable[[str], bool] = lambda user: False  # set by the server: admin users
+        self.is_admin: Callable[[str], bool] = lambda user: False  # set by the server: may publish adapters
         self._gc_thread: PeriodicCollector | None = None
         self.pipe = pipelines[0][1]  # for facts shared by all workers (fps, frame counts)
+        self.adapters = AdapterRegistry(
+            self.store, self.frames, config.adapters_dir, getattr(self.pipe, "transformer", None)
+        )
         self.devices = [device for device, _ in pipelines]
         self.workers = [
             Worker(
@@ -148,6 +156,7 @@ class Engine:
                 self.metrics,
                 config,
                 self._stopping.is_set,
+                adapters=self.adapters,
             )
             for i, (device, pipe) in enumerate(pipelines)
         ]
@@ -236,6 +245,7 @@ class Engine:
             max_side=spec.max_side,
             model_colorspace=spec.colorspace,
             default_colorspace=self.config.colour_interop_id,
+            adapters=tuple(self.adapters.usable(caller)),
         )
 
     def resources_of(self, caller: str) -> tuple[ResourcePolicy, Usage, int, bool]:
@@ -383,6 +393,7 @@ class Engine:
                 f"max_id_chars={lim.input.max_id_chars}"
             )
         self._check_plates(request, uploads, resolved, n_segments, plan)
+        adapters = self.adapters.resolve_refs(caller, request.adapters, lim)
         return JobSpec(
             storyboard=storyboard.to_list(),
             params=resolved.to_dict(),
@@ -399,6 +410,7 @@ class Engine:
             output_colorspace=plan.output_colorspace,
             plate_colorspace=plate_space,
             scene_starts=plan.scene_starts,
+            adapters=adapters,
         )
 
     def _plate_uploads(self, caller: str, request: SubmitRequest) -> list[UploadRecord]:
@@ -483,6 +495,23 @@ class Engine:
             if is_disk_full(exc):
                 raise ResourceExhaustedError(
                     disk_full_message(self.config.data_dir, "storing the plate")
+                ) from None
+            raise
+
+    def upload_adapter(self, caller: str, chunks: Iterator[UploadChunk]) -> AdapterRecord:
+        """Store an uploaded adapter (server.adapters); publish needs an admin token; quotas count its bytes."""
+        self._check_running()
+
+        def admit(total_bytes: int) -> None:
+            if not self.quota_exempt(caller):
+                check_adapter_upload(self.policy, self.store, caller, total_bytes)
+
+        try:
+            return self.adapters.receive(caller, chunks, self.limits, self.is_admin(caller), admit)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise ResourceExhaustedError(
+                    disk_full_message(self.config.data_dir, "storing the adapter")
                 ) from None
             raise
 
@@ -661,6 +690,8 @@ def _request_hash(request: SubmitRequest) -> str:
         "delivery": request.delivery,
         "plate_colorspace": request.plate_colorspace,
     }
+    if request.adapters:  # only when named: the hashes of jobs stored before adapters stay the same
+        data["adapters"] = [[name, float(scale)] for name, scale in request.adapters]
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 

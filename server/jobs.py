@@ -75,6 +75,7 @@ class JobSpec:
     output_colorspace: str = ""
     plate_colorspace: str = ""
     scene_starts: tuple[int, ...] = ()
+    adapters: tuple[dict[str, Any], ...] = ()  # {"name", "scale", "sha256"} each, in the request's order
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -84,6 +85,7 @@ class JobSpec:
         data = json.loads(text)
         data["plate_ids"] = tuple(data.get("plate_ids", ()))
         data["scene_starts"] = tuple(data.get("scene_starts", ()))
+        data["adapters"] = tuple(data.get("adapters", ()))
         return cls(**data)
 
     @property
@@ -159,6 +161,27 @@ class UploadRecord:
 
 
 @dataclass(frozen=True)
+class AdapterRecord:
+    """A LoRA adapter the server knows: from its adapters folder (owner "", published) or uploaded
+    (owner: the uploader; published when an admin uploaded it with publish). path: the file, relative to
+    the data dir for an upload, absolute for the folder's. sha256: of the adapter file's bytes."""
+
+    name: str
+    owner: str
+    published: bool
+    sha256: str
+    size: int
+    path: str
+    kind: str = ""
+    trigger: str = ""
+    rank: int = 0
+    alpha: float = 0.0
+    target_modules: tuple[str, ...] = ()
+    description: str = ""
+    created: float = 0.0
+
+
+@dataclass(frozen=True)
 class SubmitRequest:
     """A submit as parsed from the wire, not yet validated (the engine validates)."""
 
@@ -174,11 +197,13 @@ class SubmitRequest:
     plate_ids: tuple[str, ...] = ()
     delivery: dict[str, Any] | None = None  # wire fields (rate_num, rate_den, duration, ...); None: native
     plate_colorspace: str = ""
+    adapters: tuple[tuple[str, float], ...] = ()  # (name, scale) as the request names them
 
 
 @dataclass(frozen=True)
 class UploadChunk:
-    """One chunk of a plate upload as parsed from the wire."""
+    """One chunk of a plate or adapter upload as parsed from the wire (display_name: an adapter's name;
+    publish: an adapter header's publish flag)."""
 
     sequence: int
     data: bytes
@@ -186,6 +211,7 @@ class UploadChunk:
     display_name: str = ""
     total_bytes: int = 0
     sha256: str = ""
+    publish: bool = False
 
 
 @dataclass(frozen=True)

@@ -121,6 +121,7 @@ class StudioServer:
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         self.engine.quota_exempt = self.auth.is_admin_user
+        self.engine.is_admin = self.auth.is_admin_user
         add_studio_servicer(StudioServicer(self.engine, self.auth), self._server)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -230,6 +231,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="model folder (default: <data-dir>/models/default if it exists, else the shipped default model)",
     )
     model.add_argument("--tiny-random", action="store_true", help="a tiny random model (tests, demos)")
+    add(
+        "--adapters",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder of LoRA adapters (.safetensors files or adapter folders) every user may use, by name",
+    )
     add("--seed", type=int, default=0, help="weights seed of --tiny-random")
     auth = parser.add_mutually_exclusive_group()
     auth.add_argument(
@@ -336,6 +344,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         address=args.address,
         data_dir=data_dir,
         model=args.model,
+        adapters_dir=args.adapters,
         tiny_random=args.tiny_random,
         seed=args.seed,
         token_file=token_file,

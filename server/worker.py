@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from server.adapters import AdapterRegistry, adapter_attributes, applied_for
 from server.config import ServerConfig
 from server.conform_job import conform_report_path, delivery_from_spec, read_conform_report
 from server.disk import DiskReserve, disk_full_message, is_disk_full
@@ -119,6 +120,7 @@ class Worker(threading.Thread):
         metrics: Metrics,
         config: ServerConfig,
         shutting_down: Callable[[], bool],
+        adapters: AdapterRegistry | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.device = device
@@ -130,6 +132,7 @@ class Worker(threading.Thread):
         self.metrics = metrics
         self.config = config
         self._shutting_down = shutting_down
+        self.adapters = adapters
         self.current_job: str | None = None
         self.reserve = DiskReserve(config.data_dir / "disk.reserve", config.resources.disk_reserve_bytes)
         self._decode_s_per_frame: float | None = None
@@ -227,7 +230,7 @@ class Worker(threading.Thread):
 
         spec = job.spec
         path = self.frames.latents_path(job.job_id)
-        fingerprint = _fingerprint(spec.storyboard, spec.params, spec.plate_ids)
+        fingerprint = _fingerprint(spec.storyboard, spec.params, spec.plate_ids, spec.adapters)
         if path.exists():
             try:
                 latents, meta = load_latents(path)
@@ -272,13 +275,14 @@ class Worker(threading.Thread):
 
         plates = self._read_plates(job, params, plan) if spec.plate_ids else None
         t0 = time.monotonic()
-        latents = self.pipe.sample(
-            storyboard,
-            params,
-            callback=on_step,
-            should_stop=lambda: self._should_stop(job.job_id),
-            init_frames=plates,
-        )
+        with applied_for(self.pipe, self.adapters, spec.adapters):  # the base is restored on exit
+            latents = self.pipe.sample(
+                storyboard,
+                params,
+                callback=on_step,
+                should_stop=lambda: self._should_stop(job.job_id),
+                init_frames=plates,
+            )
         self.metrics.job_duration.labels(phase="sampling").observe(time.monotonic() - t0)
         save_latents(path, latents, {"job_id": job.job_id, "fingerprint": fingerprint})
         return latents
@@ -391,6 +395,7 @@ class Worker(threading.Thread):
             "ttt_studio/frame": spec.start_frame + index,
             "ttt_studio/shot": spec.shot_name,
             **sampling_attributes(GenerationParams.from_dict(spec.params)),
+            **adapter_attributes(spec.adapters),
         }
         try:
             write_delivered(str(tmp), DeliveredFrame(index, frame.rgba, attributes))
@@ -438,11 +443,16 @@ class _ConformLog:
 
 
 def _fingerprint(
-    storyboard: list[dict[str, Any]], params: dict[str, Any], plate_ids: tuple[str, ...] = ()
+    storyboard: list[dict[str, Any]],
+    params: dict[str, Any],
+    plate_ids: tuple[str, ...] = (),
+    adapters: tuple[dict[str, Any], ...] = (),
 ) -> str:
     """What the latents depend on: a resumed job reuses saved latents only for the same request."""
     data: dict[str, Any] = {"storyboard": storyboard, "params": params}
     if plate_ids:
         data["plate_ids"] = list(plate_ids)
+    if adapters:
+        data["adapters"] = list(adapters)
     text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
