@@ -13,15 +13,14 @@ from server.cli import add_client_arguments, fail, make_client, rpc_error_text
 
 
 def parse_adapter_ref(text: str) -> tuple[str, float]:
-    """'NAME' or 'NAME:SCALE' (scale default 1.0) -> (name, scale); argparse reports a ValueError."""
-    name, sep, scale = text.rpartition(":") if ":" in text else (text, "", "")
-    if not name:
-        raise argparse.ArgumentTypeError(f"--adapter {text!r}: expected NAME or NAME:SCALE")
+    """'NAME' or 'NAME:SCALE' (scale default 1.0) -> (name, scale), for argparse's type=."""
+    from host_plugin.core.adapters import parse_choice
+
     try:
-        value = float(scale) if sep else 1.0
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--adapter {text!r}: scale {scale!r} is not a number") from None
-    return name, value
+        choice = parse_choice(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return choice.name, choice.scale
 
 
 def add_client_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 import grpc
 import numpy as np
 import pytest
-import torch
 from srv_helpers import MINIMAL, STORYBOARD, TOKENS
 from srv_helpers import write_token_file as write_tokens
 
@@ -25,29 +24,15 @@ from server.adapters import ADAPTERS_ATTRIBUTE
 from server.client import StudioClient
 from server.config import ServerConfig
 from server.main import StudioServer
-from ttt_engine.adapters import AdapterConfig, linear_module_map, save_adapter
+from tests.adapter_helpers import BAD_KEY, TARGETS, random_lora
 from ttt_engine.pipeline import VideoPipeline
 
 ADMIN = "user00"
 JOB = {**MINIMAL, "steps": 2}
-TARGETS = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")
 
 
-def tiny_lora(pipe: Any, folder: Path, seed: int, rank: int = 2, in_extra: int = 0) -> Path:
-    """A random LoRA of the tiny model's attention (B nonzero, so it changes the output); in_extra > 0
-    gives block 0's to_q lora_A a wrong input width. Returns the self-contained .safetensors file."""
-    gen = torch.Generator().manual_seed(seed)
-    modules = dict(pipe.transformer.named_modules())
-    state = {}
-    for theirs, ours in linear_module_map(pipe.transformer).items():
-        if not theirs.startswith("transformer_blocks.") or theirs.split(".", 2)[2] not in TARGETS:
-            continue
-        layer = modules[ours]
-        extra = in_extra if theirs == "transformer_blocks.0.attn1.to_q" else 0
-        state[f"transformer.{theirs}.lora_A.weight"] = torch.randn(rank, layer.in_features + extra, generator=gen)
-        state[f"transformer.{theirs}.lora_B.weight"] = 0.5 * torch.randn(layer.out_features, rank, generator=gen)
-    config = AdapterConfig(rank=rank, alpha=float(rank), target_modules=TARGETS, kind="style", trigger="toonish")
-    return save_adapter(state, folder, config).path
+def tiny_lora(pipe: Any, folder: Path, seed: int, in_extra: int = 0) -> Path:
+    return random_lora(pipe.transformer, folder, seed, in_extra=in_extra)
 
 
 @contextmanager
@@ -98,7 +83,9 @@ def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {"folder": folder, "warm": warm, "cool": cool, "bad": bad}
 
 
-def test_upload_validation_ownership_and_publishing(tmp_path: Path, tokens: Path, loras: dict[str, Path]) -> None:
+def test_upload_validation_ownership_and_publishing(
+    tmp_path: Path, tokens: Path, loras: dict[str, Path]
+) -> None:
     with serving(tmp_path / "data", tokens, loras["folder"]) as server:
         alice, bob, admin = (client_of(server, u) for u in ("alice", "bob", ADMIN))
         # the adapters folder: published to all, owner ""
@@ -106,7 +93,12 @@ def test_upload_validation_ownership_and_publishing(tmp_path: Path, tokens: Path
             (warm,) = [a for a in client.adapters() if a.name == "warm"]
             assert warm.published and warm.owner == "" and warm.rank == 2 and warm.kind == "style"
             assert warm.trigger == "toonish" and list(warm.target_modules) == list(TARGETS)
-            assert warm.sha256 == hashlib.sha256((loras["warm"] / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()
+            assert (
+                warm.sha256
+                == hashlib.sha256(
+                    (loras["warm"] / "pytorch_lora_weights.safetensors").read_bytes()
+                ).hexdigest()
+            )
 
         data = loras["cool"].read_bytes()
         info = alice.upload_adapter(loras["cool"], name="cool", chunk_bytes=1024)  # several chunks
@@ -134,7 +126,9 @@ def test_upload_validation_ownership_and_publishing(tmp_path: Path, tokens: Path
                 iter([pb.UploadAdapterChunk(sequence=0, header=header)]), metadata=alice.metadata, timeout=30
             )
         )
-        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and f"max_adapter_bytes={limit}" in err.details()
+        assert (
+            err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and f"max_adapter_bytes={limit}" in err.details()
+        )
         # a damaged transfer
         chunk = pb.UploadAdapterChunk(
             sequence=0, data=data, header=pb.AdapterHeader(name="dmg", total_bytes=len(data), sha256="0" * 64)
@@ -144,7 +138,7 @@ def test_upload_validation_ownership_and_publishing(tmp_path: Path, tokens: Path
         # shapes that do not fit the model: the first bad key is named
         err = rpc_error(lambda: alice.upload_adapter(loras["bad"], name="bad"))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
-        assert "transformer.transformer_blocks.0.attn1.to_q.lora_A.weight" in err.details(), err.details()
+        assert BAD_KEY in err.details(), err.details()
         err = rpc_error(lambda: alice.upload_adapter(b"not a safetensors file at all", name="junk"))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "'junk'" in err.details(), err.details()
         err = rpc_error(lambda: alice.upload_adapter(data, name="../escape"))
@@ -169,13 +163,17 @@ def test_upload_validation_ownership_and_publishing(tmp_path: Path, tokens: Path
         too_many = [("warm", 1.0)] * (limits.max_adapters_per_job + 1)
         err = rpc_error(lambda: alice.submit(STORYBOARD, adapters=too_many, **JOB))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_adapters_per_job" in err.details()
-        err = rpc_error(lambda: alice.submit(STORYBOARD, adapters=[("warm", limits.max_adapter_scale + 1)], **JOB))
+        err = rpc_error(
+            lambda: alice.submit(STORYBOARD, adapters=[("warm", limits.max_adapter_scale + 1)], **JOB)
+        )
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "max_adapter_scale" in err.details()
         err = rpc_error(lambda: alice.submit(STORYBOARD, adapters=[("warm", 1.0), ("warm", 0.5)], **JOB))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "named twice" in err.details()
         # the idempotency hash covers the adapters
         alice.submit(STORYBOARD, adapters=[("warm", 1.0)], idempotency_key="k1", **JOB)
-        err = rpc_error(lambda: alice.submit(STORYBOARD, adapters=[("warm", 0.5)], idempotency_key="k1", **JOB))
+        err = rpc_error(
+            lambda: alice.submit(STORYBOARD, adapters=[("warm", 0.5)], idempotency_key="k1", **JOB)
+        )
         assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err.details()
         for client in (alice, bob, admin):
             client.close()
@@ -188,8 +186,12 @@ def test_a_bad_adapters_folder_stops_the_start(tmp_path: Path, tokens: Path, lor
     folder = tmp_path / "adapters"
     folder.mkdir()
     (folder / "bad.safetensors").write_bytes(loras["bad"].read_bytes())
-    config = ServerConfig(address="127.0.0.1:0", data_dir=tmp_path / "data", token_file=tokens, adapters_dir=folder)
-    with pytest.raises(ValueError, match=r"bad.*transformer\.transformer_blocks\.0\.attn1\.to_q\.lora_A\.weight"):
+    config = ServerConfig(
+        address="127.0.0.1:0", data_dir=tmp_path / "data", token_file=tokens, adapters_dir=folder
+    )
+    with pytest.raises(
+        ValueError, match=r"bad.*transformer\.transformer_blocks\.0\.attn1\.to_q\.lora_A\.weight"
+    ):
         StudioServer(config, pipelines=[("cpu", VideoPipeline.tiny_random(seed=0))])
 
 
@@ -220,7 +222,10 @@ def _otio_adapters(timeline: dict) -> list:
     return found
 
 
-def test_adapters_switch_between_jobs_without_leaking(tmp_path: Path, tokens: Path, loras: dict[str, Path]) -> None:
+@pytest.mark.slow  # six jobs on four fresh servers: about 25 s on 2 cores
+def test_adapters_switch_between_jobs_without_leaking(
+    tmp_path: Path, tokens: Path, loras: dict[str, Path]
+) -> None:
     """Must-show: two consecutive jobs on one server with different adapters each equal the same job run
     alone on a fresh server; scale 0 equals no adapter bit for bit; the frames and the OTIO record which
     adapters, at which scale, with which content hash."""
