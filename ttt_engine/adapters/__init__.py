@@ -11,8 +11,14 @@ Config in one typed place: AdapterConfig (what a LoRA is), AdapterTrainConfig (h
 from .apply import BoundAdapter, applied, check_adapter, linear_module_map
 from .config import DEFAULT_TARGETS, AdapterConfig, AdapterError, AdapterTrainConfig
 from .format import Adapter, load_adapter, make_adapter, save_adapter
+from .record import ATTRIBUTE, adapter_attributes, adapter_records, parse_adapter_arg, records_from_attributes
 
 __all__ = [
+    "ATTRIBUTE",
+    "adapter_attributes",
+    "adapter_records",
+    "parse_adapter_arg",
+    "records_from_attributes",
     "DEFAULT_TARGETS",
     "Adapter",
     "AdapterConfig",

@@ -119,6 +119,7 @@ def _lora_hook(terms: list[tuple[torch.Tensor, torch.Tensor, float]]):
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         x = args[0]
         for a, b, scaling in terms:  # as peft's lora.Linear.forward, adapter by adapter
+            a, b = a.to(x.device, x.dtype), b.to(x.device, x.dtype)  # no-ops unless the model was moved
             output = output + F.linear(F.linear(x, a), b) * scaling
         return output
 
