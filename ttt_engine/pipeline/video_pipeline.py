@@ -755,12 +755,14 @@ class VideoPipeline:
         should_stop: ShouldStop | None = None,
         decode_retries: int = 1,
         init_frames: np.ndarray | None = None,
+        extra_meta: dict[str, Any] | None = None,
     ) -> GenerationResult:
         """sample -> save latents (when latents_path) -> decode, retrying a failed decode from the file.
 
         A decode failure (e.g. out of memory) is retried up to decode_retries times with VAE tiling and
         slicing on and the latents re-read from latents_path; sampling never runs twice. When every try
         fails, DecodeError names the latents file for `decode_saved`. init_frames: a plate (see sample).
+        extra_meta: more entries for the latents file's metadata (e.g. the adapters that shaped the sample).
         """
         storyboard = self._storyboard(storyboard)
         params = self._params(params)
@@ -769,7 +771,8 @@ class VideoPipeline:
         )
         path = None
         if latents_path is not None:
-            path = save_latents(latents_path, latents, self.latents_meta(storyboard, params))
+            meta = {**self.latents_meta(storyboard, params), **(extra_meta or {})}
+            path = save_latents(latents_path, latents, meta)
             log.info("latents saved to %s", path)
         frames = self._decode_with_retries(latents, path, params, decode_retries)
         return GenerationResult(frames=frames, latents=latents, latents_path=path)
