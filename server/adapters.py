@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 ADAPTER_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 ADAPTER_SUFFIX = ".safetensors"
 UPLOAD_DIR = "adapters"
-ADAPTERS_ATTRIBUTE = "ttt_studio/adapters"
-"""EXR header attribute of a frame made with adapters: JSON [{"name", "scale", "sha256"}, ...]."""
 CACHE_SIZE = 8
 """Loaded adapters kept in memory per registry (small LoRAs; a job with a cached one reads no file)."""
 
@@ -129,11 +127,7 @@ class AdapterRegistry:
                 adapter = _load_checked(entry, self.transformer, f"adapter {entry.name}")
             except InvalidArgumentError as exc:
                 raise ValueError(f"--adapters {folder}: {exc}") from None
-            size = (
-                sum(p.stat().st_size for p in entry.rglob("*") if p.is_file())
-                if entry.is_dir()
-                else entry.stat().st_size
-            )
+            size = Path(adapter.path).stat().st_size  # the weights file: the hash is of its bytes
             record = _record(adapter, name, "", True, str(adapter.sha256), size, str(entry.resolve()))
             self._folder[name] = record
             self._remember(record.sha256, adapter)
@@ -315,8 +309,11 @@ def applied_for(
 
 
 def adapter_attributes(adapters: Iterable[dict[str, Any]]) -> dict[str, str]:
-    """The EXR attributes recording a job's adapters (none for a job without)."""
+    """The EXR attribute recording a job's adapters, as `generate --adapter` writes it
+    (ttt_engine.adapters.record.ATTRIBUTE); none for a job without."""
     import json
 
+    from ttt_engine.adapters.record import ATTRIBUTE
+
     adapters = [{"name": a["name"], "scale": float(a["scale"]), "sha256": a["sha256"]} for a in adapters]
-    return {ADAPTERS_ATTRIBUTE: json.dumps(adapters, sort_keys=True)} if adapters else {}
+    return {ATTRIBUTE: json.dumps(adapters, sort_keys=True)} if adapters else {}

@@ -20,11 +20,11 @@ from srv_helpers import write_token_file as write_tokens
 
 from host_plugin.core.exr_io import read_exr
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
-from server.adapters import ADAPTERS_ATTRIBUTE
 from server.client import StudioClient
 from server.config import ServerConfig
 from server.main import StudioServer
 from tests.adapter_helpers import BAD_KEY, TARGETS, random_lora
+from ttt_engine.adapters.record import ATTRIBUTE as ADAPTERS_ATTRIBUTE
 from ttt_engine.pipeline import VideoPipeline
 
 ADMIN = "user00"
@@ -261,3 +261,42 @@ def test_adapters_switch_between_jobs_without_leaking(
     assert json.loads(cool_meta)["exr"] == [[{"name": "cool", "scale": 0.75, "sha256": cool_sha}]]
     assert json.loads(zero_meta)["otio"] == [[{"name": "warm", "scale": 0.0, "sha256": warm_sha}]]
     assert json.loads(base_meta) == {"exr": [], "otio": [[]]}
+
+
+def test_the_command_line_uploads_lists_and_submits_with_adapters(
+    tmp_path: Path, tokens: Path, loras: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from ttt_engine.cli import main as cli_main
+
+    storyboard = tmp_path / "board.json"
+    storyboard.write_text(json.dumps(STORYBOARD))
+    with serving(tmp_path / "data", tokens, loras["folder"]) as server:
+        connect = ["--server", server.address, "--token", TOKENS["alice"]]
+        assert cli_main(["adapter", "upload", str(loras["cool"].parent), "--name", "cool", *connect]) == 0
+        assert "cool  sha256 " in capsys.readouterr().out
+        assert cli_main(["adapter", "upload", str(loras["bad"]), *connect]) == 1
+        assert BAD_KEY in capsys.readouterr().err
+        assert cli_main(["adapter", "list", *connect]) == 0
+        listing = capsys.readouterr().out.splitlines()
+        assert [line.split()[0] for line in listing[1:]] == ["cool", "warm"]
+        assert "(published)" in listing[2] and "alice" in listing[1]
+        args = [
+            "submit",
+            str(storyboard),
+            "--adapter",
+            "warm:0.5",
+            "--adapter",
+            "cool",
+            "--steps",
+            "1",
+            *connect,
+        ]
+        assert cli_main(args) == 0
+        job_id = capsys.readouterr().out.strip()
+        with client_of(server, "alice") as alice:
+            job = alice.job(job_id)
+            assert [(a.name, a.scale) for a in job.adapters] == [("warm", 0.5), ("cool", 1.0)]
+            alice.cancel(job_id)
+        with pytest.raises(SystemExit):
+            cli_main(["submit", str(storyboard), "--adapter", "warm:lots", *connect])
+        assert "NAME or NAME:SCALE" in capsys.readouterr().err
