@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from server.config import Limits
-from server.errors import InvalidArgumentError, NotFoundError, PermissionDeniedError
+from server.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, PermissionDeniedError
 from server.frames import FrameStore, sha256_file
 from server.jobs import AdapterRecord, UploadChunk
 from server.store import Store
@@ -131,11 +131,12 @@ class AdapterRegistry:
             record = _record(adapter, name, "", True, str(adapter.sha256), size, str(entry.resolve()))
             self._folder[name] = record
             self._remember(record.sha256, adapter)
-        clash = [r.name for r in self.store.adapters_for("") if r.published and r.name in self._folder]
-        if clash:
+        uploaded = self.store.adapter_owners()
+        clash = {name: uploaded[name] for name in self._folder if name in uploaded}
+        if clash:  # every name must resolve to one adapter for every caller
             raise ValueError(
-                f"--adapters {folder}: {clash} are also names of adapters an admin published by upload; "
-                "rename the folder entries"
+                f"--adapters {folder}: {sorted(clash)} are also names of adapters uploaded by {clash}; rename "
+                "the folder entries"
             )
         log.info("%d adapter(s) from %s", len(self._folder), folder)
 
@@ -249,6 +250,11 @@ class AdapterRegistry:
             for chunk in stream:
                 if chunk.sequence == 0 and chunk.has_header:
                     check_adapter_name(chunk.display_name, "header.name")
+                    if any(r.name == chunk.display_name for r in self.usable(owner)):  # before any data
+                        raise AlreadyExistsError(
+                            f"adapter name {chunk.display_name!r} is already one you can use "
+                            "(GetServerInfo.adapters); upload it under another name"
+                        )
                     if chunk.publish and not may_publish:
                         raise PermissionDeniedError(
                             f"adapter upload {chunk.display_name!r}: header.publish needs an admin token; "

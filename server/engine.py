@@ -140,9 +140,14 @@ class Engine:
         self.is_admin: Callable[[str], bool] = lambda user: False  # set by the server: may publish adapters
         self._gc_thread: PeriodicCollector | None = None
         self.pipe = pipelines[0][1]  # for facts shared by all workers (fps, frame counts)
-        self.adapters = AdapterRegistry(
-            self.store, self.frames, config.adapters_dir, getattr(self.pipe, "transformer", None)
-        )
+        try:
+            self.adapters = AdapterRegistry(
+                self.store, self.frames, config.adapters_dir, getattr(self.pipe, "transformer", None)
+            )
+        except ValueError:  # a bad adapters folder stops the start: release the data dir first
+            self.store.close()
+            self._lock_file.close()
+            raise
         self.devices = [device for device, _ in pipelines]
         self.workers = [
             Worker(

@@ -705,6 +705,13 @@ class Store:
         )
         return [self._row_to_adapter(r) for r in rows]
 
+    def adapter_owners(self) -> dict[str, list[str]]:
+        """{name: owners} of every uploaded adapter."""
+        owners: dict[str, list[str]] = {}
+        for name, owner in self._query("SELECT name, owner FROM adapters ORDER BY name, owner"):
+            owners.setdefault(name, []).append(owner)
+        return owners
+
     def adapter_by_sha256(self, sha256: str) -> AdapterRecord | None:
         """Any uploaded adapter with this content hash (the file is the same whoever uploaded it)."""
         rows = self._query(

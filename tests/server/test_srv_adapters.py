@@ -116,7 +116,7 @@ def test_upload_validation_ownership_and_publishing(
         err = rpc_error(lambda: alice.upload_adapter(loras["cool"], name="cool"))
         assert err.code() == grpc.StatusCode.ALREADY_EXISTS, err.details()
         err = rpc_error(lambda: alice.upload_adapter(loras["cool"], name="warm"))
-        assert err.code() == grpc.StatusCode.ALREADY_EXISTS and "adapters folder" in err.details()
+        assert err.code() == grpc.StatusCode.ALREADY_EXISTS and "'warm'" in err.details()
 
         # too big: refused from the header, before any data
         limit = server.config.limits.max_adapter_bytes
@@ -192,6 +192,14 @@ def test_a_bad_adapters_folder_stops_the_start(tmp_path: Path, tokens: Path, lor
     with pytest.raises(
         ValueError, match=r"bad.*transformer\.transformer_blocks\.0\.attn1\.to_q\.lora_A\.weight"
     ):
+        StudioServer(config, pipelines=[("cpu", VideoPipeline.tiny_random(seed=0))])
+    # a folder entry named like an upload would make the name ambiguous for its uploader
+    (folder / "bad.safetensors").unlink()
+    (folder / "look.safetensors").write_bytes(loras["cool"].read_bytes())
+    with serving(tmp_path / "data", tokens) as server, client_of(server, "bob") as bob:
+        bob.upload_adapter(loras["cool"], name="look")
+    clash = r"\['look'\] are also names of adapters uploaded by \{'look': \['bob'\]\}"
+    with pytest.raises(ValueError, match=clash):
         StudioServer(config, pipelines=[("cpu", VideoPipeline.tiny_random(seed=0))])
 
 
