@@ -308,3 +308,39 @@ def test_the_command_line_uploads_lists_and_submits_with_adapters(
         with pytest.raises(SystemExit):
             cli_main(["submit", str(storyboard), "--adapter", "warm:lots", *connect])
         assert "NAME or NAME:SCALE" in capsys.readouterr().err
+
+
+def test_a_queued_job_whose_adapter_is_gone_fails_naming_it(
+    tmp_path: Path, tokens: Path, loras: dict[str, Path]
+) -> None:
+    """The job keeps the sha256 it was submitted with: after the folder entry is removed and the server
+    restarted, it fails naming the adapter and its hash instead of running without it (or another one)."""
+    import shutil
+
+    folder = tmp_path / "adapters"
+    shutil.copytree(loras["warm"], folder / "warm")
+    sha = hashlib.sha256((folder / "warm" / "pytorch_lora_weights.safetensors").read_bytes()).hexdigest()
+    config = ServerConfig(
+        address="127.0.0.1:0",
+        data_dir=tmp_path / "data",
+        token_file=tokens,
+        adapters_dir=folder,
+        debug_step_delay_s=0.5,
+    )
+    server = StudioServer(config, pipelines=[("cpu", VideoPipeline.tiny_random(seed=0))])
+    server.start()
+    with client_of(server, "alice") as alice:
+        busy = alice.submit(STORYBOARD, **{**JOB, "steps": 20}).job_id  # holds the only worker
+        queued = alice.submit(STORYBOARD, adapters=[("warm", 1.0)], **JOB).job_id
+        assert alice.job(queued).state == pb.JOB_STATE_QUEUED
+    server.stop(grace=1)
+    shutil.rmtree(folder / "warm")
+    with serving(tmp_path / "data", tokens, folder) as server, client_of(server, "alice") as alice:
+        alice.cancel(busy)
+        job = alice.wait(queued)
+        assert job.state == pb.JOB_STATE_FAILED, job.message
+        assert (
+            "adapter 'warm'" in job.message
+            and sha in job.message
+            and "no longer on this server" in job.message
+        )
