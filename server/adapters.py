@@ -74,11 +74,16 @@ def _record(
 
 def _load_checked(path: Path, transformer: Any, what: str) -> Any:
     """load_adapter + check_adapter; InvalidArgumentError naming `what` and the first bad key otherwise."""
+    import torch
+
     from ttt_engine.adapters import AdapterError, check_adapter, load_adapter
 
     try:
         adapter = load_adapter(path)
         check_adapter(adapter, transformer)
+        bad = next((key for key, tensor in adapter.state.items() if not torch.isfinite(tensor).all()), None)
+        if bad is not None:
+            raise AdapterError(f"{what}: {bad} holds NaN or infinite values")
     except AdapterError as exc:
         message = str(exc).replace(str(path), what)
         raise InvalidArgumentError(message if what in message else f"{what}: {message}") from None

@@ -24,6 +24,7 @@ from server.client import StudioClient
 from server.config import ServerConfig
 from server.main import StudioServer
 from tests.adapter_helpers import BAD_KEY, TARGETS, random_lora
+from ttt_engine.adapters import load_adapter, save_adapter
 from ttt_engine.adapters.record import ATTRIBUTE as ADAPTERS_ATTRIBUTE
 from ttt_engine.pipeline import VideoPipeline
 
@@ -139,6 +140,11 @@ def test_upload_validation_ownership_and_publishing(
         err = rpc_error(lambda: alice.upload_adapter(loras["bad"], name="bad"))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
         assert BAD_KEY in err.details(), err.details()
+        nan = load_adapter(loras["cool"])
+        nan.state[BAD_KEY][0, 0] = float("nan")
+        nan_file = save_adapter(nan, tmp_path / "nan").path
+        err = rpc_error(lambda: alice.upload_adapter(nan_file))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and f"{BAD_KEY} holds NaN" in err.details()
         err = rpc_error(lambda: alice.upload_adapter(b"not a safetensors file at all", name="junk"))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "'junk'" in err.details(), err.details()
         err = rpc_error(lambda: alice.upload_adapter(data, name="../escape"))
