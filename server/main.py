@@ -268,6 +268,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-message-bytes", type=int, default=d.max_message_bytes)
     add("--max-upload-bytes", type=int, default=d.max_upload_bytes)
     add("--max-queued-per-caller", type=int, default=d.max_queued_jobs_per_caller)
+    add("--max-adapter-bytes", type=int, default=d.max_adapter_bytes, help="one uploaded adapter file")
+    add("--max-adapters-per-job", type=int, default=d.max_adapters_per_job)
+    add("--max-adapter-scale", type=int, default=d.max_adapter_scale, help="|scale| of an adapter in a job")
     add(
         "--input-limit",
         action="append",
@@ -338,6 +341,9 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_message_bytes=args.max_message_bytes,
         max_upload_bytes=args.max_upload_bytes,
         max_queued_jobs_per_caller=args.max_queued_per_caller,
+        max_adapter_bytes=args.max_adapter_bytes,
+        max_adapters_per_job=args.max_adapters_per_job,
+        max_adapter_scale=args.max_adapter_scale,
         input=parse_input_limits(args.input_limit),
     )
     return ServerConfig(

@@ -90,6 +90,7 @@ def target(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterat
         token_file,
         *("--max-height", "32", "--max-width", "32", "--max-steps", "2", "--max-segments", "2"),
         *("--max-queued-per-caller", "2", "--max-upload-bytes", str(64 * 1024)),
+        *("--max-adapter-bytes", str(64 * 1024)),
     ).start()
     plate = exr_bytes(tmp, np.full((16, 16, 4), 0.5, np.float32))
     with (
@@ -213,3 +214,4 @@ def test_arbitrary_adapter_uploads_get_an_answer(target: Target, tmp_path: Path)
 
     check()
     assert target.calls["UploadAdapter"] >= EXAMPLES, target.calls
+    assert target.client.info().limits.max_adapter_bytes == 64 * 1024  # the serve flag reached the server
