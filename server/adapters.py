@@ -18,12 +18,13 @@ never run with another version.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import shutil
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -170,8 +171,6 @@ class AdapterRegistry:
         """A request's (name, scale) pairs as the job records them: {"name", "scale", "sha256"} each.
         Checks the count (max_adapters_per_job), each scale (|scale| <= max_adapter_scale, finite), that
         no name repeats and that each name resolves for the caller."""
-        import math
-
         refs = list(refs)
         if len(refs) > limits.max_adapters_per_job:
             raise InvalidArgumentError(
@@ -192,11 +191,8 @@ class AdapterRegistry:
         return tuple(out)
 
     def _path_of(self, record: AdapterRecord) -> Path:
-        return (
-            Path(record.path)
-            if record.owner == "" and record.name in self._folder
-            else self.frames.root / record.path
-        )
+        """The folder's records hold absolute paths; uploads' are relative to the data dir."""
+        return Path(record.path) if record.owner == "" else self.frames.root / record.path
 
     def load(self, name: str, sha256: str) -> Any:
         """The loaded adapter whose content hash is sha256 (cached); FileNotFoundError naming the adapter
@@ -307,8 +303,7 @@ def applied_for(
     restores the base exactly on exit); nothing to do for a job without adapters."""
     adapters = list(adapters)
     if not adapters:
-        with nullcontext():
-            yield
+        yield
         return
     if registry is None:
         raise RuntimeError("the job names adapters but this worker has no adapter registry")

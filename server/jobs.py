@@ -57,7 +57,8 @@ class JobSpec:
     and width are the generation size). delivery: the resolved delivery (Delivery.as_metadata() form)
     or None for a native job; total_frames: frames delivered (= delivery duration, or native_frames for
     a native job); native_frames: frames the model generates. output_colorspace: what the delivered
-    frames are in (interop id); plate_colorspace: the plates' space ("" without plates).
+    frames are in (interop id); plate_colorspace: the plates' space ("" without plates). adapters: the
+    LoRA adapters applied, {"name", "scale", "sha256"} each (server.adapters: the hash is what runs).
     """
 
     storyboard: list[dict[str, Any]]

@@ -1,4 +1,5 @@
 """Receiving a plate: numbered chunks into a temporary file, limits on the way, EXR checks at the end.
+(`receive_chunks`, the chunk handling, also receives adapters: server.adapters.)
 
 Order is strict: sequence 0 carries the header (its total_bytes is checked against the upload limit
 before any data is taken), every next chunk has sequence + 1. A wrong number, a size beyond the
