@@ -132,11 +132,15 @@ class StudioClient:
         plate_upload_ids: Iterable[str] = (),
         strength: float | None = None,
         plate_mode: str = "",
+        matte_upload_ids: Iterable[str] = (),
+        matte_feather: float | None = None,
     ) -> pb.SubmitShotResponse:
         """Queue a shot; storyboard is the format-3 list (or a Storyboard). Unset values: server defaults.
 
         plate_upload_ids (in frame order) with plate_mode "restyle" (one plate per output frame, strength
-        required) or "continue" (the first 1 + 4k frames kept); see GenerationParameters in the proto."""
+        required), "continue" (the first 1 + 4k frames kept) or "element" (generated inside a matte:
+        matte_upload_ids, one per plate, else the plates' alpha; matte_feather in output pixels); see
+        GenerationParameters in the proto."""
         if hasattr(storyboard, "to_list"):
             storyboard = storyboard.to_list()
         if priority not in PRIORITIES:
@@ -152,6 +156,8 @@ class StudioClient:
             params.strength = strength
         if plate_mode:
             params.plate_mode = plate_mode
+        if matte_feather is not None:
+            params.matte_feather = matte_feather
         context = pb.ShotContext(shot_name=shot_name, otio_json=otio_json, request_id=request_id)
         if start_frame is not None:
             context.start_frame = start_frame
@@ -173,6 +179,7 @@ class StudioClient:
             idempotency_key=idempotency_key or uuid.uuid4().hex,  # retries below reuse it
             context=context,
             plate_upload_ids=list(plate_upload_ids),
+            matte_upload_ids=list(matte_upload_ids),
         )
         return self._unary(self.stub.SubmitShot, request)
 

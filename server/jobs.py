@@ -58,6 +58,8 @@ class JobSpec:
     or None for a native job; total_frames: frames delivered (= delivery duration, or native_frames for
     a native job); native_frames: frames the model generates. output_colorspace: what the delivered
     frames are in (interop id); plate_colorspace: the plates' space ("" without plates).
+    plate_mode "element": matte_ids (one per plate; empty: each plate's A) and matte_feather (the soft
+    edge in output pixels, resolved; None for other jobs).
     """
 
     storyboard: list[dict[str, Any]]
@@ -75,6 +77,8 @@ class JobSpec:
     output_colorspace: str = ""
     plate_colorspace: str = ""
     scene_starts: tuple[int, ...] = ()
+    matte_ids: tuple[str, ...] = ()
+    matte_feather: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -84,7 +88,13 @@ class JobSpec:
         data = json.loads(text)
         data["plate_ids"] = tuple(data.get("plate_ids", ()))
         data["scene_starts"] = tuple(data.get("scene_starts", ()))
+        data["matte_ids"] = tuple(data.get("matte_ids", ()))
         return cls(**data)
+
+    @property
+    def upload_ids(self) -> tuple[str, ...]:
+        """Every upload the job reads: its plates and its mattes."""
+        return self.plate_ids + self.matte_ids
 
     @property
     def native(self) -> bool:
@@ -174,6 +184,8 @@ class SubmitRequest:
     plate_ids: tuple[str, ...] = ()
     delivery: dict[str, Any] | None = None  # wire fields (rate_num, rate_den, duration, ...); None: native
     plate_colorspace: str = ""
+    matte_ids: tuple[str, ...] = ()
+    matte_feather: float | None = None  # output pixels; None: the server's default
 
 
 @dataclass(frozen=True)
