@@ -13,8 +13,9 @@ the VAE decoder spreads the inside: its convolutions and group norms see the who
 The latent mask (`latent_mask`): the matte's frames grouped as the causal VAE groups them (latent frame
 0 is frame 0, latent frame l >= 1 is frames t(l - 1) + 1 .. t l, t the temporal factor), the maximum over
 each group and over each s x s pixel cell (s the spatial factor), so a cell holding any of the element is
-generated whole and the element is never clipped. The soft edge: a Gaussian blur of sigma feather / s
-latent cells, kept only outward (the maximum with the hard mask), so the inside stays fully generated.
+generated whole and the element is never clipped. The soft edge, only outward (the inside stays fully
+generated): a linear ramp from 1 on every cell the element touches down to exactly 0 at 2 feather / s + 1
+cells from it (two sigmas of the alpha's Gaussian), so beyond it the plate is kept exactly.
 
 The output (`element_frame`): RGBA whose alpha is the matte blurred by a Gaussian of sigma `feather`
 output pixels, and whose RGB is the generated frame premultiplied by that alpha (the convention of EXR
@@ -81,14 +82,21 @@ def latent_mask(
     s = spatial_factor
     hard = torch.nn.functional.max_pool3d(per_latent_frame, (1, s, s))  # (1, 1, L, h, w)
     mask = hard
-    sigma = feather / s
-    if sigma > 0:
+    width = 2 * feather / s  # the edge's width in latent cells: two sigmas of the alpha's Gaussian
+    if width > 0:
         import cv2
 
-        blurred = np.stack(
-            [cv2.GaussianBlur(f, (0, 0), sigma, borderType=cv2.BORDER_REPLICATE) for f in hard[0, 0].numpy()]
+        # distance (in cells) of every cell to the nearest one the element touches; the ramp falls from
+        # 1 there to exactly 0 at width + 1 cells, so the outside beyond it keeps the plate exactly
+        touched = (hard[0, 0] > 0).numpy()
+        distance = np.stack(
+            [
+                cv2.distanceTransform((~f).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+                for f in touched
+            ]
         )
-        mask = torch.maximum(hard, torch.from_numpy(blurred)[None, None])
+        ramp = torch.from_numpy(np.clip(1 - distance / (width + 1), 0, 1).astype(np.float32))
+        mask = torch.maximum(hard, ramp[None, None])
     return mask.permute(0, 2, 1, 3, 4).contiguous()  # (1, L, 1, h, w)
 
 
