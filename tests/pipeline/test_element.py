@@ -181,3 +181,24 @@ def test_bad_mattes_are_refused_with_what_to_fix(pipe: VideoPipeline, element: d
         pipe.sample(sb, PARAMS, init_frames=plate, matte=matte * 2)
     with pytest.raises(PipelineError, match="matte_feather: expected a finite number"):
         pipe.sample(sb, PARAMS, init_frames=plate, matte=matte, matte_feather=-1.0)
+
+
+def test_a_deliverys_mattes_are_retimed_and_scaled_with_the_plates_as_coverage() -> None:
+    """Edit frames at 24 fps of 128 x 128 -> the model's 8 fps, 64 x 64: native frame i is edit frame 3 i,
+    and the matte is scaled, never colour-converted (its values stay coverage)."""
+    from fractions import Fraction
+
+    from host_plugin.core.delivery import Delivery
+    from ttt_engine.pipeline.deliver import DeliveryPlan
+    from ttt_engine.pipeline.element import conform_mattes
+
+    delivery = Delivery(rate=Fraction(24), duration=27, width=128, height=128)
+    plan = DeliveryPlan(delivery, Fraction(8), 9, (SIZE, SIZE), "srgb_rec709_scene", "lin_rec709_scene")
+    big = disc(128, 2 * RADIUS, (64, 56))
+    mattes = [big * 0.5 if k == 6 else np.zeros_like(big) for k in range(27)]
+    native = conform_mattes(plan, mattes)
+    assert native.shape == (9, SIZE, SIZE)
+    assert [i for i in range(9) if native[i].any()] == [2]
+    np.testing.assert_allclose(native[2].max(), 0.5, atol=1e-6)
+    region, truth = native[2] > 0.25, disc() > 0.5
+    assert (region & truth).sum() / (region | truth).sum() >= 0.9
