@@ -208,3 +208,46 @@ def test_bad_mattes_are_refused_naming_the_field_and_index(server: ServerProcess
             matte_upload_ids=mattes,
         )
         _refused(alice, invalid, "matte_feather is for plate_mode 'element'", **restyle, matte_feather=3.0)
+
+
+def test_a_delivered_element_follows_the_picture_through_the_conform(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """Edit frames of 48 x 48 at 24 fps delivered 64 x 64, through the plugins' client: the plates and
+    mattes are conformed in to the model's 16 fps, 32 x 32; the delivered alpha is the matte carried as
+    the picture is (onto the generation frame, then scaled 2x) and feathered in output pixels."""
+    from host_plugin.core.client import TTTClient
+    from host_plugin.core.delivery import Delivery
+
+    def disc_at(size: int) -> np.ndarray:  # disc() drawn at another size
+        yy, xx = (np.mgrid[0:size, 0:size] + 0.5) * SIZE / size - 0.5
+        return (((yy - 15) ** 2 + (xx - 17) ** 2) < 8.0**2).astype(np.float32)
+
+    duration = 12
+    with TTTClient(server.address, token=TOKENS["alice"], timeout_s=120) as client:
+        client.connect()
+        plates, mattes = [], []
+        for i in range(duration):
+            big = np.kron(plate_rgba(i).astype(np.float32), np.ones((3, 3, 1)))[::2, ::2]  # 48 x 48
+            channels = {c: big[..., k] for k, c in enumerate("RGB")}
+            plates.append(client.upload_plate(exr(tmp_path / f"p{i}.exr", channels)).upload_id)
+            mattes.append(client.upload_plate(exr(tmp_path / f"m{i}.exr", {"A": disc_at(48)})).upload_id)
+        job = client.submit(
+            STORYBOARD,
+            plate_upload_ids=plates,
+            plate_mode="element",
+            matte_upload_ids=mattes,
+            matte_feather=FEATHER,
+            delivery=Delivery(24, duration, width=64, height=64, retime="blend"),
+            **JOB,
+        ).job
+        assert (job.total_frames, job.generation_size) == (duration, (SIZE, SIZE))
+        for _ in client.watch(job.job_id):
+            pass
+        done = client.get_job(job.job_id)
+        assert done.state == "completed", done.message
+        rgba, header = read_exr(client.fetch_frames(job.job_id, tmp_path / "out")[5].path)
+    assert header["displayWindow"] == ((0, 0), (63, 63))
+    region, truth = rgba[..., 3] > 0.5, disc_at(64) > 0.5
+    assert (region & truth).sum() / (region | truth).sum() >= 0.9
+    assert (rgba[rgba[..., 3] == 0, :3] == 0).all()
