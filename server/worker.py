@@ -273,7 +273,7 @@ class Worker(threading.Thread):
                 time.sleep(self.config.debug_step_delay_s)
 
         plates = self._read_plates(job, params, plan) if spec.plate_ids else None
-        element = {}
+        element: dict[str, Any] = {}  # an element job: its matte frames and feather for the pipeline
         if spec.matte_feather is not None:
             mattes = ElementMattes(self.frames, spec)
             element = {"matte": mattes.native(plan), "matte_feather": mattes.sampling_feather(plan)}
