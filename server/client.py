@@ -134,12 +134,16 @@ class StudioClient:
         strength: float | None = None,
         plate_mode: str = "",
         adapters: Iterable[tuple[str, float]] = (),
+        matte_upload_ids: Iterable[str] = (),
+        matte_feather: float | None = None,
     ) -> pb.SubmitShotResponse:
         """Queue a shot; storyboard is the format-3 list (or a Storyboard). Unset values: server defaults.
 
         plate_upload_ids (in frame order) with plate_mode "restyle" (one plate per output frame, strength
-        required) or "continue" (the first 1 + 4k frames kept); see GenerationParameters in the proto.
-        adapters: (name, scale) pairs of the server's adapters (adapters() lists them)."""
+        required), "continue" (the first 1 + 4k frames kept) or "element" (generated inside a matte:
+        matte_upload_ids, one per plate, else the plates' alpha; matte_feather in output pixels); see
+        GenerationParameters in the proto. adapters: (name, scale) pairs of the server's adapters
+        (adapters() lists them)."""
         if hasattr(storyboard, "to_list"):
             storyboard = storyboard.to_list()
         if priority not in PRIORITIES:
@@ -155,6 +159,8 @@ class StudioClient:
             params.strength = strength
         if plate_mode:
             params.plate_mode = plate_mode
+        if matte_feather is not None:
+            params.matte_feather = matte_feather
         context = pb.ShotContext(shot_name=shot_name, otio_json=otio_json, request_id=request_id)
         if start_frame is not None:
             context.start_frame = start_frame
@@ -177,6 +183,7 @@ class StudioClient:
             context=context,
             plate_upload_ids=list(plate_upload_ids),
             adapters=[pb.AdapterRef(name=name, scale=scale) for name, scale in adapters],
+            matte_upload_ids=list(matte_upload_ids),
         )
         return self._unary(self.stub.SubmitShot, request)
 

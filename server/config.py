@@ -106,6 +106,7 @@ class ServerConfig:
     chunk_bytes: int = 1 * MiB
     preview_max_side: int = 160
     colour_interop_id: str = "lin_rec709_scene"
+    matte_feather: float = 2.0  # an element's soft edge (Gaussian sigma, output pixels) when unset
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"
     grace_s: float = 10.0
@@ -151,6 +152,8 @@ class ServerConfig:
                 f"ServerConfig.chunk_bytes: expected 1024..max_message_bytes-16384 "
                 f"({self.limits.max_message_bytes - 16 * 1024}), got {self.chunk_bytes}"
             )
+        if not 0 <= self.matte_feather < float("inf"):
+            raise ValueError(f"ServerConfig.matte_feather: expected pixels >= 0, got {self.matte_feather}")
         if self.rpc_threads < 4:
             raise ValueError(f"ServerConfig.rpc_threads: expected >= 4, got {self.rpc_threads}")
 

@@ -33,6 +33,7 @@ from server.conform_job import (
     read_conform_report,
 )
 from server.disk import disk_full_message, is_disk_full
+from server.element_job import check_element, check_plate_channels
 from server.errors import (
     DataLossError,
     FailedPreconditionError,
@@ -85,6 +86,7 @@ CAPABILITIES = (
     "crash_resume",
     "plates_restyle",
     "plates_continue",
+    "plates_element",
     "delivery",
     "adapters",
 )
@@ -399,6 +401,9 @@ class Engine:
             )
         self._check_plates(request, uploads, resolved, n_segments, plan)
         adapters = self.adapters.resolve_refs(caller, request.adapters, lim)
+        feather = check_element(
+            self.store, caller, request, uploads, resolved.plate_mode, self.config.matte_feather
+        )
         return JobSpec(
             storyboard=storyboard.to_list(),
             params=resolved.to_dict(),
@@ -416,6 +421,8 @@ class Engine:
             plate_colorspace=plate_space,
             scene_starts=plan.scene_starts,
             adapters=adapters,
+            matte_ids=tuple(request.matte_ids),
+            matte_feather=feather,
         )
 
     def _plate_uploads(self, caller: str, request: SubmitRequest) -> list[UploadRecord]:
@@ -442,18 +449,19 @@ class Engine:
                     "upload them with UploadPlate and pass their ids in plate_upload_ids"
                 )
             return
-        if params.plate_mode == "restyle" and request.params.get("strength") is None:
+        check_plate_channels(uploads)
+        if params.plate_mode != "continue" and request.params.get("strength") is None:
             raise InvalidArgumentError(
-                f"{len(uploads)} plate(s) given for plate_mode 'restyle' without parameters.strength: set it "
+                f"{len(uploads)} plate(s) given for plate_mode {params.plate_mode!r} without parameters.strength: set it "
                 "in (0, 1] (the share of the denoising redone on the plate, e.g. 0.6; at 1.0 the plate has no "
                 "effect)"
             )
         delivery = plan.delivery
         if delivery is not None:
             count = len(uploads)
-            if params.plate_mode == "restyle" and count != delivery.duration:
+            if params.plate_mode != "continue" and count != delivery.duration:
                 raise InvalidArgumentError(
-                    f"plate_upload_ids: got {count} plates for plate_mode 'restyle'; expected exactly "
+                    f"plate_upload_ids: got {count} plates for plate_mode {params.plate_mode!r}; expected exactly "
                     f"delivery.duration={delivery.duration}, one per delivered frame"
                 )
             if params.plate_mode == "continue":
@@ -697,6 +705,8 @@ def _request_hash(request: SubmitRequest) -> str:
     }
     if request.adapters:  # only when named: the hashes of jobs stored before adapters stay the same
         data["adapters"] = [[name, float(scale)] for name, scale in request.adapters]
+    if request.matte_ids or request.matte_feather is not None:  # only then: older jobs' hashes stay valid
+        data.update(matte_ids=list(request.matte_ids), matte_feather=request.matte_feather)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 

@@ -59,6 +59,8 @@ class JobSpec:
     a native job); native_frames: frames the model generates. output_colorspace: what the delivered
     frames are in (interop id); plate_colorspace: the plates' space ("" without plates). adapters: the
     LoRA adapters applied, {"name", "scale", "sha256"} each (server.adapters: the hash is what runs).
+    plate_mode "element": matte_ids (one per plate; empty: each plate's A) and matte_feather (the soft
+    edge in output pixels, resolved; None for other jobs).
     """
 
     storyboard: list[dict[str, Any]]
@@ -77,6 +79,8 @@ class JobSpec:
     plate_colorspace: str = ""
     scene_starts: tuple[int, ...] = ()
     adapters: tuple[dict[str, Any], ...] = ()  # {"name", "scale", "sha256"} each, in the request's order
+    matte_ids: tuple[str, ...] = ()
+    matte_feather: float | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -87,7 +91,13 @@ class JobSpec:
         data["plate_ids"] = tuple(data.get("plate_ids", ()))
         data["scene_starts"] = tuple(data.get("scene_starts", ()))
         data["adapters"] = tuple(data.get("adapters", ()))
+        data["matte_ids"] = tuple(data.get("matte_ids", ()))
         return cls(**data)
+
+    @property
+    def upload_ids(self) -> tuple[str, ...]:
+        """Every upload the job reads: its plates and its mattes."""
+        return self.plate_ids + self.matte_ids
 
     @property
     def native(self) -> bool:
@@ -199,6 +209,8 @@ class SubmitRequest:
     delivery: dict[str, Any] | None = None  # wire fields (rate_num, rate_den, duration, ...); None: native
     plate_colorspace: str = ""
     adapters: tuple[tuple[str, float], ...] = ()  # (name, scale) as the request names them
+    matte_ids: tuple[str, ...] = ()
+    matte_feather: float | None = None  # output pixels; None: the server's default
 
 
 @dataclass(frozen=True)

@@ -604,7 +604,7 @@ class Store:
             rows = self._conn.execute(
                 "SELECT upload_id, owner, created, size FROM uploads ORDER BY created"
             ).fetchall()
-        used = {u for (spec,) in specs for u in JobSpec.from_json(spec).plate_ids}
+        used = {u for (spec,) in specs for u in JobSpec.from_json(spec).upload_ids}
         return [(u, o, float(t), int(b)) for u, o, t, b in rows if u not in used]
 
     def expire_job(self, job_id: str, reason: str) -> int:

@@ -88,6 +88,8 @@ def submit_request(msg: pb.SubmitShotRequest) -> SubmitRequest:
         delivery=_delivery_fields(msg.delivery) if msg.HasField("delivery") else None,
         plate_colorspace=msg.plate_colorspace,
         adapters=tuple((a.name, float(a.scale)) for a in msg.adapters),
+        matte_ids=tuple(msg.matte_upload_ids),
+        matte_feather=float(p.matte_feather) if p.HasField("matte_feather") else None,
     )
 
 
@@ -190,6 +192,9 @@ def job_message(job: JobRecord) -> pb.Job:
     )
     if spec.record_start is not None:
         ctx.record_start = spec.record_start
+    parameters = params_message(spec.params)
+    if spec.matte_feather is not None:
+        parameters.matte_feather = spec.matte_feather
     return pb.Job(
         job_id=job.job_id,
         state=STATE_TO_PB[job.state],
@@ -204,7 +209,7 @@ def job_message(job: JobRecord) -> pb.Job:
                 for s in spec.storyboard
             ]
         ),
-        parameters=params_message(spec.params),
+        parameters=parameters,
         context=ctx,
         created=timestamp(job.created),
         updated=timestamp(job.updated),
@@ -214,6 +219,7 @@ def job_message(job: JobRecord) -> pb.Job:
         queue_position=job.queue_position,
         attempts=job.attempts,
         plate_upload_ids=list(spec.plate_ids),
+        matte_upload_ids=list(spec.matte_ids),
         cancel_requested=job.cancel_requested,
         native_frames=spec.native_frames,
         generation_width=int(spec.params.get("width") or 0),

@@ -617,6 +617,8 @@ class TTTClient:
         delivery: Optional[Delivery] = None,
         plate_colorspace: str = "",
         adapters: Sequence[Tuple[str, float]] = (),
+        matte_upload_ids: Sequence[str] = (),
+        matte_feather: Optional[float] = None,
     ) -> SubmitResult:
         """Queue a shot. Unset values take the server's defaults. The idempotency key (a new uuid when not
         given) travels with every retry, so a response lost to a dropped connection never makes two jobs.
@@ -628,10 +630,12 @@ class TTTClient:
         plate_upload_ids are in frame order (an id may repeat: a held frame). plate_mode "restyle": one
         plate per output frame (with a delivery: per delivered frame, any size, conformed in by the
         server), strength in (0, 1] required; "continue": the first frames (without a delivery 1 + 4k
-        plates), strength unset. plate_colorspace overrides the plates' own colorInteropID /
-        chromaticities."""
-        if plate_mode not in ("", "restyle", "continue"):
-            raise ValueError(f"plate_mode must be 'restyle' or 'continue', got {plate_mode!r}")
+        plates), strength unset; "element": as restyle, generated only inside a matte (matte_upload_ids:
+        one single-channel EXR upload per plate, else each plate's alpha; matte_feather: the soft edge in
+        output pixels), the frames come back RGBA premultiplied for a Merge over the plate.
+        plate_colorspace overrides the plates' own colorInteropID / chromaticities."""
+        if plate_mode not in ("", "restyle", "continue", "element"):
+            raise ValueError(f"plate_mode must be 'restyle', 'continue' or 'element', got {plate_mode!r}")
         if strength is not None and not 0.0 < float(strength) <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength!r}")
         if priority not in PRIORITIES:
@@ -654,6 +658,8 @@ class TTTClient:
             params.strength = float(strength)
         if plate_mode:
             params.plate_mode = plate_mode
+        if matte_feather is not None:
+            params.matte_feather = float(matte_feather)
         context = pb.ShotContext(shot_name=shot_name, otio_json=otio_json, request_id=request_id)
         if start_frame is not None:
             context.start_frame = int(start_frame)
@@ -677,6 +683,7 @@ class TTTClient:
             plate_upload_ids=list(plate_upload_ids),
             plate_colorspace=plate_colorspace,
             adapters=[pb.AdapterRef(name=name, scale=float(scale)) for name, scale in adapters],
+            matte_upload_ids=list(matte_upload_ids),
         )
         if delivery is not None:
             request.delivery.CopyFrom(delivery_message(delivery))
