@@ -1,8 +1,9 @@
 """A finished job as an OTIO timeline (host_plugin.core.placement does the frame-accurate placement).
 
 The server does not know where a client will put the frames, so the media URLs point into the job on
-this server: ``ttt-studio://jobs/<job_id>/<shot>.<frame>.exr``. A client that fetched the frames into a
-folder rewrites them with `relocate_result` (server.client does this in fetch_result).
+this server: ``ttt-studio://jobs/<job_id>/<shot>.<frame>.exr`` for take 0, ``.../<job_id>/take<k>/...``
+for take k (the clip's ttt_studio metadata lists every take with its URL). A client that fetched the
+frames into a folder rewrites them with `relocate_result` (server.client does this in fetch_result).
 """
 
 from __future__ import annotations
@@ -78,6 +79,7 @@ def build_result_otio(
             "frame_sha256": [f.sha256 for f in frames],
             "delivery": dict(delivery) if delivery else None,
             "colorspace": spec.output_colorspace,
+            "adapters": [dict(a) for a in spec.adapters],  # name, scale, sha256 of the file that made it
             "take": take,
             "takes": takes_metadata(job),
             "approved_take": job.approved_take,

@@ -91,6 +91,20 @@ PathOrBytes = Union[str, "os.PathLike[str]", bytes]
 
 
 @dataclass(frozen=True)
+class AdapterInfo:
+    """One of the server's LoRA adapters this caller may use (ServerInfo.adapters)."""
+
+    name: str
+    sha256: str = ""
+    kind: str = ""
+    trigger: str = ""
+    rank: int = 0
+    owner: str = ""
+    published: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class ServerInfo:
     """What GetServerInfo said, as plain values.
 
@@ -124,6 +138,7 @@ class ServerInfo:
     default_colourspace: str = ""
     segment_seconds: int = SEGMENT_SECONDS
     delivery_rates: Tuple[Fraction, ...] = ()
+    adapters: Tuple[AdapterInfo, ...] = ()
 
     def __post_init__(self) -> None:
         # older servers do not send these: derive them as those servers behaved
@@ -209,6 +224,7 @@ class JobInfo:
     approved_take: Optional[int] = None
     plate_mode: str = ""
     matte_upload_ids: Tuple[str, ...] = ()
+    adapters: Tuple[Tuple[str, float, str], ...] = ()  # (name, scale, sha256 of the file) the job applies
 
     @property
     def terminal(self) -> bool:
@@ -406,6 +422,7 @@ def _job(msg: Any) -> JobInfo:
         delivery=delivery_from_message(msg.delivery) if msg.HasField("delivery") else None,
         native_frames=msg.native_frames,
         generation_size=(msg.generation_width, msg.generation_height),
+        adapters=tuple((a.name, a.scale, a.sha256) for a in msg.adapters),
         takes=tuple(_take(t) for t in msg.takes),
         approved_take=msg.approved_take if msg.HasField("approved_take") else None,
         plate_mode=msg.parameters.plate_mode,
@@ -568,7 +585,8 @@ class TTTClient:
             defaults["guidance_scale"] = d.guidance_scale
         lim = msg.limits
         # every limit the server reports (sizes, counts, input bounds), by its ServerInfo.limits name
-        limits = {field.name: int(getattr(lim, field.name)) for field in lim.DESCRIPTOR.fields}
+        limits = {field.name: getattr(lim, field.name) for field in lim.DESCRIPTOR.fields}
+        limits = {k: v if isinstance(v, float) else int(v) for k, v in limits.items()}
         return ServerInfo(
             address=self.address,
             server_version=msg.server_version,
@@ -592,6 +610,19 @@ class TTTClient:
             default_colourspace=msg.default_colorspace,
             segment_seconds=msg.segment_seconds or SEGMENT_SECONDS,
             delivery_rates=tuple(Fraction(r) for r in msg.delivery_rates),
+            adapters=tuple(
+                AdapterInfo(
+                    name=a.name,
+                    sha256=a.sha256,
+                    kind=a.kind,
+                    trigger=a.trigger,
+                    rank=a.rank,
+                    owner=a.owner,
+                    published=a.published,
+                    description=a.description,
+                )
+                for a in msg.adapters
+            ),
         )
 
     def connect(
@@ -645,6 +676,7 @@ class TTTClient:
         delivery: Optional[Delivery] = None,
         plate_colorspace: str = "",
         takes: int = 0,
+        adapters: Sequence[Tuple[str, float]] = (),
         matte_upload_ids: Sequence[str] = (),
         matte_feather: Optional[float] = None,
     ) -> SubmitResult:
@@ -691,8 +723,6 @@ class TTTClient:
             preview_every=preview_every,
             takes=takes,
         )
-        if matte_feather is not None:
-            params.matte_feather = float(matte_feather)
         if guidance_scale is not None:
             params.guidance_scale = float(guidance_scale)
         if seed is not None:
@@ -701,6 +731,8 @@ class TTTClient:
             params.strength = float(strength)
         if plate_mode:
             params.plate_mode = plate_mode
+        if matte_feather is not None:
+            params.matte_feather = float(matte_feather)
         context = pb.ShotContext(shot_name=shot_name, otio_json=otio_json, request_id=request_id)
         if start_frame is not None:
             context.start_frame = int(start_frame)
@@ -723,6 +755,7 @@ class TTTClient:
             context=context,
             plate_upload_ids=list(plate_upload_ids),
             plate_colorspace=plate_colorspace,
+            adapters=[pb.AdapterRef(name=name, scale=float(scale)) for name, scale in adapters],
             matte_upload_ids=list(matte_upload_ids),
         )
         if delivery is not None:

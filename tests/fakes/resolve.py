@@ -32,7 +32,7 @@ Calls it answers, as documented:
     gives the selected take's item
   MediaPoolItem.SetClipProperty("Alpha mode", "None" | "Straight" | "Premultiplied") (Clip Attributes'
     alpha mode; key and values from community usage, the README does not list them)
-  fu.UIManager: VGroup / HGroup / Label / LineEdit / CheckBox / Button / ComboBox (AddItem(text),
+  fu.UIManager: VGroup / HGroup / Label / LineEdit / CheckBox / Button / ComboBox (AddItem(text), Clear(),
     CurrentText, CurrentIndex) / Timer({"ID", "Interval"});
   bmd.UIDispatcher(ui): AddWindow(props, layout) -> window (GetItems(), On.<ID>.Clicked, Show(), Hide()),
     On.Timeout, RunLoop(), ExitLoop()
@@ -548,6 +548,11 @@ class ComboBox(Widget):
         self.choices.append(text)
         if len(self.choices) == 1:
             self.props["CurrentIndex"] = 0
+
+    def Clear(self) -> None:
+        _record("ComboBox.Clear")
+        self.choices.clear()
+        self.props["CurrentIndex"] = -1
 
     def __getattr__(self, name: str) -> Any:
         if name == "CurrentText":
