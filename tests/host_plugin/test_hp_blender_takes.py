@@ -199,15 +199,9 @@ def test_the_add_on_generates_an_element_over_the_selected_plate(
 
     from hp_helpers import FAST_DEFAULT, TOKEN
 
-    from host_plugin.core.client import TTTClient
     from host_plugin.core.exr_io import read_exr
     from host_plugin.hosts import blender
 
-    with TTTClient(hp_default_server.address, token=TOKEN) as client:
-        if "plates_element" not in client.connect().capabilities:
-            pytest.skip(
-                "this server has no 'plates_element' capability (the element server is not merged here)"
-            )
     scene = _scene()
     scene.render.resolution_x = scene.render.resolution_y = 16
     plate, _, _ = delivered_element(tmp_path / "src", frames=12, size=(16, 16))

@@ -192,15 +192,9 @@ def test_an_element_job_comes_back_with_the_mattes_alpha_and_is_merged_over_the_
     import numpy as np
     from hp_helpers import FAST_DEFAULT, TOKEN
 
-    from host_plugin.core.client import TTTClient
     from host_plugin.core.shot_job import GenerationSettings, ServerSettings
 
     server = ServerSettings(hp_default_server.address, token=TOKEN, retries=2)
-    with TTTClient(hp_default_server.address, token=TOKEN) as client:
-        if "plates_element" not in client.connect().capabilities:
-            pytest.skip(
-                "this server has no 'plates_element' capability (the element server is not merged here)"
-            )
     plate, mattes, _ = delivered_element(tmp_path / "src", frames=12, size=(16, 16))
     read = nuke.nodes.Read(file=plate[0].replace("1001", "####"), first=1001, last=1012)
     options = ttt_nuke.GenerateOptions(
