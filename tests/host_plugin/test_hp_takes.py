@@ -1,7 +1,7 @@
 """Takes in the plugin's core: a folder per take, the approved take (else the first) as the OTIO clip with
 every take in its metadata, approval applied to a host, and takes refused before anything is queued when
 the server or the placement cannot make them. A 3-take job end to end on the real server runs through
-the Nuke host (test_hp_nuke_takes.py) and the Blender add-on (test_hp_blender_takes.py)."""
+the Nuke host, the Blender add-on and the Resolve window (test_hp_{nuke,blender,resolve}_takes.py)."""
 
 from __future__ import annotations
 
