@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, str] = {
     "jobs": "server.cli.jobs",
     "token": "server.cli.token",
     "gc": "server.cli.gc",
+    "monitor": "server.cli.monitor",
     "fill": "host_plugin.cli",
     "install-plugin": "host_plugin.install",
 }
