@@ -189,13 +189,15 @@ async def sign_in(request: Request) -> Response:
         info = await monitor.gateway.server_info(token)
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-            return _json(
-                {"error": f"sign-in refused: the server does not accept this token ({exc.details()})"}, 401
+            message = (
+                f"sign-in refused: the server at {monitor.config.server} does not accept this token; check it, or "
+                f"ask for one (`ttt-studio token add USER` on the server). The server said: {exc.details()}"
             )
+            return _json({"error": message}, 401)
         raise
     fps = info.native_fps_num / (info.native_fps_den or 1) if info.native_fps_num else info.fps
     session_id = monitor.sessions.create(token, info.caller, fps)
-    response = _json({"caller": info.caller, "server": monitor.config.server, "model": dict(info.model)})
+    response = _json({"caller": info.caller, "server": monitor.config.server})
     response.set_cookie(
         COOKIE,
         session_id,
