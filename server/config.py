@@ -83,7 +83,9 @@ class ServerConfig:
     workers: None = one per GPU, or one CPU worker when there is no GPU. token_file: hashed tokens (server.tokens);
     None with insecure_no_auth=True (loopback only). insecure: allow plaintext (no TLS) on a non-loopback
     address, where tokens would cross the network in clear. resources: quotas and retention. debug_*: fault-injection pauses used by tests to
-    put a kill or a cancel at a known point; zero in production.
+    put a kill or a cancel at a known point; zero in production. draft_step_divisor, min_draft_steps: the
+    draft a PRIORITY_PREVIEW job makes first when its request leaves draft_steps unset
+    (default_draft_steps).
     """
 
     address: str = DEFAULT_ADDRESS
@@ -111,9 +113,16 @@ class ServerConfig:
     log_level: str = "INFO"
     debug_step_delay_s: float = 0.0
     debug_segment_delay_s: float = 0.0
+    draft_step_divisor: int = 4  # a preview job's default draft: max(min_draft_steps, steps // divisor)
+    min_draft_steps: int = 4
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if self.draft_step_divisor < 1 or self.min_draft_steps < 1:
+            raise ValueError(
+                f"ServerConfig: draft_step_divisor and min_draft_steps must be >= 1, got "
+                f"{self.draft_step_divisor} and {self.min_draft_steps}"
+            )
         host, _ = split_address(self.address)
         if self.model is not None and self.tiny_random:
             raise ValueError("ServerConfig: give either model or tiny_random, not both")
@@ -155,6 +164,10 @@ class ServerConfig:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    def default_draft_steps(self, steps: int) -> int:
+        """The draft of a preview job of `steps` steps whose request leaves draft_steps unset."""
+        return max(self.min_draft_steps, steps // self.draft_step_divisor)
 
     @property
     def db_path(self) -> Path:

@@ -61,6 +61,7 @@ from server.metrics import Metrics
 from server.queue import JobQueue
 from server.quotas import Usage, check_submit, check_upload, usage_of
 from server.resources import ResourcePolicy
+from server.result import build_result_otio
 from server.retention import Collector, FrameLeases, PeriodicCollector
 from server.store import Store
 from server.uploads import receive_plate
@@ -84,6 +85,8 @@ CAPABILITIES = (
     "plates_restyle",
     "plates_continue",
     "delivery",
+    "takes",
+    "draft_first",
 )
 WATCH_POLL_S = 1.0
 
@@ -225,7 +228,7 @@ class Engine:
             workers=len(self.workers),
             fps=float(self.pipe.fps),
             frames_per_segment=int(self.pipe.frames_per_segment),
-            defaults=self.default_params(),
+            defaults={**self.default_params(), **self.default_takes()},
             versions=versions,
             # what a one-segment job really makes (issue 23: frames_per_segment alone said 24 for 25)
             first_segment_frames=int(self.pipe.num_frames(1)),
@@ -250,6 +253,32 @@ class Engine:
         height, width = self._native_size()
         defaults.update(height=height, width=width)
         return defaults
+
+    def default_takes(self) -> dict[str, int]:
+        """Takes and draft steps of a request that leaves them unset (a preview job's draft)."""
+        steps = int(self.pipe.generation_params().steps)
+        return {"takes": 1, "draft_steps": self.config.default_draft_steps(steps)}
+
+    def _draft_steps(self, request: SubmitRequest, params: Any) -> int:
+        """The draft a job makes first: only preview jobs have one; the request's draft_steps or the
+        server's default, and none when that would not be fewer steps than the final."""
+        if request.priority != Priority.PREVIEW:
+            if request.draft_steps:
+                raise InvalidArgumentError(
+                    f"parameters.draft_steps={request.draft_steps} is for PRIORITY_PREVIEW jobs only (a final "
+                    "job makes no draft); leave it 0 or submit with priority PRIORITY_PREVIEW"
+                )
+            return 0
+        steps = request.draft_steps or self.config.default_draft_steps(params.steps)
+        if steps >= params.steps:
+            return 0
+        from ttt_engine.pipeline import GenerationParams
+
+        try:
+            GenerationParams.from_dict({**params.to_dict(), "steps": steps})
+        except ValueError as exc:
+            raise InvalidArgumentError(f"parameters.draft_steps={steps}: {exc}") from None
+        return steps
 
     def _native_size(self) -> tuple[int, int]:
         """(height, width) the model was trained at: the default when a request leaves them unset."""
@@ -383,6 +412,16 @@ class Engine:
                 f"max_id_chars={lim.input.max_id_chars}"
             )
         self._check_plates(request, uploads, resolved, n_segments, plan)
+        takes = request.takes or 1
+        if takes > lim.max_takes:
+            raise InvalidArgumentError(
+                f"parameters.takes={takes} exceeds the server limit max_takes={lim.max_takes}"
+            )
+        if int(resolved.seed) + takes - 1 > INT64_MAX:
+            raise InvalidArgumentError(
+                f"parameters.seed={resolved.seed} with {takes} takes (seeds seed .. seed + {takes - 1}) passes "
+                f"{INT64_MAX}; choose a smaller seed"
+            )
         return JobSpec(
             storyboard=storyboard.to_list(),
             params=resolved.to_dict(),
@@ -399,6 +438,8 @@ class Engine:
             output_colorspace=plan.output_colorspace,
             plate_colorspace=plate_space,
             scene_starts=plan.scene_starts,
+            takes=takes,
+            draft_steps=self._draft_steps(request, resolved),
         )
 
     def _plate_uploads(self, caller: str, request: SubmitRequest) -> list[UploadRecord]:
@@ -515,6 +556,12 @@ class Engine:
             self.metrics.jobs_finished.labels(state="cancelled").inc()
         return job
 
+    def approve_take(self, caller: str, job_id: str, take: int) -> JobRecord:
+        """Mark one take of the caller's job approved by the caller (now), replacing an earlier approval."""
+        job = self.store.approve_take(_job_id(job_id), caller, take, approved_by=caller)
+        log.info("take %d approved by %s", take, caller, extra={"job_id": job.job_id})
+        return job
+
     def watch(
         self, caller: str, job_id: str, after_seq: int = 0, is_done: Callable[[], bool] = lambda: False
     ) -> Iterator[Event]:
@@ -547,14 +594,31 @@ class Engine:
         follow: bool = False,
         chunk_bytes: int = 0,
         is_done: Callable[[], bool] = lambda: False,
+        take: int = 0,
+        draft: bool = False,
     ) -> Iterator[FrameChunkData]:
-        """The job's stored frames from index start_frame on, in chunks; with follow, waits for the rest.
+        """One take's stored final (or draft) frames from index start_frame on, in chunks; with follow,
+        waits for the rest.
 
         The stream holds a lease on the job: retention never deletes frames while they are fetched."""
         job = self.get_job(caller, job_id)
+        self._check_take(job, take, draft)
         with self.leases.hold(job.job_id):
             self._check_not_expired(job.job_id)
-            yield from self._fetch_frames(job, start_frame, follow, chunk_bytes, is_done)
+            yield from self._fetch_frames(job, start_frame, follow, chunk_bytes, is_done, take, draft)
+
+    @staticmethod
+    def _check_take(job: JobRecord, take: int, draft: bool = False) -> None:
+        if not 0 <= take < job.spec.takes:
+            raise InvalidArgumentError(
+                f"take {take} is out of range: job {job.job_id} has {job.spec.takes} take(s), 0 to "
+                f"{job.spec.takes - 1}"
+            )
+        if draft and not job.spec.draft_steps:
+            raise InvalidArgumentError(
+                f"draft=true but job {job.job_id} makes no draft (only PRIORITY_PREVIEW jobs whose draft_steps "
+                "is fewer than their steps do); fetch with draft=false"
+            )
 
     def _check_not_expired(self, job_id: str) -> None:
         expired = self.store.expired(job_id)
@@ -567,21 +631,31 @@ class Engine:
             )
 
     def _fetch_frames(
-        self, job: JobRecord, start_frame: int, follow: bool, chunk_bytes: int, is_done: Callable[[], bool]
+        self,
+        job: JobRecord,
+        start_frame: int,
+        follow: bool,
+        chunk_bytes: int,
+        is_done: Callable[[], bool],
+        take: int,
+        draft: bool,
     ) -> Iterator[FrameChunkData]:
         total = job.spec.total_frames
         if start_frame > total:
             raise InvalidArgumentError(f"start_frame {start_frame} is beyond the job's {total} frames")
-        if not follow and job.state != JobState.COMPLETED and job.frames_ready == 0:
+        ready = job.takes[take].draft_frames_ready if draft else job.takes[take].frames_ready
+        if not follow and job.state != JobState.COMPLETED and ready == 0:
+            what = f"take {take}'s {'draft' if draft else 'final'}" if job.spec.takes > 1 or draft else "it"
             raise FailedPreconditionError(
-                f"job {job.job_id} is {job.state} and has no frames yet; fetch with follow=true to wait for them"
+                f"job {job.job_id} is {job.state} and has no frames of {what} yet; fetch with follow=true to "
+                "wait for them"
             )
         limit = self.limits.max_message_bytes - 16 * 1024
         size = self.config.chunk_bytes if chunk_bytes <= 0 else min(max(chunk_bytes, 1024), limit)
         next_index = start_frame
         while next_index < total:
             version = self.store.version
-            frames = {f.index: f for f in self.store.frames(job.job_id, next_index)}
+            frames = {f.index: f for f in self.store.frames(job.job_id, next_index, take, draft)}
             while next_index in frames:
                 try:
                     chunks = iter_frame_chunks(self.frames, frames[next_index], size, total)
@@ -598,19 +672,26 @@ class Engine:
             if next_index >= total or not follow or is_done() or self._stopping.is_set():
                 return
             if self.store.job_state(job.job_id).terminal:
-                if next_index not in self.store.frame_indices(job.job_id):
+                if next_index not in self.store.frame_indices(job.job_id, take, draft):
                     return  # a failed or cancelled job ends where its frames end
                 continue
             self.store.wait_for_change(version, WATCH_POLL_S)
 
-    def job_result(self, caller: str, job_id: str) -> JobResult:
+    def job_result(self, caller: str, job_id: str, take: int | None = None) -> JobResult:
+        """The completed job's result for one take (None: the approved take, else take 0): its frames and
+        an OTIO timeline whose clip lists every take in its ttt_studio metadata (built now, so it shows
+        the current approval)."""
         job = self.get_job(caller, job_id)
+        take = job.result_take if take is None else take
+        self._check_take(job, take)
         if job.state != JobState.COMPLETED:
             raise FailedPreconditionError(
                 f"job {job.job_id} is {job.state}; its result exists once it is completed"
             )
         self._check_not_expired(job.job_id)
-        otio_json = self.store.result_otio(job.job_id) or ""
+        frames = self.store.frames(job.job_id, take=take)
+        conform = read_conform_report(self.frames, job.job_id, take)
+        otio_json = build_result_otio(job, self.pipe, frames, conform, take)
         spec = job.spec
         delivery = delivery_from_spec(spec.delivery)
         width, height = int(spec.params.get("width") or 0), int(spec.params.get("height") or 0)
@@ -622,14 +703,15 @@ class Engine:
         return JobResult(
             job_id=job.job_id,
             otio_json=otio_json,
-            frames=self.store.frames(job.job_id),
+            frames=frames,
             fps=float(rate),
             width=width,
             height=height,
             colour_interop_id=spec.output_colorspace or self.config.colour_interop_id,
             rate=rate,
             pixel_aspect=float(delivery.pixel_aspect) if delivery is not None else 1.0,
-            conform=read_conform_report(self.frames, job.job_id),
+            conform=conform,
+            take=take,
         )
 
     def _check_running(self) -> None:
@@ -661,6 +743,9 @@ def _request_hash(request: SubmitRequest) -> str:
         "delivery": request.delivery,
         "plate_colorspace": request.plate_colorspace,
     }
+    for name in ("takes", "draft_steps"):  # only when set: requests made before takes keep their hash
+        if getattr(request, name):
+            data[name] = getattr(request, name)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 

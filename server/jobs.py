@@ -58,6 +58,8 @@ class JobSpec:
     or None for a native job; total_frames: frames delivered (= delivery duration, or native_frames for
     a native job); native_frames: frames the model generates. output_colorspace: what the delivered
     frames are in (interop id); plate_colorspace: the plates' space ("" without plates).
+    takes: how many takes (seeds params["seed"], + 1, ...); draft_steps: steps of the draft each take
+    gets first (0: no draft). A spec stored before takes existed reads as one take without a draft.
     """
 
     storyboard: list[dict[str, Any]]
@@ -75,6 +77,8 @@ class JobSpec:
     output_colorspace: str = ""
     plate_colorspace: str = ""
     scene_starts: tuple[int, ...] = ()
+    takes: int = 1
+    draft_steps: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -91,14 +95,49 @@ class JobSpec:
         """A job without a delivery: the model's frames at its rate and size (see the proto's Delivery)."""
         return self.delivery is None
 
+    def take_seed(self, take: int) -> int:
+        """Take `take`'s noise seed: the request's seed plus the take's index."""
+        if not 0 <= take < self.takes:
+            raise ValueError(f"take {take} is out of range: the job has {self.takes} take(s)")
+        return int(self.params.get("seed") or 0) + take  # the engine always resolves the seed
+
+    def take_params(self, take: int, draft: bool) -> dict[str, Any]:
+        """GenerationParams fields of one take's final (draft=False) or draft run."""
+        params = {**self.params, "seed": self.take_seed(take)}
+        if draft:
+            if not self.draft_steps:
+                raise ValueError("this job has no draft (draft_steps is 0)")
+            params["steps"] = self.draft_steps
+        return params
+
     def frame_filename(self, index: int) -> str:
         """The name a client gives frame `index` (0-based): shot.1001.exr. A name, never a path."""
         return f"{self.shot_name}.{self.start_frame + index:04d}.exr"
 
 
 @dataclass(frozen=True)
+class TakeRecord:
+    """One take of a job as the store has it: its seed, state, stored frames and approval."""
+
+    index: int
+    seed: int
+    state: JobState
+    frames_ready: int = 0
+    draft_steps: int = 0
+    draft_frames_ready: int = 0
+    draft_complete: bool = False
+    approved_by: str = ""
+    approved_at: float | None = None
+
+    @property
+    def approved(self) -> bool:
+        return bool(self.approved_by)
+
+
+@dataclass(frozen=True)
 class JobRecord:
-    """A job as the store has it, plus computed fields (queue position, frames ready)."""
+    """A job as the store has it, plus computed fields (queue position, frames ready: take 0's final
+    frames, what a FetchFrames without a take returns)."""
 
     job_id: str
     owner: str
@@ -116,6 +155,13 @@ class JobRecord:
     started: float | None = None
     finished: float | None = None
     seq: int = 0
+    takes: tuple[TakeRecord, ...] = ()
+    approved_take: int | None = None
+
+    @property
+    def result_take(self) -> int:
+        """The take a result means when none is named: the approved one, else take 0."""
+        return 0 if self.approved_take is None else self.approved_take
 
 
 @dataclass(frozen=True)
@@ -143,6 +189,8 @@ class FrameRecord:
     size: int
     sha256: str
     created: float
+    take: int = 0
+    draft: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +222,8 @@ class SubmitRequest:
     plate_ids: tuple[str, ...] = ()
     delivery: dict[str, Any] | None = None  # wire fields (rate_num, rate_den, duration, ...); None: native
     plate_colorspace: str = ""
+    takes: int = 0  # 0: one take
+    draft_steps: int = 0  # 0: the server's default for a preview job
 
 
 @dataclass(frozen=True)
@@ -201,6 +251,8 @@ class FrameChunkData:
     last: bool
     sha256: str
     total_frames: int
+    take: int = 0
+    draft: bool = False
 
 
 @dataclass(frozen=True)
@@ -215,3 +267,4 @@ class JobResult:
     rate: Fraction = Fraction(0)
     pixel_aspect: float = 1.0
     conform: dict[str, Any] = field(default_factory=dict)
+    take: int = 0

@@ -6,6 +6,10 @@ and a change counter with a condition so watchers wake when something is committ
 
 The queue of waiting jobs is the jobs table itself (state 'queued', ordered by priority then submit
 order), so it survives any crash with nothing extra to persist.
+
+Schema version 2 (takes): frames are keyed by (job, take, draft, index); a takes table holds each take's
+seed, state and draft facts, an approvals table the one approved take of a job (who, when). A version 1
+database is migrated in place when it is opened (`_migrate_1_to_2`), in one transaction.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from server.errors import AlreadyExistsError, NotFoundError, ResourceExhaustedError
+from server.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from server.jobs import (
     Event,
     EventKind,
@@ -29,10 +33,11 @@ from server.jobs import (
     JobSpec,
     JobState,
     Priority,
+    TakeRecord,
     UploadRecord,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,18 +77,6 @@ CREATE TABLE IF NOT EXISTS events (
     blob BLOB,
     PRIMARY KEY (job_id, seq)
 );
-CREATE TABLE IF NOT EXISTS frames (
-    job_id TEXT NOT NULL,
-    frame_index INTEGER NOT NULL,
-    frame_number INTEGER NOT NULL,
-    segment INTEGER NOT NULL,
-    filename TEXT NOT NULL,
-    relpath TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (job_id, frame_index)
-);
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -101,7 +94,9 @@ CREATE TABLE IF NOT EXISTS work_log (
     kind TEXT NOT NULL,
     segment INTEGER,
     pid INTEGER NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    take INTEGER NOT NULL DEFAULT 0,
+    draft INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS work_log_job ON work_log (job_id, id);
 CREATE TABLE IF NOT EXISTS expired_jobs (
@@ -111,6 +106,43 @@ CREATE TABLE IF NOT EXISTS expired_jobs (
     reason TEXT NOT NULL
 );
 """
+# Tables of schema version 2, one statement each (the migration runs them inside its transaction).
+_FRAMES_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    job_id TEXT NOT NULL,
+    take INTEGER NOT NULL DEFAULT 0,
+    draft INTEGER NOT NULL DEFAULT 0,
+    frame_index INTEGER NOT NULL,
+    frame_number INTEGER NOT NULL,
+    segment INTEGER NOT NULL,
+    filename TEXT NOT NULL,
+    relpath TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (job_id, take, draft, frame_index)
+)"""
+_TAKES_TABLE = """
+CREATE TABLE IF NOT EXISTS takes (
+    job_id TEXT NOT NULL,
+    take INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',
+    draft_steps INTEGER NOT NULL DEFAULT 0,
+    draft_complete INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, take)
+)"""
+_APPROVALS_TABLE = """
+CREATE TABLE IF NOT EXISTS approvals (
+    job_id TEXT PRIMARY KEY,
+    take INTEGER NOT NULL,
+    approved_by TEXT NOT NULL,
+    approved_at REAL NOT NULL
+)"""
+_V2_TABLES = (_FRAMES_TABLE.format(name="frames"), _TAKES_TABLE, _APPROVALS_TABLE)
+
+_TAKE_FOLLOWS = frozenset({JobState.QUEUED, JobState.FAILED, JobState.CANCELLED})
+"""Job states that unfinished takes take over (requeued, failed, cancelled)."""
 
 _JOB_COLUMNS = (
     "seq, job_id, owner, idempotency_key, priority, state, spec, message, attempts, cancel_requested, "
@@ -130,11 +162,15 @@ class Store:
         self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
         self._conn.execute("PRAGMA foreign_keys=ON")
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise RuntimeError(
-                f"database {self.path} has schema version {version}; this server knows {SCHEMA_VERSION}"
+                f"database {self.path} has schema version {version}; this server knows 1 and {SCHEMA_VERSION}"
             )
+        if version == 1:
+            self._migrate_1_to_2()
         self._conn.executescript(_SCHEMA)
+        for statement in _V2_TABLES:
+            self._conn.execute(statement)
         self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._changed = threading.Condition()
         self._version = 0
@@ -142,6 +178,40 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def _migrate_1_to_2(self) -> None:
+        """Version 1 -> 2, all or nothing (a crash leaves version 1, migrated again at the next start).
+
+        frames gains take and draft (defaults 0: a version-1 frame is take 0's final frame). They join
+        its primary key, which SQLite cannot change with ALTER TABLE ... ADD COLUMN, so the table is
+        rebuilt (create, copy, drop, rename: SQLite's documented way). work_log gains take and draft by
+        ALTER TABLE ... ADD COLUMN with defaults 0. Every job gets its take 0, with the seed of its spec
+        and the job's state; no approvals exist yet.
+        """
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_FRAMES_TABLE.format(name="frames_v2"))
+            conn.execute(
+                "INSERT INTO frames_v2 (job_id, frame_index, frame_number, segment, filename, relpath, size, "
+                "sha256, created) SELECT job_id, frame_index, frame_number, segment, filename, relpath, size, "
+                "sha256, created FROM frames"
+            )
+            conn.execute("DROP TABLE frames")
+            conn.execute("ALTER TABLE frames_v2 RENAME TO frames")
+            conn.execute("ALTER TABLE work_log ADD COLUMN take INTEGER NOT NULL DEFAULT 0")
+            conn.execute("ALTER TABLE work_log ADD COLUMN draft INTEGER NOT NULL DEFAULT 0")
+            conn.execute(_TAKES_TABLE)
+            conn.execute(_APPROVALS_TABLE)
+            conn.execute(
+                "INSERT INTO takes (job_id, take, seed, state) SELECT job_id, 0, "
+                "COALESCE(json_extract(spec, '$.params.seed'), 0), state FROM jobs"
+            )
+            conn.execute("PRAGMA user_version=2")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # ------------------------------------------------------------------ plumbing
 
@@ -214,6 +284,12 @@ class Store:
             "INSERT INTO job_states (job_id, state, message, at) VALUES (?, ?, ?, ?)",
             (job_id, str(state), message, now),
         )
+        if (
+            state in _TAKE_FOLLOWS
+        ):  # the takes the job left unfinished share its fate (the worker sets the rest)
+            conn.execute(
+                "UPDATE takes SET state = ? WHERE job_id = ? AND state != 'completed'", (str(state), job_id)
+            )
         self._add_event(conn, job_id, EventKind.STATE, {"state": str(state), "message": message}, None)
 
     def _row_to_job(self, row: tuple) -> JobRecord:
@@ -234,7 +310,8 @@ class Store:
             finished,
         ) = row
         state = JobState(state)
-        ready = self._conn.execute("SELECT COUNT(*) FROM frames WHERE job_id = ?", (job_id,)).fetchone()[0]
+        takes, approved = self._takes(job_id)
+        ready = takes[0].frames_ready if takes else 0
         position = 0
         if state == JobState.QUEUED:
             position = self._conn.execute(
@@ -258,7 +335,40 @@ class Store:
             started=started,
             finished=finished,
             seq=seq,
+            takes=takes,
+            approved_take=approved,
         )
+
+    def _takes(self, job_id: str) -> tuple[tuple[TakeRecord, ...], int | None]:
+        """The job's takes (with their stored frame counts and approval) and the approved take's index."""
+        counts = {
+            (take, bool(draft)): n
+            for take, draft, n in self._conn.execute(
+                "SELECT take, draft, COUNT(*) FROM frames WHERE job_id = ? GROUP BY take, draft", (job_id,)
+            )
+        }
+        approval = self._conn.execute(
+            "SELECT take, approved_by, approved_at FROM approvals WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        rows = self._conn.execute(
+            "SELECT take, seed, state, draft_steps, draft_complete FROM takes WHERE job_id = ? ORDER BY take",
+            (job_id,),
+        ).fetchall()
+        takes = tuple(
+            TakeRecord(
+                index=take,
+                seed=seed,
+                state=JobState(state),
+                frames_ready=counts.get((take, False), 0),
+                draft_steps=draft_steps,
+                draft_frames_ready=counts.get((take, True), 0),
+                draft_complete=bool(draft_complete),
+                approved_by=approval[1] if approval is not None and approval[0] == take else "",
+                approved_at=approval[2] if approval is not None and approval[0] == take else None,
+            )
+            for take, seed, state, draft_steps, draft_complete in rows
+        )
+        return takes, None if approval is None else approval[0]
 
     # ------------------------------------------------------------------ jobs
 
@@ -319,6 +429,10 @@ class Store:
             conn.execute(
                 "INSERT INTO job_states (job_id, state, message, at) VALUES (?, 'queued', 'submitted', ?)",
                 (job_id, now),
+            )
+            conn.executemany(
+                "INSERT INTO takes (job_id, take, seed, state, draft_steps) VALUES (?, ?, ?, 'queued', ?)",
+                [(job_id, take, spec.take_seed(take), spec.draft_steps) for take in range(spec.takes)],
             )
             self._add_event(conn, job_id, EventKind.STATE, {"state": "queued", "message": "submitted"}, None)
             return self._get(conn, job_id), False
@@ -466,13 +580,15 @@ class Store:
     # ------------------------------------------------------------------ frames
 
     def add_frame(self, frame: FrameRecord) -> None:
-        """Record a stored frame; a frame index is recorded once (the first record wins)."""
+        """Record a stored frame; a (take, draft, index) is recorded once (the first record wins)."""
         with self._tx() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO frames (job_id, frame_index, frame_number, segment, filename, relpath, size, "
-                "sha256, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO frames (job_id, take, draft, frame_index, frame_number, segment, filename, "
+                "relpath, size, sha256, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     frame.job_id,
+                    frame.take,
+                    int(frame.draft),
                     frame.index,
                     frame.number,
                     frame.segment,
@@ -484,25 +600,71 @@ class Store:
                 ),
             )
 
-    def frames(self, job_id: str, start: int = 0) -> list[FrameRecord]:
+    def frames(self, job_id: str, start: int = 0, take: int = 0, draft: bool = False) -> list[FrameRecord]:
+        """One take's final (or draft) frames from index `start` on, in order."""
         rows = self._query(
             "SELECT frame_index, frame_number, segment, filename, relpath, size, sha256, created FROM frames "
-            "WHERE job_id = ? AND frame_index >= ? ORDER BY frame_index",
-            (job_id, start),
+            "WHERE job_id = ? AND take = ? AND draft = ? AND frame_index >= ? ORDER BY frame_index",
+            (job_id, take, int(draft), start),
         )
-        return [FrameRecord(job_id, *r) for r in rows]
+        return [FrameRecord(job_id, *r, take=take, draft=draft) for r in rows]
 
-    def frame_indices(self, job_id: str) -> set[int]:
-        return {r[0] for r in self._query("SELECT frame_index FROM frames WHERE job_id = ?", (job_id,))}
+    def frame_indices(self, job_id: str, take: int = 0, draft: bool = False) -> set[int]:
+        return {
+            r[0]
+            for r in self._query(
+                "SELECT frame_index FROM frames WHERE job_id = ? AND take = ? AND draft = ?",
+                (job_id, take, int(draft)),
+            )
+        }
+
+    # ------------------------------------------------------------------ takes
+
+    def set_take_state(self, job_id: str, take: int, state: JobState) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE takes SET state = ? WHERE job_id = ? AND take = ?", (str(state), job_id, take)
+            )
+
+    def set_draft_complete(self, job_id: str, take: int) -> None:
+        """Every draft frame of the take is stored (its final may still be to come)."""
+        with self._tx() as conn:
+            conn.execute("UPDATE takes SET draft_complete = 1 WHERE job_id = ? AND take = ?", (job_id, take))
+
+    def approve_take(self, job_id: str, owner: str, take: int, approved_by: str) -> JobRecord:
+        """Record `take` as the job's approved take (replacing an earlier approval) and announce it to
+        watchers as a StateChanged event. Another owner's job is NotFoundError like a missing one; a take
+        out of range is InvalidArgumentError naming it."""
+        with self._tx() as conn:
+            job = self._get(conn, job_id)
+            if job.owner != owner:
+                raise NotFoundError(f"no job {job_id!r}")
+            if not 0 <= take < job.spec.takes:
+                raise InvalidArgumentError(
+                    f"take {take} is out of range: job {job_id} has {job.spec.takes} take(s), 0 to "
+                    f"{job.spec.takes - 1}"
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO approvals (job_id, take, approved_by, approved_at) VALUES (?, ?, ?, ?)",
+                (job_id, take, approved_by, time.time()),
+            )
+            message = f"take {take} approved by {approved_by}"
+            self._add_event(
+                conn, job_id, EventKind.STATE, {"state": str(job.state), "message": message}, None
+            )
+            return self._get(conn, job_id)
 
     # ------------------------------------------------------------------ work log
 
-    def log_work(self, job_id: str, kind: str, segment: int | None = None) -> None:
-        """Record that this process started sampling (kind 'sample') or decoding a segment ('decode')."""
+    def log_work(
+        self, job_id: str, kind: str, segment: int | None = None, take: int = 0, draft: bool = False
+    ) -> None:
+        """Record that this process started sampling (kind 'sample') or decoding a segment ('decode') of
+        one take's final or draft run."""
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO work_log (job_id, kind, segment, pid, at) VALUES (?, ?, ?, ?, ?)",
-                (job_id, kind, segment, os.getpid(), time.time()),
+                "INSERT INTO work_log (job_id, kind, segment, pid, at, take, draft) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, kind, segment, os.getpid(), time.time(), take, int(draft)),
             )
 
     def work_log(self, job_id: str) -> list[tuple[str, int | None, int, float]]:

@@ -22,6 +22,7 @@ from server.jobs import (
     JobState,
     Priority,
     SubmitRequest,
+    TakeRecord,
     UploadChunk,
     UploadRecord,
 )
@@ -71,6 +72,8 @@ def submit_request(msg: pb.SubmitShotRequest) -> SubmitRequest:
         params["plate_mode"] = p.plate_mode
     ctx = msg.context
     return SubmitRequest(
+        takes=int(p.takes),
+        draft_steps=int(p.draft_steps),
         storyboard=[
             {"text": s.text, "neg_text": s.neg_text, "requires_scene_transition": s.requires_scene_transition}
             for s in msg.storyboard.segments
@@ -161,6 +164,26 @@ def params_message(params: dict[str, Any]) -> pb.GenerationParameters:
     if params.get("strength") is not None:
         msg.strength = float(params["strength"])
     msg.plate_mode = str(params.get("plate_mode") or "")
+    msg.takes = int(params.get("takes") or 0)
+    msg.draft_steps = int(params.get("draft_steps") or 0)
+    return msg
+
+
+def take_message(take: TakeRecord, total_frames: int) -> pb.Take:
+    msg = pb.Take(
+        index=take.index,
+        seed=take.seed,
+        state=STATE_TO_PB[take.state],
+        frames_ready=take.frames_ready,
+        total_frames=total_frames,
+        approved=take.approved,
+        approved_by=take.approved_by,
+        draft_steps=take.draft_steps,
+        draft_frames_ready=take.draft_frames_ready,
+        draft_complete=take.draft_complete,
+    )
+    if take.approved_at is not None:
+        msg.approved_at.CopyFrom(timestamp(take.approved_at))
     return msg
 
 
@@ -188,7 +211,7 @@ def job_message(job: JobRecord) -> pb.Job:
                 for s in spec.storyboard
             ]
         ),
-        parameters=params_message(spec.params),
+        parameters=params_message({**spec.params, "takes": spec.takes, "draft_steps": spec.draft_steps}),
         context=ctx,
         created=timestamp(job.created),
         updated=timestamp(job.updated),
@@ -203,6 +226,8 @@ def job_message(job: JobRecord) -> pb.Job:
         generation_width=int(spec.params.get("width") or 0),
         generation_height=int(spec.params.get("height") or 0),
         **({"delivery": delivery_message(spec.delivery)} if spec.delivery is not None else {}),
+        takes=[take_message(t, spec.total_frames) for t in job.takes],
+        **({"approved_take": job.approved_take} if job.approved_take is not None else {}),
     )
 
 
@@ -221,6 +246,8 @@ def event_message(event: Event) -> pb.JobEvent:
                 timestep=d["timestep"],
                 elapsed_s=d["elapsed_s"],
                 eta_s=d.get("eta_s", -1.0),
+                take=d.get("take", 0),
+                draft=d.get("draft", False),
             )
         )
     elif event.kind == EventKind.PREVIEW:
@@ -232,10 +259,20 @@ def event_message(event: Event) -> pb.JobEvent:
                 format=d["format"],
                 data=event.blob or b"",
                 frames=d.get("frames", 1),
+                take=d.get("take", 0),
+                draft=d.get("draft", False),
             )
         )
     elif event.kind == EventKind.FRAMES:
-        msg.frames.CopyFrom(pb.FramesReady(ready=d["ready"], total=d["total"], segment=d["segment"]))
+        msg.frames.CopyFrom(
+            pb.FramesReady(
+                ready=d["ready"],
+                total=d["total"],
+                segment=d["segment"],
+                take=d.get("take", 0),
+                draft=d.get("draft", False),
+            )
+        )
     return msg
 
 
@@ -255,6 +292,8 @@ def _chunk_header(chunk: FrameChunkData) -> pb.FrameChunk:
         last=chunk.last,
         sha256=chunk.sha256,
         total_frames=chunk.total_frames,
+        take=chunk.take,
+        draft=chunk.draft,
     )
 
 
@@ -308,6 +347,7 @@ def result_message(result: JobResult) -> pb.JobResult:
         rate_den=result.rate.denominator,
         pixel_aspect=result.pixel_aspect,
         conform_json=json.dumps(result.conform, sort_keys=True) if result.conform else "",
+        take=result.take,
     )
 
 
