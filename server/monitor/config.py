@@ -45,7 +45,7 @@ class MonitorConfig:
     """Width of a playback sheet: frames are laid out in rows this wide."""
     sheet_cache: int = 32
     """Playback sheets kept in memory (the least recently used go first)."""
-    sheet_jpeg_quality: int = 85
+    sheet_jpeg_quality: int = 90
     max_message_bytes: int = 64 << 20
 
     def __post_init__(self) -> None:

@@ -359,7 +359,8 @@ async def build_sheet(frames: AsyncIterator[tuple[int, bytes]], config: MonitorC
 
     def encode() -> bytes:
         out = io.BytesIO()
-        sheet.save(out, format="JPEG", quality=config.sheet_jpeg_quality)
+        # 4:4:4: chroma subsampling would smear the colour of frames this small
+        sheet.save(out, format="JPEG", quality=config.sheet_jpeg_quality, subsampling=0)
         return out.getvalue()
 
     return Sheet(layout, await asyncio.to_thread(encode))

@@ -1,0 +1,39 @@
+"""Helpers of the monitor tests: an HTTP client of the page, jobs with takes."""
+
+from __future__ import annotations
+
+import uuid
+
+import httpx
+from srv_helpers import STORYBOARD, TOKENS
+
+from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
+from server.client import StudioClient
+from server.monitor.background import MonitorThread
+
+STEP_DELAY_S = 0.2
+"""Each sampling step of the test server is slowed to this, so previews arrive while the job still samples."""
+
+
+def page_client(monitor: MonitorThread, user: str | None = None) -> httpx.Client:
+    """An HTTP client of the monitor (keeps its cookies), signed in as `user` when given."""
+    client = httpx.Client(base_url=monitor.url, timeout=60.0)
+    if user is not None:
+        response = client.post("/api/signin", json={"token": TOKENS[user]})
+        assert response.status_code == 200, response.text
+    return client
+
+
+def submit(client: StudioClient, takes: int = 1, steps: int = 4, seed: int = 11) -> str:
+    """A one-segment 32 x 32 shot of `takes` takes, a preview every step; returns its job id."""
+    params = pb.GenerationParameters(
+        height=32, width=32, steps=steps, guidance_scale=1.0, seed=seed, takes=takes, preview_every=1
+    )
+    request = pb.SubmitShotRequest(
+        storyboard=pb.Storyboard(segments=[pb.Segment(text=s["text"]) for s in STORYBOARD]),
+        parameters=params,
+        priority=pb.PRIORITY_FINAL,
+        idempotency_key=uuid.uuid4().hex,
+        context=pb.ShotContext(shot_name="sh010"),
+    )
+    return client.stub.SubmitShot(request, metadata=client.metadata, timeout=30).job_id
