@@ -44,6 +44,12 @@ def state_name(state: int) -> str:
     return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
 
 
+def event_take(event: pb.JobEvent) -> int | None:
+    """The take a progress, preview or frames event belongs to; None for a state change (whole job)."""
+    kind = event.WhichOneof("kind")
+    return None if kind in (None, "state") else getattr(event, kind).take
+
+
 class StudioClient:
     """Blocking client. token: the bearer token (default: env TTT_STUDIO_TOKEN; None for no-auth servers).
     root_certificates: PEM bytes of the CA for TLS (tls=True with None uses the system roots)."""
@@ -132,17 +138,28 @@ class StudioClient:
         plate_upload_ids: Iterable[str] = (),
         strength: float | None = None,
         plate_mode: str = "",
+        takes: int = 0,
+        draft_steps: int = 0,
     ) -> pb.SubmitShotResponse:
         """Queue a shot; storyboard is the format-3 list (or a Storyboard). Unset values: server defaults.
 
         plate_upload_ids (in frame order) with plate_mode "restyle" (one plate per output frame, strength
-        required) or "continue" (the first 1 + 4k frames kept); see GenerationParameters in the proto."""
+        required) or "continue" (the first 1 + 4k frames kept); see GenerationParameters in the proto.
+        takes: how many takes (seeds seed, seed + 1, ...; 0: one). draft_steps: a preview job's draft
+        (0: the server's default)."""
         if hasattr(storyboard, "to_list"):
             storyboard = storyboard.to_list()
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {sorted(PRIORITIES)}, got {priority!r}")
         params = pb.GenerationParameters(
-            height=height, width=width, steps=steps, sampler=sampler, dtype=dtype, preview_every=preview_every
+            height=height,
+            width=width,
+            steps=steps,
+            sampler=sampler,
+            dtype=dtype,
+            preview_every=preview_every,
+            takes=takes,
+            draft_steps=draft_steps,
         )
         if guidance_scale is not None:
             params.guidance_scale = guidance_scale
@@ -195,8 +212,13 @@ class StudioClient:
 
         return self.stub.UploadPlate(chunks(), metadata=self.metadata, timeout=self.timeout_s)
 
-    def watch(self, job_id: str, after_seq: int = 0, reconnect: bool = True) -> Iterator[pb.JobEvent]:
-        """The job's events until it finishes; after a dropped stream, resumes from the last seq seen."""
+    def watch(
+        self, job_id: str, after_seq: int = 0, reconnect: bool = True, take: int | None = None
+    ) -> Iterator[pb.JobEvent]:
+        """The job's events until it finishes; after a dropped stream, resumes from the last seq seen.
+
+        take: only that take's progress, previews and frames (state changes and approvals always pass);
+        None: every take's. Each such event says its take and whether it belongs to the draft."""
         last = after_seq
         failures = 0
         while True:
@@ -207,7 +229,8 @@ class StudioClient:
                 for event in call:
                     last = event.seq
                     failures = 0
-                    yield event
+                    if take is None or event_take(event) in (None, take):
+                        yield event
                 return
             except grpc.RpcError as exc:
                 if not reconnect or exc.code() not in _RETRYABLE or failures >= self.retries:
@@ -226,8 +249,11 @@ class StudioClient:
         follow: bool = False,
         on_frame: Callable[[Path, pb.FrameChunk], None] | None = None,
         chunk_bytes: int = 0,
+        take: int = 0,
+        draft: bool = False,
     ) -> list[Path]:
-        """Write the job's frames into out_dir under their server-given names; resumes after a drop.
+        """Write one take's final (or draft) frames into out_dir under their server-given names; resumes
+        after a drop. Every take's frames have the same names: give each take its own out_dir.
 
         Each frame is written to a .part file, checked against the server's sha256, then renamed.
         """
@@ -241,7 +267,12 @@ class StudioClient:
                 handle = None
                 digest = None
                 request = pb.FetchFramesRequest(
-                    job_id=job_id, start_frame=next_index, follow=follow, chunk_bytes=chunk_bytes
+                    job_id=job_id,
+                    start_frame=next_index,
+                    follow=follow,
+                    chunk_bytes=chunk_bytes,
+                    take=take,
+                    draft=draft,
                 )
                 for chunk in self.stub.FetchFrames(request, metadata=self.metadata):
                     if not _SAFE_NAME.match(chunk.filename) or chunk.filename.startswith("."):
@@ -300,8 +331,16 @@ class StudioClient:
             if not token or (limit and len(jobs) >= limit):
                 return jobs[: limit or None]
 
-    def result(self, job_id: str) -> pb.JobResult:
-        return self._unary(self.stub.GetJobResult, pb.GetJobResultRequest(job_id=job_id))
+    def result(self, job_id: str, take: int | None = None) -> pb.JobResult:
+        """The completed job's result for `take` (None: the approved take, else take 0)."""
+        request = pb.GetJobResultRequest(job_id=job_id)
+        if take is not None:
+            request.take = take
+        return self._unary(self.stub.GetJobResult, request)
+
+    def approve_take(self, job_id: str, take: int) -> pb.Job:
+        """Mark take `take` of the job approved (by this token's user, now); replaces an earlier approval."""
+        return self._unary(self.stub.ApproveTake, pb.ApproveTakeRequest(job_id=job_id, take=take))
 
     def wait(self, job_id: str, on_event: Callable[[pb.JobEvent], None] | None = None) -> pb.Job:
         """Watch until the job finishes; returns its final state."""
@@ -310,10 +349,13 @@ class StudioClient:
                 on_event(event)
         return self.job(job_id)
 
-    def fetch_result(self, job_id: str, out_dir: str | os.PathLike[str]) -> tuple[list[Path], str]:
-        """Fetch every frame into out_dir and return (paths, the result OTIO pointing at them)."""
+    def fetch_result(
+        self, job_id: str, out_dir: str | os.PathLike[str], take: int | None = None
+    ) -> tuple[list[Path], str]:
+        """Fetch one take's frames (None: the approved take, else take 0) into out_dir and return
+        (paths, the result OTIO pointing at them)."""
         from server.result import relocate_result
 
-        paths = self.fetch(job_id, out_dir)
-        result = self.result(job_id)
+        result = self.result(job_id, take)
+        paths = self.fetch(job_id, out_dir, take=result.take)
         return paths, relocate_result(result.otio_json, str(Path(out_dir).resolve()))

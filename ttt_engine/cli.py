@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, str] = {
     "watch": "server.cli.watch",
     "fetch": "server.cli.fetch",
     "cancel": "server.cli.cancel",
+    "approve": "server.cli.approve",
     "jobs": "server.cli.jobs",
     "token": "server.cli.token",
     "gc": "server.cli.gc",

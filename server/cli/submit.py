@@ -21,6 +21,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--preview-every", type=int, default=0)
     parser.add_argument("--priority", choices=("preview", "final"), default="final")
+    parser.add_argument(
+        "--takes", type=int, default=0, help="takes of the shot, seeds SEED, SEED + 1, ... (default 1)"
+    )
+    parser.add_argument(
+        "--draft-steps",
+        type=int,
+        default=0,
+        help="--priority preview: steps of the draft made first (default: the server's)",
+    )
     parser.add_argument("--shot-name", default="", help="names the frames: SHOT.1001.exr")
     parser.add_argument("--start-frame", type=int, default=None)
     parser.add_argument("--otio", type=Path, default=None, help="an OTIO file sent as the shot's context")
@@ -81,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
                 plate_upload_ids=plates,
                 strength=args.strength,
                 plate_mode=args.plate_mode,
+                takes=args.takes,
+                draft_steps=args.draft_steps,
             )
         except grpc.RpcError as exc:
             return fail(rpc_error_text(exc))
