@@ -156,7 +156,8 @@ function renderQueue() {
     if (job.message) meta.push(job.message);
     const progress = progressOf(job);
     const cancel = el("button", { class: "cancel", type: "button", text: "Cancel", "data-testid": "cancel" });
-    cancel.disabled = job.terminal || job.cancel_requested;
+    cancel.hidden = job.terminal;
+    cancel.disabled = job.cancel_requested;
     cancel.addEventListener("click", (e) => {
       e.stopPropagation();
       cancelJob(job.job_id);
