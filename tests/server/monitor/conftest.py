@@ -15,9 +15,9 @@ from server.monitor.background import MonitorThread
 from server.monitor.config import MonitorConfig
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def studio(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterator[ServerProcess]:
-    """A real `python -m server.main --tiny-random` on loopback (32 x 32, 16 fps, 9-frame one-segment shots)."""
+    """A real `python -m server.main --tiny-random` on loopback (32 x 32, 16 fps, 9-frame one-segment shots), shared by the monitor tests."""
     server = ServerProcess(
         tmp_path_factory.mktemp("monitor") / "data", token_file, "--debug-step-delay", str(STEP_DELAY_S)
     ).start()
@@ -26,7 +26,7 @@ def studio(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterat
     assert code == 0, server.log_text()[-3000:]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def monitor(studio: ServerProcess) -> Iterator[MonitorThread]:
     """`ttt-studio monitor` of that server: the Starlette app under uvicorn in a thread, on loopback."""
     with MonitorThread(create_app(MonitorConfig(server=studio.address))) as thread:
