@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
-
 import httpx
 from srv_helpers import STORYBOARD, TOKENS
 
-from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from server.client import StudioClient
 from server.monitor.background import MonitorThread
 
@@ -24,16 +21,20 @@ def page_client(monitor: MonitorThread, user: str | None = None) -> httpx.Client
     return client
 
 
-def submit(client: StudioClient, takes: int = 1, steps: int = 4, seed: int = 11) -> str:
+def submit(
+    client: StudioClient, takes: int = 1, steps: int = 4, seed: int = 11, priority: str = "final"
+) -> str:
     """A one-segment 32 x 32 shot of `takes` takes, a preview every step; returns its job id."""
-    params = pb.GenerationParameters(
-        height=32, width=32, steps=steps, guidance_scale=1.0, seed=seed, takes=takes, preview_every=1
+    response = client.submit(
+        STORYBOARD,
+        height=32,
+        width=32,
+        steps=steps,
+        guidance_scale=1.0,
+        seed=seed,
+        takes=takes,
+        preview_every=1,
+        priority=priority,
+        shot_name="sh010",
     )
-    request = pb.SubmitShotRequest(
-        storyboard=pb.Storyboard(segments=[pb.Segment(text=s["text"]) for s in STORYBOARD]),
-        parameters=params,
-        priority=pb.PRIORITY_FINAL,
-        idempotency_key=uuid.uuid4().hex,
-        context=pb.ShotContext(shot_name="sh010"),
-    )
-    return client.stub.SubmitShot(request, metadata=client.metadata, timeout=30).job_id
+    return response.job_id

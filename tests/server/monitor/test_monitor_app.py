@@ -182,6 +182,25 @@ def test_takes_play_from_a_sheet_at_the_shots_rate_and_approval_reaches_get_job(
     assert page.get(f"/api/jobs/{job_id}/takes/0/playback?draft=2").status_code == 400
 
 
+def test_a_preview_jobs_draft_plays_before_its_final(monitor, alice: StudioClient) -> None:
+    job_id = submit(alice, steps=8, priority="preview")
+    page = page_client(monitor, "alice")
+
+    def draft_done() -> dict | None:
+        row = page.get(f"/api/jobs/{job_id}").json()
+        return row if row["takes"][0]["draft_complete"] else None
+
+    row = wait_for(draft_done, what="the draft")
+    assert 0 < row["takes"][0]["draft_steps"] < 8
+    layout = page.get(f"/api/jobs/{job_id}/takes/0/playback?draft=1").json()
+    assert layout["draft"] and layout["frames"] == row["takes"][0]["total_frames"]
+    assert layout["sheet"].endswith("draft=1")
+    assert page.get(layout["sheet"]).headers["content-type"] == "image/jpeg"
+    assert alice.wait(job_id).state == pb.JOB_STATE_COMPLETED
+    final = page.get(f"/api/jobs/{job_id}/takes/0/playback").json()
+    assert not final["draft"] and final["frames"] == layout["frames"]
+
+
 def test_cancel_from_the_page_stops_the_job_and_unfinished_takes_do_not_play(
     monitor, alice: StudioClient
 ) -> None:
