@@ -7,9 +7,11 @@ A real server process (`python -m server.main --model ttt_engine/default_model -
 monitor (uvicorn in a thread) on loopback, and the page in Debian's headless Chromium (Playwright), signed in
 with a token. Each timed job is the README's storyboard's first segment at the model's defaults (64 x 64,
 25 steps), PRIORITY_PREVIEW as on set (its draft's first step makes the first preview), submitted with the
-Python client while the page is open; then cancelled. Three times per job, from just before SubmitShot:
-- server: the preview event's own timestamp (when the worker stored it),
-- grpc: a WatchJob client in this process receives it (what a plugin sees),
+Python client while the page is open; then cancelled. Times per job, from just before SubmitShot to its
+first preview:
+- server: the preview event's own timestamp (when the worker stored it), of which
+- compute: the first step's own sampling time (its Progress event's elapsed_s);
+- grpc: a WatchJob client in this process receives it (what a plugin sees);
 - page: the page's EventSource handler receives it (performance.timeOrigin + performance.now(), the same
   clock as time.time() on this machine).
 The first job warms the model and is reported apart. --screenshot also makes a 3-take job, approves one,
@@ -51,6 +53,8 @@ def _token_file(folder: Path) -> tuple[Path, str]:
 
 def _first_preview_over_grpc(client: Any, job_id: str, out: dict[str, float]) -> None:
     for event in client.watch(job_id):
+        if event.WhichOneof("kind") == "progress" and "compute" not in out:
+            out["compute"] = event.progress.elapsed_s  # the first step's own sampling time
         if event.WhichOneof("kind") == "preview":
             out["grpc"] = time.time()
             out["server"] = event.time.ToNanoseconds() / 1e9
@@ -69,7 +73,12 @@ def time_one(client: Any, page: Any, storyboard: list[dict[str, Any]], seed: int
     watcher.join(TIMEOUT_MS / 1000)
     client.cancel(job_id)
     client.wait(job_id)
-    return {"server": seen["server"] - t0, "grpc": seen["grpc"] - t0, "page": page_at - t0}
+    return {
+        "compute": seen["compute"],
+        "server": seen["server"] - t0,
+        "grpc": seen["grpc"] - t0,
+        "page": page_at - t0,
+    }
 
 
 def screenshot(client: Any, page: Any, storyboard: list[dict[str, Any]], path: Path) -> None:
@@ -150,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         f"submit -> first preview, shipped model, {report['machine']}, server torch threads {args.torch_threads}"
     )
     print(f"{'where':8} {'median':>9} {'min':>9} {'max':>9}   (warm-up job)")
-    for key in ("server", "grpc", "page"):
+    for key in ("compute", "server", "grpc", "page"):
         values = [run[key] * 1000 for run in runs]
         print(
             f"{key:8} {statistics.median(values):7.0f}ms {min(values):7.0f}ms {max(values):7.0f}ms"
