@@ -54,6 +54,8 @@ function showSignIn(message) {
   state.selected = null;
   state.takesKey = "";
   stopPlayers();
+  queueRows.clear();
+  liveCards.clear();
   for (const id of ["queue", "live", "takes"]) $(id).replaceChildren();
   $("app").hidden = true;
   $("signout").hidden = true;
@@ -147,38 +149,66 @@ function progressOf(job) {
   return null;
 }
 
+// Rows are updated in place (a progress event comes every step): a button under a finger stays the same
+// element, so a tap is never lost to a re-render.
+const queueRows = new Map(); // job_id -> {row, title, badge, meta, progress, cancel}
+
+function queueRow(jobId) {
+  if (queueRows.has(jobId)) return queueRows.get(jobId);
+  const parts = {
+    title: el("div", { class: "title" }),
+    badge: el("span", { "data-testid": "state" }),
+    meta: el("span"),
+    progress: el("progress"),
+    cancel: el("button", { class: "cancel", type: "button", text: "Cancel", "data-testid": "cancel" }),
+  };
+  parts.row = el("li", { "data-job": jobId }, parts.title, el("div", { class: "meta" }, parts.badge, parts.meta),
+    parts.progress, el("div", { class: "actions" }, parts.cancel));
+  parts.cancel.addEventListener("click", (e) => {
+    e.stopPropagation();
+    cancelJob(jobId);
+  });
+  parts.row.addEventListener("click", () => {
+    state.selected = jobId;
+    renderQueue();
+    renderTakes();
+  });
+  queueRows.set(jobId, parts);
+  return parts;
+}
+
 function renderQueue() {
   $("queue-empty").hidden = state.jobs.length > 0;
-  const rows = state.jobs.map((job) => {
-    const title = job.shot || job.text || job.job_id;
+  const listed = new Set(state.jobs.map((job) => job.job_id));
+  for (const [jobId, parts] of queueRows) {
+    if (!listed.has(jobId)) {
+      parts.row.remove();
+      queueRows.delete(jobId);
+    }
+  }
+  state.jobs.forEach((job, position) => {
+    const parts = queueRow(job.job_id);
     const meta = [`${job.segments} seg`, `${job.takes.length} take${job.takes.length > 1 ? "s" : ""}`, job.priority];
     if (job.queue_position) meta.unshift(`#${job.queue_position} in queue`);
     if (job.message) meta.push(job.message);
+    parts.row.className = `job${job.job_id === state.selected ? " selected" : ""}`;
+    parts.row.dataset.state = job.state;
+    parts.title.textContent = job.shot || job.text || job.job_id;
+    parts.badge.className = `state ${job.state}`;
+    parts.badge.textContent = job.state;
+    parts.meta.textContent = ` ${meta.join(" · ")}`;
     const progress = progressOf(job);
-    const cancel = el("button", { class: "cancel", type: "button", text: "Cancel", "data-testid": "cancel" });
-    cancel.hidden = job.terminal;
-    cancel.disabled = job.cancel_requested;
-    cancel.addEventListener("click", (e) => {
-      e.stopPropagation();
-      cancelJob(job.job_id);
-    });
-    const row = el(
-      "li",
-      { class: `job${job.job_id === state.selected ? " selected" : ""}`, "data-job": job.job_id, "data-state": job.state },
-      el("div", { class: "title", text: title }),
-      el("div", { class: "meta" }, el("span", { class: `state ${job.state}`, text: job.state, "data-testid": "state" }),
-        ` ${meta.join(" · ")}`),
-      progress ? el("progress", { value: progress.value, max: progress.max, title: progress.text }) : null,
-      el("div", { class: "actions" }, cancel),
-    );
-    row.addEventListener("click", () => {
-      state.selected = job.job_id;
-      renderQueue();
-      renderTakes();
-    });
-    return row;
+    parts.progress.hidden = !progress;
+    if (progress) {
+      parts.progress.max = progress.max;
+      parts.progress.value = progress.value;
+      parts.progress.title = progress.text;
+    }
+    parts.cancel.hidden = job.terminal;
+    parts.cancel.disabled = job.cancel_requested;
+    const here = $("queue").children[position];
+    if (here !== parts.row) $("queue").insertBefore(parts.row, here || null);
   });
-  $("queue").replaceChildren(...rows);
 }
 
 async function cancelJob(jobId) {
@@ -191,22 +221,37 @@ async function cancelJob(jobId) {
 
 // ---------------------------------------------------------------- live previews
 
+const liveCards = new Map(); // "job_id/take" -> {card, image, caption}
+
 function renderLive() {
-  const cards = [];
+  const shown = new Set();
   for (const job of state.jobs) {
     const takes = state.previews.get(job.job_id);
     if (job.terminal || !takes) continue;
     for (const [take, p] of [...takes.entries()].sort((a, b) => a[0] - b[0])) {
-      const caption = `${job.shot || job.job_id} · take ${take + 1} · ${p.draft ? "draft " : ""}step ${p.step}`;
-      cards.push(
-        el("figure", { class: "preview", "data-job": job.job_id, "data-take": String(take) },
-          el("img", { src: p.image, alt: caption, "data-testid": "preview" }),
-          el("figcaption", { class: "caption", text: caption })),
-      );
+      const key = `${job.job_id}/${take}`;
+      shown.add(key);
+      if (!liveCards.has(key)) {
+        const image = el("img", { "data-testid": "preview" });
+        const caption = el("figcaption", { class: "caption" });
+        const card = el("figure", { class: "preview", "data-job": job.job_id, "data-take": String(take) }, image, caption);
+        liveCards.set(key, { card, image, caption });
+      }
+      const { card, image, caption } = liveCards.get(key);
+      const text = `${job.shot || job.job_id} · take ${take + 1} · ${p.draft ? "draft " : ""}step ${p.step}`;
+      if (image.src !== p.image) image.src = p.image;
+      image.alt = text;
+      caption.textContent = text;
+      $("live").append(card); // in queue order
     }
   }
-  $("live-empty").hidden = cards.length > 0;
-  $("live").replaceChildren(...cards);
+  for (const [key, { card }] of liveCards) {
+    if (!shown.has(key)) {
+      card.remove();
+      liveCards.delete(key);
+    }
+  }
+  $("live-empty").hidden = shown.size > 0;
 }
 
 // ---------------------------------------------------------------- takes side by side

@@ -19,12 +19,28 @@ from server.client import TERMINAL, StudioClient
 
 CHROMIUM = os.environ.get("TTT_STUDIO_CHROMIUM", "/usr/bin/chromium")
 TIMEOUT_MS = 60_000
+LANDSCAPE = {"width": 1024, "height": 768}
+PORTRAIT = {"width": 768, "height": 1024}
+"""A tablet's screen either way round."""
+TOUCH_PX = 44
+"""The smallest touch target the platform guidelines allow (Apple's 44 pt; Material's 48 dp)."""
 RATE_WINDOW_MS = 1500
 """How long the page's players are watched to measure the rate they play at."""
 
 pytestmark = pytest.mark.skipif(
     not os.path.exists(CHROMIUM), reason=f"no Chromium at {CHROMIUM} (.ci/run installs Debian's chromium)"
 )
+
+
+PAGE_ERRORS: dict = {}
+"""Each open page's uncaught script errors and console errors (none are expected)."""
+
+
+def close(page) -> None:
+    """Close the page's context; its script must have raised nothing."""
+    errors = PAGE_ERRORS.pop(page)
+    page.context.close()
+    assert not [e for e in errors if "401" not in e], errors  # a refused sign-in logs its 401 response
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +53,14 @@ def browser() -> Iterator:
         chromium.close()
 
 
-def open_page(browser, monitor, token: str):
+def open_page(browser, monitor, token: str, viewport: dict[str, int] = LANDSCAPE):
     """A fresh browser context (no cookies) on the monitor, signed in with `token` through the form."""
-    context = browser.new_context(viewport={"width": 1024, "height": 768}, has_touch=True)
+    context = browser.new_context(viewport=viewport, has_touch=True)
     page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    PAGE_ERRORS[page] = errors
     page.set_default_timeout(TIMEOUT_MS)
     page.goto(monitor.url)
     page.fill("#token", token)
@@ -55,7 +75,7 @@ def test_a_wrong_token_sees_nothing(browser, monitor, alice: StudioClient) -> No
     assert page.is_hidden("#app")
     assert page.locator("[data-job]").count() == 0
     assert page.context.cookies() == []
-    page.context.close()
+    close(page)
 
 
 def test_previews_appear_while_sampling_takes_play_and_approval_reaches_get_job(
@@ -113,15 +133,20 @@ def test_previews_appear_while_sampling_takes_play_and_approval_reaches_get_job(
     bob.wait_for_selector("[data-testid=who]:text('bob')")
     bob.wait_for_selector("#queue-empty:not([hidden]), #queue [data-job]", state="attached")
     assert bob.locator(f"[data-job='{job_id}']").count() == 0
-    bob.context.close()
-    page.context.close()
+    close(bob)
+    close(page)
 
 
-def test_cancel_on_the_page_cancels_the_job(browser, monitor, alice: StudioClient) -> None:
-    page = open_page(browser, monitor, TOKENS["alice"])
+def test_cancel_on_a_portrait_tablet_cancels_the_job(browser, monitor, alice: StudioClient) -> None:
+    page = open_page(browser, monitor, TOKENS["alice"], PORTRAIT)
     job_id = submit(alice, steps=40)
     page.wait_for_selector(f"#queue [data-job='{job_id}'][data-state='sampling']")
+    box = page.locator(f"#queue [data-job='{job_id}'] button[data-testid=cancel]").bounding_box()
+    assert box["height"] >= TOUCH_PX and box["width"] >= TOUCH_PX, box
+    assert (
+        page.evaluate("document.documentElement.scrollWidth") <= PORTRAIT["width"]
+    )  # one column, no sideways scroll
     page.click(f"#queue [data-job='{job_id}'] button[data-testid=cancel]")
     page.wait_for_selector(f"#queue [data-job='{job_id}'][data-state='cancelled']")
     assert alice.job(job_id).state == pb.JOB_STATE_CANCELLED
-    page.context.close()
+    close(page)
