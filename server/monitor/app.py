@@ -382,7 +382,10 @@ async def _grpc_error(request: Request, exc: Exception) -> Response:
     if code == grpc.StatusCode.UNAUTHENTICATED:
         _monitor(request).sessions.drop(request.cookies.get(COOKIE))
     status = HTTP_OF_GRPC.get(code, 502)
-    return _json({"error": f"{code.name}: {exc.details()}", "code": code.name}, status)
+    message = f"{code.name}: {exc.details()}"
+    if code == grpc.StatusCode.UNAVAILABLE:
+        message = f"the ttt-studio server at {_monitor(request).config.server} is unreachable ({message})"
+    return _json({"error": message, "code": code.name}, status)
 
 
 async def _not_signed_in(request: Request, exc: Exception) -> Response:

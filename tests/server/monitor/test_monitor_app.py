@@ -9,9 +9,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import time
 
 import grpc
+import httpx
 import numpy as np
 import pytest
 from monitor_helpers import page_client, submit
@@ -20,7 +22,8 @@ from srv_helpers import TOKENS, wait_for
 
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from server.client import StudioClient
-from server.monitor.app import COOKIE
+from server.monitor.app import COOKIE, create_app
+from server.monitor.background import MonitorThread
 from server.monitor.config import JPEG_MAX_SIDE, MonitorConfig
 from server.monitor.gateway import MAX_SHEET_PIXELS, preview_data_url, sheet_layout
 from server.monitor.sessions import SessionStore
@@ -274,3 +277,21 @@ def test_raw_previews_become_png_and_bad_ones_are_named() -> None:
         preview_data_url(pb.Preview(format="rgb8", width=4, height=4, data=rgb[:-1]))
     with pytest.raises(ValueError, match="unknown preview format 'jpeg'"):
         preview_data_url(pb.Preview(format="jpeg", width=4, height=4, data=b"x"))
+
+
+def test_an_unreachable_server_is_named_at_sign_in() -> None:
+    with socket.socket() as probe:  # a port with nothing listening
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+    config = MonitorConfig(server=address, rpc_timeout_s=5.0)
+    with MonitorThread(create_app(config)) as thread:
+        response = httpx.post(f"{thread.url}/api/signin", json={"token": TOKENS["alice"]}, timeout=30)
+    assert response.status_code == 503
+    assert response.json()["error"].startswith(f"the ttt-studio server at {address} is unreachable")
+
+
+def test_the_command_refuses_plain_http_off_loopback(capsys: pytest.CaptureFixture[str]) -> None:
+    from ttt_engine.cli import main
+
+    assert main(["monitor", "--server", "127.0.0.1:1", "--listen", "0.0.0.0:8765"]) == 1
+    assert "--https-cert and --https-key, or --insecure-http" in capsys.readouterr().err
