@@ -314,7 +314,12 @@ async def _page_events(monitor: Monitor, session: Session, session_id: str) -> A
         try:
             async for event in gateway.watch(session.token, job_id, last_seq.get(job_id, 0)):
                 last_seq[job_id] = event.seq
-                await queue.put(("event", event_json(event)))
+                try:
+                    data = event_json(event)
+                except ValueError as exc:  # e.g. a preview in a format this monitor does not know
+                    log.warning("monitor skipped event %d of job %s: %s", event.seq, job_id, exc)
+                    continue
+                await queue.put(("event", data))
         except grpc.aio.AioRpcError as exc:
             log.info("monitor watch of %s ended: %s", job_id, exc.code().name)
         finally:
