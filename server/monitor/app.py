@@ -200,8 +200,7 @@ async def sign_in(request: Request) -> Response:
     response = _json({"caller": info.caller, "server": monitor.config.server})
     response.set_cookie(
         COOKIE,
-        session_id,
-        max_age=int(monitor.config.session_idle_s),
+        session_id,  # a browser-session cookie: the monitor ends idle sessions itself
         httponly=True,
         samesite="strict",
         secure=monitor.config.https,
