@@ -9,7 +9,10 @@ from __future__ import annotations
 import base64
 import io
 import json
+import shutil
 import socket
+import ssl
+import subprocess
 import time
 
 import grpc
@@ -295,3 +298,40 @@ def test_the_command_refuses_plain_http_off_loopback(capsys: pytest.CaptureFixtu
 
     assert main(["monitor", "--server", "127.0.0.1:1", "--listen", "0.0.0.0:8765"]) == 1
     assert "--https-cert and --https-key, or --insecure-http" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(
+    shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate"
+)
+def test_tls_to_the_server_and_https_to_the_page(tmp_path, token_file, server_pipe) -> None:
+    from server.config import ServerConfig
+    from server.main import StudioServer
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    server_config = ServerConfig(
+        address="127.0.0.1:0", data_dir=tmp_path / "data", token_file=token_file, tls_cert=cert, tls_key=key
+    )
+    server = StudioServer(server_config, pipelines=[("cpu", server_pipe)])
+    server.start()
+    try:
+        config = MonitorConfig(server=server.address, tls_ca=cert, https_cert=cert, https_key=key)
+        with MonitorThread(create_app(config), https_cert=cert, https_key=key) as thread:
+            assert thread.url.startswith("https://")
+            trusted = ssl.create_default_context(cafile=str(cert))
+            with httpx.Client(base_url=thread.url, verify=trusted, timeout=30) as page:
+                response = page.post("/api/signin", json={"token": TOKENS["alice"]})
+                assert response.status_code == 200, response.text
+                assert "secure" in response.headers["set-cookie"].lower()
+                assert page.get("/api/jobs").status_code == 200
+        plain = MonitorConfig(server=server.address, rpc_timeout_s=5.0)  # no TLS towards a TLS server
+        with MonitorThread(create_app(plain)) as thread:
+            response = httpx.post(f"{thread.url}/api/signin", json={"token": TOKENS["alice"]}, timeout=30)
+            assert response.status_code == 503 and "unreachable" in response.json()["error"]
+    finally:
+        server.stop(grace=1)
