@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
 import httpx
 from srv_helpers import STORYBOARD, TOKENS
 
 from server.client import StudioClient
+from server.config import ServerConfig
+from server.main import StudioServer
 from server.monitor.background import MonitorThread
 
 STEP_DELAY_S = 0.2
@@ -38,3 +45,17 @@ def submit(
         shot_name="sh010",
     )
     return response.job_id
+
+
+@contextmanager
+def in_process_server(
+    data_dir: Path, token_file: Path, pipe: Any, **overrides: Any
+) -> Iterator[StudioServer]:
+    """A StudioServer in this process on 127.0.0.1 (a free port), for tests that change its tokens or TLS."""
+    config = ServerConfig(address="127.0.0.1:0", data_dir=data_dir, token_file=token_file, **overrides)
+    server = StudioServer(config, pipelines=[("cpu", pipe)])
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop(grace=1)

@@ -19,9 +19,9 @@ import grpc
 import httpx
 import numpy as np
 import pytest
-from monitor_helpers import page_client, submit
+from monitor_helpers import in_process_server, page_client, submit
 from PIL import Image
-from srv_helpers import TOKENS, wait_for
+from srv_helpers import TOKENS, wait_for, write_token_file
 
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from server.client import StudioClient
@@ -30,6 +30,8 @@ from server.monitor.background import MonitorThread
 from server.monitor.config import JPEG_MAX_SIDE, MonitorConfig
 from server.monitor.gateway import MAX_SHEET_PIXELS, preview_data_url, sheet_layout
 from server.monitor.sessions import SessionStore
+from server.tokens import read_token_file, split_token
+from server.tokens import write_token_file as write_tokens
 
 # ---------------------------------------------------------------------- sign-in and what a user sees
 
@@ -256,8 +258,8 @@ def test_sessions_expire_when_idle_and_the_oldest_goes_first() -> None:
     b = store.create("token-b", "bob", 8.0)
     now[0] = 5.0
     assert store.get(a).caller == "alice"  # a used at 5: b is now the oldest
-    c = store.create("token-c", "carol", 8.0)
-    assert store.get(b) is None and store.get(c).caller == "carol"
+    c = store.create("token-c", "user07", 8.0)
+    assert store.get(b) is None and store.get(c).caller == "user07"
     now[0] = 15.1
     assert store.get(a) is None  # 10.1 s idle
     assert store.get(None) is None and store.get("made-up") is None
@@ -304,9 +306,6 @@ def test_the_command_refuses_plain_http_off_loopback(capsys: pytest.CaptureFixtu
     shutil.which("openssl") is None, reason="needs the openssl command to make a test certificate"
 )
 def test_tls_to_the_server_and_https_to_the_page(tmp_path, token_file, server_pipe) -> None:
-    from server.config import ServerConfig
-    from server.main import StudioServer
-
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
@@ -314,12 +313,7 @@ def test_tls_to_the_server_and_https_to_the_page(tmp_path, token_file, server_pi
         check=True,
         capture_output=True,
     )
-    server_config = ServerConfig(
-        address="127.0.0.1:0", data_dir=tmp_path / "data", token_file=token_file, tls_cert=cert, tls_key=key
-    )
-    server = StudioServer(server_config, pipelines=[("cpu", server_pipe)])
-    server.start()
-    try:
+    with in_process_server(tmp_path / "data", token_file, server_pipe, tls_cert=cert, tls_key=key) as server:
         config = MonitorConfig(server=server.address, tls_ca=cert, https_cert=cert, https_key=key)
         with MonitorThread(create_app(config), https_cert=cert, https_key=key) as thread:
             assert thread.url.startswith("https://")
@@ -333,5 +327,21 @@ def test_tls_to_the_server_and_https_to_the_page(tmp_path, token_file, server_pi
         with MonitorThread(create_app(plain)) as thread:
             response = httpx.post(f"{thread.url}/api/signin", json={"token": TOKENS["alice"]}, timeout=30)
             assert response.status_code == 503 and "unreachable" in response.json()["error"]
-    finally:
-        server.stop(grace=1)
+
+
+def test_a_token_revoked_while_the_page_is_open_signs_it_out(tmp_path, server_pipe) -> None:
+    tokens = write_token_file(tmp_path / "tokens")
+    with in_process_server(tmp_path / "data", tokens, server_pipe) as server:
+        with MonitorThread(create_app(MonitorConfig(server=server.address))) as thread:
+            page = page_client(thread, "user07")
+            with page.stream("GET", "/api/stream") as stream:
+                lines = stream.iter_lines()
+                assert _sse(lines)[0] == "jobs"
+                entries = read_token_file(tokens)
+                token_id, _ = split_token(TOKENS["user07"])
+                write_tokens(tokens, {k: v for k, v in entries.items() if k != token_id})  # revoke user07
+                name, data = _sse(lines)
+                while name == "jobs":
+                    name, data = _sse(lines)
+            assert name == "signed-out" and "no longer accepts your token" in data["error"]
+            assert page.get("/api/jobs").json()["error"].startswith("not signed in")
