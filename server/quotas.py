@@ -1,8 +1,8 @@
 """Per-user quotas: what a caller keeps on the server, checked when new work is accepted.
 
-Bytes are the caller's uploads plus the frames of their jobs still kept (expired frames no longer
-count); a job is accepted while its owner is under the bytes quota, so a user can go over it by at most
-one job's frames. Refusals are RESOURCE_EXHAUSTED naming the quota, the use and the limit, and what to
+Bytes are the caller's uploads plus the frames of their jobs still kept (every take's final and draft
+frames; expired frames no longer count); a job is accepted while its owner is under the bytes quota, so
+a user can go over it by at most one job's frames. Refusals are RESOURCE_EXHAUSTED naming the quota, the use and the limit, and what to
 do. Users with an admin token are exempt (the engine is told who they are).
 """
 

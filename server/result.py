@@ -1,8 +1,9 @@
 """A finished job as an OTIO timeline (host_plugin.core.placement does the frame-accurate placement).
 
 The server does not know where a client will put the frames, so the media URLs point into the job on
-this server: ``ttt-studio://jobs/<job_id>/<shot>.<frame>.exr``. A client that fetched the frames into a
-folder rewrites them with `relocate_result` (server.client does this in fetch_result).
+this server: ``ttt-studio://jobs/<job_id>/<shot>.<frame>.exr`` for take 0, ``.../<job_id>/take<k>/...``
+for take k (the clip's ttt_studio metadata lists every take with its URL). A client that fetched the
+frames into a folder rewrites them with `relocate_result` (server.client does this in fetch_result).
 """
 
 from __future__ import annotations

@@ -627,9 +627,14 @@ class Store:
             )
 
     def set_draft_complete(self, job_id: str, take: int) -> None:
-        """Every draft frame of the take is stored (its final may still be to come)."""
+        """Every draft frame of the take is stored; the take is queued again for its final (unless that
+        is already complete: a resumed job passes its finished drafts again)."""
         with self._tx() as conn:
-            conn.execute("UPDATE takes SET draft_complete = 1 WHERE job_id = ? AND take = ?", (job_id, take))
+            conn.execute(
+                "UPDATE takes SET draft_complete = 1, state = CASE state WHEN 'completed' THEN state "
+                "ELSE 'queued' END WHERE job_id = ? AND take = ?",
+                (job_id, take),
+            )
 
     def approve_take(self, job_id: str, owner: str, take: int, approved_by: str) -> JobRecord:
         """Record `take` as the job's approved take (replacing an earlier approval) and announce it to
