@@ -31,6 +31,7 @@ import os
 import sys
 from typing import Any, Optional, Tuple
 
+from host_plugin.core.adapters import parse_choice
 from host_plugin.core.errors import HostPluginError
 
 log = logging.getLogger(__name__)
@@ -107,6 +108,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--priority", choices=("preview", "final"), default="final")
     p.add_argument("--start-frame", type=int, default=1001, help="first frame number of each EXR sequence")
     add_delivery_arguments(p)  # shots arrive at each request's rate and length, in this format and colour
+    p.add_argument(
+        "--adapter",
+        type=parse_choice,
+        action="append",
+        default=[],
+        metavar="NAME[:SCALE]",
+        help="a LoRA adapter of the server for every shot whose request names none (repeatable)",
+    )
     p.add_argument(
         "--first-frame-references",
         action="store_true",
@@ -208,6 +217,7 @@ def run_fill(args: argparse.Namespace) -> int:
             priority=args.priority,
             start_frame=args.start_frame,
             delivery=delivery_settings_from(args),
+            adapters=tuple(args.adapter),
         )
         server = ServerSettings(args.server, token=args.token, root_cert=args.tls_root_cert, tls=args.tls)
         client = server.client()

@@ -37,6 +37,7 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 PRIORITIES = {"preview": pb.PRIORITY_PREVIEW, "final": pb.PRIORITY_FINAL}
 TERMINAL = (pb.JOB_STATE_COMPLETED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"  # the weights file of an adapter folder
 PAGE_SIZE = InputLimits().max_list_page  # ListJobs answers at most this many per page (a default server)
 
 
@@ -138,15 +139,20 @@ class StudioClient:
         plate_upload_ids: Iterable[str] = (),
         strength: float | None = None,
         plate_mode: str = "",
+        adapters: Iterable[tuple[str, float]] = (),
+        matte_upload_ids: Iterable[str] = (),
+        matte_feather: float | None = None,
         takes: int = 0,
         draft_steps: int = 0,
     ) -> pb.SubmitShotResponse:
         """Queue a shot; storyboard is the format-3 list (or a Storyboard). Unset values: server defaults.
 
         plate_upload_ids (in frame order) with plate_mode "restyle" (one plate per output frame, strength
-        required) or "continue" (the first 1 + 4k frames kept); see GenerationParameters in the proto.
-        takes: how many takes (seeds seed, seed + 1, ...; 0: one). draft_steps: a preview job's draft
-        (0: the server's default)."""
+        required), "continue" (the first 1 + 4k frames kept) or "element" (generated inside a matte:
+        matte_upload_ids, one per plate, else the plates' alpha; matte_feather in output pixels); see
+        GenerationParameters in the proto. adapters: (name, scale) pairs of the server's adapters
+        (adapters() lists them). takes: how many takes (seeds seed, seed + 1, ...; 0: one). draft_steps:
+        a preview job's draft (0: the server's default)."""
         if hasattr(storyboard, "to_list"):
             storyboard = storyboard.to_list()
         if priority not in PRIORITIES:
@@ -169,6 +175,8 @@ class StudioClient:
             params.strength = strength
         if plate_mode:
             params.plate_mode = plate_mode
+        if matte_feather is not None:
+            params.matte_feather = matte_feather
         context = pb.ShotContext(shot_name=shot_name, otio_json=otio_json, request_id=request_id)
         if start_frame is not None:
             context.start_frame = start_frame
@@ -190,6 +198,8 @@ class StudioClient:
             idempotency_key=idempotency_key or uuid.uuid4().hex,  # retries below reuse it
             context=context,
             plate_upload_ids=list(plate_upload_ids),
+            adapters=[pb.AdapterRef(name=name, scale=scale) for name, scale in adapters],
+            matte_upload_ids=list(matte_upload_ids),
         )
         return self._unary(self.stub.SubmitShot, request)
 
@@ -211,6 +221,42 @@ class StudioClient:
                 yield chunk
 
         return self.stub.UploadPlate(chunks(), metadata=self.metadata, timeout=self.timeout_s)
+
+    def upload_adapter(
+        self,
+        source: str | os.PathLike[str] | bytes,
+        name: str = "",
+        publish: bool = False,
+        chunk_bytes: int = 1 << 20,
+    ) -> pb.AdapterInfo:
+        """Send a LoRA adapter (one .safetensors file with its config in the metadata, or a folder holding
+        pytorch_lora_weights.safetensors, or bytes) in numbered chunks. name: default the file's stem (the
+        folder's name for pytorch_lora_weights.safetensors). publish: every user may use it (admin tokens only)."""
+        if isinstance(source, bytes):
+            data, default = source, ""
+        else:
+            path = Path(source)
+            file = path / ADAPTER_WEIGHTS if path.is_dir() else path
+            data, default = file.read_bytes(), file.parent.name if file.name == ADAPTER_WEIGHTS else file.stem
+        name = name or default
+        if not name:
+            raise ValueError("upload_adapter: give a name for adapter bytes")
+
+        def chunks() -> Iterator[pb.UploadAdapterChunk]:
+            header = pb.AdapterHeader(
+                name=name, total_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), publish=publish
+            )
+            for seq, offset in enumerate(range(0, len(data), chunk_bytes)):
+                chunk = pb.UploadAdapterChunk(sequence=seq, data=data[offset : offset + chunk_bytes])
+                if seq == 0:
+                    chunk.header.CopyFrom(header)
+                yield chunk
+
+        return self.stub.UploadAdapter(chunks(), metadata=self.metadata, timeout=self.timeout_s)
+
+    def adapters(self) -> list[pb.AdapterInfo]:
+        """The adapters this caller may name in submit(adapters=...): published ones and their own."""
+        return list(self.info().adapters)
 
     def watch(
         self, job_id: str, after_seq: int = 0, reconnect: bool = True, take: int | None = None

@@ -80,6 +80,7 @@ class ServerConfig:
     """Everything `ttt-studio serve` can set.
 
     model: a model folder (VideoPipeline.from_folder) or None with tiny_random=True (tests and demos).
+    adapters_dir: a folder of LoRA adapters every user may use (server.adapters), or None.
     workers: None = one per GPU, or one CPU worker when there is no GPU. token_file: hashed tokens (server.tokens);
     None with insecure_no_auth=True (loopback only). insecure: allow plaintext (no TLS) on a non-loopback
     address, where tokens would cross the network in clear. resources: quotas and retention. debug_*: fault-injection pauses used by tests to
@@ -91,6 +92,7 @@ class ServerConfig:
     address: str = DEFAULT_ADDRESS
     data_dir: Path = field(default_factory=default_data_dir)
     model: Path | None = None
+    adapters_dir: Path | None = None
     tiny_random: bool = False
     seed: int = 0
     token_file: Path | None = None
@@ -106,6 +108,7 @@ class ServerConfig:
     chunk_bytes: int = 1 * MiB
     preview_max_side: int = 160
     colour_interop_id: str = "lin_rec709_scene"
+    matte_feather: float = 2.0  # an element's soft edge (Gaussian sigma, output pixels) when unset
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"
     grace_s: float = 10.0
@@ -158,6 +161,8 @@ class ServerConfig:
                 f"ServerConfig.chunk_bytes: expected 1024..max_message_bytes-16384 "
                 f"({self.limits.max_message_bytes - 16 * 1024}), got {self.chunk_bytes}"
             )
+        if not 0 <= self.matte_feather < float("inf"):
+            raise ValueError(f"ServerConfig.matte_feather: expected pixels >= 0, got {self.matte_feather}")
         if self.rpc_threads < 4:
             raise ValueError(f"ServerConfig.rpc_threads: expected >= 4, got {self.rpc_threads}")
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from server.adapters import AdapterRegistry
 from server.config import ServerConfig
 from server.conform_job import (
     check_colourspace,
@@ -32,6 +33,7 @@ from server.conform_job import (
     read_conform_report,
 )
 from server.disk import disk_full_message, is_disk_full
+from server.element_job import check_element, check_plate_channels
 from server.errors import (
     DataLossError,
     FailedPreconditionError,
@@ -45,6 +47,7 @@ from server.jobs import (
     DEFAULT_START_FRAME,
     JOB_ID,
     SHOT_NAME,
+    AdapterRecord,
     Event,
     FrameChunkData,
     JobRecord,
@@ -59,7 +62,7 @@ from server.jobs import (
 from server.limits import INT64_MAX, check_otio_context, check_storyboard_text, parse_page_token
 from server.metrics import Metrics
 from server.queue import JobQueue
-from server.quotas import Usage, check_submit, check_upload, usage_of
+from server.quotas import Usage, check_adapter_upload, check_submit, check_upload, usage_of
 from server.resources import ResourcePolicy
 from server.result import build_result_otio
 from server.retention import Collector, FrameLeases, PeriodicCollector
@@ -84,7 +87,9 @@ CAPABILITIES = (
     "crash_resume",
     "plates_restyle",
     "plates_continue",
+    "plates_element",
     "delivery",
+    "adapters",
     "takes",
     "draft_first",
 )
@@ -109,6 +114,7 @@ class ServerInfoData:
     max_side: int = 0
     model_colorspace: str = ""
     default_colorspace: str = ""
+    adapters: tuple[AdapterRecord, ...] = ()
 
 
 class Engine:
@@ -136,8 +142,17 @@ class Engine:
         self.leases = FrameLeases()
         self.collector = Collector(self.store, self.frames, self.policy, self.leases)
         self.quota_exempt: Callable[[str], bool] = lambda user: False  # set by the server: admin users
+        self.is_admin: Callable[[str], bool] = lambda user: False  # set by the server: may publish adapters
         self._gc_thread: PeriodicCollector | None = None
         self.pipe = pipelines[0][1]  # for facts shared by all workers (fps, frame counts)
+        try:
+            self.adapters = AdapterRegistry(
+                self.store, self.frames, config.adapters_dir, getattr(self.pipe, "transformer", None)
+            )
+        except ValueError:  # a bad adapters folder stops the start: release the data dir first
+            self.store.close()
+            self._lock_file.close()
+            raise
         self.devices = [device for device, _ in pipelines]
         self.workers = [
             Worker(
@@ -151,6 +166,7 @@ class Engine:
                 self.metrics,
                 config,
                 self._stopping.is_set,
+                adapters=self.adapters,
             )
             for i, (device, pipe) in enumerate(pipelines)
         ]
@@ -239,6 +255,7 @@ class Engine:
             max_side=spec.max_side,
             model_colorspace=spec.colorspace,
             default_colorspace=self.config.colour_interop_id,
+            adapters=tuple(self.adapters.usable(caller)),
         )
 
     def resources_of(self, caller: str) -> tuple[ResourcePolicy, Usage, int, bool]:
@@ -412,6 +429,10 @@ class Engine:
                 f"max_id_chars={lim.input.max_id_chars}"
             )
         self._check_plates(request, uploads, resolved, n_segments, plan)
+        adapters = self.adapters.resolve_refs(caller, request.adapters, lim)
+        feather = check_element(
+            self.store, caller, request, uploads, resolved.plate_mode, self.config.matte_feather
+        )
         takes = request.takes or 1
         if takes > lim.max_takes:
             raise InvalidArgumentError(
@@ -438,6 +459,9 @@ class Engine:
             output_colorspace=plan.output_colorspace,
             plate_colorspace=plate_space,
             scene_starts=plan.scene_starts,
+            adapters=adapters,
+            matte_ids=tuple(request.matte_ids),
+            matte_feather=feather,
             takes=takes,
             draft_steps=self._draft_steps(request, resolved),
         )
@@ -466,18 +490,19 @@ class Engine:
                     "upload them with UploadPlate and pass their ids in plate_upload_ids"
                 )
             return
-        if params.plate_mode == "restyle" and request.params.get("strength") is None:
+        check_plate_channels(uploads)
+        if params.plate_mode != "continue" and request.params.get("strength") is None:
             raise InvalidArgumentError(
-                f"{len(uploads)} plate(s) given for plate_mode 'restyle' without parameters.strength: set it "
+                f"{len(uploads)} plate(s) given for plate_mode {params.plate_mode!r} without parameters.strength: set it "
                 "in (0, 1] (the share of the denoising redone on the plate, e.g. 0.6; at 1.0 the plate has no "
                 "effect)"
             )
         delivery = plan.delivery
         if delivery is not None:
             count = len(uploads)
-            if params.plate_mode == "restyle" and count != delivery.duration:
+            if params.plate_mode != "continue" and count != delivery.duration:
                 raise InvalidArgumentError(
-                    f"plate_upload_ids: got {count} plates for plate_mode 'restyle'; expected exactly "
+                    f"plate_upload_ids: got {count} plates for plate_mode {params.plate_mode!r}; expected exactly "
                     f"delivery.duration={delivery.duration}, one per delivered frame"
                 )
             if params.plate_mode == "continue":
@@ -524,6 +549,23 @@ class Engine:
             if is_disk_full(exc):
                 raise ResourceExhaustedError(
                     disk_full_message(self.config.data_dir, "storing the plate")
+                ) from None
+            raise
+
+    def upload_adapter(self, caller: str, chunks: Iterator[UploadChunk]) -> AdapterRecord:
+        """Store an uploaded adapter (server.adapters); publish needs an admin token; quotas count its bytes."""
+        self._check_running()
+
+        def admit(total_bytes: int) -> None:
+            if not self.quota_exempt(caller):
+                check_adapter_upload(self.policy, self.store, caller, total_bytes)
+
+        try:
+            return self.adapters.receive(caller, chunks, self.limits, self.is_admin(caller), admit)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise ResourceExhaustedError(
+                    disk_full_message(self.config.data_dir, "storing the adapter")
                 ) from None
             raise
 
@@ -743,6 +785,10 @@ def _request_hash(request: SubmitRequest) -> str:
         "delivery": request.delivery,
         "plate_colorspace": request.plate_colorspace,
     }
+    if request.adapters:  # only when named: the hashes of jobs stored before adapters stay the same
+        data["adapters"] = [[name, float(scale)] for name, scale in request.adapters]
+    if request.matte_ids or request.matte_feather is not None:  # only then: older jobs' hashes stay valid
+        data.update(matte_ids=list(request.matte_ids), matte_feather=request.matte_feather)
     for name in ("takes", "draft_steps"):  # only when set: requests made before takes keep their hash
         if getattr(request, name):
             data[name] = getattr(request, name)

@@ -57,7 +57,10 @@ class JobSpec:
     and width are the generation size). delivery: the resolved delivery (Delivery.as_metadata() form)
     or None for a native job; total_frames: frames delivered (= delivery duration, or native_frames for
     a native job); native_frames: frames the model generates. output_colorspace: what the delivered
-    frames are in (interop id); plate_colorspace: the plates' space ("" without plates).
+    frames are in (interop id); plate_colorspace: the plates' space ("" without plates). adapters: the
+    LoRA adapters applied, {"name", "scale", "sha256"} each (server.adapters: the hash is what runs).
+    plate_mode "element": matte_ids (one per plate; empty: each plate's A) and matte_feather (the soft
+    edge in output pixels, resolved; None for other jobs).
     takes: how many takes (seeds params["seed"], + 1, ...); draft_steps: steps of the draft each take
     gets first (0: no draft). A spec stored before takes existed reads as one take without a draft.
     """
@@ -77,6 +80,9 @@ class JobSpec:
     output_colorspace: str = ""
     plate_colorspace: str = ""
     scene_starts: tuple[int, ...] = ()
+    adapters: tuple[dict[str, Any], ...] = ()  # {"name", "scale", "sha256"} each, in the request's order
+    matte_ids: tuple[str, ...] = ()
+    matte_feather: float | None = None
     takes: int = 1
     draft_steps: int = 0
 
@@ -88,7 +94,14 @@ class JobSpec:
         data = json.loads(text)
         data["plate_ids"] = tuple(data.get("plate_ids", ()))
         data["scene_starts"] = tuple(data.get("scene_starts", ()))
+        data["adapters"] = tuple(data.get("adapters", ()))
+        data["matte_ids"] = tuple(data.get("matte_ids", ()))
         return cls(**data)
+
+    @property
+    def upload_ids(self) -> tuple[str, ...]:
+        """Every upload the job reads: its plates and its mattes."""
+        return self.plate_ids + self.matte_ids
 
     @property
     def native(self) -> bool:
@@ -207,6 +220,27 @@ class UploadRecord:
 
 
 @dataclass(frozen=True)
+class AdapterRecord:
+    """A LoRA adapter the server knows: from its adapters folder (owner "", published) or uploaded
+    (owner: the uploader; published when an admin uploaded it with publish). path: the file, relative to
+    the data dir for an upload, absolute for the folder's. sha256: of the adapter file's bytes."""
+
+    name: str
+    owner: str
+    published: bool
+    sha256: str
+    size: int
+    path: str
+    kind: str = ""
+    trigger: str = ""
+    rank: int = 0
+    alpha: float = 0.0
+    target_modules: tuple[str, ...] = ()
+    description: str = ""
+    created: float = 0.0
+
+
+@dataclass(frozen=True)
 class SubmitRequest:
     """A submit as parsed from the wire, not yet validated (the engine validates)."""
 
@@ -222,13 +256,17 @@ class SubmitRequest:
     plate_ids: tuple[str, ...] = ()
     delivery: dict[str, Any] | None = None  # wire fields (rate_num, rate_den, duration, ...); None: native
     plate_colorspace: str = ""
+    adapters: tuple[tuple[str, float], ...] = ()  # (name, scale) as the request names them
+    matte_ids: tuple[str, ...] = ()
+    matte_feather: float | None = None  # output pixels; None: the server's default
     takes: int = 0  # 0: one take
     draft_steps: int = 0  # 0: the server's default for a preview job
 
 
 @dataclass(frozen=True)
 class UploadChunk:
-    """One chunk of a plate upload as parsed from the wire."""
+    """One chunk of a plate or adapter upload as parsed from the wire (display_name: an adapter's name;
+    publish: an adapter header's publish flag)."""
 
     sequence: int
     data: bytes
@@ -236,6 +274,7 @@ class UploadChunk:
     display_name: str = ""
     total_bytes: int = 0
     sha256: str = ""
+    publish: bool = False
 
 
 @dataclass(frozen=True)

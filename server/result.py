@@ -79,6 +79,7 @@ def build_result_otio(
             "frame_sha256": [f.sha256 for f in frames],
             "delivery": dict(delivery) if delivery else None,
             "colorspace": spec.output_colorspace,
+            "adapters": [dict(a) for a in spec.adapters],  # name, scale, sha256 of the file that made it
             "take": take,
             "takes": takes_metadata(job),
             "approved_take": job.approved_take,

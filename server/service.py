@@ -90,6 +90,15 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
         return wire.upload_message(upload)
 
     @grpc_errors
+    def UploadAdapter(
+        self, request_iterator: Iterator[pb.UploadAdapterChunk], context: Any
+    ) -> pb.AdapterInfo:
+        record = self._engine.upload_adapter(
+            self._caller(context), wire.adapter_chunks(self._checked_stream(request_iterator))
+        )
+        return wire.adapter_info(record)
+
+    @grpc_errors
     def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> Iterator[pb.JobEvent]:
         self._check(request)
         events = self._engine.watch(

@@ -26,6 +26,7 @@ from typing import Any
 
 from server.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from server.jobs import (
+    AdapterRecord,
     Event,
     EventKind,
     FrameRecord,
@@ -99,6 +100,17 @@ CREATE TABLE IF NOT EXISTS work_log (
     draft INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS work_log_job ON work_log (job_id, id);
+CREATE TABLE IF NOT EXISTS adapters (
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    published INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    info TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (owner, name)
+);
 CREATE TABLE IF NOT EXISTS expired_jobs (
     job_id TEXT PRIMARY KEY,
     at REAL NOT NULL,
@@ -715,7 +727,7 @@ class Store:
     # ------------------------------------------------------------------ quotas and retention
 
     def usage(self, owner: str) -> tuple[int, int, int]:
-        """(bytes of the owner's uploads and kept frames, uploads kept, queued jobs)."""
+        """(bytes of the owner's uploads, adapters and kept frames, uploads kept, queued jobs)."""
         with self._lock:
             upload_bytes, uploads = self._conn.execute(
                 "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM uploads WHERE owner = ?", (owner,)
@@ -728,7 +740,10 @@ class Store:
             queued = self._conn.execute(
                 "SELECT COUNT(*) FROM jobs WHERE owner = ? AND state = 'queued'", (owner,)
             ).fetchone()[0]
-        return int(upload_bytes + frame_bytes), int(uploads), int(queued)
+            adapter_bytes = self._conn.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM adapters WHERE owner = ?", (owner,)
+            ).fetchone()[0]
+        return int(upload_bytes + frame_bytes + adapter_bytes), int(uploads), int(queued)
 
     def stored_bytes(self) -> int:
         """Bytes of every kept frame and upload."""
@@ -756,7 +771,7 @@ class Store:
             rows = self._conn.execute(
                 "SELECT upload_id, owner, created, size FROM uploads ORDER BY created"
             ).fetchall()
-        used = {u for (spec,) in specs for u in JobSpec.from_json(spec).plate_ids}
+        used = {u for (spec,) in specs for u in JobSpec.from_json(spec).upload_ids}
         return [(u, o, float(t), int(b)) for u, o, t, b in rows if u not in used]
 
     def expire_job(self, job_id: str, reason: str) -> int:
@@ -783,3 +798,90 @@ class Store:
     def delete_upload(self, upload_id: str) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+
+    # ------------------------------------------------------------------ adapters
+
+    _ADAPTER_COLUMNS = "owner, name, published, sha256, size, path, info, created"
+
+    @staticmethod
+    def _row_to_adapter(row: tuple) -> AdapterRecord:
+        owner, name, published, sha256, size, path, info, created = row
+        facts = json.loads(info)
+        facts["target_modules"] = tuple(facts.get("target_modules", ()))
+        return AdapterRecord(
+            name=name,
+            owner=owner,
+            published=bool(published),
+            sha256=sha256,
+            size=int(size),
+            path=path,
+            created=float(created),
+            **facts,
+        )
+
+    def add_adapter(
+        self, record: AdapterRecord, reserved: Callable[[str], bool] = lambda name: False
+    ) -> None:
+        """Record an uploaded adapter, keeping every name unambiguous for every caller: AlreadyExistsError
+        when the owner already has one of that name, when a published one (or reserved(name): the adapters
+        folder's) has it, or, for a published one, when anyone has it. Checked and inserted in one
+        transaction."""
+        info = {
+            "kind": record.kind,
+            "trigger": record.trigger,
+            "rank": record.rank,
+            "alpha": record.alpha,
+            "target_modules": list(record.target_modules),
+            "description": record.description,
+        }
+        with self._tx() as conn:
+            clash = conn.execute(
+                "SELECT owner, published FROM adapters WHERE name = ? AND (owner = ? OR published = 1 OR ?)",
+                (record.name, record.owner, int(record.published)),
+            ).fetchone()
+            if clash is not None or reserved(record.name):
+                whose = (
+                    "the server's adapters folder"
+                    if clash is None
+                    else "a published adapter"
+                    if clash[1]
+                    else f"caller {clash[0]!r}"
+                )
+                raise AlreadyExistsError(
+                    f"adapter name {record.name!r} is already taken by {whose}; upload it under another name"
+                )
+            conn.execute(
+                f"INSERT INTO adapters ({self._ADAPTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.owner,
+                    record.name,
+                    int(record.published),
+                    record.sha256,
+                    record.size,
+                    record.path,
+                    json.dumps(info, sort_keys=True),
+                    record.created,
+                ),
+            )
+
+    def adapters_for(self, owner: str) -> list[AdapterRecord]:
+        """The uploaded adapters `owner` may use: their own and every published one, by name."""
+        rows = self._query(
+            f"SELECT {self._ADAPTER_COLUMNS} FROM adapters WHERE owner = ? OR published = 1 ORDER BY name, owner",
+            (owner,),
+        )
+        return [self._row_to_adapter(r) for r in rows]
+
+    def adapter_owners(self) -> dict[str, list[str]]:
+        """{name: owners} of every uploaded adapter."""
+        owners: dict[str, list[str]] = {}
+        for name, owner in self._query("SELECT name, owner FROM adapters ORDER BY name, owner"):
+            owners.setdefault(name, []).append(owner)
+        return owners
+
+    def adapter_by_sha256(self, sha256: str) -> AdapterRecord | None:
+        """Any uploaded adapter with this content hash (the file is the same whoever uploaded it)."""
+        rows = self._query(
+            f"SELECT {self._ADAPTER_COLUMNS} FROM adapters WHERE sha256 = ? LIMIT 1", (sha256,)
+        )
+        return self._row_to_adapter(rows[0]) if rows else None

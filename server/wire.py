@@ -13,6 +13,7 @@ from host_plugin.core.delivery import SEGMENT_SECONDS, STANDARD_RATES
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from server.engine import ServerInfoData
 from server.jobs import (
+    AdapterRecord,
     Event,
     EventKind,
     FrameChunkData,
@@ -89,6 +90,9 @@ def submit_request(msg: pb.SubmitShotRequest) -> SubmitRequest:
         plate_ids=tuple(msg.plate_upload_ids),
         delivery=_delivery_fields(msg.delivery) if msg.HasField("delivery") else None,
         plate_colorspace=msg.plate_colorspace,
+        adapters=tuple((a.name, float(a.scale)) for a in msg.adapters),
+        matte_ids=tuple(msg.matte_upload_ids),
+        matte_feather=float(p.matte_feather) if p.HasField("matte_feather") else None,
     )
 
 
@@ -138,6 +142,20 @@ def upload_chunks(messages: Iterable[pb.UploadPlateChunk]) -> Iterator[UploadChu
             display_name=m.header.display_name,
             total_bytes=m.header.total_bytes,
             sha256=m.header.sha256,
+        )
+
+
+def adapter_chunks(messages: Iterable[pb.UploadAdapterChunk]) -> Iterator[UploadChunk]:
+    """UploadAdapter chunks as upload chunks (display_name: the adapter's name)."""
+    for m in messages:
+        yield UploadChunk(
+            sequence=m.sequence,
+            data=m.data,
+            has_header=m.HasField("header"),
+            display_name=m.header.name,
+            total_bytes=m.header.total_bytes,
+            sha256=m.header.sha256,
+            publish=m.header.publish,
         )
 
 
@@ -197,6 +215,9 @@ def job_message(job: JobRecord) -> pb.Job:
     )
     if spec.record_start is not None:
         ctx.record_start = spec.record_start
+    parameters = params_message({**spec.params, "takes": spec.takes, "draft_steps": spec.draft_steps})
+    if spec.matte_feather is not None:
+        parameters.matte_feather = spec.matte_feather
     return pb.Job(
         job_id=job.job_id,
         state=STATE_TO_PB[job.state],
@@ -211,7 +232,7 @@ def job_message(job: JobRecord) -> pb.Job:
                 for s in spec.storyboard
             ]
         ),
-        parameters=params_message({**spec.params, "takes": spec.takes, "draft_steps": spec.draft_steps}),
+        parameters=parameters,
         context=ctx,
         created=timestamp(job.created),
         updated=timestamp(job.updated),
@@ -221,10 +242,12 @@ def job_message(job: JobRecord) -> pb.Job:
         queue_position=job.queue_position,
         attempts=job.attempts,
         plate_upload_ids=list(spec.plate_ids),
+        matte_upload_ids=list(spec.matte_ids),
         cancel_requested=job.cancel_requested,
         native_frames=spec.native_frames,
         generation_width=int(spec.params.get("width") or 0),
         generation_height=int(spec.params.get("height") or 0),
+        adapters=[pb.AdapterRef(name=a["name"], scale=a["scale"], sha256=a["sha256"]) for a in spec.adapters],
         **({"delivery": delivery_message(spec.delivery)} if spec.delivery is not None else {}),
         takes=[take_message(t, spec.total_frames) for t in job.takes],
         **({"approved_take": job.approved_take} if job.approved_take is not None else {}),
@@ -362,6 +385,22 @@ def upload_message(upload: UploadRecord) -> pb.UploadPlateResponse:
     )
 
 
+def adapter_info(record: AdapterRecord) -> pb.AdapterInfo:
+    return pb.AdapterInfo(
+        name=record.name,
+        sha256=record.sha256,
+        kind=record.kind,
+        trigger=record.trigger,
+        rank=record.rank,
+        alpha=record.alpha,
+        target_modules=list(record.target_modules),
+        owner=record.owner,
+        published=record.published,
+        bytes=record.size,
+        description=record.description,
+    )
+
+
 def server_info_message(info: ServerInfoData, limits: Any, colour_interop_id: str) -> pb.ServerInfo:
     import grpc
 
@@ -390,6 +429,7 @@ def server_info_message(info: ServerInfoData, limits: Any, colour_interop_id: st
         segment_seconds=SEGMENT_SECONDS,
         default_colorspace=info.default_colorspace,
         delivery_rates=[str(r) for r in STANDARD_RATES],
+        adapters=[adapter_info(a) for a in info.adapters],
     )
 
 

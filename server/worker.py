@@ -10,7 +10,8 @@ take and draft) and conform report. A run goes through two resumable phases:
    A job with plates reads them from the server's upload store (never a client path), checks their
    count and size against the request again and passes them to the pipeline as init frames.
    With a delivery, plates are edit frames in their own colour space: they are conformed in
-   (ttt_engine.pipeline.deliver.conform_plates) to the model's rate, size and space first.
+   (ttt_engine.pipeline.deliver.conform_plates) to the model's rate, size and space first. An element
+   job's mattes go the same way, as coverage (server.element_job), and its frames get their alpha.
 2. decoding and conform: ONE VAE pass (pipe.iter_decode) over the native segments the still-missing
    delivered frames read (a segment's frames need the latents before it, so a per-segment decode would
    re-decode the prefix each time); the pass hands the segments over one by one, a FrameDeliverer
@@ -40,9 +41,11 @@ from typing import Any
 
 import numpy as np
 
+from server.adapters import AdapterRegistry, adapter_attributes, applied_for
 from server.config import ServerConfig
 from server.conform_job import conform_report_path, delivery_from_spec, read_conform_report
 from server.disk import DiskReserve, disk_full_message, is_disk_full
+from server.element_job import ElementMattes
 from server.frames import FrameStore, sha256_file
 from server.jobs import EventKind, FrameRecord, JobRecord, JobSpec, JobState
 from server.logging_setup import job_context
@@ -123,6 +126,7 @@ class Worker(threading.Thread):
         metrics: Metrics,
         config: ServerConfig,
         shutting_down: Callable[[], bool],
+        adapters: AdapterRegistry | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.device = device
@@ -134,6 +138,7 @@ class Worker(threading.Thread):
         self.metrics = metrics
         self.config = config
         self._shutting_down = shutting_down
+        self.adapters = adapters
         self.current_job: str | None = None
         self.reserve = DiskReserve(config.data_dir / "disk.reserve", config.resources.disk_reserve_bytes)
         self._decode_s_per_frame: float | None = None
@@ -263,7 +268,9 @@ class Worker(threading.Thread):
         spec = job.spec
         path = self.frames.latents_path(job.job_id, run.take, run.draft)
         run_params = spec.take_params(run.take, run.draft)
-        fingerprint = _fingerprint(spec.storyboard, run_params, spec.plate_ids)
+        fingerprint = _fingerprint(
+            spec.storyboard, run_params, spec.plate_ids, spec.adapters, _matte_key(spec)
+        )
         if path.exists():
             try:
                 latents, meta = load_latents(path)
@@ -316,14 +323,21 @@ class Worker(threading.Thread):
             if self.config.debug_step_delay_s:
                 time.sleep(self.config.debug_step_delay_s)
 
+        element: dict[str, Any] = {}  # an element job: its matte frames and feather for the pipeline
+        if spec.matte_feather is not None:
+            mattes = ElementMattes(self.frames, spec)
+            plan = context.plan
+            element = {"matte": mattes.native(plan), "matte_feather": mattes.sampling_feather(plan)}
         t0 = time.monotonic()
-        latents = self.pipe.sample(
-            storyboard,
-            params,
-            callback=on_step,
-            should_stop=lambda: self._should_stop(job.job_id),
-            init_frames=context.plates() if spec.plate_ids else None,
-        )
+        with applied_for(self.pipe, self.adapters, spec.adapters):  # the base is restored on exit
+            latents = self.pipe.sample(
+                storyboard,
+                params,
+                callback=on_step,
+                should_stop=lambda: self._should_stop(job.job_id),
+                init_frames=context.plates() if spec.plate_ids else None,
+                **element,
+            )
         self.metrics.job_duration.labels(phase="sampling").observe(time.monotonic() - t0)
         save_latents(
             path,
@@ -387,8 +401,11 @@ class Worker(threading.Thread):
         done = self.store.frame_indices(job_id, run.take, run.draft)
         report = _ConformLog(conform_report_path(self.frames, job_id, run.take, run.draft))
         segment_of = [0]
+        mattes = ElementMattes(self.frames, spec) if spec.matte_feather is not None else None
 
         def write(frame: Any) -> None:
+            if mattes is not None:  # an element: the matte's alpha, RGB premultiplied
+                frame = mattes.apply(plan, frame)
             self._write_frame(job, frame, segment_of[0], report, run)
 
         deliverer = FrameDeliverer(plan, write, done)
@@ -455,6 +472,7 @@ class Worker(threading.Thread):
             "ttt_studio/take": run.take,
             "ttt_studio/draft": int(run.draft),
             **sampling_attributes(GenerationParams.from_dict(spec.take_params(run.take, run.draft))),
+            **adapter_attributes(spec.adapters),
         }
         try:
             write_delivered(str(tmp), DeliveredFrame(index, frame.rgba, attributes))
@@ -556,12 +574,27 @@ class _ConformLog:
         os.replace(tmp, self.path)
 
 
+def _matte_key(spec: Any) -> dict[str, Any] | None:
+    """An element job's mattes and feather (what its latents depend on beyond the plates)."""
+    if spec.matte_feather is None:
+        return None
+    return {"matte_ids": list(spec.matte_ids), "matte_feather": spec.matte_feather}
+
+
 def _fingerprint(
-    storyboard: list[dict[str, Any]], params: dict[str, Any], plate_ids: tuple[str, ...] = ()
+    storyboard: list[dict[str, Any]],
+    params: dict[str, Any],
+    plate_ids: tuple[str, ...] = (),
+    adapters: tuple[dict[str, Any], ...] = (),
+    mattes: dict[str, Any] | None = None,
 ) -> str:
     """What the latents depend on: a resumed job reuses saved latents only for the same request."""
     data: dict[str, Any] = {"storyboard": storyboard, "params": params}
     if plate_ids:
         data["plate_ids"] = list(plate_ids)
+    if adapters:
+        data["adapters"] = list(adapters)
+    if mattes is not None:
+        data["mattes"] = mattes
     text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

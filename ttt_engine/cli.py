@@ -33,6 +33,7 @@ SUBCOMMANDS: dict[str, str] = {
     "token": "server.cli.token",
     "gc": "server.cli.gc",
     "monitor": "server.cli.monitor",
+    "adapter": "server.cli.adapter",
     "fill": "host_plugin.cli",
     "install-plugin": "host_plugin.install",
 }

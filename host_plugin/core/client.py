@@ -83,6 +83,20 @@ PathOrBytes = Union[str, "os.PathLike[str]", bytes]
 
 
 @dataclass(frozen=True)
+class AdapterInfo:
+    """One of the server's LoRA adapters this caller may use (ServerInfo.adapters)."""
+
+    name: str
+    sha256: str = ""
+    kind: str = ""
+    trigger: str = ""
+    rank: int = 0
+    owner: str = ""
+    published: bool = False
+    description: str = ""
+
+
+@dataclass(frozen=True)
 class ServerInfo:
     """What GetServerInfo said, as plain values.
 
@@ -116,6 +130,7 @@ class ServerInfo:
     default_colourspace: str = ""
     segment_seconds: int = SEGMENT_SECONDS
     delivery_rates: Tuple[Fraction, ...] = ()
+    adapters: Tuple[AdapterInfo, ...] = ()
 
     def __post_init__(self) -> None:
         # older servers do not send these: derive them as those servers behaved
@@ -180,6 +195,7 @@ class JobInfo:
     delivery: Optional[Delivery] = None
     native_frames: int = 0
     generation_size: Tuple[int, int] = (0, 0)  # (width, height) the model generates at
+    adapters: Tuple[Tuple[str, float, str], ...] = ()  # (name, scale, sha256 of the file) the job applies
 
     @property
     def terminal(self) -> bool:
@@ -374,6 +390,7 @@ def _job(msg: Any) -> JobInfo:
         delivery=delivery_from_message(msg.delivery) if msg.HasField("delivery") else None,
         native_frames=msg.native_frames,
         generation_size=(msg.generation_width, msg.generation_height),
+        adapters=tuple((a.name, a.scale, a.sha256) for a in msg.adapters),
     )
 
 
@@ -509,7 +526,8 @@ class TTTClient:
             defaults["guidance_scale"] = d.guidance_scale
         lim = msg.limits
         # every limit the server reports (sizes, counts, input bounds), by its ServerInfo.limits name
-        limits = {field.name: int(getattr(lim, field.name)) for field in lim.DESCRIPTOR.fields}
+        limits = {field.name: getattr(lim, field.name) for field in lim.DESCRIPTOR.fields}
+        limits = {k: v if isinstance(v, float) else int(v) for k, v in limits.items()}
         return ServerInfo(
             address=self.address,
             server_version=msg.server_version,
@@ -533,6 +551,19 @@ class TTTClient:
             default_colourspace=msg.default_colorspace,
             segment_seconds=msg.segment_seconds or SEGMENT_SECONDS,
             delivery_rates=tuple(Fraction(r) for r in msg.delivery_rates),
+            adapters=tuple(
+                AdapterInfo(
+                    name=a.name,
+                    sha256=a.sha256,
+                    kind=a.kind,
+                    trigger=a.trigger,
+                    rank=a.rank,
+                    owner=a.owner,
+                    published=a.published,
+                    description=a.description,
+                )
+                for a in msg.adapters
+            ),
         )
 
     def connect(
@@ -585,6 +616,9 @@ class TTTClient:
         idempotency_key: Optional[str] = None,
         delivery: Optional[Delivery] = None,
         plate_colorspace: str = "",
+        adapters: Sequence[Tuple[str, float]] = (),
+        matte_upload_ids: Sequence[str] = (),
+        matte_feather: Optional[float] = None,
     ) -> SubmitResult:
         """Queue a shot. Unset values take the server's defaults. The idempotency key (a new uuid when not
         given) travels with every retry, so a response lost to a dropped connection never makes two jobs.
@@ -596,10 +630,12 @@ class TTTClient:
         plate_upload_ids are in frame order (an id may repeat: a held frame). plate_mode "restyle": one
         plate per output frame (with a delivery: per delivered frame, any size, conformed in by the
         server), strength in (0, 1] required; "continue": the first frames (without a delivery 1 + 4k
-        plates), strength unset. plate_colorspace overrides the plates' own colorInteropID /
-        chromaticities."""
-        if plate_mode not in ("", "restyle", "continue"):
-            raise ValueError(f"plate_mode must be 'restyle' or 'continue', got {plate_mode!r}")
+        plates), strength unset; "element": as restyle, generated only inside a matte (matte_upload_ids:
+        one single-channel EXR upload per plate, else each plate's alpha; matte_feather: the soft edge in
+        output pixels), the frames come back RGBA premultiplied for a Merge over the plate.
+        plate_colorspace overrides the plates' own colorInteropID / chromaticities."""
+        if plate_mode not in ("", "restyle", "continue", "element"):
+            raise ValueError(f"plate_mode must be 'restyle', 'continue' or 'element', got {plate_mode!r}")
         if strength is not None and not 0.0 < float(strength) <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength!r}")
         if priority not in PRIORITIES:
@@ -622,6 +658,8 @@ class TTTClient:
             params.strength = float(strength)
         if plate_mode:
             params.plate_mode = plate_mode
+        if matte_feather is not None:
+            params.matte_feather = float(matte_feather)
         context = pb.ShotContext(shot_name=shot_name, otio_json=otio_json, request_id=request_id)
         if start_frame is not None:
             context.start_frame = int(start_frame)
@@ -644,6 +682,8 @@ class TTTClient:
             context=context,
             plate_upload_ids=list(plate_upload_ids),
             plate_colorspace=plate_colorspace,
+            adapters=[pb.AdapterRef(name=name, scale=float(scale)) for name, scale in adapters],
+            matte_upload_ids=list(matte_upload_ids),
         )
         if delivery is not None:
             request.delivery.CopyFrom(delivery_message(delivery))

@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from host_plugin.core.adapters import AdapterChoice, adapters_from_metadata, check_choices
 from host_plugin.core.delivery import FILTERS, FIT_METHODS, RETIME_METHODS, Delivery, Format
 from host_plugin.core.errors import (
     ClientError,
@@ -190,6 +191,7 @@ class GenerationSettings:
     preview_every: int = 0
     model: Optional[str] = None
     delivery: DeliverySettings = DeliverySettings()
+    adapters: Tuple[AdapterChoice, ...] = ()  # every shot's, unless its request names its own
     required_capabilities: Tuple[str, ...] = (
         "storyboard",
         "idempotent_submit",
@@ -208,6 +210,11 @@ class GenerationSettings:
         if self.priority not in ("preview", "final"):
             raise ValueError(
                 f"GenerationSettings.priority must be 'preview' or 'final', got {self.priority!r}"
+            )
+        object.__setattr__(self, "adapters", tuple(self.adapters))
+        if not all(isinstance(a, AdapterChoice) for a in self.adapters):
+            raise ValueError(
+                f"GenerationSettings.adapters must be AdapterChoice values, got {self.adapters!r}"
             )
         if not isinstance(self.delivery, DeliverySettings):
             raise ValueError(
@@ -314,6 +321,9 @@ def generate_shot(
     skip = len(plates.paths) if plates is not None and plates.mode == "continue" else 0
     delivery = settings.delivery.for_request(request, extra_frames=skip)
     segments = storyboard_for(request, info, delivery)
+    where = f"request {request.id} ({request.kind} {request.name!r})"
+    adapters = adapters_from_metadata(request.metadata, where) or settings.adapters
+    check_choices(adapters, info, where)
     plate_ids: List[str] = []
     if plates is not None:
         plate_ids = _upload_plates(client, request, plates, report, is_cancelled)
@@ -336,6 +346,7 @@ def generate_shot(
         plate_upload_ids=plate_ids,
         idempotency_key=idempotency_key,
         delivery=delivery,
+        adapters=[(a.name, a.scale) for a in adapters],
     )
     job = submitted.job
     if on_submitted is not None:

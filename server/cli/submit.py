@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from server.cli import add_client_arguments, fail, make_client, rpc_error_text
+from server.cli.adapter import parse_adapter_ref
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +51,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--strength", type=float, default=None, help="restyle: share of the denoising redone, in (0, 1]"
     )
+    parser.add_argument(
+        "--adapter",
+        type=parse_adapter_ref,
+        action="append",
+        default=[],
+        metavar="NAME[:SCALE]",
+        help="a LoRA adapter of the server (`ttt-studio adapter list`) at SCALE (default 1.0); repeatable",
+    )
     parser.add_argument("--idempotency-key", default=None)
     parser.add_argument("--watch", action="store_true", help="follow the job with a progress bar")
     parser.add_argument(
@@ -90,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
                 plate_upload_ids=plates,
                 strength=args.strength,
                 plate_mode=args.plate_mode,
+                adapters=args.adapter,
                 takes=args.takes,
                 draft_steps=args.draft_steps,
             )

@@ -10,6 +10,8 @@ It follows the documented Python API call for call, for the calls the plugin mak
   nuke.executeInMainThread(fn, args), nuke.executeInMainThreadWithResult(fn, args)
   nuke.ProgressTask(name).setProgress(int) / setMessage(str) / isCancelled()
   nuke.String_Knob / Password_Knob / File_Knob / Int_Knob / Double_Knob / Enumeration_Knob (name, label[, value|values])
+  Enumeration_Knob.setValues(items); nuke.PyScript_Knob(name, label[, command]) (a button: in a PythonPanel,
+  pressing it calls the panel's knobChanged(knob))
   nukescripts.PythonPanel(title, id).addKnob(knob) / knobs() / showModalDialog()
 Formats and colour (Python Developers Guide "Formats"; Nuke's Project Settings > Color knobs):
   nuke.Format: width() / height() / pixelAspect() / name(); nuke.addFormat("W H [x y r t] PA name")
@@ -116,6 +118,20 @@ class Enumeration_Knob(Knob):
         if value not in self._values:
             raise ValueError(f"{value!r} is not one of {self._values}")
         return super().setValue(value)
+
+    def setValues(self, items: list[str]) -> None:
+        """Replace the menu items (Nuke keeps the value when it is still an item, else takes the first)."""
+        _record("Enumeration_Knob.setValues", main_only=True)
+        self._values = [str(i) for i in items]
+        if self._value not in self._values:
+            self._value = self._values[0] if self._values else ""
+
+
+class PyScript_Knob(Knob):
+    """A button; in a PythonPanel, pressing it calls the panel's knobChanged(knob)."""
+
+    def __init__(self, name: str, label: str = "", command: str = "") -> None:
+        super().__init__(name, label, command)
 
 
 # ---------------------------------------------------------------------------------------- formats

@@ -21,7 +21,7 @@ Calls it answers, as documented:
     SetClipProperty(key, value) -> bool: "FPS" (an image sequence comes in at the project's rate),
     "Input Color Space" (colour-managed projects only), "IDT" (ACES projects only), as the Clip
     Attributes dialog allows them; False otherwise
-  fu.UIManager: VGroup / HGroup / Label / LineEdit / CheckBox / Button / ComboBox (AddItem(text),
+  fu.UIManager: VGroup / HGroup / Label / LineEdit / CheckBox / Button / ComboBox (AddItem(text), Clear(),
     CurrentText, CurrentIndex) / Timer({"ID", "Interval"});
   bmd.UIDispatcher(ui): AddWindow(props, layout) -> window (GetItems(), On.<ID>.Clicked, Show(), Hide()),
     On.Timeout, RunLoop(), ExitLoop()
@@ -448,6 +448,11 @@ class ComboBox(Widget):
         self.choices.append(text)
         if len(self.choices) == 1:
             self.props["CurrentIndex"] = 0
+
+    def Clear(self) -> None:
+        _record("ComboBox.Clear")
+        self.choices.clear()
+        self.props["CurrentIndex"] = -1
 
     def __getattr__(self, name: str) -> Any:
         if name == "CurrentText":

@@ -14,6 +14,7 @@ from typing import Any, List, Optional
 
 import bpy
 
+from host_plugin.core.adapters import NONE_CHOICE, choice_from_panel, server_adapter_names
 from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
 from host_plugin.core.errors import HostPluginError
 from host_plugin.core.shot_job import (
@@ -83,6 +84,10 @@ class TTT_PG_segment(bpy.types.PropertyGroup):
     text: bpy.props.StringProperty(name="Prompt", description="What happens in this 3-second segment")
 
 
+class TTT_PG_adapter(bpy.types.PropertyGroup):
+    """One of the server's adapters (its `name`), as listed by the List Adapters operator."""
+
+
 class TTT_PG_settings(bpy.types.PropertyGroup):
     server: bpy.props.StringProperty(name="Server", default="127.0.0.1:50051", description="host:port")
     token: bpy.props.StringProperty(name="Token", subtype="PASSWORD", description="Bearer token of your user")
@@ -126,6 +131,17 @@ class TTT_PG_settings(bpy.types.PropertyGroup):
     colorspace: bpy.props.EnumProperty(
         name="Colour space", items=COLOUR_ITEMS, default="WORKING", description="What the frames arrive in"
     )
+    adapters: bpy.props.CollectionProperty(type=TTT_PG_adapter)
+    adapter: bpy.props.StringProperty(
+        name="Adapter", default="", description="A LoRA adapter of the server (empty: the base model)"
+    )
+    adapter_strength: bpy.props.FloatProperty(
+        name="Strength",
+        default=1.0,
+        soft_min=-2.0,
+        soft_max=2.0,
+        description="0: the base model; 1: as trained",
+    )
     status: bpy.props.StringProperty(name="Status", default="")
 
 
@@ -145,6 +161,12 @@ def colour_label(props: Any) -> str:
     """The colour space shots arrive in, as Blender names it."""
     interop = vse.working_colorspace() if props.colorspace == "WORKING" else props.colorspace
     return f"Arrives in {colour.BLENDER_NAMES.get(interop, interop)} ({interop})"
+
+
+def server_settings(props: Any) -> ServerSettings:
+    return ServerSettings(
+        props.server, token=props.token or None, root_cert=bpy.path.abspath(props.root_cert) or None
+    )
 
 
 def _output_dir(props: Any) -> str:
@@ -180,10 +202,9 @@ class TTT_OT_generate(bpy.types.Operator):
                 guidance_scale=props.guidance_scale or None,
                 seed=None if props.seed < 0 else props.seed,
                 delivery=delivery_settings(props),
+                adapters=choice_from_panel(props.adapter, props.adapter_strength),
             )
-            server = ServerSettings(
-                props.server, token=props.token or None, root_cert=bpy.path.abspath(props.root_cert) or None
-            )
+            server = server_settings(props)
         except (HostPluginError, ValueError) as exc:
             self.report({"ERROR"}, str(exc))
             return {"CANCELLED"}
@@ -194,6 +215,33 @@ class TTT_OT_generate(bpy.types.Operator):
             bpy.app.timers.register(pump_jobs, first_interval=PUMP_INTERVAL_S)
         props.status = f"generating {request.duration} frames at {request.record_start}"
         self.report({"INFO"}, props.status)
+        return {"FINISHED"}
+
+
+class TTT_OT_list_adapters(bpy.types.Operator):
+    """Ask the ttt-studio server which LoRA adapters your token may use"""
+
+    bl_idname = "ttt_studio.list_adapters"
+    bl_label = "List Adapters"
+
+    def execute(self, context: Any) -> set:
+        if not bpy.app.online_access:
+            self.report(
+                {"ERROR"}, "Online access is off: enable Preferences > System > Network > Allow Online Access"
+            )
+            return {"CANCELLED"}
+        props = context.scene.ttt_studio
+        try:
+            names = [n for n in server_adapter_names(server_settings(props)) if n != NONE_CHOICE]
+        except (HostPluginError, ValueError) as exc:
+            self.report({"ERROR"}, f"cannot list the server's adapters: {exc}")
+            return {"CANCELLED"}
+        props.adapters.clear()
+        for name in names:
+            props.adapters.add().name = name
+        if props.adapter and props.adapter not in names:
+            props.adapter = ""
+        props.status = f"{len(names)} adapter(s) on the server"
         return {"FINISHED"}
 
 
@@ -266,6 +314,10 @@ class TTT_PT_panel(bpy.types.Panel):
         col.prop(props, "retime")
         col.prop(props, "fit")
         col.prop(props, "colorspace")
+        row = col.row(align=True)
+        row.prop_search(props, "adapter", props, "adapters")
+        row.operator("ttt_studio.list_adapters", icon="FILE_REFRESH", text="")
+        col.prop(props, "adapter_strength")
         fmt = vse.scene_format(context.scene)
         col.label(text=f"{colour_label(props)}, {fmt.width}x{fmt.height}")
         col.separator()
@@ -285,8 +337,10 @@ class TTT_PT_panel(bpy.types.Panel):
 
 CLASSES = (
     TTT_PG_segment,
+    TTT_PG_adapter,
     TTT_PG_settings,
     TTT_OT_generate,
+    TTT_OT_list_adapters,
     TTT_OT_cancel,
     TTT_OT_segment_add,
     TTT_OT_segment_remove,
