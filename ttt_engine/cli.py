@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, str] = {
     "jobs": "server.cli.jobs",
     "token": "server.cli.token",
     "gc": "server.cli.gc",
+    "monitor": "server.cli.monitor",
     "adapter": "server.cli.adapter",
     "fill": "host_plugin.cli",
     "install-plugin": "host_plugin.install",
