@@ -13,7 +13,8 @@ placed even when others fail (--no-keep-going stops at the first failure); OUT h
 Exit status: 0 every request placed; 1 some failed or were refused (with --keep-going the rest are
 placed); 2 bad input or usage, nothing written.
 
-Run it again to resume: clips OUT already holds for unchanged requests are kept, and every submit
+Run it again to resume: clips OUT already holds for unchanged requests are kept (a shot with takes
+shows the take approved on the server since), and every submit
 carries an idempotency key made from the request and the settings, so a job that finished on the
 server meanwhile is fetched, not generated again (a job that failed is submitted anew).
 
@@ -31,6 +32,7 @@ import os
 import sys
 from typing import Any, Optional, Tuple
 
+from host_plugin.core.adapters import parse_choice
 from host_plugin.core.errors import HostPluginError
 
 log = logging.getLogger(__name__)
@@ -104,9 +106,24 @@ def register(subparsers: Any) -> None:
     p.add_argument("--steps", type=int, default=0, help="sampling steps (0: server default)")
     p.add_argument("--guidance-scale", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--takes",
+        type=int,
+        default=1,
+        help="takes per shot (seed, seed + 1, ...): the approved one (else the first) is the clip, every "
+        "take listed in its ttt_studio metadata",
+    )
     p.add_argument("--priority", choices=("preview", "final"), default="final")
     p.add_argument("--start-frame", type=int, default=1001, help="first frame number of each EXR sequence")
     add_delivery_arguments(p)  # shots arrive at each request's rate and length, in this format and colour
+    p.add_argument(
+        "--adapter",
+        type=parse_choice,
+        action="append",
+        default=[],
+        metavar="NAME[:SCALE]",
+        help="a LoRA adapter of the server for every shot whose request names none (repeatable)",
+    )
     p.add_argument(
         "--first-frame-references",
         action="store_true",
@@ -187,6 +204,7 @@ def run_fill(args: argparse.Namespace) -> int:
     from host_plugin.core.shot_job import (
         GenerationSettings,
         ServerSettings,
+        approved_result,
         delivery_settings_from,
         generate_shot,
     )
@@ -208,6 +226,8 @@ def run_fill(args: argparse.Namespace) -> int:
             priority=args.priority,
             start_frame=args.start_frame,
             delivery=delivery_settings_from(args),
+            takes=args.takes,
+            adapters=tuple(args.adapter),
         )
         server = ServerSettings(args.server, token=args.token, root_cert=args.tls_root_cert, tls=args.tls)
         client = server.client()
@@ -234,6 +254,12 @@ def run_fill(args: argparse.Namespace) -> int:
         )
         return result
 
+    def refresh(result: Any) -> Any:
+        """A carried shot with takes shows the take approved on the server now."""
+        job = client.get_job(result.job_id)
+        by = next((t.approved_by for t in job.takes if t.approved), "")
+        return approved_result(result, job.approved_take, by)
+
     try:
         report = fill_timeline(
             args.edit,
@@ -244,6 +270,7 @@ def run_fill(args: argparse.Namespace) -> int:
             select=args.select,
             keep_going=args.keep_going,
             resume=args.resume,
+            refresh=refresh,
         )
     except HostPluginError as exc:  # FillError: the edit or OUT unreadable, OUT unwritable
         return _fail(str(exc), 2)

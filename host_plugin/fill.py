@@ -16,7 +16,9 @@ Resume: when OUT already exists (a previous fill), every generated clip in it wh
 frames still match a request of IN, and whose frames are all on disk, is carried over instead of
 generated again. The generate callable of `ttt-studio fill` also submits with an idempotency key
 derived from the request and the generation settings, so a job that finished on the server after the
-previous run stopped is fetched, not generated again.
+previous run stopped is fetched, not generated again. A carried shot with takes goes through `refresh`
+first (`ttt-studio fill`: the server's approval now), so a take approved since the last run becomes
+the clip.
 
 Input is bounded before it is parsed: a .otio file larger than OtioLimits.max_bytes or nested deeper
 than OtioLimits.max_depth is refused by a streaming pre-scan (OTIO's own parser takes seconds at ten
@@ -48,10 +50,12 @@ from host_plugin.core.requests import (
     timeline_start_frame,
     ttt_metadata,
 )
+from host_plugin.core.takes import TakeInfo
 
 log = logging.getLogger(__name__)
 
 GenerateFn = Callable[[ShotRequest], ShotResult]
+RefreshFn = Callable[[ShotResult], ShotResult]
 
 
 @dataclass(frozen=True)
@@ -186,13 +190,15 @@ def fill_timeline(
     select: Sequence[str] = (),
     keep_going: bool = True,
     resume: bool = True,
+    refresh: Optional[RefreshFn] = None,
 ) -> FillReport:
     """Generate the shots requested in IN and write the edit with the generated clips placed to OUT.
 
     generate(request) -> ShotResult is called once per request still to do, in edit order. sources,
     select: which unmarked items are requests too (see scan_shot_requests); include_plain_gaps adds
     "gaps". keep_going: go on after a failed request (False: stop at the first failure or refusal).
-    resume: carry over the clips an existing OUT already holds for unchanged requests.
+    resume: carry over the clips an existing OUT already holds for unchanged requests; refresh(result)
+    -> result is applied to a carried result with takes (e.g. to show the take approved since).
     Returns the report (report.ok is False when anything failed); raises FillError (writing nothing)
     only when IN or an existing OUT cannot be read or OUT cannot be written.
     """
@@ -215,6 +221,15 @@ def fill_timeline(
     for index, request in enumerate(scan.requests):
         where = _where(request)
         carried = previous.get((request.id, request.record_start, request.duration))
+        if carried is not None and carried.takes and refresh is not None:
+            try:
+                carried = refresh(carried)
+                _check_frames_exist(carried)
+            except Exception as exc:  # noqa: BLE001 - the shot is kept as it was; the reason is reported
+                report.failures.append(
+                    Failure(request.id, request.name, f"{where}: takes not refreshed: {exc}")
+                )
+                log.error("%s: %s: takes not refreshed: %s", in_path, where, exc)
         if carried is not None and _carry(timeline, request, carried, where):
             report.carried.append(request.id)
             continue
@@ -338,10 +353,22 @@ def _result_of(clip: otio.schema.Clip) -> Optional[ShotResult]:
         storyboard=list(plain(meta.get("storyboard") or [])),
         prompt=meta.get("prompt"),
         metadata=extra,
+        takes=[TakeInfo.from_dict(dict(plain(t))) for t in meta.get("takes") or []],
+        take=int(meta.get("take") or 0),
     )
 
 
-_RESULT_KEYS = ("request_id", "job_id", "request_kind", "storyboard", "prompt", "seed", "model")
+_RESULT_KEYS = (
+    "request_id",
+    "job_id",
+    "request_kind",
+    "storyboard",
+    "prompt",
+    "seed",
+    "model",
+    "takes",
+    "take",
+)
 
 
 def _check_frames_exist(result: ShotResult) -> None:

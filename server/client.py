@@ -37,11 +37,18 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
 _RETRYABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 PRIORITIES = {"preview": pb.PRIORITY_PREVIEW, "final": pb.PRIORITY_FINAL}
 TERMINAL = (pb.JOB_STATE_COMPLETED, pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED)
+ADAPTER_WEIGHTS = "pytorch_lora_weights.safetensors"  # the weights file of an adapter folder
 PAGE_SIZE = InputLimits().max_list_page  # ListJobs answers at most this many per page (a default server)
 
 
 def state_name(state: int) -> str:
     return pb.JobState.Name(state).removeprefix("JOB_STATE_").lower()
+
+
+def event_take(event: pb.JobEvent) -> int | None:
+    """The take a progress, preview or frames event belongs to; None for a state change (whole job)."""
+    kind = event.WhichOneof("kind")
+    return None if kind in (None, "state") else getattr(event, kind).take
 
 
 class StudioClient:
@@ -132,17 +139,33 @@ class StudioClient:
         plate_upload_ids: Iterable[str] = (),
         strength: float | None = None,
         plate_mode: str = "",
+        adapters: Iterable[tuple[str, float]] = (),
+        matte_upload_ids: Iterable[str] = (),
+        matte_feather: float | None = None,
+        takes: int = 0,
+        draft_steps: int = 0,
     ) -> pb.SubmitShotResponse:
         """Queue a shot; storyboard is the format-3 list (or a Storyboard). Unset values: server defaults.
 
         plate_upload_ids (in frame order) with plate_mode "restyle" (one plate per output frame, strength
-        required) or "continue" (the first 1 + 4k frames kept); see GenerationParameters in the proto."""
+        required), "continue" (the first 1 + 4k frames kept) or "element" (generated inside a matte:
+        matte_upload_ids, one per plate, else the plates' alpha; matte_feather in output pixels); see
+        GenerationParameters in the proto. adapters: (name, scale) pairs of the server's adapters
+        (adapters() lists them). takes: how many takes (seeds seed, seed + 1, ...; 0: one). draft_steps:
+        a preview job's draft (0: the server's default)."""
         if hasattr(storyboard, "to_list"):
             storyboard = storyboard.to_list()
         if priority not in PRIORITIES:
             raise ValueError(f"priority must be one of {sorted(PRIORITIES)}, got {priority!r}")
         params = pb.GenerationParameters(
-            height=height, width=width, steps=steps, sampler=sampler, dtype=dtype, preview_every=preview_every
+            height=height,
+            width=width,
+            steps=steps,
+            sampler=sampler,
+            dtype=dtype,
+            preview_every=preview_every,
+            takes=takes,
+            draft_steps=draft_steps,
         )
         if guidance_scale is not None:
             params.guidance_scale = guidance_scale
@@ -152,6 +175,8 @@ class StudioClient:
             params.strength = strength
         if plate_mode:
             params.plate_mode = plate_mode
+        if matte_feather is not None:
+            params.matte_feather = matte_feather
         context = pb.ShotContext(shot_name=shot_name, otio_json=otio_json, request_id=request_id)
         if start_frame is not None:
             context.start_frame = start_frame
@@ -173,6 +198,8 @@ class StudioClient:
             idempotency_key=idempotency_key or uuid.uuid4().hex,  # retries below reuse it
             context=context,
             plate_upload_ids=list(plate_upload_ids),
+            adapters=[pb.AdapterRef(name=name, scale=scale) for name, scale in adapters],
+            matte_upload_ids=list(matte_upload_ids),
         )
         return self._unary(self.stub.SubmitShot, request)
 
@@ -195,8 +222,49 @@ class StudioClient:
 
         return self.stub.UploadPlate(chunks(), metadata=self.metadata, timeout=self.timeout_s)
 
-    def watch(self, job_id: str, after_seq: int = 0, reconnect: bool = True) -> Iterator[pb.JobEvent]:
-        """The job's events until it finishes; after a dropped stream, resumes from the last seq seen."""
+    def upload_adapter(
+        self,
+        source: str | os.PathLike[str] | bytes,
+        name: str = "",
+        publish: bool = False,
+        chunk_bytes: int = 1 << 20,
+    ) -> pb.AdapterInfo:
+        """Send a LoRA adapter (one .safetensors file with its config in the metadata, or a folder holding
+        pytorch_lora_weights.safetensors, or bytes) in numbered chunks. name: default the file's stem (the
+        folder's name for pytorch_lora_weights.safetensors). publish: every user may use it (admin tokens only)."""
+        if isinstance(source, bytes):
+            data, default = source, ""
+        else:
+            path = Path(source)
+            file = path / ADAPTER_WEIGHTS if path.is_dir() else path
+            data, default = file.read_bytes(), file.parent.name if file.name == ADAPTER_WEIGHTS else file.stem
+        name = name or default
+        if not name:
+            raise ValueError("upload_adapter: give a name for adapter bytes")
+
+        def chunks() -> Iterator[pb.UploadAdapterChunk]:
+            header = pb.AdapterHeader(
+                name=name, total_bytes=len(data), sha256=hashlib.sha256(data).hexdigest(), publish=publish
+            )
+            for seq, offset in enumerate(range(0, len(data), chunk_bytes)):
+                chunk = pb.UploadAdapterChunk(sequence=seq, data=data[offset : offset + chunk_bytes])
+                if seq == 0:
+                    chunk.header.CopyFrom(header)
+                yield chunk
+
+        return self.stub.UploadAdapter(chunks(), metadata=self.metadata, timeout=self.timeout_s)
+
+    def adapters(self) -> list[pb.AdapterInfo]:
+        """The adapters this caller may name in submit(adapters=...): published ones and their own."""
+        return list(self.info().adapters)
+
+    def watch(
+        self, job_id: str, after_seq: int = 0, reconnect: bool = True, take: int | None = None
+    ) -> Iterator[pb.JobEvent]:
+        """The job's events until it finishes; after a dropped stream, resumes from the last seq seen.
+
+        take: only that take's progress, previews and frames (state changes and approvals always pass);
+        None: every take's. Each such event says its take and whether it belongs to the draft."""
         last = after_seq
         failures = 0
         while True:
@@ -207,7 +275,8 @@ class StudioClient:
                 for event in call:
                     last = event.seq
                     failures = 0
-                    yield event
+                    if take is None or event_take(event) in (None, take):
+                        yield event
                 return
             except grpc.RpcError as exc:
                 if not reconnect or exc.code() not in _RETRYABLE or failures >= self.retries:
@@ -226,8 +295,11 @@ class StudioClient:
         follow: bool = False,
         on_frame: Callable[[Path, pb.FrameChunk], None] | None = None,
         chunk_bytes: int = 0,
+        take: int = 0,
+        draft: bool = False,
     ) -> list[Path]:
-        """Write the job's frames into out_dir under their server-given names; resumes after a drop.
+        """Write one take's final (or draft) frames into out_dir under their server-given names; resumes
+        after a drop. Every take's frames have the same names: give each take its own out_dir.
 
         Each frame is written to a .part file, checked against the server's sha256, then renamed.
         """
@@ -241,7 +313,12 @@ class StudioClient:
                 handle = None
                 digest = None
                 request = pb.FetchFramesRequest(
-                    job_id=job_id, start_frame=next_index, follow=follow, chunk_bytes=chunk_bytes
+                    job_id=job_id,
+                    start_frame=next_index,
+                    follow=follow,
+                    chunk_bytes=chunk_bytes,
+                    take=take,
+                    draft=draft,
                 )
                 for chunk in self.stub.FetchFrames(request, metadata=self.metadata):
                     if not _SAFE_NAME.match(chunk.filename) or chunk.filename.startswith("."):
@@ -300,8 +377,16 @@ class StudioClient:
             if not token or (limit and len(jobs) >= limit):
                 return jobs[: limit or None]
 
-    def result(self, job_id: str) -> pb.JobResult:
-        return self._unary(self.stub.GetJobResult, pb.GetJobResultRequest(job_id=job_id))
+    def result(self, job_id: str, take: int | None = None) -> pb.JobResult:
+        """The completed job's result for `take` (None: the approved take, else take 0)."""
+        request = pb.GetJobResultRequest(job_id=job_id)
+        if take is not None:
+            request.take = take
+        return self._unary(self.stub.GetJobResult, request)
+
+    def approve_take(self, job_id: str, take: int) -> pb.Job:
+        """Mark take `take` of the job approved (by this token's user, now); replaces an earlier approval."""
+        return self._unary(self.stub.ApproveTake, pb.ApproveTakeRequest(job_id=job_id, take=take))
 
     def wait(self, job_id: str, on_event: Callable[[pb.JobEvent], None] | None = None) -> pb.Job:
         """Watch until the job finishes; returns its final state."""
@@ -310,10 +395,13 @@ class StudioClient:
                 on_event(event)
         return self.job(job_id)
 
-    def fetch_result(self, job_id: str, out_dir: str | os.PathLike[str]) -> tuple[list[Path], str]:
-        """Fetch every frame into out_dir and return (paths, the result OTIO pointing at them)."""
+    def fetch_result(
+        self, job_id: str, out_dir: str | os.PathLike[str], take: int | None = None
+    ) -> tuple[list[Path], str]:
+        """Fetch one take's frames (None: the approved take, else take 0) into out_dir and return
+        (paths, the result OTIO pointing at them)."""
         from server.result import relocate_result
 
-        paths = self.fetch(job_id, out_dir)
-        result = self.result(job_id)
+        result = self.result(job_id, take)
+        paths = self.fetch(job_id, out_dir, take=result.take)
         return paths, relocate_result(result.otio_json, str(Path(out_dir).resolve()))

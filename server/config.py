@@ -123,16 +123,19 @@ class ServerConfig:
     """Everything `ttt-studio serve` can set.
 
     model: a model folder (VideoPipeline.from_folder) or None with tiny_random=True (tests and demos).
+    adapters_dir: a folder of LoRA adapters every user may use (server.adapters), or None.
     workers: None = one per GPU, or one CPU worker when there is no GPU. token_file: hashed tokens (server.tokens);
     None with insecure_no_auth=True (loopback only). insecure: allow plaintext (no TLS) on a non-loopback
     address, where tokens would cross the network in clear. resources: quotas and retention. debug_*: fault-injection pauses used by tests to
-    put a kill or a cancel at a known point; zero in production. ray: run jobs on a Ray pool (None: the
-    in-process workers).
+    put a kill or a cancel at a known point; zero in production. draft_step_divisor, min_draft_steps: the
+    draft a PRIORITY_PREVIEW job makes first when its request leaves draft_steps unset
+    (default_draft_steps). ray: run jobs on a Ray pool (None: the in-process workers).
     """
 
     address: str = DEFAULT_ADDRESS
     data_dir: Path = field(default_factory=default_data_dir)
     model: Path | None = None
+    adapters_dir: Path | None = None
     tiny_random: bool = False
     seed: int = 0
     token_file: Path | None = None
@@ -148,6 +151,7 @@ class ServerConfig:
     chunk_bytes: int = 1 * MiB
     preview_max_side: int = 160
     colour_interop_id: str = "lin_rec709_scene"
+    matte_feather: float = 2.0  # an element's soft edge (Gaussian sigma, output pixels) when unset
     metrics_port: int | None = None
     metrics_address: str = "127.0.0.1"
     grace_s: float = 10.0
@@ -155,10 +159,17 @@ class ServerConfig:
     log_level: str = "INFO"
     debug_step_delay_s: float = 0.0
     debug_segment_delay_s: float = 0.0
+    draft_step_divisor: int = 4  # a preview job's default draft: max(min_draft_steps, steps // divisor)
+    min_draft_steps: int = 4
     ray: RayPoolConfig | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser())
+        if self.draft_step_divisor < 1 or self.min_draft_steps < 1:
+            raise ValueError(
+                f"ServerConfig: draft_step_divisor and min_draft_steps must be >= 1, got "
+                f"{self.draft_step_divisor} and {self.min_draft_steps}"
+            )
         host, _ = split_address(self.address)
         if self.model is not None and self.tiny_random:
             raise ValueError("ServerConfig: give either model or tiny_random, not both")
@@ -194,12 +205,18 @@ class ServerConfig:
                 f"ServerConfig.chunk_bytes: expected 1024..max_message_bytes-16384 "
                 f"({self.limits.max_message_bytes - 16 * 1024}), got {self.chunk_bytes}"
             )
+        if not 0 <= self.matte_feather < float("inf"):
+            raise ValueError(f"ServerConfig.matte_feather: expected pixels >= 0, got {self.matte_feather}")
         if self.rpc_threads < 4:
             raise ValueError(f"ServerConfig.rpc_threads: expected >= 4, got {self.rpc_threads}")
 
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    def default_draft_steps(self, steps: int) -> int:
+        """The draft of a preview job of `steps` steps whose request leaves draft_steps unset."""
+        return max(self.min_draft_steps, steps // self.draft_step_divisor)
 
     @property
     def db_path(self) -> Path:

@@ -91,13 +91,14 @@ CONFORM_REPORT = "conform.json"
 """The job's conform report, beside its frames (written by the worker, read for the result)."""
 
 
-def conform_report_path(frames: Any, job_id: str) -> Path:
-    return Path(frames.job_dir(job_id)) / CONFORM_REPORT
+def conform_report_path(frames: Any, job_id: str, take: int = 0, draft: bool = False) -> Path:
+    """One take's (final or draft) conform report: flow fallbacks differ from take to take."""
+    return Path(frames.run_dir(job_id, take, draft)) / CONFORM_REPORT
 
 
-def read_conform_report(frames: Any, job_id: str) -> dict[str, Any]:
+def read_conform_report(frames: Any, job_id: str, take: int = 0, draft: bool = False) -> dict[str, Any]:
     """The stored conform report ({} before the worker wrote one)."""
     import json
 
-    path = conform_report_path(frames, job_id)
+    path = conform_report_path(frames, job_id, take, draft)
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}

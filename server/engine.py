@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
+from server.adapters import AdapterRegistry
 from server.config import ServerConfig
 from server.conform_job import (
     check_colourspace,
@@ -32,6 +33,7 @@ from server.conform_job import (
     read_conform_report,
 )
 from server.disk import disk_full_message, is_disk_full
+from server.element_job import check_element, check_plate_channels
 from server.errors import (
     DataLossError,
     FailedPreconditionError,
@@ -45,6 +47,7 @@ from server.jobs import (
     DEFAULT_START_FRAME,
     JOB_ID,
     SHOT_NAME,
+    AdapterRecord,
     Event,
     FrameChunkData,
     JobRecord,
@@ -59,8 +62,9 @@ from server.jobs import (
 from server.limits import INT64_MAX, check_otio_context, check_storyboard_text, parse_page_token
 from server.metrics import Metrics
 from server.queue import JobQueue
-from server.quotas import Usage, check_submit, check_upload, usage_of
+from server.quotas import Usage, check_adapter_upload, check_submit, check_upload, usage_of
 from server.resources import ResourcePolicy
+from server.result import build_result_otio
 from server.retention import Collector, FrameLeases, PeriodicCollector
 from server.store import Store
 from server.uploads import receive_plate
@@ -83,7 +87,11 @@ CAPABILITIES = (
     "crash_resume",
     "plates_restyle",
     "plates_continue",
+    "plates_element",
     "delivery",
+    "adapters",
+    "takes",
+    "draft_first",
 )
 WATCH_POLL_S = 1.0
 
@@ -106,6 +114,7 @@ class ServerInfoData:
     max_side: int = 0
     model_colorspace: str = ""
     default_colorspace: str = ""
+    adapters: tuple[AdapterRecord, ...] = ()
 
 
 class Engine:
@@ -133,8 +142,17 @@ class Engine:
         self.leases = FrameLeases()
         self.collector = Collector(self.store, self.frames, self.policy, self.leases)
         self.quota_exempt: Callable[[str], bool] = lambda user: False  # set by the server: admin users
+        self.is_admin: Callable[[str], bool] = lambda user: False  # set by the server: may publish adapters
         self._gc_thread: PeriodicCollector | None = None
         self.pipe = pipelines[0][1]  # for facts shared by all workers (fps, frame counts)
+        try:
+            self.adapters = AdapterRegistry(
+                self.store, self.frames, config.adapters_dir, getattr(self.pipe, "transformer", None)
+            )
+        except ValueError:  # a bad adapters folder stops the start: release the data dir first
+            self.store.close()
+            self._lock_file.close()
+            raise
         self.devices = [device for device, _ in pipelines]
         self.workers = [
             Worker(
@@ -148,6 +166,7 @@ class Engine:
                 self.metrics,
                 config,
                 self._stopping.is_set,
+                adapters=self.adapters,
             )
             for i, (device, pipe) in enumerate(pipelines)
         ]
@@ -225,7 +244,7 @@ class Engine:
             workers=len(self.workers),
             fps=float(self.pipe.fps),
             frames_per_segment=int(self.pipe.frames_per_segment),
-            defaults=self.default_params(),
+            defaults={**self.default_params(), **self.default_takes()},
             versions=versions,
             # what a one-segment job really makes (issue 23: frames_per_segment alone said 24 for 25)
             first_segment_frames=int(self.pipe.num_frames(1)),
@@ -236,6 +255,7 @@ class Engine:
             max_side=spec.max_side,
             model_colorspace=spec.colorspace,
             default_colorspace=self.config.colour_interop_id,
+            adapters=tuple(self.adapters.usable(caller)),
         )
 
     def resources_of(self, caller: str) -> tuple[ResourcePolicy, Usage, int, bool]:
@@ -250,6 +270,32 @@ class Engine:
         height, width = self._native_size()
         defaults.update(height=height, width=width)
         return defaults
+
+    def default_takes(self) -> dict[str, int]:
+        """Takes and draft steps of a request that leaves them unset (a preview job's draft)."""
+        steps = int(self.pipe.generation_params().steps)
+        return {"takes": 1, "draft_steps": self.config.default_draft_steps(steps)}
+
+    def _draft_steps(self, request: SubmitRequest, params: Any) -> int:
+        """The draft a job makes first: only preview jobs have one; the request's draft_steps or the
+        server's default, and none when that would not be fewer steps than the final."""
+        if request.priority != Priority.PREVIEW:
+            if request.draft_steps:
+                raise InvalidArgumentError(
+                    f"parameters.draft_steps={request.draft_steps} is for PRIORITY_PREVIEW jobs only (a final "
+                    "job makes no draft); leave it 0 or submit with priority PRIORITY_PREVIEW"
+                )
+            return 0
+        steps = request.draft_steps or self.config.default_draft_steps(params.steps)
+        if steps >= params.steps:
+            return 0
+        from ttt_engine.pipeline import GenerationParams
+
+        try:
+            GenerationParams.from_dict({**params.to_dict(), "steps": steps})
+        except ValueError as exc:
+            raise InvalidArgumentError(f"parameters.draft_steps={steps}: {exc}") from None
+        return steps
 
     def _native_size(self) -> tuple[int, int]:
         """(height, width) the model was trained at: the default when a request leaves them unset."""
@@ -383,6 +429,20 @@ class Engine:
                 f"max_id_chars={lim.input.max_id_chars}"
             )
         self._check_plates(request, uploads, resolved, n_segments, plan)
+        adapters = self.adapters.resolve_refs(caller, request.adapters, lim)
+        feather = check_element(
+            self.store, caller, request, uploads, resolved.plate_mode, self.config.matte_feather
+        )
+        takes = request.takes or 1
+        if takes > lim.max_takes:
+            raise InvalidArgumentError(
+                f"parameters.takes={takes} exceeds the server limit max_takes={lim.max_takes}"
+            )
+        if int(resolved.seed) + takes - 1 > INT64_MAX:
+            raise InvalidArgumentError(
+                f"parameters.seed={resolved.seed} with {takes} takes (seeds seed .. seed + {takes - 1}) passes "
+                f"{INT64_MAX}; choose a smaller seed"
+            )
         return JobSpec(
             storyboard=storyboard.to_list(),
             params=resolved.to_dict(),
@@ -399,6 +459,11 @@ class Engine:
             output_colorspace=plan.output_colorspace,
             plate_colorspace=plate_space,
             scene_starts=plan.scene_starts,
+            adapters=adapters,
+            matte_ids=tuple(request.matte_ids),
+            matte_feather=feather,
+            takes=takes,
+            draft_steps=self._draft_steps(request, resolved),
         )
 
     def _plate_uploads(self, caller: str, request: SubmitRequest) -> list[UploadRecord]:
@@ -425,18 +490,19 @@ class Engine:
                     "upload them with UploadPlate and pass their ids in plate_upload_ids"
                 )
             return
-        if params.plate_mode == "restyle" and request.params.get("strength") is None:
+        check_plate_channels(uploads)
+        if params.plate_mode != "continue" and request.params.get("strength") is None:
             raise InvalidArgumentError(
-                f"{len(uploads)} plate(s) given for plate_mode 'restyle' without parameters.strength: set it "
+                f"{len(uploads)} plate(s) given for plate_mode {params.plate_mode!r} without parameters.strength: set it "
                 "in (0, 1] (the share of the denoising redone on the plate, e.g. 0.6; at 1.0 the plate has no "
                 "effect)"
             )
         delivery = plan.delivery
         if delivery is not None:
             count = len(uploads)
-            if params.plate_mode == "restyle" and count != delivery.duration:
+            if params.plate_mode != "continue" and count != delivery.duration:
                 raise InvalidArgumentError(
-                    f"plate_upload_ids: got {count} plates for plate_mode 'restyle'; expected exactly "
+                    f"plate_upload_ids: got {count} plates for plate_mode {params.plate_mode!r}; expected exactly "
                     f"delivery.duration={delivery.duration}, one per delivered frame"
                 )
             if params.plate_mode == "continue":
@@ -486,6 +552,23 @@ class Engine:
                 ) from None
             raise
 
+    def upload_adapter(self, caller: str, chunks: Iterator[UploadChunk]) -> AdapterRecord:
+        """Store an uploaded adapter (server.adapters); publish needs an admin token; quotas count its bytes."""
+        self._check_running()
+
+        def admit(total_bytes: int) -> None:
+            if not self.quota_exempt(caller):
+                check_adapter_upload(self.policy, self.store, caller, total_bytes)
+
+        try:
+            return self.adapters.receive(caller, chunks, self.limits, self.is_admin(caller), admit)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise ResourceExhaustedError(
+                    disk_full_message(self.config.data_dir, "storing the adapter")
+                ) from None
+            raise
+
     # ------------------------------------------------------------------ jobs
 
     def get_job(self, caller: str, job_id: str) -> JobRecord:
@@ -513,6 +596,12 @@ class Engine:
             log.info("cancel requested", extra={"job_id": job.job_id})
         elif job.state == JobState.CANCELLED:
             self.metrics.jobs_finished.labels(state="cancelled").inc()
+        return job
+
+    def approve_take(self, caller: str, job_id: str, take: int) -> JobRecord:
+        """Mark one take of the caller's job approved by the caller (now), replacing an earlier approval."""
+        job = self.store.approve_take(_job_id(job_id), caller, take, approved_by=caller)
+        log.info("take %d approved by %s", take, caller, extra={"job_id": job.job_id})
         return job
 
     def watch(
@@ -547,14 +636,31 @@ class Engine:
         follow: bool = False,
         chunk_bytes: int = 0,
         is_done: Callable[[], bool] = lambda: False,
+        take: int = 0,
+        draft: bool = False,
     ) -> Iterator[FrameChunkData]:
-        """The job's stored frames from index start_frame on, in chunks; with follow, waits for the rest.
+        """One take's stored final (or draft) frames from index start_frame on, in chunks; with follow,
+        waits for the rest.
 
         The stream holds a lease on the job: retention never deletes frames while they are fetched."""
         job = self.get_job(caller, job_id)
+        self._check_take(job, take, draft)
         with self.leases.hold(job.job_id):
             self._check_not_expired(job.job_id)
-            yield from self._fetch_frames(job, start_frame, follow, chunk_bytes, is_done)
+            yield from self._fetch_frames(job, start_frame, follow, chunk_bytes, is_done, take, draft)
+
+    @staticmethod
+    def _check_take(job: JobRecord, take: int, draft: bool = False) -> None:
+        if not 0 <= take < job.spec.takes:
+            raise InvalidArgumentError(
+                f"take {take} is out of range: job {job.job_id} has {job.spec.takes} take(s), 0 to "
+                f"{job.spec.takes - 1}"
+            )
+        if draft and not job.spec.draft_steps:
+            raise InvalidArgumentError(
+                f"draft=true but job {job.job_id} makes no draft (only PRIORITY_PREVIEW jobs whose draft_steps "
+                "is fewer than their steps do); fetch with draft=false"
+            )
 
     def _check_not_expired(self, job_id: str) -> None:
         expired = self.store.expired(job_id)
@@ -567,21 +673,31 @@ class Engine:
             )
 
     def _fetch_frames(
-        self, job: JobRecord, start_frame: int, follow: bool, chunk_bytes: int, is_done: Callable[[], bool]
+        self,
+        job: JobRecord,
+        start_frame: int,
+        follow: bool,
+        chunk_bytes: int,
+        is_done: Callable[[], bool],
+        take: int,
+        draft: bool,
     ) -> Iterator[FrameChunkData]:
         total = job.spec.total_frames
         if start_frame > total:
             raise InvalidArgumentError(f"start_frame {start_frame} is beyond the job's {total} frames")
-        if not follow and job.state != JobState.COMPLETED and job.frames_ready == 0:
+        ready = job.takes[take].draft_frames_ready if draft else job.takes[take].frames_ready
+        if not follow and job.state != JobState.COMPLETED and ready == 0:
+            what = f"take {take}'s {'draft' if draft else 'final'}" if job.spec.takes > 1 or draft else "it"
             raise FailedPreconditionError(
-                f"job {job.job_id} is {job.state} and has no frames yet; fetch with follow=true to wait for them"
+                f"job {job.job_id} is {job.state} and has no frames of {what} yet; fetch with follow=true to "
+                "wait for them"
             )
         limit = self.limits.max_message_bytes - 16 * 1024
         size = self.config.chunk_bytes if chunk_bytes <= 0 else min(max(chunk_bytes, 1024), limit)
         next_index = start_frame
         while next_index < total:
             version = self.store.version
-            frames = {f.index: f for f in self.store.frames(job.job_id, next_index)}
+            frames = {f.index: f for f in self.store.frames(job.job_id, next_index, take, draft)}
             while next_index in frames:
                 try:
                     chunks = iter_frame_chunks(self.frames, frames[next_index], size, total)
@@ -598,19 +714,26 @@ class Engine:
             if next_index >= total or not follow or is_done() or self._stopping.is_set():
                 return
             if self.store.job_state(job.job_id).terminal:
-                if next_index not in self.store.frame_indices(job.job_id):
+                if next_index not in self.store.frame_indices(job.job_id, take, draft):
                     return  # a failed or cancelled job ends where its frames end
                 continue
             self.store.wait_for_change(version, WATCH_POLL_S)
 
-    def job_result(self, caller: str, job_id: str) -> JobResult:
+    def job_result(self, caller: str, job_id: str, take: int | None = None) -> JobResult:
+        """The completed job's result for one take (None: the approved take, else take 0): its frames and
+        an OTIO timeline whose clip lists every take in its ttt_studio metadata (built now, so it shows
+        the current approval)."""
         job = self.get_job(caller, job_id)
+        take = job.result_take if take is None else take
+        self._check_take(job, take)
         if job.state != JobState.COMPLETED:
             raise FailedPreconditionError(
                 f"job {job.job_id} is {job.state}; its result exists once it is completed"
             )
         self._check_not_expired(job.job_id)
-        otio_json = self.store.result_otio(job.job_id) or ""
+        frames = self.store.frames(job.job_id, take=take)
+        conform = read_conform_report(self.frames, job.job_id, take)
+        otio_json = build_result_otio(job, self.pipe, frames, conform, take)
         spec = job.spec
         delivery = delivery_from_spec(spec.delivery)
         width, height = int(spec.params.get("width") or 0), int(spec.params.get("height") or 0)
@@ -622,14 +745,15 @@ class Engine:
         return JobResult(
             job_id=job.job_id,
             otio_json=otio_json,
-            frames=self.store.frames(job.job_id),
+            frames=frames,
             fps=float(rate),
             width=width,
             height=height,
             colour_interop_id=spec.output_colorspace or self.config.colour_interop_id,
             rate=rate,
             pixel_aspect=float(delivery.pixel_aspect) if delivery is not None else 1.0,
-            conform=read_conform_report(self.frames, job.job_id),
+            conform=conform,
+            take=take,
         )
 
     def _check_running(self) -> None:
@@ -661,6 +785,13 @@ def _request_hash(request: SubmitRequest) -> str:
         "delivery": request.delivery,
         "plate_colorspace": request.plate_colorspace,
     }
+    if request.adapters:  # only when named: the hashes of jobs stored before adapters stay the same
+        data["adapters"] = [[name, float(scale)] for name, scale in request.adapters]
+    if request.matte_ids or request.matte_feather is not None:  # only then: older jobs' hashes stay valid
+        data.update(matte_ids=list(request.matte_ids), matte_feather=request.matte_feather)
+    for name in ("takes", "draft_steps"):  # only when set: requests made before takes keep their hash
+        if getattr(request, name):
+            data[name] = getattr(request, name)
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode("utf-8")).hexdigest()
 
 

@@ -59,6 +59,12 @@ class UnauthenticatedError(StudioError):
     code = "UNAUTHENTICATED"
 
 
+class PermissionDeniedError(StudioError):
+    """The caller is known but may not do this (e.g. publish an adapter without an admin token)."""
+
+    code = "PERMISSION_DENIED"
+
+
 class DataLossError(StudioError):
     """Bytes arrived damaged (a checksum mismatch) or a stored frame is missing on disk."""
 

@@ -1,8 +1,9 @@
 """The frame store on disk: every file the server writes lives under its data dir, named by server ids.
 
 Layout under <data_dir>:
-    jobs/<job_id>/frames/<index:06d>.exr    decoded frames (the client-facing name is only metadata)
-    jobs/<job_id>/latents.safetensors       latents saved after sampling (decode can resume from them)
+    jobs/<job_id>/frames/<index:06d>.exr    take 0's final frames (the client-facing name is only metadata)
+    jobs/<job_id>/latents.safetensors       take 0's latents saved after sampling (decode resumes from them)
+    jobs/<job_id>/take<k>/<final|draft>/    every other take's (and every draft's) frames and latents.safetensors
     uploads/<upload_id>.exr                 validated plates
     tmp/                                    partial uploads and writes before their atomic rename
 
@@ -39,10 +40,21 @@ class FrameStore:
     def job_dir(self, job_id: str) -> Path:
         return self.root / "jobs" / self._check(JOB_ID, job_id, "job id")
 
-    def frame_relpath(self, job_id: str, index: int) -> str:
+    @staticmethod
+    def _run_dir(take: int, draft: bool) -> str:
+        """A run's folder under its job: take 0's final keeps the layout of jobs stored before takes."""
+        if not isinstance(take, int) or take < 0:
+            raise ValueError(f"take must be an int >= 0, got {take!r}")
+        if take == 0 and not draft:
+            return ""
+        return f"take{take}/{'draft' if draft else 'final'}/"
+
+    def frame_relpath(self, job_id: str, index: int, take: int = 0, draft: bool = False) -> str:
         if not isinstance(index, int) or index < 0:
             raise ValueError(f"frame index must be an int >= 0, got {index!r}")
-        return f"jobs/{self._check(JOB_ID, job_id, 'job id')}/frames/{index:06d}.exr"
+        return (
+            f"jobs/{self._check(JOB_ID, job_id, 'job id')}/{self._run_dir(take, draft)}frames/{index:06d}.exr"
+        )
 
     def path_of(self, relpath: str) -> Path:
         """Absolute path of a relpath recorded in the frames index (written by this module only)."""
@@ -51,8 +63,12 @@ class FrameStore:
             raise ValueError(f"recorded path {relpath!r} points outside the data dir")
         return path
 
-    def latents_path(self, job_id: str) -> Path:
-        return self.job_dir(job_id) / "latents.safetensors"
+    def run_dir(self, job_id: str, take: int = 0, draft: bool = False) -> Path:
+        """The folder of one take's final or draft run (latents, conform report)."""
+        return self.job_dir(job_id) / self._run_dir(take, draft)
+
+    def latents_path(self, job_id: str, take: int = 0, draft: bool = False) -> Path:
+        return self.run_dir(job_id, take, draft) / "latents.safetensors"
 
     def upload_path(self, upload_id: str) -> Path:
         return self.root / "uploads" / f"{self._check(UPLOAD_ID, upload_id, 'upload id')}.exr"
@@ -127,6 +143,8 @@ def iter_frame_chunks(
             last=last,
             sha256=frame.sha256 if last else "",
             total_frames=total_frames,
+            take=frame.take,
+            draft=frame.draft,
         )
         offset += len(piece)
         if last:

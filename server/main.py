@@ -136,6 +136,7 @@ class StudioServer:
             maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         )
         self.engine.quota_exempt = self.auth.is_admin_user
+        self.engine.is_admin = self.auth.is_admin_user
         add_studio_servicer(StudioServicer(self.engine, self.auth), self._server)
         self._health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
@@ -245,6 +246,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="model folder (default: <data-dir>/models/default if it exists, else the shipped default model)",
     )
     model.add_argument("--tiny-random", action="store_true", help="a tiny random model (tests, demos)")
+    add(
+        "--adapters",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="a folder of LoRA adapters (.safetensors files or adapter folders) every user may use, by name",
+    )
     add("--seed", type=int, default=0, help="weights seed of --tiny-random")
     auth = parser.add_mutually_exclusive_group()
     auth.add_argument(
@@ -276,6 +284,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-message-bytes", type=int, default=d.max_message_bytes)
     add("--max-upload-bytes", type=int, default=d.max_upload_bytes)
     add("--max-queued-per-caller", type=int, default=d.max_queued_jobs_per_caller)
+    add("--max-adapter-bytes", type=int, default=d.max_adapter_bytes, help="one uploaded adapter file")
+    add("--max-adapters-per-job", type=int, default=d.max_adapters_per_job)
+    add("--max-adapter-scale", type=int, default=d.max_adapter_scale, help="|scale| of an adapter in a job")
     add(
         "--input-limit",
         action="append",
@@ -397,12 +408,16 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_message_bytes=args.max_message_bytes,
         max_upload_bytes=args.max_upload_bytes,
         max_queued_jobs_per_caller=args.max_queued_per_caller,
+        max_adapter_bytes=args.max_adapter_bytes,
+        max_adapters_per_job=args.max_adapters_per_job,
+        max_adapter_scale=args.max_adapter_scale,
         input=parse_input_limits(args.input_limit),
     )
     return ServerConfig(
         address=args.address,
         data_dir=data_dir,
         model=args.model,
+        adapters_dir=args.adapters,
         tiny_random=args.tiny_random,
         seed=args.seed,
         token_file=token_file,

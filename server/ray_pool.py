@@ -32,6 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from server.adapters import AdapterRegistry
 from server.config import RAY_LOCAL, RayPoolConfig, ServerConfig
 from server.disk import DiskReserve, disk_full_message, is_disk_full
 from server.engine import Engine, ServerInfoData
@@ -40,7 +41,15 @@ from server.jobs import EventKind, FrameRecord, JobRecord, JobState
 from server.logging_setup import job_context
 from server.metrics import Metrics
 from server.queue import JobQueue
-from server.ray_worker import JOB_FILE_NAME, JobInputs, PoolWorkerImpl, Relay, WorkerSource, job_files
+from server.ray_worker import (
+    JOB_FILE,
+    AdapterFiles,
+    JobInputs,
+    PoolWorkerImpl,
+    Relay,
+    WorkerSource,
+    job_files,
+)
 from server.store import Store
 from server.worker import CancelRegistry
 
@@ -237,6 +246,7 @@ class WorkerPool:
         cancels: PoolCancels,
         metrics: Metrics,
         stopping: Callable[[], bool],
+        adapters: AdapterRegistry | None = None,
     ) -> None:
         from prometheus_client import Counter, Gauge
 
@@ -246,6 +256,7 @@ class WorkerPool:
         self.cfg: RayPoolConfig = config.ray
         self.store, self.frames, self.queue, self.metrics = store, frames, queue, metrics
         self.cancels = cancels
+        self.adapters = adapters
         cancels.on_request = self.cancel
         self.stopping = stopping
         self.reserve = DiskReserve(config.data_dir / "disk.reserve", config.resources.disk_reserve_bytes)
@@ -378,16 +389,45 @@ class WorkerPool:
                 slot.actor.cancel.remote(job_id)
 
     def _inputs(self, job: JobRecord) -> JobInputs:
+        """What the job needs on the actor: its stored frames (every take's finals and drafts), the job
+        dir's files, its plates and mattes, its adapters' files (looked up by the sha256 it recorded)."""
+        spec = job.spec
         job_dir = self.frames.job_dir(job.job_id)
         files = {name: (job_dir / name).read_bytes() for name in job_files(job_dir)}
-        plates = {u: self.frames.upload_path(u).read_bytes() for u in dict.fromkeys(job.spec.plate_ids)}
+        uploads = {u: self.frames.upload_path(u).read_bytes() for u in dict.fromkeys(spec.upload_ids)}
+        frames = [
+            frame
+            for take in range(spec.takes)
+            for draft in (False, True)
+            for frame in self.store.frames(job.job_id, take=take, draft=draft)
+        ]
         return JobInputs(
             job=job,
-            frames=self.store.frames(job.job_id),
+            frames=frames,
             files=files,
-            plates=plates,
+            uploads=uploads,
+            adapters=[self._adapter_files(a["name"], a["sha256"]) for a in spec.adapters],
             cancel_requested=self.cancels.requested(job.job_id),
         )
+
+    def _adapter_files(self, name: str, sha256: str) -> AdapterFiles:
+        """An adapter's files as the registry has them (FileNotFoundError naming it when it is gone)."""
+        from ttt_engine.adapters.format import CONFIG_NAME, WEIGHTS_NAME
+
+        if self.adapters is None:
+            raise RuntimeError("the job names adapters but this server has no adapter registry")
+        adapter = self.adapters.load(name, sha256)
+        weights_path = Path(adapter.path)
+        weights = weights_path.read_bytes()
+        digest = hashlib.sha256(weights).hexdigest()
+        if digest != sha256:
+            raise FileNotFoundError(
+                f"adapter {name!r}: the file {weights_path.name} now has sha256 {digest}, the job was "
+                f"submitted with {sha256}; submit the job again"
+            )
+        side = weights_path.parent / CONFIG_NAME
+        config = side.read_bytes() if weights_path.name == WEIGHTS_NAME and side.is_file() else None
+        return AdapterFiles(name, sha256, weights, config)
 
     def run_job(self, slot: _Slot, job: JobRecord) -> None:
         """Run a claimed job on the slot's actor, applying its messages; handle the worker dying."""
@@ -400,7 +440,14 @@ class WorkerPool:
         failure: str | None = None
         ended = False
         try:
-            stream = slot.actor.run.options(num_returns="streaming").remote(self._inputs(job))
+            inputs = self._inputs(job)
+        except Exception as exc:  # noqa: BLE001 - e.g. an adapter gone since submit: the job fails
+            log.exception("the job's inputs could not be read")
+            self.cancels.clear(job.job_id)
+            self._fail(job.job_id, f"{type(exc).__name__}: {exc}", type(exc).__name__)
+            return
+        try:
+            stream = slot.actor.run.options(num_returns="streaming").remote(inputs)
             for ref in stream:
                 for message in ray.get(ref):
                     if message[0] == "end":
@@ -490,14 +537,19 @@ class WorkerPool:
         elif kind == "complete":
             store.complete(job_id, args[0], args[1])
         elif kind == "work":
-            work, segment, pid = args
-            store.log_work(job_id, work, segment, pid=pid)
+            work, segment, pid, take, draft = args
+            store.log_work(job_id, work, segment, take=int(take), draft=bool(draft), pid=pid)
+        elif kind == "take_state":
+            take, state = args
+            store.set_take_state(job_id, int(take), JobState(state))
+        elif kind == "draft_complete":
+            store.set_draft_complete(job_id, int(args[0]))
         elif kind == "frame":
             self._store_frame(job_id, *args)
         elif kind == "file":
             name, data = args
-            if not JOB_FILE_NAME.match(name) or name.endswith(".tmp"):
-                raise ValueError(f"the worker sent a job file named {name!r}; expected a plain file name")
+            if not JOB_FILE.match(name) or name.endswith(".tmp"):
+                raise ValueError(f"the worker sent a job file named {name!r}; expected a run's plain file")
             self._write(self.frames.job_dir(job_id) / name, data)
         elif kind == "metric":
             name, labels, method, value = args
@@ -509,7 +561,7 @@ class WorkerPool:
             raise ValueError(f"the worker sent an unknown message kind {kind!r}")
 
     def _store_frame(self, job_id: str, frame: FrameRecord, data: bytes) -> None:
-        expected = self.frames.frame_relpath(job_id, frame.index)
+        expected = self.frames.frame_relpath(job_id, frame.index, frame.take, frame.draft)
         if frame.job_id != job_id or frame.relpath != expected:
             raise ValueError(
                 f"the worker sent frame {frame.relpath!r} of job {frame.job_id}; expected {expected}"
@@ -559,6 +611,7 @@ class RayEngine(Engine):
             self.cancels,
             self.metrics,
             self._stopping.is_set,
+            self.adapters,
         )
         self.pool.connect()
 

@@ -1,8 +1,9 @@
 """A finished job as an OTIO timeline (host_plugin.core.placement does the frame-accurate placement).
 
 The server does not know where a client will put the frames, so the media URLs point into the job on
-this server: ``ttt-studio://jobs/<job_id>/<shot>.<frame>.exr``. A client that fetched the frames into a
-folder rewrites them with `relocate_result` (server.client does this in fetch_result).
+this server: ``ttt-studio://jobs/<job_id>/<shot>.<frame>.exr`` for take 0, ``.../<job_id>/take<k>/...``
+for take k (the clip's ttt_studio metadata lists every take with its URL). A client that fetched the
+frames into a folder rewrites them with `relocate_result` (server.client does this in fetch_result).
 """
 
 from __future__ import annotations
@@ -17,22 +18,43 @@ from server.jobs import FrameRecord, JobRecord
 URL_SCHEME = "ttt-studio"
 
 
-def job_media_url(job_id: str) -> str:
-    return f"{URL_SCHEME}://jobs/{job_id}/"
+def job_media_url(job_id: str, take: int = 0) -> str:
+    """Where a take's frames are on this server (every take's frames have the same file names)."""
+    return f"{URL_SCHEME}://jobs/{job_id}/" + (f"take{take}/" if take else "")
+
+
+def takes_metadata(job: JobRecord) -> list[dict[str, Any]]:
+    """Every take of the job as the result clip lists them, so a host can switch to another take."""
+    return [
+        {
+            "index": t.index,
+            "seed": t.seed,
+            "approved": t.approved,
+            "approved_by": t.approved_by,
+            "frames": t.frames_ready,
+            "url": job_media_url(job.job_id, t.index),
+        }
+        for t in job.takes
+    ]
 
 
 def build_result_otio(
-    job: JobRecord, pipe: Any, frames: list[FrameRecord], conform: dict[str, Any] | None = None
+    job: JobRecord,
+    pipe: Any,
+    frames: list[FrameRecord],
+    conform: dict[str, Any] | None = None,
+    take: int = 0,
 ) -> str:
-    """The job's result timeline as OTIO JSON: one clip at the delivered rate (the rate its EXRs'
-    framesPerSecond say), metadata under "ttt_studio" including the conform report (native fps, retime
-    method and flow fallbacks, generation size, scale, colour spaces)."""
+    """The result timeline of one take of the job as OTIO JSON: one clip at the delivered rate (the rate
+    its EXRs' framesPerSecond say), metadata under "ttt_studio" including the take shown ("take"), every
+    take ("takes": index, seed, approved, frames, url) and the conform report (native fps, retime method
+    and flow fallbacks, generation size, scale, colour spaces). frames: that take's final frames."""
     from host_plugin.core.placement import ShotResult, build_result_timeline
 
     spec = job.spec
     if len(frames) != spec.total_frames:
         raise RuntimeError(
-            f"result of job {job.job_id}: {len(frames)} frames stored, {spec.total_frames} expected"
+            f"result of job {job.job_id} take {take}: {len(frames)} frames stored, {spec.total_frames} expected"
         )
     delivery = spec.delivery
     rate = Fraction(delivery["rate"]) if delivery else Fraction(pipe.fps).limit_denominator(1001)
@@ -40,23 +62,27 @@ def build_result_otio(
     shot = ShotResult(
         request_id=spec.request_id or spec.shot_name,
         job_id=job.job_id,
-        directory=job_media_url(job.job_id),
+        directory=job_media_url(job.job_id, take),
         name_prefix=f"{spec.shot_name}.",
         frame_count=spec.total_frames,
         rate=rate,
         start_frame=spec.start_frame,
         padding=4,
-        seed=spec.params.get("seed"),
+        seed=spec.take_seed(take),
         model=str(model.get("name", "")) if isinstance(model, dict) else "",
         storyboard=[dict(s) for s in spec.storyboard],
         record_start=spec.record_start,
         metadata={
-            "params": dict(spec.params),
+            "params": spec.take_params(take, draft=False),
             "shot_name": spec.shot_name,
             "priority": job.priority.name.lower(),
             "frame_sha256": [f.sha256 for f in frames],
             "delivery": dict(delivery) if delivery else None,
             "colorspace": spec.output_colorspace,
+            "adapters": [dict(a) for a in spec.adapters],  # name, scale, sha256 of the file that made it
+            "take": take,
+            "takes": takes_metadata(job),
+            "approved_take": job.approved_take,
         },
         conform=dict(conform or {}),
     )

@@ -90,6 +90,15 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
         return wire.upload_message(upload)
 
     @grpc_errors
+    def UploadAdapter(
+        self, request_iterator: Iterator[pb.UploadAdapterChunk], context: Any
+    ) -> pb.AdapterInfo:
+        record = self._engine.upload_adapter(
+            self._caller(context), wire.adapter_chunks(self._checked_stream(request_iterator))
+        )
+        return wire.adapter_info(record)
+
+    @grpc_errors
     def WatchJob(self, request: pb.WatchJobRequest, context: Any) -> Iterator[pb.JobEvent]:
         self._check(request)
         events = self._engine.watch(
@@ -109,6 +118,8 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
             follow=request.follow,
             chunk_bytes=request.chunk_bytes,
             is_done=_on_disconnect(context),
+            take=request.take,
+            draft=request.draft,
         )
         for chunk in chunks:
             yield wire.frame_chunk_bytes(chunk)
@@ -134,4 +145,12 @@ class StudioServicer(pb_grpc.TTTStudioServicer):
     @grpc_errors
     def GetJobResult(self, request: pb.GetJobResultRequest, context: Any) -> pb.JobResult:
         self._check(request)
-        return wire.result_message(self._engine.job_result(self._caller(context), request.job_id))
+        take = request.take if request.HasField("take") else None
+        return wire.result_message(self._engine.job_result(self._caller(context), request.job_id, take))
+
+    @grpc_errors
+    def ApproveTake(self, request: pb.ApproveTakeRequest, context: Any) -> pb.Job:
+        self._check(request)
+        return wire.job_message(
+            self._engine.approve_take(self._caller(context), request.job_id, request.take)
+        )

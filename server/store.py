@@ -6,6 +6,10 @@ and a change counter with a condition so watchers wake when something is committ
 
 The queue of waiting jobs is the jobs table itself (state 'queued', ordered by priority then submit
 order), so it survives any crash with nothing extra to persist.
+
+Schema version 2 (takes): frames are keyed by (job, take, draft, index); a takes table holds each take's
+seed, state and draft facts, an approvals table the one approved take of a job (who, when). A version 1
+database is migrated in place when it is opened (`_migrate_1_to_2`), in one transaction.
 """
 
 from __future__ import annotations
@@ -20,8 +24,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from server.errors import AlreadyExistsError, NotFoundError, ResourceExhaustedError
+from server.errors import AlreadyExistsError, InvalidArgumentError, NotFoundError, ResourceExhaustedError
 from server.jobs import (
+    AdapterRecord,
     Event,
     EventKind,
     FrameRecord,
@@ -29,10 +34,11 @@ from server.jobs import (
     JobSpec,
     JobState,
     Priority,
+    TakeRecord,
     UploadRecord,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,18 +78,6 @@ CREATE TABLE IF NOT EXISTS events (
     blob BLOB,
     PRIMARY KEY (job_id, seq)
 );
-CREATE TABLE IF NOT EXISTS frames (
-    job_id TEXT NOT NULL,
-    frame_index INTEGER NOT NULL,
-    frame_number INTEGER NOT NULL,
-    segment INTEGER NOT NULL,
-    filename TEXT NOT NULL,
-    relpath TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    created REAL NOT NULL,
-    PRIMARY KEY (job_id, frame_index)
-);
 CREATE TABLE IF NOT EXISTS uploads (
     upload_id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -101,9 +95,22 @@ CREATE TABLE IF NOT EXISTS work_log (
     kind TEXT NOT NULL,
     segment INTEGER,
     pid INTEGER NOT NULL,
-    at REAL NOT NULL
+    at REAL NOT NULL,
+    take INTEGER NOT NULL DEFAULT 0,
+    draft INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS work_log_job ON work_log (job_id, id);
+CREATE TABLE IF NOT EXISTS adapters (
+    owner TEXT NOT NULL,
+    name TEXT NOT NULL,
+    published INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    path TEXT NOT NULL,
+    info TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (owner, name)
+);
 CREATE TABLE IF NOT EXISTS expired_jobs (
     job_id TEXT PRIMARY KEY,
     at REAL NOT NULL,
@@ -111,6 +118,43 @@ CREATE TABLE IF NOT EXISTS expired_jobs (
     reason TEXT NOT NULL
 );
 """
+# Tables of schema version 2, one statement each (the migration runs them inside its transaction).
+_FRAMES_TABLE = """
+CREATE TABLE IF NOT EXISTS {name} (
+    job_id TEXT NOT NULL,
+    take INTEGER NOT NULL DEFAULT 0,
+    draft INTEGER NOT NULL DEFAULT 0,
+    frame_index INTEGER NOT NULL,
+    frame_number INTEGER NOT NULL,
+    segment INTEGER NOT NULL,
+    filename TEXT NOT NULL,
+    relpath TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (job_id, take, draft, frame_index)
+)"""
+_TAKES_TABLE = """
+CREATE TABLE IF NOT EXISTS takes (
+    job_id TEXT NOT NULL,
+    take INTEGER NOT NULL,
+    seed INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',
+    draft_steps INTEGER NOT NULL DEFAULT 0,
+    draft_complete INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_id, take)
+)"""
+_APPROVALS_TABLE = """
+CREATE TABLE IF NOT EXISTS approvals (
+    job_id TEXT PRIMARY KEY,
+    take INTEGER NOT NULL,
+    approved_by TEXT NOT NULL,
+    approved_at REAL NOT NULL
+)"""
+_V2_TABLES = (_FRAMES_TABLE.format(name="frames"), _TAKES_TABLE, _APPROVALS_TABLE)
+
+_TAKE_FOLLOWS = frozenset({JobState.QUEUED, JobState.FAILED, JobState.CANCELLED})
+"""Job states that unfinished takes take over (requeued, failed, cancelled)."""
 
 _JOB_COLUMNS = (
     "seq, job_id, owner, idempotency_key, priority, state, spec, message, attempts, cancel_requested, "
@@ -130,11 +174,15 @@ class Store:
         self._conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
         self._conn.execute("PRAGMA foreign_keys=ON")
         version = self._conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in (0, 1, SCHEMA_VERSION):
             raise RuntimeError(
-                f"database {self.path} has schema version {version}; this server knows {SCHEMA_VERSION}"
+                f"database {self.path} has schema version {version}; this server knows 1 and {SCHEMA_VERSION}"
             )
+        if version == 1:
+            self._migrate_1_to_2()
         self._conn.executescript(_SCHEMA)
+        for statement in _V2_TABLES:
+            self._conn.execute(statement)
         self._conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         self._changed = threading.Condition()
         self._version = 0
@@ -142,6 +190,40 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def _migrate_1_to_2(self) -> None:
+        """Version 1 -> 2, all or nothing (a crash leaves version 1, migrated again at the next start).
+
+        frames gains take and draft (defaults 0: a version-1 frame is take 0's final frame). They join
+        its primary key, which SQLite cannot change with ALTER TABLE ... ADD COLUMN, so the table is
+        rebuilt (create, copy, drop, rename: SQLite's documented way). work_log gains take and draft by
+        ALTER TABLE ... ADD COLUMN with defaults 0. Every job gets its take 0, with the seed of its spec
+        and the job's state; no approvals exist yet.
+        """
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(_FRAMES_TABLE.format(name="frames_v2"))
+            conn.execute(
+                "INSERT INTO frames_v2 (job_id, frame_index, frame_number, segment, filename, relpath, size, "
+                "sha256, created) SELECT job_id, frame_index, frame_number, segment, filename, relpath, size, "
+                "sha256, created FROM frames"
+            )
+            conn.execute("DROP TABLE frames")
+            conn.execute("ALTER TABLE frames_v2 RENAME TO frames")
+            conn.execute("ALTER TABLE work_log ADD COLUMN take INTEGER NOT NULL DEFAULT 0")
+            conn.execute("ALTER TABLE work_log ADD COLUMN draft INTEGER NOT NULL DEFAULT 0")
+            conn.execute(_TAKES_TABLE)
+            conn.execute(_APPROVALS_TABLE)
+            conn.execute(
+                "INSERT INTO takes (job_id, take, seed, state) SELECT job_id, 0, "
+                "COALESCE(json_extract(spec, '$.params.seed'), 0), state FROM jobs"
+            )
+            conn.execute("PRAGMA user_version=2")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     # ------------------------------------------------------------------ plumbing
 
@@ -214,6 +296,12 @@ class Store:
             "INSERT INTO job_states (job_id, state, message, at) VALUES (?, ?, ?, ?)",
             (job_id, str(state), message, now),
         )
+        if (
+            state in _TAKE_FOLLOWS
+        ):  # the takes the job left unfinished share its fate (the worker sets the rest)
+            conn.execute(
+                "UPDATE takes SET state = ? WHERE job_id = ? AND state != 'completed'", (str(state), job_id)
+            )
         self._add_event(conn, job_id, EventKind.STATE, {"state": str(state), "message": message}, None)
 
     def _row_to_job(self, row: tuple) -> JobRecord:
@@ -234,7 +322,8 @@ class Store:
             finished,
         ) = row
         state = JobState(state)
-        ready = self._conn.execute("SELECT COUNT(*) FROM frames WHERE job_id = ?", (job_id,)).fetchone()[0]
+        takes, approved = self._takes(job_id)
+        ready = takes[0].frames_ready if takes else 0
         position = 0
         if state == JobState.QUEUED:
             position = self._conn.execute(
@@ -258,7 +347,40 @@ class Store:
             started=started,
             finished=finished,
             seq=seq,
+            takes=takes,
+            approved_take=approved,
         )
+
+    def _takes(self, job_id: str) -> tuple[tuple[TakeRecord, ...], int | None]:
+        """The job's takes (with their stored frame counts and approval) and the approved take's index."""
+        counts = {
+            (take, bool(draft)): n
+            for take, draft, n in self._conn.execute(
+                "SELECT take, draft, COUNT(*) FROM frames WHERE job_id = ? GROUP BY take, draft", (job_id,)
+            )
+        }
+        approval = self._conn.execute(
+            "SELECT take, approved_by, approved_at FROM approvals WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        rows = self._conn.execute(
+            "SELECT take, seed, state, draft_steps, draft_complete FROM takes WHERE job_id = ? ORDER BY take",
+            (job_id,),
+        ).fetchall()
+        takes = tuple(
+            TakeRecord(
+                index=take,
+                seed=seed,
+                state=JobState(state),
+                frames_ready=counts.get((take, False), 0),
+                draft_steps=draft_steps,
+                draft_frames_ready=counts.get((take, True), 0),
+                draft_complete=bool(draft_complete),
+                approved_by=approval[1] if approval is not None and approval[0] == take else "",
+                approved_at=approval[2] if approval is not None and approval[0] == take else None,
+            )
+            for take, seed, state, draft_steps, draft_complete in rows
+        )
+        return takes, None if approval is None else approval[0]
 
     # ------------------------------------------------------------------ jobs
 
@@ -319,6 +441,10 @@ class Store:
             conn.execute(
                 "INSERT INTO job_states (job_id, state, message, at) VALUES (?, 'queued', 'submitted', ?)",
                 (job_id, now),
+            )
+            conn.executemany(
+                "INSERT INTO takes (job_id, take, seed, state, draft_steps) VALUES (?, ?, ?, 'queued', ?)",
+                [(job_id, take, spec.take_seed(take), spec.draft_steps) for take in range(spec.takes)],
             )
             self._add_event(conn, job_id, EventKind.STATE, {"state": "queued", "message": "submitted"}, None)
             return self._get(conn, job_id), False
@@ -466,13 +592,15 @@ class Store:
     # ------------------------------------------------------------------ frames
 
     def add_frame(self, frame: FrameRecord) -> None:
-        """Record a stored frame; a frame index is recorded once (the first record wins)."""
+        """Record a stored frame; a (take, draft, index) is recorded once (the first record wins)."""
         with self._tx() as conn:
             conn.execute(
-                "INSERT OR IGNORE INTO frames (job_id, frame_index, frame_number, segment, filename, relpath, size, "
-                "sha256, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO frames (job_id, take, draft, frame_index, frame_number, segment, filename, "
+                "relpath, size, sha256, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     frame.job_id,
+                    frame.take,
+                    int(frame.draft),
                     frame.index,
                     frame.number,
                     frame.segment,
@@ -484,26 +612,82 @@ class Store:
                 ),
             )
 
-    def frames(self, job_id: str, start: int = 0) -> list[FrameRecord]:
+    def frames(self, job_id: str, start: int = 0, take: int = 0, draft: bool = False) -> list[FrameRecord]:
+        """One take's final (or draft) frames from index `start` on, in order."""
         rows = self._query(
             "SELECT frame_index, frame_number, segment, filename, relpath, size, sha256, created FROM frames "
-            "WHERE job_id = ? AND frame_index >= ? ORDER BY frame_index",
-            (job_id, start),
+            "WHERE job_id = ? AND take = ? AND draft = ? AND frame_index >= ? ORDER BY frame_index",
+            (job_id, take, int(draft), start),
         )
-        return [FrameRecord(job_id, *r) for r in rows]
+        return [FrameRecord(job_id, *r, take=take, draft=draft) for r in rows]
 
-    def frame_indices(self, job_id: str) -> set[int]:
-        return {r[0] for r in self._query("SELECT frame_index FROM frames WHERE job_id = ?", (job_id,))}
+    def frame_indices(self, job_id: str, take: int = 0, draft: bool = False) -> set[int]:
+        return {
+            r[0]
+            for r in self._query(
+                "SELECT frame_index FROM frames WHERE job_id = ? AND take = ? AND draft = ?",
+                (job_id, take, int(draft)),
+            )
+        }
+
+    # ------------------------------------------------------------------ takes
+
+    def set_take_state(self, job_id: str, take: int, state: JobState) -> None:
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE takes SET state = ? WHERE job_id = ? AND take = ?", (str(state), job_id, take)
+            )
+
+    def set_draft_complete(self, job_id: str, take: int) -> None:
+        """Every draft frame of the take is stored; the take is queued again for its final (unless that
+        is already complete: a resumed job passes its finished drafts again)."""
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE takes SET draft_complete = 1, state = CASE state WHEN 'completed' THEN state "
+                "ELSE 'queued' END WHERE job_id = ? AND take = ?",
+                (job_id, take),
+            )
+
+    def approve_take(self, job_id: str, owner: str, take: int, approved_by: str) -> JobRecord:
+        """Record `take` as the job's approved take (replacing an earlier approval) and announce it to
+        watchers as a StateChanged event. Another owner's job is NotFoundError like a missing one; a take
+        out of range is InvalidArgumentError naming it."""
+        with self._tx() as conn:
+            job = self._get(conn, job_id)
+            if job.owner != owner:
+                raise NotFoundError(f"no job {job_id!r}")
+            if not 0 <= take < job.spec.takes:
+                raise InvalidArgumentError(
+                    f"take {take} is out of range: job {job_id} has {job.spec.takes} take(s), 0 to "
+                    f"{job.spec.takes - 1}"
+                )
+            conn.execute(
+                "INSERT OR REPLACE INTO approvals (job_id, take, approved_by, approved_at) VALUES (?, ?, ?, ?)",
+                (job_id, take, approved_by, time.time()),
+            )
+            message = f"take {take} approved by {approved_by}"
+            self._add_event(
+                conn, job_id, EventKind.STATE, {"state": str(job.state), "message": message}, None
+            )
+            return self._get(conn, job_id)
 
     # ------------------------------------------------------------------ work log
 
-    def log_work(self, job_id: str, kind: str, segment: int | None = None, pid: int | None = None) -> None:
+    def log_work(
+        self,
+        job_id: str,
+        kind: str,
+        segment: int | None = None,
+        take: int = 0,
+        draft: bool = False,
+        pid: int | None = None,
+    ) -> None:
         """Record that a process (this one, or `pid`: a Ray worker's) started sampling (kind 'sample') or
-        decoding a segment ('decode')."""
+        decoding a segment ('decode') of one take's final or draft run."""
         with self._tx() as conn:
             conn.execute(
-                "INSERT INTO work_log (job_id, kind, segment, pid, at) VALUES (?, ?, ?, ?, ?)",
-                (job_id, kind, segment, os.getpid() if pid is None else pid, time.time()),
+                "INSERT INTO work_log (job_id, kind, segment, pid, at, take, draft) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (job_id, kind, segment, os.getpid() if pid is None else pid, time.time(), take, int(draft)),
             )
 
     def work_log(self, job_id: str) -> list[tuple[str, int | None, int, float]]:
@@ -549,7 +733,7 @@ class Store:
     # ------------------------------------------------------------------ quotas and retention
 
     def usage(self, owner: str) -> tuple[int, int, int]:
-        """(bytes of the owner's uploads and kept frames, uploads kept, queued jobs)."""
+        """(bytes of the owner's uploads, adapters and kept frames, uploads kept, queued jobs)."""
         with self._lock:
             upload_bytes, uploads = self._conn.execute(
                 "SELECT COALESCE(SUM(size), 0), COUNT(*) FROM uploads WHERE owner = ?", (owner,)
@@ -562,7 +746,10 @@ class Store:
             queued = self._conn.execute(
                 "SELECT COUNT(*) FROM jobs WHERE owner = ? AND state = 'queued'", (owner,)
             ).fetchone()[0]
-        return int(upload_bytes + frame_bytes), int(uploads), int(queued)
+            adapter_bytes = self._conn.execute(
+                "SELECT COALESCE(SUM(size), 0) FROM adapters WHERE owner = ?", (owner,)
+            ).fetchone()[0]
+        return int(upload_bytes + frame_bytes + adapter_bytes), int(uploads), int(queued)
 
     def stored_bytes(self) -> int:
         """Bytes of every kept frame and upload."""
@@ -590,7 +777,7 @@ class Store:
             rows = self._conn.execute(
                 "SELECT upload_id, owner, created, size FROM uploads ORDER BY created"
             ).fetchall()
-        used = {u for (spec,) in specs for u in JobSpec.from_json(spec).plate_ids}
+        used = {u for (spec,) in specs for u in JobSpec.from_json(spec).upload_ids}
         return [(u, o, float(t), int(b)) for u, o, t, b in rows if u not in used]
 
     def expire_job(self, job_id: str, reason: str) -> int:
@@ -617,3 +804,90 @@ class Store:
     def delete_upload(self, upload_id: str) -> None:
         with self._tx() as conn:
             conn.execute("DELETE FROM uploads WHERE upload_id = ?", (upload_id,))
+
+    # ------------------------------------------------------------------ adapters
+
+    _ADAPTER_COLUMNS = "owner, name, published, sha256, size, path, info, created"
+
+    @staticmethod
+    def _row_to_adapter(row: tuple) -> AdapterRecord:
+        owner, name, published, sha256, size, path, info, created = row
+        facts = json.loads(info)
+        facts["target_modules"] = tuple(facts.get("target_modules", ()))
+        return AdapterRecord(
+            name=name,
+            owner=owner,
+            published=bool(published),
+            sha256=sha256,
+            size=int(size),
+            path=path,
+            created=float(created),
+            **facts,
+        )
+
+    def add_adapter(
+        self, record: AdapterRecord, reserved: Callable[[str], bool] = lambda name: False
+    ) -> None:
+        """Record an uploaded adapter, keeping every name unambiguous for every caller: AlreadyExistsError
+        when the owner already has one of that name, when a published one (or reserved(name): the adapters
+        folder's) has it, or, for a published one, when anyone has it. Checked and inserted in one
+        transaction."""
+        info = {
+            "kind": record.kind,
+            "trigger": record.trigger,
+            "rank": record.rank,
+            "alpha": record.alpha,
+            "target_modules": list(record.target_modules),
+            "description": record.description,
+        }
+        with self._tx() as conn:
+            clash = conn.execute(
+                "SELECT owner, published FROM adapters WHERE name = ? AND (owner = ? OR published = 1 OR ?)",
+                (record.name, record.owner, int(record.published)),
+            ).fetchone()
+            if clash is not None or reserved(record.name):
+                whose = (
+                    "the server's adapters folder"
+                    if clash is None
+                    else "a published adapter"
+                    if clash[1]
+                    else f"caller {clash[0]!r}"
+                )
+                raise AlreadyExistsError(
+                    f"adapter name {record.name!r} is already taken by {whose}; upload it under another name"
+                )
+            conn.execute(
+                f"INSERT INTO adapters ({self._ADAPTER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.owner,
+                    record.name,
+                    int(record.published),
+                    record.sha256,
+                    record.size,
+                    record.path,
+                    json.dumps(info, sort_keys=True),
+                    record.created,
+                ),
+            )
+
+    def adapters_for(self, owner: str) -> list[AdapterRecord]:
+        """The uploaded adapters `owner` may use: their own and every published one, by name."""
+        rows = self._query(
+            f"SELECT {self._ADAPTER_COLUMNS} FROM adapters WHERE owner = ? OR published = 1 ORDER BY name, owner",
+            (owner,),
+        )
+        return [self._row_to_adapter(r) for r in rows]
+
+    def adapter_owners(self) -> dict[str, list[str]]:
+        """{name: owners} of every uploaded adapter."""
+        owners: dict[str, list[str]] = {}
+        for name, owner in self._query("SELECT name, owner FROM adapters ORDER BY name, owner"):
+            owners.setdefault(name, []).append(owner)
+        return owners
+
+    def adapter_by_sha256(self, sha256: str) -> AdapterRecord | None:
+        """Any uploaded adapter with this content hash (the file is the same whoever uploaded it)."""
+        rows = self._query(
+            f"SELECT {self._ADAPTER_COLUMNS} FROM adapters WHERE sha256 = ? LIMIT 1", (sha256,)
+        )
+        return self._row_to_adapter(rows[0]) if rows else None

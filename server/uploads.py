@@ -1,4 +1,5 @@
 """Receiving a plate: numbered chunks into a temporary file, limits on the way, EXR checks at the end.
+(`receive_chunks`, the chunk handling, also receives adapters: server.adapters.)
 
 Order is strict: sequence 0 carries the header (its total_bytes is checked against the upload limit
 before any data is taken), every next chunk has sequence + 1. A wrong number, a size beyond the
@@ -13,6 +14,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from pathlib import Path
 
 from server.config import Limits
 from server.errors import DataLossError, InvalidArgumentError, ResourceExhaustedError
@@ -21,6 +23,72 @@ from server.jobs import UploadChunk, UploadRecord
 from server.store import Store
 
 log = logging.getLogger(__name__)
+
+
+def receive_chunks(
+    what: str,
+    chunks: Iterable[UploadChunk],
+    tmp: Path,
+    max_bytes: int,
+    limit_name: str,
+    admit: Callable[[int], None] = lambda total_bytes: None,
+) -> tuple[UploadChunk, int, str]:
+    """Write a client stream of numbered chunks to `tmp`; returns (the header chunk, bytes, sha256 hex).
+
+    Chunk 0 carries the header: its total_bytes is checked against max_bytes (named `limit_name` in the
+    error) and passed to admit() before any data is taken; every next chunk has sequence + 1. More bytes
+    than announced or than the limit, a short stream and a checksum mismatch each raise a typed error
+    (`what` names the upload in every message). The caller removes `tmp`.
+    """
+    digest = hashlib.sha256()
+    received = 0
+    expected_seq = 0
+    header: UploadChunk | None = None
+    with open(tmp, "wb") as out:
+        for chunk in chunks:
+            if chunk.sequence != expected_seq:
+                raise InvalidArgumentError(
+                    f"{what}: chunk sequence {chunk.sequence} arrived where {expected_seq} was expected; "
+                    "send chunks numbered 0, 1, 2, ... in order"
+                )
+            if expected_seq == 0:
+                if not chunk.has_header:
+                    raise InvalidArgumentError(f"{what}: chunk 0 must carry the header (total_bytes)")
+                if chunk.total_bytes < 1:
+                    raise InvalidArgumentError(
+                        f"{what}: header total_bytes must be >= 1, got {chunk.total_bytes}"
+                    )
+                if chunk.total_bytes > max_bytes:
+                    raise ResourceExhaustedError(
+                        f"{what} of {chunk.total_bytes} bytes exceeds {limit_name}={max_bytes}"
+                    )
+                admit(chunk.total_bytes)
+                header = chunk
+            elif chunk.has_header:
+                raise InvalidArgumentError(f"{what}: chunk {chunk.sequence} repeats the header")
+            expected_seq += 1
+            received += len(chunk.data)
+            if received > max_bytes:
+                raise ResourceExhaustedError(
+                    f"{what} exceeds {limit_name}={max_bytes} (received {received} bytes)"
+                )
+            assert header is not None
+            if received > header.total_bytes:
+                raise InvalidArgumentError(
+                    f"{what}: received {received} bytes, more than the announced total_bytes={header.total_bytes}"
+                )
+            digest.update(chunk.data)
+            out.write(chunk.data)
+    if header is None:
+        raise InvalidArgumentError(f"{what}: no chunks received; expected chunk 0 with the header")
+    if received != header.total_bytes:
+        raise InvalidArgumentError(
+            f"{what} ended after {received} bytes; the header announced total_bytes={header.total_bytes}"
+        )
+    sha = digest.hexdigest()
+    if header.sha256 and header.sha256.lower() != sha:
+        raise DataLossError(f"{what}: sha256 of the received bytes is {sha}, the header says {header.sha256}")
+    return header, received, sha
 
 
 def receive_plate(
@@ -44,60 +112,10 @@ def receive_plate(
 
     max_upload_bytes = limits.max_upload_bytes
     tmp = frames.temp_path(".exr")
-    digest = hashlib.sha256()
-    received = 0
-    expected_seq = 0
-    header: UploadChunk | None = None
     try:
-        with open(tmp, "wb") as out:
-            for chunk in chunks:
-                if chunk.sequence != expected_seq:
-                    raise InvalidArgumentError(
-                        f"plate upload: chunk sequence {chunk.sequence} arrived where {expected_seq} was expected; "
-                        "send chunks numbered 0, 1, 2, ... in order"
-                    )
-                if expected_seq == 0:
-                    if not chunk.has_header:
-                        raise InvalidArgumentError(
-                            "plate upload: chunk 0 must carry the header (total_bytes)"
-                        )
-                    if chunk.total_bytes < 1:
-                        raise InvalidArgumentError(
-                            f"plate upload: header total_bytes must be >= 1, got {chunk.total_bytes}"
-                        )
-                    if chunk.total_bytes > max_upload_bytes:
-                        raise ResourceExhaustedError(
-                            f"plate upload of {chunk.total_bytes} bytes exceeds max_upload_bytes={max_upload_bytes}"
-                        )
-                    admit(chunk.total_bytes)
-                    header = chunk
-                elif chunk.has_header:
-                    raise InvalidArgumentError(f"plate upload: chunk {chunk.sequence} repeats the header")
-                expected_seq += 1
-                received += len(chunk.data)
-                if received > max_upload_bytes:
-                    raise ResourceExhaustedError(
-                        f"plate upload exceeds max_upload_bytes={max_upload_bytes} (received {received} bytes)"
-                    )
-                assert header is not None
-                if received > header.total_bytes:
-                    raise InvalidArgumentError(
-                        f"plate upload: received {received} bytes, more than the announced total_bytes="
-                        f"{header.total_bytes}"
-                    )
-                digest.update(chunk.data)
-                out.write(chunk.data)
-        if header is None:
-            raise InvalidArgumentError("plate upload: no chunks received; expected chunk 0 with the header")
-        if received != header.total_bytes:
-            raise InvalidArgumentError(
-                f"plate upload ended after {received} bytes; the header announced total_bytes={header.total_bytes}"
-            )
-        sha = digest.hexdigest()
-        if header.sha256 and header.sha256.lower() != sha:
-            raise DataLossError(
-                f"plate upload: sha256 of the received bytes is {sha}, the header says {header.sha256}"
-            )
+        header, received, sha = receive_chunks(
+            "plate upload", chunks, tmp, max_upload_bytes, "max_upload_bytes", admit
+        )
         try:
             info = validate_plate(
                 tmp,

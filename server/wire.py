@@ -13,6 +13,7 @@ from host_plugin.core.delivery import SEGMENT_SECONDS, STANDARD_RATES
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from server.engine import ServerInfoData
 from server.jobs import (
+    AdapterRecord,
     Event,
     EventKind,
     FrameChunkData,
@@ -22,6 +23,7 @@ from server.jobs import (
     JobState,
     Priority,
     SubmitRequest,
+    TakeRecord,
     UploadChunk,
     UploadRecord,
 )
@@ -71,6 +73,8 @@ def submit_request(msg: pb.SubmitShotRequest) -> SubmitRequest:
         params["plate_mode"] = p.plate_mode
     ctx = msg.context
     return SubmitRequest(
+        takes=int(p.takes),
+        draft_steps=int(p.draft_steps),
         storyboard=[
             {"text": s.text, "neg_text": s.neg_text, "requires_scene_transition": s.requires_scene_transition}
             for s in msg.storyboard.segments
@@ -86,6 +90,9 @@ def submit_request(msg: pb.SubmitShotRequest) -> SubmitRequest:
         plate_ids=tuple(msg.plate_upload_ids),
         delivery=_delivery_fields(msg.delivery) if msg.HasField("delivery") else None,
         plate_colorspace=msg.plate_colorspace,
+        adapters=tuple((a.name, float(a.scale)) for a in msg.adapters),
+        matte_ids=tuple(msg.matte_upload_ids),
+        matte_feather=float(p.matte_feather) if p.HasField("matte_feather") else None,
     )
 
 
@@ -138,6 +145,20 @@ def upload_chunks(messages: Iterable[pb.UploadPlateChunk]) -> Iterator[UploadChu
         )
 
 
+def adapter_chunks(messages: Iterable[pb.UploadAdapterChunk]) -> Iterator[UploadChunk]:
+    """UploadAdapter chunks as upload chunks (display_name: the adapter's name)."""
+    for m in messages:
+        yield UploadChunk(
+            sequence=m.sequence,
+            data=m.data,
+            has_header=m.HasField("header"),
+            display_name=m.header.name,
+            total_bytes=m.header.total_bytes,
+            sha256=m.header.sha256,
+            publish=m.header.publish,
+        )
+
+
 def job_states(values: Iterable[int]) -> list[JobState]:
     return [PB_TO_STATE[v] for v in values if v in PB_TO_STATE]
 
@@ -161,6 +182,26 @@ def params_message(params: dict[str, Any]) -> pb.GenerationParameters:
     if params.get("strength") is not None:
         msg.strength = float(params["strength"])
     msg.plate_mode = str(params.get("plate_mode") or "")
+    msg.takes = int(params.get("takes") or 0)
+    msg.draft_steps = int(params.get("draft_steps") or 0)
+    return msg
+
+
+def take_message(take: TakeRecord, total_frames: int) -> pb.Take:
+    msg = pb.Take(
+        index=take.index,
+        seed=take.seed,
+        state=STATE_TO_PB[take.state],
+        frames_ready=take.frames_ready,
+        total_frames=total_frames,
+        approved=take.approved,
+        approved_by=take.approved_by,
+        draft_steps=take.draft_steps,
+        draft_frames_ready=take.draft_frames_ready,
+        draft_complete=take.draft_complete,
+    )
+    if take.approved_at is not None:
+        msg.approved_at.CopyFrom(timestamp(take.approved_at))
     return msg
 
 
@@ -174,6 +215,9 @@ def job_message(job: JobRecord) -> pb.Job:
     )
     if spec.record_start is not None:
         ctx.record_start = spec.record_start
+    parameters = params_message({**spec.params, "takes": spec.takes, "draft_steps": spec.draft_steps})
+    if spec.matte_feather is not None:
+        parameters.matte_feather = spec.matte_feather
     return pb.Job(
         job_id=job.job_id,
         state=STATE_TO_PB[job.state],
@@ -188,7 +232,7 @@ def job_message(job: JobRecord) -> pb.Job:
                 for s in spec.storyboard
             ]
         ),
-        parameters=params_message(spec.params),
+        parameters=parameters,
         context=ctx,
         created=timestamp(job.created),
         updated=timestamp(job.updated),
@@ -198,11 +242,15 @@ def job_message(job: JobRecord) -> pb.Job:
         queue_position=job.queue_position,
         attempts=job.attempts,
         plate_upload_ids=list(spec.plate_ids),
+        matte_upload_ids=list(spec.matte_ids),
         cancel_requested=job.cancel_requested,
         native_frames=spec.native_frames,
         generation_width=int(spec.params.get("width") or 0),
         generation_height=int(spec.params.get("height") or 0),
+        adapters=[pb.AdapterRef(name=a["name"], scale=a["scale"], sha256=a["sha256"]) for a in spec.adapters],
         **({"delivery": delivery_message(spec.delivery)} if spec.delivery is not None else {}),
+        takes=[take_message(t, spec.total_frames) for t in job.takes],
+        **({"approved_take": job.approved_take} if job.approved_take is not None else {}),
     )
 
 
@@ -221,6 +269,8 @@ def event_message(event: Event) -> pb.JobEvent:
                 timestep=d["timestep"],
                 elapsed_s=d["elapsed_s"],
                 eta_s=d.get("eta_s", -1.0),
+                take=d.get("take", 0),
+                draft=d.get("draft", False),
             )
         )
     elif event.kind == EventKind.PREVIEW:
@@ -232,10 +282,20 @@ def event_message(event: Event) -> pb.JobEvent:
                 format=d["format"],
                 data=event.blob or b"",
                 frames=d.get("frames", 1),
+                take=d.get("take", 0),
+                draft=d.get("draft", False),
             )
         )
     elif event.kind == EventKind.FRAMES:
-        msg.frames.CopyFrom(pb.FramesReady(ready=d["ready"], total=d["total"], segment=d["segment"]))
+        msg.frames.CopyFrom(
+            pb.FramesReady(
+                ready=d["ready"],
+                total=d["total"],
+                segment=d["segment"],
+                take=d.get("take", 0),
+                draft=d.get("draft", False),
+            )
+        )
     return msg
 
 
@@ -255,6 +315,8 @@ def _chunk_header(chunk: FrameChunkData) -> pb.FrameChunk:
         last=chunk.last,
         sha256=chunk.sha256,
         total_frames=chunk.total_frames,
+        take=chunk.take,
+        draft=chunk.draft,
     )
 
 
@@ -308,6 +370,7 @@ def result_message(result: JobResult) -> pb.JobResult:
         rate_den=result.rate.denominator,
         pixel_aspect=result.pixel_aspect,
         conform_json=json.dumps(result.conform, sort_keys=True) if result.conform else "",
+        take=result.take,
     )
 
 
@@ -319,6 +382,22 @@ def upload_message(upload: UploadRecord) -> pb.UploadPlateResponse:
         height=upload.height,
         channels=list(upload.channels),
         sha256=upload.sha256,
+    )
+
+
+def adapter_info(record: AdapterRecord) -> pb.AdapterInfo:
+    return pb.AdapterInfo(
+        name=record.name,
+        sha256=record.sha256,
+        kind=record.kind,
+        trigger=record.trigger,
+        rank=record.rank,
+        alpha=record.alpha,
+        target_modules=list(record.target_modules),
+        owner=record.owner,
+        published=record.published,
+        bytes=record.size,
+        description=record.description,
     )
 
 
@@ -350,6 +429,7 @@ def server_info_message(info: ServerInfoData, limits: Any, colour_interop_id: st
         segment_seconds=SEGMENT_SECONDS,
         default_colorspace=info.default_colorspace,
         delivery_rates=[str(r) for r in STANDARD_RATES],
+        adapters=[adapter_info(a) for a in info.adapters],
     )
 
 

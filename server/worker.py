@@ -1,13 +1,17 @@
 """One worker thread per device: takes jobs from the queue and runs them with its own pipeline.
 
-A job runs in two resumable phases:
+A job is a list of runs (take_runs: every take's draft when the job has one, then every take's final);
+Worker.run_take makes one run, and a run whose frames are all stored is skipped, so a resumed job picks
+up at the run it stopped in. Each run has its own seed (take_params), latents, frames, events (tagged
+take and draft) and conform report. A run goes through two resumable phases:
 1. sampling: pipe.sample(...) with a callback that records progress and previews, and should_stop
    checked before every step (cancel or shutdown). The latents are then saved (atomically) in the frame
    store. A job killed during sampling samples again on restart (same seed, same result).
    A job with plates reads them from the server's upload store (never a client path), checks their
    count and size against the request again and passes them to the pipeline as init frames.
    With a delivery, plates are edit frames in their own colour space: they are conformed in
-   (ttt_engine.pipeline.deliver.conform_plates) to the model's rate, size and space first.
+   (ttt_engine.pipeline.deliver.conform_plates) to the model's rate, size and space first. An element
+   job's mattes go the same way, as coverage (server.element_job), and its frames get their alpha.
 2. decoding and conform: ONE VAE pass (pipe.iter_decode) over the native segments the still-missing
    delivered frames read (a segment's frames need the latents before it, so a per-segment decode would
    re-decode the prefix each time); the pass hands the segments over one by one, a FrameDeliverer
@@ -31,16 +35,19 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from server.adapters import AdapterRegistry, adapter_attributes, applied_for
 from server.config import ServerConfig
 from server.conform_job import conform_report_path, delivery_from_spec, read_conform_report
 from server.disk import DiskReserve, disk_full_message, is_disk_full
+from server.element_job import ElementMattes
 from server.frames import FrameStore, sha256_file
-from server.jobs import EventKind, FrameRecord, JobRecord, JobState
+from server.jobs import EventKind, FrameRecord, JobRecord, JobSpec, JobState
 from server.logging_setup import job_context
 from server.metrics import Metrics
 from server.queue import JobQueue
@@ -119,6 +126,7 @@ class Worker(threading.Thread):
         metrics: Metrics,
         config: ServerConfig,
         shutting_down: Callable[[], bool],
+        adapters: AdapterRegistry | None = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.device = device
@@ -130,6 +138,7 @@ class Worker(threading.Thread):
         self.metrics = metrics
         self.config = config
         self._shutting_down = shutting_down
+        self.adapters = adapters
         self.current_job: str | None = None
         self.reserve = DiskReserve(config.data_dir / "disk.reserve", config.resources.disk_reserve_bytes)
         self._decode_s_per_frame: float | None = None
@@ -160,7 +169,8 @@ class Worker(threading.Thread):
         return self.cancels.requested(job_id) or self._shutting_down()
 
     def run_job(self, job: JobRecord) -> None:
-        from ttt_engine.pipeline import GenerationCancelled
+        """Every run of the job (take_runs: drafts, then finals), then the job is completed."""
+        from ttt_engine.pipeline import GenerationCancelled, GenerationParams
 
         job_id = job.job_id
         self.reserve.ensure()
@@ -169,10 +179,12 @@ class Worker(threading.Thread):
         started = time.monotonic()
         try:
             plan = self._plan(job)
-            latents = self._latents(job, plan)
-            self._decode(job, latents, plan)
+            params = GenerationParams.from_dict(job.spec.params)
+            context = _JobContext(job, plan, lambda: self._read_plates(job, params, plan))
+            for run in take_runs(job.spec):
+                self.run_take(context, run)
             otio_json = build_result_otio(
-                job, self.pipe, self.store.frames(job_id), read_conform_report(self.frames, job_id)
+                self.store.get_job(job_id), self.pipe, self.store.frames(job_id), self._conform_report(job_id)
             )
         except (GenerationCancelled, _Stop):
             self._stopped(job)
@@ -195,6 +207,33 @@ class Worker(threading.Thread):
         self.metrics.jobs_finished.labels(state="completed").inc()
         self.metrics.job_duration.labels(phase="total").observe(time.monotonic() - started)
         log.info("job completed in %.2f s", time.monotonic() - started)
+
+    def _conform_report(self, job_id: str, take: int = 0, draft: bool = False) -> dict[str, Any]:
+        return read_conform_report(self.frames, job_id, take, draft)
+
+    def run_take(self, context: _JobContext, run: TakeRun) -> None:
+        """One take's draft or final: sample (or reuse its saved latents), then decode the frames it still
+        misses. A run whose frames are all stored is only marked done (a resumed job skips it)."""
+        job = context.job
+        spec = job.spec
+        if len(self.store.frame_indices(job.job_id, run.take, run.draft)) < spec.total_frames:
+            if self._should_stop(job.job_id):
+                raise _Stop
+            self.store.set_take_state(job.job_id, run.take, JobState.SAMPLING)
+            latents = self._latents(context, run)
+            self.store.set_take_state(job.job_id, run.take, JobState.DECODING)
+            self._decode(context, latents, run)
+        if run.draft:
+            self.store.set_draft_complete(job.job_id, run.take)
+        else:
+            self.store.set_take_state(job.job_id, run.take, JobState.COMPLETED)
+        log.info("%s done", run.describe(spec))
+
+    def _job_state(self, context: _JobContext, state: JobState, run: TakeRun) -> None:
+        """Set the job's state when it changes (a one-take job without a draft reads as before takes)."""
+        if context.state != state:
+            self.store.set_state(context.job.job_id, state, f"{state}{run.suffix(context.job.spec)}")
+            context.state = state
 
     def _stopped(self, job: JobRecord) -> None:
         if self.cancels.requested(job.job_id):
@@ -220,14 +259,18 @@ class Worker(threading.Thread):
             )
         return plan
 
-    def _latents(self, job: JobRecord, plan: Any) -> Any:
-        """Saved latents when a previous attempt got that far, else sample (and save)."""
+    def _latents(self, context: _JobContext, run: TakeRun) -> Any:
+        """The run's saved latents when a previous attempt got that far, else sample (and save)."""
         from ttt_engine.pipeline import GenerationParams, load_latents, save_latents
         from ttt_engine.storyboard import Storyboard
 
+        job = context.job
         spec = job.spec
-        path = self.frames.latents_path(job.job_id)
-        fingerprint = _fingerprint(spec.storyboard, spec.params, spec.plate_ids)
+        path = self.frames.latents_path(job.job_id, run.take, run.draft)
+        run_params = spec.take_params(run.take, run.draft)
+        fingerprint = _fingerprint(
+            spec.storyboard, run_params, spec.plate_ids, spec.adapters, _matte_key(spec)
+        )
         if path.exists():
             try:
                 latents, meta = load_latents(path)
@@ -237,10 +280,12 @@ class Worker(threading.Thread):
                 log.warning("saved latents belong to another request; sampling again")
             except Exception:  # noqa: BLE001 - a damaged file is re-made, not fatal
                 log.exception("saved latents unreadable; sampling again")
+        self._job_state(context, JobState.SAMPLING, run)
         storyboard = Storyboard.from_list(spec.storyboard)
-        params = GenerationParams.from_dict(spec.params)
-        self.store.log_work(job.job_id, "sample")
+        params = GenerationParams.from_dict(run_params)
+        self.store.log_work(job.job_id, "sample", take=run.take, draft=run.draft)
         last = [time.monotonic()]
+        tags = {"take": run.take, "draft": run.draft}
 
         def on_step(info: Any) -> None:
             now = time.monotonic()
@@ -257,6 +302,7 @@ class Worker(threading.Thread):
                     "timestep": float(info.timestep),
                     "elapsed_s": float(info.elapsed_s),
                     "eta_s": eta,
+                    **tags,
                 },
             )
             if info.preview is not None:
@@ -264,23 +310,40 @@ class Worker(threading.Thread):
                 self.store.add_event(
                     job.job_id,
                     EventKind.PREVIEW,
-                    {"step": info.step, "width": width, "height": height, "format": "png", "frames": count},
+                    {
+                        "step": info.step,
+                        "width": width,
+                        "height": height,
+                        "format": "png",
+                        "frames": count,
+                        **tags,
+                    },
                     png,
                 )
             if self.config.debug_step_delay_s:
                 time.sleep(self.config.debug_step_delay_s)
 
-        plates = self._read_plates(job, params, plan) if spec.plate_ids else None
+        element: dict[str, Any] = {}  # an element job: its matte frames and feather for the pipeline
+        if spec.matte_feather is not None:
+            mattes = ElementMattes(self.frames, spec)
+            plan = context.plan
+            element = {"matte": mattes.native(plan), "matte_feather": mattes.sampling_feather(plan)}
         t0 = time.monotonic()
-        latents = self.pipe.sample(
-            storyboard,
-            params,
-            callback=on_step,
-            should_stop=lambda: self._should_stop(job.job_id),
-            init_frames=plates,
-        )
+        with applied_for(self.pipe, self.adapters, spec.adapters):  # the base is restored on exit
+            latents = self.pipe.sample(
+                storyboard,
+                params,
+                callback=on_step,
+                should_stop=lambda: self._should_stop(job.job_id),
+                init_frames=context.plates() if spec.plate_ids else None,
+                **element,
+            )
         self.metrics.job_duration.labels(phase="sampling").observe(time.monotonic() - t0)
-        save_latents(path, latents, {"job_id": job.job_id, "fingerprint": fingerprint})
+        save_latents(
+            path,
+            latents,
+            {"job_id": job.job_id, "fingerprint": fingerprint, "take": run.take, "draft": run.draft},
+        )
         return latents
 
     def _read_plates(self, job: JobRecord, params: Any, plan: Any) -> np.ndarray:
@@ -319,27 +382,31 @@ class Worker(threading.Thread):
     def _decode_estimate(self, frames: int) -> float:
         return 0.0 if self._decode_s_per_frame is None else self._decode_s_per_frame * frames
 
-    def _decode(self, job: JobRecord, latents: Any, plan: Any) -> None:
-        """One VAE pass over the native segments the missing delivered frames read; each segment's
+    def _decode(self, context: _JobContext, latents: Any, run: TakeRun) -> None:
+        """One VAE pass over the native segments the run's missing delivered frames read; each segment's
         frames go through the conform and the delivered frames they complete are written and indexed
         before the next segment."""
         from ttt_engine.pipeline.deliver import FrameDeliverer
 
+        job, plan = context.job, context.plan
         spec = job.spec
         job_id = job.job_id
-        self.store.set_state(job_id, JobState.DECODING, "decoding")
+        self._job_state(context, JobState.DECODING, run)
         ranges = self.pipe.segment_frame_ranges(spec.n_segments)
         if ranges[-1][1] != plan.native_count:
             raise RuntimeError(
                 f"pipeline reports {ranges[-1][1]} frames for {spec.n_segments} segments, the job expects "
                 f"{plan.native_count}"
             )
-        done = self.store.frame_indices(job_id)
-        report = _ConformLog(conform_report_path(self.frames, job_id))
+        done = self.store.frame_indices(job_id, run.take, run.draft)
+        report = _ConformLog(conform_report_path(self.frames, job_id, run.take, run.draft))
         segment_of = [0]
+        mattes = ElementMattes(self.frames, spec) if spec.matte_feather is not None else None
 
         def write(frame: Any) -> None:
-            self._write_frame(job, frame, segment_of[0], report)
+            if mattes is not None:  # an element: the matte's alpha, RGB premultiplied
+                frame = mattes.apply(plan, frame)
+            self._write_frame(job, frame, segment_of[0], report, run)
 
         deliverer = FrameDeliverer(plan, write, done)
         if not deliverer.missing:
@@ -360,29 +427,41 @@ class Worker(threading.Thread):
                 raise RuntimeError(
                     f"decode of segment {segment} returned {len(rgb)} frames, expected {end - first}"
                 )
-            self.store.log_work(job_id, "decode", segment)
+            self.store.log_work(job_id, "decode", segment, take=run.take, draft=run.draft)
             segment_of[0] = segment
             written = deliverer.feed(first, rgb)
             ready += len(written)
             report.save(deliverer.report())
             self.store.add_event(
-                job_id, EventKind.FRAMES, {"ready": ready, "total": spec.total_frames, "segment": segment}
+                job_id,
+                EventKind.FRAMES,
+                {
+                    "ready": ready,
+                    "total": spec.total_frames,
+                    "segment": segment,
+                    "take": run.take,
+                    "draft": run.draft,
+                },
             )
-            log.info("segment %d decoded: %d frame(s) delivered", segment, len(written))
+            log.info(
+                "%s segment %d decoded: %d frame(s) delivered", run.describe(spec), segment, len(written)
+            )
             if self.config.debug_segment_delay_s:
                 time.sleep(self.config.debug_segment_delay_s)
         if deliverer.missing:
             raise RuntimeError(f"the conform left delivered frames {deliverer.missing[:5]} unwritten")
         self.metrics.job_duration.labels(phase="decoding").observe(time.monotonic() - t0)
 
-    def _write_frame(self, job: JobRecord, frame: Any, segment: int, report: _ConformLog) -> None:
+    def _write_frame(
+        self, job: JobRecord, frame: Any, segment: int, report: _ConformLog, run: TakeRun
+    ) -> None:
         from ttt_engine.conform import write_delivered
         from ttt_engine.conform.conform import METADATA_PREFIX, DeliveredFrame
         from ttt_engine.pipeline.params import GenerationParams, sampling_attributes
 
         spec = job.spec
         index = frame.index
-        relpath = self.frames.frame_relpath(job.job_id, index)
+        relpath = self.frames.frame_relpath(job.job_id, index, run.take, run.draft)
         final = self.frames.path_of(relpath)
         tmp = self.frames.temp_path(".exr")
         attributes = {
@@ -390,7 +469,10 @@ class Worker(threading.Thread):
             "ttt_studio/job_id": job.job_id,
             "ttt_studio/frame": spec.start_frame + index,
             "ttt_studio/shot": spec.shot_name,
-            **sampling_attributes(GenerationParams.from_dict(spec.params)),
+            "ttt_studio/take": run.take,
+            "ttt_studio/draft": int(run.draft),
+            **sampling_attributes(GenerationParams.from_dict(spec.take_params(run.take, run.draft))),
+            **adapter_attributes(spec.adapters),
         }
         try:
             write_delivered(str(tmp), DeliveredFrame(index, frame.rgba, attributes))
@@ -410,9 +492,63 @@ class Worker(threading.Thread):
                 size=final.stat().st_size,
                 sha256=sha256_file(final),
                 created=time.time(),
+                take=run.take,
+                draft=run.draft,
             )
         )
         self.metrics.frames_written.inc()
+
+
+@dataclass(frozen=True)
+class TakeRun:
+    """One sampling-and-decoding run of a job: take `take`'s draft (fewer steps) or its final."""
+
+    take: int
+    draft: bool
+
+    def suffix(self, spec: JobSpec) -> str:
+        """' (take 1, draft)' for messages; '' for the one run of a one-take job without a draft."""
+        if spec.takes == 1 and not spec.draft_steps:
+            return ""
+        return f" (take {self.take}{', draft' if self.draft else ''})"
+
+    def describe(self, spec: JobSpec) -> str:
+        return f"take {self.take}{' draft' if self.draft else ''}" if self.suffix(spec) else "run"
+
+
+def take_runs(spec: JobSpec) -> list[TakeRun]:
+    """The runs of a job in the order they are made: every take's draft first, then every take's final.
+
+    Why drafts first: on set the director's question is "which take?", and a draft answers it for every
+    take within about a quarter of the final's time each; choosing (and approving) can start before any
+    final exists, and a cancel after the drafts costs no final at all. Finals next, in take order, so
+    take 0 (what a plugin places before an approval) is the first whole result.
+
+    Takes run one after another, not as one batch: VideoPipeline.sample draws noise and returns latents
+    for a batch of one ([1, F, C, h, w]) and its plate, preview and cancel paths assume it. Sequential
+    takes also give each take its own events, saved latents (a kill -9 resumes the take it stopped in)
+    and early frames; on the 2-core CPU a batch would be no faster, sampling being compute-bound. A
+    batched sample() is the way to fill a GPU with several takes.
+    """
+    drafts = [TakeRun(take, True) for take in range(spec.takes)] if spec.draft_steps else []
+    return drafts + [TakeRun(take, False) for take in range(spec.takes)]
+
+
+class _JobContext:
+    """What every run of one job shares: the job, its delivery plan, its plates (read once, when the first
+    run samples), and the job state last set by this worker."""
+
+    def __init__(self, job: JobRecord, plan: Any, read_plates: Callable[[], np.ndarray]) -> None:
+        self.job = job
+        self.plan = plan
+        self.state = job.state
+        self._read_plates = read_plates
+        self._plates: np.ndarray | None = None
+
+    def plates(self) -> np.ndarray:
+        if self._plates is None:
+            self._plates = self._read_plates()
+        return self._plates
 
 
 class _ConformLog:
@@ -433,16 +569,32 @@ class _ConformLog:
             data["flow_fallbacks"] = len(self._fallbacks)
             data["flow_fallback_frames"] = sorted(self._fallbacks)
         tmp = self.path.with_suffix(".tmp")
+        tmp.parent.mkdir(parents=True, exist_ok=True)
         tmp.write_text(json.dumps(data, sort_keys=True), encoding="utf-8")
         os.replace(tmp, self.path)
 
 
+def _matte_key(spec: Any) -> dict[str, Any] | None:
+    """An element job's mattes and feather (what its latents depend on beyond the plates)."""
+    if spec.matte_feather is None:
+        return None
+    return {"matte_ids": list(spec.matte_ids), "matte_feather": spec.matte_feather}
+
+
 def _fingerprint(
-    storyboard: list[dict[str, Any]], params: dict[str, Any], plate_ids: tuple[str, ...] = ()
+    storyboard: list[dict[str, Any]],
+    params: dict[str, Any],
+    plate_ids: tuple[str, ...] = (),
+    adapters: tuple[dict[str, Any], ...] = (),
+    mattes: dict[str, Any] | None = None,
 ) -> str:
     """What the latents depend on: a resumed job reuses saved latents only for the same request."""
     data: dict[str, Any] = {"storyboard": storyboard, "params": params}
     if plate_ids:
         data["plate_ids"] = list(plate_ids)
+    if adapters:
+        data["adapters"] = list(adapters)
+    if mattes is not None:
+        data["mattes"] = mattes
     text = json.dumps(data, sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()

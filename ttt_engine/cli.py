@@ -28,10 +28,13 @@ SUBCOMMANDS: dict[str, str] = {
     "watch": "server.cli.watch",
     "fetch": "server.cli.fetch",
     "cancel": "server.cli.cancel",
+    "approve": "server.cli.approve",
     "jobs": "server.cli.jobs",
     "token": "server.cli.token",
     "gc": "server.cli.gc",
     "pool": "server.cli.pool",
+    "monitor": "server.cli.monitor",
+    "adapter": "server.cli.adapter",
     "fill": "host_plugin.cli",
     "install-plugin": "host_plugin.install",
 }

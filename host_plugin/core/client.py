@@ -16,6 +16,13 @@ host_plugin.core.delivery.Delivery; without one it is "native" (the model's fram
     info.model_colourspace / info.default_colourspace: str; info.segment_seconds: int (3)
     result(job_id).rate: Fraction (the delivered rate); .conform: dict (the conform report)
 
+Takes and elements (issue 25): submit(..., takes=N) asks for N takes (seeds seed, seed + 1, ...);
+get_job(...).takes lists them (TakeState: seed, state, frames, approval) and .approved_take the approved
+one; fetch_frames(..., take=i) fetches one take's frames; approve_take(job_id, i) approves take i for
+every client of the user; result(job_id, take=None) is the approved take's (else take 0's).
+submit(..., plate_mode="element", matte_upload_ids=..., matte_feather=...) generates inside mattes
+uploaded with upload_plate (single-channel EXRs; none: the plates' alpha).
+
 Every call sends `authorization: Bearer <token>`. Unary calls are retried on UNAVAILABLE /
 DEADLINE_EXCEEDED; SubmitShot always carries an idempotency key (chosen here when the caller gives none)
 so a retry after a lost response returns the same job instead of queueing a second one. Results are plain
@@ -72,6 +79,7 @@ MiB = 1 << 20
 STATES = ("unspecified", "queued", "sampling", "decoding", "completed", "failed", "cancelled")
 TERMINAL_STATES = ("completed", "failed", "cancelled")
 PRIORITIES = ("preview", "final")
+PLATE_MODES = ("", "restyle", "continue", "element")
 _RETRYABLE = ("UNAVAILABLE", "DEADLINE_EXCEEDED")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
 _MANIFEST = ".ttt_fetch_{job_id}.json"
@@ -80,6 +88,20 @@ PathOrBytes = Union[str, "os.PathLike[str]", bytes]
 
 
 # ---------------------------------------------------------------------------------------- plain results
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    """One of the server's LoRA adapters this caller may use (ServerInfo.adapters)."""
+
+    name: str
+    sha256: str = ""
+    kind: str = ""
+    trigger: str = ""
+    rank: int = 0
+    owner: str = ""
+    published: bool = False
+    description: str = ""
 
 
 @dataclass(frozen=True)
@@ -116,6 +138,7 @@ class ServerInfo:
     default_colourspace: str = ""
     segment_seconds: int = SEGMENT_SECONDS
     delivery_rates: Tuple[Fraction, ...] = ()
+    adapters: Tuple[AdapterInfo, ...] = ()
 
     def __post_init__(self) -> None:
         # older servers do not send these: derive them as those servers behaved
@@ -162,6 +185,23 @@ class ServerInfo:
 
 
 @dataclass(frozen=True)
+class TakeState:
+    """One take of a job as the server reports it (Job.takes): index 0-based, its seed, its state and
+    frames, and the director's approval (who; when as an RFC 3339 string, "" when not approved)."""
+
+    index: int
+    seed: int
+    state: str
+    frames_ready: int = 0
+    total_frames: int = 0
+    approved: bool = False
+    approved_by: str = ""
+    approved_at: str = ""
+    draft_frames_ready: int = 0
+    draft_complete: bool = False
+
+
+@dataclass(frozen=True)
 class JobInfo:
     job_id: str
     state: str
@@ -180,6 +220,11 @@ class JobInfo:
     delivery: Optional[Delivery] = None
     native_frames: int = 0
     generation_size: Tuple[int, int] = (0, 0)  # (width, height) the model generates at
+    takes: Tuple[TakeState, ...] = ()  # one per take (parameters.takes); empty from older servers
+    approved_take: Optional[int] = None
+    plate_mode: str = ""
+    matte_upload_ids: Tuple[str, ...] = ()
+    adapters: Tuple[Tuple[str, float, str], ...] = ()  # (name, scale, sha256 of the file) the job applies
 
     @property
     def terminal(self) -> bool:
@@ -215,6 +260,8 @@ class JobUpdate:
     preview: bytes = b""
     preview_format: str = ""
     preview_size: Tuple[int, int] = (0, 0)
+    take: int = 0
+    draft: bool = False
 
 
 @dataclass(frozen=True)
@@ -249,6 +296,7 @@ class ResultInfo:
     rate: Optional[Fraction] = None  # the delivered rate exactly (fps as a fraction)
     pixel_aspect: float = 1.0
     conform: Dict[str, Any] = field(default_factory=dict)  # the conform report (empty from older servers)
+    take: int = 0  # the take this result is (its OTIO clip lists the others)
 
 
 # ---------------------------------------------------------------------------------------- checks
@@ -374,6 +422,26 @@ def _job(msg: Any) -> JobInfo:
         delivery=delivery_from_message(msg.delivery) if msg.HasField("delivery") else None,
         native_frames=msg.native_frames,
         generation_size=(msg.generation_width, msg.generation_height),
+        adapters=tuple((a.name, a.scale, a.sha256) for a in msg.adapters),
+        takes=tuple(_take(t) for t in msg.takes),
+        approved_take=msg.approved_take if msg.HasField("approved_take") else None,
+        plate_mode=msg.parameters.plate_mode,
+        matte_upload_ids=tuple(msg.matte_upload_ids),
+    )
+
+
+def _take(msg: Any) -> TakeState:
+    return TakeState(
+        index=msg.index,
+        seed=msg.seed,
+        state=_state(msg.state),
+        frames_ready=msg.frames_ready,
+        total_frames=msg.total_frames,
+        approved=msg.approved,
+        approved_by=msg.approved_by,
+        approved_at=msg.approved_at.ToJsonString() if msg.HasField("approved_at") else "",
+        draft_frames_ready=msg.draft_frames_ready,
+        draft_complete=msg.draft_complete,
     )
 
 
@@ -385,15 +453,23 @@ def _update(msg: Any) -> JobUpdate:
         return JobUpdate(state=_state(s.state), message=s.message, queue_position=s.queue_position, **common)
     if kind == "progress":
         p = msg.progress
-        return JobUpdate(step=p.step, total=p.total, eta_s=p.eta_s, **common)
+        return JobUpdate(step=p.step, total=p.total, eta_s=p.eta_s, take=p.take, draft=p.draft, **common)
     if kind == "preview":
         v = msg.preview
         return JobUpdate(
-            step=v.step, preview=v.data, preview_format=v.format, preview_size=(v.width, v.height), **common
+            step=v.step,
+            preview=v.data,
+            preview_format=v.format,
+            preview_size=(v.width, v.height),
+            take=v.take,
+            draft=v.draft,
+            **common,
         )
     if kind == "frames":
         f = msg.frames
-        return JobUpdate(ready=f.ready, total=f.total, segment=f.segment, **common)
+        return JobUpdate(
+            ready=f.ready, total=f.total, segment=f.segment, take=f.take, draft=f.draft, **common
+        )
     return JobUpdate(**common)
 
 
@@ -509,7 +585,8 @@ class TTTClient:
             defaults["guidance_scale"] = d.guidance_scale
         lim = msg.limits
         # every limit the server reports (sizes, counts, input bounds), by its ServerInfo.limits name
-        limits = {field.name: int(getattr(lim, field.name)) for field in lim.DESCRIPTOR.fields}
+        limits = {field.name: getattr(lim, field.name) for field in lim.DESCRIPTOR.fields}
+        limits = {k: v if isinstance(v, float) else int(v) for k, v in limits.items()}
         return ServerInfo(
             address=self.address,
             server_version=msg.server_version,
@@ -533,6 +610,19 @@ class TTTClient:
             default_colourspace=msg.default_colorspace,
             segment_seconds=msg.segment_seconds or SEGMENT_SECONDS,
             delivery_rates=tuple(Fraction(r) for r in msg.delivery_rates),
+            adapters=tuple(
+                AdapterInfo(
+                    name=a.name,
+                    sha256=a.sha256,
+                    kind=a.kind,
+                    trigger=a.trigger,
+                    rank=a.rank,
+                    owner=a.owner,
+                    published=a.published,
+                    description=a.description,
+                )
+                for a in msg.adapters
+            ),
         )
 
     def connect(
@@ -585,6 +675,10 @@ class TTTClient:
         idempotency_key: Optional[str] = None,
         delivery: Optional[Delivery] = None,
         plate_colorspace: str = "",
+        takes: int = 0,
+        adapters: Sequence[Tuple[str, float]] = (),
+        matte_upload_ids: Sequence[str] = (),
+        matte_feather: Optional[float] = None,
     ) -> SubmitResult:
         """Queue a shot. Unset values take the server's defaults. The idempotency key (a new uuid when not
         given) travels with every retry, so a response lost to a dropped connection never makes two jobs.
@@ -596,10 +690,19 @@ class TTTClient:
         plate_upload_ids are in frame order (an id may repeat: a held frame). plate_mode "restyle": one
         plate per output frame (with a delivery: per delivered frame, any size, conformed in by the
         server), strength in (0, 1] required; "continue": the first frames (without a delivery 1 + 4k
-        plates), strength unset. plate_colorspace overrides the plates' own colorInteropID /
-        chromaticities."""
-        if plate_mode not in ("", "restyle", "continue"):
-            raise ValueError(f"plate_mode must be 'restyle' or 'continue', got {plate_mode!r}")
+        plates), strength unset; "element": one plate per output frame as restyle, generated only inside
+        a matte (matte_upload_ids: single-channel EXRs uploaded with upload_plate, one per plate; none:
+        each plate's alpha), returned RGBA with the matte as alpha; matte_feather: its soft edge in
+        output pixels (None: the server's). plate_colorspace overrides the plates' own colorInteropID /
+        chromaticities. takes: how many takes (seeds seed, seed + 1, ...; 0: one)."""
+        if plate_mode not in PLATE_MODES:
+            raise ValueError(f"plate_mode must be one of {PLATE_MODES[1:]}, got {plate_mode!r}")
+        if isinstance(takes, bool) or not isinstance(takes, int) or takes < 0:
+            raise ValueError(f"takes must be an int >= 0 (0: one take), got {takes!r}")
+        if (matte_upload_ids or matte_feather is not None) and plate_mode != "element":
+            raise ValueError(f"mattes belong to plate_mode 'element', not {plate_mode or 'no plates'!r}")
+        if matte_feather is not None and not float(matte_feather) >= 0.0:
+            raise ValueError(f"matte_feather must be >= 0 output pixels, got {matte_feather!r}")
         if strength is not None and not 0.0 < float(strength) <= 1.0:
             raise ValueError(f"strength must be in (0, 1], got {strength!r}")
         if priority not in PRIORITIES:
@@ -612,7 +715,13 @@ class TTTClient:
                 raise ValueError(f"segment {i}: 'text' must be a non-empty string, got {s.get('text')!r}")
         key = idempotency_key or uuid.uuid4().hex
         params = pb.GenerationParameters(
-            height=height, width=width, steps=steps, sampler=sampler, dtype=dtype, preview_every=preview_every
+            height=height,
+            width=width,
+            steps=steps,
+            sampler=sampler,
+            dtype=dtype,
+            preview_every=preview_every,
+            takes=takes,
         )
         if guidance_scale is not None:
             params.guidance_scale = float(guidance_scale)
@@ -622,6 +731,8 @@ class TTTClient:
             params.strength = float(strength)
         if plate_mode:
             params.plate_mode = plate_mode
+        if matte_feather is not None:
+            params.matte_feather = float(matte_feather)
         context = pb.ShotContext(shot_name=shot_name, otio_json=otio_json, request_id=request_id)
         if start_frame is not None:
             context.start_frame = int(start_frame)
@@ -644,6 +755,8 @@ class TTTClient:
             context=context,
             plate_upload_ids=list(plate_upload_ids),
             plate_colorspace=plate_colorspace,
+            adapters=[pb.AdapterRef(name=name, scale=float(scale)) for name, scale in adapters],
+            matte_upload_ids=list(matte_upload_ids),
         )
         if delivery is not None:
             request.delivery.CopyFrom(delivery_message(delivery))
@@ -737,6 +850,7 @@ class TTTClient:
         follow: bool = False,
         on_frame: Optional[Callable[[FrameFile, int], None]] = None,
         chunk_bytes: int = 0,
+        take: int = 0,
     ) -> List[FrameFile]:
         """Write the job's frames into dest_dir under the server's file names; returns every frame held.
 
@@ -744,11 +858,17 @@ class TTTClient:
         place, so a reader never sees half a frame. A manifest (.ttt_fetch_<job>.json) records finished
         frames: start_frame=None resumes after the last frame already on disk (a fetch cut short by a
         crash or a closed host picks up there), and a dropped stream resumes from the next frame index.
-        on_frame(frame, total_frames) is called after each frame lands.
+        on_frame(frame, total_frames) is called after each frame lands. take: which take's frames
+        (0-based); each take keeps a manifest of its own.
         """
+        if isinstance(take, bool) or not isinstance(take, int) or take < 0:
+            raise ValueError(f"take must be an int >= 0, got {take!r}")
         dest = os.fspath(dest_dir)
         os.makedirs(dest, exist_ok=True)
-        manifest_path = os.path.join(dest, _MANIFEST.format(job_id=_safe_id(job_id)))
+        manifest = _MANIFEST.format(job_id=_safe_id(job_id))
+        if take:
+            manifest = manifest.replace(".json", f".take{take}.json")
+        manifest_path = os.path.join(dest, manifest)
         held = _read_manifest(manifest_path, dest)
         next_index = _first_missing(held) if start_frame is None else int(start_frame)
         if next_index < 0:
@@ -757,7 +877,7 @@ class TTTClient:
         while True:
             try:
                 self._fetch_stream(
-                    job_id, dest, next_index, follow, chunk_bytes, held, manifest_path, on_frame
+                    job_id, dest, next_index, follow, chunk_bytes, held, manifest_path, on_frame, take
                 )
                 break
             except grpc.RpcError as exc:
@@ -780,9 +900,10 @@ class TTTClient:
         held: Dict[int, FrameFile],
         manifest_path: str,
         on_frame: Optional[Callable[[FrameFile, int], None]],
+        take: int = 0,
     ) -> None:
         request = pb.FetchFramesRequest(
-            job_id=job_id, start_frame=start, follow=follow, chunk_bytes=chunk_bytes
+            job_id=job_id, start_frame=start, follow=follow, chunk_bytes=chunk_bytes, take=take
         )
         handle = None
         digest = None
@@ -792,6 +913,11 @@ class TTTClient:
                 name = chunk.filename
                 if not _SAFE_NAME.match(name):
                     raise ClientError(f"FetchFrames {job_id}: the server sent an unsafe frame name {name!r}")
+                if chunk.take != take:
+                    raise ClientError(
+                        f"FetchFrames {job_id}: asked for take {take}, the server sent take {chunk.take}'s "
+                        f"frame {name}"
+                    )
                 if chunk.offset == 0:
                     if handle is not None:
                         handle.close()
@@ -862,10 +988,19 @@ class TTTClient:
             if not token or (limit and len(jobs) >= limit):
                 return jobs[: limit or None]
 
-    def result(self, job_id: str) -> ResultInfo:
-        msg = self._unary(
-            f"GetJobResult {job_id}", self._stub.GetJobResult, pb.GetJobResultRequest(job_id=job_id)
-        )
+    def approve_take(self, job_id: str, take: int) -> JobInfo:
+        """Mark take `take` (0-based) of one of the caller's jobs approved; replaces an earlier approval."""
+        if isinstance(take, bool) or not isinstance(take, int) or take < 0:
+            raise ValueError(f"take must be an int >= 0, got {take!r}")
+        request = pb.ApproveTakeRequest(job_id=job_id, take=take)
+        return _job(self._unary(f"ApproveTake {job_id} take {take}", self._stub.ApproveTake, request))
+
+    def result(self, job_id: str, take: Optional[int] = None) -> ResultInfo:
+        """The completed job's result: of take `take` (0-based); None: the approved take, else take 0."""
+        request = pb.GetJobResultRequest(job_id=job_id)
+        if take is not None:
+            request.take = int(take)
+        msg = self._unary(f"GetJobResult {job_id}", self._stub.GetJobResult, request)
         return ResultInfo(
             job_id=msg.job_id,
             otio_json=msg.otio_json,
@@ -877,6 +1012,7 @@ class TTTClient:
             rate=Fraction(msg.rate_num, msg.rate_den or 1) if msg.rate_num else None,
             pixel_aspect=msg.pixel_aspect or 1.0,
             conform=json.loads(msg.conform_json) if msg.conform_json else {},
+            take=msg.take,
         )
 
 

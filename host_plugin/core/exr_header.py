@@ -5,7 +5,8 @@ says (a 416 KB ZIP file can declare 8192 x 8192 and cost 1.45 GB to decode). `re
 the header bytes itself (the layout of the OpenEXR file format: magic, version flags, then attributes
 `name\\0 type\\0 int32 size, value` up to an empty name) with every length checked against the bytes
 present, and `check_plate_header` refuses, before any pixel is decoded: multi-part and deep files, an
-unknown compression, more channels than allowed, subsampled or missing R/G/B, a data window that is
+unknown compression, more channels than allowed, subsampled or missing R/G/B (a single-channel matte
+needs no R/G/B), a data window that is
 inverted, huge or beyond the size limit, and pixels that would take more than a memory budget once
 decoded. Only then does OpenEXR read the file.
 
@@ -209,13 +210,18 @@ def check_plate_header(
         )
     if not header.channels or len(header.channels) > max_channels:
         raise PlateError(
-            f"plate {label!r} has {len(header.channels)} channels; expected 3 to {max_channels} (R, G, B, A, ...)"
+            f"plate {label!r} has {len(header.channels)} channels; expected 3 to {max_channels} (R, G, B, A, ...), "
+            "or 1 for a matte"
         )
     names = [c.name for c in header.channels]
     missing = [c for c in "RGB" if c not in names]
-    if missing:
+    matte = len(names) == 1  # a single-channel matte (an element's coverage), whatever its name
+    if matte and (header.channels[0].x_sampling != 1 or header.channels[0].y_sampling != 1):
+        raise PlateError(f"matte {label!r}: channel {names[0]} is subsampled; only full resolution")
+    if missing and not matte:
         raise PlateError(
-            f"plate {label!r} has channels {names}; expected R, G, B (and optionally A), missing {missing}"
+            f"plate {label!r} has channels {names}; expected R, G, B (and optionally A), or a single "
+            f"channel for a matte; missing {missing}"
         )
     for channel in header.channels:
         if channel.name in ("R", "G", "B", "A") and (channel.x_sampling != 1 or channel.y_sampling != 1):

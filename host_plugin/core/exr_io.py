@@ -208,6 +208,39 @@ def read_exr(path: PathLike, check_finite: bool = False) -> Tuple[np.ndarray, Di
     return pixels, header
 
 
+def read_matte(path: PathLike, check_finite: bool = False) -> Tuple[np.ndarray, Dict[str, Any]]:
+    """Read a matte as float32 (H, W) coverage: the one channel of a single-channel EXR (whatever its
+    name: A, Y, mask, ...) or the A channel of an RGBA file; PlateError when the file has neither."""
+    path = os.fspath(path)
+    _check_exr_file(path)
+    header, channels = _read_header(path)
+    names = header["channel_names"]
+    if len(names) == 1:
+        plane = _read_single(path, names[0]).astype(np.float32)
+    elif "A" in names:
+        plane = _read_pixels(path, header, channels)[:, :, 3]
+    else:
+        raise PlateError(f"matte {path!r} has channels {names}; expected a single channel or an A channel")
+    if check_finite:
+        _check_finite(plane[:, :, None], path, names[0] if len(names) == 1 else "A")
+    return plane, header
+
+
+def _read_single(path: str, name: str) -> np.ndarray:
+    """The one channel of a single-channel EXR as float32 (H, W)."""
+    OpenEXR = _openexr()
+    try:
+        with OpenEXR.File(path, separate_channels=True) as exr:
+            plane = np.array(exr.channels()[name].pixels, copy=True)
+    except Exception as exc:  # noqa: BLE001 - OpenEXR raises RuntimeError for every decode failure
+        raise PlateError(
+            f"matte {path!r} is corrupt or truncated: its pixels cannot be decoded ({exc})"
+        ) from exc
+    if plane.dtype not in (np.float16, np.float32):
+        raise PlateError(f"matte {path!r}: channel {name} holds {plane.dtype} values; expected HALF or FLOAT")
+    return plane
+
+
 def validate_plate(
     source: Union[PathLike, bytes],
     max_width: int = DEFAULT_MAX_SIDE,
@@ -223,7 +256,8 @@ def validate_plate(
     OpenEXR sees the file (exr_header): single part, flat, known compression, at most max_header_bytes,
     a sane data window within max_width x max_height, 3..max_channels channels with full-resolution
     R/G/B, and pixels that take at most max_decode_bytes once decoded. Only then are the pixels decoded:
-    R/G/B float, every pixel finite (no NaN / inf).
+    R/G/B float, every pixel finite (no NaN / inf). A single-channel file is a matte (an element's
+    coverage): its one channel must be float and finite.
     """
     budget = {
         "max_width": max_width,
@@ -319,6 +353,28 @@ def _check_magic(head: bytes, label: str) -> None:
         )
 
 
+def write_matte_exr(path: PathLike, matte: np.ndarray, channel: str = "A") -> str:
+    """Write one single-channel half-float ZIP EXR (an element's matte: 1 inside, 0 outside); returns
+    the path. matte: (H, W) finite values in [0, 1]."""
+    OpenEXR = _openexr()
+    values = np.asarray(matte)
+    if values.ndim != 2 or not np.issubdtype(values.dtype, np.floating):
+        raise ExrWriteError(f"a matte is an (H, W) float array, got {values.dtype} {values.shape}")
+    if not np.all(np.isfinite(values)) or values.min() < 0.0 or values.max() > 1.0:
+        raise ExrWriteError("a matte's values must be finite and within [0, 1]")
+    header: Dict[str, Any] = {"compression": OpenEXR.ZIP_COMPRESSION, "type": OpenEXR.scanlineimage}
+    path = os.fspath(path)
+    OpenEXR.File(header, {channel: values.astype(np.float16)}).write(path)
+    return path
+
+
+def matte_channels(path: PathLike) -> List[str]:
+    """The channel names of an EXR (header only): a matte must have exactly one."""
+    path = os.fspath(path)
+    _check_exr_file(path)
+    return list(_read_header(path)[0]["channel_names"])
+
+
 def _check_exr_file(path: str) -> None:
     if not os.path.exists(path):
         raise PlateError(f"plate {path!r} does not exist")
@@ -396,7 +452,9 @@ def _read_pixels(path: str, header: Dict[str, Any], channels: List[Any]) -> np.n
     return rgba
 
 
-def _check_finite(pixels: np.ndarray, label: str) -> None:
+def _check_finite(pixels: np.ndarray, label: str, *names: str) -> None:
+    """PlateError on a NaN or inf in pixels (H, W, C); names: the C channels' names (default R G B A)."""
+    names = names or ("R", "G", "B", "A")
     bad = ~np.isfinite(pixels)
     if bad.any():
         y, x, c = (int(v) for v in np.argwhere(bad)[0])
@@ -404,7 +462,7 @@ def _check_finite(pixels: np.ndarray, label: str) -> None:
         infs = int(np.isinf(pixels).sum())
         raise PlateError(
             f"plate {label!r} has {nans} NaN and {infs} inf values (first at x={x}, y={y}, channel "
-            f"{'RGBA'[c]}); fix or clamp the plate before sending it"
+            f"{names[c]}); fix or clamp the plate before sending it"
         )
 
 
@@ -432,13 +490,20 @@ def _validate_path(
             f"plate {label!r}: OpenEXR reads {header['width']}x{header['height']}, the header says "
             f"{declared.width}x{declared.height}"
         )
-    pixels = _read_pixels(path, header, channels)
-    _check_finite(pixels, label)
+    if len(channels) == 1:  # a matte
+        plane = _read_single(path, channels[0].name)
+        _check_finite(plane[:, :, None], label, channels[0].name)
+        header["pixel_types"] = {channels[0].name: "HALF" if plane.dtype == np.float16 else "FLOAT"}
+        pixel_types = tuple(header["pixel_types"].values())
+    else:
+        pixels = _read_pixels(path, header, channels)
+        _check_finite(pixels, label)
+        pixel_types = tuple(header["pixel_types"].get(c, "") for c in "RGBA" if c in header["pixel_types"])
     return PlateInfo(
         width=header["width"],
         height=header["height"],
         channels=tuple(header["channel_names"]),
-        pixel_types=tuple(header["pixel_types"].get(c, "") for c in "RGBA" if c in header["pixel_types"]),
+        pixel_types=pixel_types,
         header=header,
     )
 

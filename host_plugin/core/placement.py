@@ -41,6 +41,7 @@ from host_plugin.core.requests import (
     timeline_start_frame,
     ttt_metadata,
 )
+from host_plugin.core.takes import TakeInfo, check_takes
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,8 @@ class ShotResult:
     (where the shot sits on a result timeline); place_generated_shot takes the position from the request.
     media: what the delivered frames are (their EXR headers); its rate must be `rate`. conform: the
     server's conform report (native fps, retime method, generation size, scale, colour spaces).
+    takes: every take of the shot (host_plugin.core.takes) when the job made several; `take` is the one
+    this result is (its directory is that take's folder); the others have the same frame names in theirs.
     """
 
     request_id: str
@@ -144,9 +147,24 @@ class ShotResult:
     metadata: Dict[str, Any] = field(default_factory=dict)
     media: Optional[DeliveredMedia] = None
     conform: Dict[str, Any] = field(default_factory=dict)
+    takes: List[TakeInfo] = field(default_factory=list)
+    take: int = 0
 
     def __post_init__(self) -> None:
         self.rate = snap_rate(self.rate)
+        if self.takes:
+            self.takes = check_takes(self.takes, f"result {self.request_id!r}")
+            if not 0 <= self.take < len(self.takes):
+                raise PlacementError(
+                    f"result {self.request_id!r} is take {self.take}; its takes are 0..{len(self.takes) - 1}"
+                )
+            if directory_url(self.takes[self.take].directory) != directory_url(self.directory):
+                raise PlacementError(
+                    f"result {self.request_id!r} is take {self.take} but its frames are in {self.directory}, "
+                    f"not the take's folder {self.takes[self.take].directory}"
+                )
+        elif self.take != 0:
+            raise PlacementError(f"result {self.request_id!r} is take {self.take} but lists no takes")
         if self.media is not None and self.media.rate != self.rate:
             raise PlacementError(
                 f"result {self.request_id!r}: its frames say {self.media.rate} fps (framesPerSecond) but the "
@@ -168,6 +186,22 @@ class ShotResult:
         """Local file paths of every frame (file:// URLs and plain directories only)."""
         return [file_url_to_path(self.frame_url(f)) for f in self.frame_numbers()]
 
+    def take_frame_paths(self, index: int) -> List[str]:
+        """Local paths of take `index`'s frames (the same names in the take's own folder)."""
+        if not self.takes:
+            if index != 0:
+                raise PlacementError(f"result {self.request_id!r} has one take; asked for take {index}")
+            return self.frame_paths()
+        if not 0 <= index < len(self.takes):
+            raise PlacementError(
+                f"result {self.request_id!r} has takes 0..{len(self.takes) - 1}; asked for {index}"
+            )
+        base = directory_url(self.takes[index].directory)
+        return [
+            file_url_to_path(f"{base}{self.name_prefix}{f:0{self.padding}d}{self.name_suffix}")
+            for f in self.frame_numbers()
+        ]
+
     def to_dict(self) -> Dict[str, Any]:
         return {
             "request_id": self.request_id,
@@ -187,6 +221,8 @@ class ShotResult:
             "metadata": dict(self.metadata),
             "media": None if self.media is None else self.media.to_dict(),
             "conform": dict(self.conform),
+            "takes": [t.to_dict() for t in self.takes],
+            "take": self.take,
         }
 
     @classmethod
@@ -213,6 +249,8 @@ class ShotResult:
             metadata=dict(data.get("metadata") or {}),
             media=None if not data.get("media") else DeliveredMedia.from_dict(data["media"]),
             conform=dict(data.get("conform") or {}),
+            takes=[TakeInfo.from_dict(t) for t in data.get("takes") or []],
+            take=int(data.get("take") or 0),
         )
 
 
@@ -281,6 +319,9 @@ def make_generated_clip(
         "model": result.model,
         "conform": conform_metadata(result),
     }
+    if result.takes:  # the clip is the chosen take; every take is listed to switch to
+        clip.metadata[METADATA_KEY]["take"] = result.take
+        clip.metadata[METADATA_KEY]["takes"] = [t.to_dict() for t in result.takes]
     return clip
 
 

@@ -20,6 +20,15 @@ ceil(D / 3R) segments (a prompt is repeated over them; a 2-s marker at 24 fps is
 server generates at the model's native rate and size and conforms: it returns exactly D frames at R,
 scaled to the format, in the colour space. Delivered frame i sits on record frame
 request.record_start + i; its EXR framesPerSecond is R, the rate the host places it at.
+
+Takes (host_plugin.core.takes): GenerationSettings.takes > 1 asks the server for that many takes (seeds
+seed, seed + 1, ...); every take's frames are fetched into <job folder>/take_NN/ and the host places the
+approved take (else take 0) with the others at hand (`Host.place_takes`). `ApprovalCheck` asks the
+server later which take is approved and switches the host to it (`Host.switch_take`).
+
+Elements (Plates mode "element"): the plates go with a matte (Plates.mattes: single-channel EXRs, one
+per plate, uploaded like plates; none: each plate's alpha); the server generates only inside it and
+returns RGBA with the matte as alpha, which the host composites over the plate (`Host.place_element`).
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+from host_plugin.core.adapters import AdapterChoice, adapters_from_metadata, check_choices
 from host_plugin.core.delivery import FILTERS, FIT_METHODS, RETIME_METHODS, Delivery, Format
 from host_plugin.core.errors import (
     ClientError,
@@ -45,12 +55,14 @@ from host_plugin.core.errors import (
 )
 from host_plugin.core.placement import GENERATED_TRACK_NAME, DeliveredMedia, ShotResult
 from host_plugin.core.requests import ShotRequest
+from host_plugin.core.takes import TakeInfo, take_folder, with_approval
 
 log = logging.getLogger(__name__)
 
 ProgressFn = Callable[[float, str], None]
 _SHOT_NAME = re.compile(r"[^A-Za-z0-9_-]+")
-PLATE_MODES = ("restyle", "continue")
+PLATE_MODES = ("restyle", "continue", "element")
+TAKES_CAPABILITY = "takes"
 DELIVERY_DEFAULTS: Dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Delivery)}
 """Delivery's own defaults (fit "fit", filter "lanczos", retime "flow"): what the panels offer first."""
 PIXEL_ASPECT_TOLERANCE = 1e-3  # a delivered pixelAspectRatio this close to the asked one is that one
@@ -190,6 +202,8 @@ class GenerationSettings:
     preview_every: int = 0
     model: Optional[str] = None
     delivery: DeliverySettings = DeliverySettings()
+    takes: int = 1
+    adapters: Tuple[AdapterChoice, ...] = ()  # every shot's, unless its request names its own
     required_capabilities: Tuple[str, ...] = (
         "storyboard",
         "idempotent_submit",
@@ -201,6 +215,8 @@ class GenerationSettings:
     def __post_init__(self) -> None:
         if not self.output_dir:
             raise ValueError("GenerationSettings.output_dir must be a folder path, got an empty value")
+        if isinstance(self.takes, bool) or not isinstance(self.takes, int) or self.takes < 1:
+            raise ValueError(f"GenerationSettings.takes must be an int >= 1, got {self.takes!r}")
         for name in ("height", "width", "steps", "preview_every", "start_frame"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -208,6 +224,11 @@ class GenerationSettings:
         if self.priority not in ("preview", "final"):
             raise ValueError(
                 f"GenerationSettings.priority must be 'preview' or 'final', got {self.priority!r}"
+            )
+        object.__setattr__(self, "adapters", tuple(self.adapters))
+        if not all(isinstance(a, AdapterChoice) for a in self.adapters):
+            raise ValueError(
+                f"GenerationSettings.adapters must be AdapterChoice values, got {self.adapters!r}"
             )
         if not isinstance(self.delivery, DeliverySettings):
             raise ValueError(
@@ -224,21 +245,38 @@ class Plates:
     (0, 1] (small keeps more of it).
     mode "continue": frames the generated video starts with (e.g. the plate's last frame); the shot
     placed after the plate starts with the first NEW frame, so those frames are not placed again.
+    mode "element": as restyle (one plate per shot frame, a strength), generated only inside a matte:
+    `mattes`, single-channel EXRs one per plate, or none: each plate's alpha. The result is RGBA (the
+    matte as alpha), placed over the plate. matte_feather: the matte's soft edge in output pixels
+    (None: the server's).
     """
 
     paths: Tuple[str, ...]
     mode: str = "restyle"
     strength: Optional[float] = None
+    mattes: Tuple[str, ...] = ()
+    matte_feather: Optional[float] = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", tuple(os.fspath(p) for p in self.paths))
+        object.__setattr__(self, "mattes", tuple(os.fspath(p) for p in self.mattes))
+        if (self.mattes or self.matte_feather is not None) and self.mode != "element":
+            raise ValueError(f"mattes belong to plate mode 'element', not {self.mode!r}")
+        if self.mattes and len(self.mattes) != len(self.paths):
+            raise ValueError(
+                f"an element takes one matte per plate frame; got {len(self.mattes)} mattes for "
+                f"{len(self.paths)} plate frames"
+            )
+        if self.matte_feather is not None and not self.matte_feather >= 0.0:
+            raise ValueError(f"matte_feather must be >= 0 output pixels, got {self.matte_feather!r}")
         if self.mode not in PLATE_MODES:
             raise ValueError(f"plate mode must be one of {PLATE_MODES}, got {self.mode!r}")
         if not self.paths:
             raise ValueError("Plates needs at least one EXR path")
-        if self.mode == "restyle" and (self.strength is None or not 0.0 < self.strength <= 1.0):
+        if self.mode != "continue" and (self.strength is None or not 0.0 < self.strength <= 1.0):
             raise ValueError(
-                "restyling a plate needs a strength in (0, 1] (e.g. 0.6: the share of the denoising redone), "
+                f"{'restyling' if self.mode == 'restyle' else 'an element in'} a plate needs a strength in (0, 1] "
+                "(e.g. 0.6: the share of the denoising redone), "
                 f"got {self.strength!r}"
             )
         if self.mode == "continue" and self.strength not in (None, 1.0):
@@ -311,12 +349,20 @@ def generate_shot(
             code="CAPABILITY",
         )
     shot = shot_name_for(request)
+    _check_takes_wanted(client, request, settings, plates)
     skip = len(plates.paths) if plates is not None and plates.mode == "continue" else 0
     delivery = settings.delivery.for_request(request, extra_frames=skip)
     segments = storyboard_for(request, info, delivery)
+    where = f"request {request.id} ({request.kind} {request.name!r})"
+    adapters = adapters_from_metadata(request.metadata, where) or settings.adapters
+    check_choices(adapters, info, where)
     plate_ids: List[str] = []
+    matte_ids: List[str] = []
     if plates is not None:
+        _check_mattes(request, plates)
         plate_ids = _upload_plates(client, request, plates, report, is_cancelled)
+        if plates.mattes:
+            matte_ids = _upload_mattes(client, request, plates, is_cancelled)
     report(0.02, f"{shot}: submitting")
     submitted = client.submit(
         segments,
@@ -326,7 +372,7 @@ def generate_shot(
         guidance_scale=settings.guidance_scale,
         seed=settings.seed,
         preview_every=settings.preview_every,
-        strength=plates.strength if plates is not None and plates.mode == "restyle" else None,
+        strength=plates.strength if plates is not None and plates.mode != "continue" else None,
         plate_mode=plates.mode if plates is not None else "",
         priority=settings.priority,
         shot_name=shot,
@@ -336,6 +382,10 @@ def generate_shot(
         plate_upload_ids=plate_ids,
         idempotency_key=idempotency_key,
         delivery=delivery,
+        takes=settings.takes if settings.takes > 1 else 0,
+        matte_upload_ids=matte_ids,
+        matte_feather=plates.matte_feather if plates is not None else None,
+        adapters=[(a.name, a.scale) for a in adapters],
     )
     job = submitted.job
     if on_submitted is not None:
@@ -363,32 +413,27 @@ def generate_shot(
             f"{shot}: job {job.job_id} ended {final.state}: {final.message}", code=final.state.upper()
         )
     folder = os.path.join(os.fspath(settings.output_dir), f"{shot}_{job.job_id[:8]}")
-
-    def fetched(frame: Any, total: int) -> None:
-        report(
-            0.9 + 0.1 * (frame.index + 1) / max(total, 1), f"{shot}: fetched frame {frame.index + 1}/{total}"
-        )
-
-    frames = client.fetch_frames(job.job_id, folder, on_frame=fetched)
     expected = [f"{shot}.{settings.start_frame + i:04d}.exr" for i in range(delivery.duration)]
-    names = [os.path.basename(f.path) for f in frames]
-    if names != expected:
-        raise ClientError(
-            f"{shot}: job {job.job_id} gave {len(frames)} frames named {names[:2]}...; expected exactly "
-            f"{delivery.duration} named {expected[:2]}..."
-        )
-    media = delivered_media(frames[0].path, delivery)
-    conform = dict(client.result(job.job_id).conform)
+    takes = _fetch_takes(client, final, folder, expected, shot, report) if settings.takes > 1 else []
+    if takes:
+        chosen = final.approved_take if final.approved_take is not None else 0
+        directory = takes[chosen].directory
+        first_frame = os.path.join(directory, expected[0])
+    else:
+        chosen, directory = 0, os.path.abspath(folder)
+        first_frame = _fetch_take(client, job.job_id, folder, 0, expected, shot, report, 1)[0]
+    media = delivered_media(first_frame, delivery)
+    conform = dict(client.result(job.job_id, take=chosen if takes else None).conform)
     return ShotResult(
         request_id=request.id,
         job_id=job.job_id,
-        directory=os.path.abspath(folder),
+        directory=directory,
         name_prefix=f"{shot}.",
-        frame_count=len(frames) - skip,  # continue: the kept plate frames are not placed again
+        frame_count=len(expected) - skip,  # continue: the kept plate frames are not placed again
         rate=request.rate,
         start_frame=settings.start_frame + skip,
         padding=4,
-        seed=final.seed,
+        seed=takes[chosen].seed if takes else final.seed,
         model=info.model_name,
         storyboard=[] if request.prompt and not request.storyboard else segments,
         prompt=request.prompt,
@@ -402,7 +447,77 @@ def generate_shot(
         },
         media=media,
         conform=conform,
+        takes=takes,
+        take=chosen,
     )
+
+
+def _check_takes_wanted(
+    client: Any, request: ShotRequest, settings: GenerationSettings, plates: Optional[Plates]
+) -> None:
+    """Refuse, before anything is uploaded, takes the server cannot make or the plugin cannot place."""
+    if settings.takes == 1:
+        return
+    info = client.info
+    if TAKES_CAPABILITY not in info.capabilities:
+        raise ServerMismatchError(
+            f"server {client.address} makes one take per job (no {TAKES_CAPABILITY!r} capability); ask for "
+            "takes=1 or upgrade it",
+            code="CAPABILITY",
+        )
+    limit = int(info.limits.get("max_takes") or 0)
+    if limit and settings.takes > limit:
+        raise RequestError(
+            f"request {request.id}: {settings.takes} takes asked; this server makes at most max_takes={limit}"
+        )
+    if plates is not None and plates.mode == "element":
+        raise RequestError(
+            f"request {request.id}: an element is placed over its plate one take at a time; ask for takes=1"
+        )
+
+
+def _fetch_take(
+    client: Any,
+    job_id: str,
+    folder: str,
+    take: int,
+    expected: List[str],
+    shot: str,
+    report: ProgressFn,
+    takes: int,
+) -> List[str]:
+    """Fetch one take's frames into `folder`; ClientError unless they are exactly `expected` by name."""
+
+    def fetched(frame: Any, total: int) -> None:
+        done = (take + (frame.index + 1) / max(total, 1)) / takes
+        report(0.9 + 0.1 * done, f"{shot}: take {take + 1}/{takes}: fetched frame {frame.index + 1}/{total}")
+
+    frames = client.fetch_frames(job_id, folder, on_frame=fetched, take=take)
+    names = [os.path.basename(f.path) for f in frames]
+    if names != expected:
+        raise ClientError(
+            f"{shot}: job {job_id} take {take} gave {len(frames)} frames named {names[:2]}...; expected "
+            f"exactly {len(expected)} named {expected[:2]}..."
+        )
+    return [f.path for f in frames]
+
+
+def _fetch_takes(
+    client: Any, job: Any, folder: str, expected: List[str], shot: str, report: ProgressFn
+) -> List[TakeInfo]:
+    """Every take of a completed job fetched into <folder>/take_NN/, with its seed and approval."""
+    if not job.takes:
+        raise ClientError(f"{shot}: job {job.job_id} was asked for takes but reports none")
+    takes = []
+    for state in sorted(job.takes, key=lambda t: t.index):
+        if state.state != "completed":
+            raise JobFailedError(
+                f"{shot}: job {job.job_id} take {state.index} ended {state.state}", code=state.state.upper()
+            )
+        directory = os.path.abspath(take_folder(folder, state.index))
+        _fetch_take(client, job.job_id, directory, state.index, expected, shot, report, len(job.takes))
+        takes.append(TakeInfo(state.index, state.seed, directory, state.approved, state.approved_by))
+    return takes
 
 
 def delivered_media(path: str, delivery: Delivery) -> DeliveredMedia:
@@ -432,6 +547,32 @@ def delivered_media(path: str, delivery: Delivery) -> DeliveredMedia:
     return media
 
 
+def _check_mattes(request: ShotRequest, plates: Plates) -> None:
+    """Before anything is uploaded: every matte file is a single-channel EXR."""
+    from host_plugin.core.exr_io import matte_channels
+
+    for path in sorted(set(plates.mattes)):
+        channels = matte_channels(path)
+        if len(channels) != 1:
+            raise RequestError(
+                f"request {request.id}: matte {path} has channels {channels}; a matte is one channel "
+                "(e.g. A or Y); leave the mattes out to use the plates' alpha"
+            )
+
+
+def _upload_mattes(
+    client: Any, request: ShotRequest, plates: Plates, is_cancelled: Callable[[], bool]
+) -> List[str]:
+    """Upload each distinct matte file once (single-channel EXRs); the upload ids in frame order."""
+    uploads: Dict[str, Any] = {}  # the plates went first: _upload_plates checked 'plates_element'
+    for path in plates.mattes:
+        if is_cancelled():
+            raise JobCancelled(f"{shot_name_for(request)}: cancelled while uploading mattes")
+        if path not in uploads:
+            uploads[path] = client.upload_plate(path)
+    return [uploads[p].upload_id for p in plates.mattes]
+
+
 def _upload_plates(
     client: Any,
     request: ShotRequest,
@@ -446,9 +587,9 @@ def _upload_plates(
             f"server {client.address} cannot {plates.mode} plates (no {capability!r} capability); upgrade it",
             code="CAPABILITY",
         )
-    if plates.mode == "restyle" and len(plates.paths) != request.duration:
+    if plates.mode != "continue" and len(plates.paths) != request.duration:
         raise RequestError(
-            f"request {request.id}: restyle takes one plate frame per shot frame; got {len(plates.paths)} plate "
+            f"request {request.id}: {plates.mode} takes one plate frame per shot frame; got {len(plates.paths)} plate "
             f"frames for {request.duration} shot frames"
         )
     shot = shot_name_for(request)
@@ -499,9 +640,14 @@ def _describe(event: Any, shot: str) -> Tuple[float, str]:
 
 @dataclass
 class PlacedShot:
+    """What a ShotJob placed: the request, its result (for takes: the take shown and every take) and the
+    paths shown; handle: what the host returned for takes or an element (e.g. Nuke's Switch node name),
+    handed back to Host.switch_take."""
+
     request: ShotRequest
     result: ShotResult
     paths: List[str] = field(default_factory=list)
+    handle: Any = None
 
 
 class ShotJob:
@@ -549,6 +695,11 @@ class ShotJob:
         self.state = "running"
         self._runner.start()
         return self
+
+    @property
+    def client_factory(self) -> Callable[[], Any]:
+        """What makes this job's clients (an ApprovalCheck of its takes asks the same server)."""
+        return self._client_factory
 
     @property
     def job_ids(self) -> List[str]:
@@ -682,6 +833,119 @@ class ShotJob:
                 f"result {result.job_id} has {len(paths)} frames (media {result.media}); request {request.id} "
                 f"needs exactly {request.duration} delivered frames"
             )
-        self.host.place_sequence(paths, request.record_start, self.track_hint, result.media)
-        self.placed.append(PlacedShot(request, result, paths))
+        plates = self.plates.get(request.id)
+        handle = None
+        if result.takes:
+            handle = self.host.place_takes(
+                [result.take_frame_paths(t.index) for t in result.takes],
+                result.take,
+                request.record_start,
+                self.track_hint,
+                result.media,
+            )
+        elif plates is not None and plates.mode == "element":
+            handle = self.host.place_element(
+                paths, request.record_start, request.track_index, result.media, list(plates.mattes)
+            )
+        else:
+            self.host.place_sequence(paths, request.record_start, self.track_hint, result.media)
+        self.placed.append(PlacedShot(request, result, paths, handle))
         log.info("placed %s (%d frames) at %d", result.job_id, len(paths), request.record_start)
+
+
+def approved_result(result: ShotResult, approved: Optional[int], approved_by: str = "") -> ShotResult:
+    """`result` showing the approved take (none approved: take 0), the approval recorded on its takes."""
+    if not result.takes:
+        raise PlacementError(f"shot {result.request_id!r} (job {result.job_id}) was placed with one take")
+    takes = with_approval(result.takes, approved, approved_by)
+    chosen = approved if approved is not None else 0
+    return dataclasses.replace(
+        result, takes=takes, take=chosen, directory=takes[chosen].directory, seed=takes[chosen].seed
+    )
+
+
+def apply_approval(host: Any, placed: PlacedShot, approved: Optional[int], approved_by: str = "") -> bool:
+    """Main thread: show the approved take of a placed shot (none approved: take 0) and record the
+    approval on its result; True when the host switched. PlacementError for a shot placed without takes."""
+    result = approved_result(placed.result, approved, approved_by)
+    switched = result.take != placed.result.take
+    if switched:
+        host.switch_take(placed.handle, result.take)
+    placed.result = result
+    placed.paths = result.frame_paths()
+    return switched
+
+
+class ApprovalCheck:
+    """Ask the server which take of each placed shot is approved (worker thread) and switch the host to
+    it (main thread, `pump` / `wait`). switched lists (request id, take) for every switch made."""
+
+    def __init__(self, host: Any, placed: Sequence[PlacedShot], client_factory: Callable[[], Any]) -> None:
+        from host_plugin.hosts.base import JobRunner
+
+        self.host = host
+        self.placed = [p for p in placed if p.result.takes]
+        self.switched: List[Tuple[str, int]] = []
+        self.error: Optional[BaseException] = None
+        self._client_factory = client_factory
+        self._runner = JobRunner(self._work, name="ttt-approvals")
+
+    def start(self) -> ApprovalCheck:
+        self._runner.start()
+        return self
+
+    def _work(self, context: Any) -> None:
+        client = self._client_factory()
+        try:
+            for i, shot in enumerate(self.placed):
+                job = client.get_job(shot.result.job_id)
+                by = next((t.approved_by for t in job.takes if t.approved), "")
+                context.deliver((i, job.approved_take, by), (i + 1) / len(self.placed))
+        finally:
+            client.close()
+
+    @property
+    def finished(self) -> bool:
+        return self._runner.finished
+
+    def pump(self) -> bool:
+        """Main thread: apply what the worker learned; True while it runs."""
+        for event in self._runner.poll():
+            self._handle(event)
+        return not self._runner.finished
+
+    def start_forwarding(self, interval: float = 0.05) -> threading.Thread:
+        """For hosts without a timer (Nuke): a thread hands every event to host.run_on_main_thread."""
+
+        def forward() -> None:
+            while True:
+                for event in self._runner.poll():
+                    self.host.run_on_main_thread(self._handle, event)
+                if self._runner.finished:
+                    return
+                time.sleep(interval)
+
+        thread = threading.Thread(target=forward, name="ttt-approvals-forward", daemon=True)
+        thread.start()
+        return thread
+
+    def _handle(self, event: Any) -> None:
+        """Main thread: switch a shot to its approved take, or report the check's failure."""
+        from host_plugin.hosts.base import DONE, ERROR
+
+        if event.result is not None and event.kind != DONE:
+            index, approved, by = event.result
+            shot = self.placed[index]
+            if apply_approval(self.host, shot, approved, by):
+                self.switched.append((shot.request.id, shot.result.take))
+        elif event.kind == ERROR:
+            self.error = event.error
+            self.host.report_error(event.message)
+
+    def wait(self, timeout: float = 60.0, interval: float = 0.02) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.pump():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(interval)
+        return True

@@ -109,6 +109,52 @@ class Host(abc.ABC):
         """
 
     @abc.abstractmethod
+    def place_takes(
+        self,
+        takes: List[List[str]],
+        chosen: int,
+        record_frame: int,
+        track_hint: str,
+        media: DeliveredMedia,
+    ) -> Any:
+        """Put every take of a shot on the edit at absolute `record_frame`, showing take `chosen` and keeping
+        the others at hand; returns a handle for switch_take. takes[i] are take i's frame paths (the same
+        names in take folders), all delivered as `media`.
+
+        Nuke: a Read per take (as place_sequence makes it) into a Switch node (nuke.nodes.Switch(),
+          setInput(i, read_i)) whose `which` knob is `chosen`.
+        Resolve: a bin of the media pool (mp.AddSubFolder(mp.GetCurrentFolder(), name); SetCurrentFolder)
+          that every take is imported into (ImportMedia), take 0 appended to the timeline and the others
+          added to its take selector (TimelineItem.AddTake), take chosen + 1 selected (SelectTakeByIndex:
+          1-based).
+        Blender: a strip per take, the chosen one unmuted, the others muted on the channels above it.
+        """
+
+    @abc.abstractmethod
+    def switch_take(self, handle: Any, index: int) -> None:
+        """Show take `index` of what place_takes placed (its handle). Nuke: Switch `which`; Resolve:
+        TimelineItem.SelectTakeByIndex(index + 1); Blender: un-mute that strip, mute the others."""
+
+    @abc.abstractmethod
+    def place_element(
+        self,
+        paths: List[str],
+        record_frame: int,
+        plate_track: int,
+        media: DeliveredMedia,
+        mattes: List[str],
+    ) -> Any:
+        """Composite a generated element (RGBA frames `paths`, the matte as alpha) over its plate at absolute
+        `record_frame`; plate_track: the plate's video track (0 = V1, the request's track_index); mattes: the
+        matte frames sent with it (empty: the plate's alpha). Returns what was made.
+
+        Nuke: Read(plate) and Read(matte) into the plugin's TTT node (a Group: inputs plate and matte, the
+          element's Read inside), then Merge2 (operation over; input 1 = A = the element, input 0 = B = the
+          plate).
+        Blender / Resolve: the element on a track above the plate's, composited by its alpha.
+        """
+
+    @abc.abstractmethod
     def report_progress(self, fraction: float, message: str) -> None:
         """Show progress 0..1 and a status line.
 

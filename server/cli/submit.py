@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from server.cli import add_client_arguments, fail, make_client, rpc_error_text
+from server.cli.adapter import parse_adapter_ref
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +22,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--preview-every", type=int, default=0)
     parser.add_argument("--priority", choices=("preview", "final"), default="final")
+    parser.add_argument(
+        "--takes", type=int, default=0, help="takes of the shot, seeds SEED, SEED + 1, ... (default 1)"
+    )
+    parser.add_argument(
+        "--draft-steps",
+        type=int,
+        default=0,
+        help="--priority preview: steps of the draft made first (default: the server's)",
+    )
     parser.add_argument("--shot-name", default="", help="names the frames: SHOT.1001.exr")
     parser.add_argument("--start-frame", type=int, default=None)
     parser.add_argument("--otio", type=Path, default=None, help="an OTIO file sent as the shot's context")
@@ -40,6 +50,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--strength", type=float, default=None, help="restyle: share of the denoising redone, in (0, 1]"
+    )
+    parser.add_argument(
+        "--adapter",
+        type=parse_adapter_ref,
+        action="append",
+        default=[],
+        metavar="NAME[:SCALE]",
+        help="a LoRA adapter of the server (`ttt-studio adapter list`) at SCALE (default 1.0); repeatable",
     )
     parser.add_argument("--idempotency-key", default=None)
     parser.add_argument("--watch", action="store_true", help="follow the job with a progress bar")
@@ -81,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
                 plate_upload_ids=plates,
                 strength=args.strength,
                 plate_mode=args.plate_mode,
+                adapters=args.adapter,
+                takes=args.takes,
+                draft_steps=args.draft_steps,
             )
         except grpc.RpcError as exc:
             return fail(rpc_error_text(exc))

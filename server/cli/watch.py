@@ -39,13 +39,14 @@ def follow(client: StudioClient, job_id: str, after: int = 0) -> int:
                     bar.unit = "step"
                 bar.n = event.progress.step
                 eta = event.progress.eta_s
-                bar.set_postfix_str(f"sampling, eta {eta:.0f} s" if eta >= 0 else "sampling")
+                run = _run_label(event.progress)
+                bar.set_postfix_str(f"sampling{run}, eta {eta:.0f} s" if eta >= 0 else f"sampling{run}")
             elif kind == "frames":
                 if bar.unit != "frame":
                     bar.reset(total=event.frames.total)
                     bar.unit = "frame"
                 bar.n = event.frames.ready
-                bar.set_postfix_str("decoding")
+                bar.set_postfix_str(f"decoding{_run_label(event.frames)}")
             bar.refresh()
     except grpc.RpcError as exc:
         bar.close()
@@ -53,6 +54,12 @@ def follow(client: StudioClient, job_id: str, after: int = 0) -> int:
     bar.close()
     print(f"{job_id} {state_name(state)}{': ' + message if message else ''}", file=sys.stderr)
     return 0 if state == pb.JOB_STATE_COMPLETED else 1
+
+
+def _run_label(event: object) -> str:
+    """' take 1 draft' for a Progress or FramesReady of take 1's draft; '' for take 0's final."""
+    take, draft = getattr(event, "take", 0), getattr(event, "draft", False)
+    return (f" take {take}" if take else "") + (" draft" if draft else "")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,6 +10,8 @@ It follows the documented Python API call for call, for the calls the plugin mak
   nuke.executeInMainThread(fn, args), nuke.executeInMainThreadWithResult(fn, args)
   nuke.ProgressTask(name).setProgress(int) / setMessage(str) / isCancelled()
   nuke.String_Knob / Password_Knob / File_Knob / Int_Knob / Double_Knob / Enumeration_Knob (name, label[, value|values])
+  Enumeration_Knob.setValues(items); nuke.PyScript_Knob(name, label[, command]) (a button: in a PythonPanel,
+  pressing it calls the panel's knobChanged(knob))
   nukescripts.PythonPanel(title, id).addKnob(knob) / knobs() / showModalDialog()
 Formats and colour (Python Developers Guide "Formats"; Nuke's Project Settings > Color knobs):
   nuke.Format: width() / height() / pixelAspect() / name(); nuke.addFormat("W H [x y r t] PA name")
@@ -19,6 +21,14 @@ Formats and colour (Python Developers Guide "Formats"; Nuke's Project Settings >
   `colorspace` knob takes the colour spaces and roles of the root's OCIO config and raises ValueError for
   another name (the fake knows "nuke-default" and the CG / studio configs, whose names it takes from
   OpenColorIO's own built-in configs, which Nuke 14+ ships as its defaults).
+Takes and elements (Python Developers Guide "Nodes", "Groups"; Nuke's node reference):
+  nuke.nodes.Switch(): knob `which` (the input shown, 0-based); Node.setInput(i, node) / input(i) /
+  inputs() (connected inputs); nuke.toNode(name) (None when no node has that name; "Group1.Read1" reaches
+  into a group); nuke.nodes.Merge2(operation=...): knob `operation` ("over", ...: Merge2's own list,
+  ValueError for another), input 0 = B, input 1 = A, input 2 = mask; Node.setName(name, uncollide=True)
+  (a name in use gets a number: TTT, TTT1, ...); nuke.nodes.Group() with
+  Group.begin() / end() (nodes made between them belong to the group) and Group.nodes();
+  nuke.nodes.Input(name=...) / nuke.nodes.Output() inside a group; the Read knob `raw`.
 Like Nuke, the node graph belongs to the main thread: touching a node or knob from another thread
 raises (real Nuke may crash), and every call is recorded with its thread in CALLS. Test helpers:
 reset(), run_main_loop(until, timeout, tick), MODAL_RESULT, MESSAGES, ProgressTask.cancel_all().
@@ -116,6 +126,20 @@ class Enumeration_Knob(Knob):
         if value not in self._values:
             raise ValueError(f"{value!r} is not one of {self._values}")
         return super().setValue(value)
+
+    def setValues(self, items: list[str]) -> None:
+        """Replace the menu items (Nuke keeps the value when it is still an item, else takes the first)."""
+        _record("Enumeration_Knob.setValues", main_only=True)
+        self._values = [str(i) for i in items]
+        if self._value not in self._values:
+            self._value = self._values[0] if self._values else ""
+
+
+class PyScript_Knob(Knob):
+    """A button; in a PythonPanel, pressing it calls the panel's knobChanged(knob)."""
+
+    def __init__(self, name: str, label: str = "", command: str = "") -> None:
+        super().__init__(name, label, command)
 
 
 # ---------------------------------------------------------------------------------------- formats
@@ -224,7 +248,19 @@ class Colorspace_Knob(Knob):
 
 # ---------------------------------------------------------------------------------------- nodes
 
+MERGE_OPERATIONS = (
+    "atop", "average", "color-burn", "color-dodge", "conjoint-over", "copy", "difference",
+    "disjoint-over", "divide", "exclusion", "from", "geometric", "hard-light", "hypot", "in", "mask",
+    "matte", "max", "min", "minus", "multiply", "out", "over", "overlay", "plus", "screen",
+    "soft-light", "stencil", "under", "xor",
+)  # fmt: skip
+
 _DEFAULT_KNOBS: dict[str, dict[str, Any]] = {
+    "Switch": {"which": 0, "label": ""},
+    "Merge2": {"operation": "over", "mix": 1.0, "label": ""},
+    "Group": {"label": ""},
+    "Input": {"number": 0},
+    "Output": {},
     "Read": {
         "file": "",
         "first": 1,
@@ -259,6 +295,10 @@ class Node:
         self._knobs.setdefault("name", Knob("name", value=f"{cls}{_COUNTS[cls]}"))
         if "colorspace" in self._knobs:
             self._knobs["colorspace"] = Colorspace_Knob("colorspace", value=self._knobs["colorspace"]._value)
+        if cls == "Merge2":
+            operation = Enumeration_Knob("operation", "operation", list(MERGE_OPERATIONS))
+            operation.setValue(self._knobs["operation"]._value)
+            self._knobs["operation"] = operation
         self._inputs: dict[int, Any] = {}
         self._selected = False
         self._xy = (0, 0)
@@ -325,6 +365,23 @@ class Node:
     def input(self, i: int) -> Any:
         return self._inputs.get(i)
 
+    def setName(self, name: str, uncollide: bool = True, updateExpressions: bool = False) -> None:  # noqa: N803
+        """Rename; with uncollide a name in use gets the lowest free number appended (TTT, TTT1, ...)."""
+        _record("Node.setName", main_only=True)
+        scope = _CONTEXT[-1]._children if _CONTEXT else _ALL
+        taken = {n._knobs["name"]._value for n in scope if n is not self}
+        if name in taken:
+            if not uncollide:
+                raise ValueError(f"name {name!r} is already in use")
+            name = next(f"{name}{i}" for i in range(1, len(taken) + 2) if f"{name}{i}" not in taken)
+        self._knobs["name"]._value = name
+
+    def inputs(self) -> int:
+        """How many inputs are connected up to the last one (Nuke: the highest connected input + 1)."""
+        _record("Node.inputs", main_only=True)
+        connected = [i for i, node in self._inputs.items() if node is not None]
+        return max(connected) + 1 if connected else 0
+
     def setSelected(self, selected: bool) -> None:
         _record("Node.setSelected", main_only=True)
         self._selected = bool(selected)
@@ -333,14 +390,45 @@ class Node:
         return self._selected
 
 
+class Group(Node):
+    """A Group node: nodes made between begin() and end() belong to it (Nuke's context)."""
+
+    def __init__(self, cls: str, knobs: dict[str, Any]) -> None:
+        super().__init__(cls, knobs)
+        self._children: list[Node] = []
+
+    def begin(self) -> Group:
+        _record("Group.begin", main_only=True)
+        _CONTEXT.append(self)
+        return self
+
+    def end(self) -> None:
+        _record("Group.end", main_only=True)
+        if not _CONTEXT or _CONTEXT[-1] is not self:
+            raise RuntimeError(f"{self._knobs['name']._value}.end() without its begin()")
+        _CONTEXT.pop()
+
+    def nodes(self) -> list[Node]:
+        _record("Group.nodes", main_only=True)
+        return list(self._children)
+
+
+_CONTEXT: list[Group] = []  # groups entered with begin(); nodes go into the innermost
+
+
 class _Nodes:
-    """nuke.nodes.<Class>(**knobs)."""
+    """nuke.nodes.<Class>(**knobs): made in the current context (the root, or a group after begin())."""
 
     def __getattr__(self, cls: str) -> Callable[..., Node]:
         def make(**knobs: Any) -> Node:
             _record(f"nodes.{cls}", main_only=True)
-            node = Node(cls, knobs)
-            _ALL.append(node)
+            if cls in ("Input", "Output") and not _CONTEXT:
+                raise RuntimeError(f"nuke.nodes.{cls}() belongs inside a group (Group.begin())")
+            node = Group(cls, knobs) if cls == "Group" else Node(cls, knobs)
+            if _CONTEXT:
+                _CONTEXT[-1]._children.append(node)
+            else:
+                _ALL.append(node)
             return node
 
         return make
@@ -390,6 +478,19 @@ def root() -> _Root:
 def allNodes(filter: str | None = None) -> list[Node]:  # noqa: A002 - Nuke's own parameter name
     _record("allNodes", main_only=True)
     return [n for n in _ALL if filter is None or n._class == filter]
+
+
+def toNode(name: str) -> Node | None:
+    """The node of that name in the root ("Group1.Read1" inside a group); None when there is none."""
+    _record("toNode", main_only=True)
+    scope: list[Node] = _ALL
+    node = None
+    for part in name.split("."):
+        node = next((n for n in scope if n._knobs["name"]._value == part), None)
+        if node is None:
+            return None
+        scope = node._children if isinstance(node, Group) else []
+    return node
 
 
 def selectedNode() -> Node:
@@ -544,6 +645,7 @@ def reset() -> None:
     CALLS.clear()
     MESSAGES.clear()
     _ALL.clear()
+    _CONTEXT.clear()
     _MENUS.clear()
     _COUNTS.clear()
     ProgressTask.TASKS.clear()

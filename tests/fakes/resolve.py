@@ -21,7 +21,18 @@ Calls it answers, as documented:
     SetClipProperty(key, value) -> bool: "FPS" (an image sequence comes in at the project's rate),
     "Input Color Space" (colour-managed projects only), "IDT" (ACES projects only), as the Clip
     Attributes dialog allows them; False otherwise
-  fu.UIManager: VGroup / HGroup / Label / LineEdit / CheckBox / Button / ComboBox (AddItem(text),
+  MediaPool (bins): GetRootFolder(), GetCurrentFolder(), SetCurrentFolder(folder) -> bool,
+    AddSubFolder(folder, name) -> Folder (ImportMedia puts its items into the current folder);
+    Folder: GetName(), GetClipList(), GetSubFolderList()
+  TimelineItem takes (the README's take selector): AddTake(mediaPoolItem, startFrame, endFrame) -> bool
+    ("Initializes a take selector for the timeline item if needed": the item's own clip becomes take 1,
+    as the Edit page's Take Selector makes it; the README does not say), GetTakesCount() (0 when not a
+    take selector), GetSelectedTakeIndex() (0 when not), GetTakeByIndex(idx) -> {"startFrame",
+    "endFrame", "mediaPoolItem"}, SelectTakeByIndex(idx) -> bool (1 <= idx <= count); GetMediaPoolItem()
+    gives the selected take's item
+  MediaPoolItem.SetClipProperty("Alpha mode", "None" | "Straight" | "Premultiplied") (Clip Attributes'
+    alpha mode; key and values from community usage, the README does not list them)
+  fu.UIManager: VGroup / HGroup / Label / LineEdit / CheckBox / Button / ComboBox (AddItem(text), Clear(),
     CurrentText, CurrentIndex) / Timer({"ID", "Interval"});
   bmd.UIDispatcher(ui): AddWindow(props, layout) -> window (GetItems(), On.<ID>.Clicked, Show(), Hide()),
     On.Timeout, RunLoop(), ExitLoop()
@@ -86,11 +97,15 @@ class MediaPoolItem:
             "FPS": True,
             "Input Color Space": mode.startswith("davinciYRGBColorManaged"),
             "IDT": mode.startswith("aces"),
+            "Alpha mode": value in ALPHA_MODES,
         }
         if not allowed.get(key, False) or value in ("", None):
             return False
         self.properties[key] = float(value) if key == "FPS" else value
         return True
+
+
+ALPHA_MODES = ("None", "Straight", "Premultiplied")
 
 
 class TimelineItem:
@@ -111,6 +126,8 @@ class TimelineItem:
         )
         self.uid = f"item-{next(_IDS)}"
         self.markers: dict[int, dict[str, Any]] = {}
+        self.takes: list[dict[str, Any]] = []  # the take selector; empty: not one
+        self.selected_take = 0
 
     def GetName(self) -> str:
         _record("TimelineItem.GetName")
@@ -130,7 +147,45 @@ class TimelineItem:
 
     def GetMediaPoolItem(self) -> MediaPoolItem | None:
         _record("TimelineItem.GetMediaPoolItem")
-        return self.media
+        return self.takes[self.selected_take - 1]["mediaPoolItem"] if self.takes else self.media
+
+    def AddTake(
+        self, media: MediaPoolItem, start_frame: int | None = None, end_frame: int | None = None
+    ) -> bool:
+        _record("TimelineItem.AddTake")
+        if not isinstance(media, MediaPoolItem):
+            return False
+        start = 0 if start_frame is None else int(start_frame)
+        end = media.last - media.first if end_frame is None else int(end_frame)
+        if end < start or end > media.last - media.first:
+            return False
+        if not self.takes:  # a new take selector: the item's own clip is take 1, selected
+            own_end = self.source_start + self.duration - 1
+            self.takes.append(
+                {"startFrame": self.source_start, "endFrame": own_end, "mediaPoolItem": self.media}
+            )
+            self.selected_take = 1
+        self.takes.append({"startFrame": start, "endFrame": end, "mediaPoolItem": media})
+        return True
+
+    def GetTakesCount(self) -> int:
+        _record("TimelineItem.GetTakesCount")
+        return len(self.takes)
+
+    def GetSelectedTakeIndex(self) -> int:
+        _record("TimelineItem.GetSelectedTakeIndex")
+        return self.selected_take
+
+    def GetTakeByIndex(self, idx: int) -> dict[str, Any] | None:
+        _record("TimelineItem.GetTakeByIndex")
+        return dict(self.takes[idx - 1]) if 1 <= idx <= len(self.takes) else None
+
+    def SelectTakeByIndex(self, idx: int) -> bool:
+        _record("TimelineItem.SelectTakeByIndex")
+        if not 1 <= idx <= len(self.takes):
+            return False
+        self.selected_take = idx
+        return True
 
     def GetUniqueId(self) -> str:
         _record("TimelineItem.GetUniqueId")
@@ -288,11 +343,55 @@ class Timeline:
         return item
 
 
+class Folder:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.clips: list[MediaPoolItem] = []
+        self.subfolders: list[Folder] = []
+
+    def GetName(self) -> str:
+        _record("Folder.GetName")
+        return self.name
+
+    def GetClipList(self) -> list[MediaPoolItem]:
+        _record("Folder.GetClipList")
+        return list(self.clips)
+
+    def GetSubFolderList(self) -> list[Folder]:
+        _record("Folder.GetSubFolderList")
+        return list(self.subfolders)
+
+
 class MediaPool:
     def __init__(self, project: Project) -> None:
         self.project = project
+        self.root = Folder("Master")
+        self.current = self.root
         self.items: list[MediaPoolItem] = []
         self.appended: list[dict[str, Any]] = []  # every clipInfo given to AppendToTimeline
+
+    def GetRootFolder(self) -> Folder:
+        _record("MediaPool.GetRootFolder")
+        return self.root
+
+    def GetCurrentFolder(self) -> Folder:
+        _record("MediaPool.GetCurrentFolder")
+        return self.current
+
+    def SetCurrentFolder(self, folder: Folder) -> bool:
+        _record("MediaPool.SetCurrentFolder")
+        if not isinstance(folder, Folder):
+            return False
+        self.current = folder
+        return True
+
+    def AddSubFolder(self, folder: Folder, name: str) -> Folder | None:
+        _record("MediaPool.AddSubFolder")
+        if not isinstance(folder, Folder) or not name:
+            return None
+        sub = Folder(name)
+        folder.subfolders.append(sub)
+        return sub
 
     def ImportMedia(self, items: list[Any]) -> list[MediaPoolItem]:
         _record("MediaPool.ImportMedia")
@@ -310,6 +409,7 @@ class MediaPool:
                 return []
             item = MediaPoolItem(pattern, first, last, self.project)
             self.items.append(item)
+            self.current.clips.append(item)
             imported.append(item)
         return imported
 
@@ -448,6 +548,11 @@ class ComboBox(Widget):
         self.choices.append(text)
         if len(self.choices) == 1:
             self.props["CurrentIndex"] = 0
+
+    def Clear(self) -> None:
+        _record("ComboBox.Clear")
+        self.choices.clear()
+        self.props["CurrentIndex"] = -1
 
     def __getattr__(self, name: str) -> Any:
         if name == "CurrentText":

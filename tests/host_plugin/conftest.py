@@ -45,3 +45,17 @@ def client(hp_server: ServerProcess) -> Iterator[Any]:
     with TTTClient(hp_server.address, token=TOKEN, retries=3, retry_delay_s=0.05) as c:
         c.connect()
         yield c
+
+
+@pytest.fixture(scope="session")
+def hp_adapter(hp_default_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A random LoRA of the shipped default model uploaded to hp_default_server for alice; its name."""
+    from server.client import StudioClient
+    from tests.adapter_helpers import random_lora
+    from ttt_engine.default_model import default_model_dir
+    from ttt_engine.models.loading import load_video_dit
+
+    transformer = load_video_dit(default_model_dir() / "transformer")
+    path = random_lora(transformer, tmp_path_factory.mktemp("hp_adapter") / "hp_look", seed=5)
+    with StudioClient(hp_default_server.address, token=TOKEN) as client:
+        return client.upload_adapter(path).name

@@ -206,3 +206,80 @@ class DropProxy:
         self._closed = True
         self._listener.close()
         self.drop_all()
+
+
+def delivered_takes(
+    folder: Path,
+    takes: int = 3,
+    frames: int = 4,
+    size: tuple[int, int] = (8, 8),
+    rate: Any = 24,
+    colorspace: str = "lin_ap1_scene",
+    shot: str = "sh010",
+    start: int = 1001,
+) -> list[list[str]]:
+    """Takes as the plugin fetches them: <folder>/take_01/sh010.1001.exr ..., each take its own grey
+    (0.1, 0.2, ...), framesPerSecond and colorInteropID set as the server delivers them."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from host_plugin.core.exr_io import write_sequence
+    from host_plugin.core.takes import take_folder
+
+    width, height = size
+    return [
+        write_sequence(
+            take_folder(str(folder), index),
+            f"{shot}.",
+            (np.full((height, width, 4), 0.1 * (index + 1), np.float32) for _ in range(frames)),
+            start=start,
+            colour_interop_id=colorspace,
+            frames_per_second=Fraction(rate),
+        )
+        for index in range(takes)
+    ]
+
+
+def delivered_element(
+    folder: Path,
+    frames: int = 4,
+    size: tuple[int, int] = (8, 8),
+    rate: Any = 24,
+    colorspace: str = "lin_ap1_scene",
+    shot: str = "sh010",
+    start: int = 1001,
+) -> tuple[list[str], list[str], list[str]]:
+    """(plate, matte, element) frames: a grey plate, a single-channel matte whose left half is 1 and an
+    RGBA element that is red where the matte is (premultiplied: RGB = colour x alpha)."""
+    from fractions import Fraction
+
+    import numpy as np
+
+    from host_plugin.core.exr_io import write_matte_exr, write_sequence
+
+    width, height = size
+    matte = np.zeros((height, width), np.float32)
+    matte[:, : width // 2] = 1.0
+    element = np.zeros((height, width, 4), np.float32)
+    element[..., 0], element[..., 3] = matte, matte
+    fps = Fraction(rate)
+    plate = write_sequence(
+        folder / "plate",
+        "plate.",
+        (np.full((height, width, 4), 0.18, np.float32) for _ in range(frames)),
+        start=start,
+        colour_interop_id=colorspace,
+        frames_per_second=fps,
+    )
+    (folder / "matte").mkdir(parents=True, exist_ok=True)
+    mattes = [write_matte_exr(folder / "matte" / f"matte.{start + i:04d}.exr", matte) for i in range(frames)]
+    generated = write_sequence(
+        folder / "element",
+        f"{shot}.",
+        (element for _ in range(frames)),
+        start=start,
+        colour_interop_id=colorspace,
+        frames_per_second=fps,
+    )
+    return plate, mattes, generated

@@ -239,3 +239,24 @@ def test_the_panel_offers_delivery_defaults_and_names_the_colour_space() -> None
         assert ui.colour_label(props) == "Arrives in ACEScg (lin_ap1_scene)"
     finally:
         blender.unregister()
+
+
+def test_the_panel_lists_the_servers_adapters_and_generates_with_one(
+    addon: Any, hp_default_server: Any, hp_adapter: str
+) -> None:
+    scene, a, b = _edit()
+    props = scene.ttt_studio
+    assert bpy.ops.ttt_studio.list_adapters() == {"FINISHED"}
+    assert [item.name for item in props.adapters] == [hp_adapter]
+    props.adapter, props.adapter_strength = hp_adapter, 0.25
+    a.select = b.select = True
+    before = {j.job_id for j in job_states(hp_default_server.address)}
+    assert bpy.ops.ttt_studio.generate() == {"FINISHED"}
+    _pump(addon.ui)
+    assert len(_image_strips(scene)) == 1 and "error" not in props.status.lower(), props.status
+    (job,) = [j for j in job_states(hp_default_server.address) if j.job_id not in before]
+    assert job.state == "completed" and [(n, s) for n, s, _ in job.adapters] == [(hp_adapter, 0.25)]
+    props.token = "ttt.nosuch.secret-0123456789abcdef"
+    with pytest.raises(RuntimeError, match="cannot list the server's adapters"):
+        bpy.ops.ttt_studio.list_adapters()
+    assert [item.name for item in props.adapters] == [hp_adapter], "a failed listing must keep the list"

@@ -63,6 +63,16 @@ class FileHost(Host):
     ) -> None:
         self.placed.append((paths, record_frame, track_hint, media))
 
+    def place_takes(self, takes, chosen: int, record_frame: int, track_hint: str, media: DeliveredMedia):
+        self.placed.append((takes[chosen], record_frame, track_hint, media))
+        return list(takes)
+
+    def switch_take(self, handle, index: int) -> None:
+        self.placed[-1] = (handle[index], *self.placed[-1][1:])
+
+    def place_element(self, paths, record_frame: int, plate_track: int, media: DeliveredMedia, mattes):
+        self.placed.append((paths, record_frame, f"above track {plate_track}", media))
+
     def report_progress(self, fraction: float, message: str) -> None:
         self.progress.append((fraction, message))
 

@@ -133,7 +133,11 @@ def test_continue_keeps_the_plate_segment_and_generates_the_rest(
         ("strength", 1.5, r"got 1.5"),
         ("strength", float("nan"), r"got nan"),
         ("strength", True, r"got True"),
-        ("plate_mode", "extend", r"plate_mode: expected one of \('restyle', 'continue'\), got 'extend'"),
+        (
+            "plate_mode",
+            "extend",
+            r"plate_mode: expected one of \('restyle', 'continue', 'element'\), got 'extend'",
+        ),
     ],
 )
 def test_bad_strength_and_mode_name_the_value(field: str, value: object, needle: str) -> None:

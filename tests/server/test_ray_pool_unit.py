@@ -7,27 +7,48 @@ import argparse
 import hashlib
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from server.config import RayPoolConfig, ServerConfig
 from server.frames import FrameStore
-from server.jobs import EventKind, FrameRecord, JobState
+from server.jobs import EventKind, FrameRecord, JobRecord, JobSpec, JobState, Priority, TakeRecord
 from server.main import add_serve_arguments, config_from_args
 from server.metrics import Metrics
 from server.queue import JobQueue
 from server.ray_pool import PoolCancels, WorkerPool, read_pool_target, write_pool_target
-from server.ray_worker import MetricsRelay, RelayStore
+from server.ray_worker import AdapterFiles, MetricsRelay, RelayStore, ShippedAdapters
 from server.store import Store
 
 
-def _record(frames: FrameStore, job_id: str, index: int, data: bytes) -> FrameRecord:
-    relpath = frames.frame_relpath(job_id, index)
+def _record(
+    frames: FrameStore, job_id: str, index: int, data: bytes, take: int = 0, draft: bool = False
+) -> FrameRecord:
+    relpath = frames.frame_relpath(job_id, index, take, draft)
     sha = hashlib.sha256(data).hexdigest()
     return FrameRecord(
-        job_id, index, 1001 + index, 0, f"s.{1001 + index}.exr", relpath, len(data), sha, time.time()
+        job_id,
+        index,
+        1001 + index,
+        0,
+        f"s.{1001 + index}.exr",
+        relpath,
+        len(data),
+        sha,
+        time.time(),
+        take=take,
+        draft=draft,
     )
+
+
+def _job(job_id: str) -> JobRecord:
+    """A two-take job with drafts, as the store hands it to the pool."""
+    spec = JobSpec(storyboard=[], params={"seed": 3}, shot_name="s", takes=2, draft_steps=1)
+    takes = tuple(TakeRecord(index=i, seed=3 + i, state=JobState.QUEUED, draft_steps=1) for i in range(2))
+    now = time.time()
+    return JobRecord(job_id, "alice", JobState.SAMPLING, Priority.PREVIEW, spec, now, now, takes=takes)
 
 
 @pytest.fixture()
@@ -46,23 +67,50 @@ def test_relay_sends_files_before_the_message_that_follows_them_and_each_frame_o
     job_id = uuid.uuid4().hex
     sent: list[tuple] = []
     relay = RelayStore(frames)
-    relay.begin(job_id, [], sent.append)
+    relay.begin(_job(job_id), [], sent.append)
     relay.add_event(job_id, EventKind.PROGRESS, {"step": 1})
-    frames.job_dir(job_id).mkdir(parents=True)  # as the actor unpacks a job
-    (frames.job_dir(job_id) / "latents.safetensors").write_bytes(b"latents")
-    (frames.job_dir(job_id) / "latents.safetensors.tmp").write_bytes(b"partial")
-    relay.set_state(job_id, JobState.DECODING, "decoding")
-    path = frames.path_of(frames.frame_relpath(job_id, 0))
+    run_dir = frames.run_dir(job_id, 1, True)  # take 1's draft
+    run_dir.mkdir(parents=True)  # as the actor unpacks a job
+    (run_dir / "latents.safetensors").write_bytes(b"latents")
+    (run_dir / "latents.safetensors.tmp").write_bytes(b"partial")
+    relay.set_take_state(job_id, 1, JobState.DECODING)
+    path = frames.path_of(frames.frame_relpath(job_id, 0, 1, True))
     path.parent.mkdir()
     path.write_bytes(b"exr")
-    record = _record(frames, job_id, 0, b"exr")
+    record = _record(frames, job_id, 0, b"exr", take=1, draft=True)
     relay.add_frame(record)
-    assert [m[0] for m in sent] == ["event", "file", "state", "frame"]
-    assert sent[1][1] == ("latents.safetensors", b"latents"), "a partial (.tmp) file never travels"
+    relay.set_draft_complete(job_id, 1)
+    assert [m[0] for m in sent] == ["event", "file", "take_state", "frame", "draft_complete"]
+    assert sent[1][1] == ("take1/draft/latents.safetensors", b"latents"), "a partial (.tmp) never travels"
+    assert sent[2][1] == (1, "decoding") and sent[4][1] == (1,)
     assert sent[3][1] == (record, b"exr") and not path.exists(), "the front end's copy is the one kept"
-    assert relay.frame_indices(job_id) == {0} and relay.frames(job_id) == [record]
+    assert relay.frame_indices(job_id, 1, True) == {0} and relay.frames(job_id, take=1, draft=True) == [
+        record
+    ]
+    assert relay.frame_indices(job_id) == set(), "take 0's final has no frame"
+    take = relay.get_job(job_id).takes[1]  # what the result OTIO the worker builds reads
+    assert (take.draft_frames_ready, take.draft_complete, take.state) == (1, True, JobState.QUEUED)
     with pytest.raises(RuntimeError, match="the relay runs job"):
         relay.log_work(uuid.uuid4().hex, "sample")
+
+
+def test_an_actor_loads_only_adapters_whose_bytes_match_the_jobs_sha256(tmp_path: Path) -> None:
+    from tests.adapter_helpers import random_lora
+    from ttt_engine.pipeline import VideoPipeline
+
+    weights = random_lora(
+        VideoPipeline.tiny_random(seed=0).transformer, tmp_path / "warm", seed=1
+    ).read_bytes()
+    sha = hashlib.sha256(weights).hexdigest()
+    shipped = ShippedAdapters(tmp_path / "actor")
+    shipped.receive([AdapterFiles("warm", sha, weights)])
+    assert str(shipped.load("warm", sha).sha256) == sha
+    with pytest.raises(FileNotFoundError, match="did not come with the job"):
+        shipped.load("cool", "0" * 64)
+    with pytest.raises(ValueError, match=f"arrived with sha256 .* the job recorded {'0' * 64}"):
+        shipped.receive([AdapterFiles("warm", "0" * 64, weights)])
+    with pytest.raises(FileNotFoundError):  # the previous job's adapters are gone
+        shipped.load("warm", sha)
 
 
 def test_metrics_relay_carries_labels_and_values() -> None:
@@ -88,8 +136,17 @@ def test_front_end_stores_a_frame_only_as_the_worker_wrote_it(pool: WorkerPool) 
     elsewhere = _record(pool.frames, uuid.uuid4().hex, 2, b"x")
     with pytest.raises(ValueError, match="expected jobs/"):
         pool._apply(job_id, ("frame", (elsewhere, b"x")))
-    with pytest.raises(ValueError, match="plain file name"):
-        pool._apply(job_id, ("file", ("../studio.sqlite3", b"x")))
+    draft = _record(pool.frames, job_id, 0, b"draft", take=1, draft=True)
+    pool._apply(job_id, ("frame", (draft, b"draft")))
+    assert pool.frames.path_of(draft.relpath).read_bytes() == b"draft"
+    assert pool.store.frame_indices(job_id, 1, True) == {0}
+    with pytest.raises(ValueError, match="expected jobs/"):  # a draft frame claiming take 0's final path
+        pool._apply(job_id, ("frame", (replace(draft, relpath=good.relpath), b"draft")))
+    pool._apply(job_id, ("file", ("take1/draft/conform.json", b"{}")))
+    assert (pool.frames.run_dir(job_id, 1, True) / "conform.json").read_bytes() == b"{}"
+    for name in ("../studio.sqlite3", "take1/../../x", "take1/other/conform.json"):
+        with pytest.raises(ValueError, match="expected a run's plain file"):
+            pool._apply(job_id, ("file", (name, b"x")))
     with pytest.raises(ValueError, match="unknown metric update gpu_memory.set"):
         pool._apply(job_id, ("metric", ("gpu_memory", {}, "set", 1.0)))
     with pytest.raises(ValueError, match="unknown message kind 'exec'"):

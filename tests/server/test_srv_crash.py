@@ -103,3 +103,63 @@ def test_kill9_during_sampling_samples_again_and_completes(tmp_path: Path, token
         assert second.terminate() == 0
     finally:
         second.kill9()
+
+
+def _take_frames(data_dir: Path, job_id: str) -> dict[tuple[int, int], tuple]:
+    """(take, index) -> (created, sha256, file mtime) of a job's final frames."""
+    with _db(data_dir) as db:
+        rows = db.execute(
+            "SELECT take, frame_index, created, sha256, relpath FROM frames WHERE job_id = ? AND draft = 0",
+            (job_id,),
+        ).fetchall()
+    return {(t, i): (created, sha, os.stat(data_dir / rel).st_mtime_ns) for t, i, created, sha, rel in rows}
+
+
+def test_kill9_during_the_second_take_keeps_the_first_and_resumes_the_second(
+    tmp_path: Path, token_file: Path
+) -> None:
+    data = tmp_path / "data"
+    first = ServerProcess(data, token_file, "--debug-segment-delay", "3").start()
+    try:
+        with StudioClient(first.address, token=TOKENS["alice"]) as client:
+            job_id = client.submit(STORYBOARD_2, **SMALL, takes=2).job_id
+            for event in client.watch(job_id):
+                if event.WhichOneof("kind") == "frames" and (event.frames.take, event.frames.segment) == (
+                    1,
+                    0,
+                ):
+                    break
+        first.kill9()
+    finally:
+        first.kill9()
+    before = _take_frames(data, job_id)
+    assert sorted(before) == [(0, i) for i in range(17)] + [(1, i) for i in range(9)]
+
+    second = ServerProcess(data, token_file).start()
+    try:
+        with StudioClient(second.address, token=TOKENS["alice"]) as client:
+            job = client.wait(job_id)
+            assert job.state == pb.JOB_STATE_COMPLETED, job.message
+            assert [(t.seed, t.frames_ready) for t in job.takes] == [
+                (SMALL["seed"], 17),
+                (SMALL["seed"] + 1, 17),
+            ]
+        after = _take_frames(data, job_id)
+        assert len(after) == 34
+        for key, facts in before.items():
+            assert after[key] == facts, f"take {key[0]} frame {key[1]} was regenerated"
+        with _db(data) as db:
+            log = db.execute(
+                "SELECT kind, segment, take, pid FROM work_log WHERE job_id = ? ORDER BY id", (job_id,)
+            ).fetchall()
+        assert log == [
+            ("sample", None, 0, first.pid),
+            ("decode", 0, 0, first.pid),
+            ("decode", 1, 0, first.pid),
+            ("sample", None, 1, first.pid),
+            ("decode", 0, 1, first.pid),
+            ("decode", 1, 1, second.pid),
+        ], "each take sampled once, each segment of each take decoded once"
+        assert second.terminate() == 0
+    finally:
+        second.kill9()

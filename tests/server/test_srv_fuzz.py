@@ -90,6 +90,7 @@ def target(tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterat
         token_file,
         *("--max-height", "32", "--max-width", "32", "--max-steps", "2", "--max-segments", "2"),
         *("--max-queued-per-caller", "2", "--max-upload-bytes", str(64 * 1024)),
+        *("--max-adapter-bytes", str(64 * 1024)),
     ).start()
     plate = exr_bytes(tmp, np.full((16, 16, 4), 0.5, np.float32))
     with (
@@ -172,3 +173,45 @@ def test_arbitrary_upload_streams_get_an_answer(target: Target) -> None:
 
     check()
     assert target.calls["UploadPlate"] >= EXAMPLES, target.calls
+
+
+@st.composite
+def _adapter_stream(draw: Any, adapter: bytes) -> list[pb.UploadAdapterChunk]:
+    """A real adapter file (whole or cut, with bytes flipped) in numbered chunks, with an arbitrary header."""
+    data = bytearray(adapter)
+    for _ in range(draw(st.integers(0, 4))):
+        data[draw(st.integers(0, len(data) - 1))] = draw(st.integers(0, 255))
+    data = bytes(data[: draw(st.integers(0, len(data)))])
+    size = draw(st.integers(1, 4096))
+    header = draw(messages(pb.AdapterHeader.DESCRIPTOR))
+    if draw(st.booleans()):
+        header.total_bytes = len(data)
+    if draw(st.booleans()):
+        header.name = draw(st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True))
+    chunks = [
+        pb.UploadAdapterChunk(sequence=i, data=data[o : o + size])
+        for i, o in enumerate(range(0, len(data), size))
+    ]
+    if chunks:
+        chunks[0].header.CopyFrom(header)
+    return chunks
+
+
+@pytest.mark.slow
+def test_arbitrary_adapter_uploads_get_an_answer(target: Target, tmp_path: Path) -> None:
+    from tests.adapter_helpers import random_lora
+    from ttt_engine.pipeline import VideoPipeline
+
+    adapter = random_lora(
+        VideoPipeline.tiny_random(seed=0).transformer, tmp_path / "look", seed=1
+    ).read_bytes()
+    chunk = messages(pb.UploadAdapterChunk.DESCRIPTOR, target.pool)
+
+    @FUZZ
+    @given(chunks=st.one_of(st.lists(chunk, max_size=4), _adapter_stream(adapter)))
+    def check(chunks: list[pb.UploadAdapterChunk]) -> None:
+        target.call("UploadAdapter", chunks)
+
+    check()
+    assert target.calls["UploadAdapter"] >= EXAMPLES, target.calls
+    assert target.client.info().limits.max_adapter_bytes == 64 * 1024  # the serve flag reached the server

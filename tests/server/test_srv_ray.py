@@ -3,7 +3,8 @@ CPU per node) with real front-end processes: jobs spread over two workers and th
 worker killed mid-job is replaced and its job finishes once with the frames stored before the kill kept
 and the same pixels as a job nobody killed; the front end killed (kill -9) and restarted loses no job; a
 job that kills its worker is failed after max_worker_deaths and the pool stays healthy; a front end
-stopped with SIGTERM requeues the running job, which resumes on the next start."""
+stopped with SIGTERM requeues the running job, which resumes on the next start; a preview job of two takes
+with drafts, an adapter and an element inside mattes makes the same pixels as the in-process server."""
 
 from __future__ import annotations
 
@@ -16,12 +17,16 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
-from srv_helpers import MINIMAL, ROOT, STORYBOARD_2, TOKENS, ServerProcess, wait_for
+from srv_helpers import MINIMAL, ROOT, STORYBOARD, STORYBOARD_2, TOKENS, ServerProcess, wait_for
+from test_srv_element import disc, exr, plate_rgba
 
 from protos.ttt_studio.v1 import ttt_studio_pb2 as pb
 from server.client import StudioClient
 from server.ray_worker import TEST_CRASH_ENV
+from tests.adapter_helpers import random_lora
+from ttt_engine.adapters.record import ATTRIBUTE as ADAPTERS_ATTRIBUTE
 from ttt_engine.cli import main as ttt_studio
 
 pytestmark = pytest.mark.slow
@@ -61,20 +66,33 @@ def _front_end(data: Path, token_file: Path, address: str, *extra: str) -> Serve
 class FrontEnd:
     """The module's front end, restartable on its data dir (the kill -9 test replaces `server`)."""
 
-    def __init__(self, data: Path, token_file: Path, address: str) -> None:
+    def __init__(self, data: Path, token_file: Path, address: str, adapters: Path) -> None:
         self.args = (data, token_file, address, "--ray-workers", "1", "--debug-segment-delay", "1.5")
-        self.server = _front_end(*self.args)
+        self.server = _front_end(*self.args, "--adapters", str(adapters))
+        self.adapters = adapters
 
     def restart(self) -> ServerProcess:
-        self.server = _front_end(*self.args)
+        self.server = _front_end(*self.args, "--adapters", str(self.adapters))
         return self.server
 
 
 @pytest.fixture(scope="module")
-def front(ray_cluster: str, tmp_path_factory: pytest.TempPathFactory, token_file: Path) -> Iterator[FrontEnd]:
+def adapters_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The published adapters folder: "warm", a random LoRA folder of the tiny model."""
+    from ttt_engine.pipeline import VideoPipeline
+
+    folder = tmp_path_factory.mktemp("adapters")
+    random_lora(VideoPipeline.tiny_random(seed=0).transformer, folder / "warm", seed=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def front(
+    ray_cluster: str, tmp_path_factory: pytest.TempPathFactory, token_file: Path, adapters_dir: Path
+) -> Iterator[FrontEnd]:
     """A front end starting with one worker; workers pause 1.5 s after each decoded segment (so a kill
     lands mid-job)."""
-    front = FrontEnd(tmp_path_factory.mktemp("ray") / "data", token_file, ray_cluster)
+    front = FrontEnd(tmp_path_factory.mktemp("ray") / "data", token_file, ray_cluster, adapters_dir)
     yield front
     code = front.server.terminate()
     assert code == 0, front.server.log_text()[-3000:]
@@ -272,3 +290,87 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+
+
+def _submit_everything(client: StudioClient, tmp: Path) -> str:
+    """A preview job of two takes, each with a draft, the adapter "warm", and an element inside mattes
+    (its plates and single-channel mattes uploaded by this client)."""
+    plates, mattes = [], []
+    for i in range(9):  # one segment of the tiny model, at its native 32 x 32
+        rgba = plate_rgba(i).astype(np.float32)
+        plates.append(
+            client.upload_plate(exr(tmp / f"p{i}.exr", {c: rgba[..., k] for k, c in enumerate("RGB")}))
+        )
+        mattes.append(client.upload_plate(exr(tmp / f"m{i}.exr", {"A": disc()})))
+    return client.submit(
+        STORYBOARD,
+        steps=2,
+        guidance_scale=1.0,
+        seed=21,
+        preview_every=1,
+        strength=1.0,
+        priority="preview",
+        takes=2,
+        draft_steps=1,
+        adapters=[("warm", 1.0)],
+        plate_upload_ids=[p.upload_id for p in plates],
+        plate_mode="element",
+        matte_upload_ids=[m.upload_id for m in mattes],
+        matte_feather=1.5,
+    ).job_id
+
+
+def _fetched(client: StudioClient, job_id: str, out: Path) -> dict[tuple[int, bool], list]:
+    """Every take's draft and final frames: (take, draft) -> [(pixels, header)]."""
+    from host_plugin.core.exr_io import read_exr
+
+    job = client.wait(job_id)
+    assert job.state == pb.JOB_STATE_COMPLETED, job.message
+    return {
+        (take, draft): [
+            read_exr(p, check_finite=True)
+            for p in sorted(client.fetch(job_id, out / f"{take}{draft}", take=take, draft=draft))
+        ]
+        for take in range(2)
+        for draft in (False, True)
+    }
+
+
+def test_takes_drafts_an_adapter_and_an_element_make_the_in_process_servers_pixels(
+    front: FrontEnd, token_file: Path, adapters_dir: Path, tmp_path: Path
+) -> None:
+    ray_front = front.server
+    local = ServerProcess(tmp_path / "local", token_file, "--adapters", str(adapters_dir)).start()
+    try:
+        with StudioClient(ray_front.address, token=TOKENS["alice"]) as client:
+            job_id = _submit_everything(client, tmp_path)
+            ray_frames = _fetched(client, job_id, tmp_path / "ray")
+            job = client.job(job_id)
+            events = list(client.watch(job_id))
+        with StudioClient(local.address, token=TOKENS["alice"]) as client:
+            local_frames = _fetched(client, _submit_everything(client, tmp_path), tmp_path / "local")
+    finally:
+        assert local.terminate() == 0, local.log_text()[-3000:]
+    assert [(t.state, t.frames_ready, t.draft_frames_ready, t.draft_complete) for t in job.takes] == [
+        (pb.JOB_STATE_COMPLETED, 9, 9, True)
+    ] * 2
+    for run, frames in ray_frames.items():
+        assert len(frames) == 9, run
+        for (pixels, _), (expected, _) in zip(frames, local_frames[run], strict=True):
+            assert np.array_equal(pixels, expected), f"take {run[0]} (draft {run[1]}) differs"
+        assert '"name": "warm"' in frames[0][1][ADAPTERS_ATTRIBUTE], "the adapter is recorded"
+        assert int(frames[0][1]["ttt_studio/take"]) == run[0] and frames[0][1]["ttt_studio/steps"] == str(
+            1 if run[1] else 2
+        )
+    assert not np.array_equal(ray_frames[0, False][0][0], ray_frames[1, False][0][0]), "two takes, one shot"
+    alpha = ray_frames[0, False][0][0][..., 3]
+    assert alpha.min() == 0.0 and alpha.max() == 1.0, "an element's alpha is its feathered matte"
+    previews = {(e.preview.take, e.preview.draft) for e in events if e.WhichOneof("kind") == "preview"}
+    assert previews == {(0, True), (1, True), (0, False), (1, False)}, previews
+    with _db(ray_front.data_dir) as db:
+        samples = db.execute(
+            "SELECT take, draft, pid FROM work_log WHERE job_id = ? AND kind = 'sample' ORDER BY id",
+            (job_id,),
+        ).fetchall()
+    assert [s[:2] for s in samples] == [(0, 1), (1, 1), (0, 0), (1, 0)], samples
+    assert ray_front.pid not in {s[2] for s in samples}, "the front end sampled the job itself"

@@ -104,12 +104,14 @@ def resize(image: np.ndarray, width: int, height: int, filter: str) -> np.ndarra
     return out
 
 
-def check_image(image: np.ndarray, what: str) -> np.ndarray:
-    """A float (H, W, 3 or 4) image, else ValueError naming what was received."""
+def check_image(image: np.ndarray, what: str, channels: tuple[int, ...] = (3, 4)) -> np.ndarray:
+    """A float (H, W, C) image with C in `channels` (colour: 3 or 4), else ValueError naming what was
+    received."""
     array = np.asarray(image)
-    if array.ndim != 3 or array.shape[2] not in (3, 4) or not np.issubdtype(array.dtype, np.floating):
+    if array.ndim != 3 or array.shape[2] not in channels or not np.issubdtype(array.dtype, np.floating):
         raise ValueError(
-            f"{what}: expected a float image (H, W, 3) or (H, W, 4), got shape {array.shape} dtype {array.dtype}"
+            f"{what}: expected a float image (H, W, C) with C in {channels}, got shape {array.shape} dtype "
+            f"{array.dtype}"
         )
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise ValueError(f"{what}: image is empty, shape {array.shape}")
@@ -122,7 +124,7 @@ def scale_to(
     """image (H, W, C) float -> (target.height, target.width, C) float32 full frame and its dataWindow
     (xmin, ymin, xmax, ymax) inclusive. The same size (and square target pixels) returns a copy, with
     nothing resampled."""
-    array = check_image(image, "scale_to")
+    array = check_image(image, "scale_to", channels=(1, 3, 4))  # 1: a matte
     _check_choice(filter, FILTERS, "filter")
     src_h, src_w = array.shape[:2]
     place = placement(src_w, src_h, target, fit)

@@ -88,6 +88,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", help="frame file stem (default: the storyboard's file name)")
     p.add_argument("--gif", action="store_true", help=f"also write {GIF_NAME}")
     p.add_argument("--from-latents", type=Path, help="decode these saved latents instead of sampling")
+    p.add_argument(
+        "--adapter",
+        action="append",
+        default=[],
+        metavar="PATH[:SCALE]",
+        help="a LoRA adapter (folder or .safetensors) applied while sampling at SCALE (default 1); "
+        "repeatable, applied in order; the frames record each one's sha256 and scale",
+    )
     conform = p.add_argument_group("conform (deliver to an edit; see the description)")
     conform.add_argument(
         "--fps", help="edit rate: 24, 24000/1001 (or 23.976), 25, 30000/1001, 30, 48, 50, ..."
@@ -136,6 +144,15 @@ def _fail(message: str, code: int) -> int:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..adapters import ATTRIBUTE as ADAPTERS_ATTRIBUTE
+    from ..adapters import (
+        AdapterError,
+        adapter_records,
+        applied,
+        check_adapter,
+        load_adapter,
+        parse_adapter_arg,
+    )
     from ..default_model import DefaultModelMissing, default_model_dir
     from ..storyboard import Storyboard, StoryboardError
     from .deliver import FrameDeliverer, plan_delivery
@@ -183,6 +200,23 @@ def run(args: argparse.Namespace) -> int:
     except (StoryboardError, PipelineError, ValueError) as exc:
         return _fail(str(exc), 2)
 
+    adapters: list = []
+    try:
+        for text in args.adapter:
+            path, scale = parse_adapter_arg(text)
+            adapter = load_adapter(path)
+            check_adapter(adapter, pipe.transformer)
+            adapters.append((adapter, scale))
+    except AdapterError as exc:
+        return _fail(str(exc), 2)
+    records = adapter_records(adapters)
+    if args.from_latents is not None and adapters:
+        return _fail(
+            "--adapter applies while sampling; --from-latents only decodes (the adapters that made those "
+            "latents are recorded in their file and carried into the frames)",
+            2,
+        )
+
     if args.from_latents is not None:
         try:
             _, meta = load_latents(args.from_latents)
@@ -197,6 +231,7 @@ def run(args: argparse.Namespace) -> int:
             )
         if "params" in meta:  # the frames' attributes describe how the latents were really made
             params = GenerationParams.from_dict(meta["params"])
+        records = meta.get("adapters", [])
 
     out: Path = args.output
     out.mkdir(parents=True, exist_ok=True)
@@ -214,7 +249,14 @@ def run(args: argparse.Namespace) -> int:
                     bar.set_postfix(t=info.timestep)
                     bar.update(1)
 
-                result = pipe.generate(storyboard, params, latents_path=latents_path, callback=on_step)
+                with applied(pipe.transformer, adapters):
+                    result = pipe.generate(
+                        storyboard,
+                        params,
+                        latents_path=latents_path,
+                        callback=on_step,
+                        extra_meta={"adapters": records},
+                    )
             frames = result.frames
     except DecodeError as exc:
         return _fail(str(exc), 1)
@@ -225,6 +267,8 @@ def run(args: argparse.Namespace) -> int:
         "ttt_studio/model": pipe.source,
         **sampling_attributes(params),
     }
+    if records:
+        attributes[ADAPTERS_ATTRIBUTE] = json.dumps(records, sort_keys=True)
     paths: list[Path] = []
     with tqdm(total=plan.total_frames, desc="conform + EXR", unit="frame") as bar:
         writer = delivered_writer(
@@ -244,6 +288,8 @@ def run(args: argparse.Namespace) -> int:
         f"conform:    generated {gen_w}x{gen_h} at {report['native_fps']} fps in {plan.model_colorspace}; "
         f"retime {report['retime']}; {out / CONFORM_NAME}"
     )
+    for r in records:
+        print(f"adapter:    {r['name']} at scale {r['scale']:g} (sha256 {r['sha256'][:12]}...)")
     print(f"latents:    {latents_path}")
     print(f"storyboard: {storyboard_path}")
     if args.gif:

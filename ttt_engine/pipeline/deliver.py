@@ -130,7 +130,7 @@ def conform_plates(plan: DeliveryPlan, plates: np.ndarray, plate_colorspace: str
     """Plates (edit frames [T, H, W, 3] in plate_colorspace) -> the model's frames for init_frames.
 
     Native plan: the plates are already one per native frame at the generation size; only the colour is
-    converted. With a delivery they are edit frames at the delivery rate: restyle plates (one per
+    converted. With a delivery they are edit frames at the delivery rate: restyle and element plates (one per
     delivered frame) become the native_count frames (native frames past the plates' end, in the trimmed
     tail of the last segment, hold the last plate); continue plates become the 1 + 4k native frames
     their edit time covers.
@@ -141,7 +141,7 @@ def conform_plates(plan: DeliveryPlan, plates: np.ndarray, plate_colorspace: str
         return convert(plates, plate_colorspace, plan.model_colorspace)
     delivery = plan.delivery
     frames = list(plates)
-    if mode == "restyle":
+    if mode != "continue":  # restyle, element: one plate per delivered frame
         count = plan.native_count
         needed = native_frames_needed(count, plan.native_fps, delivery.rate)  # plate frames read
         frames += [frames[-1]] * max(0, needed - len(frames))

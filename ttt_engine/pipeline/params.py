@@ -20,7 +20,7 @@ DTYPES: dict[str, torch.dtype] = {
     "float16": torch.float16,
 }
 CFG_SCHEDULES = ("dynamic", "constant")
-PLATE_MODES = ("restyle", "continue")
+PLATE_MODES = ("restyle", "continue", "element")
 MAX_STEPS = 1000  # the DDPM training schedule has 1000 timesteps
 # what a model folder may set as its own sampling defaults (model_index.json "sampling"): the settings
 # tuned for it, used wherever a request leaves them unset (generate, compare, the server)
@@ -88,7 +88,9 @@ class GenerationParams:
     noised to the timestep where the last round(steps x strength) steps start, and denoised for those
     steps; strength 1.0 starts from the seed's noise alone (see VideoPipeline.sample). plate_mode
     "continue": the plate's frames are kept (re-injected at every step at its noise level) and the rest
-    of the video is generated from noise over all steps; strength must be 1.0 there.
+    of the video is generated from noise over all steps; strength must be 1.0 there. plate_mode
+    "element": as restyle, with a matte (VideoPipeline.sample's `matte`): the plate's latents are
+    re-imposed outside it at every step, so only the inside is generated (element.py).
     """
 
     height: int | None = None
@@ -151,8 +153,9 @@ class GenerationParams:
 
     @property
     def denoise_steps(self) -> int:
-        """Steps actually run: all of them, or for a restyled plate the last round(steps x strength) (>= 1)."""
-        if self.plate_mode != "restyle" or self.strength == 1:
+        """Steps actually run: all of them, or for a restyled plate (or an element's) the last
+        round(steps x strength) (>= 1)."""
+        if self.plate_mode == "continue" or self.strength == 1:
             return self.steps
         return max(1, min(self.steps, math.floor(self.steps * self.strength + 0.5)))
 

@@ -11,6 +11,8 @@ Two uses (GenerationParams.plate_mode):
 - "continue" (inpainting in time): the plate covers the first L latent frames (L smaller than the
   video's); at every step those frames are replaced by the plate's latents noised to the current
   timestep, and after the last step by the plate's latents themselves.
+- "element": as restyle, with a matte; outside it the plate's latents are re-imposed at every step
+  (element.py).
 """
 
 from __future__ import annotations
@@ -49,13 +51,13 @@ def check_init_array(frames: object) -> np.ndarray:
 def valid_counts(mode: str, total_latent_frames: int, temporal_factor: int) -> list[int]:
     """Plate frame counts a video of total_latent_frames accepts in `mode`.
 
-    restyle: exactly the output's frame count. continue: 1 + t (L - 1) for L = 1 .. total - 1.
+    restyle, element: exactly the output's frame count. continue: 1 + t (L - 1) for L = 1 .. total - 1.
     """
 
     def pixels(latent: int) -> int:
         return 1 + temporal_factor * (latent - 1)
 
-    if mode == "restyle":
+    if mode != "continue":
         return [pixels(total_latent_frames)]
     return [pixels(latent) for latent in range(1, total_latent_frames)]
 

@@ -16,6 +16,9 @@ With a plate (init_frames, model space [T, H, W, 3] -> VAE.encode, see plates.py
     restyle:  x = noised(plate latents, noise, t_first) and only the last round(K x strength) steps run
     continue: before every step x[:, :L] = noised(plate latents, noise[:, :L], t_k); after the last,
               x[:, :L] = plate latents (the plate's frames kept, the rest generated)
+    element:  as restyle, and with m the matte on the latent grid (element.py), before every step
+              x = m x + (1 - m) noised(plate latents, noise, t_k); after the last, x = m x + (1 - m) plate
+              latents (only the inside of the matte generated)
 
 g_k is the dynamic CFG scale indexed by the step count (schedulers.dynamic_cfg_scale). Components come
 from the field's libraries: diffusers' AutoencoderKLCogVideoX and schedulers, transformers' T5 (or our
@@ -42,6 +45,7 @@ import torch
 from torch import nn
 
 from ..storyboard import Storyboard, StoryboardError
+from .element import DEFAULT_MATTE_FEATHER, check_matte_array, latent_mask
 from .latents_io import load_latents, save_latents
 from .model_spec import PAPER_FPS, ModelSpec
 from .params import (
@@ -431,7 +435,7 @@ class VideoPipeline:
         """Check that a plate of `count` frames of width x height fits a request; returns the latent frames
         it covers. PipelineError names the value and what is expected: plates are never resized or trimmed.
 
-        restyle: exactly num_frames(n_segments) frames. continue: 1 + t k frames (t: the VAE's temporal
+        restyle, element: exactly num_frames(n_segments) frames. continue: 1 + t k frames (t: the VAE's temporal
         factor) fewer than the video's, e.g. whole segments num_frames(1), num_frames(2), ... or a
         single start frame.
         """
@@ -444,7 +448,7 @@ class VideoPipeline:
         total = self.config.latent_frames(n_segments)
         counts = valid_counts(params.plate_mode, total, self.temporal_factor)
         if count not in counts:
-            if params.plate_mode == "restyle":
+            if params.plate_mode != "continue":
                 expected = f"exactly {counts[0]}, one per output frame of the {n_segments}-segment storyboard"
             else:
                 shown = ", ".join(map(str, counts[:4])) + (f", ..., {counts[-1]}" if len(counts) > 4 else "")
@@ -482,9 +486,20 @@ class VideoPipeline:
         return z.to(self.device)
 
     def _check_init(
-        self, init_frames: np.ndarray | None, n_segments: int, params: GenerationParams
+        self,
+        init_frames: np.ndarray | None,
+        n_segments: int,
+        params: GenerationParams,
+        matte: np.ndarray | None = None,
     ) -> np.ndarray | None:
-        """The checked plate, or None for text-to-video (then strength and plate_mode must be defaults)."""
+        """The checked plate, or None for text-to-video (then strength and plate_mode must be defaults).
+        A matte goes with plate_mode "element" and only with it."""
+        if (matte is None) == (params.plate_mode == "element"):
+            raise PipelineError(
+                "plate_mode 'element' needs a matte (one frame per plate) and a matte needs plate_mode "
+                f"'element'; got plate_mode={params.plate_mode!r} with "
+                + ("no matte" if matte is None else "a matte")
+            )
         if init_frames is None:
             if params.strength != 1 or params.plate_mode != "restyle":
                 raise PipelineError(
@@ -507,6 +522,8 @@ class VideoPipeline:
         callback: Callback | None = None,
         should_stop: ShouldStop | None = None,
         init_frames: np.ndarray | None = None,
+        matte: np.ndarray | None = None,
+        matte_feather: float = DEFAULT_MATTE_FEATHER,
     ) -> torch.Tensor:
         """Denoise from seeded noise; returns latents [1, F, C, h, w] (CPU, float32, VAE-scaled).
 
@@ -526,12 +543,21 @@ class VideoPipeline:
         - "continue": the plate covers the first L latent frames; before every step they are replaced by
           the plate's latents noised to that step's timestep (with the seed's noise), and after the
           last step by the plate's latents, so the plate's frames are kept and the rest is generated.
+        - "element": as restyle, with `matte` (float32 [T, H, W], the plate's coverage 0..1 at the
+          generation size): outside it the plate's latents, noised to each step's timestep, are
+          re-imposed before every step and the plate's latents themselves after the last, so only the
+          inside is generated; matte_feather (the generation's pixels) softens the edge (element.py).
         The noise is drawn first, from the seed, exactly as for text-to-video.
         """
         storyboard = self._storyboard(storyboard)
         params = self._params(params)
         shape = self.latent_shape(len(storyboard), params)
-        frames = self._check_init(init_frames, len(storyboard), params)
+        frames = self._check_init(init_frames, len(storyboard), params, matte)
+        region = None  # element: the matte on the latent grid, (1, F, 1, h, w)
+        if frames is not None and matte is not None:
+            checked = check_matte_array(matte, *frames.shape[:3])
+            region = latent_mask(checked, self.temporal_factor, self.spatial_factor, matte_feather)
+            region = region.to(self.device)
         self._place(params.cpu_offload)
         plate = None if frames is None else self.encode_frames(frames, params.cpu_offload)  # (1, L, C, h, w)
         text, mask, neg, neg_mask = self.encode_prompts(storyboard, params)
@@ -546,7 +572,7 @@ class VideoPipeline:
         keep = None  # continue: the plate's latents, re-injected at every step
         if plate is None:
             x = noise * scheduler.init_noise_sigma
-        elif params.plate_mode == "restyle":
+        elif params.plate_mode in ("restyle", "element"):
             first = params.steps - params.denoise_steps
             timesteps = timesteps[first:]
             if hasattr(scheduler, "set_begin_index"):
@@ -576,6 +602,8 @@ class VideoPipeline:
                 if keep is not None:
                     n = keep.shape[1]
                     x = torch.cat([noised(keep, noise[:, :n], acp, t), x[:, n:]], dim=1)  # (1, F, C, h, w)
+                if region is not None:
+                    x = region * x + (1 - region) * noised(plate, noise, acp, t)  # (1, F, C, h, w)
                 x_in = scheduler.scale_model_input(x, t)
                 v = self._guided(x_in, t, text, mask, neg, neg_mask, scales[first + k], params.torch_dtype)
                 x = scheduler.step(v, t, x, return_dict=False)[0]
@@ -587,6 +615,8 @@ class VideoPipeline:
                     callback(StepInfo(k + 1, run, int(t), time.perf_counter() - start, preview))
         if keep is not None:
             x = torch.cat([keep, x[:, keep.shape[1] :]], dim=1)
+        if region is not None:
+            x = region * x + (1 - region) * plate
         if not torch.isfinite(x).all():
             raise PipelineError(
                 f"sampling produced non-finite latents in {params.dtype}; try float32 or bfloat16"
@@ -755,21 +785,34 @@ class VideoPipeline:
         should_stop: ShouldStop | None = None,
         decode_retries: int = 1,
         init_frames: np.ndarray | None = None,
+        extra_meta: dict[str, Any] | None = None,
+        matte: np.ndarray | None = None,
+        matte_feather: float = DEFAULT_MATTE_FEATHER,
     ) -> GenerationResult:
         """sample -> save latents (when latents_path) -> decode, retrying a failed decode from the file.
 
         A decode failure (e.g. out of memory) is retried up to decode_retries times with VAE tiling and
         slicing on and the latents re-read from latents_path; sampling never runs twice. When every try
-        fails, DecodeError names the latents file for `decode_saved`. init_frames: a plate (see sample).
+        fails, DecodeError names the latents file for `decode_saved`. init_frames, matte, matte_feather:
+        a plate and an element's matte (see sample); the frames stay RGB (element.element_frame gives
+        them the matte's alpha). extra_meta: more entries for the latents file's metadata (e.g. the
+        adapters that shaped the sample).
         """
         storyboard = self._storyboard(storyboard)
         params = self._params(params)
         latents = self.sample(
-            storyboard, params, callback=callback, should_stop=should_stop, init_frames=init_frames
+            storyboard,
+            params,
+            callback=callback,
+            should_stop=should_stop,
+            init_frames=init_frames,
+            matte=matte,
+            matte_feather=matte_feather,
         )
         path = None
         if latents_path is not None:
-            path = save_latents(latents_path, latents, self.latents_meta(storyboard, params))
+            meta = {**self.latents_meta(storyboard, params), **(extra_meta or {})}
+            path = save_latents(latents_path, latents, meta)
             log.info("latents saved to %s", path)
         frames = self._decode_with_retries(latents, path, params, decode_retries)
         return GenerationResult(frames=frames, latents=latents, latents_path=path)

@@ -4,8 +4,13 @@ Works on Blender 4.2-4.3 (`sequence_editor.sequences`) and 4.4+/5.x (`strips`; `
 5.0). A shot is delivered in the scene's format (render resolution x percentage, pixel aspect) and its
 working colour space (5.0+: `bpy.data.colorspace.working_space_interop_id`; before, Linear Rec.709);
 the strip covers the scene's frame (fit_method of the delivery's fit: the frames already are the
-scene's format) and its `colorspace_settings.name` names the delivered space. Everything here runs on Blender's main thread except report_progress / is_cancelled, which only
-touch plain Python attributes.
+scene's format) and its `colorspace_settings.name` names the delivered space. Everything here runs on
+Blender's main thread except report_progress / is_cancelled, which only touch plain Python attributes.
+
+Takes: a strip per take, the shown one (approved, else take 0) unmuted on the lowest free channel, the
+others muted on the channels above it; switching a take un-mutes it and mutes the rest. Elements: the
+RGBA strip goes on a free channel above the plate's, blend type Alpha Over, alpha premultiplied (the
+EXR convention), so the Sequencer composites it over the plate.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from host_plugin.core.delivery import Format
 from host_plugin.core.errors import HostError, RequestError
 from host_plugin.core.frame_math import rational_time, snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
-from host_plugin.core.requests import KIND_GAP, KIND_MARKER, ShotRequest, normalise_storyboard
+from host_plugin.core.requests import KIND_CLIP, KIND_GAP, KIND_MARKER, ShotRequest, normalise_storyboard
 from host_plugin.hosts import colour
 from host_plugin.hosts.base import Host
 
@@ -157,6 +162,57 @@ def make_request(scene: Any, source: str, segments: List[dict], name: str = "") 
     return request, channel
 
 
+def plate_request(
+    scene: Any, segments: List[dict], matte_dir: str = "", name: str = ""
+) -> Tuple[ShotRequest, List[str], List[str]]:
+    """An element over the selected image strip of EXR frames: (the request for its frame range on its
+    channel, its frame paths, the matte paths: the EXRs of `matte_dir` in name order, one per plate frame;
+    none: the plate's alpha)."""
+    chosen = [s for s in all_strips(scene) if s.select]
+    if len(chosen) != 1 or chosen[0].type != "IMAGE":
+        raise RequestError(
+            "select exactly one image strip of EXR frames as the plate "
+            f"(selected: {[(s.name, s.type) for s in chosen]})"
+        )
+    strip = chosen[0]
+    folder = bpy.path.abspath(strip.directory)
+    start, duration = int(strip.frame_offset_start), int(strip.frame_final_duration)
+    paths = [os.path.join(folder, e.filename) for e in list(strip.elements)[start : start + duration]]
+    if len(paths) != duration or not all(p.lower().endswith(".exr") for p in paths):
+        raise RequestError(
+            f"plate strip {strip.name!r} must show {duration} EXR frames, one per scene frame; got "
+            f"{[os.path.basename(p) for p in paths[:2]]}... ({len(paths)})"
+        )
+    mattes: List[str] = []
+    if matte_dir:
+        folder = bpy.path.abspath(matte_dir)
+        if not os.path.isdir(folder):
+            raise RequestError(f"matte folder {folder!r} does not exist")
+        mattes = sorted(os.path.join(folder, n) for n in os.listdir(folder) if n.lower().endswith(".exr"))
+        if len(mattes) != duration:
+            raise RequestError(
+                f"matte folder {folder!r} holds {len(mattes)} EXR frames; the plate strip {strip.name!r} shows "
+                f"{duration}: one matte per plate frame"
+            )
+    if not segments:
+        raise RequestError("give a prompt for at least one segment, or a storyboard file")
+    segments = normalise_storyboard(segments, "the panel's storyboard")
+    record = int(strip.frame_final_start)
+    request = ShotRequest(
+        id=f"blender.element.{strip.channel}.{record}",
+        kind=KIND_CLIP,
+        track_name=f"Channel {strip.channel}",
+        track_index=int(strip.channel) - 1,
+        record_start=record,
+        duration=duration,
+        rate=scene_rate(scene),
+        storyboard=segments if len(segments) > 1 else [],
+        prompt=segments[0]["text"] if len(segments) == 1 else None,
+        name=name or f"element_{strip.name}",
+    )
+    return request, paths, mattes
+
+
 def free_channel(scene: Any, start: int, end: int, preferred: int = 1) -> int:
     """Lowest channel >= preferred with no strip overlapping frames [start, end)."""
     busy = {}
@@ -256,6 +312,71 @@ class BlenderHost(Host):
     ) -> None:
         """An image strip of the delivered EXR sequence at record_frame, on the lowest free channel from the
         preferred one, covering the scene's frame, in the delivered colour space."""
+        channel = free_channel(self.scene, record_frame, record_frame + len(paths), self.preferred_channel)
+        self._new_strip(paths, record_frame, channel, track_hint, media)
+
+    def place_takes(
+        self,
+        takes: List[List[str]],
+        chosen: int,
+        record_frame: int,
+        track_hint: str,
+        media: DeliveredMedia,
+    ) -> List[str]:
+        """The chosen take's strip on the lowest free channel, the other takes muted on channels above it;
+        returns the strip names by take index."""
+        if not 0 <= chosen < len(takes):
+            raise HostError(f"take {chosen} cannot be shown: the shot has takes 0..{len(takes) - 1}")
+        end = record_frame + len(takes[chosen])
+        channel = free_channel(self.scene, record_frame, end, self.preferred_channel)
+        names: List[str] = [""] * len(takes)
+        order = [chosen] + [i for i in range(len(takes)) if i != chosen]
+        for index in order:
+            strip = self._new_strip(
+                takes[index], record_frame, channel, f"{track_hint} take {index + 1}", media
+            )
+            strip.mute = index != chosen
+            strip["ttt_studio_take"] = index
+            names[index] = strip.name
+            channel = free_channel(self.scene, record_frame, end, channel + 1)
+        return names
+
+    def switch_take(self, handle: Any, index: int) -> None:
+        """Un-mute take `index`'s strip and mute the other takes' (handle: strip names by take index)."""
+        names = list(handle)
+        if not 0 <= index < len(names):
+            raise HostError(f"the shot has takes 0..{len(names) - 1}; cannot show take {index}")
+        strips = {s.name: s for s in all_strips(self.scene)}
+        missing = [n for n in names if n not in strips]
+        if missing:
+            raise HostError(
+                f"take strips {missing} are gone from scene {self.scene_name!r}; generate the shot again"
+            )
+        for i, name in enumerate(names):
+            strips[name].mute = i != index
+        log.info("takes %s: showing take %d", names, index)
+
+    def place_element(
+        self,
+        paths: List[str],
+        record_frame: int,
+        plate_track: int,
+        media: DeliveredMedia,
+        mattes: List[str],
+    ) -> str:
+        """The RGBA element on a free channel above the plate's (plate_track 0 = channel 1), Alpha Over;
+        returns the strip's name. The matte is the element's alpha already: `mattes` are not placed."""
+        plate_channel = plate_track + 1
+        channel = free_channel(self.scene, record_frame, record_frame + len(paths), plate_channel + 1)
+        strip = self._new_strip(paths, record_frame, channel, "element", media)
+        strip.blend_type = "ALPHA_OVER"
+        strip.alpha_mode = "PREMUL"
+        return strip.name
+
+    def _new_strip(
+        self, paths: List[str], record_frame: int, channel: int, track_hint: str, media: DeliveredMedia
+    ) -> Any:
+        """An image strip of delivered EXR frames at record_frame on `channel`, in their colour space."""
         if not paths:
             raise HostError("place_sequence got no frames")
         folder = os.path.dirname(paths[0])
@@ -273,7 +394,6 @@ class BlenderHost(Host):
         space = colour.blender_colorspace_name(media.colorspace) if media.colorspace else ""
         if not space:
             raise HostError(f"{paths[0]} carries no colorInteropID; cannot tell Blender its colour space")
-        channel = free_channel(scene, record_frame, record_frame + len(paths), self.preferred_channel)
         name = f"TTT {os.path.splitext(os.path.basename(paths[0]))[0]}"
         strip = strips_of(scene).new_image(
             name, paths[0], channel, record_frame, fit_method=STRIP_FIT[media.fit]
@@ -294,6 +414,7 @@ class BlenderHost(Host):
             media.height,
             space,
         )
+        return strip
 
     def report_progress(self, fraction: float, message: str) -> None:
         self.progress, self.status = float(fraction), message

@@ -9,6 +9,11 @@ otherwise; the new Read's `colorspace` knob names that space in the root's OCIO 
 submit, watch, fetch (ShotJob). Progress and cancel go through nuke.ProgressTask from the forwarding
 thread (Foundry's documented pattern); the new Read node is made through nuke.executeInMainThread.
 
+Takes: a Read per take into a Switch node whose `which` knob is the shown take (the approved one, else
+take 0; `which` is the 0-based take index); TTT > Check Approved Takes sets it to the take approved since. Elements: the plate's Read and the matte's Read feed the
+plugin's TTT node (a Group with inputs "plate" and "matte" and the element's Read inside), merged over
+the plate by a Merge2 (operation over; input 1 = A = the element, input 0 = B = the plate).
+
 Only this package imports nuke / nukescripts.
 """
 
@@ -31,6 +36,7 @@ from host_plugin.core.frame_math import snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import KIND_CLIP, ShotRequest
 from host_plugin.core.shot_job import (
+    ApprovalCheck,
     Format,
     GenerationSettings,
     Plates,
@@ -43,24 +49,31 @@ from host_plugin.hosts.base import Host
 
 log = logging.getLogger(__name__)
 
-MODES = ("restyle", "continue", "new")
+MODES = ("restyle", "continue", "new", "element")
+NODE_SPACING = 120  # DAG units between the nodes the plugin makes
+ELEMENT_NODE = "TTT"  # the plugin's node of an element (a Group)
+JOBS: List[ShotJob] = []  # this session's jobs; Check Approved Takes looks at those that placed takes
 _HASHES = re.compile(r"#+")
 _PRINTF = re.compile(r"%0?(\d*)d")
 
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    """What the panel asks: mode (restyle | continue | new), prompts (one per segment), the server.
+    """What the panel asks: mode (restyle | continue | new | element), prompts (one per segment), the
+    server; the number of takes is generation.takes.
 
     restyle re-imagines the Read's frames (the plate's size is the generation size); continue starts
-    the video with the plate's last frame and places the frames after it; new ignores the plate."""
+    the video with the plate's last frame and places the frames after it; new ignores the plate;
+    element generates inside a matte of the plate (`matte`: a file pattern, plate.####.exr, of
+    single-channel EXRs over the Read's range; empty: the plate's alpha) and merges it over the plate."""
 
     server: ServerSettings
     generation: GenerationSettings
     mode: str = "restyle"
     prompts: Sequence[str] = ()
     duration: int = 0  # continue: frames to add (0: as long as the plate)
-    strength: float = 0.6  # restyle: share of the denoising redone on the plate, in (0, 1]
+    strength: float = 0.6  # restyle / element: share of the denoising redone on the plate, in (0, 1]
+    matte: str = ""  # element: the matte's file pattern; "": the plate's alpha
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -69,6 +82,8 @@ class GenerateOptions:
             raise ValueError(f"strength must be in (0, 1], got {self.strength!r}")
         if self.duration < 0:
             raise ValueError(f"duration must be >= 0 frames, got {self.duration}")
+        if self.matte and self.mode != "element":
+            raise ValueError(f"a matte belongs to mode 'element', not {self.mode!r}")
 
 
 def frame_file(pattern: str, frame: int) -> str:
@@ -78,6 +93,22 @@ def frame_file(pattern: str, frame: int) -> str:
     if _PRINTF.search(pattern):
         return _PRINTF.sub(lambda m: f"{frame:0{int(m.group(1) or 0)}d}", pattern, count=1)
     return pattern
+
+
+def _frame_numbers(paths: List[str]) -> List[int]:
+    """The frame numbers of numbered EXR paths (shot.1001.exr -> 1001)."""
+    numbers = []
+    for path in paths:
+        match = re.search(r"(\d+)\.exr$", path)
+        if match is None:
+            raise HostError(f"{path!r} is not a numbered EXR frame (name.1001.exr)")
+        numbers.append(int(match.group(1)))
+    return numbers
+
+
+def _hash_pattern(path: str) -> str:
+    """Nuke's file pattern of a numbered frame: /p/shot.1001.exr -> /p/shot.####.exr."""
+    return re.sub(r"\d+\.exr$", lambda m: "#" * (len(m.group(0)) - 4) + ".exr", path)
 
 
 def selected_read() -> Any:
@@ -199,6 +230,94 @@ class NukeHost(Host):
     ) -> None:
         """A Read node of the delivered EXR sequence, starting at record_frame, beside the plate's Read, its
         colorspace knob set to the frames' colour space as the root's OCIO config names it."""
+        read = self._read_node(paths, record_frame, track_hint, media)
+        read.setXYpos(self.read.xpos() + NODE_SPACING, self.read.ypos())
+        self.created.append(read)
+
+    def place_takes(
+        self,
+        takes: List[List[str]],
+        chosen: int,
+        record_frame: int,
+        track_hint: str,
+        media: DeliveredMedia,
+    ) -> str:
+        """A Read per take side by side, all into a Switch whose `which` is `chosen`; returns the Switch's
+        name (switch_take finds it with nuke.toNode)."""
+        if not 0 <= chosen < len(takes):
+            raise HostError(f"take {chosen} cannot be shown: the shot has takes 0..{len(takes) - 1}")
+        switch = nuke.nodes.Switch()
+        for index, paths in enumerate(takes):
+            read = self._read_node(paths, record_frame, f"{track_hint} take {index + 1}", media)
+            read.setXYpos(self.read.xpos() + NODE_SPACING * (index + 1), self.read.ypos())
+            switch.setInput(index, read)
+            self.created.append(read)
+        switch["which"].setValue(chosen)
+        switch["label"].setValue(f"{track_hint}\\n{len(takes)} takes")
+        switch.setXYpos(self.read.xpos() + NODE_SPACING, self.read.ypos() + NODE_SPACING)
+        self.created.append(switch)
+        return switch.name()
+
+    def switch_take(self, handle: Any, index: int) -> None:
+        """Set the Switch's `which` to take `index` (0-based, its input number)."""
+        switch = nuke.toNode(str(handle))
+        if switch is None or switch.Class() != "Switch":
+            raise HostError(
+                f"the takes' Switch node {handle!r} is gone from the script; generate the shot again"
+            )
+        if not 0 <= index < switch.inputs():
+            raise HostError(f"Switch {handle!r} has takes 0..{switch.inputs() - 1}; cannot show take {index}")
+        switch["which"].setValue(index)
+        log.info("%s shows take %d", handle, index)
+
+    def place_element(
+        self,
+        paths: List[str],
+        record_frame: int,
+        plate_track: int,
+        media: DeliveredMedia,
+        mattes: List[str],
+    ) -> str:
+        """Read(plate) and Read(matte) -> TTT (a Group holding the element's Read) -> Merge2 over the plate;
+        returns the Merge2's name. Without mattes the TTT node's matte input is the plate (its alpha)."""
+        matte = None
+        if mattes:
+            numbers = _frame_numbers(mattes)
+            matte = nuke.nodes.Read(
+                file=_hash_pattern(mattes[0]),
+                first=numbers[0],
+                last=numbers[-1],
+                origfirst=numbers[0],
+                origlast=numbers[-1],
+            )
+            matte["raw"].setValue(True)  # a matte holds coverage, not colour: no colour conversion
+            matte["frame_mode"].setValue("start at")
+            matte["frame"].setValue(str(record_frame))
+            matte.setXYpos(self.read.xpos() + NODE_SPACING, self.read.ypos())
+            self.created.append(matte)
+        group = nuke.nodes.Group()
+        group.setName(ELEMENT_NODE)  # uncollide: TTT, then TTT1, TTT2, ...
+        group.begin()
+        try:
+            nuke.nodes.Input(name="plate")
+            nuke.nodes.Input(name="matte")
+            element = self._read_node(paths, record_frame, "element", media)
+            output = nuke.nodes.Output()
+            output.setInput(0, element)
+        finally:
+            group.end()
+        group.setInput(0, self.read)
+        group.setInput(1, matte if matte is not None else self.read)
+        group.setXYpos(self.read.xpos(), self.read.ypos() + NODE_SPACING)
+        merge = nuke.nodes.Merge2(operation="over")
+        merge.setInput(0, self.read)  # B: the plate
+        merge.setInput(1, group)  # A: the element, its alpha the matte
+        merge.setXYpos(self.read.xpos(), self.read.ypos() + 2 * NODE_SPACING)
+        self.created += [group, merge]
+        return merge.name()
+
+    def _read_node(self, paths: List[str], record_frame: int, label: str, media: DeliveredMedia) -> Any:
+        """A Read of a delivered EXR sequence starting at record_frame, in its colour space."""
         if not paths:
             raise HostError("place_sequence got no frames")
         root_rate = snap_rate(nuke.root()["fps"].value())
@@ -211,17 +330,18 @@ class NukeHost(Host):
             raise HostError(f"{paths[0]} carries no colorInteropID; cannot tell Nuke its colour space")
         config, working = colour_settings()
         space = colour.nuke_colorspace_name(media.colorspace, config, working)
-        numbers = [int(re.search(r"(\d+)\.exr$", p).group(1)) for p in paths]  # type: ignore[union-attr]
-        pattern = re.sub(r"\d+\.exr$", lambda m: "#" * (len(m.group(0)) - 4) + ".exr", paths[0])
+        numbers = _frame_numbers(paths)
         read = nuke.nodes.Read(
-            file=pattern, first=numbers[0], last=numbers[-1], origfirst=numbers[0], origlast=numbers[-1]
+            file=_hash_pattern(paths[0]),
+            first=numbers[0],
+            last=numbers[-1],
+            origfirst=numbers[0],
+            origlast=numbers[-1],
         )
         read["colorspace"].setValue(space)
         read["frame_mode"].setValue("start at")
         read["frame"].setValue(str(record_frame))
-        read["label"].setValue(f"{track_hint}\\n{os.path.basename(os.path.dirname(paths[0]))}\\n{space}")
-        read.setXYpos(self.read.xpos() + 120, self.read.ypos())
-        self.created.append(read)
+        read["label"].setValue(f"{label}\\n{os.path.basename(os.path.dirname(paths[0]))}\\n{space}")
         log.info(
             "created %s for %d frames at %d (%s fps, %dx%d, %s)",
             read.name(),
@@ -232,6 +352,7 @@ class NukeHost(Host):
             media.height,
             space,
         )
+        return read
 
     def report_progress(self, fraction: float, message: str) -> None:
         if self._task is None:
@@ -267,6 +388,14 @@ def start_generate(
     plates: Optional[Plates] = None
     if options.mode == "restyle":
         plates = Plates(tuple(host.plate_frames(request, first, last)), "restyle", options.strength)
+    elif options.mode == "element":
+        mattes = tuple(frame_file(options.matte, f) for f in range(first, last + 1)) if options.matte else ()
+        missing = [m for m in mattes if not os.path.isfile(m)]
+        if missing:
+            raise HostError(f"matte {options.matte!r}: {len(missing)} frames are missing, first {missing[0]}")
+        plates = Plates(
+            tuple(host.plate_frames(request, first, last)), "element", options.strength, mattes=mattes
+        )
     elif options.mode == "continue":  # the plate's last frame opens the video; what follows is placed
         plates = Plates(tuple(host.plate_frames(request, last, last)), "continue")
     job = ShotJob(
@@ -278,6 +407,7 @@ def start_generate(
     )
     job.start()
     job.start_forwarding()
+    JOBS.append(job)
     log.info("TTT %s of %s: job for %s started", options.mode, read.name(), shot_name_for(request))
     return job
 
@@ -301,10 +431,25 @@ def show_panel() -> Optional[ShotJob]:
         return None
 
 
+def check_approved_takes() -> List[ApprovalCheck]:
+    """TTT > Check Approved Takes: ask the server (in threads) which take of each shot placed with takes
+    in this session is approved; each Switch is set to it on the main thread."""
+    jobs = [job for job in JOBS if job.finished and any(p.result.takes for p in job.placed)]
+    if not jobs:
+        nuke.message("TTT: no shot with takes was placed in this session")
+        return []
+    checks = [ApprovalCheck(job.host, job.placed, job.client_factory).start() for job in jobs]
+    for check in checks:
+        check.start_forwarding()
+    return checks
+
+
 def add_menus() -> None:
-    """TTT > Generate... in the Nuke menu bar and the Nodes toolbar."""
+    """TTT > Generate... and TTT > Check Approved Takes in the Nuke menu bar and the Nodes toolbar."""
     for bar in ("Nuke", "Nodes"):
-        nuke.menu(bar).addMenu("TTT").addCommand("Generate...", show_panel)
+        menu = nuke.menu(bar).addMenu("TTT")
+        menu.addCommand("Generate...", show_panel)
+        menu.addCommand("Check Approved Takes", check_approved_takes)
 
 
 def rate_of_root() -> Fraction:

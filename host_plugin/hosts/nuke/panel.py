@@ -1,6 +1,7 @@
-"""The "TTT Generate" panel (nukescripts.PythonPanel): server, token, mode, prompts per segment, output,
-and how the shot is delivered: retime (flow / blend / hold), fit (fit / fill / distort) and the colour
-space (the root's working space first; the name Nuke gives it is shown beside the interop id)."""
+"""The "TTT Generate" panel (nukescripts.PythonPanel): server, token, mode, prompts per segment, the
+element's matte, output, takes, how the shot is delivered: retime (flow / blend / hold), fit (fit / fill / distort) and the colour
+space (the root's working space first; the name Nuke gives it is shown beside the interop id), and an
+adapter of the server (filled by the "list adapters" button) with its strength."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from typing import Any
 import nuke
 import nukescripts
 
+from host_plugin.core.adapters import NONE_CHOICE, choice_from_panel, server_adapter_names
 from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
+from host_plugin.core.errors import HostPluginError
 from host_plugin.core.shot_job import DELIVERY_DEFAULTS, DeliverySettings, GenerationSettings, ServerSettings
 from host_plugin.hosts import colour
 from host_plugin.hosts.nuke import MODES, GenerateOptions, colour_settings
@@ -42,6 +45,9 @@ class GeneratePanel(nukescripts.PythonPanel):
         self.output = nuke.File_Knob("output", "output folder")
         self.output.setValue(os.path.join(plate_dir, "ttt_generated"))
         self.steps = nuke.Int_Knob("steps", "steps (0: server default)")
+        self.takes = nuke.Int_Knob("takes", "takes (a Switch over them)")
+        self.takes.setValue(1)
+        self.matte = nuke.File_Knob("matte", "matte (element; empty: the plate's alpha)")
         self.retime = nuke.Enumeration_Knob(
             "retime", "retime", first(DELIVERY_DEFAULTS["retime"], RETIME_METHODS)
         )
@@ -53,6 +59,10 @@ class GeneratePanel(nukescripts.PythonPanel):
         self.colorspace = nuke.Enumeration_Knob(
             "colorspace", f"colour space (working: {shown})", first(working_id, colour.INTEROP_IDS)
         )
+        self.adapter = nuke.Enumeration_Knob("adapter", "adapter", [NONE_CHOICE])
+        self.list_adapters = nuke.PyScript_Knob("list_adapters", "list adapters")
+        self.adapter_strength = nuke.Double_Knob("adapter_strength", "adapter strength")
+        self.adapter_strength.setValue(1.0)
         for knob in [
             self.server,
             self.token,
@@ -61,29 +71,51 @@ class GeneratePanel(nukescripts.PythonPanel):
             *self.prompts,
             self.duration,
             self.strength,
+            self.matte,
             self.output,
             self.steps,
+            self.takes,
             self.retime,
             self.fit,
             self.colorspace,
+            self.adapter,
+            self.list_adapters,
+            self.adapter_strength,
         ]:
             self.addKnob(knob)
+
+    def server_settings(self) -> ServerSettings:
+        return ServerSettings(
+            self.server.value(), token=self.token.value() or None, root_cert=self.root_cert.value() or None
+        )
+
+    def knobChanged(self, knob: Any) -> None:  # noqa: N802 - nukescripts.PythonPanel's callback name
+        """The "list adapters" button: ask the server for the adapters this token may use."""
+        if knob is not self.list_adapters:
+            return
+        try:
+            names = server_adapter_names(self.server_settings())
+        except (HostPluginError, ValueError) as exc:
+            nuke.message(f"TTT: cannot list the server's adapters: {exc}")
+            return
+        self.adapter.setValues(list(names))
 
     def options(self) -> GenerateOptions:
         delivery = DeliverySettings(
             fit=self.fit.value(), retime=self.retime.value(), colorspace=self.colorspace.value()
         )
         return GenerateOptions(
-            server=ServerSettings(
-                self.server.value(),
-                token=self.token.value() or None,
-                root_cert=self.root_cert.value() or None,
-            ),
+            server=self.server_settings(),
             generation=GenerationSettings(
-                output_dir=self.output.value(), steps=int(self.steps.value()), delivery=delivery
+                output_dir=self.output.value(),
+                steps=int(self.steps.value()),
+                delivery=delivery,
+                takes=int(self.takes.value()),
+                adapters=choice_from_panel(self.adapter.value(), float(self.adapter_strength.value())),
             ),
             mode=self.mode.value(),
             prompts=[k.value() for k in self.prompts],
             duration=int(self.duration.value()),
             strength=float(self.strength.value()),
+            matte=self.matte.value() if self.mode.value() == "element" else "",
         )

@@ -21,7 +21,17 @@ in an ACES workflow): the status line then says the clip's colour space must be 
 Placing: mp.ImportMedia([{"FilePath": "dir/shot.%04d.exr", "StartIndex", "EndIndex"}]), a video track
 named "TTT generated" (tl.AddTrack("video") once), mp.AppendToTimeline([{"mediaPoolItem", "startFrame",
 "endFrame", "mediaType": 1, "trackIndex", "recordFrame"}]) at the ABSOLUTE record frame, then a marker
-with customData on the new clip. Resolve's API is not thread-safe: every call here runs on the script's
+with customData on the new clip.
+
+Takes: every take is imported into a bin of its own (mp.AddSubFolder(mp.GetCurrentFolder(), "TTT
+takes <shot>"), SetCurrentFolder, ImportMedia, then the previous folder again); take 0 is appended to
+the timeline and the other takes added to that item's take selector (TimelineItem.AddTake), and the
+shown take selected (SelectTakeByIndex, 1-based: take i is index i + 1); switching after approval
+selects another take of the same item. Elements: the RGBA element goes on a track above the plate's,
+its clip's "Alpha mode" set to "Premultiplied" (the EXR convention; the key and its values follow
+community usage, the README does not list them) so Resolve composites it over the plate.
+
+Resolve's API is not thread-safe: every call here runs on the script's
 main thread; network work happens in a ShotJob thread.
 """
 
@@ -50,6 +60,9 @@ log = logging.getLogger(__name__)
 
 PROMPT_PREFIX = "TTT:"
 GENERATED_MARKER = "TTT generated"
+TAKES_BIN = "TTT takes"
+ELEMENT_TRACK = "TTT element"
+ALPHA_MODE = ("Alpha mode", "Premultiplied")
 COLOUR_SETTINGS = ("colorScienceMode", "colorSpaceTimeline", "colorSpaceTimelineGamma")
 # timelinePixelAspectRatio values: a fixed pixel aspect, or the display aspect the frame fills
 FIXED_PIXEL_ASPECT = {"square": 1.0, "cinemascope": 2.0}
@@ -215,10 +228,11 @@ class ResolveHost(Host):
 
     # ------------------------------------------------------------------ placing
 
-    def _track_for(self, track_hint: str, record: int, end: int) -> int:
-        """Index (1-based) of a track named track_hint that is empty over [record, end); added if none."""
+    def _track_for(self, track_hint: str, record: int, end: int, above: int = 0) -> int:
+        """Index (1-based) of a track above track `above` named track_hint that is empty over [record, end);
+        added (on top) if none."""
         count = int(self.timeline.GetTrackCount("video"))
-        for index in range(1, count + 1):
+        for index in range(above + 1, count + 1):
             if self.timeline.GetTrackName("video", index) != track_hint:
                 continue
             items = self.timeline.GetItemListInTrack("video", index) or []
@@ -233,6 +247,75 @@ class ResolveHost(Host):
     def place_sequence(
         self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
     ) -> None:
+        media_item, pattern, colour_set = self._import(paths, media)
+        track = self._track_for(track_hint, record_frame, record_frame + len(paths))
+        self._append(media_item, pattern, colour_set, len(paths), track, record_frame, media, paths)
+
+    def place_takes(
+        self,
+        takes: List[List[str]],
+        chosen: int,
+        record_frame: int,
+        track_hint: str,
+        media: DeliveredMedia,
+    ) -> Any:
+        """Every take imported into a "TTT takes <shot>" bin; take 0 on the timeline with the others in its
+        take selector, take `chosen` selected; returns the timeline item."""
+        if not 0 <= chosen < len(takes):
+            raise HostError(f"take {chosen} cannot be shown: the shot has takes 0..{len(takes) - 1}")
+        pool = self.media_pool
+        parent = pool.GetCurrentFolder()
+        shot = os.path.basename(takes[0][0]).split(".")[0] if takes and takes[0] else "shot"
+        folder = pool.AddSubFolder(parent, f"{TAKES_BIN} {shot}")
+        if not folder or not pool.SetCurrentFolder(folder):
+            raise HostError(f"Resolve could not make the media pool bin {TAKES_BIN} {shot!r}")
+        try:
+            imported = [self._import(paths, media) for paths in takes]
+        finally:
+            pool.SetCurrentFolder(parent)
+        count = len(takes[0])
+        track = self._track_for(track_hint, record_frame, record_frame + count)
+        item_0, pattern, colour_set = imported[0]
+        item = self._append(item_0, pattern, colour_set, count, track, record_frame, media, takes[0])
+        for index, (media_item, other, _) in enumerate(imported[1:], start=1):
+            if not item.AddTake(media_item, 0, count - 1):
+                raise HostError(
+                    f"Resolve refused {other} as take {index + 1} of the clip at frame {record_frame}"
+                )
+        self.switch_take(item, chosen)
+        return item
+
+    def switch_take(self, handle: Any, index: int) -> None:
+        """Select take `index` (0-based) in the item's take selector (SelectTakeByIndex is 1-based)."""
+        count = int(handle.GetTakesCount())
+        if not 0 <= index < count:
+            raise HostError(f"the clip's take selector has takes 0..{count - 1}; cannot show take {index}")
+        if not handle.SelectTakeByIndex(index + 1):
+            raise HostError(f"Resolve refused to select take {index + 1} of {handle.GetName()!r}")
+        log.info("%s shows take %d", handle.GetName(), index)
+
+    def place_element(
+        self,
+        paths: List[str],
+        record_frame: int,
+        plate_track: int,
+        media: DeliveredMedia,
+        mattes: List[str],
+    ) -> Any:
+        """The RGBA element on a track above the plate's (plate_track 0 = V1), its alpha premultiplied;
+        returns the timeline item. The matte is the element's alpha already: `mattes` are not placed."""
+        media_item, pattern, colour_set = self._import(paths, media)
+        if not media_item.SetClipProperty(*ALPHA_MODE):
+            raise HostError(
+                f"Resolve refused clip property {ALPHA_MODE[0]!r} = {ALPHA_MODE[1]!r} for {pattern}; without it "
+                "the element covers the plate"
+            )
+        track = self._track_for(ELEMENT_TRACK, record_frame, record_frame + len(paths), above=plate_track + 1)
+        return self._append(media_item, pattern, colour_set, len(paths), track, record_frame, media, paths)
+
+    def _import(self, paths: List[str], media: DeliveredMedia) -> Tuple[Any, str, bool]:
+        """Import a delivered EXR sequence into the current media pool folder at its rate and colour space:
+        (media pool item, its %04d pattern, whether its colour space could be set)."""
         if not paths:
             raise HostError("place_sequence got no frames")
         match = re.match(r"^(.*?)(\d+)(\.exr)$", paths[0])
@@ -249,12 +332,25 @@ class ResolveHost(Host):
         media_item = items[0]
         self._set_clip_rate(media_item, media.rate, pattern)
         colour_set = self._set_clip_colour(media_item, media, pattern)
-        end = record_frame + len(paths)
-        track = self._track_for(track_hint, record_frame, end)
+        return media_item, pattern, colour_set
+
+    def _append(
+        self,
+        media_item: Any,
+        pattern: str,
+        colour_set: bool,
+        count: int,
+        track: int,
+        record_frame: int,
+        media: DeliveredMedia,
+        paths: List[str],
+    ) -> Any:
+        """Append `count` frames of media_item on video track `track` at absolute record_frame, checked,
+        with a generated marker; returns the timeline item."""
         clip = {
             "mediaPoolItem": media_item,
             "startFrame": 0,
-            "endFrame": len(paths) - 1,
+            "endFrame": count - 1,
             "mediaType": 1,  # video only
             "trackIndex": track,
             "recordFrame": record_frame,  # absolute: includes tl.GetStartFrame()
@@ -263,10 +359,10 @@ class ResolveHost(Host):
         if not appended:
             raise HostError(f"Resolve could not put {pattern} on video track {track} at frame {record_frame}")
         item = appended[0]
-        if int(item.GetStart()) != record_frame or int(item.GetDuration()) != len(paths):
+        if int(item.GetStart()) != record_frame or int(item.GetDuration()) != count:
             raise HostError(
                 f"Resolve placed {pattern} at {item.GetStart()} for {item.GetDuration()} frames; asked for "
-                f"{record_frame} for {len(paths)}"
+                f"{record_frame} for {count}"
             )
         custom = json.dumps(
             {
@@ -284,6 +380,7 @@ class ResolveHost(Host):
         log.info(
             "placed %s on V%d at %d (%s fps, %s)", pattern, track, record_frame, media.rate, media.colorspace
         )
+        return item
 
     def _set_clip_rate(self, item: Any, rate: Fraction, pattern: str) -> None:
         """The clip plays at the delivered rate: Resolve gives image sequences the project's rate, so set

@@ -16,9 +16,11 @@ import sys
 import time
 from typing import Any, List, Optional
 
+from host_plugin.core.adapters import NONE_CHOICE, choice_from_panel, parse_choice, server_adapter_names
 from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
 from host_plugin.core.errors import HostPluginError
 from host_plugin.core.shot_job import (
+    ApprovalCheck,
     DeliverySettings,
     GenerationSettings,
     ServerSettings,
@@ -52,7 +54,18 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--width", type=int, default=0)
     p.add_argument("--guidance-scale", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--takes", type=int, default=1, help="takes per shot: all in a bin, the first in a take selector"
+    )
     add_delivery_arguments(p, "the timeline's", "the project's working space")
+    p.add_argument(
+        "--adapter",
+        type=parse_choice,
+        action="append",
+        default=[],
+        metavar="NAME[:SCALE]",
+        help="a LoRA adapter of the server at SCALE (default 1.0); repeatable",
+    )
     p.add_argument("--no-ui", action="store_true", help="no window: run and pump on this thread")
     p.add_argument(
         "--timeout", type=float, default=24 * 3600.0, help="headless: give up after this many seconds"
@@ -88,6 +101,8 @@ def build_job(
         guidance_scale=args.guidance_scale,
         seed=args.seed,
         delivery=delivery_settings_from(args),
+        takes=args.takes,
+        adapters=tuple(args.adapter),
     )
     server = ServerSettings(args.server, token=args.token, root_cert=args.tls_root_cert)
     return ShotJob(host, requests, settings, client_factory=lambda: server.client(interceptors=interceptors))
@@ -122,6 +137,7 @@ class GenerateWindow:
         self.resolve, self.args, self.interceptors = resolve, args, interceptors
         self.job: Optional[ShotJob] = None
         self.host: Optional[ResolveHost] = None
+        self.check: Optional[ApprovalCheck] = None
         ui = fu.UIManager
         self.disp = bmd.UIDispatcher(ui)
         self.win = self.disp.AddWindow(
@@ -149,6 +165,15 @@ class GenerateWindow:
                         ]
                     ),
                     ui.Label({"ID": "Colour", "Text": ""}),
+                    ui.HGroup(
+                        [
+                            ui.Label({"Text": "Adapter"}),
+                            ui.ComboBox({"ID": "Adapter"}),
+                            ui.Button({"ID": "ListAdapters", "Text": "List adapters"}),
+                            ui.Label({"Text": "Strength"}),
+                            ui.LineEdit({"ID": "AdapterStrength", "Text": "1.0"}),
+                        ]
+                    ),
                     ui.CheckBox(
                         {
                             "ID": "FillGaps",
@@ -166,6 +191,7 @@ class GenerateWindow:
                         [
                             ui.Button({"ID": "Generate", "Text": "Generate"}),
                             ui.Button({"ID": "Cancel", "Text": "Cancel"}),
+                            ui.Button({"ID": "CheckTakes", "Text": "Check approved takes"}),
                             ui.Button({"ID": "Close", "Text": "Close"}),
                         ]
                     ),
@@ -181,9 +207,15 @@ class GenerateWindow:
                 self.items[combo].AddItem(value)
             self.items[combo].CurrentText = chosen
         self.items["Colour"].Text = self.colour_line()
+        self.show_adapters([NONE_CHOICE] + [a.name for a in args.adapter])
+        if args.adapter:  # the window offers one adapter: the first of the command line's
+            self.items["Adapter"].CurrentText = args.adapter[0].name
+            self.items["AdapterStrength"].Text = str(args.adapter[0].scale)
         self.timer = ui.Timer({"ID": "TTTPump", "Interval": PUMP_MS})
         self.win.On.Generate.Clicked = self.on_generate
         self.win.On.Cancel.Clicked = self.on_cancel
+        self.win.On.CheckTakes.Clicked = self.on_check_takes
+        self.win.On.ListAdapters.Clicked = self.on_list_adapters
         self.win.On.Close.Clicked = self.on_close
         self.win.On.TTTGenerate.Close = self.on_close
         self.disp.On.Timeout = self.on_timer
@@ -201,6 +233,29 @@ class GenerateWindow:
             return f"Colour space: unknown ({exc})"
         return f"Colour space: {working} (the project's working space)"
 
+    def show_adapters(self, names: List[str]) -> None:
+        combo = self.items["Adapter"]
+        chosen = combo.CurrentText
+        combo.Clear()
+        for name in names:
+            combo.AddItem(name)
+        combo.CurrentText = chosen if chosen in names else names[0]
+
+    def on_list_adapters(self, ev: Any) -> None:
+        """Ask the server which adapters this token may use, into the Adapter list."""
+        try:
+            server = ServerSettings(
+                self.items["Server"].Text,
+                token=self.items["Token"].Text or None,
+                root_cert=self.args.tls_root_cert,
+            )
+            names = server_adapter_names(server)
+        except (HostPluginError, ValueError) as exc:
+            self.status(f"Error listing adapters: {exc}")
+            return
+        self.show_adapters(list(names))
+        self.status(f"{len(names) - 1} adapter(s) on the server")
+
     def on_generate(self, ev: Any) -> None:
         if self.job is not None and not self.job.finished:
             self.status("a job is already running")
@@ -210,6 +265,12 @@ class GenerateWindow:
         self.args.retime = self.items["Retime"].CurrentText
         self.args.fit = self.items["Fit"].CurrentText
         try:
+            strength = float(self.items["AdapterStrength"].Text)
+        except ValueError:
+            self.status(f"Error: adapter strength {self.items['AdapterStrength'].Text!r} is not a number")
+            return
+        try:
+            self.args.adapter = list(choice_from_panel(self.items["Adapter"].CurrentText, strength))
             self.host = ResolveHost(self.resolve)
             self.host.on_status = self.status
             self.job = build_job(
@@ -231,7 +292,29 @@ class GenerateWindow:
             self.host.cancel_requested = True
             self.status("cancelling...")
 
+    def on_check_takes(self, ev: Any) -> None:
+        """Ask the server which takes were approved (a worker thread) and select them (the timer)."""
+        if self.job is None or not self.job.finished or self.host is None:
+            self.status("check approved takes after a job with takes has finished")
+            return
+        if not any(placed.result.takes for placed in self.job.placed):
+            self.status("the last job placed one take per shot: nothing to switch")
+            return
+        server = ServerSettings(self.args.server, token=self.args.token, root_cert=self.args.tls_root_cert)
+        self.check = ApprovalCheck(
+            self.host, self.job.placed, lambda: server.client(interceptors=self.interceptors)
+        ).start()
+        self.status("checking approved takes...")
+        self.timer.Start()
+
     def on_timer(self, ev: Any) -> None:
+        if self.check is not None:
+            if not self.check.pump():
+                switched = self.check.switched
+                self.status(f"approved takes shown: {switched}" if switched else "no take switched")
+                self.check = None
+                self.timer.Stop()
+            return
         if self.job is None:
             return
         running = self.job.pump()
