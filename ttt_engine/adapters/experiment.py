@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .config import DEFAULT_TARGETS
+
 log = logging.getLogger(__name__)
 
 STYLE_SEED = 2_000_000  # episode seeds of the style stills (training data uses 0.., evaluation 1_000_000..)
@@ -39,15 +41,18 @@ class StyleRun:
     out: Path
     model: Path | None = None
     stills: int = 50
-    steps: int = 300
+    steps: int = 150
     rank: int = 8
-    learning_rate: float = 2e-3
-    batch: int = 4
-    targets: tuple[str, ...] = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")
-    storyboards: int = 8
-    segments: int = 2
+    learning_rate: float = 4e-3
+    batch: int = 2
+    # the attention layers diffusers' script targets, and the MLP: a look is a per-pixel change
+    targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
+    storyboards: int = 12
+    segments: int = 1
     scale: float = 1.0
-    threads: int = 2
+    # 1: on a loaded shared machine two torch threads spin against other jobs (a forward pass went from
+    # 2 s to 27 s in wall time); on an idle machine pass --threads 2
+    threads: int = 1
     strip: Path | None = None
 
 
@@ -97,9 +102,9 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         batch=run.batch,
         preview_every=max(1, run.steps // 3),
     )
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     result = train_adapter(run.out / "stills", run.out / "adapter", pipe, config, train, progress=True)
-    train_seconds = time.perf_counter() - t0
+    train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     assert result is not None
     adapter = result.adapter
 
@@ -126,6 +131,7 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         "adapter": {"path": str(adapter.path), "sha256": adapter.sha256},
         "train_seconds_total": round(train_seconds, 1),
         "train_seconds_steps": round(result.seconds, 1),
+        "train_cpu_seconds": round(train_cpu, 1),  # this process's CPU time: the machine is shared
         "final_loss": result.losses[-1] if result.losses else None,
         "colour_distance": {k: round(v, 3) for k, v in distance.items()},
         "distance_ratio": round(distance["adapter"] / distance["base"], 3),
