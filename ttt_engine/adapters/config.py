@@ -1,8 +1,9 @@
 """The adapter's typed configuration: what a LoRA is (AdapterConfig) and how one is trained (AdapterTrainConfig).
 
 Both are frozen dataclasses; `from_dict` checks every key and value and raises AdapterError naming the bad
-one. The defaults train a style adapter on the shipped 3.1 M-parameter model in minutes on 2 CPU cores; a
-real CogVideoX on a GPU wants a larger rank (the diffusers CogVideoX LoRA script uses 64-128, alpha = rank).
+one. The training defaults are the recorded style run's (docs/benchmarks.md, "Adapters (issue 24)"): about
+6.5 CPU-minutes on the shipped 3.1 M-parameter model; a real CogVideoX on a GPU wants a larger rank (the
+diffusers CogVideoX LoRA script uses 64-128, alpha = rank).
 """
 
 from __future__ import annotations
@@ -127,10 +128,10 @@ class AdapterTrainConfig:
     order, noise and timesteps.
     """
 
-    learning_rate: float = 2e-3
-    steps: int = 300
-    batch: int = 4
-    preview_every: int = 100
+    learning_rate: float = 4e-3
+    steps: int = 150
+    batch: int = 2
+    preview_every: int = 50
     checkpoint_every: int = 50
     prior_samples: int = 16
     prior_weight: float = 1.0

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import DEFAULT_TARGETS
+from .config import DEFAULT_TARGETS, AdapterConfig, AdapterTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +41,10 @@ class StyleRun:
     out: Path
     model: Path | None = None
     stills: int = 50
-    steps: int = 150
-    rank: int = 8
-    learning_rate: float = 4e-3
-    batch: int = 2
+    steps: int = AdapterTrainConfig.steps
+    rank: int = AdapterConfig.rank
+    learning_rate: float = AdapterTrainConfig.learning_rate
+    batch: int = AdapterTrainConfig.batch
     # the attention layers diffusers' script targets, and the MLP: a look is a per-pixel change
     targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
     storyboards: int = 12
@@ -83,7 +83,7 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
     from ..eval.metrics import colour_distance, evaluate
     from ..pipeline.video_pipeline import VideoPipeline
     from ..toonworld.grade import get_grade, write_graded_stills
-    from . import AdapterConfig, AdapterTrainConfig, applied
+    from . import applied
     from .train import train_adapter
 
     torch.set_num_threads(run.threads)
