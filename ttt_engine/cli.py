@@ -20,6 +20,7 @@ SUBCOMMANDS: dict[str, str] = {
     "compare": "ttt_engine.eval.compare",
     "probe-text": "ttt_engine.eval.text_probe",
     "generate": "ttt_engine.pipeline.cli",
+    "adapter": "ttt_engine.adapters.cli",
     "train": "ttt_engine.train.cli",
     "swap-text-encoder": "ttt_engine.train.text_swap",
     "strip-ttt": "ttt_engine.train.ttt_strip",
@@ -34,7 +35,6 @@ SUBCOMMANDS: dict[str, str] = {
     "gc": "server.cli.gc",
     "pool": "server.cli.pool",
     "monitor": "server.cli.monitor",
-    "adapter": "server.cli.adapter",
     "fill": "host_plugin.cli",
     "install-plugin": "host_plugin.install",
 }

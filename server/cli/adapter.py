@@ -1,7 +1,7 @@
 """`ttt-studio adapter upload PATH` / `adapter list`: the server's LoRA adapters from the command line.
 
-`add_client_commands(subparsers)` adds `upload` and `list` to the `adapter` command group (whose
-`train` subcommand belongs to ttt_engine); `register` creates the group when no other module does.
+`add_client_commands(subparsers)` adds `upload` and `list` to the `adapter` command group, which
+ttt_engine.adapters.cli creates (with `train` and `info`).
 """
 
 from __future__ import annotations
@@ -39,11 +39,6 @@ def add_client_commands(subparsers: argparse._SubParsersAction) -> None:
     listing = subparsers.add_parser("list", help="the adapters you may use on a server")
     add_client_arguments(listing)
     listing.set_defaults(func=run_list)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("adapter", help="LoRA adapters: upload to and list on a server")
-    add_client_commands(parser.add_subparsers(dest="adapter_command", metavar="ACTION", required=True))
 
 
 def run_upload(args: argparse.Namespace) -> int:

@@ -1,8 +1,9 @@
 """The adapter's typed configuration: what a LoRA is (AdapterConfig) and how one is trained (AdapterTrainConfig).
 
 Both are frozen dataclasses; `from_dict` checks every key and value and raises AdapterError naming the bad
-one. The defaults train a style adapter on the shipped 3.1 M-parameter model in minutes on 2 CPU cores; a
-real CogVideoX on a GPU wants a larger rank (the diffusers CogVideoX LoRA script uses 64-128, alpha = rank).
+one. The training defaults are the recorded style run's (docs/benchmarks.md, "Adapters (issue 24)"): about
+6.5 CPU-minutes on the shipped 3.1 M-parameter model; a real CogVideoX on a GPU wants a larger rank (the
+diffusers CogVideoX LoRA script uses 64-128, alpha = rank).
 """
 
 from __future__ import annotations
@@ -119,20 +120,18 @@ class AdapterConfig:
 class AdapterTrainConfig:
     """How an adapter is trained (`ttt-studio adapter train`).
 
-    learning_rate, steps, batch: AdamW on the LoRA parameters only (the base stays frozen).
-    frames: frames of a clip sample (stills train as one-frame videos); size: (height, width) samples are
-    resized/cropped to (multiples of the VAE's 8 x the patch size). preview_every: a preview PNG every N
-    steps (0: none); checkpoint_every: a resumable checkpoint every N steps. prior_samples / prior_weight:
-    subject adapters only: base-model samples captioned without the trigger (DreamBooth prior preservation)
-    and the weight of their loss. lora_dropout: peft's dropout on the LoRA input. seed: data order and noise.
+    learning_rate, steps, batch: AdamW on the LoRA parameters only (the base stays frozen); items are
+    resized (centre crop) to the model's own size. preview_every: a preview PNG every N steps (0: none);
+    checkpoint_every: a resumable checkpoint every N steps (0: only at the end). prior_samples /
+    prior_weight: subject adapters only: base-model samples captioned without the trigger (DreamBooth prior
+    preservation) and the weight of their loss. lora_dropout: peft's dropout on the LoRA input. seed: data
+    order, noise and timesteps.
     """
 
-    learning_rate: float = 2e-3
-    steps: int = 300
-    batch: int = 4
-    frames: int = 1
-    size: tuple[int, int] = (64, 64)
-    preview_every: int = 100
+    learning_rate: float = 4e-3
+    steps: int = 150
+    batch: int = 2
+    preview_every: int = 50
     checkpoint_every: int = 50
     prior_samples: int = 16
     prior_weight: float = 1.0
@@ -141,24 +140,16 @@ class AdapterTrainConfig:
 
     def __post_init__(self) -> None:
         _finite(self.learning_rate, "learning_rate", positive=True)
-        for name in ("steps", "batch", "frames"):
+        for name in ("steps", "batch"):
             _positive_int(getattr(self, name), name)
         for name in ("preview_every", "checkpoint_every", "prior_samples", "seed"):
             _nonneg_int(getattr(self, name), name)
         _finite(self.prior_weight, "prior_weight")
         if not 0.0 <= _finite(self.lora_dropout, "lora_dropout") < 1.0:
             raise AdapterError(f"lora_dropout: expected a number in [0, 1), got {self.lora_dropout!r}")
-        size = tuple(self.size) if isinstance(self.size, list | tuple) else self.size
-        if not isinstance(size, tuple) or len(size) != 2:
-            raise AdapterError(f"size: expected [height, width], got {self.size!r}")
-        for v in size:
-            _positive_int(v, "size")
-        object.__setattr__(self, "size", size)
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["size"] = list(self.size)
-        return d
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str = "train config") -> AdapterTrainConfig:

@@ -1,0 +1,192 @@
+"""The style must-show of issue #24, as a reproducible run:
+
+    python -m ttt_engine.adapters.experiment style --out runs/adapter-style --strip docs/adapter_style.png
+
+1. renders STYLE stills of toon-world shots in the "dusk" grade (toonworld/grade.py: a look the base never
+   saw), each with its storyboard text as caption; 2. trains a style adapter on them with the shipped model
+   (`train_adapter`, the timed part, torch threads as given); 3. generates held-out storyboards
+   (`compare`'s evaluation cases) with the base and with the adapter, same seeds; 4. measures each arm's
+   colour distance to the stills (eval/metrics.py `colour_distance`, Lab sliced Wasserstein) and its
+   storyboard adherence (the detectors). The detectors key on the toon world's palette, so the adapter's
+   shots are scored after `Grade.invert` (the grade is exactly invertible on the toon world's colours);
+   their adherence as generated is reported beside it.
+Prints a summary and writes result.json (and a base-vs-adapter PNG strip with --strip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import DEFAULT_TARGETS, AdapterConfig, AdapterTrainConfig
+
+log = logging.getLogger(__name__)
+
+STYLE_SEED = 2_000_000  # episode seeds of the style stills (training data uses 0.., evaluation 1_000_000..)
+GRADE = "dusk"
+
+
+@dataclass(frozen=True)
+class StyleRun:
+    """Settings of one style experiment (defaults: the recorded run)."""
+
+    out: Path
+    model: Path | None = None
+    stills: int = 50
+    steps: int = AdapterTrainConfig.steps
+    rank: int = AdapterConfig.rank
+    learning_rate: float = AdapterTrainConfig.learning_rate
+    batch: int = AdapterTrainConfig.batch
+    # the attention layers diffusers' script targets, and the MLP: a look is a per-pixel change
+    targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
+    storyboards: int = 12
+    segments: int = 1
+    scale: float = 1.0
+    # 1: on a loaded shared machine two torch threads spin against other jobs (a forward pass went from
+    # 2 s to 27 s in wall time); on an idle machine pass --threads 2
+    threads: int = 1
+    strip: Path | None = None
+
+
+def _read_pngs(paths: list[Path]) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(p).convert("RGB"), np.float32) / 255.0 for p in paths])
+
+
+def _strip(path: Path, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) -> Path:
+    """Rows of [style still | base frame | adapter frame] (display values), upscaled 2x, as a PNG."""
+    from PIL import Image
+
+    from ..toonworld.render import to_uint8
+
+    gap = np.ones((rows[0][0].shape[0], 4, 3), np.float32)
+    image = np.concatenate([np.concatenate([a, gap, b, gap, c], axis=1) for a, b, c in rows], axis=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pil = Image.fromarray(to_uint8(image))
+    pil.resize((pil.width * 2, pil.height * 2), Image.NEAREST).save(path, optimize=True)
+    return path
+
+
+def style_experiment(run: StyleRun) -> dict[str, Any]:
+    """Run the experiment (module docstring); returns the figures (also written to run.out/result.json)."""
+    from ..default_model import default_model_dir
+    from ..eval.compare import EVAL_SEED_BASE, CompareConfig, display_frames, eval_cases, sampling_params
+    from ..eval.metrics import colour_distance, evaluate
+    from ..pipeline.video_pipeline import VideoPipeline
+    from ..toonworld.grade import get_grade, write_graded_stills
+    from . import applied
+    from .train import train_adapter
+
+    torch.set_num_threads(run.threads)
+    grade = get_grade(GRADE)
+    pipe = VideoPipeline.from_folder(run.model or default_model_dir())
+    height, width = pipe.default_size
+    stills = write_graded_stills(
+        run.out / "stills", run.stills, GRADE, STYLE_SEED, height, width, int(pipe.fps)
+    )
+    config = AdapterConfig(
+        rank=run.rank, alpha=float(run.rank), target_modules=run.targets, kind="style", trigger=GRADE
+    )
+    train = AdapterTrainConfig(
+        learning_rate=run.learning_rate,
+        steps=run.steps,
+        batch=run.batch,
+        preview_every=max(1, run.steps // 3),
+    )
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    result = train_adapter(run.out / "stills", run.out / "adapter", pipe, config, train, progress=True)
+    train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    assert result is not None
+    adapter = result.adapter
+
+    cases = eval_cases(run.segments, run.storyboards)
+    assert all(c.seed >= EVAL_SEED_BASE for c in cases)
+    params = sampling_params(pipe, CompareConfig(segments=run.segments, storyboards=run.storyboards))
+    fps = int(pipe.fps)
+    arms: dict[str, list[np.ndarray]] = {"base": [], "adapter": []}
+    reports: dict[str, list[Any]] = {"base": [], "adapter": [], "adapter_as_generated": []}
+    for case in cases:
+        base = display_frames(pipe.generate(case.storyboard, params).frames, pipe.spec.colorspace)
+        with applied(pipe.transformer, [(adapter, run.scale)]):
+            styled = display_frames(pipe.generate(case.storyboard, params).frames, pipe.spec.colorspace)
+        arms["base"].append(base)
+        arms["adapter"].append(styled)
+        reports["base"].append(evaluate(base, case.storyboard, fps, facts=case.facts))
+        reports["adapter"].append(evaluate(grade.invert(styled), case.storyboard, fps, facts=case.facts))
+        reports["adapter_as_generated"].append(evaluate(styled, case.storyboard, fps, facts=case.facts))
+    style = _read_pngs(stills)
+    distance = {k: colour_distance(np.concatenate(v), style) for k, v in arms.items()}
+    adherence = {k: float(np.mean([r.summary()["adherence"] for r in v])) for k, v in reports.items()}
+    figures = {
+        "run": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()},
+        "adapter": {"path": str(adapter.path), "sha256": adapter.sha256},
+        "train_seconds_total": round(train_seconds, 1),
+        "train_seconds_steps": round(result.seconds, 1),
+        "train_cpu_seconds": round(train_cpu, 1),  # this process's CPU time: the machine is shared
+        "final_loss": result.losses[-1] if result.losses else None,
+        "colour_distance": {k: round(v, 3) for k, v in distance.items()},
+        "distance_ratio": round(distance["adapter"] / distance["base"], 3),
+        "adherence": {k: round(v, 3) for k, v in adherence.items()},
+        "adherence_difference": round(adherence["adapter"] - adherence["base"], 3),
+        "cases": len(cases),
+        "segments": run.segments,
+    }
+    (run.out / "result.json").write_text(json.dumps(figures, indent=2) + "\n")
+    if run.strip is not None:
+        rows = []
+        for i, (b, a) in enumerate(zip(arms["base"][:3], arms["adapter"][:3])):
+            mid = len(b) // 2
+            rows.append((style[i], b[mid], a[mid]))
+        _strip(run.strip, rows)
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m ttt_engine.adapters.experiment",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="which", required=True)
+    s = sub.add_parser("style", help="the style adapter must-show")
+    d = StyleRun(out=Path("."))
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--model", type=Path)
+    for name in ("stills", "steps", "rank", "batch", "storyboards", "segments", "threads"):
+        s.add_argument(f"--{name}", type=int, default=getattr(d, name))
+    s.add_argument("--lr", type=float, default=d.learning_rate)
+    s.add_argument("--scale", type=float, default=d.scale)
+    s.add_argument("--targets", nargs="+", default=list(d.targets))
+    s.add_argument("--strip", type=Path, help="write a [still | base | adapter] PNG strip here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run = StyleRun(
+        out=args.out,
+        model=args.model,
+        stills=args.stills,
+        steps=args.steps,
+        rank=args.rank,
+        learning_rate=args.lr,
+        batch=args.batch,
+        targets=tuple(args.targets),
+        storyboards=args.storyboards,
+        segments=args.segments,
+        scale=args.scale,
+        threads=args.threads,
+        strip=args.strip,
+    )
+    print(json.dumps(style_experiment(run), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,341 @@
+"""Train a LoRA adapter with peft on a folder of stills and clips (`ttt-studio adapter train`).
+
+    items (data.py) -> latents (the model's VAE, once)      captions -> text embeddings (once, frozen)
+    [subject] prior samples: the base model's own latents for the captions without the trigger
+    LoRA (peft inject_adapter_in_model, B = 0: the model starts as the base) on config.target_modules
+    for each step:  z = a batch of item latents;  t, eps from one seeded generator
+                    loss = || DiT(x_t, text, t) - v ||^2  (the trainer's VelocityLoss, the model's schedule)
+                           [+ prior_weight * the same loss on a batch of prior samples]
+                    AdamW on the LoRA matrices only
+    every checkpoint_every steps: ADAPTER_DIR/checkpoint/state.pt (LoRA, optimizer, sampler, RNG, priors)
+    every preview_every steps: ADAPTER_DIR/previews/step_NNNNNN.png (a sample of the first caption)
+    at the end: ADAPTER_DIR/pytorch_lora_weights.safetensors in diffusers' naming (format.py)
+
+One rule: the base weights never train and are left as they were (the LoRA layers are taken out at the
+end), so the pipeline can sample the base model again. N steps == N/2 steps + resume + N/2 steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..storyboard import Segment, Storyboard
+from ..train.checkpoint import ResumeError, capture_rng, restore_rng
+from ..train.data import SeededSampler
+from ..train.diffusion_loss import VelocityLoss, make_noise_scheduler
+from .apply import linear_module_map
+from .config import AdapterConfig, AdapterError, AdapterTrainConfig
+from .data import Item, collect_items, without_trigger
+from .format import PREFIX, Adapter, relative_module, save_adapter
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoint"
+STATE_FILE = "state.pt"
+STATE_FORMAT = "ttt-studio.adapter-train"
+PREVIEW_DIR = "previews"
+PREVIEW_SEED = 0
+_ADAPTER = "default"  # peft's adapter name inside the model while training
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The saved adapter, the loss of every step run in this call, the wall time of the steps."""
+
+    adapter: Adapter
+    losses: list[float]
+    seconds: float
+
+
+def describe_base(pipe: Any) -> str:
+    """The base_model fingerprint an adapter records: the pipeline's source and the transformer's shape."""
+    c = pipe.transformer.config
+    return (
+        f"{pipe.source} (VideoDiT {c.num_layers} layers, dim {c.dim}, {c.num_heads} heads, text {c.text_dim}, "
+        f"ttt {c.ttt_inner})"
+    )
+
+
+def target_names(transformer: nn.Module, config: AdapterConfig) -> dict[str, str]:
+    """{our module name: diffusers module name} of every Linear the config targets; AdapterError for a
+    target name the model does not have."""
+    names = linear_module_map(transformer)
+    chosen = {
+        ours: theirs for theirs, ours in names.items() if relative_module(theirs) in config.target_modules
+    }
+    known = {relative_module(t) for t in names}
+    unknown = [t for t in config.target_modules if t not in known]
+    if unknown:
+        raise AdapterError(
+            f"target_modules {unknown} are not layers of this model (its block layers: {sorted(known)})"
+        )
+    return chosen
+
+
+@contextlib.contextmanager
+def peft_lora(
+    transformer: nn.Module, config: AdapterConfig, train: AdapterTrainConfig, targets: list[str]
+) -> Iterator[dict[str, nn.Module]]:
+    """Inject peft LoRA layers on `targets` (our names); yield {our name: peft layer}; take them out on exit.
+
+    The base parameters are frozen while inside and get their requires_grad back afterwards."""
+    from peft import LoraConfig, inject_adapter_in_model
+    from peft.tuners.lora import LoraLayer
+
+    grads = {n: p.requires_grad for n, p in transformer.named_parameters()}
+    lora = LoraConfig(
+        r=config.rank, lora_alpha=config.alpha, target_modules=targets, lora_dropout=train.lora_dropout
+    )
+    with torch.random.fork_rng(devices=[]):  # peft draws A (kaiming) from the global RNG: seed it
+        torch.manual_seed(train.seed)
+        inject_adapter_in_model(lora, transformer, adapter_name=_ADAPTER)
+    layers = {n: m for n, m in transformer.named_modules() if isinstance(m, LoraLayer) and n in targets}
+    try:
+        for p in transformer.parameters():
+            p.requires_grad_(False)
+        for layer in layers.values():
+            for p in (*layer.lora_A[_ADAPTER].parameters(), *layer.lora_B[_ADAPTER].parameters()):
+                p.requires_grad_(True)
+        yield layers
+    finally:
+        for name, layer in layers.items():
+            parent_name, _, child = name.rpartition(".")
+            setattr(transformer.get_submodule(parent_name), child, layer.get_base_layer())
+        if hasattr(transformer, "peft_config"):
+            del transformer.peft_config
+        for n, p in transformer.named_parameters():
+            p.requires_grad_(grads[n])
+
+
+def lora_state(layers: dict[str, nn.Module], names: dict[str, str]) -> dict[str, torch.Tensor]:
+    """The LoRA matrices in diffusers' naming (names: our module name -> diffusers')."""
+    out = {}
+    for ours, layer in layers.items():
+        key = f"{PREFIX}{names[ours]}"
+        out[f"{key}.lora_A.weight"] = layer.lora_A[_ADAPTER].weight.detach().float().cpu().clone()
+        out[f"{key}.lora_B.weight"] = layer.lora_B[_ADAPTER].weight.detach().float().cpu().clone()
+    return out
+
+
+def _encode_texts(pipe: Any, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """[N, 1, T, d] embeddings and [N, 1, T] masks (one-segment prompts), frozen encoder."""
+    with torch.no_grad():
+        emb, mask = pipe.text_encoder.encode(captions)
+    return emb.float().cpu()[:, None], mask.cpu()[:, None]
+
+
+def _encode_items(pipe: Any, items: list[Item]) -> torch.Tensor:
+    """[N, F, C, h, w] scaled latents (the VAE's mode, as the pipeline encodes plates), CPU float32."""
+    from ..conform import convert
+    from ..pipeline.model_spec import SRGB_ENCODED
+
+    space = pipe.spec.colorspace  # items are sRGB display values; the VAE reads its model's space
+    with torch.no_grad():
+        return torch.cat(
+            [pipe.encode_frames(convert(item.frames, SRGB_ENCODED, space)).float().cpu() for item in items]
+        )
+
+
+def _prior_latents(pipe: Any, captions: list[str], count: int) -> tuple[torch.Tensor, list[str]]:
+    """`count` base-model samples (latents) of the captions without the trigger, in turn; seeds 0..count-1."""
+    chosen = [captions[i % len(captions)] for i in range(count)]
+    latents = []
+    from tqdm.auto import tqdm
+
+    for i, text in enumerate(tqdm(chosen, desc="prior samples", leave=False)):
+        params = pipe.generation_params(seed=i, preview_every=0)
+        latents.append(pipe.sample(Storyboard((Segment(text),)), params).float().cpu())
+    return torch.cat(latents), chosen
+
+
+def _write_preview(pipe: Any, caption: str, path: Path) -> Path:
+    """First, middle and last frame of a sample of `caption` side by side, as a PNG."""
+    from PIL import Image
+
+    from ..toonworld.render import to_uint8
+
+    params = pipe.generation_params(seed=PREVIEW_SEED, preview_every=0)
+    with torch.no_grad():
+        frames = pipe.decode(pipe.sample(Storyboard((Segment(caption),)), params))
+    picks = [frames[0], frames[len(frames) // 2], frames[-1]]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(np.concatenate(picks, axis=1))).save(path)
+    return path
+
+
+def _identity(config: AdapterConfig, train: AdapterTrainConfig, items: list[Item]) -> dict[str, Any]:
+    """What a checkpoint must agree on to be resumed (the adapter, its training settings, the items)."""
+    return {
+        "config": json.dumps(config.to_dict(), sort_keys=True),
+        "train": json.dumps(train.to_dict(), sort_keys=True),
+        "items": json.dumps([(i.source, i.caption) for i in items]),
+    }
+
+
+def _save_state(folder: Path, state: dict[str, Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f".{STATE_FILE}.{os.getpid()}.tmp"
+    torch.save({"format": STATE_FORMAT, **state}, tmp)
+    os.replace(tmp, folder / STATE_FILE)
+
+
+def _load_state(folder: Path, identity: dict[str, Any]) -> dict[str, Any] | None:
+    path = folder / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise ResumeError(f"{path}: cannot read ({err}); delete it to start again") from err
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise ResumeError(f"{path}: not an adapter training state; delete it to start again")
+    differs = [k for k, v in identity.items() if state.get(k) != v]
+    if differs:
+        raise ResumeError(
+            f"{path}: written for a different {' and '.join(differs)}; train into a new folder or delete "
+            f"{folder} to start again"
+        )
+    return state
+
+
+def train_adapter(
+    folder: str | Path,
+    out_dir: str | Path,
+    pipe: Any,
+    config: AdapterConfig,
+    train: AdapterTrainConfig,
+    *,
+    progress: bool = True,
+    stop_at: int | None = None,
+) -> TrainResult | None:
+    """Train an adapter on `folder` for `pipe`'s transformer and save it in `out_dir` (see module docstring).
+
+    Resumes from `out_dir`'s checkpoint when there is one (same config, settings and items; otherwise
+    ResumeError). config.base_model is filled in from the pipeline when empty. stop_at: stop after that
+    step with a checkpoint and no adapter (returns None), as an interrupted run would.
+    """
+    from tqdm.auto import tqdm
+
+    if config.kind not in ("style", "subject"):
+        raise AdapterError(f"kind: training needs 'style' or 'subject', got {config.kind!r}")
+    if not config.base_model:
+        config = AdapterConfig(**{**config.to_dict(), "base_model": describe_base(pipe)})
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise AdapterError(f"{out_dir}: expected a folder for the adapter, got a file")
+    transformer = pipe.transformer
+    names = target_names(transformer, config)
+    items = collect_items(folder, config.kind, config.trigger, pipe.num_frames(1), pipe.default_size)
+    log.info("%d training items from %s", len(items), folder)
+    identity = _identity(config, train, items)
+    ckpt_dir = out_dir / CHECKPOINT_DIR
+    state = _load_state(ckpt_dir, identity)
+
+    latents = _encode_items(pipe, items)
+    emb, mask = _encode_texts(pipe, [i.caption for i in items])
+    priors = None
+    if config.kind == "subject" and train.prior_samples and train.prior_weight:
+        if state is not None:
+            prior_latents, prior_captions = state["prior_latents"], json.loads(state["prior_captions"])
+        else:
+            captions = [without_trigger(i.caption, config.trigger) for i in items]
+            prior_latents, prior_captions = _prior_latents(pipe, captions, train.prior_samples)
+        priors = (prior_latents, *_encode_texts(pipe, prior_captions), prior_captions)
+
+    velocity = VelocityLoss(make_noise_scheduler(pipe.scheduler_config))
+    device = pipe.device
+    gen = torch.Generator().manual_seed(train.seed)
+    sampler = SeededSampler(len(items), train.seed)
+    prior_sampler = SeededSampler(train.prior_samples or 1, train.seed + 1)
+    start = 0
+    losses: list[float] = []
+    with peft_lora(transformer, config, train, list(names)) as layers:
+        params = [p for layer in layers.values() for p in layer.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=train.learning_rate, weight_decay=0.0)
+        if state is not None:
+            start = int(state["step"])
+            for ours, layer in layers.items():
+                key = f"{PREFIX}{names[ours]}"
+                with torch.no_grad():
+                    layer.lora_A[_ADAPTER].weight.copy_(state["lora"][f"{key}.lora_A.weight"])
+                    layer.lora_B[_ADAPTER].weight.copy_(state["lora"][f"{key}.lora_B.weight"])
+            opt.load_state_dict(state["optimizer"])
+            sampler.load_state_dict(state["sampler"])
+            prior_sampler.load_state_dict(state["prior_sampler"])
+            restore_rng(state["rng"], gen)
+            log.info("resuming %s at step %d of %d", out_dir, start, train.steps)
+
+        def checkpoint(step: int) -> None:
+            extra = {}
+            if priors is not None:
+                extra = {"prior_latents": priors[0], "prior_captions": json.dumps(priors[3])}
+            _save_state(
+                ckpt_dir,
+                {
+                    **identity,
+                    **extra,
+                    "step": step,
+                    "lora": lora_state(layers, names),
+                    "optimizer": opt.state_dict(),
+                    "sampler": sampler.state_dict(),
+                    "prior_sampler": prior_sampler.state_dict(),
+                    "rng": capture_rng(gen),
+                },
+            )
+
+        def batch_loss(z: torch.Tensor, e: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+            t = velocity.sample_timesteps(z.shape[0], gen)
+            noise = torch.randn(z.shape, generator=gen)
+            noisy, target = velocity.noisy_and_target(z, noise, t)
+            pred = transformer(noisy.to(device), e.to(device), m.to(device), t.to(device))
+            return VelocityLoss.loss(pred, target.to(device))
+
+        transformer.train()
+        t0 = time.perf_counter()
+        bar = tqdm(total=train.steps, initial=start, desc=f"adapter ({config.kind})", disable=not progress)
+        for step in range(start, train.steps):
+            idx = sampler.next_indices(train.batch)
+            loss = batch_loss(latents[idx], emb[idx], mask[idx])
+            if priors is not None:
+                pidx = prior_sampler.next_indices(train.batch)
+                loss = loss + train.prior_weight * batch_loss(
+                    priors[0][pidx], priors[1][pidx], priors[2][pidx]
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            done = step + 1
+            if done == stop_at:
+                checkpoint(done)
+                bar.close()
+                return None
+            if train.checkpoint_every and done % train.checkpoint_every == 0 and done < train.steps:
+                checkpoint(done)
+            if train.preview_every and done % train.preview_every == 0:
+                transformer.eval()
+                _write_preview(pipe, items[0].caption, out_dir / PREVIEW_DIR / f"step_{done:06d}.png")
+                transformer.train()
+        bar.close()
+        seconds = time.perf_counter() - t0
+        transformer.eval()
+        final = lora_state(layers, names)
+        if start < train.steps:
+            checkpoint(train.steps)
+    adapter = save_adapter(final, out_dir, config, train)
+    log.info("adapter written: %s (sha256 %s)", adapter.path, adapter.sha256)
+    return TrainResult(adapter, losses, seconds)
