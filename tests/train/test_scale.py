@@ -67,7 +67,7 @@ def _rank_main(info: DistInfo, config: dict[str, Any], out: str, resume: str | N
                 "transformer": trainer.parts.transformer.state_dict(),
                 "text": trainer.parts.text_encoder.state_dict(),
             },
-            Path(out) / ("resumed.pt" if resume else f"world{info.world_size}.pt"),
+            Path(out) / f"{'resumed' if resume else 'world'}{info.world_size}.pt",
         )
 
 
@@ -125,16 +125,18 @@ def test_fsdp_run_resumes_from_its_gathered_checkpoint(
     tmp_path: Path, toon_dir: Path, one_process: dict[str, Any]
 ) -> None:
     """The step-2 checkpoint of a 2-process FSDP run (full weights and optimizer state, gathered on rank 0)
-    resumes in 2 FSDP processes to the same last step as the uninterrupted one-process run."""
+    resumes in 2 FSDP processes, and in 1 process of the same global batch, to the same last step as the
+    uninterrupted one-process run."""
     _train(tmp_path, toon_dir, 2, "fsdp")
     out = tmp_path / "fsdp2"
     half = [c for c in list_checkpoints(out / "run") if c.name.endswith("step0000002")]
     assert len(half) == 1
-    launch(_rank_main, 2, _config(out, toon_dir, 2, "fsdp"), str(out), str(half[0]))
-    resumed = torch.load(out / "resumed.pt", weights_only=True)
-    assert resumed["losses"] == pytest.approx(one_process["losses"][2:], abs=LOSS_TOL, rel=0)
-    for k, v in one_process["transformer"].items():
-        assert torch.allclose(resumed["transformer"][k], v, atol=WEIGHT_TOL, rtol=0), k
+    for nproc in (2, 1):
+        launch(_rank_main, nproc, _config(out, toon_dir, nproc, "fsdp"), str(out), str(half[0]))
+        resumed = torch.load(out / f"resumed{nproc}.pt", weights_only=True)
+        assert resumed["losses"] == pytest.approx(one_process["losses"][2:], abs=LOSS_TOL, rel=0)
+        for k, v in one_process["transformer"].items():
+            assert torch.allclose(resumed["transformer"][k], v, atol=WEIGHT_TOL, rtol=0), (nproc, k)
 
 
 def test_sharding_is_checked(tmp_path: Path, toon_dir: Path) -> None:

@@ -466,14 +466,25 @@ class Trainer:
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
         return get_optimizer_state_dict(self._sharded, opt, options=options)
 
-    def _load_optimizer_state(self, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
-        if self._sharded is None:
+    def _load_optimizer_state(
+        self, opt: torch.optim.Optimizer, state: dict[str, Any], saved: str, stage: StageConfig
+    ) -> None:
+        """Restore a checkpoint's optimizer state. An 'fsdp' checkpoint holds the full state keyed by
+        parameter name, which loads into a DiT stage of any sharding and world size; a 'ddp' one (keyed by
+        position) loads into 'ddp' only."""
+        if saved == "ddp":
+            if self._sharded is not None:
+                raise ckpt.ResumeError(
+                    f"checkpoint of stage {stage.name!r} was written with sharding 'ddp'; resume it with "
+                    "sharding 'ddp' (an 'fsdp' checkpoint resumes under either)"
+                )
             opt.load_state_dict(state)
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
+        assert self._objective is not None
         set_optimizer_state_dict(
-            self._sharded, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True)
+            self._objective, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True)
         )
 
     def _sharding(self, stage: StageConfig) -> str:
@@ -522,22 +533,19 @@ class Trainer:
         )
         gen = torch.Generator().manual_seed(_stage_seed(self.config.seed, index, self.info.rank))
         if resume_state is not None and start > 0:
-            sharding = resume_state.get("sharding", "ddp") if stage.type == "dit" else "ddp"
-            if sharding != self._sharding(stage):
-                raise ckpt.ResumeError(
-                    f"checkpoint of stage {stage.name!r} was written with sharding {sharding!r}, this run uses "
-                    f"{self._sharding(stage)!r}: resume with the same sharding"
-                )
-            self._load_optimizer_state(opt, resume_state["optimizer"])
+            saved = resume_state.get("sharding", "ddp") if stage.type == "dit" else "ddp"
+            self._load_optimizer_state(opt, resume_state["optimizer"], saved, stage)
             sched.load_state_dict(resume_state["lr_scheduler"])
             sampler.load_state_dict(resume_state["sampler"])
             rng = resume_state["rng"]
-            if len(rng) != self.info.world_size:
+            # a DiT stage draws by global sample position (the sampler's state is global), so it resumes in
+            # any number of processes; a VAE stage draws from per-rank generators
+            if len(rng) != self.info.world_size and stage.type != "dit":
                 raise ckpt.ResumeError(
-                    f"checkpoint was written by {len(rng)} process(es), this run has {self.info.world_size}; "
-                    "resume with the same --nproc"
+                    f"checkpoint of VAE stage {stage.name!r} was written by {len(rng)} process(es), this run has "
+                    f"{self.info.world_size}; resume with the same --nproc"
                 )
-            ckpt.restore_rng(rng[self.info.rank], gen)
+            ckpt.restore_rng(rng[self.info.rank % len(rng)], gen)
             if ema is not None:
                 if resume_state.get("ema") is None:
                     raise ckpt.ResumeError(
