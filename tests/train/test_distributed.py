@@ -21,9 +21,9 @@ def _rank_main(info: DistInfo, config: dict[str, Any], out: str) -> None:
     trainer = Trainer(TrainConfig.from_dict(config), info=info, progress=False)
     original = trainer._dit_batch
 
-    def spy(indices: list[int], gen: torch.Generator, *rest: float) -> Any:
+    def spy(indices: list[int], gens: list[torch.Generator], *rest: float) -> Any:
         seen.append(list(indices))
-        return original(indices, gen, *rest)
+        return original(indices, gens, *rest)
 
     trainer._dit_batch = spy  # type: ignore[method-assign]
     reports: list[StepReport] = []

@@ -1,7 +1,8 @@
-"""`ttt-studio train CONFIG [--resume DIR] [--nproc N]`: run a training config (all its stages).
+"""`ttt-studio train CONFIG [--resume DIR] [--nproc N] [--sharding ddp|fsdp]`: run a training config.
 
 --nproc N spawns N local data-parallel processes (gloo on CPU, NCCL on GPUs). Under torchrun the
-ranks come from its environment (RANK, WORLD_SIZE, LOCAL_RANK) and --nproc must be left at 1.
+ranks come from its environment (RANK, WORLD_SIZE, LOCAL_RANK) and --nproc must be left at 1, e.g.
+`torchrun --nproc_per_node 8 -m ttt_engine.cli train CONFIG --sharding fsdp` (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 from typing import Any
+
+from .config import SHARDINGS
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--resume", metavar="DIR", default=None, help="a checkpoint folder, or a run folder (its latest)"
     )
     p.add_argument("--nproc", type=int, default=1, help="local data-parallel processes (default 1)")
+    p.add_argument(
+        "--sharding",
+        choices=SHARDINGS,
+        default=None,
+        help="DiT stages across ranks: ddp (replicated weights) or fsdp (sharded per block); default: the config's",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
     p.set_defaults(func=run)
 
@@ -53,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     world = None
     try:
         config = TrainConfig.load(args.config)
+        if args.sharding is not None:
+            config = TrainConfig.from_dict({**config.to_dict(), "sharding": args.sharding})
         if args.nproc < 1:
             raise ConfigError(f"--nproc: expected an integer >= 1, got {args.nproc}")
         world = env_world()

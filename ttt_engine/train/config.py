@@ -39,6 +39,7 @@ LR_SCHEDULES = ("cosine", "constant")
 RECON_LOSSES = ("l1", "l2", "l1+l2")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "bf16")
+SHARDINGS = ("ddp", "fsdp")  # DiT stages across ranks: replicated weights, or FSDP-sharded per block
 TRANSFORMER_PRESETS = ("tiny", "cogvideox_5b")
 # keys that only one stage type reads: setting them on the other type is an error, not a silent no-op
 _DIT_ONLY = (
@@ -193,6 +194,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     precision: str = "auto"
+    sharding: str = "ddp"
     log_every: int = 10
     checkpoint_every: int = 0
     keep_checkpoints: int = 2
@@ -463,6 +465,15 @@ def _validate(c: TrainConfig) -> None:
     _require(c.seed >= 0, "seed", "an integer >= 0", c.seed)
     _one_of("device", c.device, DEVICES)
     _one_of("precision", c.precision, PRECISIONS)
+    _one_of("sharding", c.sharding, SHARDINGS)
+    if c.sharding == "fsdp":
+        ema = [s.name for s in c.stages if s.type == "dit" and s.ema_decay > 0]
+        _require(
+            not ema,
+            "sharding",
+            f"'ddp' for stages with ema_decay > 0 ({ema}): FSDP keeps no weight average",
+            c.sharding,
+        )
     _require(c.log_every >= 1, "log_every", "an integer >= 1", c.log_every)
     _require(
         c.checkpoint_every >= 0,

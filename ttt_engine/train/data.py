@@ -20,7 +20,9 @@ Mattes: with a stage's matte_weight > 0 the loss is weighted per latent pixel by
 mattes, pooled onto the latent grid (matte_to_latent_grid, DiTData.weights).
 
 Sampler: a seeded permutation per epoch, read as one stream; each step takes batch x world_size
-items, rank r its slice. Its position (epoch, offset) goes into the checkpoint.
+items, rank r its slice. Its position (epoch, offset) goes into the checkpoint. Each draw also has its
+position in the stream (epoch x items + offset), the same whatever the world size: the trainer seeds
+each sample's noise from it, so N ranks of batch B/N draw what one rank of batch B draws.
 """
 
 from __future__ import annotations
@@ -68,20 +70,28 @@ class SeededSampler:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         return torch.randperm(self.num_items, generator=g).tolist()
 
-    def _take(self, count: int) -> list[int]:
+    def _take(self, count: int) -> list[tuple[int, int]]:
+        """The next `count` draws as (item, stream position)."""
         out = []
         for _ in range(count):
             if self.offset == self.num_items:
                 self.epoch, self.offset = self.epoch + 1, 0
                 self._perm = self._permutation(self.epoch)
-            out.append(self._perm[self.offset])
+            out.append((self._perm[self.offset], self.epoch * self.num_items + self.offset))
             self.offset += 1
         return out
 
+    def next_draws(self, batch_size: int) -> tuple[list[int], list[int]]:
+        """This rank's `batch_size` items of the next global batch (batch_size x world_size items) and
+        their stream positions (global: independent of the world size)."""
+        draws = self._take(batch_size * self.world_size)[
+            self.rank * batch_size : (self.rank + 1) * batch_size
+        ]
+        return [i for i, _ in draws], [p for _, p in draws]
+
     def next_indices(self, batch_size: int) -> list[int]:
         """This rank's `batch_size` items of the next global batch (batch_size x world_size items)."""
-        items = self._take(batch_size * self.world_size)
-        return items[self.rank * batch_size : (self.rank + 1) * batch_size]
+        return self.next_draws(batch_size)[0]
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "offset": self.offset, "num_items": self.num_items, "seed": self.seed}

@@ -12,14 +12,24 @@
         bf16 autocast on CUDA; checkpoints every `checkpoint_every` steps and at every stage end.
     export the model folder (transformer/, vae/, text_encoder/, scheduler/, model_index.json).
 
-All randomness of a step (latent sample, noise, timesteps, text dropout) is drawn from one CPU
-generator per rank whose state goes into the checkpoint with the torch/numpy/python RNG states and the
-sampler position, so N steps == N/2 steps + resume + N/2 steps, loss for loss.
+A DiT sample's randomness (latent sample, noise, timestep, text dropout) comes from a CPU generator
+seeded by (seed, stage, the sample's position in the sampler's global stream), so a global batch draws
+the same whatever the world size: 2 ranks of batch B/2 compute the loss and the update of 1 rank of
+batch B (DDP and FSDP average the ranks' gradients; every rank's loss is a mean over an equal share).
+A VAE stage draws its crops and posterior samples from one generator per rank. The generators' and
+torch/numpy/python RNG states go into the checkpoint with the sampler position, so N steps == N/2
+steps + resume + N/2 steps, loss for loss.
+
+Sharding (TrainConfig.sharding) of DiT stages across ranks: 'ddp' replicates the weights; 'fsdp' shards
+a copy of the objective with FSDP2 (fully_shard, per transformer block, then the whole), keeps the
+plain model on the CPU meanwhile, and gathers the full weights into it for checkpoints and at the
+stage's end. VAE stages always use DDP (the VAE is small next to the DiT).
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import math
@@ -31,6 +41,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from ..pipeline.prompt_edit import PromptEdit
@@ -116,6 +127,25 @@ def lr_lambda(schedule: str, warmup: int, total: int, min_ratio: float) -> Calla
 
 def _stage_seed(seed: int, stage_index: int, rank: int) -> int:
     return (seed * 1_000_003 + stage_index * 7919 + rank * 104_729) % (2**63)
+
+
+def _sample_seed(seed: int, stage_index: int, position: int) -> int:
+    """Seed of one DiT sample's draws: a function of its global stream position, not of the rank."""
+    return ((seed * 1_000_003 + stage_index * 7919) * 2_147_483_659 + position) % (2**63)
+
+
+def sample_generators(seed: int, stage_index: int, positions: Sequence[int]) -> list[torch.Generator]:
+    return [torch.Generator().manual_seed(_sample_seed(seed, stage_index, p)) for p in positions]
+
+
+@contextlib.contextmanager
+def _fsdp_no_sync(module: Any) -> Any:
+    """FSDP2's counterpart of DDP.no_sync: no gradient reduce-scatter until the block ends."""
+    module.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        module.set_requires_gradient_sync(True)
 
 
 # ---- objectives -----------------------------------------------------------------------------------------
@@ -260,6 +290,9 @@ class Trainer:
         self._data: DiTData | None = None
         self._objective: DiTObjective | None = None
         self._velocity = VelocityLoss(make_noise_scheduler(None))
+        # with sharding 'fsdp' during a DiT stage: the sharded copy of the objective and the plain one
+        self._sharded: nn.Module | None = None
+        self._plain: nn.Module | None = None
 
     # ---- setup ------------------------------------------------------------------------------------------
 
@@ -386,12 +419,86 @@ class Trainer:
         return opt, sched, params
 
     def _wrap(self, module: nn.Module) -> nn.Module:
+        """DDP around `module` (itself for one process)."""
         if not self.info.enabled:
             return module
         ids = [self.device.index] if self.device.type == "cuda" else None
         # find_unused_parameters: the last block's backward text gate never reaches the loss (the text stream
         # of the last block is dropped), so it gets no gradient; DDP must not wait for it
         return DDP(module, device_ids=ids, find_unused_parameters=True)
+
+    def _shard(self, objective: DiTObjective) -> DiTObjective:
+        """FSDP2: a copy of the objective on the device, sharded per transformer block and as a whole; the
+        plain objective moves to the CPU until `_gather` fills it with the trained weights."""
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        objective.to("cpu")
+        # a frozen text encoder is shared, not copied (it is not a submodule: FSDP leaves it alone)
+        frozen = objective.__dict__.get("frozen_text_encoder")
+        sharded = copy.deepcopy(objective, memo={id(frozen): frozen}).to(self.device)
+        mesh = init_device_mesh(self.device.type, (self.info.world_size,))
+        for block in sharded.transformer.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(sharded, mesh=mesh)
+        self._sharded, self._plain = sharded, objective
+        return sharded
+
+    def _gather(self, all_ranks: bool) -> None:
+        """Full weights of the sharded objective into the plain one: on every rank, or on rank 0 only (for
+        a checkpoint). A collective: every rank calls it."""
+        if self._sharded is None:
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        assert self._plain is not None
+        options = StateDictOptions(full_state_dict=True, cpu_offload=not all_ranks)
+        state = get_model_state_dict(self._sharded, options=options)
+        if all_ranks or self.info.is_main:
+            self._plain.load_state_dict({k: v.to("cpu") for k, v in state.items()})
+
+    def _optimizer_state(self, opt: torch.optim.Optimizer) -> dict[str, Any]:
+        """The optimizer's state for the checkpoint (full on rank 0 under FSDP: a collective)."""
+        if self._sharded is None:
+            return opt.state_dict()
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(self._sharded, opt, options=options)
+
+    def _load_optimizer_state(
+        self, opt: torch.optim.Optimizer, state: dict[str, Any], saved: str, stage: StageConfig
+    ) -> None:
+        """Restore a checkpoint's optimizer state. An 'fsdp' checkpoint holds the full state keyed by
+        parameter name, which loads into a DiT stage of any sharding and world size; a 'ddp' one (keyed by
+        position) loads into 'ddp' only."""
+        if saved == "ddp":
+            if self._sharded is not None:
+                raise ckpt.ResumeError(
+                    f"checkpoint of stage {stage.name!r} was written with sharding 'ddp'; resume it with "
+                    "sharding 'ddp' (an 'fsdp' checkpoint resumes under either)"
+                )
+            opt.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+        assert self._objective is not None
+        set_optimizer_state_dict(
+            self._objective, opt, optim_state_dict=state, options=StateDictOptions(full_state_dict=True)
+        )
+
+    def _sharding(self, stage: StageConfig) -> str:
+        """How this stage spreads over the ranks: 'fsdp' only for a DiT stage of a distributed fsdp run."""
+        fsdp = self.config.sharding == "fsdp" and stage.type == "dit" and self.info.enabled
+        return "fsdp" if fsdp else "ddp"
+
+    def _no_sync(self, wrapped: nn.Module) -> contextlib.AbstractContextManager:
+        """Accumulate gradients locally (a micro-batch that is not the step's last)."""
+        if isinstance(wrapped, DDP):
+            return wrapped.no_sync()
+        if wrapped is self._sharded:
+            return _fsdp_no_sync(wrapped)
+        return contextlib.nullcontext()
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         if self.autocast_dtype is None:
@@ -426,16 +533,19 @@ class Trainer:
         )
         gen = torch.Generator().manual_seed(_stage_seed(self.config.seed, index, self.info.rank))
         if resume_state is not None and start > 0:
-            opt.load_state_dict(resume_state["optimizer"])
+            saved = resume_state.get("sharding", "ddp") if stage.type == "dit" else "ddp"
+            self._load_optimizer_state(opt, resume_state["optimizer"], saved, stage)
             sched.load_state_dict(resume_state["lr_scheduler"])
             sampler.load_state_dict(resume_state["sampler"])
             rng = resume_state["rng"]
-            if len(rng) != self.info.world_size:
+            # a DiT stage draws by global sample position (the sampler's state is global), so it resumes in
+            # any number of processes; a VAE stage draws from per-rank generators
+            if len(rng) != self.info.world_size and stage.type != "dit":
                 raise ckpt.ResumeError(
-                    f"checkpoint was written by {len(rng)} process(es), this run has {self.info.world_size}; "
-                    "resume with the same --nproc"
+                    f"checkpoint of VAE stage {stage.name!r} was written by {len(rng)} process(es), this run has "
+                    f"{self.info.world_size}; resume with the same --nproc"
                 )
-            ckpt.restore_rng(rng[self.info.rank], gen)
+            ckpt.restore_rng(rng[self.info.rank % len(rng)], gen)
             if ema is not None:
                 if resume_state.get("ema") is None:
                     raise ckpt.ResumeError(
@@ -458,8 +568,8 @@ class Trainer:
             total = torch.zeros((), device=self.device)
             extras: dict[str, float] = {}
             for micro in range(stage.grad_accum):
-                sync = micro == stage.grad_accum - 1 or not self.info.enabled
-                with contextlib.nullcontext() if sync else wrapped.no_sync():
+                sync = micro == stage.grad_accum - 1
+                with contextlib.nullcontext() if sync else self._no_sync(wrapped):
                     loss, extra = micro_step(wrapped, sampler, gen)
                     (loss / stage.grad_accum).backward()
                 total = total + loss.detach().float()
@@ -472,7 +582,8 @@ class Trainer:
                     "harder (grad_clip) or use precision fp32 (weights are as of the last checkpoint)"
                 )
             max_norm = stage.grad_clip if stage.grad_clip > 0 else float("inf")
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            grad_norm = float(norm.full_tensor() if isinstance(norm, DTensor) else norm)
             lrs = {g["name"]: g["lr"] for g in opt.param_groups}  # the lr this step used
             opt.step()
             sched.step()
@@ -531,6 +642,8 @@ class Trainer:
         ema: WeightAverage | None,
     ) -> None:
         rng = gather_objects(ckpt.capture_rng(gen), self.info)  # collective: every rank
+        optimizer = self._optimizer_state(opt)  # collectives under FSDP
+        self._gather(all_ranks=False)
         if self.info.is_main:
             assert self.parts is not None
             state = {
@@ -538,11 +651,12 @@ class Trainer:
                 "stage_name": stage.name,
                 "stage_type": stage.type,
                 "step": step,
-                "optimizer": opt.state_dict(),
+                "optimizer": optimizer,
                 "lr_scheduler": sched.state_dict(),
                 "sampler": sampler.state_dict(),
                 "rng": rng,
                 "world_size": self.info.world_size,
+                "sharding": self._sharding(stage),
                 "sources": self.parts.sources,
                 "text_trained": self.text_trained,
                 "ema": ema.state_dict() if ema is not None else None,
@@ -626,16 +740,22 @@ class Trainer:
             "trained" if train_text else "frozen",
         )
         objective = DiTObjective(dit, text, train_text, stage.motion_weight, ContrastTerm.from_stage(stage))
-        self._objective = objective
-        modules = {"transformer": dit, **({"text_encoder": text} if train_text else {})}
-        wrapped = self._wrap(objective)
+        if self._sharding(stage) == "fsdp":
+            wrapped = trainee = self._shard(objective)
+        else:
+            trainee, wrapped = objective, self._wrap(objective)
+        self._objective = trainee
+        modules = {"transformer": trainee.transformer}
+        if train_text:
+            modules["text_encoder"] = trainee.text_encoder
 
         def micro_step(
             model: nn.Module, sampler: SeededSampler, gen: torch.Generator
         ) -> tuple[torch.Tensor, dict]:
-            indices = sampler.next_indices(stage.batch_size)
+            indices, positions = sampler.next_draws(stage.batch_size)
+            gens = sample_generators(self.config.seed, index, positions)
             noisy, t, target, texts, weight = self._dit_batch(
-                indices, gen, stage.text_dropout, stage.timestep_shift
+                indices, gens, stage.text_dropout, stage.timestep_shift
             )
             with self._autocast():
                 loss = model(noisy, t, target, texts, weight)
@@ -652,7 +772,10 @@ class Trainer:
             micro_step,
             self._write_parts(False),
         )
-        self._objective = None
+        self._gather(all_ranks=True)
+        if self._sharded is not None:
+            objective.to(self.device)
+        self._objective = self._sharded = self._plain = None
 
     def _clip_fps(self, dataset: ClipDataset) -> int:
         if dataset.index is not None:
@@ -672,17 +795,29 @@ class Trainer:
         return stage.train_text_encoder
 
     def _dit_batch(
-        self, indices: list[int], gen: torch.Generator, text_dropout: float, timestep_shift: float = 1.0
+        self,
+        indices: list[int],
+        gens: Sequence[torch.Generator],
+        text_dropout: float,
+        timestep_shift: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], torch.Tensor | None]:
         """(x_t, t, v target) on the device, the flat per-segment prompts (dropped ones are "") and the
-        matte loss weights (None without matte_weight). eval_loss keeps uniform timesteps (shift 1)."""
+        matte loss weights (None without matte_weight). Sample b draws its latent sample, noise, timestep
+        and text dropout from gens[b] alone. eval_loss keeps uniform timesteps (shift 1)."""
         assert self._data is not None
-        latents = self._data.latents(indices, gen)  # (B, F, C, h, w)
-        noise = torch.randn(latents.shape, generator=gen)
-        t = self._velocity.sample_timesteps(len(indices), gen, timestep_shift)
-        noisy, target = self._velocity.noisy_and_target(latents, noise, t)
         prompts = [self._data.prompts(i) for i in indices]
-        drop = torch.rand(len(indices), len(prompts[0]), generator=gen) < text_dropout
+        rows = []
+        for i, g in zip(indices, gens, strict=True):
+            latent = self._data.latents([i], g)  # (1, F, C, h, w)
+            noise = torch.randn(latent.shape, generator=g)
+            t = self._velocity.sample_timesteps(1, g, timestep_shift)
+            drop = torch.rand(len(prompts[0]), generator=g) < text_dropout
+            rows.append((latent, noise, t, drop))
+        latents = torch.cat([r[0] for r in rows])
+        noise = torch.cat([r[1] for r in rows])
+        t = torch.cat([r[2] for r in rows])
+        drop = torch.stack([r[3] for r in rows])
+        noisy, target = self._velocity.noisy_and_target(latents, noise, t)
         texts = [p if not drop[b, s] else "" for b, row in enumerate(prompts) for s, p in enumerate(row)]
         weight = self._data.weights(indices, latents.shape)
         d = self.device
@@ -693,8 +828,8 @@ class Trainer:
         """Loss of the running DiT stage on fixed items, noise and timesteps, without text dropout."""
         if self._objective is None or self._data is None:
             raise RuntimeError("eval_loss: no DiT stage is running")
-        gen = torch.Generator().manual_seed(seed)
-        noisy, t, target, texts, weight = self._dit_batch(list(indices), gen, 0.0)
+        gens = [torch.Generator().manual_seed(seed + k) for k in range(len(indices))]
+        noisy, t, target, texts, weight = self._dit_batch(list(indices), gens, 0.0)
         with self._autocast():
             return float(self._objective(noisy, t, target, texts, weight))
 
