@@ -1,6 +1,9 @@
-"""The style must-show of issue #24, as a reproducible run:
+"""The style and subject must-shows of issue #24, as reproducible runs:
 
     python -m ttt_engine.adapters.experiment style --out runs/adapter-style --strip docs/adapter_style.png
+    python -m ttt_engine.adapters.experiment subject --out runs/adapter-subject
+
+Style:
 
 1. renders STYLE stills of toon-world shots in the "dusk" grade (toonworld/grade.py: a look the base never
    saw), each with its storyboard text as caption; 2. trains a style adapter on them with the shipped model
@@ -10,7 +13,15 @@
    storyboard adherence (the detectors). The detectors key on the toon world's palette, so the adapter's
    shots are scored after `Grade.invert` (the grade is exactly invertible on the toon world's colours);
    their adherence as generated is reported beside it.
-Prints a summary and writes result.json (and a base-vs-adapter PNG strip with --strip).
+
+Subject: 1. renders stills of the "zorp" (world.EXTRA_CHARACTERS: a sprite no base dataset holds) alone in
+the toon world's sets, captioned with the trigger word ("A wide shot of the garden. A zorp runs left.",
+toonworld/extras.py); 2. trains a subject adapter (prior preservation on) on them; 3. generates held-out
+one-segment storyboards of the same kind (other seeds) with the adapter, the same storyboards with the
+trigger word taken out with the adapter, and the trigger storyboards with the base; 4. counts the segments
+in which the zorp detector (eval/detectors.py `character_present`) finds it, per arm.
+
+Each prints a summary and writes result.json (and a base-vs-adapter PNG strip with --strip).
 """
 
 from __future__ import annotations
@@ -32,6 +43,9 @@ log = logging.getLogger(__name__)
 
 STYLE_SEED = 2_000_000  # episode seeds of the style stills (training data uses 0.., evaluation 1_000_000..)
 GRADE = "dusk"
+SUBJECT_SEED = 3_000_000  # seeds of the subject stills; its evaluation shots use SUBJECT_EVAL_SEED..
+SUBJECT_EVAL_SEED = 3_100_000
+SUBJECT = "zorp"
 
 
 @dataclass(frozen=True)
@@ -150,6 +164,111 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
     return figures
 
 
+@dataclass(frozen=True)
+class SubjectRun:
+    """Settings of one subject experiment (defaults: the recorded run)."""
+
+    out: Path
+    model: Path | None = None
+    trigger: str = SUBJECT
+    stills: int = 40
+    # 80 steps and 8 prior samples: the recorded run's, what fitted 15 minutes of training on the loaded
+    # 2-core machine (a step with its prior batch took 7.5 s, a prior sample 28 s)
+    steps: int = 80
+    rank: int = AdapterConfig.rank
+    learning_rate: float = AdapterTrainConfig.learning_rate
+    batch: int = AdapterTrainConfig.batch
+    prior_samples: int = 8
+    # a new character is new content, not only a new look: attention and MLP, as for the style
+    targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
+    storyboards: int = 12
+    scale: float = 1.0
+    threads: int = 1  # see StyleRun.threads
+    strip: Path | None = None
+
+
+def subject_experiment(run: SubjectRun) -> dict[str, Any]:
+    """Run the subject experiment (module docstring); returns the figures (also in run.out/result.json)."""
+    from ..default_model import default_model_dir
+    from ..eval.compare import CompareConfig, display_frames, sampling_params
+    from ..eval.detectors import character_present
+    from ..pipeline.video_pipeline import VideoPipeline
+    from ..storyboard import Segment, Storyboard
+    from ..toonworld.extras import extra_caption, extra_segment, write_extra_stills
+    from . import applied
+    from .data import without_trigger
+    from .train import train_adapter
+
+    torch.set_num_threads(run.threads)
+    pipe = VideoPipeline.from_folder(run.model or default_model_dir())
+    height, width = pipe.default_size
+    stills = write_extra_stills(
+        run.out / "stills", run.stills, SUBJECT, run.trigger, SUBJECT_SEED, height, width, int(pipe.fps)
+    )
+    config = AdapterConfig(
+        rank=run.rank, alpha=float(run.rank), target_modules=run.targets, kind="subject", trigger=run.trigger
+    )
+    train = AdapterTrainConfig(
+        learning_rate=run.learning_rate,
+        steps=run.steps,
+        batch=run.batch,
+        prior_samples=run.prior_samples,
+        preview_every=run.steps,  # one preview, at the end: each is a full sample (~25 s loaded)
+    )
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    result = train_adapter(run.out / "stills", run.out / "adapter", pipe, config, train, progress=True)
+    train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    assert result is not None
+    adapter = result.adapter
+
+    captions = [
+        extra_caption(extra_segment(SUBJECT, SUBJECT_EVAL_SEED + i), run.trigger)
+        for i in range(run.storyboards)
+    ]
+    params = sampling_params(pipe, CompareConfig(segments=1, storyboards=run.storyboards))
+    arms = ("adapter_with_word", "adapter_without_word", "base_with_word")
+    hits: dict[str, list[bool]] = {k: [] for k in arms}
+    mids: dict[str, list[np.ndarray]] = {k: [] for k in arms}
+    t1 = time.perf_counter()
+    for text in captions:
+        with_word = Storyboard((Segment(text),))
+        without = Storyboard((Segment(without_trigger(text, run.trigger)),))
+        for arm, board, scale in (
+            ("adapter_with_word", with_word, run.scale),
+            ("adapter_without_word", without, run.scale),
+            ("base_with_word", with_word, None),
+        ):
+            if scale is None:
+                frames = pipe.generate(board, params).frames
+            else:
+                with applied(pipe.transformer, [(adapter, scale)]):
+                    frames = pipe.generate(board, params).frames
+            shown = display_frames(frames, pipe.spec.colorspace)
+            hits[arm].append(character_present(shown, SUBJECT))
+            mids[arm].append(shown[len(shown) // 2])
+    rates = {k: round(float(np.mean(v)), 3) for k, v in hits.items()}
+    figures = {
+        "run": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()},
+        "adapter": {"path": str(adapter.path), "sha256": adapter.sha256},
+        "train_seconds_total": round(train_seconds, 1),
+        "train_seconds_steps": round(result.seconds, 1),
+        "train_cpu_seconds": round(train_cpu, 1),
+        "eval_seconds": round(time.perf_counter() - t1, 1),
+        "final_loss": result.losses[-1] if result.losses else None,
+        "hit_rate": rates,
+        "hits": {k: [bool(h) for h in v] for k, v in hits.items()},
+        "captions": captions,
+        "cases": len(captions),
+    }
+    (run.out / "result.json").write_text(json.dumps(figures, indent=2) + "\n")
+    if run.strip is not None:
+        style = _read_pngs(stills[:3])
+        _strip(
+            run.strip, [(style[i], mids["base_with_word"][i], mids["adapter_with_word"][i]) for i in range(3)]
+        )
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ttt_engine.adapters.experiment",
@@ -167,8 +286,38 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--scale", type=float, default=d.scale)
     s.add_argument("--targets", nargs="+", default=list(d.targets))
     s.add_argument("--strip", type=Path, help="write a [still | base | adapter] PNG strip here")
+    j = sub.add_parser("subject", help="the subject adapter must-show")
+    e = SubjectRun(out=Path("."))
+    j.add_argument("--out", type=Path, required=True)
+    j.add_argument("--model", type=Path)
+    j.add_argument("--trigger", default=e.trigger)
+    for name in ("stills", "steps", "rank", "batch", "prior_samples", "storyboards", "threads"):
+        j.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(e, name))
+    j.add_argument("--lr", type=float, default=e.learning_rate)
+    j.add_argument("--scale", type=float, default=e.scale)
+    j.add_argument("--targets", nargs="+", default=list(e.targets))
+    j.add_argument("--strip", type=Path, help="write a [still | base | adapter] PNG strip here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.which == "subject":
+        subject = SubjectRun(
+            out=args.out,
+            model=args.model,
+            trigger=args.trigger,
+            stills=args.stills,
+            steps=args.steps,
+            rank=args.rank,
+            learning_rate=args.lr,
+            batch=args.batch,
+            prior_samples=args.prior_samples,
+            targets=tuple(args.targets),
+            storyboards=args.storyboards,
+            scale=args.scale,
+            threads=args.threads,
+            strip=args.strip,
+        )
+        print(json.dumps(subject_experiment(subject), indent=2))
+        return 0
     run = StyleRun(
         out=args.out,
         model=args.model,

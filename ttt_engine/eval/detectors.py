@@ -30,7 +30,7 @@ from functools import lru_cache
 import numpy as np
 
 from ttt_engine.toonworld.render import background_layers, sprite, sprite_detail, sprite_pixel_height
-from ttt_engine.toonworld.world import BACKGROUND_KEYS, CHARACTER_KEYS, CHARACTERS, FRAMINGS
+from ttt_engine.toonworld.world import BACKGROUND_KEYS, CHARACTER_KEYS, FRAMINGS, get_character
 
 
 @dataclass(frozen=True)
@@ -226,7 +226,7 @@ def _opened_sprite_mask(character: str, height: int, tol: float, framing: str) -
     hp = sprite_pixel_height(character, framing, height)
     rgb, mask, _ = sprite(character, hp, 0, False, 1, sprite_detail(height))
     return open_mask(
-        colour_mask(colour_codes(rgb), CHARACTERS[character].body, tol) & mask, opening_size(height)
+        colour_mask(colour_codes(rgb), get_character(character).body, tol) & mask, opening_size(height)
     )
 
 
@@ -329,22 +329,24 @@ class CharacterTrack:
 
 
 def detect_characters(
-    frames: np.ndarray, cfg: DetectorConfig
+    frames: np.ndarray, cfg: DetectorConfig, keys: tuple[str, ...] = CHARACTER_KEYS
 ) -> tuple[dict[str, CharacterTrack], dict[str, np.ndarray]]:
-    """(tracks, kept masks [T, H, W]) for every toon-world character."""
+    """(tracks, kept masks [T, H, W]) for the characters `keys` (default: the toon world's cast; an
+    extra character such as "zorp" is detected the same way, by its own body colour and sprite)."""
     t, h, w, _ = frames.shape
     tracks, masks = {}, {}
     ys = (np.arange(h) + 0.5) / h
     xs = (np.arange(w) + 0.5) / w
     codes = colour_codes(frames)  # [T, H, W]
-    for key in CHARACTER_KEYS:
+    for key in keys:
+        ch = get_character(key)
         ref = reference_area(key, h, cfg)
         min_size = min_component(key, h, cfg.colour_tol, cfg.min_area_frac)
         hp = sprite_pixel_height(key, "wide", h)
         m = instance_mask(
-            open_mask(colour_mask(codes, CHARACTERS[key].body, cfg.colour_tol), opening_size(h)),
+            open_mask(colour_mask(codes, ch.body, cfg.colour_tol), opening_size(h)),
             min_size,
-            (cfg.instance_window * hp, cfg.instance_window * hp * CHARACTERS[key].aspect),
+            (cfg.instance_window * hp, cfg.instance_window * hp * ch.aspect),
             ref,
             cfg,
         )
@@ -366,6 +368,14 @@ def detect_characters(
         tracks[key] = CharacterTrack(detected, cx, cy, top, bottom, area, _vertical_extent(m), colour, ref)
         masks[key] = m
     return tracks, masks
+
+
+def character_present(frames: np.ndarray, key: str, cfg: DetectorConfig | None = None) -> bool:
+    """Whether character `key` is in a segment's frames [T, H, W, 3]: detected in at least
+    cfg.present_frac of them (the rule the storyboard facts use for presence)."""
+    cfg = cfg or DetectorConfig()
+    tracks, _ = detect_characters(frames, cfg, keys=(key,))
+    return float(tracks[key].detected.mean()) >= cfg.present_frac
 
 
 def _boxes(m: np.ndarray, grow: float = 0.25) -> np.ndarray:

@@ -23,12 +23,14 @@ from ttt_engine.storyboard import SEGMENT_SECONDS
 from .world import (
     BACKGROUNDS,
     CHARACTERS,
-    DRAW_ORDER,
+    EXTRA_CHARACTERS,
     FRAMINGS,
     GROUND_Y,
     Episode,
     SegmentPlan,
     actor_track,
+    draw_rank,
+    get_character,
 )
 
 OUTLINE: tuple[float, float, float] = (0.08, 0.06, 0.10)
@@ -179,7 +181,23 @@ def _dog_parts(phase: int, moving: bool) -> list[Part]:
     return p
 
 
-_PARTS = {"cat": _cat_parts, "mouse": _mouse_parts, "dog": _dog_parts}
+def _zorp_parts(phase: int, moving: bool) -> list[Part]:
+    """The extra character (never in a base dataset): a round violet body, two antennae, one big eye."""
+    body = EXTRA_CHARACTERS["zorp"].body
+    tip = (0.98, 0.55, 0.15)
+    p: list[Part] = _legs((0.35, 0.65), 0.8, 0.06, phase, moving, body)
+    p += [
+        (Stroke(((0.38, 0.3), (0.28, 0.08)), 0.025), body, True),
+        (Stroke(((0.62, 0.3), (0.72, 0.08)), 0.025), body, True),
+        (Ellipse(0.28, 0.08, 0.06, 0.06), tip, True),
+        (Ellipse(0.72, 0.08, 0.06, 0.06), tip, True),
+        (Ellipse(0.5, 0.56, 0.36, 0.3), body, True),
+    ]
+    p += _eye(0.62, 0.48, 0.09)
+    return p
+
+
+_PARTS = {"cat": _cat_parts, "mouse": _mouse_parts, "dog": _dog_parts, "zorp": _zorp_parts}
 
 
 def sprite_detail(frame_height: int) -> bool:
@@ -197,7 +215,7 @@ def sprite(
     detail: inner outlines and eye whites (large frames); otherwise one silhouette outline, so the
     body colour dominates a small sprite.
     """
-    ch = CHARACTERS[character]
+    ch = get_character(character)
     hp = max(4, int(pixel_height))
     ow = max(1, round(0.045 * hp))  # outline width in pixels
     pad = ow + 1
@@ -238,7 +256,7 @@ def sprite(
 
 
 def sprite_pixel_height(character: str, framing: str, height: int) -> int:
-    return max(4, int(round(CHARACTERS[character].height * FRAMINGS[framing] * height)))
+    return max(4, int(round(get_character(character).height * FRAMINGS[framing] * height)))
 
 
 # ----------------------------------------------------------------------------- backgrounds
@@ -457,7 +475,7 @@ def render_segment_and_matte(
     out = np.empty((n, height, width, 3), np.float32)
     out[:] = img
     matte = np.zeros((n, height, width), bool)
-    actors = sorted(seg.actors, key=lambda a: DRAW_ORDER.index(a.character))
+    actors = sorted(seg.actors, key=lambda a: draw_rank(a.character))
     tracks = [actor_track(a, seg.framing, n, width / height) for a in actors]
     detail = sprite_detail(height)
     for actor, tr in zip(actors, tracks):

@@ -104,6 +104,41 @@ CHARACTERS: dict[str, Character] = {
 CHARACTER_KEYS = tuple(CHARACTERS)
 DRAW_ORDER = ("dog", "cat", "mouse")  # back to front: the small mouse stays visible in a chase
 
+# Characters the toon world can draw but never samples: no cast in `_CASTS`, no storyboard word, no base
+# dataset holds them. They exist for subject adapters (a character the base never saw, issue #24) and
+# are drawn only by code that asks for one by key (`extra_segment`). Drawn in front of the cast.
+EXTRA_CHARACTERS: dict[str, Character] = {
+    c.key: c
+    for c in (
+        Character(
+            key="zorp",
+            name="the zorp",
+            short="the zorp",
+            aliases=("zorp",),
+            body=(0.62, 0.22, 0.86),  # violet: far from every cast colour and set colour
+            height=0.26,
+            aspect=1.0,
+            looks=("round and violet with two antennae",),
+        ),
+    )
+}
+
+
+def get_character(key: str) -> Character:
+    """The character `key`, from the cast or the extras (ValueError naming the key otherwise)."""
+    found = CHARACTERS.get(key) or EXTRA_CHARACTERS.get(key)
+    if found is None:
+        raise ValueError(f"character: expected one of {[*CHARACTERS, *EXTRA_CHARACTERS]}, got {key!r}")
+    return found
+
+
+def draw_rank(key: str) -> int:
+    """Back-to-front drawing position: the cast in DRAW_ORDER, then the extras."""
+    if key in DRAW_ORDER:
+        return DRAW_ORDER.index(key)
+    return len(DRAW_ORDER) + list(EXTRA_CHARACTERS).index(get_character(key).key)
+
+
 BACKGROUNDS: dict[str, Background] = {
     "kitchen": Background("kitchen", "kitchen", ("bright", "tiled", "sunny"), ("kitchen",), "fridge", +1),
     "garden": Background("garden", "garden", ("green", "sunny", "leafy"), ("garden", "backyard"), "bush", -1),
@@ -331,16 +366,18 @@ def occlusion(plans: list[ActorPlan], framing: str, n_frames: int = 24, frame_as
     tracks = {p.character: actor_track(p, framing, n_frames, frame_aspect) for p in plans}
     worst = 0.0
     for p in plans:
-        back, tb = CHARACTERS[p.character], tracks[p.character]
+        back, tb = get_character(p.character), tracks[p.character]
         hb = CORE * half_width(p.character, framing, frame_aspect)
         lo, hi = tb.x - hb, tb.x + hb
         covered = (np.clip(-lo, 0, None) + np.clip(hi - 1.0, 0, None)) / (2 * hb)
         for q in plans:
-            if DRAW_ORDER.index(q.character) <= DRAW_ORDER.index(p.character):
+            if draw_rank(q.character) <= draw_rank(p.character):
                 continue
             tf, hf = tracks[q.character], half_width(q.character, framing, frame_aspect)
             overlap = np.clip(np.minimum(hi, tf.x + hf) - np.maximum(lo, tf.x - hf), 0, None) / (2 * hb)
-            covered = covered + overlap * min(1.0, CHARACTERS[q.character].height / back.height) * tf.visible
+            covered = (
+                covered + overlap * min(1.0, get_character(q.character).height / back.height) * tf.visible
+            )
         on_screen = tb.visible
         if on_screen.any():
             worst = max(worst, float(np.mean(covered[on_screen] > 1 / 3)))
@@ -432,7 +469,7 @@ class Track:
 
 def half_width(character: str, framing: str, frame_aspect: float) -> float:
     """Half the sprite width as a fraction of frame width (frame_aspect = W / H)."""
-    ch = CHARACTERS[character]
+    ch = get_character(character)
     return 0.5 * ch.aspect * ch.height * FRAMINGS[framing] / frame_aspect
 
 
