@@ -30,11 +30,17 @@ import numpy as np
 import opentimelineio as otio
 
 from host_plugin.core.delivery import Format
-from host_plugin.core.errors import JobCancelled
+from host_plugin.core.errors import HostError, JobCancelled
 from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import ShotRequest
 
 log = logging.getLogger(__name__)
+
+
+def check_chosen_take(takes: List[List[str]], chosen: int) -> None:
+    """HostError unless take `chosen` is one of `takes` (what every host's place_takes checks first)."""
+    if not 0 <= chosen < len(takes):
+        raise HostError(f"take {chosen} cannot be shown: the shot has takes 0..{len(takes) - 1}")
 
 
 class Host(abc.ABC):

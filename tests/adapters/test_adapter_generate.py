@@ -29,8 +29,14 @@ def setup(tmp_path_factory):
     model = VideoPipeline.tiny_random(0).transformer
     look = save_adapter(random_adapter(model, seed=4), root / "look")
     base = root / "base"
-    assert run_cli(["generate", str(board), "-o", str(base), "--tiny-random", "--steps", "2"]) == 0
+    assert _generate(board, base, 2) == 0
     return root, board, look, base
+
+
+def _generate(board, out, steps: int, *adapters: str) -> int:
+    """`ttt-studio generate` on the tiny random model with one --adapter per entry of `adapters`."""
+    flags = [arg for adapter in adapters for arg in ("--adapter", adapter)]
+    return run_cli(["generate", str(board), "-o", str(out), "--tiny-random", "--steps", str(steps), *flags])
 
 
 def _frames(folder):
@@ -41,22 +47,7 @@ def _frames(folder):
 def test_scale_zero_writes_the_base_frames_and_records_it(setup) -> None:
     root, board, look, base = setup
     out = root / "zero"
-    assert (
-        run_cli(
-            [
-                "generate",
-                str(board),
-                "-o",
-                str(out),
-                "--tiny-random",
-                "--steps",
-                "2",
-                "--adapter",
-                f"{look.path.parent}:0",
-            ]
-        )
-        == 0
-    )
+    assert _generate(board, out, 2, f"{look.path.parent}:0") == 0
     got, header = _frames(out)
     want, base_header = _frames(base)
     assert all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
@@ -67,24 +58,7 @@ def test_scale_zero_writes_the_base_frames_and_records_it(setup) -> None:
 def test_adapter_changes_frames_and_latents_record_it(setup) -> None:
     root, board, look, base = setup
     out = root / "one"
-    assert (
-        run_cli(
-            [
-                "generate",
-                str(board),
-                "-o",
-                str(out),
-                "--tiny-random",
-                "--steps",
-                "2",
-                "--adapter",
-                str(look.path),
-                "--adapter",
-                f"{look.path.parent}:-0.5",
-            ]
-        )
-        == 0
-    )
+    assert _generate(board, out, 2, str(look.path), f"{look.path.parent}:-0.5") == 0
     got, header = _frames(out)
     want, _ = _frames(base)
     assert max(float(np.abs(a - b).max()) for a, b in zip(got, want, strict=True)) > 1e-3
@@ -117,19 +91,7 @@ def test_mismatched_adapter_exits_2_naming_the_key(setup, tmp_path, capsys) -> N
     state = random_lora_state(model)
     state["transformer.transformer_blocks.0.attn1.to_q.lora_B.weight"] = torch.zeros(10, 4)
     bad = save_adapter(state, tmp_path / "bad", AdapterConfig(rank=4, alpha=4))
-    code = run_cli(
-        [
-            "generate",
-            str(board),
-            "-o",
-            str(tmp_path / "o"),
-            "--tiny-random",
-            "--steps",
-            "1",
-            "--adapter",
-            str(bad.path),
-        ]
-    )
+    code = _generate(board, tmp_path / "o", 1, str(bad.path))
     assert code == 2
     err = capsys.readouterr().err
     assert "transformer.transformer_blocks.0.attn1.to_q.lora_B.weight" in err and "(10, 4)" in err

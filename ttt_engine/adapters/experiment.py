@@ -30,7 +30,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -269,6 +269,24 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
     return figures
 
 
+def _add_run_arguments(parser: argparse.ArgumentParser, defaults: Any, ints: tuple[str, ...]) -> None:
+    """The command-line options of a run's settings (defaults: the recorded run's)."""
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--model", type=Path)
+    for name in ints:
+        parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
+    parser.add_argument("--lr", dest="learning_rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--scale", type=float, default=defaults.scale)
+    parser.add_argument("--targets", nargs="+", default=list(defaults.targets))
+    parser.add_argument("--strip", type=Path, help="write a [still | base | adapter] PNG strip here")
+
+
+def _run_from(cls: type, args: argparse.Namespace) -> Any:
+    """A StyleRun / SubjectRun from the parsed options (one option per field)."""
+    values = {f.name: getattr(args, f.name) for f in fields(cls)}
+    return cls(**{**values, "targets": tuple(values["targets"])})
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m ttt_engine.adapters.experiment",
@@ -276,64 +294,26 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="which", required=True)
-    s = sub.add_parser("style", help="the style adapter must-show")
-    d = StyleRun(out=Path("."))
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--model", type=Path)
-    for name in ("stills", "steps", "rank", "batch", "storyboards", "segments", "threads"):
-        s.add_argument(f"--{name}", type=int, default=getattr(d, name))
-    s.add_argument("--lr", type=float, default=d.learning_rate)
-    s.add_argument("--scale", type=float, default=d.scale)
-    s.add_argument("--targets", nargs="+", default=list(d.targets))
-    s.add_argument("--strip", type=Path, help="write a [still | base | adapter] PNG strip here")
-    j = sub.add_parser("subject", help="the subject adapter must-show")
-    e = SubjectRun(out=Path("."))
-    j.add_argument("--out", type=Path, required=True)
-    j.add_argument("--model", type=Path)
-    j.add_argument("--trigger", default=e.trigger)
-    for name in ("stills", "steps", "rank", "batch", "prior_samples", "storyboards", "threads"):
-        j.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(e, name))
-    j.add_argument("--lr", type=float, default=e.learning_rate)
-    j.add_argument("--scale", type=float, default=e.scale)
-    j.add_argument("--targets", nargs="+", default=list(e.targets))
-    j.add_argument("--strip", type=Path, help="write a [still | base | adapter] PNG strip here")
+    style = sub.add_parser("style", help="the style adapter must-show")
+    _add_run_arguments(
+        style,
+        StyleRun(out=Path(".")),
+        ("stills", "steps", "rank", "batch", "storyboards", "segments", "threads"),
+    )
+    subject = sub.add_parser("subject", help="the subject adapter must-show")
+    subject.add_argument("--trigger", default=SubjectRun(out=Path(".")).trigger)
+    _add_run_arguments(
+        subject,
+        SubjectRun(out=Path(".")),
+        ("stills", "steps", "rank", "batch", "prior_samples", "storyboards", "threads"),
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.which == "subject":
-        subject = SubjectRun(
-            out=args.out,
-            model=args.model,
-            trigger=args.trigger,
-            stills=args.stills,
-            steps=args.steps,
-            rank=args.rank,
-            learning_rate=args.lr,
-            batch=args.batch,
-            prior_samples=args.prior_samples,
-            targets=tuple(args.targets),
-            storyboards=args.storyboards,
-            scale=args.scale,
-            threads=args.threads,
-            strip=args.strip,
-        )
-        print(json.dumps(subject_experiment(subject), indent=2))
-        return 0
-    run = StyleRun(
-        out=args.out,
-        model=args.model,
-        stills=args.stills,
-        steps=args.steps,
-        rank=args.rank,
-        learning_rate=args.lr,
-        batch=args.batch,
-        targets=tuple(args.targets),
-        storyboards=args.storyboards,
-        segments=args.segments,
-        scale=args.scale,
-        threads=args.threads,
-        strip=args.strip,
-    )
-    print(json.dumps(style_experiment(run), indent=2))
+        result = subject_experiment(_run_from(SubjectRun, args))
+    else:
+        result = style_experiment(_run_from(StyleRun, args))
+    print(json.dumps(result, indent=2))
     return 0
 
 

@@ -30,7 +30,7 @@ from host_plugin.core.frame_math import rational_time, snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import KIND_CLIP, KIND_GAP, KIND_MARKER, ShotRequest, normalise_storyboard
 from host_plugin.hosts import colour
-from host_plugin.hosts.base import Host
+from host_plugin.hosts.base import Host, check_chosen_take
 
 log = logging.getLogger(__name__)
 
@@ -325,8 +325,7 @@ class BlenderHost(Host):
     ) -> List[str]:
         """The chosen take's strip on the lowest free channel, the other takes muted on channels above it;
         returns the strip names by take index."""
-        if not 0 <= chosen < len(takes):
-            raise HostError(f"take {chosen} cannot be shown: the shot has takes 0..{len(takes) - 1}")
+        check_chosen_take(takes, chosen)
         end = record_frame + len(takes[chosen])
         channel = free_channel(self.scene, record_frame, end, self.preferred_channel)
         names: List[str] = [""] * len(takes)

@@ -45,7 +45,7 @@ from host_plugin.core.shot_job import (
     shot_name_for,
 )
 from host_plugin.hosts import colour
-from host_plugin.hosts.base import Host
+from host_plugin.hosts.base import Host, check_chosen_take
 
 log = logging.getLogger(__name__)
 
@@ -244,8 +244,7 @@ class NukeHost(Host):
     ) -> str:
         """A Read per take side by side, all into a Switch whose `which` is `chosen`; returns the Switch's
         name (switch_take finds it with nuke.toNode)."""
-        if not 0 <= chosen < len(takes):
-            raise HostError(f"take {chosen} cannot be shown: the shot has takes 0..{len(takes) - 1}")
+        check_chosen_take(takes, chosen)
         switch = nuke.nodes.Switch()
         for index, paths in enumerate(takes):
             read = self._read_node(paths, record_frame, f"{track_hint} take {index + 1}", media)

@@ -54,7 +54,7 @@ from host_plugin.core.frame_math import snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
 from host_plugin.core.requests import METADATA_KEY, ShotRequest, find_shot_requests
 from host_plugin.hosts import colour
-from host_plugin.hosts.base import Host
+from host_plugin.hosts.base import Host, check_chosen_take
 
 log = logging.getLogger(__name__)
 
@@ -261,8 +261,7 @@ class ResolveHost(Host):
     ) -> Any:
         """Every take imported into a "TTT takes <shot>" bin; take 0 on the timeline with the others in its
         take selector, take `chosen` selected; returns the timeline item."""
-        if not 0 <= chosen < len(takes):
-            raise HostError(f"take {chosen} cannot be shown: the shot has takes 0..{len(takes) - 1}")
+        check_chosen_take(takes, chosen)
         pool = self.media_pool
         parent = pool.GetCurrentFolder()
         shot = os.path.basename(takes[0][0]).split(".")[0] if takes and takes[0] else "shot"
