@@ -30,6 +30,11 @@ Calls it answers, as documented:
     take selector), GetSelectedTakeIndex() (0 when not), GetTakeByIndex(idx) -> {"startFrame",
     "endFrame", "mediaPoolItem"}, SelectTakeByIndex(idx) -> bool (1 <= idx <= count); GetMediaPoolItem()
     gives the selected take's item
+  Drafts: MediaPoolItem.ReplaceClip(filePath) -> bool ("Replaces the underlying asset and metadata of
+    MediaPoolItem with the specified absolute clip path"; a numbered frame of an image sequence stands for
+    its sequence, as in the media pool, and the sequence must have the item's frame count; the clip
+    attributes set before are gone), TimelineItem.SetClipColor(colorName) / ClearClipColor() /
+    GetClipColor(), TimelineItem.UpdateMarkerCustomData(frameId, customData) -> bool
   MediaPoolItem.SetClipProperty("Alpha mode", "None" | "Straight" | "Premultiplied") (Clip Attributes'
     alpha mode; key and values from community usage, the README does not list them)
   fu.UIManager: VGroup / HGroup / Label / LineEdit / CheckBox / Button / ComboBox (AddItem(text), Clear(),
@@ -90,6 +95,26 @@ class MediaPoolItem:
             **self.properties,
         }.get(key, "")
 
+    def ReplaceClip(self, path: str) -> bool:
+        _record("MediaPoolItem.ReplaceClip")
+        import re
+
+        match = re.match(r"^(.*?)(\d+)(\.exr)$", path)
+        if not os.path.isabs(path) or not os.path.isfile(path) or match is None:
+            return False
+        head, digits, tail = match.groups()
+        pattern = f"{head}%0{len(digits)}d{tail}"
+        first = int(digits)
+        last = first + self.last - self.first
+        if not all(os.path.isfile(pattern % f) for f in range(first, last + 1)):
+            return False
+        self.path, self.first, self.last = pattern, first, last
+        project = self.project
+        self.properties = (
+            {"FPS": float(_FPS.get(project.timeline.fps, project.timeline.fps))} if project else {}
+        )
+        return True
+
     def SetClipProperty(self, key: str, value: Any) -> bool:
         _record("MediaPoolItem.SetClipProperty")
         mode = self.project.settings["colorScienceMode"] if self.project else "davinciYRGB"
@@ -106,6 +131,10 @@ class MediaPoolItem:
 
 
 ALPHA_MODES = ("None", "Straight", "Premultiplied")
+CLIP_COLORS = (
+    "Orange", "Apricot", "Yellow", "Lime", "Olive", "Green", "Teal", "Navy", "Blue", "Purple", "Violet",
+    "Pink", "Tan", "Beige", "Brown", "Chocolate",
+)  # fmt: skip
 
 
 class TimelineItem:
@@ -128,6 +157,7 @@ class TimelineItem:
         self.markers: dict[int, dict[str, Any]] = {}
         self.takes: list[dict[str, Any]] = []  # the take selector; empty: not one
         self.selected_take = 0
+        self.clip_color = ""
 
     def GetName(self) -> str:
         _record("TimelineItem.GetName")
@@ -208,7 +238,30 @@ class TimelineItem:
 
     def GetMarkers(self) -> dict[int, dict[str, Any]]:
         _record("TimelineItem.GetMarkers")
-        return dict(self.markers)
+        return {f: dict(m) for f, m in self.markers.items()}
+
+    def UpdateMarkerCustomData(self, frame_id: int, custom_data: str) -> bool:
+        _record("TimelineItem.UpdateMarkerCustomData")
+        if frame_id not in self.markers:
+            return False
+        self.markers[frame_id]["customData"] = custom_data
+        return True
+
+    def SetClipColor(self, color: str) -> bool:
+        _record("TimelineItem.SetClipColor")
+        if color not in CLIP_COLORS:
+            return False
+        self.clip_color = color
+        return True
+
+    def ClearClipColor(self) -> bool:
+        _record("TimelineItem.ClearClipColor")
+        self.clip_color = ""
+        return True
+
+    def GetClipColor(self) -> str:
+        _record("TimelineItem.GetClipColor")
+        return self.clip_color
 
 
 class Timeline:

@@ -73,6 +73,12 @@ class FileHost(Host):
     def place_element(self, paths, record_frame: int, plate_track: int, media: DeliveredMedia, mattes):
         self.placed.append((paths, record_frame, f"above track {plate_track}", media))
 
+    def mark_draft(self, handle) -> None:
+        self.placed.append(("draft", handle))
+
+    def replace_media(self, handle, takes, media: DeliveredMedia) -> None:
+        self.placed.append(("replaced", handle, takes, media))
+
     def report_progress(self, fraction: float, message: str) -> None:
         self.progress.append((fraction, message))
 

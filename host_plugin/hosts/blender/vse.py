@@ -10,7 +10,8 @@ Blender's main thread except report_progress / is_cancelled, which only touch pl
 Takes: a strip per take, the shown one (approved, else take 0) unmuted on the lowest free channel, the
 others muted on the channels above it; switching a take un-mutes it and mutes the rest. Elements: the
 RGBA strip goes on a free channel above the plate's, blend type Alpha Over, alpha premultiplied (the
-EXR convention), so the Sequencer composites it over the plate.
+EXR convention), so the Sequencer composites it over the plate. Drafts: a preview job's draft strips
+carry ttt_studio_draft = True and a colour tag until the final moves their directory to its folder.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from host_plugin.hosts.base import Host, check_chosen_take
 log = logging.getLogger(__name__)
 
 MAX_CHANNEL = 128
+DRAFT_PROPERTY = "ttt_studio_draft"  # True on a strip showing a preview job's draft
+DRAFT_COLOUR_TAG = "COLOR_02"  # the draft strips' colour tag (orange in the default theme)
 STRIP_FIT = {"fit": "FIT", "fill": "FILL", "distort": "STRETCH"}
 """Delivery fit -> image strip fit_method (the same three ways to meet a frame)."""
 BLENDER_4_WORKING = "lin_rec709_scene"
@@ -309,11 +312,47 @@ class BlenderHost(Host):
 
     def place_sequence(
         self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
-    ) -> None:
+    ) -> str:
         """An image strip of the delivered EXR sequence at record_frame, on the lowest free channel from the
-        preferred one, covering the scene's frame, in the delivered colour space."""
+        preferred one, covering the scene's frame, in the delivered colour space; returns its name."""
         channel = free_channel(self.scene, record_frame, record_frame + len(paths), self.preferred_channel)
-        self._new_strip(paths, record_frame, channel, track_hint, media)
+        return self._new_strip(paths, record_frame, channel, track_hint, media).name
+
+    def mark_draft(self, handle: Any) -> None:
+        """Every strip `handle` names (a name, or take strips' names) gets ttt_studio_draft = True and the
+        draft colour tag."""
+        for strip in self._placed_strips(handle):
+            strip[DRAFT_PROPERTY] = True
+            strip.color_tag = DRAFT_COLOUR_TAG
+
+    def replace_media(self, handle: Any, takes: List[List[str]], media: DeliveredMedia) -> None:
+        """Each placed strip (take i's) reads takes[i]: its `directory` moves to the final's folder (the
+        same frame names, so its elements stay), its draft mark and colour tag go."""
+        strips = self._placed_strips(handle)
+        if len(strips) != len(takes):
+            raise HostError(f"{handle!r} placed {len(strips)} strip(s); got frames for {len(takes)} take(s)")
+        for strip, paths in zip(strips, takes):
+            names = [e.filename for e in strip.elements]
+            if names != [os.path.basename(p) for p in paths]:
+                raise HostError(
+                    f"strip {strip.name!r} shows frames {names[:2]}...; the final's are "
+                    f"{[os.path.basename(p) for p in paths[:2]]}... (a final replaces its draft frame for frame)"
+                )
+            strip.directory = os.path.dirname(paths[0]) + os.sep
+            strip[DRAFT_PROPERTY] = False
+            strip.color_tag = "NONE"
+            strip["ttt_studio_delivered"] = json.dumps(media.to_dict())
+            log.info("strip %s now reads %s", strip.name, strip.directory)
+
+    def _placed_strips(self, handle: Any) -> List[Any]:
+        names = [handle] if isinstance(handle, str) else list(handle)
+        strips = {s.name: s for s in all_strips(self.scene)}
+        missing = [n for n in names if n not in strips]
+        if missing:
+            raise HostError(
+                f"strips {missing} are gone from scene {self.scene_name!r}; generate the shot again"
+            )
+        return [strips[n] for n in names]
 
     def place_takes(
         self,

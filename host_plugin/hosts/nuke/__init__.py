@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 MODES = ("restyle", "continue", "new", "element")
 NODE_SPACING = 120  # DAG units between the nodes the plugin makes
 ELEMENT_NODE = "TTT"  # the plugin's node of an element (a Group)
+DRAFT_LABEL = "DRAFT\\n"  # opens the label of a Read showing a preview job's draft
 JOBS: List[ShotJob] = []  # this session's jobs; Check Approved Takes looks at those that placed takes
 _HASHES = re.compile(r"#+")
 _PRINTF = re.compile(r"%0?(\d*)d")
@@ -84,6 +85,21 @@ class GenerateOptions:
             raise ValueError(f"duration must be >= 0 frames, got {self.duration}")
         if self.matte and self.mode != "element":
             raise ValueError(f"a matte belongs to mode 'element', not {self.mode!r}")
+
+
+def _placed_reads(handle: Any) -> List[Any]:
+    """The Reads of delivered frames that a place_* made: a Read (place_sequence), the Reads under a
+    Switch by take (place_takes), the element's Read inside the TTT node under a Merge2 (place_element)."""
+    node = nuke.toNode(str(handle))
+    if node is None:
+        raise HostError(f"node {handle!r} is gone from the script; generate the shot again")
+    if node.Class() == "Read":
+        return [node]
+    if node.Class() == "Switch":
+        return [node.input(i) for i in range(node.inputs())]
+    if node.Class() == "Merge2" and node.input(1) is not None and node.input(1).Class() == "Group":
+        return [n for n in node.input(1).nodes() if n.Class() == "Read"]
+    raise HostError(f"node {handle!r} is a {node.Class()}, not what the plugin placed")
 
 
 def frame_file(pattern: str, frame: int) -> str:
@@ -227,12 +243,40 @@ class NukeHost(Host):
 
     def place_sequence(
         self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
-    ) -> None:
+    ) -> str:
         """A Read node of the delivered EXR sequence, starting at record_frame, beside the plate's Read, its
-        colorspace knob set to the frames' colour space as the root's OCIO config names it."""
+        colorspace knob set to the frames' colour space as the root's OCIO config names it; returns its
+        name."""
         read = self._read_node(paths, record_frame, track_hint, media)
         read.setXYpos(self.read.xpos() + NODE_SPACING, self.read.ypos())
         self.created.append(read)
+        return read.name()
+
+    def mark_draft(self, handle: Any) -> None:
+        """Every Read that `handle` placed gets a label opening with DRAFT (its frames: a draft folder)."""
+        for read in _placed_reads(handle):
+            read["label"].setValue(DRAFT_LABEL + read["label"].value())
+
+    def replace_media(self, handle: Any, takes: List[List[str]], media: DeliveredMedia) -> None:
+        """Each placed Read (take i's) reads takes[i]: its `file` knob and label change, nothing else (the
+        same node, frame range and colour space)."""
+        reads = _placed_reads(handle)
+        if len(reads) != len(takes):
+            raise HostError(f"{handle!r} placed {len(reads)} Read(s); got frames for {len(takes)} take(s)")
+        for read, paths in zip(reads, takes):
+            numbers = _frame_numbers(paths)
+            if (numbers[0], numbers[-1]) != (read["first"].value(), read["last"].value()):
+                raise HostError(
+                    f"{read.name()} reads frames {read['first'].value()}-{read['last'].value()}; the final's "
+                    f"are {numbers[0]}-{numbers[-1]}"
+                )
+            old_folder = os.path.basename(os.path.dirname(read["file"].value()))
+            new_folder = os.path.basename(os.path.dirname(paths[0]))
+            label = read["label"].value()
+            label = label[len(DRAFT_LABEL) :] if label.startswith(DRAFT_LABEL) else label
+            read["label"].setValue(label.replace(f"\\n{old_folder}\\n", f"\\n{new_folder}\\n", 1))
+            read["file"].setValue(_hash_pattern(paths[0]))
+            log.info("%s now reads %s (%s fps)", read.name(), read["file"].value(), media.rate)
 
     def place_takes(
         self,

@@ -31,6 +31,12 @@ selects another take of the same item. Elements: the RGBA element goes on a trac
 its clip's "Alpha mode" set to "Premultiplied" (the EXR convention; the key and its values follow
 community usage, the README does not list them) so Resolve composites it over the plate.
 
+Drafts: a preview job's draft is placed as above, its timeline item coloured (SetClipColor) and its
+generated marker's customData saying "draft": true (UpdateMarkerCustomData); the final then replaces
+each placed MediaPoolItem's media (ReplaceClip with the final's first frame: the README's "absolute clip
+path"; the final has the draft's frame names and count), so the timeline item, its take selector and its
+place stay; the colour goes and the marker says "draft": false.
+
 Resolve's API is not thread-safe: every call here runs on the script's
 main thread; network work happens in a ShotJob thread.
 """
@@ -63,6 +69,7 @@ GENERATED_MARKER = "TTT generated"
 TAKES_BIN = "TTT takes"
 ELEMENT_TRACK = "TTT element"
 ALPHA_MODE = ("Alpha mode", "Premultiplied")
+DRAFT_CLIP_COLOR = "Orange"  # a timeline item showing a preview job's draft
 COLOUR_SETTINGS = ("colorScienceMode", "colorSpaceTimeline", "colorSpaceTimelineGamma")
 # timelinePixelAspectRatio values: a fixed pixel aspect, or the display aspect the frame fills
 FIXED_PIXEL_ASPECT = {"square": 1.0, "cinemascope": 2.0}
@@ -246,10 +253,58 @@ class ResolveHost(Host):
 
     def place_sequence(
         self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
-    ) -> None:
+    ) -> Any:
+        """The sequence imported and appended on a "TTT generated" track; returns the timeline item."""
         media_item, pattern, colour_set = self._import(paths, media)
         track = self._track_for(track_hint, record_frame, record_frame + len(paths))
-        self._append(media_item, pattern, colour_set, len(paths), track, record_frame, media, paths)
+        return self._append(media_item, pattern, colour_set, len(paths), track, record_frame, media, paths)
+
+    def mark_draft(self, handle: Any) -> None:
+        """The timeline item's clip colour and its generated marker's customData say it is a draft."""
+        if not handle.SetClipColor(DRAFT_CLIP_COLOR):
+            raise HostError(f"Resolve refused clip colour {DRAFT_CLIP_COLOR!r} for {handle.GetName()!r}")
+        self._update_marker(handle, draft=True)
+
+    def replace_media(self, handle: Any, takes: List[List[str]], media: DeliveredMedia) -> None:
+        """Each placed MediaPoolItem (take i's, in the item's take selector; else the item's own) gets the
+        final frames takes[i] through ReplaceClip; the timeline item stays where it is."""
+        count = int(handle.GetTakesCount())
+        items = (
+            [handle.GetTakeByIndex(i)["mediaPoolItem"] for i in range(1, count + 1)]
+            if count
+            else [handle.GetMediaPoolItem()]
+        )
+        if len(items) != len(takes):
+            raise HostError(
+                f"{handle.GetName()!r} holds {len(items)} take(s); got frames for {len(takes)} take(s)"
+            )
+        for media_item, paths in zip(items, takes):
+            frames = int(media_item.GetClipProperty("Frames"))
+            if frames != len(paths):
+                raise HostError(f"{media_item.GetName()!r} has {frames} frames; the final has {len(paths)}")
+            alpha = media_item.GetClipProperty(ALPHA_MODE[0])
+            if not media_item.ReplaceClip(paths[0]):
+                raise HostError(f"Resolve could not replace {media_item.GetName()!r} with {paths[0]}")
+            # a replaced clip is a new asset: its rate, colour space and alpha mode are set again
+            self._set_clip_rate(media_item, media.rate, paths[0])
+            self._set_clip_colour(media_item, media, paths[0])
+            if alpha and not media_item.SetClipProperty(ALPHA_MODE[0], alpha):
+                raise HostError(f"Resolve refused {ALPHA_MODE[0]!r} = {alpha!r} for {paths[0]}")
+        if not handle.ClearClipColor():
+            raise HostError(f"Resolve could not clear the draft colour of {handle.GetName()!r}")
+        pattern = re.sub(r"(\d+)(\.exr)$", lambda m: f"%0{len(m.group(1))}d{m.group(2)}", takes[0][0])
+        self._update_marker(handle, draft=False, frames=pattern)
+
+    def _update_marker(self, item: Any, **values: Any) -> None:
+        """Set `values` in the ttt_studio customData of the item's generated marker."""
+        markers = item.GetMarkers() or {}
+        frame = next((f for f, m in sorted(markers.items()) if m.get("name") == GENERATED_MARKER), None)
+        if frame is None:
+            raise HostError(f"{item.GetName()!r} has no {GENERATED_MARKER!r} marker; generate the shot again")
+        custom = json.loads(markers[frame].get("customData") or "{}")
+        custom.setdefault(METADATA_KEY, {}).update(values)
+        if not item.UpdateMarkerCustomData(frame, json.dumps(custom)):
+            raise HostError(f"Resolve refused the marker customData of {item.GetName()!r}")
 
     def place_takes(
         self,
