@@ -233,3 +233,35 @@ def test_the_add_on_generates_an_element_over_the_selected_plate(
         assert "A" in header["channel_names"] and alpha[:, 0].min() > 0.99 and alpha[:, -1].max() < 0.01
     finally:
         blender.unregister()
+
+
+def test_draft_strips_are_marked_then_read_the_final_from_its_folder(tmp_path: Path) -> None:
+    """A preview job's draft (frames in <job>/draft/take_NN/) placed and marked; the final moves every
+    take strip's directory to its own folder: the same strips, channels and frames, unmarked."""
+    from host_plugin.hosts.blender import vse
+
+    scene = _scene()
+    host = vse.BlenderHost(scene)
+    drafts, finals = (
+        delivered_takes(tmp_path / "shot" / "draft", takes=2),
+        delivered_takes(tmp_path / "shot", takes=2),
+    )
+    names = host.place_takes(drafts, 0, 1001, "TTT generated", MEDIA)
+    host.mark_draft(names)
+    before = [
+        (s.name, s.channel, s.frame_final_start, s.frame_final_duration)
+        for s in map(_strips(scene).get, names)
+    ]
+    assert all(
+        s[vse.DRAFT_PROPERTY] and s.color_tag == vse.DRAFT_COLOUR_TAG for s in map(_strips(scene).get, names)
+    )
+    host.replace_media(names, finals, MEDIA)
+    strips = [_strips(scene)[n] for n in names]
+    assert [(s.name, s.channel, s.frame_final_start, s.frame_final_duration) for s in strips] == before
+    assert len(_strips(scene)) == 2  # nothing added
+    for strip, paths in zip(strips, finals):
+        assert Path(bpy.path.abspath(strip.directory)).resolve() == Path(paths[0]).parent.resolve()
+        assert not strip[vse.DRAFT_PROPERTY] and strip.color_tag == "NONE"
+    (one,) = delivered_takes(tmp_path / "other", takes=1, frames=3)
+    with pytest.raises(HostError, match="a final replaces its draft frame for frame"):
+        host.replace_media(names[0], [one], MEDIA)
