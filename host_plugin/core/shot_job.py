@@ -509,10 +509,6 @@ def _check_takes_wanted(
         raise RequestError(
             f"request {request.id}: {settings.takes} takes asked; this server makes at most max_takes={limit}"
         )
-    if plates is not None and plates.mode == "element":
-        raise RequestError(
-            f"request {request.id}: an element is placed over its plate one take at a time; ask for takes=1"
-        )
 
 
 def _fetch_take(
@@ -909,17 +905,19 @@ class ShotJob:
             self._replace_draft(shown, result, paths)
             return
         plates = self.plates.get(request.id)
-        if result.takes:
-            handle = self.host.place_takes(
-                [result.take_frame_paths(t.index) for t in result.takes],
+        takes = [result.take_frame_paths(t.index) for t in result.takes]
+        if plates is not None and plates.mode == "element":
+            handle = self.host.place_element(
+                takes or [paths],
                 result.take,
                 request.record_start,
-                self.track_hint,
+                request.track_index,
                 result.media,
+                list(plates.mattes),
             )
-        elif plates is not None and plates.mode == "element":
-            handle = self.host.place_element(
-                paths, request.record_start, request.track_index, result.media, list(plates.mattes)
+        elif result.takes:
+            handle = self.host.place_takes(
+                takes, result.take, request.record_start, self.track_hint, result.media
             )
         else:
             handle = self.host.place_sequence(paths, request.record_start, self.track_hint, result.media)

@@ -139,26 +139,30 @@ class Host(abc.ABC):
 
     @abc.abstractmethod
     def switch_take(self, handle: Any, index: int) -> None:
-        """Show take `index` of what place_takes placed (its handle). Nuke: Switch `which`; Resolve:
+        """Show take `index` of what place_takes or place_element placed (its handle). Nuke: Switch `which`; Resolve:
         TimelineItem.SelectTakeByIndex(index + 1); Blender: un-mute that strip, mute the others."""
 
     @abc.abstractmethod
     def place_element(
         self,
-        paths: List[str],
+        takes: List[List[str]],
+        chosen: int,
         record_frame: int,
         plate_track: int,
         media: DeliveredMedia,
         mattes: List[str],
     ) -> Any:
-        """Composite a generated element (RGBA frames `paths`, the matte as alpha) over its plate at absolute
-        `record_frame`; plate_track: the plate's video track (0 = V1, the request's track_index); mattes: the
-        matte frames sent with it (empty: the plate's alpha). Returns what was made.
+        """Composite a generated element (RGBA frames, the matte as alpha) over its plate at absolute
+        `record_frame`, showing take `chosen` of `takes` (takes[i]: take i's frames; one list for a job of
+        one take) and keeping the others at hand; plate_track: the plate's video track (0 = V1, the
+        request's track_index); mattes: the matte frames sent with it (empty: the plate's alpha). Returns a
+        handle for switch_take / mark_draft / replace_media.
 
         Nuke: Read(plate) and Read(matte) into the plugin's TTT node (a Group: inputs plate and matte, the
-          element's Read inside), then Merge2 (operation over; input 1 = A = the element, input 0 = B = the
-          plate).
-        Blender / Resolve: the element on a track above the plate's, composited by its alpha.
+          element's Read inside; with takes a Read per take into a Switch inside), then Merge2 (operation
+          over; input 1 = A = the element, input 0 = B = the plate).
+        Blender / Resolve: the element on a track above the plate's, composited by its alpha; its takes as
+          place_takes keeps them (Blender: muted strips above; Resolve: the item's take selector).
         """
 
     @abc.abstractmethod

@@ -144,7 +144,7 @@ def test_nuke_swaps_every_take_under_the_switch_and_the_element_in_its_node(tmp_
     assert [nuke.toNode(switch).input(i) for i in range(2)] == reads
 
     plate, mattes, element = delivered_element(tmp_path / "el")
-    merge = host.place_element(element, 1001, 0, MEDIA, mattes)
+    merge = host.place_element([element], 0, 1001, 0, MEDIA, mattes)
     host.mark_draft(merge)
     host.replace_media(merge, [finals[0]], MEDIA)
     inside = [n for n in nuke.toNode(merge).input(1).nodes() if n.Class() == "Read"]

@@ -21,7 +21,7 @@ import bpy
 
 from host_plugin.core.adapters import NONE_CHOICE, choice_from_panel, server_adapter_names
 from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
-from host_plugin.core.errors import HostPluginError, RequestError
+from host_plugin.core.errors import HostPluginError
 from host_plugin.core.shot_job import (
     DELIVERY_DEFAULTS,
     ApprovalCheck,
@@ -234,10 +234,6 @@ class TTT_OT_generate(bpy.types.Operator):
         plates = None
         try:
             if props.duration_source == "PLATE":
-                if props.takes > 1:
-                    raise RequestError(
-                        "an element is placed over its plate one take at a time: set Takes to 1"
-                    )
                 request, paths, mattes = vse.plate_request(scene, _segments(props), props.matte_dir)
                 channel = request.track_index + 2  # above the plate
                 plates = {request.id: Plates(tuple(paths), "element", props.strength, mattes=tuple(mattes))}

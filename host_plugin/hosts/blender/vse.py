@@ -396,20 +396,30 @@ class BlenderHost(Host):
 
     def place_element(
         self,
-        paths: List[str],
+        takes: List[List[str]],
+        chosen: int,
         record_frame: int,
         plate_track: int,
         media: DeliveredMedia,
         mattes: List[str],
-    ) -> str:
-        """The RGBA element on a free channel above the plate's (plate_track 0 = channel 1), Alpha Over;
-        returns the strip's name. The matte is the element's alpha already: `mattes` are not placed."""
-        plate_channel = plate_track + 1
-        channel = free_channel(self.scene, record_frame, record_frame + len(paths), plate_channel + 1)
-        strip = self._new_strip(paths, record_frame, channel, "element", media)
-        strip.blend_type = "ALPHA_OVER"
-        strip.alpha_mode = "PREMUL"
-        return strip.name
+    ) -> List[str]:
+        """The RGBA element on a free channel above the plate's (plate_track 0 = channel 1), Alpha Over; its
+        other takes muted on the channels above it (as place_takes); returns the strip names by take index.
+        The matte is the element's alpha already: `mattes` are not placed."""
+        check_chosen_take(takes, chosen)
+        end = record_frame + len(takes[chosen])
+        channel = free_channel(self.scene, record_frame, end, plate_track + 2)
+        names: List[str] = [""] * len(takes)
+        for index in [chosen] + [i for i in range(len(takes)) if i != chosen]:
+            hint = "element" if len(takes) == 1 else f"element take {index + 1}"
+            strip = self._new_strip(takes[index], record_frame, channel, hint, media)
+            strip.blend_type = "ALPHA_OVER"
+            strip.alpha_mode = "PREMUL"
+            strip.mute = index != chosen
+            strip["ttt_studio_take"] = index
+            names[index] = strip.name
+            channel = free_channel(self.scene, record_frame, end, channel + 1)
+        return names
 
     def _new_strip(
         self, paths: List[str], record_frame: int, channel: int, track_hint: str, media: DeliveredMedia

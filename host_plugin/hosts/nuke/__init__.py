@@ -97,9 +97,24 @@ def _placed_reads(handle: Any) -> List[Any]:
         return [node]
     if node.Class() == "Switch":
         return [node.input(i) for i in range(node.inputs())]
-    if node.Class() == "Merge2" and node.input(1) is not None and node.input(1).Class() == "Group":
+    if node.Class() == "Merge2":
+        switch = _element_switch(node)
+        if switch is not None:
+            return [switch.input(i) for i in range(switch.inputs())]
         return [n for n in node.input(1).nodes() if n.Class() == "Read"]
     raise HostError(f"node {handle!r} is a {node.Class()}, not what the plugin placed")
+
+
+def _element_switch(merge: Any) -> Any:
+    """The Switch over the takes inside the TTT node that `merge` (an element's Merge2) has as A; None for
+    an element of one take. HostError when input A is not the plugin's TTT node."""
+    group = merge.input(1)
+    if group is None or group.Class() != "Group":
+        raise HostError(
+            f"{merge.name()}'s input A is not the plugin's {ELEMENT_NODE} node; generate the shot again"
+        )
+    switches = [n for n in group.nodes() if n.Class() == "Switch"]
+    return switches[0] if switches else None
 
 
 def frame_file(pattern: str, frame: int) -> str:
@@ -302,8 +317,11 @@ class NukeHost(Host):
         return switch.name()
 
     def switch_take(self, handle: Any, index: int) -> None:
-        """Set the Switch's `which` to take `index` (0-based, its input number)."""
+        """Set the Switch's `which` to take `index` (0-based, its input number); an element's handle (its
+        Merge2) leads to the Switch inside its TTT node."""
         switch = nuke.toNode(str(handle))
+        if switch is not None and switch.Class() == "Merge2":
+            switch = _element_switch(switch)
         if switch is None or switch.Class() != "Switch":
             raise HostError(
                 f"the takes' Switch node {handle!r} is gone from the script; generate the shot again"
@@ -315,14 +333,17 @@ class NukeHost(Host):
 
     def place_element(
         self,
-        paths: List[str],
+        takes: List[List[str]],
+        chosen: int,
         record_frame: int,
         plate_track: int,
         media: DeliveredMedia,
         mattes: List[str],
     ) -> str:
-        """Read(plate) and Read(matte) -> TTT (a Group holding the element's Read) -> Merge2 over the plate;
-        returns the Merge2's name. Without mattes the TTT node's matte input is the plate (its alpha)."""
+        """Read(plate) and Read(matte) -> TTT (a Group holding the element's Read; with takes a Read per
+        take into a Switch showing `chosen`) -> Merge2 over the plate; returns the Merge2's name. Without
+        mattes the TTT node's matte input is the plate (its alpha)."""
+        check_chosen_take(takes, chosen)
         matte = None
         if mattes:
             numbers = _frame_numbers(mattes)
@@ -344,7 +365,18 @@ class NukeHost(Host):
         try:
             nuke.nodes.Input(name="plate")
             nuke.nodes.Input(name="matte")
-            element = self._read_node(paths, record_frame, "element", media)
+            reads = [
+                self._read_node(
+                    paths, record_frame, "element" if len(takes) == 1 else f"element take {i + 1}", media
+                )
+                for i, paths in enumerate(takes)
+            ]
+            element = reads[0]
+            if len(takes) > 1:
+                element = nuke.nodes.Switch()
+                for index, read in enumerate(reads):
+                    element.setInput(index, read)
+                element["which"].setValue(chosen)
             output = nuke.nodes.Output()
             output.setInput(0, element)
         finally:

@@ -317,6 +317,15 @@ class ResolveHost(Host):
         """Every take imported into a "TTT takes <shot>" bin; take 0 on the timeline with the others in its
         take selector, take `chosen` selected; returns the timeline item."""
         check_chosen_take(takes, chosen)
+        imported = self._import_takes(takes, media)
+        count = len(takes[0])
+        track = self._track_for(track_hint, record_frame, record_frame + count)
+        return self._append_takes(imported, takes, chosen, track, record_frame, media)
+
+    def _import_takes(self, takes: List[List[str]], media: DeliveredMedia) -> List[Tuple[Any, str, bool]]:
+        """Each take imported (_import); several into a bin of their own, "TTT takes <shot>"."""
+        if len(takes) == 1:
+            return [self._import(takes[0], media)]
         pool = self.media_pool
         parent = pool.GetCurrentFolder()
         shot = os.path.basename(takes[0][0]).split(".")[0] if takes and takes[0] else "shot"
@@ -324,11 +333,21 @@ class ResolveHost(Host):
         if not folder or not pool.SetCurrentFolder(folder):
             raise HostError(f"Resolve could not make the media pool bin {TAKES_BIN} {shot!r}")
         try:
-            imported = [self._import(paths, media) for paths in takes]
+            return [self._import(paths, media) for paths in takes]
         finally:
             pool.SetCurrentFolder(parent)
+
+    def _append_takes(
+        self,
+        imported: List[Tuple[Any, str, bool]],
+        takes: List[List[str]],
+        chosen: int,
+        track: int,
+        record_frame: int,
+        media: DeliveredMedia,
+    ) -> Any:
+        """Take 0 appended on `track`; with more takes, the others in its take selector, `chosen` selected."""
         count = len(takes[0])
-        track = self._track_for(track_hint, record_frame, record_frame + count)
         item_0, pattern, colour_set = imported[0]
         item = self._append(item_0, pattern, colour_set, count, track, record_frame, media, takes[0])
         for index, (media_item, other, _) in enumerate(imported[1:], start=1):
@@ -336,7 +355,8 @@ class ResolveHost(Host):
                 raise HostError(
                     f"Resolve refused {other} as take {index + 1} of the clip at frame {record_frame}"
                 )
-        self.switch_take(item, chosen)
+        if len(takes) > 1:
+            self.switch_take(item, chosen)
         return item
 
     def switch_take(self, handle: Any, index: int) -> None:
@@ -350,22 +370,27 @@ class ResolveHost(Host):
 
     def place_element(
         self,
-        paths: List[str],
+        takes: List[List[str]],
+        chosen: int,
         record_frame: int,
         plate_track: int,
         media: DeliveredMedia,
         mattes: List[str],
     ) -> Any:
-        """The RGBA element on a track above the plate's (plate_track 0 = V1), its alpha premultiplied;
-        returns the timeline item. The matte is the element's alpha already: `mattes` are not placed."""
-        media_item, pattern, colour_set = self._import(paths, media)
-        if not media_item.SetClipProperty(*ALPHA_MODE):
-            raise HostError(
-                f"Resolve refused clip property {ALPHA_MODE[0]!r} = {ALPHA_MODE[1]!r} for {pattern}; without it "
-                "the element covers the plate"
-            )
-        track = self._track_for(ELEMENT_TRACK, record_frame, record_frame + len(paths), above=plate_track + 1)
-        return self._append(media_item, pattern, colour_set, len(paths), track, record_frame, media, paths)
+        """The RGBA element on a track above the plate's (plate_track 0 = V1), its alpha premultiplied, with
+        its other takes in the item's take selector (as place_takes); returns the timeline item. The matte
+        is the element's alpha already: `mattes` are not placed."""
+        check_chosen_take(takes, chosen)
+        imported = self._import_takes(takes, media)
+        for media_item, pattern, _ in imported:
+            if not media_item.SetClipProperty(*ALPHA_MODE):
+                raise HostError(
+                    f"Resolve refused clip property {ALPHA_MODE[0]!r} = {ALPHA_MODE[1]!r} for {pattern}; without "
+                    "it the element covers the plate"
+                )
+        count = len(takes[0])
+        track = self._track_for(ELEMENT_TRACK, record_frame, record_frame + count, above=plate_track + 1)
+        return self._append_takes(imported, takes, chosen, track, record_frame, media)
 
     def _import(self, paths: List[str], media: DeliveredMedia) -> Tuple[Any, str, bool]:
         """Import a delivered EXR sequence into the current media pool folder at its rate and colour space:
