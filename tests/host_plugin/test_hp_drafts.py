@@ -284,3 +284,45 @@ def test_a_job_cancelled_after_its_draft_leaves_the_draft_placed_and_marked(
     with TTTClient(hp_server.address, token=TOKEN) as client:
         state = client.get_job(placed.result.job_id)
     assert state.state == "cancelled" and state.takes[0].draft_complete
+
+
+@pytest.mark.slow
+def test_an_element_of_two_takes_lands_as_a_draft_then_its_finals(hp_server: Any, tmp_path: Path) -> None:
+    """A preview element job of two takes over a plate with a matte (the real server): the draft of both
+    takes lands on the element track in one take selector, marked; the finals replace both in place; each
+    take carries the matte as alpha and the two differ inside it."""
+    import numpy as np
+    from hp_helpers import FAST, TOKEN
+
+    from host_plugin.core.client import TTTClient
+    from host_plugin.core.shot_job import GenerationSettings, Plates, ShotJob
+
+    plate, mattes, _ = delivered_element(tmp_path / "src", frames=12, size=(16, 16))
+    app = fake.make_resolve(fps="24", start_frame=START)
+    app.manager.project.settings.update({"timelineResolutionWidth": "16", "timelineResolutionHeight": "16"})
+    app.manager.project.timeline.add_clip(1, "plate", START, 48)
+    host = _Recording(app)
+    request = ShotRequest("v0.i0", "clip", "V1", 0, START + 4, 12, 24, prompt="A red ball.", name="ball")
+    settings = GenerationSettings(
+        str(tmp_path / "out"), **{**FAST, "steps": 3}, priority="preview", draft_steps=1, seed=3, takes=2
+    )
+    plates = {request.id: Plates(tuple(plate), "element", 1.0, mattes=tuple(mattes))}
+    job = ShotJob(host, [request], settings, lambda: TTTClient(hp_server.address, token=TOKEN), plates=plates)
+    assert job.start().wait(timeout=180) and job.state == "done", job.message
+    (placed,) = job.placed
+    item = placed.handle
+    assert [what for what, _ in host.seen] == ["draft", "final"]
+    assert host.timeline.GetTrackName("video", host.timeline.GetTrackCount("video")) == "TTT element"
+    ((_, _, colour, draft_path),) = host.seen[0][1]
+    assert colour == "Orange" and "/draft/take_01/" in draft_path
+    assert [i.GetUniqueId() for i in host.timeline.GetItemListInTrack("video", 2)] == [item.GetUniqueId()]
+    assert item.GetTakesCount() == 2 and item.GetClipColor() == ""
+    finals = [item.GetTakeByIndex(i)["mediaPoolItem"] for i in (1, 2)]
+    assert [m.GetClipProperty("Alpha mode") for m in finals] == ["Premultiplied"] * 2
+    pictures = [read_exr(m.GetClipProperty("File Path") % 1006)[0] for m in finals]
+    assert [p.shape for p in pictures] == [(16, 16, 4)] * 2
+    alpha = pictures[0][..., 3]
+    np.testing.assert_array_equal(alpha, pictures[1][..., 3])  # the same matte for every take
+    assert alpha[:, 0].min() > 0.99 and alpha[:, -1].max() < 0.01  # the matte's left half
+    inside = alpha > 0.99
+    assert float(np.abs(pictures[0][inside, :3] - pictures[1][inside, :3]).mean()) > 1e-3
