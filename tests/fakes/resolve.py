@@ -30,6 +30,9 @@ Calls it answers, as documented:
     take selector), GetSelectedTakeIndex() (0 when not), GetTakeByIndex(idx) -> {"startFrame",
     "endFrame", "mediaPoolItem"}, SelectTakeByIndex(idx) -> bool (1 <= idx <= count); GetMediaPoolItem()
     gives the selected take's item
+  Elements from the window: Timeline.GetCurrentVideoItem() (the topmost video item under the playhead;
+    tests move the fake's `playhead`, a frame), TimelineItem.GetLeftOffset() (the frames of its media
+    before its first shown frame)
   Drafts: MediaPoolItem.ReplaceClip(filePath) -> bool ("Replaces the underlying asset and metadata of
     MediaPoolItem with the specified absolute clip path"; a numbered frame of an image sequence stands for
     its sequence, as in the media pool, and the sequence must have the item's frame count; the clip
@@ -175,6 +178,10 @@ class TimelineItem:
         _record("TimelineItem.GetDuration")
         return self.duration
 
+    def GetLeftOffset(self) -> int:
+        _record("TimelineItem.GetLeftOffset")
+        return self.source_start
+
     def GetMediaPoolItem(self) -> MediaPoolItem | None:
         _record("TimelineItem.GetMediaPoolItem")
         return self.takes[self.selected_take - 1]["mediaPoolItem"] if self.takes else self.media
@@ -270,6 +277,15 @@ class Timeline:
         self.project: Project | None = None
         self.tracks: list[dict[str, Any]] = [{"name": "Video 1", "items": []}]
         self.markers: dict[int, dict[str, Any]] = {}
+        self.playhead = start_frame  # where the user left the playhead (absolute frame)
+
+    def GetCurrentVideoItem(self) -> TimelineItem | None:
+        _record("Timeline.GetCurrentVideoItem")
+        for track in reversed(self.tracks):
+            for item in track["items"]:
+                if item.start <= self.playhead < item.start + item.duration:
+                    return item
+        return None
 
     def GetName(self) -> str:
         _record("Timeline.GetName")

@@ -58,7 +58,7 @@ from host_plugin.core.delivery import Format
 from host_plugin.core.errors import FrameMathError, HostError, RequestError
 from host_plugin.core.frame_math import snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
-from host_plugin.core.requests import METADATA_KEY, ShotRequest, find_shot_requests
+from host_plugin.core.requests import KIND_CLIP, METADATA_KEY, ShotRequest, find_shot_requests
 from host_plugin.hosts import colour
 from host_plugin.hosts.base import Host, check_chosen_take
 
@@ -86,6 +86,15 @@ def pixel_aspect_of(setting: Any, width: int, height: int) -> float:
     raise HostError(
         f"timeline pixel aspect {setting!r} is not one Resolve documents (square, cinemascope, 16_9, 4_3)"
     )
+
+
+def _printf_pattern(path: str) -> str:
+    """A sequence's File Path as a %0Nd pattern: Resolve's name.[1001-1048].exr form becomes
+    name.%04d.exr; a %0Nd pattern is kept; anything else is returned as it is."""
+    match = re.search(r"\[(\d+)-\d+\]", path)
+    if match is None:
+        return path
+    return path[: match.start()] + f"%0{len(match.group(1))}d" + path[match.end() :]
 
 
 def rate_text(rate: Fraction) -> str:
@@ -207,6 +216,71 @@ class ResolveHost(Host):
                     )
                 request.prompt = prompt
         return requests
+
+    def element_request(
+        self, prompt: str, matte_dir: str = "", name: str = ""
+    ) -> Tuple[ShotRequest, List[str], List[str]]:
+        """An element over the clip under the playhead (tl.GetCurrentVideoItem()), whose media is an EXR
+        sequence: (the request for the clip's record range on its track, the plate frames it shows, the
+        mattes: the EXRs of `matte_dir` in name order, one per plate frame; none: the plate's alpha).
+
+        The plate frames are the clip's own files: its media's File Path (a %0Nd pattern, or Resolve's
+        name.[1001-1048].exr form) from its Start frame plus the item's GetLeftOffset()."""
+        if not prompt.strip():
+            raise RequestError("an element needs a prompt: type one in the window")
+        item = self.timeline.GetCurrentVideoItem()
+        if item is None:
+            raise RequestError("no clip under the playhead: put the playhead on the plate's clip")
+        media = item.GetMediaPoolItem()
+        where = f"clip {item.GetName()!r} under the playhead"
+        if media is None:
+            raise RequestError(f"{where} has no media to use as the plate (a generator or title?)")
+        pattern = _printf_pattern(str(media.GetClipProperty("File Path") or ""))
+        if not pattern.lower().endswith(".exr") or "%" not in pattern:
+            raise RequestError(
+                f"{where} is {media.GetClipProperty('File Path')!r}; an element's plate is an EXR image sequence"
+            )
+        first = int(media.GetClipProperty("Start")) + int(item.GetLeftOffset())
+        duration = int(item.GetDuration())
+        paths = [pattern % (first + i) for i in range(duration)]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise RequestError(
+                f"{where}: {len(missing)} of its {duration} plate frames are missing, e.g. {missing[0]}"
+            )
+        mattes: List[str] = []
+        if matte_dir:
+            if not os.path.isdir(matte_dir):
+                raise RequestError(f"matte folder {matte_dir!r} does not exist")
+            names = sorted(n for n in os.listdir(matte_dir) if n.lower().endswith(".exr"))
+            mattes = [os.path.join(matte_dir, n) for n in names]
+            if len(mattes) != duration:
+                raise RequestError(
+                    f"matte folder {matte_dir!r} holds {len(mattes)} EXR frames; {where} shows {duration}: one "
+                    "matte per plate frame"
+                )
+        track = self._track_of(item)
+        record = int(item.GetStart())
+        request = ShotRequest(
+            id=f"resolve.element.{track}.{record}",
+            kind=KIND_CLIP,
+            track_name=self.timeline.GetTrackName("video", track),
+            track_index=track - 1,
+            record_start=record,
+            duration=duration,
+            rate=snap_rate(self.timeline.GetSetting("timelineFrameRate")),
+            prompt=prompt.strip(),
+            name=name or f"element_{os.path.splitext(os.path.basename(paths[0]))[0].split('.')[0]}",
+        )
+        return request, paths, mattes
+
+    def _track_of(self, item: Any) -> int:
+        """The video track (1-based) that holds timeline item `item`."""
+        uid = item.GetUniqueId()
+        for index in range(1, int(self.timeline.GetTrackCount("video")) + 1):
+            if any(i.GetUniqueId() == uid for i in self.timeline.GetItemListInTrack("video", index) or []):
+                return index
+        raise HostError(f"clip {item.GetName()!r} is on no video track of {self.timeline.GetName()!r}")
 
     def plate_frames(self, request: Any, first: int, last: int) -> List[str]:
         """Render record frames first..last to half-float ZIP EXRs through the render queue (blocks)."""
