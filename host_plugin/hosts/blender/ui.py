@@ -155,6 +155,11 @@ class TTT_PG_settings(bpy.types.PropertyGroup):
         min=1,
         description="Takes of the shot (seed, seed + 1, ...); others muted above",
     )
+    draft_first: bpy.props.BoolProperty(
+        name="Draft first",
+        default=False,
+        description="A preview job: its draft is placed at once (tagged), then replaced by the final",
+    )
     retime: bpy.props.EnumProperty(
         name="Retime",
         items=RETIME_ITEMS,
@@ -248,6 +253,7 @@ class TTT_OT_generate(bpy.types.Operator):
                 seed=None if props.seed < 0 else props.seed,
                 delivery=delivery_settings(props),
                 takes=props.takes,
+                priority="preview" if props.draft_first else "final",
                 adapters=choice_from_panel(props.adapter, props.adapter_strength),
             )
             server = server_settings(props)
@@ -382,6 +388,7 @@ class TTT_PT_panel(bpy.types.Panel):
         row.prop(props, "steps")
         row.prop(props, "seed")
         row.prop(props, "takes")
+        row.prop(props, "draft_first")
         row = col.row(align=True)
         row.prop(props, "width")
         row.prop(props, "height")
