@@ -326,3 +326,17 @@ def test_an_element_of_two_takes_lands_as_a_draft_then_its_finals(hp_server: Any
     assert alpha[:, 0].min() > 0.99 and alpha[:, -1].max() < 0.01  # the matte's left half
     inside = alpha > 0.99
     assert float(np.abs(pictures[0][inside, :3] - pictures[1][inside, :3]).mean()) > 1e-3
+
+
+@pytest.mark.usefixtures("_fresh_nuke")
+def test_the_nuke_panel_asks_for_a_draft_first_through_its_priority(tmp_path: Path) -> None:
+    from host_plugin.hosts.nuke.panel import GeneratePanel
+
+    plate, _, _ = delivered_element(tmp_path / "plate_src")
+    panel = GeneratePanel(nuke.nodes.Read(file=plate[0].replace("1001", "####"), first=1001, last=1004))
+    knobs = panel.knobs()
+    assert knobs["priority"].values() == ["final", "preview"]
+    knobs["segment0"].setValue("A red ball rolls.")
+    assert panel.options().generation.priority == "final"
+    knobs["priority"].setValue("preview")
+    assert panel.options().generation.priority == "preview"

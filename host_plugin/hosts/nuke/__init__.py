@@ -14,6 +14,9 @@ take 0; `which` is the 0-based take index); TTT > Check Approved Takes sets it t
 plugin's TTT node (a Group with inputs "plate" and "matte" and the element's Read inside), merged over
 the plate by a Merge2 (operation over; input 1 = A = the element, input 0 = B = the plate).
 
+Drafts (the panel's priority "preview"): the draft's Read is labelled DRAFT and reads <job>/draft/; the
+final swaps its `file` knob to the final frames, on the same node.
+
 Only this package imports nuke / nukescripts.
 """
 
