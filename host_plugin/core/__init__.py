@@ -21,6 +21,7 @@ from host_plugin.core.placement import (
     ShotResult,
     build_result_timeline,
     place_generated_shot,
+    swap_in_final,
     use_first_frame_references,
 )
 from host_plugin.core.requests import ShotRequest, find_shot_requests, timeline_rate
@@ -44,6 +45,7 @@ __all__ = [
     "parse_timecode",
     "place_generated_shot",
     "snap_rate",
+    "swap_in_final",
     "timeline_rate",
     "to_frames",
     "use_first_frame_references",

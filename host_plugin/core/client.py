@@ -679,6 +679,7 @@ class TTTClient:
         adapters: Sequence[Tuple[str, float]] = (),
         matte_upload_ids: Sequence[str] = (),
         matte_feather: Optional[float] = None,
+        draft_steps: int = 0,
     ) -> SubmitResult:
         """Queue a shot. Unset values take the server's defaults. The idempotency key (a new uuid when not
         given) travels with every retry, so a response lost to a dropped connection never makes two jobs.
@@ -694,11 +695,19 @@ class TTTClient:
         a matte (matte_upload_ids: single-channel EXRs uploaded with upload_plate, one per plate; none:
         each plate's alpha), returned RGBA with the matte as alpha; matte_feather: its soft edge in
         output pixels (None: the server's). plate_colorspace overrides the plates' own colorInteropID /
-        chromaticities. takes: how many takes (seeds seed, seed + 1, ...; 0: one)."""
+        chromaticities. takes: how many takes (seeds seed, seed + 1, ...; 0: one). draft_steps: the steps
+        of the draft a priority "preview" job makes of the whole shot before its final (0: the server's
+        default; the server makes none when it would not be fewer steps than the final's)."""
         if plate_mode not in PLATE_MODES:
             raise ValueError(f"plate_mode must be one of {PLATE_MODES[1:]}, got {plate_mode!r}")
         if isinstance(takes, bool) or not isinstance(takes, int) or takes < 0:
             raise ValueError(f"takes must be an int >= 0 (0: one take), got {takes!r}")
+        if isinstance(draft_steps, bool) or not isinstance(draft_steps, int) or draft_steps < 0:
+            raise ValueError(
+                f"draft_steps must be an int >= 0 (0: the server's default), got {draft_steps!r}"
+            )
+        if draft_steps and priority != "preview":
+            raise ValueError(f"draft_steps is for priority 'preview' (a draft first), not {priority!r}")
         if (matte_upload_ids or matte_feather is not None) and plate_mode != "element":
             raise ValueError(f"mattes belong to plate_mode 'element', not {plate_mode or 'no plates'!r}")
         if matte_feather is not None and not float(matte_feather) >= 0.0:
@@ -722,6 +731,7 @@ class TTTClient:
             dtype=dtype,
             preview_every=preview_every,
             takes=takes,
+            draft_steps=draft_steps,
         )
         if guidance_scale is not None:
             params.guidance_scale = float(guidance_scale)
@@ -851,6 +861,7 @@ class TTTClient:
         on_frame: Optional[Callable[[FrameFile, int], None]] = None,
         chunk_bytes: int = 0,
         take: int = 0,
+        draft: bool = False,
     ) -> List[FrameFile]:
         """Write the job's frames into dest_dir under the server's file names; returns every frame held.
 
@@ -859,7 +870,8 @@ class TTTClient:
         frames: start_frame=None resumes after the last frame already on disk (a fetch cut short by a
         crash or a closed host picks up there), and a dropped stream resumes from the next frame index.
         on_frame(frame, total_frames) is called after each frame lands. take: which take's frames
-        (0-based); each take keeps a manifest of its own.
+        (0-based); each take keeps a manifest of its own. draft: the take's draft frames (a preview job's
+        fewer-step run of the whole shot) instead of its final ones; they keep a manifest of their own.
         """
         if isinstance(take, bool) or not isinstance(take, int) or take < 0:
             raise ValueError(f"take must be an int >= 0, got {take!r}")
@@ -868,6 +880,8 @@ class TTTClient:
         manifest = _MANIFEST.format(job_id=_safe_id(job_id))
         if take:
             manifest = manifest.replace(".json", f".take{take}.json")
+        if draft:
+            manifest = manifest.replace(".json", ".draft.json")
         manifest_path = os.path.join(dest, manifest)
         held = _read_manifest(manifest_path, dest)
         next_index = _first_missing(held) if start_frame is None else int(start_frame)
@@ -877,7 +891,7 @@ class TTTClient:
         while True:
             try:
                 self._fetch_stream(
-                    job_id, dest, next_index, follow, chunk_bytes, held, manifest_path, on_frame, take
+                    job_id, dest, next_index, follow, chunk_bytes, held, manifest_path, on_frame, take, draft
                 )
                 break
             except grpc.RpcError as exc:
@@ -901,9 +915,10 @@ class TTTClient:
         manifest_path: str,
         on_frame: Optional[Callable[[FrameFile, int], None]],
         take: int = 0,
+        draft: bool = False,
     ) -> None:
         request = pb.FetchFramesRequest(
-            job_id=job_id, start_frame=start, follow=follow, chunk_bytes=chunk_bytes, take=take
+            job_id=job_id, start_frame=start, follow=follow, chunk_bytes=chunk_bytes, take=take, draft=draft
         )
         handle = None
         digest = None
@@ -917,6 +932,11 @@ class TTTClient:
                     raise ClientError(
                         f"FetchFrames {job_id}: asked for take {take}, the server sent take {chunk.take}'s "
                         f"frame {name}"
+                    )
+                if chunk.draft != draft:
+                    want, got = ("draft", "final") if draft else ("final", "draft")
+                    raise ClientError(
+                        f"FetchFrames {job_id}: asked for {want} frames, the server sent {got} frame {name}"
                     )
                 if chunk.offset == 0:
                     if handle is not None:

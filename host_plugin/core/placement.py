@@ -128,6 +128,8 @@ class ShotResult:
     server's conform report (native fps, retime method, generation size, scale, colour spaces).
     takes: every take of the shot (host_plugin.core.takes) when the job made several; `take` is the one
     this result is (its directory is that take's folder); the others have the same frame names in theirs.
+    draft: the frames are a preview job's draft (fewer steps, fetched into a folder of their own); the
+    final replaces them in place (`swap_in_final`).
     """
 
     request_id: str
@@ -149,6 +151,7 @@ class ShotResult:
     conform: Dict[str, Any] = field(default_factory=dict)
     takes: List[TakeInfo] = field(default_factory=list)
     take: int = 0
+    draft: bool = False
 
     def __post_init__(self) -> None:
         self.rate = snap_rate(self.rate)
@@ -223,6 +226,7 @@ class ShotResult:
             "conform": dict(self.conform),
             "takes": [t.to_dict() for t in self.takes],
             "take": self.take,
+            "draft": self.draft,
         }
 
     @classmethod
@@ -251,6 +255,7 @@ class ShotResult:
             conform=dict(data.get("conform") or {}),
             takes=[TakeInfo.from_dict(t) for t in data.get("takes") or []],
             take=int(data.get("take") or 0),
+            draft=bool(data.get("draft", False)),
         )
 
 
@@ -302,8 +307,9 @@ def make_generated_clip(
         available_range=time_range(result.start_frame, result.frame_count, rate),
     )
     name = request.name if request is not None and request.name else result.request_id
+    mark = "TTT draft" if result.draft else "TTT"
     clip = otio.schema.Clip(
-        name=f"{name} [TTT {result.job_id}]", source_range=time_range(result.start_frame, duration, rate)
+        name=f"{name} [{mark} {result.job_id}]", source_range=time_range(result.start_frame, duration, rate)
     )
     clip.set_media_references({DEFAULT_MEDIA_KEY: sequence, FIRST_FRAME_KEY: first}, DEFAULT_MEDIA_KEY)
     storyboard = result.storyboard or (request.storyboard if request is not None else [])
@@ -319,6 +325,8 @@ def make_generated_clip(
         "model": result.model,
         "conform": conform_metadata(result),
     }
+    if result.draft:  # a preview job's draft until swap_in_final points the clip at the final
+        clip.metadata[METADATA_KEY]["draft"] = True
     if result.takes:  # the clip is the chosen take; every take is listed to switch to
         clip.metadata[METADATA_KEY]["take"] = result.take
         clip.metadata[METADATA_KEY]["takes"] = [t.to_dict() for t in result.takes]
@@ -362,6 +370,42 @@ def place_generated_shot(
         )
     clip = make_generated_clip(result, request.duration, request)
     _place(timeline, clip, request.record_start, request.duration, request.id, track_name)
+    return clip
+
+
+def swap_in_final(
+    timeline: otio.schema.Timeline, request: ShotRequest, result: ShotResult
+) -> otio.schema.Clip:
+    """Point the draft clip placed for `request` at the final frames of `result`, in place: the same clip
+    object on the same track at the same frames gets the final's media references, name and metadata
+    (without `ttt_studio.draft`). PlacementError when no draft of that job is placed, or when
+    `result` is itself a draft or of another job."""
+    if result.draft:
+        raise PlacementError(f"result {result.job_id} of request {request.id!r} is a draft; swap in a final")
+    drafts = [
+        clip
+        for track in timeline.video_tracks()
+        if is_generated_track(track)
+        for clip in track.find_clips(shallow_search=True)
+        if (ttt_metadata(clip) or {}).get("request_id") == request.id
+    ]
+    meta = ttt_metadata(drafts[0]) if len(drafts) == 1 else None
+    if meta is None or not meta.get("draft") or meta.get("job_id") != result.job_id:
+        found = [(ttt_metadata(c) or {}).get("job_id") for c in drafts]
+        raise PlacementError(
+            f"request {request.id!r}: no draft clip of job {result.job_id} to replace (generated clips of jobs "
+            f"{found}); place the final with place_generated_shot"
+        )
+    clip = drafts[0]
+    if clip.source_range.duration.to_frames() != request.duration:
+        raise PlacementError(
+            f"request {request.id!r}: the draft clip shows {clip.source_range.duration.to_frames()} frames, "
+            f"the request {request.duration}"
+        )
+    final = make_generated_clip(result, request.duration, request)
+    clip.name = final.name
+    clip.set_media_references(final.media_references(), final.active_media_reference_key)
+    clip.metadata[METADATA_KEY] = final.metadata[METADATA_KEY]
     return clip
 
 

@@ -26,6 +26,13 @@ seed, seed + 1, ...); every take's frames are fetched into <job folder>/take_NN/
 approved take (else take 0) with the others at hand (`Host.place_takes`). `ApprovalCheck` asks the
 server later which take is approved and switches the host to it (`Host.switch_take`).
 
+Drafts: a priority "preview" job makes a draft of the whole shot (fewer steps) before its final. When the
+job reports every take's draft complete, generate_shot fetches the draft frames into <job folder>/draft/
+(take_NN/ under it for takes) and hands them to `on_draft` as a ShotResult with draft=True; a ShotJob
+places that at once, marked as a draft (`Host.mark_draft`), and when the final arrives swaps the placed
+media to the final frames in place (`Host.replace_media`: the same node, strip or clip, no second one).
+A job cancelled after its draft leaves the draft placed and marked.
+
 Elements (Plates mode "element"): the plates go with a matte (Plates.mattes: single-channel EXRs, one
 per plate, uploaded like plates; none: each plate's alpha); the server generates only inside it and
 returns RGBA with the matte as alpha, which the host composites over the plate (`Host.place_element`).
@@ -63,6 +70,7 @@ ProgressFn = Callable[[float, str], None]
 _SHOT_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 PLATE_MODES = ("restyle", "continue", "element")
 TAKES_CAPABILITY = "takes"
+DRAFT_FOLDER = "draft"  # a job's draft frames: <job folder>/draft/ (take_NN/ under it for takes)
 DELIVERY_DEFAULTS: Dict[str, Any] = {f.name: f.default for f in dataclasses.fields(Delivery)}
 """Delivery's own defaults (fit "fit", filter "lanczos", retime "flow"): what the panels offer first."""
 PIXEL_ASPECT_TOLERANCE = 1e-3  # a delivered pixelAspectRatio this close to the asked one is that one
@@ -203,6 +211,7 @@ class GenerationSettings:
     model: Optional[str] = None
     delivery: DeliverySettings = DeliverySettings()
     takes: int = 1
+    draft_steps: int = 0  # priority "preview": the draft's steps (0: the server's default)
     adapters: Tuple[AdapterChoice, ...] = ()  # every shot's, unless its request names its own
     required_capabilities: Tuple[str, ...] = (
         "storyboard",
@@ -217,13 +226,18 @@ class GenerationSettings:
             raise ValueError("GenerationSettings.output_dir must be a folder path, got an empty value")
         if isinstance(self.takes, bool) or not isinstance(self.takes, int) or self.takes < 1:
             raise ValueError(f"GenerationSettings.takes must be an int >= 1, got {self.takes!r}")
-        for name in ("height", "width", "steps", "preview_every", "start_frame"):
+        for name in ("height", "width", "steps", "preview_every", "start_frame", "draft_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"GenerationSettings.{name} must be an int >= 0, got {value!r}")
         if self.priority not in ("preview", "final"):
             raise ValueError(
                 f"GenerationSettings.priority must be 'preview' or 'final', got {self.priority!r}"
+            )
+        if self.draft_steps and self.priority != "preview":
+            raise ValueError(
+                f"GenerationSettings.draft_steps={self.draft_steps} needs priority 'preview' (only a preview job "
+                f"makes a draft first), got priority {self.priority!r}"
             )
         object.__setattr__(self, "adapters", tuple(self.adapters))
         if not all(isinstance(a, AdapterChoice) for a in self.adapters):
@@ -331,13 +345,16 @@ def generate_shot(
     cancelled: Optional[Callable[[], bool]] = None,
     on_submitted: Optional[Callable[[str], None]] = None,
     idempotency_key: Optional[str] = None,
+    on_draft: Optional[Callable[[ShotResult], None]] = None,
 ) -> ShotResult:
     """Run one request on the server and fetch its delivered frames; returns the ShotResult to place.
 
     plates: EXR frames sent with it (restyle or continue). progress(fraction, message) gets 0..1
     updates; cancelled() is polled between events (when true the job is cancelled on the server and
     JobCancelled raised once the server confirms); on_submitted(job_id) lets a caller cancel from
-    elsewhere. Raises JobFailedError when the server's job fails, ClientError when the frames it
+    elsewhere. on_draft(result): called once, during the job, with the draft's frames (a ShotResult
+    with draft=True) when the job makes a draft (priority "preview") and every take's draft is complete;
+    without it drafts are not fetched. Raises JobFailedError when the server's job fails, ClientError when the frames it
     delivered are not what was asked (count, rate, format or colour space).
     """
     report = progress or (lambda fraction, message: None)
@@ -386,6 +403,7 @@ def generate_shot(
         matte_upload_ids=matte_ids,
         matte_feather=plates.matte_feather if plates is not None else None,
         adapters=[(a.name, a.scale) for a in adapters],
+        draft_steps=settings.draft_steps,
     )
     job = submitted.job
     if on_submitted is not None:
@@ -405,51 +423,72 @@ def generate_shot(
         delivery.rate,
         submitted.idempotency_key,
     )
-    final = _watch(client, job.job_id, shot, report, is_cancelled)
+    folder = os.path.join(os.fspath(settings.output_dir), f"{shot}_{job.job_id[:8]}")
+    expected = [f"{shot}.{settings.start_frame + i:04d}.exr" for i in range(delivery.duration)]
+
+    def build(
+        takes: List[TakeInfo], chosen: int, directory: str, seed: Optional[int], draft: bool
+    ) -> ShotResult:
+        """The ShotResult of fetched frames (the final's, or the draft's with draft=True)."""
+        first_frame = os.path.join(directory, expected[0])
+        media = delivered_media(first_frame, delivery)
+        conform = {} if draft else dict(client.result(job.job_id, take=chosen if takes else None).conform)
+        return ShotResult(
+            request_id=request.id,
+            job_id=job.job_id,
+            directory=directory,
+            name_prefix=f"{shot}.",
+            frame_count=len(expected) - skip,  # continue: the kept plate frames are not placed again
+            rate=request.rate,
+            start_frame=settings.start_frame + skip,
+            padding=4,
+            seed=seed,
+            model=info.model_name,
+            storyboard=[] if request.prompt and not request.storyboard else segments,
+            prompt=request.prompt,
+            metadata={
+                "server": client.address,
+                "server_fps": info.fps,
+                "segments": len(segments),
+                "plate_mode": plates.mode if plates is not None else None,
+                "plate_frames": len(plates.paths) if plates is not None else 0,
+                "delivery": delivery.as_metadata(),
+            },
+            media=media,
+            conform=conform,
+            takes=takes,
+            take=chosen,
+            draft=draft,
+        )
+
+    def fetch(state: Any, into: str, draft: bool) -> ShotResult:
+        """Fetch every take's frames (final or draft) of the job `state` into `into`; their ShotResult."""
+        if settings.takes > 1:
+            takes = _fetch_takes(client, state, into, expected, shot, report, draft)
+            chosen = state.approved_take if state.approved_take is not None else 0
+            return build(takes, chosen, takes[chosen].directory, takes[chosen].seed, draft)
+        _fetch_take(client, job.job_id, into, 0, expected, shot, report, 1, draft)
+        return build([], 0, os.path.abspath(into), state.seed, draft)
+
+    drafts_done: set = set()
+
+    def on_frames(event: Any) -> None:
+        """When every take's draft is stored: fetch the draft and hand it to on_draft (once)."""
+        if on_draft is None or not event.draft or event.ready < event.total or event.take in drafts_done:
+            return
+        drafts_done.add(event.take)
+        if len(drafts_done) == settings.takes:
+            report(0.5, f"{shot}: draft complete; fetching it")
+            on_draft(fetch(client.get_job(job.job_id), os.path.join(folder, DRAFT_FOLDER), True))
+
+    final = _watch(client, job.job_id, shot, report, is_cancelled, on_frames)
     if final.state == "cancelled":
         raise JobCancelled(f"{shot}: job {job.job_id} cancelled on the server ({final.message})")
     if final.state != "completed":
         raise JobFailedError(
             f"{shot}: job {job.job_id} ended {final.state}: {final.message}", code=final.state.upper()
         )
-    folder = os.path.join(os.fspath(settings.output_dir), f"{shot}_{job.job_id[:8]}")
-    expected = [f"{shot}.{settings.start_frame + i:04d}.exr" for i in range(delivery.duration)]
-    takes = _fetch_takes(client, final, folder, expected, shot, report) if settings.takes > 1 else []
-    if takes:
-        chosen = final.approved_take if final.approved_take is not None else 0
-        directory = takes[chosen].directory
-        first_frame = os.path.join(directory, expected[0])
-    else:
-        chosen, directory = 0, os.path.abspath(folder)
-        first_frame = _fetch_take(client, job.job_id, folder, 0, expected, shot, report, 1)[0]
-    media = delivered_media(first_frame, delivery)
-    conform = dict(client.result(job.job_id, take=chosen if takes else None).conform)
-    return ShotResult(
-        request_id=request.id,
-        job_id=job.job_id,
-        directory=directory,
-        name_prefix=f"{shot}.",
-        frame_count=len(expected) - skip,  # continue: the kept plate frames are not placed again
-        rate=request.rate,
-        start_frame=settings.start_frame + skip,
-        padding=4,
-        seed=takes[chosen].seed if takes else final.seed,
-        model=info.model_name,
-        storyboard=[] if request.prompt and not request.storyboard else segments,
-        prompt=request.prompt,
-        metadata={
-            "server": client.address,
-            "server_fps": info.fps,
-            "segments": len(segments),
-            "plate_mode": plates.mode if plates is not None else None,
-            "plate_frames": len(plates.paths) if plates is not None else 0,
-            "delivery": delivery.as_metadata(),
-        },
-        media=media,
-        conform=conform,
-        takes=takes,
-        take=chosen,
-    )
+    return fetch(final, folder, False)
 
 
 def _check_takes_wanted(
@@ -470,10 +509,6 @@ def _check_takes_wanted(
         raise RequestError(
             f"request {request.id}: {settings.takes} takes asked; this server makes at most max_takes={limit}"
         )
-    if plates is not None and plates.mode == "element":
-        raise RequestError(
-            f"request {request.id}: an element is placed over its plate one take at a time; ask for takes=1"
-        )
 
 
 def _fetch_take(
@@ -485,37 +520,48 @@ def _fetch_take(
     shot: str,
     report: ProgressFn,
     takes: int,
+    draft: bool = False,
 ) -> List[str]:
-    """Fetch one take's frames into `folder`; ClientError unless they are exactly `expected` by name."""
+    """Fetch one take's frames (its draft's with draft=True) into `folder`; ClientError unless they are
+    exactly `expected` by name."""
 
     def fetched(frame: Any, total: int) -> None:
         done = (take + (frame.index + 1) / max(total, 1)) / takes
         report(0.9 + 0.1 * done, f"{shot}: take {take + 1}/{takes}: fetched frame {frame.index + 1}/{total}")
 
-    frames = client.fetch_frames(job_id, folder, on_frame=fetched, take=take)
+    frames = client.fetch_frames(job_id, folder, on_frame=fetched, take=take, draft=draft)
     names = [os.path.basename(f.path) for f in frames]
     if names != expected:
         raise ClientError(
-            f"{shot}: job {job_id} take {take} gave {len(frames)} frames named {names[:2]}...; expected "
+            f"{shot}: job {job_id} take {take}{' draft' if draft else ''} gave {len(frames)} frames named {names[:2]}...; expected "
             f"exactly {len(expected)} named {expected[:2]}..."
         )
     return [f.path for f in frames]
 
 
 def _fetch_takes(
-    client: Any, job: Any, folder: str, expected: List[str], shot: str, report: ProgressFn
+    client: Any,
+    job: Any,
+    folder: str,
+    expected: List[str],
+    shot: str,
+    report: ProgressFn,
+    draft: bool = False,
 ) -> List[TakeInfo]:
-    """Every take of a completed job fetched into <folder>/take_NN/, with its seed and approval."""
+    """Every take of a completed job (draft: every take's complete draft) fetched into <folder>/take_NN/,
+    with its seed and approval."""
     if not job.takes:
         raise ClientError(f"{shot}: job {job.job_id} was asked for takes but reports none")
     takes = []
     for state in sorted(job.takes, key=lambda t: t.index):
-        if state.state != "completed":
+        if not (state.draft_complete if draft else state.state == "completed"):
             raise JobFailedError(
-                f"{shot}: job {job.job_id} take {state.index} ended {state.state}", code=state.state.upper()
+                f"{shot}: job {job.job_id} take {state.index}{' draft' if draft else ''} is not complete "
+                f"({state.state})",
+                code=state.state.upper(),
             )
         directory = os.path.abspath(take_folder(folder, state.index))
-        _fetch_take(client, job.job_id, directory, state.index, expected, shot, report, len(job.takes))
+        _fetch_take(client, job.job_id, directory, state.index, expected, shot, report, len(job.takes), draft)
         takes.append(TakeInfo(state.index, state.seed, directory, state.approved, state.approved_by))
     return takes
 
@@ -608,10 +654,20 @@ def _upload_plates(
     return [uploads[p].upload_id for p in plates.paths]
 
 
-def _watch(client: Any, job_id: str, shot: str, report: ProgressFn, is_cancelled: Callable[[], bool]) -> Any:
-    """Follow the job to its end, turning events into progress; cancels on the server when asked."""
+def _watch(
+    client: Any,
+    job_id: str,
+    shot: str,
+    report: ProgressFn,
+    is_cancelled: Callable[[], bool],
+    on_frames: Callable[[Any], None],
+) -> Any:
+    """Follow the job to its end, turning events into progress and handing "frames" events to on_frames;
+    cancels on the server when asked."""
     cancel_sent = False
     for event in client.watch(job_id):
+        if event.kind == "frames":
+            on_frames(event)
         if is_cancelled() and not cancel_sent:
             client.cancel(job_id)
             cancel_sent = True
@@ -640,14 +696,19 @@ def _describe(event: Any, shot: str) -> Tuple[float, str]:
 
 @dataclass
 class PlacedShot:
-    """What a ShotJob placed: the request, its result (for takes: the take shown and every take) and the
-    paths shown; handle: what the host returned for takes or an element (e.g. Nuke's Switch node name),
-    handed back to Host.switch_take."""
+    """What a ShotJob placed: the request, its result (for takes: the take shown and every take; a draft
+    until the final replaced it) and the paths shown; handle: what the host's place_* returned (e.g.
+    Nuke's Read or Switch node name), handed back to Host.switch_take / mark_draft / replace_media."""
 
     request: ShotRequest
     result: ShotResult
     paths: List[str] = field(default_factory=list)
     handle: Any = None
+
+    @property
+    def draft(self) -> bool:
+        """True while what is placed is the job's draft (a cancel after the draft leaves it so)."""
+        return self.result.draft
 
 
 class ShotJob:
@@ -742,6 +803,11 @@ class ShotJob:
                 def progress(fraction: float, message: str, i: int = i) -> None:
                     context.progress(min(1.0, (i + min(max(fraction, 0.0), 1.0)) / total), message)
 
+                def draft(result: ShotResult, i: int = i) -> None:
+                    context.deliver(
+                        result, (i + 0.5) / total, f"{result.name_prefix.rstrip('.')}: draft ready"
+                    )
+
                 result = generate_shot(
                     client,
                     request,
@@ -750,6 +816,7 @@ class ShotJob:
                     progress=progress,
                     cancelled=context.cancelled,
                     on_submitted=self._submitted,
+                    on_draft=draft,
                 )
                 context.deliver(result, (i + 1) / total, f"{result.name_prefix.rstrip('.')}: ready")
                 done.append((request.id, result.job_id))
@@ -833,24 +900,46 @@ class ShotJob:
                 f"result {result.job_id} has {len(paths)} frames (media {result.media}); request {request.id} "
                 f"needs exactly {request.duration} delivered frames"
             )
+        shown = next((p for p in self.placed if p.draft and p.result.job_id == result.job_id), None)
+        if shown is not None:
+            self._replace_draft(shown, result, paths)
+            return
         plates = self.plates.get(request.id)
-        handle = None
-        if result.takes:
-            handle = self.host.place_takes(
-                [result.take_frame_paths(t.index) for t in result.takes],
+        takes = [result.take_frame_paths(t.index) for t in result.takes]
+        if plates is not None and plates.mode == "element":
+            handle = self.host.place_element(
+                takes or [paths],
                 result.take,
                 request.record_start,
-                self.track_hint,
+                request.track_index,
                 result.media,
+                list(plates.mattes),
             )
-        elif plates is not None and plates.mode == "element":
-            handle = self.host.place_element(
-                paths, request.record_start, request.track_index, result.media, list(plates.mattes)
+        elif result.takes:
+            handle = self.host.place_takes(
+                takes, result.take, request.record_start, self.track_hint, result.media
             )
         else:
-            self.host.place_sequence(paths, request.record_start, self.track_hint, result.media)
+            handle = self.host.place_sequence(paths, request.record_start, self.track_hint, result.media)
+        if result.draft:
+            self.host.mark_draft(handle)
         self.placed.append(PlacedShot(request, result, paths, handle))
-        log.info("placed %s (%d frames) at %d", result.job_id, len(paths), request.record_start)
+        what = "the draft of " if result.draft else ""
+        log.info("placed %s%s (%d frames) at %d", what, result.job_id, len(paths), request.record_start)
+
+    def _replace_draft(self, shown: PlacedShot, result: ShotResult, paths: List[str]) -> None:
+        """Main thread: the final of a placed draft: the host swaps the placed media to the final frames in
+        place (every take's), then shows the final's chosen take when an approval moved it."""
+        if result.draft:
+            raise PlacementError(
+                f"job {result.job_id} delivered a second draft of request {result.request_id}"
+            )
+        takes = [result.take_frame_paths(t.index) for t in result.takes] if result.takes else [paths]
+        self.host.replace_media(shown.handle, takes, result.media)
+        if result.takes and result.take != shown.result.take:
+            self.host.switch_take(shown.handle, result.take)
+        shown.result, shown.paths = result, paths
+        log.info("replaced the draft of %s with its final", result.job_id)
 
 
 def approved_result(result: ShotResult, approved: Optional[int], approved_by: str = "") -> ShotResult:

@@ -98,9 +98,10 @@ class Host(abc.ABC):
     @abc.abstractmethod
     def place_sequence(
         self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
-    ) -> None:
+    ) -> Any:
         """Put the delivered EXR sequence `paths` on the edit starting at absolute `record_frame`, on a track
-        named like `track_hint` (created when missing), at media.rate and in media.colorspace.
+        named like `track_hint` (created when missing), at media.rate and in media.colorspace; returns a
+        handle to what was made (for mark_draft / replace_media).
 
         Resolve: items = mp.ImportMedia([{"FilePath": "sh010.%04d.exr", "StartIndex": 1001,
           "EndIndex": 1048}]); item.SetClipProperty for frame rate and input colour space;
@@ -138,26 +139,50 @@ class Host(abc.ABC):
 
     @abc.abstractmethod
     def switch_take(self, handle: Any, index: int) -> None:
-        """Show take `index` of what place_takes placed (its handle). Nuke: Switch `which`; Resolve:
+        """Show take `index` of what place_takes or place_element placed (its handle). Nuke: Switch `which`; Resolve:
         TimelineItem.SelectTakeByIndex(index + 1); Blender: un-mute that strip, mute the others."""
 
     @abc.abstractmethod
     def place_element(
         self,
-        paths: List[str],
+        takes: List[List[str]],
+        chosen: int,
         record_frame: int,
         plate_track: int,
         media: DeliveredMedia,
         mattes: List[str],
     ) -> Any:
-        """Composite a generated element (RGBA frames `paths`, the matte as alpha) over its plate at absolute
-        `record_frame`; plate_track: the plate's video track (0 = V1, the request's track_index); mattes: the
-        matte frames sent with it (empty: the plate's alpha). Returns what was made.
+        """Composite a generated element (RGBA frames, the matte as alpha) over its plate at absolute
+        `record_frame`, showing take `chosen` of `takes` (takes[i]: take i's frames; one list for a job of
+        one take) and keeping the others at hand; plate_track: the plate's video track (0 = V1, the
+        request's track_index); mattes: the matte frames sent with it (empty: the plate's alpha). Returns a
+        handle for switch_take / mark_draft / replace_media.
 
         Nuke: Read(plate) and Read(matte) into the plugin's TTT node (a Group: inputs plate and matte, the
-          element's Read inside), then Merge2 (operation over; input 1 = A = the element, input 0 = B = the
-          plate).
-        Blender / Resolve: the element on a track above the plate's, composited by its alpha.
+          element's Read inside; with takes a Read per take into a Switch inside), then Merge2 (operation
+          over; input 1 = A = the element, input 0 = B = the plate).
+        Blender / Resolve: the element on a track above the plate's, composited by its alpha; its takes as
+          place_takes keeps them (Blender: muted strips above; Resolve: the item's take selector).
+        """
+
+    @abc.abstractmethod
+    def mark_draft(self, handle: Any) -> None:
+        """Mark what place_sequence / place_takes / place_element made (its handle) as a draft: a preview
+        job's fewer-step frames, to be replaced by its final. The frames come from a draft folder.
+
+        Nuke: every Read's label opens with "DRAFT". Resolve: the timeline item's clip colour (SetClipColor)
+          and `ttt_studio.draft` true in its generated marker's customData (UpdateMarkerCustomData).
+        Blender: every strip's custom property ttt_studio_draft = True and its colour tag.
+        """
+
+    @abc.abstractmethod
+    def replace_media(self, handle: Any, takes: List[List[str]], media: DeliveredMedia) -> None:
+        """Swap what `handle` placed (a draft) to the final frames in place and drop its draft mark: the same
+        node, strip or timeline item at the same record frames reads takes[i] (take i's final frames, the
+        same names and count as its draft's; one list for a shot without takes), delivered as `media`.
+
+        Nuke: each Read's `file` knob. Resolve: each take's MediaPoolItem.ReplaceClip(first final frame)
+          (the timeline item and its take selector stay). Blender: each strip's `directory`.
         """
 
     @abc.abstractmethod

@@ -30,6 +30,14 @@ Calls it answers, as documented:
     take selector), GetSelectedTakeIndex() (0 when not), GetTakeByIndex(idx) -> {"startFrame",
     "endFrame", "mediaPoolItem"}, SelectTakeByIndex(idx) -> bool (1 <= idx <= count); GetMediaPoolItem()
     gives the selected take's item
+  Elements from the window: Timeline.GetCurrentVideoItem() (the topmost video item under the playhead;
+    tests move the fake's `playhead`, a frame), TimelineItem.GetLeftOffset() (the frames of its media
+    before its first shown frame)
+  Drafts: MediaPoolItem.ReplaceClip(filePath) -> bool ("Replaces the underlying asset and metadata of
+    MediaPoolItem with the specified absolute clip path"; a numbered frame of an image sequence stands for
+    its sequence, as in the media pool, and the sequence must have the item's frame count; the clip
+    attributes set before are gone), TimelineItem.SetClipColor(colorName) / ClearClipColor() /
+    GetClipColor(), TimelineItem.UpdateMarkerCustomData(frameId, customData) -> bool
   MediaPoolItem.SetClipProperty("Alpha mode", "None" | "Straight" | "Premultiplied") (Clip Attributes'
     alpha mode; key and values from community usage, the README does not list them)
   fu.UIManager: VGroup / HGroup / Label / LineEdit / CheckBox / Button / ComboBox (AddItem(text), Clear(),
@@ -90,6 +98,26 @@ class MediaPoolItem:
             **self.properties,
         }.get(key, "")
 
+    def ReplaceClip(self, path: str) -> bool:
+        _record("MediaPoolItem.ReplaceClip")
+        import re
+
+        match = re.match(r"^(.*?)(\d+)(\.exr)$", path)
+        if not os.path.isabs(path) or not os.path.isfile(path) or match is None:
+            return False
+        head, digits, tail = match.groups()
+        pattern = f"{head}%0{len(digits)}d{tail}"
+        first = int(digits)
+        last = first + self.last - self.first
+        if not all(os.path.isfile(pattern % f) for f in range(first, last + 1)):
+            return False
+        self.path, self.first, self.last = pattern, first, last
+        project = self.project
+        self.properties = (
+            {"FPS": float(_FPS.get(project.timeline.fps, project.timeline.fps))} if project else {}
+        )
+        return True
+
     def SetClipProperty(self, key: str, value: Any) -> bool:
         _record("MediaPoolItem.SetClipProperty")
         mode = self.project.settings["colorScienceMode"] if self.project else "davinciYRGB"
@@ -106,6 +134,10 @@ class MediaPoolItem:
 
 
 ALPHA_MODES = ("None", "Straight", "Premultiplied")
+CLIP_COLORS = (
+    "Orange", "Apricot", "Yellow", "Lime", "Olive", "Green", "Teal", "Navy", "Blue", "Purple", "Violet",
+    "Pink", "Tan", "Beige", "Brown", "Chocolate",
+)  # fmt: skip
 
 
 class TimelineItem:
@@ -128,6 +160,7 @@ class TimelineItem:
         self.markers: dict[int, dict[str, Any]] = {}
         self.takes: list[dict[str, Any]] = []  # the take selector; empty: not one
         self.selected_take = 0
+        self.clip_color = ""
 
     def GetName(self) -> str:
         _record("TimelineItem.GetName")
@@ -144,6 +177,10 @@ class TimelineItem:
     def GetDuration(self) -> int:
         _record("TimelineItem.GetDuration")
         return self.duration
+
+    def GetLeftOffset(self) -> int:
+        _record("TimelineItem.GetLeftOffset")
+        return self.source_start
 
     def GetMediaPoolItem(self) -> MediaPoolItem | None:
         _record("TimelineItem.GetMediaPoolItem")
@@ -208,7 +245,30 @@ class TimelineItem:
 
     def GetMarkers(self) -> dict[int, dict[str, Any]]:
         _record("TimelineItem.GetMarkers")
-        return dict(self.markers)
+        return {f: dict(m) for f, m in self.markers.items()}
+
+    def UpdateMarkerCustomData(self, frame_id: int, custom_data: str) -> bool:
+        _record("TimelineItem.UpdateMarkerCustomData")
+        if frame_id not in self.markers:
+            return False
+        self.markers[frame_id]["customData"] = custom_data
+        return True
+
+    def SetClipColor(self, color: str) -> bool:
+        _record("TimelineItem.SetClipColor")
+        if color not in CLIP_COLORS:
+            return False
+        self.clip_color = color
+        return True
+
+    def ClearClipColor(self) -> bool:
+        _record("TimelineItem.ClearClipColor")
+        self.clip_color = ""
+        return True
+
+    def GetClipColor(self) -> str:
+        _record("TimelineItem.GetClipColor")
+        return self.clip_color
 
 
 class Timeline:
@@ -217,6 +277,15 @@ class Timeline:
         self.project: Project | None = None
         self.tracks: list[dict[str, Any]] = [{"name": "Video 1", "items": []}]
         self.markers: dict[int, dict[str, Any]] = {}
+        self.playhead = start_frame  # where the user left the playhead (absolute frame)
+
+    def GetCurrentVideoItem(self) -> TimelineItem | None:
+        _record("Timeline.GetCurrentVideoItem")
+        for track in reversed(self.tracks):
+            for item in track["items"]:
+                if item.start <= self.playhead < item.start + item.duration:
+                    return item
+        return None
 
     def GetName(self) -> str:
         _record("Timeline.GetName")

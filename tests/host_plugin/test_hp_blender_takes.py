@@ -81,7 +81,7 @@ def test_an_element_goes_above_its_plate_over_it_by_its_alpha(tmp_path: Path) ->
         plate_strip.elements.append(Path(path).name)
     editor.strips.new_effect("busy", "COLOR", 3, 1003, length=2)  # channel 3 is taken in the middle
     host = vse.BlenderHost(scene)
-    name = host.place_element(element, 1001, 1, MEDIA, mattes)  # the plate's track 1 is channel 2
+    (name,) = host.place_element([element], 0, 1001, 1, MEDIA, mattes)  # the plate's track 1 is channel 2
     strip = _strips(scene)[name]
     assert strip.channel == 4 and strip.channel > plate_strip.channel
     assert (strip.blend_type, strip.alpha_mode) == ("ALPHA_OVER", "PREMUL")
@@ -233,3 +233,52 @@ def test_the_add_on_generates_an_element_over_the_selected_plate(
         assert "A" in header["channel_names"] and alpha[:, 0].min() > 0.99 and alpha[:, -1].max() < 0.01
     finally:
         blender.unregister()
+
+
+def test_draft_strips_are_marked_then_read_the_final_from_its_folder(tmp_path: Path) -> None:
+    """A preview job's draft (frames in <job>/draft/take_NN/) placed and marked; the final moves every
+    take strip's directory to its own folder: the same strips, channels and frames, unmarked."""
+    from host_plugin.hosts.blender import vse
+
+    scene = _scene()
+    host = vse.BlenderHost(scene)
+    drafts, finals = (
+        delivered_takes(tmp_path / "shot" / "draft", takes=2),
+        delivered_takes(tmp_path / "shot", takes=2),
+    )
+    names = host.place_takes(drafts, 0, 1001, "TTT generated", MEDIA)
+    host.mark_draft(names)
+    before = [
+        (s.name, s.channel, s.frame_final_start, s.frame_final_duration)
+        for s in map(_strips(scene).get, names)
+    ]
+    assert all(
+        s[vse.DRAFT_PROPERTY] and s.color_tag == vse.DRAFT_COLOUR_TAG for s in map(_strips(scene).get, names)
+    )
+    host.replace_media(names, finals, MEDIA)
+    strips = [_strips(scene)[n] for n in names]
+    assert [(s.name, s.channel, s.frame_final_start, s.frame_final_duration) for s in strips] == before
+    assert len(_strips(scene)) == 2  # nothing added
+    for strip, paths in zip(strips, finals):
+        assert Path(bpy.path.abspath(strip.directory)).resolve() == Path(paths[0]).parent.resolve()
+        assert not strip[vse.DRAFT_PROPERTY] and strip.color_tag == "NONE"
+    (one,) = delivered_takes(tmp_path / "other", takes=1, frames=3)
+    with pytest.raises(HostError, match="a final replaces its draft frame for frame"):
+        host.replace_media(names[0], [one], MEDIA)
+
+
+def test_an_elements_takes_wait_muted_above_the_shown_one_each_over_the_plate(tmp_path: Path) -> None:
+    from host_plugin.hosts.blender import vse
+
+    scene = _scene()
+    editor = scene.sequence_editor_create()
+    plate, _, _ = delivered_element(tmp_path / "src")
+    editor.strips.new_image("plate", plate[0], 1, 1001)
+    host = vse.BlenderHost(scene)
+    takes = delivered_takes(tmp_path / "shot", takes=3)
+    names = host.place_element(takes, 1, 1001, 0, MEDIA, [])
+    strips = [_strips(scene)[n] for n in names]
+    assert [(s.channel, s.mute) for s in strips] == [(3, True), (2, False), (4, True)]
+    assert all((s.blend_type, s.alpha_mode) == ("ALPHA_OVER", "PREMUL") for s in strips)
+    host.switch_take(names, 0)
+    assert [s.mute for s in (_strips(scene)[n] for n in names)] == [False, True, True]

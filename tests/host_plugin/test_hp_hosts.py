@@ -70,8 +70,17 @@ class FileHost(Host):
     def switch_take(self, handle, index: int) -> None:
         self.placed[-1] = (handle[index], *self.placed[-1][1:])
 
-    def place_element(self, paths, record_frame: int, plate_track: int, media: DeliveredMedia, mattes):
-        self.placed.append((paths, record_frame, f"above track {plate_track}", media))
+    def place_element(
+        self, takes, chosen: int, record_frame: int, plate_track: int, media: DeliveredMedia, mattes
+    ):
+        self.placed.append((takes[chosen], record_frame, f"above track {plate_track}", media))
+        return list(takes)
+
+    def mark_draft(self, handle) -> None:
+        self.placed.append(("draft", handle))
+
+    def replace_media(self, handle, takes, media: DeliveredMedia) -> None:
+        self.placed.append(("replaced", handle, takes, media))
 
     def report_progress(self, fraction: float, message: str) -> None:
         self.progress.append((fraction, message))

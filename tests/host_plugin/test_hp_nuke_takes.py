@@ -76,7 +76,7 @@ def test_the_approved_take_is_shown_when_placed(tmp_path: Path) -> None:
 def test_an_element_is_merged_over_its_plate_through_the_ttt_node(tmp_path: Path) -> None:
     plate_files, mattes, element = delivered_element(tmp_path / "src")
     host = _host(tmp_path)
-    merge = nuke.toNode(host.place_element(element, 1001, 0, MEDIA, mattes))
+    merge = nuke.toNode(host.place_element([element], 0, 1001, 0, MEDIA, mattes))
     assert merge.Class() == "Merge2" and merge["operation"].value() == "over"
     assert merge.input(0) is host.read  # B: the plate
     ttt = merge.input(1)  # A: the plugin's node
@@ -93,7 +93,7 @@ def test_an_element_is_merged_over_its_plate_through_the_ttt_node(tmp_path: Path
     assert pixels[0, 0].tolist() == [1.0, 0.0, 0.0, 1.0] and pixels[0, -1].tolist() == [0.0, 0.0, 0.0, 0.0]
 
     # without mattes the plate's alpha is the matte: the TTT node's matte input is the plate itself
-    again = nuke.toNode(host.place_element(element, 1001, 0, MEDIA, []))
+    again = nuke.toNode(host.place_element([element], 0, 1001, 0, MEDIA, []))
     assert again.input(1).name() == "TTT1" and again.input(1).input(1) is host.read
 
 
@@ -224,3 +224,25 @@ def test_an_element_job_comes_back_with_the_mattes_alpha_and_is_merged_over_the_
     assert np.all(np.diff(alpha, axis=1) <= 1e-3)
     outside = alpha < 1e-3
     assert outside.any() and np.abs(pixels[..., :3][outside]).max() < 1e-2  # premultiplied: no colour there
+
+
+def test_an_elements_takes_are_reads_under_a_switch_inside_the_ttt_node(tmp_path: Path) -> None:
+    _, mattes, element = delivered_element(tmp_path / "src")
+    takes = delivered_takes(tmp_path / "shot", takes=3)
+    host = _host(tmp_path)
+    name = host.place_element(takes, 1, 1001, 0, MEDIA, mattes)
+    merge = nuke.toNode(name)
+    ttt = merge.input(1)
+    assert merge.input(0) is host.read and ttt.name() == "TTT"
+    inside = {n.Class(): n for n in ttt.nodes()}
+    switch = inside["Switch"]
+    assert inside["Output"].input(0) is switch and switch["which"].value() == 1 and switch.inputs() == 3
+    assert [switch.input(i)["file"].value() for i in range(3)] == [
+        t[0].replace("1001", "####") for t in takes
+    ]
+    host.switch_take(name, 2)  # the Merge2 is the element's handle
+    assert switch["which"].value() == 2
+    with pytest.raises(HostError, match=r"has takes 0..2; cannot show take 3"):
+        host.switch_take(name, 3)
+    with pytest.raises(HostError, match=r"take 3 cannot be shown: the shot has takes 0..2"):
+        host.place_element(takes, 3, 1001, 0, MEDIA, mattes)

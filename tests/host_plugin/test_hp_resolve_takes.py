@@ -80,7 +80,7 @@ def test_an_element_goes_on_a_track_above_its_plate_with_its_alpha(tmp_path: Pat
     tl.AddTrack("video")
     tl.add_clip(2, "busy", START + 2, 2)  # V2 is taken in the middle of the shot
     _, mattes, element = delivered_element(tmp_path / "src")
-    item = host.place_element(element, START, 0, MEDIA, mattes)  # plate on V1
+    item = host.place_element([element], 0, START, 0, MEDIA, mattes)  # plate on V1
     assert tl.GetTrackCount("video") == 3 and tl.GetItemListInTrack("video", 3) == [item]
     assert tl.GetTrackName("video", 3) == "TTT element"
     assert (item.GetStart(), item.GetDuration()) == (START, 4)
@@ -145,3 +145,18 @@ def test_the_window_asks_for_three_takes_and_selects_the_approved_one(
     assert len(bin_.GetClipList()) == 3
     assert window.items["Status"].Text == f"approved takes shown: [({placed.request.id!r}, 1)]"
     assert all(on_main for _, _, on_main in fake.CALLS)
+
+
+def test_an_elements_takes_share_its_item_above_the_plate(tmp_path: Path) -> None:
+    host = _host()
+    takes = delivered_takes(tmp_path / "shot", takes=3)
+    item = host.place_element(takes, 2, START, 0, MEDIA, [])
+    tl = host.timeline
+    assert tl.GetTrackName("video", 2) == "TTT element" and tl.GetItemListInTrack("video", 2) == [item]
+    assert item.GetTakesCount() == 3 and item.GetSelectedTakeIndex() == 3
+    for index in range(3):
+        media = item.GetTakeByIndex(index + 1)["mediaPoolItem"]
+        assert media.GetClipProperty("Alpha mode") == "Premultiplied"
+        assert media.GetClipProperty("File Path") == _pattern(takes[index])
+    host.switch_take(item, 0)
+    assert item.GetMediaPoolItem().GetClipProperty("File Path") == _pattern(takes[0])

@@ -183,9 +183,6 @@ def test_takes_are_refused_before_anything_is_sent_when_they_cannot_be_placed(
         too_many = GenerationSettings(str(tmp_path), takes=limit + 1, **FAST_DEFAULT)
         with pytest.raises(RequestError, match=f"this server makes at most max_takes={limit}"):
             generate_shot(client, _request(), too_many)
-        element = Plates(("p.exr",) * 4, "element", 0.5)
-        with pytest.raises(RequestError, match="an element is placed over its plate one take at a time"):
-            generate_shot(client, _request(), GenerationSettings(str(tmp_path), takes=2), plates=element)
         assert [j.job_id for j in client.list_jobs()] == before  # nothing was queued
 
 

@@ -251,3 +251,55 @@ def test_a_delivered_element_follows_the_picture_through_the_conform(
     region, truth = rgba[..., 3] > 0.5, disc_at(64) > 0.5
     assert (region & truth).sum() / (region | truth).sum() >= 0.9
     assert (rgba[rgba[..., 3] == 0, :3] == 0).all()
+
+
+TAKE_OUTSIDE_ATOL = 1e-5  # outside the matte a take's latents are the plate's: float32 re-imposition
+
+
+def test_an_element_job_with_three_takes_varies_only_inside_the_matte(
+    server: ServerProcess, uploads: dict, tmp_path: Path
+) -> None:
+    """Three takes (seeds 5, 6, 7) of one element: each take's saved latents are the plate's outside the
+    matte (within TAKE_OUTSIDE_ATOL) and its own inside; every take's frames carry the same feathered
+    matte as alpha, and inside it the three pictures differ."""
+    from server.frames import FrameStore
+    from ttt_engine.conform import convert
+    from ttt_engine.pipeline import VideoPipeline, load_latents
+
+    with StudioClient(server.address, token=TOKENS["alice"]) as alice:
+        job = alice.submit(
+            STORYBOARD,
+            plate_upload_ids=uploads["rgb"],
+            plate_mode="element",
+            matte_upload_ids=uploads["matte"],
+            matte_feather=FEATHER,
+            takes=3,
+            **JOB,
+        ).job
+        done = alice.wait(job.job_id)
+        assert done.state == 4, done.message  # JOB_STATE_COMPLETED
+        assert [(t.index, t.seed) for t in done.takes] == [(k, JOB["seed"] + k) for k in range(3)]
+        frames = [read_exr(alice.fetch(job.job_id, tmp_path / f"take{k}", take=k)[4])[0] for k in range(3)]
+
+    pipe = VideoPipeline.tiny_random(seed=0)  # the server's model (--tiny-random, seed 0)
+    plates = np.stack([p[..., :3].astype(np.float32) for p in uploads["plates"]])
+    plate_latents = pipe.encode_frames(convert(plates, "lin_rec709_scene", pipe.spec.colorspace))
+    matte = np.repeat(disc()[None], FRAMES, axis=0)
+    mask = latent_mask(matte, pipe.temporal_factor, pipe.spatial_factor, FEATHER)
+    insides = []
+    for take in range(3):
+        latents, _ = load_latents(FrameStore(server.data_dir).latents_path(job.job_id, take))
+        outside = (mask == 0).expand_as(latents)
+        assert outside.any()
+        np.testing.assert_allclose(latents[outside], plate_latents[outside], rtol=0, atol=TAKE_OUTSIDE_ATOL)
+        insides.append(latents[(mask == 1).expand_as(latents)])
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert float((insides[a] - insides[b]).abs().mean()) > 0.1, (a, b)
+
+    expected = feathered(disc(), FEATHER)
+    core = expected > 0.99
+    for rgba in frames:
+        np.testing.assert_allclose(rgba[..., 3], expected, rtol=0, atol=1e-3)  # the same matte each take
+        assert (rgba[rgba[..., 3] == 0, :3] == 0).all()
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert float(np.abs(frames[a][core, :3] - frames[b][core, :3]).mean()) > 0.01, (a, b)

@@ -21,7 +21,7 @@ import bpy
 
 from host_plugin.core.adapters import NONE_CHOICE, choice_from_panel, server_adapter_names
 from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
-from host_plugin.core.errors import HostPluginError, RequestError
+from host_plugin.core.errors import HostPluginError
 from host_plugin.core.shot_job import (
     DELIVERY_DEFAULTS,
     ApprovalCheck,
@@ -155,6 +155,11 @@ class TTT_PG_settings(bpy.types.PropertyGroup):
         min=1,
         description="Takes of the shot (seed, seed + 1, ...); others muted above",
     )
+    draft_first: bpy.props.BoolProperty(
+        name="Draft first",
+        default=False,
+        description="A preview job: its draft is placed at once (tagged), then replaced by the final",
+    )
     retime: bpy.props.EnumProperty(
         name="Retime",
         items=RETIME_ITEMS,
@@ -234,10 +239,6 @@ class TTT_OT_generate(bpy.types.Operator):
         plates = None
         try:
             if props.duration_source == "PLATE":
-                if props.takes > 1:
-                    raise RequestError(
-                        "an element is placed over its plate one take at a time: set Takes to 1"
-                    )
                 request, paths, mattes = vse.plate_request(scene, _segments(props), props.matte_dir)
                 channel = request.track_index + 2  # above the plate
                 plates = {request.id: Plates(tuple(paths), "element", props.strength, mattes=tuple(mattes))}
@@ -252,6 +253,7 @@ class TTT_OT_generate(bpy.types.Operator):
                 seed=None if props.seed < 0 else props.seed,
                 delivery=delivery_settings(props),
                 takes=props.takes,
+                priority="preview" if props.draft_first else "final",
                 adapters=choice_from_panel(props.adapter, props.adapter_strength),
             )
             server = server_settings(props)
@@ -386,6 +388,7 @@ class TTT_PT_panel(bpy.types.Panel):
         row.prop(props, "steps")
         row.prop(props, "seed")
         row.prop(props, "takes")
+        row.prop(props, "draft_first")
         row = col.row(align=True)
         row.prop(props, "width")
         row.prop(props, "height")

@@ -10,7 +10,8 @@ Blender's main thread except report_progress / is_cancelled, which only touch pl
 Takes: a strip per take, the shown one (approved, else take 0) unmuted on the lowest free channel, the
 others muted on the channels above it; switching a take un-mutes it and mutes the rest. Elements: the
 RGBA strip goes on a free channel above the plate's, blend type Alpha Over, alpha premultiplied (the
-EXR convention), so the Sequencer composites it over the plate.
+EXR convention), so the Sequencer composites it over the plate. Drafts: a preview job's draft strips
+carry ttt_studio_draft = True and a colour tag until the final moves their directory to its folder.
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from host_plugin.hosts.base import Host, check_chosen_take
 log = logging.getLogger(__name__)
 
 MAX_CHANNEL = 128
+DRAFT_PROPERTY = "ttt_studio_draft"  # True on a strip showing a preview job's draft
+DRAFT_COLOUR_TAG = "COLOR_02"  # the draft strips' colour tag (orange in the default theme)
 STRIP_FIT = {"fit": "FIT", "fill": "FILL", "distort": "STRETCH"}
 """Delivery fit -> image strip fit_method (the same three ways to meet a frame)."""
 BLENDER_4_WORKING = "lin_rec709_scene"
@@ -309,11 +312,47 @@ class BlenderHost(Host):
 
     def place_sequence(
         self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
-    ) -> None:
+    ) -> str:
         """An image strip of the delivered EXR sequence at record_frame, on the lowest free channel from the
-        preferred one, covering the scene's frame, in the delivered colour space."""
+        preferred one, covering the scene's frame, in the delivered colour space; returns its name."""
         channel = free_channel(self.scene, record_frame, record_frame + len(paths), self.preferred_channel)
-        self._new_strip(paths, record_frame, channel, track_hint, media)
+        return self._new_strip(paths, record_frame, channel, track_hint, media).name
+
+    def mark_draft(self, handle: Any) -> None:
+        """Every strip `handle` names (a name, or take strips' names) gets ttt_studio_draft = True and the
+        draft colour tag."""
+        for strip in self._placed_strips(handle):
+            strip[DRAFT_PROPERTY] = True
+            strip.color_tag = DRAFT_COLOUR_TAG
+
+    def replace_media(self, handle: Any, takes: List[List[str]], media: DeliveredMedia) -> None:
+        """Each placed strip (take i's) reads takes[i]: its `directory` moves to the final's folder (the
+        same frame names, so its elements stay), its draft mark and colour tag go."""
+        strips = self._placed_strips(handle)
+        if len(strips) != len(takes):
+            raise HostError(f"{handle!r} placed {len(strips)} strip(s); got frames for {len(takes)} take(s)")
+        for strip, paths in zip(strips, takes):
+            names = [e.filename for e in strip.elements]
+            if names != [os.path.basename(p) for p in paths]:
+                raise HostError(
+                    f"strip {strip.name!r} shows frames {names[:2]}...; the final's are "
+                    f"{[os.path.basename(p) for p in paths[:2]]}... (a final replaces its draft frame for frame)"
+                )
+            strip.directory = os.path.dirname(paths[0]) + os.sep
+            strip[DRAFT_PROPERTY] = False
+            strip.color_tag = "NONE"
+            strip["ttt_studio_delivered"] = json.dumps(media.to_dict())
+            log.info("strip %s now reads %s", strip.name, strip.directory)
+
+    def _placed_strips(self, handle: Any) -> List[Any]:
+        names = [handle] if isinstance(handle, str) else list(handle)
+        strips = {s.name: s for s in all_strips(self.scene)}
+        missing = [n for n in names if n not in strips]
+        if missing:
+            raise HostError(
+                f"strips {missing} are gone from scene {self.scene_name!r}; generate the shot again"
+            )
+        return [strips[n] for n in names]
 
     def place_takes(
         self,
@@ -357,20 +396,30 @@ class BlenderHost(Host):
 
     def place_element(
         self,
-        paths: List[str],
+        takes: List[List[str]],
+        chosen: int,
         record_frame: int,
         plate_track: int,
         media: DeliveredMedia,
         mattes: List[str],
-    ) -> str:
-        """The RGBA element on a free channel above the plate's (plate_track 0 = channel 1), Alpha Over;
-        returns the strip's name. The matte is the element's alpha already: `mattes` are not placed."""
-        plate_channel = plate_track + 1
-        channel = free_channel(self.scene, record_frame, record_frame + len(paths), plate_channel + 1)
-        strip = self._new_strip(paths, record_frame, channel, "element", media)
-        strip.blend_type = "ALPHA_OVER"
-        strip.alpha_mode = "PREMUL"
-        return strip.name
+    ) -> List[str]:
+        """The RGBA element on a free channel above the plate's (plate_track 0 = channel 1), Alpha Over; its
+        other takes muted on the channels above it (as place_takes); returns the strip names by take index.
+        The matte is the element's alpha already: `mattes` are not placed."""
+        check_chosen_take(takes, chosen)
+        end = record_frame + len(takes[chosen])
+        channel = free_channel(self.scene, record_frame, end, plate_track + 2)
+        names: List[str] = [""] * len(takes)
+        for index in [chosen] + [i for i in range(len(takes)) if i != chosen]:
+            hint = "element" if len(takes) == 1 else f"element take {index + 1}"
+            strip = self._new_strip(takes[index], record_frame, channel, hint, media)
+            strip.blend_type = "ALPHA_OVER"
+            strip.alpha_mode = "PREMUL"
+            strip.mute = index != chosen
+            strip["ttt_studio_take"] = index
+            names[index] = strip.name
+            channel = free_channel(self.scene, record_frame, end, channel + 1)
+        return names
 
     def _new_strip(
         self, paths: List[str], record_frame: int, channel: int, track_hint: str, media: DeliveredMedia

@@ -14,6 +14,9 @@ take 0; `which` is the 0-based take index); TTT > Check Approved Takes sets it t
 plugin's TTT node (a Group with inputs "plate" and "matte" and the element's Read inside), merged over
 the plate by a Merge2 (operation over; input 1 = A = the element, input 0 = B = the plate).
 
+Drafts (the panel's priority "preview"): the draft's Read is labelled DRAFT and reads <job>/draft/; the
+final swaps its `file` knob to the final frames, on the same node.
+
 Only this package imports nuke / nukescripts.
 """
 
@@ -52,6 +55,7 @@ log = logging.getLogger(__name__)
 MODES = ("restyle", "continue", "new", "element")
 NODE_SPACING = 120  # DAG units between the nodes the plugin makes
 ELEMENT_NODE = "TTT"  # the plugin's node of an element (a Group)
+DRAFT_LABEL = "DRAFT\\n"  # opens the label of a Read showing a preview job's draft
 JOBS: List[ShotJob] = []  # this session's jobs; Check Approved Takes looks at those that placed takes
 _HASHES = re.compile(r"#+")
 _PRINTF = re.compile(r"%0?(\d*)d")
@@ -84,6 +88,36 @@ class GenerateOptions:
             raise ValueError(f"duration must be >= 0 frames, got {self.duration}")
         if self.matte and self.mode != "element":
             raise ValueError(f"a matte belongs to mode 'element', not {self.mode!r}")
+
+
+def _placed_reads(handle: Any) -> List[Any]:
+    """The Reads of delivered frames that a place_* made: a Read (place_sequence), the Reads under a
+    Switch by take (place_takes), the element's Read inside the TTT node under a Merge2 (place_element)."""
+    node = nuke.toNode(str(handle))
+    if node is None:
+        raise HostError(f"node {handle!r} is gone from the script; generate the shot again")
+    if node.Class() == "Read":
+        return [node]
+    if node.Class() == "Switch":
+        return [node.input(i) for i in range(node.inputs())]
+    if node.Class() == "Merge2":
+        switch = _element_switch(node)
+        if switch is not None:
+            return [switch.input(i) for i in range(switch.inputs())]
+        return [n for n in node.input(1).nodes() if n.Class() == "Read"]
+    raise HostError(f"node {handle!r} is a {node.Class()}, not what the plugin placed")
+
+
+def _element_switch(merge: Any) -> Any:
+    """The Switch over the takes inside the TTT node that `merge` (an element's Merge2) has as A; None for
+    an element of one take. HostError when input A is not the plugin's TTT node."""
+    group = merge.input(1)
+    if group is None or group.Class() != "Group":
+        raise HostError(
+            f"{merge.name()}'s input A is not the plugin's {ELEMENT_NODE} node; generate the shot again"
+        )
+    switches = [n for n in group.nodes() if n.Class() == "Switch"]
+    return switches[0] if switches else None
 
 
 def frame_file(pattern: str, frame: int) -> str:
@@ -227,12 +261,40 @@ class NukeHost(Host):
 
     def place_sequence(
         self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
-    ) -> None:
+    ) -> str:
         """A Read node of the delivered EXR sequence, starting at record_frame, beside the plate's Read, its
-        colorspace knob set to the frames' colour space as the root's OCIO config names it."""
+        colorspace knob set to the frames' colour space as the root's OCIO config names it; returns its
+        name."""
         read = self._read_node(paths, record_frame, track_hint, media)
         read.setXYpos(self.read.xpos() + NODE_SPACING, self.read.ypos())
         self.created.append(read)
+        return read.name()
+
+    def mark_draft(self, handle: Any) -> None:
+        """Every Read that `handle` placed gets a label opening with DRAFT (its frames: a draft folder)."""
+        for read in _placed_reads(handle):
+            read["label"].setValue(DRAFT_LABEL + read["label"].value())
+
+    def replace_media(self, handle: Any, takes: List[List[str]], media: DeliveredMedia) -> None:
+        """Each placed Read (take i's) reads takes[i]: its `file` knob and label change, nothing else (the
+        same node, frame range and colour space)."""
+        reads = _placed_reads(handle)
+        if len(reads) != len(takes):
+            raise HostError(f"{handle!r} placed {len(reads)} Read(s); got frames for {len(takes)} take(s)")
+        for read, paths in zip(reads, takes):
+            numbers = _frame_numbers(paths)
+            if (numbers[0], numbers[-1]) != (read["first"].value(), read["last"].value()):
+                raise HostError(
+                    f"{read.name()} reads frames {read['first'].value()}-{read['last'].value()}; the final's "
+                    f"are {numbers[0]}-{numbers[-1]}"
+                )
+            old_folder = os.path.basename(os.path.dirname(read["file"].value()))
+            new_folder = os.path.basename(os.path.dirname(paths[0]))
+            label = read["label"].value()
+            label = label[len(DRAFT_LABEL) :] if label.startswith(DRAFT_LABEL) else label
+            read["label"].setValue(label.replace(f"\\n{old_folder}\\n", f"\\n{new_folder}\\n", 1))
+            read["file"].setValue(_hash_pattern(paths[0]))
+            log.info("%s now reads %s (%s fps)", read.name(), read["file"].value(), media.rate)
 
     def place_takes(
         self,
@@ -258,8 +320,11 @@ class NukeHost(Host):
         return switch.name()
 
     def switch_take(self, handle: Any, index: int) -> None:
-        """Set the Switch's `which` to take `index` (0-based, its input number)."""
+        """Set the Switch's `which` to take `index` (0-based, its input number); an element's handle (its
+        Merge2) leads to the Switch inside its TTT node."""
         switch = nuke.toNode(str(handle))
+        if switch is not None and switch.Class() == "Merge2":
+            switch = _element_switch(switch)
         if switch is None or switch.Class() != "Switch":
             raise HostError(
                 f"the takes' Switch node {handle!r} is gone from the script; generate the shot again"
@@ -271,14 +336,17 @@ class NukeHost(Host):
 
     def place_element(
         self,
-        paths: List[str],
+        takes: List[List[str]],
+        chosen: int,
         record_frame: int,
         plate_track: int,
         media: DeliveredMedia,
         mattes: List[str],
     ) -> str:
-        """Read(plate) and Read(matte) -> TTT (a Group holding the element's Read) -> Merge2 over the plate;
-        returns the Merge2's name. Without mattes the TTT node's matte input is the plate (its alpha)."""
+        """Read(plate) and Read(matte) -> TTT (a Group holding the element's Read; with takes a Read per
+        take into a Switch showing `chosen`) -> Merge2 over the plate; returns the Merge2's name. Without
+        mattes the TTT node's matte input is the plate (its alpha)."""
+        check_chosen_take(takes, chosen)
         matte = None
         if mattes:
             numbers = _frame_numbers(mattes)
@@ -300,7 +368,18 @@ class NukeHost(Host):
         try:
             nuke.nodes.Input(name="plate")
             nuke.nodes.Input(name="matte")
-            element = self._read_node(paths, record_frame, "element", media)
+            reads = [
+                self._read_node(
+                    paths, record_frame, "element" if len(takes) == 1 else f"element take {i + 1}", media
+                )
+                for i, paths in enumerate(takes)
+            ]
+            element = reads[0]
+            if len(takes) > 1:
+                element = nuke.nodes.Switch()
+                for index, read in enumerate(reads):
+                    element.setInput(index, read)
+                element["which"].setValue(chosen)
             output = nuke.nodes.Output()
             output.setInput(0, element)
         finally:

@@ -1,5 +1,6 @@
 """The "TTT Generate" panel (nukescripts.PythonPanel): server, token, mode, prompts per segment, the
-element's matte, output, takes, how the shot is delivered: retime (flow / blend / hold), fit (fit / fill / distort) and the colour
+element's matte, output, takes, the priority (preview: a draft placed first, then replaced by the
+final), how the shot is delivered: retime (flow / blend / hold), fit (fit / fill / distort) and the colour
 space (the root's working space first; the name Nuke gives it is shown beside the interop id), and an
 adapter of the server (filled by the "list adapters" button) with its strength."""
 
@@ -21,6 +22,7 @@ from host_plugin.hosts.nuke import MODES, GenerateOptions, colour_settings
 SERVER_ENV = "TTT_STUDIO_SERVER"
 TOKEN_ENV = "TTT_STUDIO_TOKEN"
 SEGMENTS = 4
+PRIORITIES = ("final", "preview")  # the panel's first choice is the default
 
 
 def first(default: str, values: tuple) -> list:
@@ -47,6 +49,9 @@ class GeneratePanel(nukescripts.PythonPanel):
         self.steps = nuke.Int_Knob("steps", "steps (0: server default)")
         self.takes = nuke.Int_Knob("takes", "takes (a Switch over them)")
         self.takes.setValue(1)
+        self.priority = nuke.Enumeration_Knob(
+            "priority", "priority (preview: a draft first)", list(PRIORITIES)
+        )
         self.matte = nuke.File_Knob("matte", "matte (element; empty: the plate's alpha)")
         self.retime = nuke.Enumeration_Knob(
             "retime", "retime", first(DELIVERY_DEFAULTS["retime"], RETIME_METHODS)
@@ -75,6 +80,7 @@ class GeneratePanel(nukescripts.PythonPanel):
             self.output,
             self.steps,
             self.takes,
+            self.priority,
             self.retime,
             self.fit,
             self.colorspace,
@@ -111,6 +117,7 @@ class GeneratePanel(nukescripts.PythonPanel):
                 steps=int(self.steps.value()),
                 delivery=delivery,
                 takes=int(self.takes.value()),
+                priority=self.priority.value(),
                 adapters=choice_from_panel(self.adapter.value(), float(self.adapter_strength.value())),
             ),
             mode=self.mode.value(),

@@ -31,6 +31,12 @@ selects another take of the same item. Elements: the RGBA element goes on a trac
 its clip's "Alpha mode" set to "Premultiplied" (the EXR convention; the key and its values follow
 community usage, the README does not list them) so Resolve composites it over the plate.
 
+Drafts: a preview job's draft is placed as above, its timeline item coloured (SetClipColor) and its
+generated marker's customData saying "draft": true (UpdateMarkerCustomData); the final then replaces
+each placed MediaPoolItem's media (ReplaceClip with the final's first frame: the README's "absolute clip
+path"; the final has the draft's frame names and count), so the timeline item, its take selector and its
+place stay; the colour goes and the marker says "draft": false.
+
 Resolve's API is not thread-safe: every call here runs on the script's
 main thread; network work happens in a ShotJob thread.
 """
@@ -52,7 +58,7 @@ from host_plugin.core.delivery import Format
 from host_plugin.core.errors import FrameMathError, HostError, RequestError
 from host_plugin.core.frame_math import snap_rate, time_range
 from host_plugin.core.placement import DeliveredMedia
-from host_plugin.core.requests import METADATA_KEY, ShotRequest, find_shot_requests
+from host_plugin.core.requests import KIND_CLIP, METADATA_KEY, ShotRequest, find_shot_requests
 from host_plugin.hosts import colour
 from host_plugin.hosts.base import Host, check_chosen_take
 
@@ -63,6 +69,7 @@ GENERATED_MARKER = "TTT generated"
 TAKES_BIN = "TTT takes"
 ELEMENT_TRACK = "TTT element"
 ALPHA_MODE = ("Alpha mode", "Premultiplied")
+DRAFT_CLIP_COLOR = "Orange"  # a timeline item showing a preview job's draft
 COLOUR_SETTINGS = ("colorScienceMode", "colorSpaceTimeline", "colorSpaceTimelineGamma")
 # timelinePixelAspectRatio values: a fixed pixel aspect, or the display aspect the frame fills
 FIXED_PIXEL_ASPECT = {"square": 1.0, "cinemascope": 2.0}
@@ -79,6 +86,15 @@ def pixel_aspect_of(setting: Any, width: int, height: int) -> float:
     raise HostError(
         f"timeline pixel aspect {setting!r} is not one Resolve documents (square, cinemascope, 16_9, 4_3)"
     )
+
+
+def _printf_pattern(path: str) -> str:
+    """A sequence's File Path as a %0Nd pattern: Resolve's name.[1001-1048].exr form becomes
+    name.%04d.exr; a %0Nd pattern is kept; anything else is returned as it is."""
+    match = re.search(r"\[(\d+)-\d+\]", path)
+    if match is None:
+        return path
+    return path[: match.start()] + f"%0{len(match.group(1))}d" + path[match.end() :]
 
 
 def rate_text(rate: Fraction) -> str:
@@ -201,6 +217,71 @@ class ResolveHost(Host):
                 request.prompt = prompt
         return requests
 
+    def element_request(
+        self, prompt: str, matte_dir: str = "", name: str = ""
+    ) -> Tuple[ShotRequest, List[str], List[str]]:
+        """An element over the clip under the playhead (tl.GetCurrentVideoItem()), whose media is an EXR
+        sequence: (the request for the clip's record range on its track, the plate frames it shows, the
+        mattes: the EXRs of `matte_dir` in name order, one per plate frame; none: the plate's alpha).
+
+        The plate frames are the clip's own files: its media's File Path (a %0Nd pattern, or Resolve's
+        name.[1001-1048].exr form) from its Start frame plus the item's GetLeftOffset()."""
+        if not prompt.strip():
+            raise RequestError("an element needs a prompt: type one in the window")
+        item = self.timeline.GetCurrentVideoItem()
+        if item is None:
+            raise RequestError("no clip under the playhead: put the playhead on the plate's clip")
+        media = item.GetMediaPoolItem()
+        where = f"clip {item.GetName()!r} under the playhead"
+        if media is None:
+            raise RequestError(f"{where} has no media to use as the plate (a generator or title?)")
+        pattern = _printf_pattern(str(media.GetClipProperty("File Path") or ""))
+        if not pattern.lower().endswith(".exr") or "%" not in pattern:
+            raise RequestError(
+                f"{where} is {media.GetClipProperty('File Path')!r}; an element's plate is an EXR image sequence"
+            )
+        first = int(media.GetClipProperty("Start")) + int(item.GetLeftOffset())
+        duration = int(item.GetDuration())
+        paths = [pattern % (first + i) for i in range(duration)]
+        missing = [p for p in paths if not os.path.isfile(p)]
+        if missing:
+            raise RequestError(
+                f"{where}: {len(missing)} of its {duration} plate frames are missing, e.g. {missing[0]}"
+            )
+        mattes: List[str] = []
+        if matte_dir:
+            if not os.path.isdir(matte_dir):
+                raise RequestError(f"matte folder {matte_dir!r} does not exist")
+            names = sorted(n for n in os.listdir(matte_dir) if n.lower().endswith(".exr"))
+            mattes = [os.path.join(matte_dir, n) for n in names]
+            if len(mattes) != duration:
+                raise RequestError(
+                    f"matte folder {matte_dir!r} holds {len(mattes)} EXR frames; {where} shows {duration}: one "
+                    "matte per plate frame"
+                )
+        track = self._track_of(item)
+        record = int(item.GetStart())
+        request = ShotRequest(
+            id=f"resolve.element.{track}.{record}",
+            kind=KIND_CLIP,
+            track_name=self.timeline.GetTrackName("video", track),
+            track_index=track - 1,
+            record_start=record,
+            duration=duration,
+            rate=snap_rate(self.timeline.GetSetting("timelineFrameRate")),
+            prompt=prompt.strip(),
+            name=name or f"element_{os.path.splitext(os.path.basename(paths[0]))[0].split('.')[0]}",
+        )
+        return request, paths, mattes
+
+    def _track_of(self, item: Any) -> int:
+        """The video track (1-based) that holds timeline item `item`."""
+        uid = item.GetUniqueId()
+        for index in range(1, int(self.timeline.GetTrackCount("video")) + 1):
+            if any(i.GetUniqueId() == uid for i in self.timeline.GetItemListInTrack("video", index) or []):
+                return index
+        raise HostError(f"clip {item.GetName()!r} is on no video track of {self.timeline.GetName()!r}")
+
     def plate_frames(self, request: Any, first: int, last: int) -> List[str]:
         """Render record frames first..last to half-float ZIP EXRs through the render queue (blocks)."""
         folder = tempfile.mkdtemp(prefix="ttt_plate_", dir=self.work_dir)
@@ -246,10 +327,58 @@ class ResolveHost(Host):
 
     def place_sequence(
         self, paths: List[str], record_frame: int, track_hint: str, media: DeliveredMedia
-    ) -> None:
+    ) -> Any:
+        """The sequence imported and appended on a "TTT generated" track; returns the timeline item."""
         media_item, pattern, colour_set = self._import(paths, media)
         track = self._track_for(track_hint, record_frame, record_frame + len(paths))
-        self._append(media_item, pattern, colour_set, len(paths), track, record_frame, media, paths)
+        return self._append(media_item, pattern, colour_set, len(paths), track, record_frame, media, paths)
+
+    def mark_draft(self, handle: Any) -> None:
+        """The timeline item's clip colour and its generated marker's customData say it is a draft."""
+        if not handle.SetClipColor(DRAFT_CLIP_COLOR):
+            raise HostError(f"Resolve refused clip colour {DRAFT_CLIP_COLOR!r} for {handle.GetName()!r}")
+        self._update_marker(handle, draft=True)
+
+    def replace_media(self, handle: Any, takes: List[List[str]], media: DeliveredMedia) -> None:
+        """Each placed MediaPoolItem (take i's, in the item's take selector; else the item's own) gets the
+        final frames takes[i] through ReplaceClip; the timeline item stays where it is."""
+        count = int(handle.GetTakesCount())
+        items = (
+            [handle.GetTakeByIndex(i)["mediaPoolItem"] for i in range(1, count + 1)]
+            if count
+            else [handle.GetMediaPoolItem()]
+        )
+        if len(items) != len(takes):
+            raise HostError(
+                f"{handle.GetName()!r} holds {len(items)} take(s); got frames for {len(takes)} take(s)"
+            )
+        for media_item, paths in zip(items, takes):
+            frames = int(media_item.GetClipProperty("Frames"))
+            if frames != len(paths):
+                raise HostError(f"{media_item.GetName()!r} has {frames} frames; the final has {len(paths)}")
+            alpha = media_item.GetClipProperty(ALPHA_MODE[0])
+            if not media_item.ReplaceClip(paths[0]):
+                raise HostError(f"Resolve could not replace {media_item.GetName()!r} with {paths[0]}")
+            # a replaced clip is a new asset: its rate, colour space and alpha mode are set again
+            self._set_clip_rate(media_item, media.rate, paths[0])
+            self._set_clip_colour(media_item, media, paths[0])
+            if alpha and not media_item.SetClipProperty(ALPHA_MODE[0], alpha):
+                raise HostError(f"Resolve refused {ALPHA_MODE[0]!r} = {alpha!r} for {paths[0]}")
+        if not handle.ClearClipColor():
+            raise HostError(f"Resolve could not clear the draft colour of {handle.GetName()!r}")
+        pattern = re.sub(r"(\d+)(\.exr)$", lambda m: f"%0{len(m.group(1))}d{m.group(2)}", takes[0][0])
+        self._update_marker(handle, draft=False, frames=pattern)
+
+    def _update_marker(self, item: Any, **values: Any) -> None:
+        """Set `values` in the ttt_studio customData of the item's generated marker."""
+        markers = item.GetMarkers() or {}
+        frame = next((f for f, m in sorted(markers.items()) if m.get("name") == GENERATED_MARKER), None)
+        if frame is None:
+            raise HostError(f"{item.GetName()!r} has no {GENERATED_MARKER!r} marker; generate the shot again")
+        custom = json.loads(markers[frame].get("customData") or "{}")
+        custom.setdefault(METADATA_KEY, {}).update(values)
+        if not item.UpdateMarkerCustomData(frame, json.dumps(custom)):
+            raise HostError(f"Resolve refused the marker customData of {item.GetName()!r}")
 
     def place_takes(
         self,
@@ -262,6 +391,15 @@ class ResolveHost(Host):
         """Every take imported into a "TTT takes <shot>" bin; take 0 on the timeline with the others in its
         take selector, take `chosen` selected; returns the timeline item."""
         check_chosen_take(takes, chosen)
+        imported = self._import_takes(takes, media)
+        count = len(takes[0])
+        track = self._track_for(track_hint, record_frame, record_frame + count)
+        return self._append_takes(imported, takes, chosen, track, record_frame, media)
+
+    def _import_takes(self, takes: List[List[str]], media: DeliveredMedia) -> List[Tuple[Any, str, bool]]:
+        """Each take imported (_import); several into a bin of their own, "TTT takes <shot>"."""
+        if len(takes) == 1:
+            return [self._import(takes[0], media)]
         pool = self.media_pool
         parent = pool.GetCurrentFolder()
         shot = os.path.basename(takes[0][0]).split(".")[0] if takes and takes[0] else "shot"
@@ -269,11 +407,21 @@ class ResolveHost(Host):
         if not folder or not pool.SetCurrentFolder(folder):
             raise HostError(f"Resolve could not make the media pool bin {TAKES_BIN} {shot!r}")
         try:
-            imported = [self._import(paths, media) for paths in takes]
+            return [self._import(paths, media) for paths in takes]
         finally:
             pool.SetCurrentFolder(parent)
+
+    def _append_takes(
+        self,
+        imported: List[Tuple[Any, str, bool]],
+        takes: List[List[str]],
+        chosen: int,
+        track: int,
+        record_frame: int,
+        media: DeliveredMedia,
+    ) -> Any:
+        """Take 0 appended on `track`; with more takes, the others in its take selector, `chosen` selected."""
         count = len(takes[0])
-        track = self._track_for(track_hint, record_frame, record_frame + count)
         item_0, pattern, colour_set = imported[0]
         item = self._append(item_0, pattern, colour_set, count, track, record_frame, media, takes[0])
         for index, (media_item, other, _) in enumerate(imported[1:], start=1):
@@ -281,7 +429,8 @@ class ResolveHost(Host):
                 raise HostError(
                     f"Resolve refused {other} as take {index + 1} of the clip at frame {record_frame}"
                 )
-        self.switch_take(item, chosen)
+        if len(takes) > 1:
+            self.switch_take(item, chosen)
         return item
 
     def switch_take(self, handle: Any, index: int) -> None:
@@ -295,22 +444,27 @@ class ResolveHost(Host):
 
     def place_element(
         self,
-        paths: List[str],
+        takes: List[List[str]],
+        chosen: int,
         record_frame: int,
         plate_track: int,
         media: DeliveredMedia,
         mattes: List[str],
     ) -> Any:
-        """The RGBA element on a track above the plate's (plate_track 0 = V1), its alpha premultiplied;
-        returns the timeline item. The matte is the element's alpha already: `mattes` are not placed."""
-        media_item, pattern, colour_set = self._import(paths, media)
-        if not media_item.SetClipProperty(*ALPHA_MODE):
-            raise HostError(
-                f"Resolve refused clip property {ALPHA_MODE[0]!r} = {ALPHA_MODE[1]!r} for {pattern}; without it "
-                "the element covers the plate"
-            )
-        track = self._track_for(ELEMENT_TRACK, record_frame, record_frame + len(paths), above=plate_track + 1)
-        return self._append(media_item, pattern, colour_set, len(paths), track, record_frame, media, paths)
+        """The RGBA element on a track above the plate's (plate_track 0 = V1), its alpha premultiplied, with
+        its other takes in the item's take selector (as place_takes); returns the timeline item. The matte
+        is the element's alpha already: `mattes` are not placed."""
+        check_chosen_take(takes, chosen)
+        imported = self._import_takes(takes, media)
+        for media_item, pattern, _ in imported:
+            if not media_item.SetClipProperty(*ALPHA_MODE):
+                raise HostError(
+                    f"Resolve refused clip property {ALPHA_MODE[0]!r} = {ALPHA_MODE[1]!r} for {pattern}; without "
+                    "it the element covers the plate"
+                )
+        count = len(takes[0])
+        track = self._track_for(ELEMENT_TRACK, record_frame, record_frame + count, above=plate_track + 1)
+        return self._append_takes(imported, takes, chosen, track, record_frame, media)
 
     def _import(self, paths: List[str], media: DeliveredMedia) -> Tuple[Any, str, bool]:
         """Import a delivered EXR sequence into the current media pool folder at its rate and colour space:

@@ -3,6 +3,10 @@
 In Resolve: `resolve`, `fu` and `bmd` are globals of the script; a fu.UIManager window (server, token,
 prompt, "fill empty gaps", retime and fit choices, the colour space shots arrive in) runs in bmd.UIDispatcher's loop, and a UIManager Timer pumps the ShotJob on
 that same (main) thread: progress lands in the window, finished shots are imported and placed.
+Modes: "shots" (the timeline's gaps and 'TTT:' markers) or "element" (generated inside a matte over the
+plate clip under the playhead: the plate is that clip's EXR frames, the matte its alpha or a folder of
+single-channel EXRs, one per frame; placed on a track above it). "Draft first" asks for a preview job:
+its draft lands at once, marked, and the final replaces it in place.
 Outside: `python "TTT Generate.py" --server HOST:PORT --token T --no-ui` connects with
 DaVinciResolveScript.scriptapp("Resolve") and pumps the job on the main thread until it ends.
 """
@@ -14,7 +18,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from host_plugin.core.adapters import NONE_CHOICE, choice_from_panel, parse_choice, server_adapter_names
 from host_plugin.core.delivery import FIT_METHODS, RETIME_METHODS
@@ -23,6 +27,7 @@ from host_plugin.core.shot_job import (
     ApprovalCheck,
     DeliverySettings,
     GenerationSettings,
+    Plates,
     ServerSettings,
     ShotJob,
     add_delivery_arguments,
@@ -35,6 +40,9 @@ log = logging.getLogger(__name__)
 SERVER_ENV = "TTT_STUDIO_SERVER"
 TOKEN_ENV = "TTT_STUDIO_TOKEN"
 PUMP_MS = 50
+MODES = ("shots", "element")
+MATTE_SOURCES = ("plate alpha", "matte folder")
+DEFAULT_STRENGTH = 0.6  # an element's share of the denoising redone, as the Nuke and Blender panels offer
 
 
 def parse_args(argv: List[str]) -> argparse.Namespace:
@@ -56,6 +64,34 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument(
         "--takes", type=int, default=1, help="takes per shot: all in a bin, the first in a take selector"
+    )
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default=MODES[0],
+        help="shots: gaps and markers; element: over the plate clip under the playhead",
+    )
+    p.add_argument(
+        "--strength",
+        type=float,
+        default=DEFAULT_STRENGTH,
+        help="element: the share of the denoising redone, in (0, 1]",
+    )
+    p.add_argument(
+        "--matte-dir",
+        default="",
+        help="element: a folder of single-channel EXR mattes, one per plate frame (default: the plate's alpha)",
+    )
+    p.add_argument(
+        "--draft-first",
+        action="store_true",
+        help="a preview job: its draft is placed at once, then replaced by the final",
+    )
+    p.add_argument(
+        "--draft-steps",
+        type=int,
+        default=0,
+        help="with --draft-first: the draft's steps (default: the server's)",
     )
     add_delivery_arguments(p, "the timeline's", "the project's working space")
     p.add_argument(
@@ -91,8 +127,15 @@ def connect_resolve() -> Any:
 def build_job(
     host: ResolveHost, args: argparse.Namespace, prompt: str, fill_gaps: bool, interceptors: Any = ()
 ) -> ShotJob:
-    """Main thread: find the requests (OTIO export + markers), then a ShotJob for them."""
-    requests = host.find_requests(include_plain_gaps=fill_gaps, prompt=prompt or None)
+    """Main thread: find the requests (shots: OTIO export + markers; element: the plate clip under the
+    playhead, its matte), then a ShotJob for them."""
+    plates: Dict[str, Plates] = {}
+    if args.mode == "element":
+        request, paths, mattes = host.element_request(prompt, args.matte_dir)
+        plates[request.id] = Plates(tuple(paths), "element", args.strength, mattes=tuple(mattes))
+        requests = [request]
+    else:
+        requests = host.find_requests(include_plain_gaps=fill_gaps, prompt=prompt or None)
     settings = GenerationSettings(
         output_dir=args.output or os.path.join(os.path.expanduser("~"), "ttt_studio_frames"),
         height=args.height,
@@ -103,9 +146,17 @@ def build_job(
         delivery=delivery_settings_from(args),
         takes=args.takes,
         adapters=tuple(args.adapter),
+        priority="preview" if args.draft_first else "final",
+        draft_steps=args.draft_steps,
     )
     server = ServerSettings(args.server, token=args.token, root_cert=args.tls_root_cert)
-    return ShotJob(host, requests, settings, client_factory=lambda: server.client(interceptors=interceptors))
+    return ShotJob(
+        host,
+        requests,
+        settings,
+        client_factory=lambda: server.client(interceptors=interceptors),
+        plates=plates,
+    )
 
 
 def run_headless(resolve: Any, args: argparse.Namespace, interceptors: Any = ()) -> int:
@@ -174,6 +225,22 @@ class GenerateWindow:
                             ui.LineEdit({"ID": "AdapterStrength", "Text": "1.0"}),
                         ]
                     ),
+                    ui.HGroup(
+                        [
+                            ui.Label({"Text": "Mode"}),
+                            ui.ComboBox({"ID": "Mode"}),
+                            ui.Label({"Text": "Strength"}),
+                            ui.LineEdit({"ID": "Strength", "Text": str(args.strength)}),
+                        ]
+                    ),
+                    ui.HGroup(
+                        [
+                            ui.Label({"Text": "Matte"}),
+                            ui.ComboBox({"ID": "MatteSource"}),
+                            ui.LineEdit({"ID": "MatteDir", "Text": args.matte_dir}),
+                        ]
+                    ),
+                    ui.CheckBox({"ID": "DraftFirst", "Text": "Draft first", "Checked": args.draft_first}),
                     ui.CheckBox(
                         {
                             "ID": "FillGaps",
@@ -202,6 +269,8 @@ class GenerateWindow:
         for combo, values, chosen in (
             ("Retime", RETIME_METHODS, args.retime),
             ("Fit", FIT_METHODS, args.fit),
+            ("Mode", MODES, args.mode),
+            ("MatteSource", MATTE_SOURCES, MATTE_SOURCES[1] if args.matte_dir else MATTE_SOURCES[0]),
         ):
             for value in values:
                 self.items[combo].AddItem(value)
@@ -264,10 +333,21 @@ class GenerateWindow:
         self.args.token = self.items["Token"].Text or None
         self.args.retime = self.items["Retime"].CurrentText
         self.args.fit = self.items["Fit"].CurrentText
+        self.args.mode = self.items["Mode"].CurrentText
+        self.args.draft_first = bool(self.items["DraftFirst"].Checked)
+        matte_folder = self.items["MatteSource"].CurrentText == MATTE_SOURCES[1]
+        self.args.matte_dir = self.items["MatteDir"].Text.strip() if matte_folder else ""
+        if matte_folder and not self.args.matte_dir:
+            self.status("Error: the matte source is a matte folder: type the folder of matte EXRs")
+            return
         try:
             strength = float(self.items["AdapterStrength"].Text)
+            self.args.strength = float(self.items["Strength"].Text)
         except ValueError:
-            self.status(f"Error: adapter strength {self.items['AdapterStrength'].Text!r} is not a number")
+            self.status(
+                f"Error: strength {self.items['Strength'].Text!r} or adapter strength "
+                f"{self.items['AdapterStrength'].Text!r} is not a number"
+            )
             return
         try:
             self.args.adapter = list(choice_from_panel(self.items["Adapter"].CurrentText, strength))
