@@ -129,7 +129,9 @@ class ServerConfig:
     address, where tokens would cross the network in clear. resources: quotas and retention. debug_*: fault-injection pauses used by tests to
     put a kill or a cancel at a known point; zero in production. draft_step_divisor, min_draft_steps: the
     draft a PRIORITY_PREVIEW job makes first when its request leaves draft_steps unset
-    (default_draft_steps). ray: run jobs on a Ray pool (None: the in-process workers).
+    (default_draft_steps); draft_unguided_steps: how many of the draft's first steps run without
+    guidance (one forward instead of two; the first preview is the first step's), recorded on the job and
+    in the draft's frames. ray: run jobs on a Ray pool (None: the in-process workers).
     """
 
     address: str = DEFAULT_ADDRESS
@@ -161,6 +163,7 @@ class ServerConfig:
     debug_segment_delay_s: float = 0.0
     draft_step_divisor: int = 4  # a preview job's default draft: max(min_draft_steps, steps // divisor)
     min_draft_steps: int = 4
+    draft_unguided_steps: int = 1  # docs/benchmarks.md, "Monitor": the first preview after one forward
     ray: RayPoolConfig | None = None
 
     def __post_init__(self) -> None:
@@ -169,6 +172,10 @@ class ServerConfig:
             raise ValueError(
                 f"ServerConfig: draft_step_divisor and min_draft_steps must be >= 1, got "
                 f"{self.draft_step_divisor} and {self.min_draft_steps}"
+            )
+        if self.draft_unguided_steps < 0:
+            raise ValueError(
+                f"ServerConfig.draft_unguided_steps: expected >= 0, got {self.draft_unguided_steps}"
             )
         host, _ = split_address(self.address)
         if self.model is not None and self.tiny_random:

@@ -443,6 +443,7 @@ class Engine:
                 f"parameters.seed={resolved.seed} with {takes} takes (seeds seed .. seed + {takes - 1}) passes "
                 f"{INT64_MAX}; choose a smaller seed"
             )
+        draft_steps = self._draft_steps(request, resolved)
         return JobSpec(
             storyboard=storyboard.to_list(),
             params=resolved.to_dict(),
@@ -463,7 +464,8 @@ class Engine:
             matte_ids=tuple(request.matte_ids),
             matte_feather=feather,
             takes=takes,
-            draft_steps=self._draft_steps(request, resolved),
+            draft_steps=draft_steps,
+            draft_unguided_steps=min(self.config.draft_unguided_steps, draft_steps),
         )
 
     def _plate_uploads(self, caller: str, request: SubmitRequest) -> list[UploadRecord]:

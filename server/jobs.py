@@ -63,6 +63,8 @@ class JobSpec:
     edge in output pixels, resolved; None for other jobs).
     takes: how many takes (seeds params["seed"], + 1, ...); draft_steps: steps of the draft each take
     gets first (0: no draft). A spec stored before takes existed reads as one take without a draft.
+    draft_unguided_steps: the draft's first steps run without guidance (GenerationParams.unguided_steps:
+    one forward each, so the first preview comes sooner); the final's params are never changed by it.
     """
 
     storyboard: list[dict[str, Any]]
@@ -85,6 +87,7 @@ class JobSpec:
     matte_feather: float | None = None
     takes: int = 1
     draft_steps: int = 0
+    draft_unguided_steps: int = 0
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -121,6 +124,8 @@ class JobSpec:
             if not self.draft_steps:
                 raise ValueError("this job has no draft (draft_steps is 0)")
             params["steps"] = self.draft_steps
+            if self.draft_unguided_steps:  # only then: drafts stored before it keep their fingerprint
+                params["unguided_steps"] = self.draft_unguided_steps
         return params
 
     def frame_filename(self, index: int) -> str:

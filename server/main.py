@@ -275,6 +275,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_resource_arguments(parser)
     add("--workers", type=int, default=None, help="workers (default: one per GPU, or 1 on CPU)")
+    add(
+        "--draft-unguided-steps",
+        type=int,
+        default=ServerConfig.draft_unguided_steps,
+        help="a preview job's draft runs its first N steps without guidance, one forward each (default "
+        f"{ServerConfig.draft_unguided_steps}: the first preview after one forward; 0: every step guided)",
+    )
     add_ray_arguments(parser)
     add("--max-frames", type=int, default=d.max_frames)
     add("--max-segments", type=int, default=d.max_segments)
@@ -429,6 +436,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         resources=resources_from_args(args),
         colour_interop_id=args.colorspace,
         workers=args.workers,
+        draft_unguided_steps=args.draft_unguided_steps,
         rpc_threads=args.rpc_threads,
         chunk_bytes=min(1 << 20, limits.max_message_bytes - 16 * 1024),
         metrics_port=args.metrics_port,

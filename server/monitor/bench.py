@@ -8,12 +8,17 @@ monitor (uvicorn in a thread) on loopback, and the page in Debian's headless Chr
 with a token. Each timed job is the README's storyboard's first segment at the model's defaults (64 x 64,
 25 steps), PRIORITY_PREVIEW as on set (its draft's first step makes the first preview), submitted with the
 Python client while the page is open; then cancelled. Times per job, from just before SubmitShot to its
-first preview:
-- server: the preview event's own timestamp (when the worker stored it), of which
-- compute: the first step's own sampling time (its Progress event's elapsed_s);
-- grpc: a WatchJob client in this process receives it (what a plugin sees);
-- page: the page's EventSource handler receives it (performance.timeOrigin + performance.now(), the same
-  clock as time.time() on this machine).
+first preview, and the stages they add up to (each from the job's own events and the server's log):
+- pickup: the worker claims the job (its "started" StateChanged event: submit RPC, queue wake-up);
+- setup: the delivery plan, the run's bookkeeping, the noise and the scheduler (what is left between
+  pickup and the first step's start, text excluded);
+- text: the prompt encoding (the server log's "sampling ..." record, text_s);
+- first step: the first step's own sampling time (its Progress event's elapsed_s): the transformer's
+  forward(s), the solver step and the latent -> RGB preview projection;
+- preview: the preview's PNG encode and its event stored (Progress event to Preview event);
+- grpc / page: the preview received by a WatchJob client in this process (what a plugin sees) and by
+  the page's EventSource handler (performance.timeOrigin + performance.now(), the same clock as
+  time.time() on this machine); "to page" is the page's time less the server's.
 The first job warms the model and is reported apart. --screenshot also makes a 3-take job, approves one,
 starts another job and saves the page showing the queue, the live preview and the takes side by side.
 """
@@ -51,18 +56,53 @@ def _token_file(folder: Path) -> tuple[Path, str]:
     return path, token
 
 
+STAGES = ("pickup", "setup", "text", "first step", "preview", "to page")
+TOTALS = ("server", "grpc", "page")
+
+
 def _first_preview_over_grpc(client: Any, job_id: str, out: dict[str, float]) -> None:
+    """Record the event times of the job's claim, first Progress and first Preview (time.time() seconds)."""
     for event in client.watch(job_id):
-        if event.WhichOneof("kind") == "progress" and "compute" not in out:
-            out["compute"] = event.progress.elapsed_s  # the first step's own sampling time
-        if event.WhichOneof("kind") == "preview":
-            out["grpc"] = time.time()
-            out["server"] = event.time.ToNanoseconds() / 1e9
+        at = event.time.ToNanoseconds() / 1e9
+        kind = event.WhichOneof("kind")
+        if kind == "state" and event.state.message == "started" and "started" not in out:
+            out["started"] = at
+        if kind == "progress" and "progress" not in out:
+            out["progress"], out["elapsed"] = at, event.progress.elapsed_s
+        if kind == "preview":
+            out["grpc"], out["server"] = time.time(), at
             return
 
 
-def time_one(client: Any, page: Any, storyboard: list[dict[str, Any]], seed: int) -> dict[str, float]:
-    """Submit one job; seconds from submit to its first preview at the server, a gRPC client and the page."""
+def _text_seconds(server: ServerProcess, job_id: str) -> float:
+    """The job's prompt encoding time, from the pipeline's "sampling ..." log record (text_s)."""
+    for record in server.log_records():
+        if record.get("job_id") == job_id and "text_s" in record:
+            return float(record["text_s"])
+    raise RuntimeError(f"no sampling record with text_s for job {job_id} in {server.log_path}")
+
+
+def stages(t0: float, seen: dict[str, float], text_s: float, page_at: float) -> dict[str, float]:
+    """Seconds of each stage from submit (t0) to the page; they add up to the page's total."""
+    loop_start = seen["progress"] - seen["elapsed"]
+    return {
+        "pickup": seen["started"] - t0,
+        "setup": loop_start - seen["started"] - text_s,
+        "text": text_s,
+        "first step": seen["elapsed"],
+        "preview": seen["server"] - seen["progress"],
+        "to page": page_at - seen["server"],
+        "server": seen["server"] - t0,
+        "grpc": seen["grpc"] - t0,
+        "page": page_at - t0,
+    }
+
+
+def time_one(
+    server: ServerProcess, client: Any, page: Any, storyboard: list[dict[str, Any]], seed: int
+) -> dict[str, float]:
+    """Submit one job; its stages and the seconds from submit to its first preview at the server, a gRPC
+    client and the page."""
     seen: dict[str, float] = {}
     t0 = time.time()
     job_id = client.submit(storyboard, priority="preview", seed=seed, shot_name=f"bench{seed:02d}").job_id
@@ -73,12 +113,7 @@ def time_one(client: Any, page: Any, storyboard: list[dict[str, Any]], seed: int
     watcher.join(TIMEOUT_MS / 1000)
     client.cancel(job_id)
     client.wait(job_id)
-    return {
-        "compute": seen["compute"],
-        "server": seen["server"] - t0,
-        "grpc": seen["grpc"] - t0,
-        "page": page_at - t0,
-    }
+    return stages(t0, seen, _text_seconds(server, job_id), page_at)
 
 
 def screenshot(client: Any, page: Any, storyboard: list[dict[str, Any]], path: Path) -> None:
@@ -108,6 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--screenshot", type=Path, default=None, help="save a screenshot of the page here (PNG)"
     )
+    parser.add_argument(
+        "--draft-unguided-steps",
+        type=int,
+        default=None,
+        help="the server's --draft-unguided-steps (default: the server's own; 0: the draft guided throughout)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="also write the numbers as JSON")
     args = parser.parse_args(argv)
     if args.repeats < 1:
@@ -125,8 +166,18 @@ def main(argv: list[str] | None = None) -> int:
     storyboard = json.loads(STORYBOARD_FILE.read_text())[:1]
     with tempfile.TemporaryDirectory(prefix="ttt-monitor-bench-") as tmp:
         token_file, token = _token_file(Path(tmp))
+        extra = (
+            []
+            if args.draft_unguided_steps is None
+            else ["--draft-unguided-steps", str(args.draft_unguided_steps)]
+        )
         server = ServerProcess(
-            Path(tmp) / "data", token_file, "--torch-threads", str(args.torch_threads), model=SHIPPED_MODEL
+            Path(tmp) / "data",
+            token_file,
+            "--torch-threads",
+            str(args.torch_threads),
+            *extra,
+            model=SHIPPED_MODEL,
         ).start()
         try:
             with (
@@ -140,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                 page.fill("#token", token)
                 page.click("#signin-form button[type=submit]")
                 page.wait_for_selector(f"[data-testid=who]:text('{USER}')")
-                warm = time_one(client, page, storyboard, seed=100)
-                runs = [time_one(client, page, storyboard, seed=101 + i) for i in range(args.repeats)]
+                warm = time_one(server, client, page, storyboard, seed=100)
+                runs = [time_one(server, client, page, storyboard, seed=101 + i) for i in range(args.repeats)]
                 if args.screenshot is not None:
                     screenshot(client, page, storyboard, args.screenshot)
                 browser.close()
@@ -151,18 +202,21 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "torch_threads": args.torch_threads,
+        "draft_unguided_steps": args.draft_unguided_steps,
         "poll_interval_s": MonitorConfig(server="127.0.0.1:1").poll_interval_s,
         "warm_up": warm,
         "runs": runs,
     }
+    unguided = "server default" if args.draft_unguided_steps is None else args.draft_unguided_steps
     print(
-        f"submit -> first preview, shipped model, {report['machine']}, server torch threads {args.torch_threads}"
+        f"submit -> first preview, shipped model, {report['machine']}, server torch threads {args.torch_threads}, "
+        f"draft unguided steps: {unguided}"
     )
-    print(f"{'where':8} {'median':>9} {'min':>9} {'max':>9}   (warm-up job)")
-    for key in ("compute", "server", "grpc", "page"):
+    print(f"{'stage':10} {'median':>9} {'min':>9} {'max':>9}   (warm-up job)")
+    for key in STAGES + TOTALS:
         values = [run[key] * 1000 for run in runs]
         print(
-            f"{key:8} {statistics.median(values):7.0f}ms {min(values):7.0f}ms {max(values):7.0f}ms"
+            f"{key:10} {statistics.median(values):7.0f}ms {min(values):7.0f}ms {max(values):7.0f}ms"
             f"   ({warm[key] * 1000:.0f} ms)"
         )
     if args.out is not None:

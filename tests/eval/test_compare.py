@@ -118,6 +118,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
             ["x=/nonexistent", "--first-storyboard", "-1"],
             "CompareConfig.first_storyboard: expected >= 0, got -1",
         ),
+        (["x=/nonexistent", "--unguided-steps", "-1"], "CompareConfig.unguided_steps: expected >= 0, got -1"),
+        (
+            ["default", "--steps", "6", "--unguided-steps", "7"],
+            "unguided_steps: expected an int in [0, steps=6], got 7",
+        ),
     ],
 )
 def test_cli_errors_exit_2_and_say_what_is_wrong(argv, message, capsys) -> None:

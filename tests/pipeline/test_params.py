@@ -35,6 +35,9 @@ def test_defaults_follow_the_contract() -> None:
         ("cpu_offload", "yes", "cpu_offload"),
         ("preview_every", -1, "preview_every"),
         ("cfg_schedule", "cosine", "dynamic"),
+        ("unguided_steps", -1, "unguided_steps"),
+        ("unguided_steps", 51, "steps=50"),
+        ("unguided_steps", True, "unguided_steps"),
     ],
 )
 def test_bad_values_name_the_field_and_the_value(field: str, value: object, needle: str) -> None:

@@ -244,3 +244,25 @@ def test_cpu_offload_moves_components_only_while_used() -> None:
     assert next(pipe.vae.parameters()).device.type == "cpu"
     pipe.decode(lat, cpu_offload=True)
     assert next(pipe.vae.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("unguided", [1, 2])
+def test_unguided_steps_run_one_forward_at_scale_one_then_guide(
+    tiny_pipe: VideoPipeline, monkeypatch, unguided: int
+) -> None:
+    """The first `unguided` steps are the cond forward alone (CFG scale 1); the rest guided as before."""
+    storyboard = storyboard_of(1)
+    guided = GenerationParams(steps=3, seed=4, guidance_scale=5.0, cfg_schedule="constant", preview_every=0)
+    counter = CallCounter(tiny_pipe.transformer, monkeypatch)
+    partly = tiny_pipe.sample(storyboard, dataclasses.replace(guided, unguided_steps=unguided))
+    assert counter.calls == 2 * 3 - unguided
+    assert not torch.equal(partly, tiny_pipe.sample(storyboard, guided))
+
+    # every step unguided is exactly guidance 1 (one forward per step), whatever the guidance asked
+    unguided_all = tiny_pipe.sample(storyboard, dataclasses.replace(guided, unguided_steps=3))
+    scale_one = tiny_pipe.sample(storyboard, dataclasses.replace(guided, guidance_scale=1.0))
+    assert torch.equal(unguided_all, scale_one)
+    # 0 (the default) guides every step: two forwards each
+    counter.calls = 0
+    tiny_pipe.sample(storyboard, guided)
+    assert counter.calls == 2 * 3

@@ -180,6 +180,8 @@ def test_config_refusals(tmp_path: Path, token_file: Path) -> None:
         ServerConfig(token_file=token_file, tls_cert=tmp_path / "c.pem", data_dir=tmp_path)
     with pytest.raises(ValueError, match="max_upload_bytes"):
         Limits(max_upload_bytes=0)
+    with pytest.raises(ValueError, match="draft_unguided_steps: expected >= 0, got -1"):
+        ServerConfig(token_file=token_file, draft_unguided_steps=-1, data_dir=tmp_path)
     # the command line says so and exits before loading any model
     out = subprocess.run(
         [

@@ -150,6 +150,39 @@ def test_preview_job_drafts_every_take_before_any_final(server: ServerProcess, t
             assert d_rgba.tobytes() != f_rgba.tobytes()
 
 
+def test_a_draft_starts_unguided_records_it_and_leaves_the_final_unchanged(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """The server's default draft runs its first step without guidance (one forward: the first preview
+    comes sooner); its frames say so, and the preview job's final is a final-only job's bit for bit."""
+    guided = {**SMALL, "steps": 3, "guidance_scale": 4.0, "seed": 11, "preview_every": 1}
+    with _client(server, "user06") as client:
+        preview_id = client.submit(STORYBOARD, **guided, priority="preview", draft_steps=2).job_id
+        events = list(client.watch(preview_id))
+        final_id = client.submit(STORYBOARD, **guided).job_id
+        assert client.wait(final_id).state == client.job(preview_id).state == pb.JOB_STATE_COMPLETED
+
+        previews = [e.preview for e in events if e.WhichOneof("kind") == "preview"]
+        assert [(p.draft, p.step) for p in previews] == [
+            (True, 1),
+            (True, 2),
+            (False, 1),
+            (False, 2),
+            (False, 3),
+        ]
+        assert all(p.format == "png" and p.width > 0 and p.data for p in previews)
+
+        draft = read_exr(client.fetch(preview_id, tmp_path / "draft", draft=True)[0])[1]
+        assert (draft["ttt_studio/steps"], draft["ttt_studio/unguided_steps"]) == ("2", "1")
+        assert float(draft["ttt_studio/guidance"]) == 4.0  # the other draft step is guided as asked
+        finals = [client.fetch(j, tmp_path / j) for j in (preview_id, final_id)]
+        headers = [read_exr(paths[0])[1] for paths in finals]
+        assert [(h["ttt_studio/steps"], h["ttt_studio/unguided_steps"]) for h in headers] == [("3", "0")] * 2
+        assert len(finals[0]) == len(finals[1]) > 0
+        for ours, alone in zip(*finals):
+            assert read_exr(ours)[0].tobytes() == read_exr(alone)[0].tobytes(), ours.name
+
+
 def test_cancel_after_the_draft_makes_no_final(server: ServerProcess, tmp_path: Path) -> None:
     with _client(server, "user03") as client:
         job_id = client.submit(STORYBOARD, **{**SMALL, "steps": 6}, priority="preview", draft_steps=1).job_id

@@ -74,6 +74,7 @@ class CompareConfig:
     guidance: float | None = None
     sampler: str | None = None
     cfg_schedule: str | None = None
+    unguided_steps: int = 0  # the first steps without guidance (a server draft's: docs/benchmarks.md)
     noise_seed: int = 0
     tail: int = 2  # segments averaged for the "first" and "last" adherence columns
     # index of the first held-out storyboard: tune settings (guidance, steps) on one range, report another
@@ -85,6 +86,8 @@ class CompareConfig:
         for name in ("segments", "storyboards", "steps", "tail"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"CompareConfig.{name}: expected >= 1, got {getattr(self, name)}")
+        if self.unguided_steps < 0:
+            raise ValueError(f"CompareConfig.unguided_steps: expected >= 0, got {self.unguided_steps}")
         if self.first_storyboard < 0:
             raise ValueError(f"CompareConfig.first_storyboard: expected >= 0, got {self.first_storyboard}")
         check_chase_setup_prob(self.chase_setup_prob, "CompareConfig.chase_setup_prob")
@@ -217,6 +220,7 @@ def sampling_params(pipe: Any, config: CompareConfig) -> Any:
         guidance_scale=config.guidance,
         sampler=config.sampler,
         cfg_schedule=config.cfg_schedule,
+        unguided_steps=config.unguided_steps,
         seed=config.noise_seed,
         dtype="float32",
         preview_every=0,
@@ -308,6 +312,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--cfg-schedule", choices=("dynamic", "constant"), help="CFG schedule (default: each model's own)"
     )
+    p.add_argument(
+        "--unguided-steps",
+        type=int,
+        default=CompareConfig.unguided_steps,
+        help="the first N steps without guidance, as a server's draft runs them (default 0: all guided)",
+    )
     p.add_argument("--seed", type=int, default=CompareConfig.noise_seed, help="noise seed")
     p.add_argument(
         "--first-storyboard",
@@ -370,6 +380,7 @@ def run(args: argparse.Namespace) -> int:
             steps=args.steps,
             guidance=args.guidance,
             cfg_schedule=args.cfg_schedule,
+            unguided_steps=args.unguided_steps,
             noise_seed=args.seed,
             tail=args.tail,
             first_storyboard=args.first_storyboard,
@@ -385,6 +396,9 @@ def run(args: argparse.Namespace) -> int:
             }
             first = next(iter(swapped.values()))  # the reference arms follow the swapped VAE too
             models = {n: swapped[n] if n in swapped else reference_arm(n, first) for n in models}
+        for pipe in models.values():  # each model's settings checked before anything is generated
+            if not isinstance(pipe, ToonWorldReference):
+                sampling_params(pipe, config)
     except (ValueError, PipelineError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -402,6 +416,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"  {n}: {values['steps']} {values['sampler']} steps, {values['cfg_schedule']} guidance "
             f"{values['guidance_scale']:g}"
+            + (f", first {config.unguided_steps} unguided" if config.unguided_steps else "")
         )
     print(format_summary(summaries))
     if args.json:

@@ -83,6 +83,9 @@ class GenerationParams:
     same seed gives the same video on any device). dtype: compute dtype of the transformer and text
     encoder. cpu_offload: keep components on the CPU and move each to the device only while it runs.
     preview_every: make a cheap preview every N steps (0: never).
+    unguided_steps: the first N steps run (of a restyle, the first N of its denoise_steps) are unguided:
+    CFG scale 1, one transformer forward instead of two. 0 (the default) guides every step. A server's
+    draft sets it so its first preview comes after one forward; frames record it (SAMPLING_ATTRIBUTES).
     strength, plate_mode: how init frames (a plate, passed to VideoPipeline.sample) are used; without
     init frames they must stay at their defaults. plate_mode "restyle" (SDEdit): the plate is encoded,
     noised to the timestep where the last round(steps x strength) steps start, and denoised for those
@@ -105,6 +108,7 @@ class GenerationParams:
     cfg_schedule: str = "dynamic"
     strength: float = 1.0
     plate_mode: str = "restyle"
+    unguided_steps: int = 0
 
     def __post_init__(self) -> None:
         for name in ("height", "width"):
@@ -129,6 +133,11 @@ class GenerationParams:
         pe = self.preview_every
         if isinstance(pe, bool) or not isinstance(pe, int) or pe < 0:
             raise PipelineError(f"GenerationParams.preview_every: expected an int >= 0, got {pe!r}")
+        ug = self.unguided_steps
+        if isinstance(ug, bool) or not isinstance(ug, int) or not 0 <= ug <= self.steps:
+            raise PipelineError(
+                f"GenerationParams.unguided_steps: expected an int in [0, steps={self.steps}], got {ug!r}"
+            )
         if self.cfg_schedule not in CFG_SCHEDULES:
             raise PipelineError(
                 f"GenerationParams.cfg_schedule: expected one of {CFG_SCHEDULES}, got {self.cfg_schedule!r}"
@@ -181,6 +190,7 @@ SAMPLING_ATTRIBUTES: dict[str, tuple[str, type]] = {
     "ttt_studio/sampler": ("sampler", str),
     "ttt_studio/guidance": ("guidance_scale", float),
     "ttt_studio/cfg_schedule": ("cfg_schedule", str),
+    "ttt_studio/unguided_steps": ("unguided_steps", int),
 }
 
 

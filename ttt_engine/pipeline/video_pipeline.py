@@ -4,6 +4,7 @@
     x_K    ~ N(0, I) from a CPU generator seeded with params.seed        [1, F, C, h, w]
     for k in 0..K-1:
         v   = neg_pred + g_k * (cond_pred - neg_pred)                     two separate forwards (CFG)
+              (cond_pred alone, one forward, for the first params.unguided_steps steps)
         x   = scheduler.step(v, t_k, x)                                  DPM-Solver++ 2M or DDIM
         callback(StepInfo(k + 1, K, t_k, ...))                           progress + cheap preview
     frames = VAE.decode(x / scaling_factor)  -> [0, 1] in the model's colour space   [T, H, W, 3]
@@ -528,7 +529,8 @@ class VideoPipeline:
         """Denoise from seeded noise; returns latents [1, F, C, h, w] (CPU, float32, VAE-scaled).
 
         callback(StepInfo) runs after every step; should_stop() is checked before every step and raises
-        GenerationCancelled when it returns True.
+        GenerationCancelled when it returns True. The first params.unguided_steps steps run (of a restyle,
+        the first of its last denoise_steps) are unguided: one forward at CFG scale 1.
 
         init_frames: an optional plate, float32 [T, H, W, 3] in the model's colour space (0..1; the
             conform's conform_in puts a plate there) at the generation size, used as
@@ -560,7 +562,9 @@ class VideoPipeline:
             region = region.to(self.device)
         self._place(params.cpu_offload)
         plate = None if frames is None else self.encode_frames(frames, params.cpu_offload)  # (1, L, C, h, w)
+        text_start = time.perf_counter()
         text, mask, neg, neg_mask = self.encode_prompts(storyboard, params)
+        text_s = time.perf_counter() - text_start  # logged below: a stage of the first preview's time
 
         generator = torch.Generator("cpu").manual_seed(params.seed)
         scheduler = make_scheduler(params.sampler, self.scheduler_config)
@@ -585,14 +589,16 @@ class VideoPipeline:
         scales = cfg_scales(params.steps, params.guidance_scale, params.cfg_schedule)
         self._cast(self.transformer, params.torch_dtype, "transformer")
         log.info(
-            "sampling %d segment(s): latents %s, %d of %d %s steps, seed %d%s",
+            "sampling %d segment(s): latents %s, %d of %d %s steps (%d unguided), seed %d%s",
             len(storyboard),
             list(shape),
             run,
             params.steps,
             params.sampler,
+            min(params.unguided_steps, run),
             params.seed,
             "" if plate is None else f", plate of {plate.shape[1]} latent frames ({params.plate_mode})",
+            extra={"text_s": text_s},
         )
         start = time.perf_counter()
         with self._using(self.transformer, params.cpu_offload):
@@ -605,7 +611,8 @@ class VideoPipeline:
                 if region is not None:
                     x = region * x + (1 - region) * noised(plate, noise, acp, t)  # (1, F, C, h, w)
                 x_in = scheduler.scale_model_input(x, t)
-                v = self._guided(x_in, t, text, mask, neg, neg_mask, scales[first + k], params.torch_dtype)
+                scale = 1.0 if k < params.unguided_steps else scales[first + k]  # 1.0: one forward
+                v = self._guided(x_in, t, text, mask, neg, neg_mask, scale, params.torch_dtype)
                 x = scheduler.step(v, t, x, return_dict=False)[0]
                 if callback is not None:
                     preview = None
