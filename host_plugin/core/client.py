@@ -200,6 +200,13 @@ class TakeState:
     draft_frames_ready: int = 0
     draft_complete: bool = False
 
+    @property
+    def draft_stored(self) -> bool:
+        """Every frame of the take's draft is stored (fetchable). The server announces the draft's last
+        frame (FramesReady) a moment before it marks the draft complete, so a client acting on that event
+        asks for the frames, not the flag."""
+        return self.draft_complete or 0 < self.total_frames <= self.draft_frames_ready
+
 
 @dataclass(frozen=True)
 class JobInfo:

@@ -554,7 +554,7 @@ def _fetch_takes(
         raise ClientError(f"{shot}: job {job.job_id} was asked for takes but reports none")
     takes = []
     for state in sorted(job.takes, key=lambda t: t.index):
-        if not (state.draft_complete if draft else state.state == "completed"):
+        if not (state.draft_stored if draft else state.state == "completed"):
             raise JobFailedError(
                 f"{shot}: job {job.job_id} take {state.index}{' draft' if draft else ''} is not complete "
                 f"({state.state})",

@@ -22,6 +22,7 @@ use_fakes()
 import nuke  # noqa: E402 - the fake, from tests/fakes
 import resolve as fake  # noqa: E402 - the fake, from tests/fakes
 
+from host_plugin.core.client import TakeState  # noqa: E402
 from host_plugin.core.errors import HostError, PlacementError  # noqa: E402
 from host_plugin.core.exr_io import read_exr  # noqa: E402
 from host_plugin.core.placement import (  # noqa: E402
@@ -340,3 +341,16 @@ def test_the_nuke_panel_asks_for_a_draft_first_through_its_priority(tmp_path: Pa
     assert panel.options().generation.priority == "final"
     knobs["priority"].setValue("preview")
     assert panel.options().generation.priority == "preview"
+
+
+def test_a_draft_is_fetchable_once_its_frames_are_stored_before_the_server_marks_it_complete() -> None:
+    """The draft's last FramesReady event comes a moment before the take reads draft_complete: a client
+    acting on the event must find the draft fetchable (every frame stored), and not before."""
+    take = TakeState(index=1, seed=8, state="decoding", total_frames=12)
+    assert not take.draft_stored
+    assert not TakeState(
+        index=1, seed=8, state="decoding", total_frames=12, draft_frames_ready=11
+    ).draft_stored
+    assert TakeState(index=1, seed=8, state="decoding", total_frames=12, draft_frames_ready=12).draft_stored
+    assert TakeState(index=1, seed=8, state="queued", total_frames=12, draft_complete=True).draft_stored
+    assert not TakeState(index=1, seed=8, state="queued", total_frames=0, draft_frames_ready=0).draft_stored
