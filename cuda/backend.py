@@ -76,7 +76,7 @@ def unsupported_reason(call: ScanCall) -> str | None:
     if optin is not None and optin < spec.smem_bytes:
         return f"needs {spec.smem_bytes} B of shared memory per block, device allows {optin} B"
     if call.requires_grad:
-        bwd = loader.BACKWARD_KERNELS[(call.kind, torch.bfloat16)]
+        bwd = loader.select_spec(call.kind, torch.bfloat16, arch, backward=True)
         if arch < bwd.min_arch:
             return f"training: the {call.kind} backward kernel needs sm_{bwd.min_arch}+ (got sm_{arch})"
         if optin is not None and optin < bwd.smem_bytes:
@@ -202,7 +202,12 @@ def scan_backward(
     dv = torch.empty(batch, heads, length, dim, device=dev)
     dln_w = torch.empty(batch, heads, dim, device=dev)
     dln_b = torch.empty(batch, heads, dim, device=dev)
-    if kind == "mlp":  # per state: [CTA rank][W1^T, W2][128 hidden][64] bf16, [rank][b1 slice + b2] fp32
+    if kind == "mlp" and kernel.spec.ctas_per_head == 1:  # ttt_mlp_bwd_sm80.cu: per state W1^T, W2
+        # [256][64] bf16, then 5 tables of step scratch (dS copy, stashes); per state b1, b2, then Z2 fp32
+        hidden = kernel.spec.hidden
+        scr_w = torch.empty(batch * heads, 2 * (every + 1) + 5, hidden, dim, device=dev, dtype=torch.bfloat16)
+        scr_b = torch.empty(batch * heads, (every + 1) * (hidden + dim) + MINI_BATCH * dim, device=dev)
+    elif kind == "mlp":  # per state: [CTA rank][W1^T, W2][128 hidden][64] bf16, [rank][b1 slice + b2] fp32
         scr_w = torch.empty(batch * heads, every + 1, 2, 2, 128, dim, device=dev, dtype=torch.bfloat16)
         scr_b = torch.empty(batch * heads, every + 1, 2, 128 + dim, device=dev)
     else:  # per state: W^T bf16, b fp32

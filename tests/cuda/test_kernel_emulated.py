@@ -324,3 +324,44 @@ def test_no_cluster_mutations_fail(name: str) -> None:
         return  # the emulator caught it (deadlock, bad address)
     errors = [rel_err(a, b) for a, b in zip(got, [ref_out, *ref_final.tensors()])]
     assert not all(e < BF16_RTOL for e in errors), f"mutation {name} passed: rel errors {errors}"
+
+
+# ---- the no-cluster TTT-MLP backward (ttt_mlp_bwd_sm80.cu: sm_80 / sm_86 / sm_89) ----------------------
+
+NO_CLUSTER_BWD_SOURCE = "ttt_mlp_bwd_sm80.cu"
+# (B, H, L, checkpoint group): lengths that are not multiples of 64, several heads and batches, several
+# groups with a partial last one, one group through the public op
+NO_CLUSTER_BWD_CASES = [(1, 2, 200, 2), (2, 1, 64 * 2 + 17, 16), (1, 1, 64 * 3, 2)]
+
+
+@pytest.mark.parametrize(
+    "case", NO_CLUSTER_BWD_CASES, ids=[f"B{b}-H{h}-L{n}-g{g}" for b, h, n, g in NO_CLUSTER_BWD_CASES]
+)
+def test_no_cluster_mlp_backward_matches_reference_autograd(no_cluster, case) -> None:
+    b, h, length, group = case
+    inputs = make_inputs("mlp", b, h, length, seed=length + group)
+    gen = torch.Generator().manual_seed(7)
+    d_out = torch.randn(b, h, length, 64, generator=gen).bfloat16().float()
+    d_final = [torch.randn(t.shape, generator=gen) for t in inputs[6].tensors()]
+
+    def kernel(q, k, v, eta, ln_w, ln_b, state):
+        if group == 16:  # through the public op (its default group)
+            return ttt_scan("mlp", q, k, v, eta, ln_w, ln_b, state, backend="cuda")
+        pad = (-length) % 64
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        out, final = cuda_backend.run(
+            "mlp", q, k, v, F.pad(eta, (0, pad)), ln_w, ln_b, state, 64, checkpoint_group=group
+        )
+        return out[:, :, :length], final
+
+    def reference(q, k, v, eta, ln_w, ln_b, state):
+        return padded_reference("mlp", q.float(), k.float(), v.float(), eta, ln_w, ln_b, state)
+
+    out, grads = _grads_of(kernel, "mlp", inputs, d_out, d_final)
+    ref_out, ref_grads = _grads_of(reference, "mlp", inputs, d_out, d_final)
+    assert sorted(no_cluster.libs) == sorted([NO_CLUSTER_SOURCE, NO_CLUSTER_BWD_SOURCE])  # both variants ran
+    assert rel_err(out, ref_out) < BF16_RTOL
+    for name, got, want, leaf in zip(NAMES, grads, ref_grads, [*inputs[:6], *inputs[6].tensors()]):
+        assert got.shape == want.shape and got.dtype == leaf.dtype, name
+        assert torch.isfinite(got).all(), f"d{name} has NaN (unwritten)"
+        assert rel_err(got, want) < BF16_RTOL, f"d{name}: rel err {rel_err(got, want):.2e}"
