@@ -202,11 +202,12 @@ def scan_backward(
     dv = torch.empty(batch, heads, length, dim, device=dev)
     dln_w = torch.empty(batch, heads, dim, device=dev)
     dln_b = torch.empty(batch, heads, dim, device=dev)
-    if kind == "mlp" and kernel.spec.ctas_per_head == 1:  # ttt_mlp_bwd_sm80.cu: per state W1^T, W2
-        # [256][64] bf16, then 5 tables of step scratch (dS copy, stashes); per state b1, b2, then Z2 fp32
+    if kind == "mlp" and kernel.spec.ctas_per_head == 1:  # ttt_mlp_bwd_sm80.cu: 5 step tables (dS copy,
+        # stashes), then W1^T, W2 per state, [256][64] bf16; the Z2 stash and two contraction sums [64][64],
+        # then b1, b2 per state, fp32
         hidden = kernel.spec.hidden
-        scr_w = torch.empty(batch * heads, 2 * (every + 1) + 5, hidden, dim, device=dev, dtype=torch.bfloat16)
-        scr_b = torch.empty(batch * heads, (every + 1) * (hidden + dim) + MINI_BATCH * dim, device=dev)
+        scr_w = torch.empty(batch * heads, 5 + 2 * (every + 1), hidden, dim, device=dev, dtype=torch.bfloat16)
+        scr_b = torch.empty(batch * heads, 3 * MINI_BATCH * dim + (every + 1) * (hidden + dim), device=dev)
     elif kind == "mlp":  # per state: [CTA rank][W1^T, W2][128 hidden][64] bf16, [rank][b1 slice + b2] fp32
         scr_w = torch.empty(batch * heads, every + 1, 2, 2, 128, dim, device=dev, dtype=torch.bfloat16)
         scr_b = torch.empty(batch * heads, every + 1, 2, 128 + dim, device=dev)

@@ -60,9 +60,9 @@
 // 97,024 B = 94.75 KB, 4.25 KB under the 99 KB of sm_86 / sm_89. Phase 2: two table slots and opa
 // [128][64] bf16 (48 KB), K, Q, g2, dZ [64][64] bf16 (32 KB), fp32 vectors 9 KB; tiles swizzled (sw64).
 //
-// Global tensors: as ttt_mlp_bwd.cu, except the scratch: scr_w [B * H, 2 (ckpt_every + 1) + 5, 256, 64]
-// bf16 (per state W1^T, W2; then D1, D2, and the stashes Z1^T, dZ1_a^T, (-eta g1)^T, all [f][j or d]) and
-// scr_b [B * H, (ckpt_every + 1) * 320 + 64 * 64] fp32 (per state b1, b2; then the Z2 stash [64][64]).
+// Global tensors: as ttt_mlp_bwd.cu, except the scratch: scr_w [B * H, 5 + 2 (ckpt_every + 1), 256, 64]
+// bf16 (D1, D2 and the stashes Z1^T, dZ1_a^T, (-eta g1)^T, all [f][d or j]; then W1^T, W2 per state) and
+// scr_b [B * H, 64 * 64 + (ckpt_every + 1) * 320] fp32 (the Z2 stash [64][64]; then b1, b2 per state).
 // dq, dk, deta need not be zeroed (every element is stored).
 // ================================================================================================
 
@@ -181,21 +181,24 @@ __device__ __forceinline__ void store_state_bf16(bf16_t* w1t, bf16_t* w2, const 
     }
 }
 
-// Rows 128 h .. 128 h + 127 of a [256][64] bf16 table into a swizzled [128][64] slot (cp.async).
+// Rows 128 h .. 128 h + 127 of a [256][64] bf16 table into a swizzled [128][64] slot (cp.async): thread tid
+// copies 16-byte chunk tid % 8 of rows tid / 8 + 32 i, which share one swizzle, so each call needs one
+// shared and one global address (ptxas kept cp_tile_async_sw's per-call addresses live, and spilled them).
+static_assert(FH * HD / 8 == 4 * NTHREAD, "load_half_async: four 16-byte chunks per thread");
 __device__ __forceinline__ void load_half_async(bf16_t* slot, const bf16_t* table, int h, int tid) {
-  cp_tile_async_sw(slot, table + h * HALF, tid, NTHREAD);
-  cp_tile_async_sw(slot + TILE, table + h * HALF + TILE, tid, NTHREAD);
+  const int row = tid >> 3, col = (tid & 7) * 8;
+  const bf16_t* src = table + h * HALF + row * HD + col;
+  const u32 dst = smem_u32(slot + sw64(row, col));
+#pragma unroll
+  for (int i = 0; i < 4; ++i) cp_async16(dst + i * 32 * HD * sizeof(bf16_t), src + i * 32 * HD);
 }
 
 // f-local product of token chunk c: acc[nt] (tokens 16 c + 8 nt ..) = sum_d T[r0 + row][d] X[j][d] for the
 // 16 rows r0.. of a table slot and a swizzled [j][d] tile.
-__device__ __forceinline__ void local_chunk(float (&acc)[2][4], const bf16_t* tab, int r0, const bf16_t* x, int c,
-                                            int lane) {
-#pragma unroll
-  for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
-#pragma unroll
+// local_chunk_add: the same product added to acc.
+__device__ __forceinline__ void local_chunk_add(float (&acc)[2][4], const bf16_t* tab, int r0, const bf16_t* x,
+                                                int c, int lane) {
+#pragma unroll 1  // not unrolled: ptxas would hoist every step's fragments beside the 128-register dS
   for (int kk = 0; kk < HD / 16; ++kk) {
     u32 a[4], b[4];
     load_a_sw(a, tab, r0, 16 * kk, lane);           // A[f][d]
@@ -203,6 +206,15 @@ __device__ __forceinline__ void local_chunk(float (&acc)[2][4], const bf16_t* ta
     mma_bf16(acc[0], a, b[0], b[1]);
     mma_bf16(acc[1], a, b[2], b[3]);
   }
+}
+
+__device__ __forceinline__ void local_chunk(float (&acc)[2][4], const bf16_t* tab, int r0, const bf16_t* x, int c,
+                                            int lane) {
+#pragma unroll
+  for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) acc[nt][e] = 0.f;
+  local_chunk_add(acc, tab, r0, x, c, lane);
 }
 
 // The A fragment [16 f][16 j] of an f-local chunk (the accumulator -> A-fragment identity).
@@ -253,7 +265,7 @@ __device__ __forceinline__ void load_chunk(float (&x)[2][4], const bf16_t* t, in
 __device__ __forceinline__ void contract_half(float (&acc)[4][4], const bf16_t* opa, const bf16_t* tab, int warp,
                                               int lane) {
   const int rb = warp & 3, ch = warp >> 2;
-#pragma unroll 2
+#pragma unroll 1  // as local_chunk
   for (int kk = 0; kk < FH / 16; ++kk) {
     u32 a[4];
     load_a_t_sw(a, opa, 16 * rb, 16 * kk, lane);  // A[j][f] = opa[f][j]
@@ -267,6 +279,15 @@ __device__ __forceinline__ void contract_half(float (&acc)[4][4], const bf16_t* 
   }
 }
 
+// A contraction block (rows 16 (warp & 3), columns 32 (warp >> 2)) into fp32 rows [64][64] of global memory:
+// stored (first half) or added (the same thread wrote the previous value), so no accumulator stays live
+// across the next half's f-local work.
+__device__ __forceinline__ void flush_block(float* rows, float (&acc)[4][4], bool first, int warp, int lane) {
+  const int rb = warp & 3, ch = warp >> 2;
+  if (!first) add_rows_f32(acc, rows, HD, 16 * rb, 32 * ch, lane);
+  store_rows_f32(rows, HD, 16 * rb, 32 * ch, acc, lane);
+}
+
 // A warp's 16 x 64 rows (8 n-tiles) -> a swizzled bf16 [j][d] tile.
 __device__ __forceinline__ void store_rows_sw(bf16_t* t, int row0, const float (&x)[8][4], int lane) {
   const int g = lane >> 2, tq = lane & 3;
@@ -275,15 +296,6 @@ __device__ __forceinline__ void store_rows_sw(bf16_t* t, int row0, const float (
     st_bf16x2(&t[sw64(row0 + g, 8 * nt + 2 * tq)], x[nt][0], x[nt][1]);
     st_bf16x2(&t[sw64(row0 + g + 8, 8 * nt + 2 * tq)], x[nt][2], x[nt][3]);
   }
-}
-
-// Sum over the 16 rows of a chunk (the f of this warp) per token: lanes with g == 0 get the sums of their
-// tokens 16 c + 8 nt + 2 tq (+1) in s[nt][e].
-__device__ __forceinline__ void token_sums(float (&s)[2][2], const float (&x)[2][4]) {
-#pragma unroll
-  for (int nt = 0; nt < 2; ++nt)
-#pragma unroll
-    for (int e = 0; e < 2; ++e) s[nt][e] = column_sum8(x[nt][e] + x[nt][2 + e]);
 }
 
 }  // namespace mlp80_bwd
@@ -314,31 +326,32 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
 
   const int tid = threadIdx.x, warp = tid >> 5, lane = tid & 31, g = lane >> 2, tq = lane & 3;
   const int rb = warp & 3, ch = warp >> 2;  // contraction block: rows 16 rb, columns 32 ch
+  const unsigned utid = threadIdx.x;  // global indices: zero-extended (a sign-extended tid spilled)
   const int bh = blockIdx.x;
-  const int head = bh % heads;
   const int n = n_mb;
-  const size_t seq = static_cast<size_t>(n) * MBS;
-  const bf16_t* gq = q + static_cast<size_t>(bh) * seq * HD;
-  const bf16_t* gk = k + static_cast<size_t>(bh) * seq * HD;
-  const bf16_t* gv = v + static_cast<size_t>(bh) * seq * HD;
-  const bf16_t* gdo = dout + static_cast<size_t>(bh) * seq * HD;
-  const float* geta = eta + static_cast<size_t>(bh) * seq;
-  auto rows_of = [&](float* base, int mb) { return base + (static_cast<size_t>(bh) * seq + static_cast<size_t>(mb) * MBS) * HD; };
-  float* gdw1 = d_w1 + static_cast<size_t>(bh) * HD * F;
-  float* gdw2 = d_w2 + static_cast<size_t>(bh) * F * HD;
+  // addresses of cold data (per group, per step, at the end) are recomputed where used from block_index()
+  // and the arguments, so that none stays live beside the 128-register dS (they spilled)
+  auto tok0 = [&]() { return static_cast<size_t>(block_index()) * static_cast<size_t>(n_mb) * MBS; };
+  auto rows_of = [&](auto* base, int mb) { return base + (tok0() + static_cast<size_t>(mb) * MBS) * HD; };
+  const bf16_t* gk = k + static_cast<size_t>(bh) * n * MBS * HD;
+  const bf16_t* gv = v + static_cast<size_t>(bh) * n * MBS * HD;
+  const float* geta = eta + static_cast<size_t>(bh) * n * MBS;
   const int slots = ckpt_every + 1;
-  bf16_t* sw = scr_w + static_cast<size_t>(bh) * (2 * slots + STASHES) * TABLE;
-  bf16_t* gd1 = sw + static_cast<size_t>(2 * slots) * TABLE;  // bf16 dW1'^T, dW2' of dS_{j+1}
-  bf16_t* gd2 = gd1 + TABLE;
-  bf16_t* gz1 = gd2 + TABLE;    // Z1^T of step j
-  bf16_t* gdz1a = gz1 + TABLE;  // dZ1_a^T
-  bf16_t* gneg1 = gdz1a + TABLE;  // (-eta g1)^T
-  float* sb = scr_b + static_cast<size_t>(bh) * (slots * BVEC + MBS * HD);
-  float* gz2 = sb + static_cast<size_t>(slots) * BVEC;  // Z2 of step j, fp32 [64][64]
+  // per (batch, head): the step tables at constant offsets, then the states (fewer live pointers)
+  bf16_t* const gd1 = scr_w + static_cast<size_t>(bh) * (STASHES + 2 * slots) * TABLE;  // bf16 dW1'^T of dS_{j+1}
+  bf16_t* const gd2 = gd1 + TABLE;      // bf16 dW2' of dS_{j+1}
+  bf16_t* const gz1 = gd1 + 2 * TABLE;  // Z1^T of step j
+  bf16_t* const gdz1a = gd1 + 3 * TABLE;  // dZ1_a^T
+  bf16_t* const gneg1 = gd1 + 4 * TABLE;  // (-eta g1)^T
+  bf16_t* const sw = gd1 + STASHES * TABLE;  // states: W1^T, W2 per slot
+  float* const gz2 = scr_b + static_cast<size_t>(bh) * (3 * MBS * HD + slots * BVEC);  // Z2 of step j [64][64]
+  float* const gpart1 = gz2 + MBS * HD;  // contraction sums [64][64]: dG1 W2, then Zq2
+  float* const gpart2 = gz2 + 2 * MBS * HD;  // X2 dW2'
+  float* const sb = gz2 + 3 * MBS * HD;  // states: b1, b2 per slot
 
-  s.db1[tid] = d_b1[static_cast<size_t>(bh) * F + tid];
+  s.db1[tid] = (d_b1 + static_cast<size_t>(bh) * F)[utid];
   if (tid < HD) {
-    s.db2[tid] = d_b2[static_cast<size_t>(bh) * HD + tid];
+    s.db2[tid] = (d_b2 + static_cast<size_t>(bh) * HD)[utid];
     s.dlnw[tid] = 0.f;
     s.dlnb[tid] = 0.f;
   }
@@ -360,12 +373,13 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
     // ================= phase 1: states S_g0 .. S_last -> scratch (the forward's update phases) ==========
     {
       mlp80::StateRows w1s, w2s;
-      const size_t c = static_cast<size_t>(bh) * n_ckpt + gi;
+      const size_t c = static_cast<size_t>(block_index()) * n_ckpt + gi;
+      const int head = block_index() % heads;
       mlp80::load_state(w1s, w2s, ck_w1 + c * HD * F, ck_w2 + c * F * HD, warp, g, tq);
       __syncthreads();  // the previous group's phase 2 is done with the shared memory
-      s1.b1[tid] = ck_b1[c * F + tid];
+      s1.b1[tid] = (ck_b1 + c * F)[utid];
       if (tid < HD) {
-        s1.b2[tid] = ck_b2[c * HD + tid];
+        s1.b2[tid] = (ck_b2 + c * HD)[utid];
         s1.ln_w[tid] = ln_w[head * HD + tid];
         s1.ln_b[tid] = ln_b[head * HD + tid];
       }
@@ -375,8 +389,8 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
         bf16_t* slot = sw + static_cast<size_t>(i - g0) * 2 * TABLE;
         store_state_bf16(slot, slot + TABLE, w1s, w2s, warp, g, tq);
         float* bslot = sb + static_cast<size_t>(i - g0) * BVEC;
-        bslot[tid] = s1.b1[tid];
-        if (tid < HD) bslot[F + tid] = s1.b2[tid];
+        bslot[utid] = s1.b1[tid];
+        if (tid < HD) bslot[F + utid] = s1.b2[tid];
         if (i == last) break;
         const size_t off = static_cast<size_t>(i) * MBS;
         cp_tile_async_sw(s1.k, gk + off * HD, tid, NTHREAD);
@@ -403,10 +417,12 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
 
     // ================= phase 2: reverse steps last .. g0 =================
     GradRows dw1, dw2;
-    load_grad(dw1, dw2, gdw1, gdw2, warp, g, tq);
+    load_grad(dw1, dw2, d_w1 + static_cast<size_t>(block_index()) * HD * F,
+              d_w2 + static_cast<size_t>(block_index()) * F * HD, warp, g, tq);
     store_grad_bf16(gd1, gd2, dw1, dw2, warp, g, tq);
     s2.acc_db1[tid] = 0.f;
     if (tid < HD) {
+      const int head = block_index() % heads;
       s2.ln_w[tid] = ln_w[head * HD + tid];
       s2.ln_b[tid] = ln_b[head * HD + tid];
       s2.acc_db2[tid] = 0.f;
@@ -418,13 +434,13 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
       const bf16_t* w2 = w1t + TABLE;
       {
         const float* bsrc = sb + static_cast<size_t>(j - g0) * BVEC;
-        s2.b1[tid] = bsrc[tid];
-        if (tid < HD) s2.b2[tid] = bsrc[F + tid];
+        s2.b1[tid] = bsrc[utid];
+        if (tid < HD) s2.b2[tid] = bsrc[F + utid];
         if (has_upd) {
           cp_tile_async_sw(s2.k, gk + static_cast<size_t>(j) * MBS * HD, tid, NTHREAD);
           cp_eta_async(s2.eta, geta + static_cast<size_t>(j) * MBS, tid);
         }
-        if (has_out) cp_tile_async_sw(s2.q, gq + static_cast<size_t>(j - 1) * MBS * HD, tid, NTHREAD);
+        if (has_out) cp_tile_async_sw(s2.q, rows_of(q, j - 1), tid, NTHREAD);
         cp_async_commit();  // waited for by the first tables() below
       }
 
@@ -434,9 +450,7 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
         const bf16_t* gkj = gk + static_cast<size_t>(j) * MBS * HD;
         float* gdk = rows_of(dk, j);
 
-        // ---- U1: Z1 -> stash, X2 -> opa; Z2 += X2 W2 --------------------------------------------------------
-        float acc[4][4];
-        zero_block(acc);
+        // ---- U1: Z1 -> stash, X2 -> opa; Z2 = X2 W2 -> the Z2 stash ----------------------------------------
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           tables(w1t, w2, h);
@@ -457,15 +471,16 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
             store_chunk<true>(s2.opa, r0, c, z, lane);
           }
           __syncthreads();  // opa complete
+          float acc[4][4];
+          zero_block(acc);
           contract_half(acc, s2.opa, s2.tb[1], warp, lane);
-          __syncthreads();  // opa and the slots free
+          flush_block(gz2, acc, h == 0, warp, lane);
+          __syncthreads();  // opa and the slots free; the Z2 sums visible
         }
-        store_rows_f32(zrow, HD, 16 * rb, 32 * ch, acc, lane);
-        __syncthreads();
         if (warp < 4) {  // Z2 + b2 -> stash; g2 = LNL2'(Z2, V - K) -> tile
           float zz[8][4], target[8][4];
           zero_block(zz);
-          add_rows_f32(zz, zrow, HD, 16 * warp, 0, lane);
+          add_rows_f32(zz, gz2, HD, 16 * warp, 0, lane);
 #pragma unroll
           for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
@@ -486,59 +501,62 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
         __syncthreads();
 
         // ---- U2: dP1, G1, deta over f, dZ1_a and -eta g1 -> stash, dW2 += dG1^T g2; part1 += dG1 W2 -----------
-        float part1[4][4];
-        zero_block(part1);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           tables(gd1, w2, h);
           const int r0 = 16 * warp, f0 = FH * h + r0;
 #pragma unroll 1
           for (int c = 0; c < MBS / 16; ++c) {
-            float dp[2][4], gg[2][4], z1[2][4], dza[2][4], neg[2][4], dep[2][4];
+            float dp[2][4], gg[2][4];
             local_chunk(dp, s2.tb[0], r0, s2.k, c, lane);   // dW1'^T K^T
             local_chunk(gg, s2.tb[1], r0, s2.g2, c, lane);  // G1^T = W2 g2^T
-            load_chunk(z1, gz1, f0, c, lane);
+            float dep[2][2] = {{0.f, 0.f}, {0.f, 0.f}};     // dP1 g1 over this lane's two rows, per token
 #pragma unroll
             for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                const int f = f0 + g + 8 * (e >> 1), tok = 16 * c + 8 * nt + 2 * tq + (e & 1);
-                const float z = z1[nt][e], t = gelu_tanh_t(z);
-                const float gp = gelu_bwd_from_t(z, t);
-                const float dp1 = -(dp[nt][e] + s.db1[f]);
-                const float g1 = gg[nt][e] * gp;
-                const float et = s2.eta[tok];
-                const float dg1 = et * dp1;
-                dep[nt][e] = dp1 * g1;
-                dza[nt][e] = dg1 * gg[nt][e] * gelu_bwd2_from_t(z, t);  // dZ1_a
-                neg[nt][e] = -et * g1;                                   // -eta g1
-                dp[nt][e] = dg1 * gp;                                    // dG1
+              for (int hh = 0; hh < 2; ++hh) {
+                const int f = f0 + g + 8 * hh, tok = 16 * c + 8 * nt + 2 * tq;
+                float z[2], dza[2], neg[2];
+                ld_bf16x2(&gz1[f * HD + tok], z[0], z[1]);
+#pragma unroll
+                for (int e = 0; e < 2; ++e) {
+                  const float t = gelu_tanh_t(z[e]), gp = gelu_bwd_from_t(z[e], t);
+                  const float dp1 = -(dp[nt][2 * hh + e] + s.db1[f]);
+                  const float big_g1 = gg[nt][2 * hh + e], g1 = big_g1 * gp;
+                  const float et = s2.eta[tok + e];
+                  const float dg1 = et * dp1;
+                  dep[nt][e] += dp1 * g1;
+                  dza[e] = dg1 * big_g1 * gelu_bwd2_from_t(z[e], t);  // dZ1_a
+                  neg[e] = -et * g1;                                  // -eta g1
+                  dp[nt][2 * hh + e] = dg1 * gp;                      // dG1
+                }
+                st_bf16x2(&gdz1a[f * HD + tok], dza[0], dza[1]);
+                st_bf16x2(&gneg1[f * HD + tok], neg[0], neg[1]);
               }
-            store_chunk<false>(gdz1a, f0, c, dza, lane);
-            store_chunk<false>(gneg1, f0, c, neg, lane);
             u32 a[4];
             a_from_chunk(a, dp);
             wgrad_chunk(dw2[h], a, s2.g2, c, lane);  // dW2 += dG1^T g2
             store_chunk<true>(s2.opa, r0, c, dp, lane);
-            float ts[2][2];
-            token_sums(ts, dep);
-            if (g == 0) {
 #pragma unroll
-              for (int nt = 0; nt < 2; ++nt)
+            for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
-                for (int e = 0; e < 2; ++e) {
+              for (int e = 0; e < 2; ++e) {
+                const float sum = column_sum8(dep[nt][e]);
+                if (g == 0) {
                   float& d = s2.deta_f[warp][16 * c + 8 * nt + 2 * tq + e];
-                  d = h == 0 ? ts[nt][e] : d + ts[nt][e];
+                  d = h == 0 ? sum : d + sum;
                 }
-            }
+              }
           }
           __syncthreads();
-          contract_half(part1, s2.opa, s2.tb[1], warp, lane);  // dG1 W2
+          float acc[4][4];
+          zero_block(acc);
+          contract_half(acc, s2.opa, s2.tb[1], warp, lane);  // dG1 W2
+          flush_block(gpart1, acc, h == 0, warp, lane);
           __syncthreads();
         }
 
-        // ---- U3: part2 += X2 D2 ----------------------------------------------------------------------------------
-        zero_block(acc);
+        // ---- U3: part2 = X2 D2 -----------------------------------------------------------------------------------
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           tables(gd2, nullptr, h);
@@ -554,10 +572,18 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
             store_chunk<true>(s2.opa, r0, c, z, lane);
           }
           __syncthreads();
+          float acc[4][4];
+          zero_block(acc);
           contract_half(acc, s2.opa, s2.tb[0], warp, lane);
+          flush_block(gpart2, acc, h == 0, warp, lane);
           __syncthreads();
         }
-        {  // dP2 = -(X2 dW2' + db2'), deta over d, dg2 = eta dP2 + dG1 W2 -> zrow
+        {  // dP2 = -(X2 dW2' + db2'), deta over d, dg2 = eta dP2 + dG1 W2 -> zrow (this thread's sums)
+          float acc[4][4], part1[4][4];
+          zero_block(acc);
+          zero_block(part1);
+          add_rows_f32(acc, gpart2, HD, 16 * rb, 32 * ch, lane);
+          add_rows_f32(part1, gpart1, HD, 16 * rb, 32 * ch, lane);
           const float eh[2] = {s2.eta[16 * rb + g], s2.eta[16 * rb + g + 8]};
           float de[2] = {0.f, 0.f};
 #pragma unroll
@@ -582,10 +608,8 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
         if (warp < 4) {  // VJP of LNL2': dZ2 -> tile, -dT -> dk, dV
           float z[8][4], u[8][4];
           zero_block(z);
-          zero_block(u);
           add_rows_f32(z, gz2, HD, 16 * warp, 0, lane);
-          add_rows_f32(u, zrow, HD, 16 * warp, 0, lane);
-          lnl2_vjp_rows(z, u, gvj, gkj, 16 * warp, s2.ln_w, s2.ln_b, gdk, HD, s2.cs_w[warp], s2.cs_b[warp],
+          lnl2_vjp_rows(z, zrow, gvj, gkj, 16 * warp, s2.ln_w, s2.ln_b, gdk, HD, s2.cs_w[warp], s2.cs_b[warp],
                         s2.cs_z[warp], lane, HD);
           store_rows_sw(s2.dz, 16 * warp, z, lane);
           zero_block(u);
@@ -604,7 +628,7 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
         }
 
         // ---- U4: dX2, dZ1, dW1 += dZ1^T K, dW2 += X2^T dZ2, db1; dk += dZ1 W1t.  U5: dk += (-eta g1) D1 ---------
-        zero_block(acc);
+        // (dk holds -dT from the VJP; each contraction adds to it)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           tables(gd2, w2, h);
@@ -612,19 +636,21 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
           float cs1[2] = {0.f, 0.f};
 #pragma unroll 1
           for (int c = 0; c < MBS / 16; ++c) {
-            float dx[2][4], t2[2][4], z1[2][4], dza[2][4];
+            float dx[2][4], z1[2][4], dza[2][4];
             local_chunk(dx, s2.tb[0], r0, s2.g2, c, lane);  // dW2' g2^T
-            local_chunk(t2, s2.tb[1], r0, s2.dz, c, lane);  // W2 dZ2^T
+#pragma unroll
+            for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+              for (int e = 0; e < 4; ++e) dx[nt][e] *= -s2.eta[16 * c + 8 * nt + 2 * tq + (e & 1)];
+            local_chunk_add(dx, s2.tb[1], r0, s2.dz, c, lane);  // dX2^T = -eta (dW2' g2^T) + W2 dZ2^T
             load_chunk(z1, gz1, f0, c, lane);
             load_chunk(dza, gdz1a, f0, c, lane);
 #pragma unroll
             for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
-                const int tok = 16 * c + 8 * nt + 2 * tq + (e & 1);
                 const float z = z1[nt][e], t = gelu_tanh_t(z);
-                const float dx2 = -s2.eta[tok] * dx[nt][e] + t2[nt][e];
-                dza[nt][e] += dx2 * gelu_bwd_from_t(z, t);  // dZ1
+                dza[nt][e] += dx[nt][e] * gelu_bwd_from_t(z, t);  // dZ1
                 z1[nt][e] = gelu_from_t(z, t);              // X2
                 cs1[e >> 1] += dza[nt][e];
               }
@@ -643,24 +669,30 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
           }
           __syncthreads();  // opa complete, T0 free
           tables(w1t, nullptr, h);
-          contract_half(acc, s2.opa, s2.tb[0], warp, lane);  // dZ1 W1^T
+          {
+            float acc[4][4];
+            zero_block(acc);
+            contract_half(acc, s2.opa, s2.tb[0], warp, lane);  // dZ1 W1^T
+            flush_block(gdk, acc, false, warp, lane);
+          }
           __syncthreads();
           load_half_async(s2.opa, gneg1, h, tid);
           tables(gd1, nullptr, h);
-          contract_half(acc, s2.opa, s2.tb[0], warp, lane);  // (-eta g1) dW1'^T
+          {
+            float acc[4][4];
+            zero_block(acc);
+            contract_half(acc, s2.opa, s2.tb[0], warp, lane);  // (-eta g1) dW1'^T
+            flush_block(gdk, acc, false, warp, lane);
+          }
           __syncthreads();
         }
-        add_rows_f32(acc, gdk, HD, 16 * rb, 32 * ch, lane);  // -dT, stored by the VJP
-        store_rows_f32(gdk, HD, 16 * rb, 32 * ch, acc, lane);
       }
 
       // ======== read-out backward of mini-batch j - 1 ========
       if (has_out) {
-        const bf16_t* gdoj = gdo + static_cast<size_t>(j - 1) * MBS * HD;
+        const bf16_t* gdoj = rows_of(dout, j - 1);
 
-        // ---- R1: Xq2 -> opa; Zq2 += Xq2 W2; LN backward -> dZq2 -----------------------------------------------
-        float acc[4][4];
-        zero_block(acc);
+        // ---- R1: Xq2 -> opa; Zq2 = Xq2 W2 (sums in gpart1); LN backward -> dZq2 -------------------------------
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           tables(w1t, w2, h);
@@ -679,15 +711,16 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
             store_chunk<true>(s2.opa, r0, c, z, lane);
           }
           __syncthreads();
+          float acc[4][4];
+          zero_block(acc);
           contract_half(acc, s2.opa, s2.tb[1], warp, lane);
+          flush_block(gpart1, acc, h == 0, warp, lane);
           __syncthreads();
         }
-        store_rows_f32(zrow, HD, 16 * rb, 32 * ch, acc, lane);
-        __syncthreads();
         if (warp < 4) {
           float zz[8][4];
           zero_block(zz);
-          add_rows_f32(zz, zrow, HD, 16 * warp, 0, lane);
+          add_rows_f32(zz, gpart1, HD, 16 * warp, 0, lane);
 #pragma unroll
           for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
@@ -703,7 +736,7 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
         }
 
         // ---- R2: dZq1, dW1^T += dZq1^T Q, dW2 += Xq2^T dZq2, db1; dq = dO + dZq1 W1^T --------------------------
-        zero_block(acc);
+        float* gdq = rows_of(dq, j - 1);
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           tables(w1t, w2, h);
@@ -737,11 +770,13 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
             s2.acc_db1[f0 + g + 8] += cs1[1];
           }
           __syncthreads();
+          float acc[4][4];
+          zero_block(acc);
           contract_half(acc, s2.opa, s2.tb[0], warp, lane);  // dZq1 W1^T
+          if (h == 0) add_rows_bf16(acc, gdoj, HD, 16 * rb, 32 * ch, lane);  // + dO
+          flush_block(gdq, acc, h == 0, warp, lane);
           __syncthreads();
         }
-        add_rows_bf16(acc, gdoj, HD, 16 * rb, 32 * ch, lane);
-        store_rows_f32(rows_of(dq, j - 1), HD, 16 * rb, 32 * ch, acc, lane);
       }
 
       // ======== end of step: db1, db2, deta; bf16 copy of dS_j for step j - 1 ========
@@ -756,19 +791,21 @@ extern "C" __global__ void __launch_bounds__(ttt::mlp80::NTHREAD, 1)
         float d = s2.deta_d[0][tid] + s2.deta_d[1][tid];
 #pragma unroll
         for (int w = 0; w < NWARP; ++w) d += s2.deta_f[w][tid];
-        deta[static_cast<size_t>(bh) * seq + static_cast<size_t>(j) * MBS + tid] = d;
+        (deta + tok0() + static_cast<size_t>(j) * MBS)[utid] = d;
       }
       store_grad_bf16(gd1, gd2, dw1, dw2, warp, g, tq);
       __syncthreads();  // the copy is complete before the next step's table loads
     }
-    store_grad(dw1, dw2, gdw1, gdw2, warp, g, tq);  // park (after group 0: the result)
+    store_grad(dw1, dw2, d_w1 + static_cast<size_t>(block_index()) * HD * F,
+               d_w2 + static_cast<size_t>(block_index()) * F * HD, warp, g, tq);  // park (after group 0: the result)
   }
 
   __syncthreads();
-  d_b1[static_cast<size_t>(bh) * F + tid] = s.db1[tid];
+  const size_t bh_end = block_index();
+  (d_b1 + bh_end * F)[utid] = s.db1[tid];
   if (tid < HD) {
-    d_b2[static_cast<size_t>(bh) * HD + tid] = s.db2[tid];
-    dln_w[static_cast<size_t>(bh) * HD + tid] = s.dlnw[tid];
-    dln_b[static_cast<size_t>(bh) * HD + tid] = s.dlnb[tid];
+    (d_b2 + bh_end * HD)[utid] = s.db2[tid];
+    (dln_w + bh_end * HD)[utid] = s.dlnw[tid];
+    (dln_b + bh_end * HD)[utid] = s.dlnb[tid];
   }
 }
