@@ -197,8 +197,11 @@ def scan_backward(
     for buf, d in zip(d_state, d_final or [None] * len(d_state)):
         if d is not None:
             buf.copy_(d)
-    dq, dk = torch.zeros_like(q, dtype=torch.float32), torch.zeros_like(k, dtype=torch.float32)
-    deta = torch.zeros(batch, heads, length, device=dev)  # dq, dk, deta: summed with red.add (MLP)
+    # dq, dk, deta: the 2-CTA MLP kernel sums its CTAs' addends with red.add into zeros; the others store
+    # every element
+    new = torch.zeros if kind == "mlp" and kernel.spec.ctas_per_head > 1 else torch.empty
+    dq, dk = new(q.shape, device=dev), new(k.shape, device=dev)
+    deta = new(batch, heads, length, device=dev)
     dv = torch.empty(batch, heads, length, dim, device=dev)
     dln_w = torch.empty(batch, heads, dim, device=dev)
     dln_b = torch.empty(batch, heads, dim, device=dev)

@@ -254,11 +254,15 @@ __device__ __forceinline__ void layer_norm_bwd_rows(float (&z)[8][4], const bf16
 //   dxhat = w^2 dh - (c u + h mean(u xhat)) / std,   dstd = -sum(u g) / std
 //   dz = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / std + dstd xhat / D
 //   dt = -w dh  (so dV += dt, dK -= dt),  dL/dw = sum_rows dh (r + w xhat),  dL/db = sum_rows dh w
-// In place: z (Z, bias included) <- dz. u: fp32 rows in shared memory (row stride HD, this warp's rows
-// only), overwritten with dxhat (u stays out of registers: the state gradient fills them). -dt = w dh is
-// written to neg_dt (fp32 rows, row stride ld_dt). Column sums over the 16 rows of dL/dw, dL/db and dz go
-// to cs_w, cs_b, cs_z.
-__device__ __forceinline__ void lnl2_vjp_rows(float (&z)[8][4], float* ut, const bf16_t* vt, const bf16_t* kt,
+// In place: z (Z, bias included) <- dz; u is destroyed (overwritten with dxhat). u: the warp's 16 x 64
+// block in registers, or fp32 rows in shared memory (row stride HD), which keeps it out of registers
+// beside a register-resident state gradient (ttt_mlp_bwd_sm80.cu). -dt = w dh is written to neg_dt (fp32
+// rows, row stride ld_dt). Column sums over the 16 rows of dL/dw, dL/db and dz go to cs_w, cs_b, cs_z.
+__device__ __forceinline__ float& vjp_u(float (&u)[8][4], int nt, int j, int, int) { return u[nt][j]; }
+__device__ __forceinline__ float& vjp_u(float* u, int, int, int row, int col) { return u[row * HD + col]; }
+
+template <class U>
+__device__ __forceinline__ void lnl2_vjp_rows(float (&z)[8][4], U&& u, const bf16_t* vt, const bf16_t* kt,
                                               int row0, const float* w, const float* b, float* neg_dt, int ld_dt,
                                               float* cs_w, float* cs_b, float* cs_z, int lane, int ldvk = LD) {
   const int g = lane >> 2, tq = lane & 3;
@@ -278,7 +282,7 @@ __device__ __forceinline__ void lnl2_vjp_rows(float (&z)[8][4], float* ut, const
         const float xh = (z[nt][2 * h + e] - st.mu[h]) / st.std[h];
         z[nt][2 * h + e] = xh;
         const float hh = (w[c] * xh + b[c] - (v2[e] - k2[e])) * w[c];
-        const float uu = ut[row * HD + c];
+        const float uu = vjp_u(u, nt, 2 * h + e, row, c);
         sh[h] += hh;
         shx[h] += hh * xh;
         su[h] += uu;
@@ -313,10 +317,11 @@ __device__ __forceinline__ void lnl2_vjp_rows(float (&z)[8][4], float* ut, const
         const float xh = z[nt][2 * h + e];
         const float r = w[col] * xh + b[col] - (v2[e] - k2[e]);
         const float hh = r * w[col];
-        const float uu = ut[row * HD + col];
+        float& ur = vjp_u(u, nt, 2 * h + e, row, col);
+        const float uu = ur;
         const float dh = (uu - mu_u[h] - xh * mux[h]) / st.std[h];
         const float dxh = w[col] * w[col] * dh - (c[h] * uu + hh * mux[h]) / st.std[h];
-        ut[row * HD + col] = dxh;
+        ur = dxh;
         sdx[h] += dxh;
         sdxx[h] += dxh * xh;
         cw[e] += dh * (r + w[col] * xh);
@@ -347,7 +352,7 @@ __device__ __forceinline__ void lnl2_vjp_rows(float (&z)[8][4], float* ut, const
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const float xh = z[nt][2 * h + e];
-        const float dxh = ut[(row0 + g + 8 * h) * HD + 8 * nt + 2 * tq + e];
+        const float dxh = vjp_u(u, nt, 2 * h + e, row0 + g + 8 * h, 8 * nt + 2 * tq + e);
         const float dz = (dxh - sdx[h] - xh * sdxx[h]) / st.std[h] + dstd[h] * xh * (1.0f / HD);
         z[nt][2 * h + e] = dz;
         cz[e] += dz;

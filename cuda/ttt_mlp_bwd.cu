@@ -697,8 +697,10 @@ extern "C" __global__ void TTT_MLP_BWD_CLUSTER __launch_bounds__(ttt::mlp_bwd::N
       if (has_upd && warp < 4) {
         float z[8][4], u[8][4];
         zero_block(z);
+        zero_block(u);
         add_rows_f32(z, s.z2s, HD, 16 * warp, 0, lane);
-        lnl2_vjp_rows(z, recv_b, s.v, s.k, 16 * warp, s.ln_w, s.ln_b, s.z2s, HD, s.cs_uw[warp], s.cs_ub[warp],
+        add_rows_f32(u, recv_b, HD, 16 * warp, 0, lane);
+        lnl2_vjp_rows(z, u, s.v, s.k, 16 * warp, s.ln_w, s.ln_b, s.z2s, HD, s.cs_uw[warp], s.cs_ub[warp],
                       s.cs_uz[warp], lane);
         store_rows_bf16(s.dz2, LD, 16 * warp, 0, z, lane);  // dZ2
         if (lead) {  // dV = dT = -(-dT)

@@ -37,7 +37,12 @@ needs_nvcc = pytest.mark.skipif(
 
 ALL_SPECS = {
     spec.function: spec
-    for table in (loader.KERNELS, loader.NO_CLUSTER_KERNELS, loader.BACKWARD_KERNELS)
+    for table in (
+        loader.KERNELS,
+        loader.NO_CLUSTER_KERNELS,
+        loader.BACKWARD_KERNELS,
+        loader.NO_CLUSTER_BACKWARD_KERNELS,
+    )
     for spec in table.values()
 }
 # where each kernel runs (the backend's rule: compute capability >= min_arch and shared memory fits)
@@ -46,6 +51,7 @@ CLAIMS = {
     "ttt_mlp_fwd_sm80_bf16": ARCHS,  # before Hopper by default; on Hopper when forced
     "ttt_linear_fwd_bf16": ARCHS,
     "ttt_mlp_bwd_bf16": ("sm_90",),
+    "ttt_mlp_bwd_sm80_bf16": ARCHS,  # as the no-cluster forward
     "ttt_linear_bwd_bf16": ("sm_80", "sm_90"),  # 150.5 KB: over the 99 KB of sm_86 / sm_89
 }
 CLAIMED = [(name, arch) for name, archs in sorted(CLAIMS.items()) for arch in archs]
@@ -82,6 +88,7 @@ def test_sources_found() -> None:
         "ttt_mlp_fwd_sm80.cu",
         "ttt_linear_fwd.cu",
         "ttt_mlp_bwd.cu",
+        "ttt_mlp_bwd_sm80.cu",
         "ttt_linear_bwd.cu",
     } <= set(SOURCES)
     assert {spec.source for spec in ALL_SPECS.values()} <= set(SOURCES)
@@ -210,6 +217,7 @@ def test_shared_memory_sizes_match_loader(tmp_path: Path) -> None:
         "ttt_mlp_fwd_sm80.cu": "ttt::mlp80::Smem",
         "ttt_linear_fwd.cu": "ttt::linear::Smem",
         "ttt_mlp_bwd.cu": "ttt::mlp_bwd::Smem",
+        "ttt_mlp_bwd_sm80.cu": "ttt::mlp80_bwd::Smem",
         "ttt_linear_bwd.cu": "ttt::linear_bwd::Smem",
     }
     prog = tmp_path / "sizes.cu"
