@@ -13,7 +13,8 @@
 // So: dS in fp32 REGISTERS for the whole reverse scan of a group, S_j and the bf16 copy of dS_{j+1}
 // streamed from an L2 scratch through shared memory, half a table (128 hidden units, 16 KB) at a time.
 // One CTA per (batch, head), not a pair through global memory: the video model runs 96 scans per launch,
-// one wave of single CTAs on every sm_80 / 86 / 89 card, two waves of pairs (docs/ttt_mlp_bwd_sm80_design.md).
+// one wave of single CTAs on every sm_80 / 86 / 89 card, two waves of pairs (docs/ttt_mlp_bwd_sm80_design.md
+// gives the argument in full).
 //
 // Grid: one CTA per (batch, head), 256 threads (8 warps). Warp w owns hidden units f = 128 h + 16 w + [0, 16)
 // in each half h = 0, 1; its rows of dW1^T [f][d] and dW2 [f][d] are fp32 mma accumulators dw1[h], dw2[h]
@@ -29,8 +30,10 @@
 //       f-local       [16 f][16 j] per warp and token chunk: A = rows of a table half (ldmatrix), B = a tile
 //       weight grad   dW[h] += X^T Y: A = an f-local chunk (registers), B = a [j][d] tile
 //       contraction   C[j][d] = sum_f A[j][f] B[f][d]: the warps write A^T rows [f][j] of one half to opa,
-//                     then each warp adds its 16 x 32 block (rows 16 (w & 3), cols 32 (w >> 2)) over the
-//                     half's 128 units: accumulated in registers over both halves (no reduction, fixed order)
+//                     then each warp computes its 16 x 32 block (rows 16 (w & 3), cols 32 (w >> 2)) over the
+//                     half's 128 units and stores it (h = 0) or adds it (h = 1) to fp32 rows in the scratch
+//                     (flush_block: the same thread both times, so no reduction and a fixed order; held in
+//                     registers across the next half's f-local work, the sums spilled)
 //     Reads of dS_{j+1} use its bf16 copy only, so the fp32 accumulators take this step's terms in any order.
 //     Passes (each for h = 0, 1; T0 / T1 = the two table slots; stashes in the scratch):
 //       U1  T0 W1t, T1 W2:  Z1^T = W1t K^T + b1 -> stash Z1 (bf16); gelu -> opa;  Z2 += X2 W2
@@ -48,21 +51,30 @@
 //       R2  T0 W1t, T1 W2:  Zq1 recomputed; dZq1 = (W2 dZq2^T) gelu'(Zq1); dW1^T += dZq1^T Q;
 //           dW2 += Xq2^T dZq2; db1; dZq1^T -> opa;  dq = dO + dZq1 W1t
 //       end: db1, db2 += this step's column sums; deta stored; bf16 copy of dS_j -> D1, D2 (for step j - 1)
-//   Row-wise phases: the contraction blocks go to a fp32 [64][64] tile over opa (dead then), and warps
-//   0..3 take 16 full rows each (the helpers of ttt_bwd_common.cuh; V, K, dO read from global / L2).
+//   Row-wise phases: warps 0..3 take 16 full rows each from the flushed sums (the helpers of
+//   ttt_bwd_common.cuh; V, K, dO read from global memory / L2); dg2, the VJP's input, goes to an fp32
+//   [64][64] tile over opa (dead then), where the VJP reads it (not in registers).
 //   Between groups dW is parked in d_w1 / d_w2, which start as dL/d(final state) and end as
 //   dL/d(initial state); db1, db2, dln_w, dln_b live outside phase 1's shared memory.
 //
-// FLOPs per mini-batch: phase 1 5 units of 2 b D F, update 14, read-out 7 (docs/benchmarks.md).
+// FLOPs per mini-batch: phase 1 5 units of 2 b D F, update 13 (X2 and gelu'(Z1) come from the Z1 stash),
+// read-out 7: 25 units = 52.4 MFLOP. L2 traffic per step ~1.3 MB: table halves 448 KB, contraction sums
+// ~480 KB, stashes ~220 KB, the dS copy 64 KB (docs/benchmarks.md: "TTT-MLP backward: expected cost").
 // One CTA owns every sum: dq, dk, dv, deta are written once (plain stores, no red.add), in a fixed order.
 //
 // Shared memory (struct Smem): max(phase 1: the forward's 95,232 B, phase 2: 91,136 B) + 1,792 B =
 // 97,024 B = 94.75 KB, 4.25 KB under the 99 KB of sm_86 / sm_89. Phase 2: two table slots and opa
 // [128][64] bf16 (48 KB), K, Q, g2, dZ [64][64] bf16 (32 KB), fp32 vectors 9 KB; tiles swizzled (sw64).
 //
+// Registers: 255, no spills with nvcc 13.0 on sm_80 / 86 / 89 (tests/cuda/test_compile.py; what it took:
+// local_chunk / contract_half not unrolled, the contraction sums flushed, half tables copied with one
+// address per thread, cold addresses recomputed, global indices zero-extended); no headroom (capped at
+// 240 it spills). Forced on sm_90 it spills ~140 B (Hopper trains on the cluster kernel).
+//
 // Global tensors: as ttt_mlp_bwd.cu, except the scratch: scr_w [B * H, 5 + 2 (ckpt_every + 1), 256, 64]
 // bf16 (D1, D2 and the stashes Z1^T, dZ1_a^T, (-eta g1)^T, all [f][d or j]; then W1^T, W2 per state) and
-// scr_b [B * H, 64 * 64 + (ckpt_every + 1) * 320] fp32 (the Z2 stash [64][64]; then b1, b2 per state).
+// scr_b [B * H, 3 * 64 * 64 + (ckpt_every + 1) * 320] fp32 (the Z2 stash and two contraction sums
+// [64][64]; then b1, b2 per state).
 // dq, dk, deta need not be zeroed (every element is stored).
 // ================================================================================================
 

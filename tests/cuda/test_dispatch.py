@@ -239,7 +239,12 @@ def test_nvidia_cuda_namespace_still_importable() -> None:
 
 
 def test_kernel_source_inlines_headers() -> None:
-    tables = (loader.KERNELS, loader.NO_CLUSTER_KERNELS, loader.BACKWARD_KERNELS, loader.NO_CLUSTER_BACKWARD_KERNELS)
+    tables = (
+        loader.KERNELS,
+        loader.NO_CLUSTER_KERNELS,
+        loader.BACKWARD_KERNELS,
+        loader.NO_CLUSTER_BACKWARD_KERNELS,
+    )
     specs = [spec for table in tables for spec in table.values()]
     for spec in specs:
         text = loader.kernel_source(spec.source)

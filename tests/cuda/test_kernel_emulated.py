@@ -386,10 +386,16 @@ def test_no_cluster_mlp_backward_is_schedule_independent(no_cluster) -> None:
 # planted bugs in the no-cluster backward, each a one-line change of its source
 BWD_MUTATIONS = {
     "deta-sign": ("dep[nt][e] += dp1 * g1;", "dep[nt][e] -= dp1 * g1;"),
-    "skipped-table-wait": ("    cp_async_commit();\n    cp_async_wait<0>();\n    __syncthreads();\n  };", "    cp_async_commit();\n    __syncthreads();\n  };"),
+    "skipped-table-wait": (
+        "    cp_async_commit();\n    cp_async_wait<0>();\n    __syncthreads();\n  };",
+        "    cp_async_commit();\n    __syncthreads();\n  };",
+    ),
     "missing-barrier-before-contraction": ("          __syncthreads();  // opa complete\n", "\n"),
     "db1-not-accumulated": ("      s.db1[tid] += s2.acc_db1[tid];\n", "\n"),
-    "dq-without-dO": ("          if (h == 0) add_rows_bf16(acc, gdoj, HD, 16 * rb, 32 * ch, lane);  // + dO\n", "\n"),
+    "dq-without-dO": (
+        "          if (h == 0) add_rows_bf16(acc, gdoj, HD, 16 * rb, 32 * ch, lane);  // + dO\n",
+        "\n",
+    ),
     "deta-not-stored": ("        (deta + tok0() + static_cast<size_t>(j) * MBS)[utid] = d;\n", "\n"),
 }
 
@@ -405,7 +411,10 @@ def _no_cluster_backward_errors(inputs, d_out, d_final) -> list[float]:
 
     _, grads = _grads_of(kernel, "mlp", inputs, d_out, d_final)
     _, ref_grads = _grads_of(reference, "mlp", inputs, d_out, d_final)
-    return [rel_err(got, want) if torch.isfinite(got).all() else float("inf") for got, want in zip(grads, ref_grads)]
+    return [
+        rel_err(got, want) if torch.isfinite(got).all() else float("inf")
+        for got, want in zip(grads, ref_grads)
+    ]
 
 
 def _mutation_inputs():
