@@ -76,7 +76,7 @@ def unsupported_reason(call: ScanCall) -> str | None:
     if optin is not None and optin < spec.smem_bytes:
         return f"needs {spec.smem_bytes} B of shared memory per block, device allows {optin} B"
     if call.requires_grad:
-        bwd = loader.BACKWARD_KERNELS[(call.kind, torch.bfloat16)]
+        bwd = loader.select_spec(call.kind, torch.bfloat16, arch, backward=True)
         if arch < bwd.min_arch:
             return f"training: the {call.kind} backward kernel needs sm_{bwd.min_arch}+ (got sm_{arch})"
         if optin is not None and optin < bwd.smem_bytes:
@@ -197,12 +197,21 @@ def scan_backward(
     for buf, d in zip(d_state, d_final or [None] * len(d_state)):
         if d is not None:
             buf.copy_(d)
-    dq, dk = torch.zeros_like(q, dtype=torch.float32), torch.zeros_like(k, dtype=torch.float32)
-    deta = torch.zeros(batch, heads, length, device=dev)  # dq, dk, deta: summed with red.add (MLP)
+    # dq, dk, deta: the 2-CTA MLP kernel sums its CTAs' addends with red.add into zeros; the others store
+    # every element
+    new = torch.zeros if kind == "mlp" and kernel.spec.ctas_per_head > 1 else torch.empty
+    dq, dk = new(q.shape, device=dev), new(k.shape, device=dev)
+    deta = new(batch, heads, length, device=dev)
     dv = torch.empty(batch, heads, length, dim, device=dev)
     dln_w = torch.empty(batch, heads, dim, device=dev)
     dln_b = torch.empty(batch, heads, dim, device=dev)
-    if kind == "mlp":  # per state: [CTA rank][W1^T, W2][128 hidden][64] bf16, [rank][b1 slice + b2] fp32
+    if kind == "mlp" and kernel.spec.ctas_per_head == 1:  # ttt_mlp_bwd_sm80.cu: 5 step tables (dS copy,
+        # stashes), then W1^T, W2 per state, [256][64] bf16; the Z2 stash and two contraction sums [64][64],
+        # then b1, b2 per state, fp32
+        hidden = kernel.spec.hidden
+        scr_w = torch.empty(batch * heads, 5 + 2 * (every + 1), hidden, dim, device=dev, dtype=torch.bfloat16)
+        scr_b = torch.empty(batch * heads, 3 * MINI_BATCH * dim + (every + 1) * (hidden + dim), device=dev)
+    elif kind == "mlp":  # per state: [CTA rank][W1^T, W2][128 hidden][64] bf16, [rank][b1 slice + b2] fp32
         scr_w = torch.empty(batch * heads, every + 1, 2, 2, 128, dim, device=dev, dtype=torch.bfloat16)
         scr_b = torch.empty(batch * heads, every + 1, 2, 128 + dim, device=dev)
     else:  # per state: W^T bf16, b fp32

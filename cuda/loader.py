@@ -64,6 +64,12 @@ _LINEAR_SMEM = (64 * 72) * 2 * 8 + (2 * 64 + 3 * 64 + 4 * 64) * 4
 # backward kernels (ttt_mlp_bwd.cu, ttt_linear_bwd.cu)
 _MLP_BWD_SMEM = 4 * (128 * 72) * 2 + 4 * (64 * 72) * 2 + 4 * (64 * 136) * 2 + 2 * (64 * 72) * 2 + 64 * 64 * 4
 _MLP_BWD_SMEM += (192 + 3 * 64 + 128 + 3 * 64 + 6 * 4 * 64 + 2 * 2 * 128 + 4 * 64 + 2 * 64) * 4
+# ttt_mlp_bwd_sm80.cu: the larger of phase 1 (the no-cluster forward's layout) and phase 2 (two table
+# slots + the contraction operand [128][64] bf16, K, Q, g2, dZ [64][64] bf16, fp32 vectors), plus db1, db2,
+# dln_w, dln_b kept across groups
+_MLP_BWD_SM80_PHASE2 = 3 * (128 * 64) * 2 + 4 * (64 * 64) * 2
+_MLP_BWD_SM80_PHASE2 += (64 + 256 + 3 * 64 + 3 * 4 * 64 + 256 + 64 + 8 * 64 + 2 * 64) * 4
+_MLP_BWD_SM80_SMEM = max(_MLP_SM80_SMEM, _MLP_BWD_SM80_PHASE2) + (256 + 3 * 64) * 4
 _LINEAR_BWD_SMEM = 3 * (64 * 72) * 2 + 8 * (64 * 72) * 2 + 3 * (64 * 72) * 2 + 64 * 64 * 4
 _LINEAR_BWD_SMEM += (2 * 64 + 64 + 2 * 64 + 2 * 64 + 3 * 64 + 3 * 8 * 64) * 4
 
@@ -113,16 +119,16 @@ def forced_variant() -> str:
 def select_spec(kind: str, dtype: torch.dtype, arch: int, *, backward: bool = False) -> KernelSpec:
     """The kernel for (kind, dtype) on a device of compute capability `arch` (10 * major + minor).
 
-    Forward: the no-cluster variant below its sm_90 sibling's min_arch, or wherever ENV_VARIANT says
-    'sm80'; the sm_90 kernel otherwise (ENV_VARIANT 'sm90' keeps it even where it cannot run: the
-    backend then refuses with the reason). Backward: one kernel per (kind, dtype).
+    The no-cluster variant below its sm_90 sibling's min_arch, or wherever ENV_VARIANT says 'sm80'; the
+    sm_90 kernel otherwise (ENV_VARIANT 'sm90' keeps it even where it cannot run: the backend then refuses
+    with the reason). backward=True picks among the backward kernels by the same rule.
     """
     table = BACKWARD_KERNELS if backward else KERNELS
     if (kind, dtype) not in table:
         raise ValueError(f"no CUDA kernel for kind={kind!r}, dtype={dtype}; have {sorted(table)}")
     spec = table[(kind, dtype)]
     variant = forced_variant()
-    alternative = None if backward else NO_CLUSTER_KERNELS.get((kind, dtype))
+    alternative = (NO_CLUSTER_BACKWARD_KERNELS if backward else NO_CLUSTER_KERNELS).get((kind, dtype))
     if alternative is not None and (variant == "sm80" or (variant == "auto" and arch < spec.min_arch)):
         return alternative
     return spec
@@ -143,6 +149,22 @@ BACKWARD_KERNELS: dict[tuple[str, torch.dtype], KernelSpec] = {
         1,
         80,
         64,
+    ),
+}
+
+
+# the TTT-MLP backward without clusters (sm_80 / sm_86 / sm_89): dS in registers, S_j streamed from L2
+NO_CLUSTER_BACKWARD_KERNELS: dict[tuple[str, torch.dtype], KernelSpec] = {
+    ("mlp", torch.bfloat16): KernelSpec(
+        "mlp",
+        "ttt_mlp_bwd_sm80.cu",
+        "ttt_mlp_bwd_sm80_bf16",
+        "ttt_mlp_bwd_sm80_smem_bytes",
+        _MLP_BWD_SM80_SMEM,
+        256,
+        1,
+        80,
+        256,
     ),
 }
 

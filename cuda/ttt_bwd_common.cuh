@@ -179,10 +179,11 @@ __device__ __forceinline__ float gelu_bwd2_from_t(float x, float t) {
 // ------------------------------------------------------------------------------------------------
 // Backward of the read-out LayerNorm, y = LN(z) * w + b, on this warp's 16 x 64 rows (row0..):
 //   xhat = (z - mu) / std,  dxhat = dy * w,  dz = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / std
-// In place: z (Z, bias included) <- dz. dy: bf16 tile (row stride LD). Column sums over the 16 rows of
-// dy * xhat (dL/dw), dy (dL/db) and dz go to cs_w, cs_b, cs_z (64 floats each, g == 0 lanes write).
+// In place: z (Z, bias included) <- dz. dy: bf16 rows (row stride ldy: LD for a padded tile). Column
+// sums over the 16 rows of dy * xhat (dL/dw), dy (dL/db) and dz go to cs_w, cs_b, cs_z (64 floats each,
+// g == 0 lanes write).
 __device__ __forceinline__ void layer_norm_bwd_rows(float (&z)[8][4], const bf16_t* dyt, int row0, const float* w,
-                                                    float* cs_w, float* cs_b, float* cs_z, int lane) {
+                                                    float* cs_w, float* cs_b, float* cs_z, int lane, int ldy = LD) {
   const int g = lane >> 2, tq = lane & 3;
   const RowStats st = row_stats(z);
   float sd[2] = {0.f, 0.f}, sdx[2] = {0.f, 0.f};
@@ -192,7 +193,7 @@ __device__ __forceinline__ void layer_norm_bwd_rows(float (&z)[8][4], const bf16
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float dy[2];
-      ld_bf16x2(&dyt[(row0 + g + 8 * h) * LD + 8 * nt + 2 * tq], dy[0], dy[1]);
+      ld_bf16x2(&dyt[(row0 + g + 8 * h) * ldy + 8 * nt + 2 * tq], dy[0], dy[1]);
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int c = 8 * nt + 2 * tq + e;
@@ -225,7 +226,7 @@ __device__ __forceinline__ void layer_norm_bwd_rows(float (&z)[8][4], const bf16
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       float dy[2];
-      ld_bf16x2(&dyt[(row0 + g + 8 * h) * LD + 8 * nt + 2 * tq], dy[0], dy[1]);
+      ld_bf16x2(&dyt[(row0 + g + 8 * h) * ldy + 8 * nt + 2 * tq], dy[0], dy[1]);
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int c = 8 * nt + 2 * tq + e;
@@ -245,18 +246,25 @@ __device__ __forceinline__ void layer_norm_bwd_rows(float (&z)[8][4], const bf16
 
 // ------------------------------------------------------------------------------------------------
 // Vector-Jacobian product of the fused LN + L2 inner gradient g = LNL2'(z, t) (ln_fused_l2_bwd), with
-// u = dL/dg, on this warp's 16 x 64 rows. Per row (D = 64, t = V - K from the bf16 tiles vt, kt):
+// u = dL/dg, on this warp's 16 x 64 rows. Per row (D = 64, t = V - K from the bf16 rows vt, kt, row
+// stride ldvk: LD for padded tiles):
 //   xhat = (z - mu) / std,  r = w xhat + b - t,  h = r w,  a = mean(h),  c = mean(h xhat)
 //   g = (h - a - xhat c) / std;  sum(u g) = (sum(u h) - a sum(u) - c sum(u xhat)) / std
 //   dh = (u - mean(u) - xhat mean(u xhat)) / std
 //   dxhat = w^2 dh - (c u + h mean(u xhat)) / std,   dstd = -sum(u g) / std
 //   dz = (dxhat - mean(dxhat) - xhat mean(dxhat xhat)) / std + dstd xhat / D
 //   dt = -w dh  (so dV += dt, dK -= dt),  dL/dw = sum_rows dh (r + w xhat),  dL/db = sum_rows dh w
-// In place: z (Z, bias included) <- dz; u is destroyed. -dt = w dh is written to neg_dt (fp32 rows,
-// row stride ld_dt). Column sums over the 16 rows of dL/dw, dL/db and dz go to cs_w, cs_b, cs_z.
-__device__ __forceinline__ void lnl2_vjp_rows(float (&z)[8][4], float (&u)[8][4], const bf16_t* vt, const bf16_t* kt,
+// In place: z (Z, bias included) <- dz; u is destroyed (overwritten with dxhat). u: the warp's 16 x 64
+// block in registers, or fp32 rows in shared memory (row stride HD), which keeps it out of registers
+// beside a register-resident state gradient (ttt_mlp_bwd_sm80.cu). -dt = w dh is written to neg_dt (fp32
+// rows, row stride ld_dt). Column sums over the 16 rows of dL/dw, dL/db and dz go to cs_w, cs_b, cs_z.
+__device__ __forceinline__ float& vjp_u(float (&u)[8][4], int nt, int j, int, int) { return u[nt][j]; }
+__device__ __forceinline__ float& vjp_u(float* u, int, int, int row, int col) { return u[row * HD + col]; }
+
+template <class U>
+__device__ __forceinline__ void lnl2_vjp_rows(float (&z)[8][4], U&& u, const bf16_t* vt, const bf16_t* kt,
                                               int row0, const float* w, const float* b, float* neg_dt, int ld_dt,
-                                              float* cs_w, float* cs_b, float* cs_z, int lane) {
+                                              float* cs_w, float* cs_b, float* cs_z, int lane, int ldvk = LD) {
   const int g = lane >> 2, tq = lane & 3;
   const RowStats st = row_stats(z);
   float sh[2] = {0.f, 0.f}, shx[2] = {0.f, 0.f}, su[2] = {0.f, 0.f}, sux[2] = {0.f, 0.f}, suh[2] = {0.f, 0.f};
@@ -266,15 +274,15 @@ __device__ __forceinline__ void lnl2_vjp_rows(float (&z)[8][4], float (&u)[8][4]
     for (int h = 0; h < 2; ++h) {
       const int row = row0 + g + 8 * h;
       float v2[2], k2[2];
-      ld_bf16x2(&vt[row * LD + 8 * nt + 2 * tq], v2[0], v2[1]);
-      ld_bf16x2(&kt[row * LD + 8 * nt + 2 * tq], k2[0], k2[1]);
+      ld_bf16x2(&vt[row * ldvk + 8 * nt + 2 * tq], v2[0], v2[1]);
+      ld_bf16x2(&kt[row * ldvk + 8 * nt + 2 * tq], k2[0], k2[1]);
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int c = 8 * nt + 2 * tq + e;
         const float xh = (z[nt][2 * h + e] - st.mu[h]) / st.std[h];
         z[nt][2 * h + e] = xh;
         const float hh = (w[c] * xh + b[c] - (v2[e] - k2[e])) * w[c];
-        const float uu = u[nt][2 * h + e];
+        const float uu = vjp_u(u, nt, 2 * h + e, row, c);
         sh[h] += hh;
         shx[h] += hh * xh;
         su[h] += uu;
@@ -301,18 +309,19 @@ __device__ __forceinline__ void lnl2_vjp_rows(float (&z)[8][4], float (&u)[8][4]
     for (int h = 0; h < 2; ++h) {
       const int row = row0 + g + 8 * h;
       float v2[2], k2[2], ndt[2];
-      ld_bf16x2(&vt[row * LD + 8 * nt + 2 * tq], v2[0], v2[1]);
-      ld_bf16x2(&kt[row * LD + 8 * nt + 2 * tq], k2[0], k2[1]);
+      ld_bf16x2(&vt[row * ldvk + 8 * nt + 2 * tq], v2[0], v2[1]);
+      ld_bf16x2(&kt[row * ldvk + 8 * nt + 2 * tq], k2[0], k2[1]);
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int col = 8 * nt + 2 * tq + e;
         const float xh = z[nt][2 * h + e];
         const float r = w[col] * xh + b[col] - (v2[e] - k2[e]);
         const float hh = r * w[col];
-        const float uu = u[nt][2 * h + e];
+        float& ur = vjp_u(u, nt, 2 * h + e, row, col);
+        const float uu = ur;
         const float dh = (uu - mu_u[h] - xh * mux[h]) / st.std[h];
         const float dxh = w[col] * w[col] * dh - (c[h] * uu + hh * mux[h]) / st.std[h];
-        u[nt][2 * h + e] = dxh;
+        ur = dxh;
         sdx[h] += dxh;
         sdxx[h] += dxh * xh;
         cw[e] += dh * (r + w[col] * xh);
@@ -343,7 +352,8 @@ __device__ __forceinline__ void lnl2_vjp_rows(float (&z)[8][4], float (&u)[8][4]
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const float xh = z[nt][2 * h + e];
-        const float dz = (u[nt][2 * h + e] - sdx[h] - xh * sdxx[h]) / st.std[h] + dstd[h] * xh * (1.0f / HD);
+        const float dxh = vjp_u(u, nt, 2 * h + e, row0 + g + 8 * h, 8 * nt + 2 * tq + e);
+        const float dz = (dxh - sdx[h] - xh * sdxx[h]) / st.std[h] + dstd[h] * xh * (1.0f / HD);
         z[nt][2 * h + e] = dz;
         cz[e] += dz;
       }

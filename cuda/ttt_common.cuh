@@ -36,6 +36,15 @@ __device__ __forceinline__ u32 smem_u32(const void* p) {
   return a;
 }
 
+// blockIdx.x through a volatile move: what derives from it is recomputed where it is used instead of being
+// kept live through a kernel (ttt_mlp_bwd_sm80.cu: addresses kept from the kernel's start spilled beside its
+// 128-register state gradient).
+__device__ __forceinline__ int block_index() {
+  int r;
+  asm volatile("mov.u32 %0, %%ctaid.x;" : "=r"(r));
+  return r;
+}
+
 // Round two floats to bf16 (nearest even) and pack them: lo -> bits 0..15, hi -> bits 16..31.
 __device__ __forceinline__ u32 pack_bf16(float lo, float hi) {
   u32 r;

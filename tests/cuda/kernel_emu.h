@@ -575,6 +575,8 @@ inline void cp_async_wait() {
   emu::cp_async_wait_emulated(N);
 }
 
+inline int block_index() { return static_cast<int>(blockIdx.x); }
+
 // thread-block cluster helpers (the kernels define these with inline PTX)
 inline unsigned cluster_ctarank() { return static_cast<unsigned>(emu::cur()->cta); }
 inline unsigned map_to_rank(unsigned saddr, unsigned rank) {

@@ -37,7 +37,12 @@ needs_nvcc = pytest.mark.skipif(
 
 ALL_SPECS = {
     spec.function: spec
-    for table in (loader.KERNELS, loader.NO_CLUSTER_KERNELS, loader.BACKWARD_KERNELS)
+    for table in (
+        loader.KERNELS,
+        loader.NO_CLUSTER_KERNELS,
+        loader.BACKWARD_KERNELS,
+        loader.NO_CLUSTER_BACKWARD_KERNELS,
+    )
     for spec in table.values()
 }
 # where each kernel runs (the backend's rule: compute capability >= min_arch and shared memory fits)
@@ -46,11 +51,18 @@ CLAIMS = {
     "ttt_mlp_fwd_sm80_bf16": ARCHS,  # before Hopper by default; on Hopper when forced
     "ttt_linear_fwd_bf16": ARCHS,
     "ttt_mlp_bwd_bf16": ("sm_90",),
+    "ttt_mlp_bwd_sm80_bf16": ARCHS,  # as the no-cluster forward
     "ttt_linear_bwd_bf16": ("sm_80", "sm_90"),  # 150.5 KB: over the 99 KB of sm_86 / sm_89
 }
 CLAIMED = [(name, arch) for name, archs in sorted(CLAIMS.items()) for arch in archs]
 # kernels whose fp32 state (or state gradient) lives in registers: a spill would put it in local memory
 STATE_IN_REGISTERS = set(ALL_SPECS)
+# Where a kernel runs only when forced and spills there: the no-cluster TTT-MLP backward on Hopper
+# (TTT_STUDIO_TTT_CUDA_VARIANT=sm80, for the GPU checks; Hopper trains on the cluster kernel). ptxas 13.0
+# allocates sm_90 differently and spills ~140 B of the 255 registers it fills on sm_80 / 86 / 89 without any
+# (test_forced_no_cluster_backward_spills_on_hopper records it).
+SPILLS_WHERE_FORCED = {("ttt_mlp_bwd_sm80_bf16", "sm_90")}
+NO_SPILL = [c for c in CLAIMED if c not in SPILLS_WHERE_FORCED]
 
 
 def _arch_number(arch: str) -> int:
@@ -82,6 +94,7 @@ def test_sources_found() -> None:
         "ttt_mlp_fwd_sm80.cu",
         "ttt_linear_fwd.cu",
         "ttt_mlp_bwd.cu",
+        "ttt_mlp_bwd_sm80.cu",
         "ttt_linear_bwd.cu",
     } <= set(SOURCES)
     assert {spec.source for spec in ALL_SPECS.values()} <= set(SOURCES)
@@ -145,11 +158,20 @@ def test_nvcc_compiles(nvcc_builds, source: str, arch: str) -> None:
 
 
 @needs_nvcc
-@pytest.mark.parametrize(("name", "arch"), CLAIMED)
+@pytest.mark.parametrize(("name", "arch"), NO_SPILL)
 def test_state_kernels_do_not_spill_nvcc(nvcc_builds, name: str, arch: str) -> None:
     result = nvcc_builds[(ALL_SPECS[name].source, arch)]
     assert result.returncode == 0, result.stderr
     _assert_no_spill(result.stderr, name, arch, "nvcc")
+
+
+@needs_nvcc
+@pytest.mark.parametrize(("name", "arch"), sorted(SPILLS_WHERE_FORCED))
+def test_forced_no_cluster_backward_spills_on_hopper(nvcc_builds, name: str, arch: str) -> None:
+    """The stated exception holds (and is dropped from SPILLS_WHERE_FORCED once it no longer does)."""
+    result = nvcc_builds[(ALL_SPECS[name].source, arch)]
+    assert result.returncode == 0, result.stderr
+    assert _spill_bytes(_ptxas_entries(result.stderr)[name]) > 0
 
 
 # Register headroom: each kernel, its __launch_bounds__ removed, compiled with -maxrregcount=cap, still
@@ -163,7 +185,11 @@ REGISTER_CAPS = {
 # ttt_mlp_fwd.cu (sm_90) has none: besides its 64-register state it keeps gelu'(Z1) (32 registers) from
 # the forward of mini-batch i + 1 to its gradient in the next iteration; it spills under any cap below
 # 255 (test_cluster_mlp_forward_needs_every_register). ttt_mlp_fwd_sm80.cu keeps Z1 in shared memory.
+# ttt_mlp_bwd_sm80.cu has none either: its fp32 state gradient takes 128 registers (half the register file
+# for all of F: the budget of its design header) and phase 1 holds the forward's 128-register state; capped
+# at 240 it spills (test_no_cluster_mlp_backward_needs_every_register).
 NO_REGISTER_HEADROOM = "ttt_mlp_fwd_bf16"
+NO_REGISTER_HEADROOM_SM80 = "ttt_mlp_bwd_sm80_bf16"
 _LAUNCH_BOUNDS = re.compile(r"__launch_bounds__\s*\([^)]*\)")
 
 
@@ -172,10 +198,10 @@ def capped_builds(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[tuple[str, str], subprocess.CompletedProcess[str]]:
     out = tmp_path_factory.mktemp("capped")
-    caps = {**REGISTER_CAPS, NO_REGISTER_HEADROOM: 240}
+    caps = {**REGISTER_CAPS, NO_REGISTER_HEADROOM: 240, NO_REGISTER_HEADROOM_SM80: 240}
     jobs = {}
     for name, arch in CLAIMED:
-        if name not in caps:
+        if name not in caps or (name == NO_REGISTER_HEADROOM_SM80 and arch != "sm_86"):
             continue
         source = out / f"{name}.{arch}.cu"
         source.write_text(_LAUNCH_BOUNDS.sub("", loader.kernel_source(ALL_SPECS[name].source)))
@@ -203,6 +229,13 @@ def test_cluster_mlp_forward_needs_every_register(capped_builds) -> None:
 
 
 @needs_nvcc
+def test_no_cluster_mlp_backward_needs_every_register(capped_builds) -> None:
+    """The stated reason ttt_mlp_bwd_sm80.cu has no register headroom holds: capped at 240 it spills."""
+    entries = _ptxas_entries(capped_builds[(NO_REGISTER_HEADROOM_SM80, "sm_86")].stderr)
+    assert _spill_bytes(entries[NO_REGISTER_HEADROOM_SM80]) > 0
+
+
+@needs_nvcc
 def test_shared_memory_sizes_match_loader(tmp_path: Path) -> None:
     """The loader's mirrored shared-memory sizes equal sizeof(Smem) of each kernel (host-side sizeof)."""
     structs = {
@@ -210,6 +243,7 @@ def test_shared_memory_sizes_match_loader(tmp_path: Path) -> None:
         "ttt_mlp_fwd_sm80.cu": "ttt::mlp80::Smem",
         "ttt_linear_fwd.cu": "ttt::linear::Smem",
         "ttt_mlp_bwd.cu": "ttt::mlp_bwd::Smem",
+        "ttt_mlp_bwd_sm80.cu": "ttt::mlp80_bwd::Smem",
         "ttt_linear_bwd.cu": "ttt::linear_bwd::Smem",
     }
     prog = tmp_path / "sizes.cu"
@@ -250,13 +284,13 @@ def nvrtc_builds() -> dict[tuple[str, str], nvrtc_lib.Compiled]:
         return nvrtc_lib.compile_source(NVRTC, loader.kernel_source(spec.source), spec.source, options)
 
     with ThreadPoolExecutor(max_workers=max(2, os.cpu_count() or 2)) as pool:
-        futures = {key: pool.submit(build, *key) for key in CLAIMED}
+        futures = {key: pool.submit(build, *key) for key in NO_SPILL}
         return {key: f.result() for key, f in futures.items()}
 
 
 @needs_nvrtc
-@pytest.mark.slow  # 14 NVRTC compiles, about 50 s of CPU in all
-@pytest.mark.parametrize(("name", "arch"), CLAIMED)
+@pytest.mark.slow  # 17 NVRTC compiles, about 2 min of CPU in all
+@pytest.mark.parametrize(("name", "arch"), NO_SPILL)
 def test_nvrtc_compiles_without_spills(nvrtc_builds, name: str, arch: str) -> None:
     result = nvrtc_builds[(name, arch)]
     major, minor = nvrtc_lib.version(NVRTC)

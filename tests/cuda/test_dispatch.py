@@ -136,7 +136,8 @@ def test_training_uses_the_kernels_on_hopper(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_training_refused_where_the_backward_kernel_does_not_fit(monkeypatch: pytest.MonkeyPatch) -> None:
-    """sm_86 (99 KB of shared memory per block): TTT-Linear inference runs, its backward (150 KB) does not."""
+    """sm_86 (99 KB of shared memory per block): TTT-Linear inference runs, its backward (150 KB) does not;
+    TTT-MLP trains on the no-cluster backward (94.75 KB)."""
     monkeypatch.delenv(cuda_backend.ENV_TRAINING, raising=False)
     _simulated_gpu(monkeypatch, 86, 101376)
     assert cuda_backend.unsupported_reason(_call(kind="linear", hidden=64)) is None
@@ -146,9 +147,7 @@ def test_training_refused_where_the_backward_kernel_does_not_fit(monkeypatch: py
         f"training: the linear backward kernel needs {smem} B of shared memory per block, device allows 101376 B"
     )
     assert cuda_backend.unsupported_reason(_call()) is None  # TTT-MLP inference: the no-cluster kernel
-    assert cuda_backend.unsupported_reason(_call(requires_grad=True)) == (
-        "training: the mlp backward kernel needs sm_90+ (got sm_86)"
-    )
+    assert cuda_backend.unsupported_reason(_call(requires_grad=True)) is None  # and its training
 
 
 # (compute capability, shared memory per block): A100, RTX 30xx / A40, RTX 40xx / L40S, H100
@@ -159,17 +158,21 @@ GPUS = [(80, 167936), (86, 101376), (89, 101376), (90, 232448)]
 def test_mlp_forward_variant_follows_compute_capability(
     monkeypatch: pytest.MonkeyPatch, arch: int, smem: int
 ) -> None:
-    """Before Hopper the TTT-MLP forward runs the no-cluster kernel; Hopper keeps the cluster kernel."""
+    """Before Hopper the TTT-MLP forward and backward run the no-cluster kernels; Hopper keeps the cluster
+    kernels."""
     monkeypatch.delenv(loader.ENV_VARIANT, raising=False)
     _simulated_gpu(monkeypatch, arch, smem)
     assert cuda_backend.unsupported_reason(_call()) is None
+    assert cuda_backend.unsupported_reason(_call(requires_grad=True)) is None  # TTT-MLP training everywhere
     spec = loader.select_spec("mlp", torch.bfloat16, arch)
-    want = "ttt_mlp_fwd.cu" if arch >= 90 else "ttt_mlp_fwd_sm80.cu"
-    assert spec.source == want
+    assert spec.source == ("ttt_mlp_fwd.cu" if arch >= 90 else "ttt_mlp_fwd_sm80.cu")
     assert spec.smem_bytes <= smem
-    # the linear kernels and every backward kernel have one variant
+    bwd = loader.select_spec("mlp", torch.bfloat16, arch, backward=True)
+    assert bwd.source == ("ttt_mlp_bwd.cu" if arch >= 90 else "ttt_mlp_bwd_sm80.cu")
+    assert bwd.smem_bytes <= smem
+    # the linear kernels have one variant each
     assert loader.select_spec("linear", torch.bfloat16, arch).source == "ttt_linear_fwd.cu"
-    assert loader.select_spec("mlp", torch.bfloat16, arch, backward=True).source == "ttt_mlp_bwd.cu"
+    assert loader.select_spec("linear", torch.bfloat16, arch, backward=True).source == "ttt_linear_bwd.cu"
 
 
 def test_variant_env_forces_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,7 +181,8 @@ def test_variant_env_forces_a_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     _simulated_gpu(monkeypatch, 90, 232448)
     monkeypatch.setenv(loader.ENV_VARIANT, "sm80")
     assert loader.select_spec("mlp", torch.bfloat16, 90).source == "ttt_mlp_fwd_sm80.cu"
-    assert cuda_backend.unsupported_reason(_call()) is None
+    assert loader.select_spec("mlp", torch.bfloat16, 90, backward=True).source == "ttt_mlp_bwd_sm80.cu"
+    assert cuda_backend.unsupported_reason(_call(requires_grad=True)) is None
     _simulated_gpu(monkeypatch, 86, 101376)
     monkeypatch.setenv(loader.ENV_VARIANT, "sm90")
     assert cuda_backend.unsupported_reason(_call()) == (
@@ -235,7 +239,13 @@ def test_nvidia_cuda_namespace_still_importable() -> None:
 
 
 def test_kernel_source_inlines_headers() -> None:
-    specs = [*loader.KERNELS.values(), *loader.NO_CLUSTER_KERNELS.values(), *loader.BACKWARD_KERNELS.values()]
+    tables = (
+        loader.KERNELS,
+        loader.NO_CLUSTER_KERNELS,
+        loader.BACKWARD_KERNELS,
+        loader.NO_CLUSTER_BACKWARD_KERNELS,
+    )
+    specs = [spec for table in tables for spec in table.values()]
     for spec in specs:
         text = loader.kernel_source(spec.source)
         assert "#include" not in "\n".join(

@@ -324,3 +324,124 @@ def test_no_cluster_mutations_fail(name: str) -> None:
         return  # the emulator caught it (deadlock, bad address)
     errors = [rel_err(a, b) for a, b in zip(got, [ref_out, *ref_final.tensors()])]
     assert not all(e < BF16_RTOL for e in errors), f"mutation {name} passed: rel errors {errors}"
+
+
+# ---- the no-cluster TTT-MLP backward (ttt_mlp_bwd_sm80.cu: sm_80 / sm_86 / sm_89) ----------------------
+
+NO_CLUSTER_BWD_SOURCE = "ttt_mlp_bwd_sm80.cu"
+# (B, H, L, checkpoint group): lengths that are not multiples of 64, several heads and batches, several
+# groups with a partial last one, one group through the public op
+NO_CLUSTER_BWD_CASES = [(1, 2, 200, 2), (2, 1, 64 * 2 + 17, 16), (1, 1, 64 * 3, 2)]
+
+
+@pytest.mark.parametrize(
+    "case", NO_CLUSTER_BWD_CASES, ids=[f"B{b}-H{h}-L{n}-g{g}" for b, h, n, g in NO_CLUSTER_BWD_CASES]
+)
+def test_no_cluster_mlp_backward_matches_reference_autograd(no_cluster, case) -> None:
+    b, h, length, group = case
+    inputs = make_inputs("mlp", b, h, length, seed=length + group)
+    gen = torch.Generator().manual_seed(7)
+    d_out = torch.randn(b, h, length, 64, generator=gen).bfloat16().float()
+    d_final = [torch.randn(t.shape, generator=gen) for t in inputs[6].tensors()]
+
+    def kernel(q, k, v, eta, ln_w, ln_b, state):
+        if group == 16:  # through the public op (its default group)
+            return ttt_scan("mlp", q, k, v, eta, ln_w, ln_b, state, backend="cuda")
+        pad = (-length) % 64
+        q, k, v = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+        out, final = cuda_backend.run(
+            "mlp", q, k, v, F.pad(eta, (0, pad)), ln_w, ln_b, state, 64, checkpoint_group=group
+        )
+        return out[:, :, :length], final
+
+    def reference(q, k, v, eta, ln_w, ln_b, state):
+        return padded_reference("mlp", q.float(), k.float(), v.float(), eta, ln_w, ln_b, state)
+
+    out, grads = _grads_of(kernel, "mlp", inputs, d_out, d_final)
+    ref_out, ref_grads = _grads_of(reference, "mlp", inputs, d_out, d_final)
+    assert sorted(no_cluster.libs) == sorted([NO_CLUSTER_SOURCE, NO_CLUSTER_BWD_SOURCE])  # both variants ran
+    assert rel_err(out, ref_out) < BF16_RTOL
+    for name, got, want, leaf in zip(NAMES, grads, ref_grads, [*inputs[:6], *inputs[6].tensors()]):
+        assert got.shape == want.shape and got.dtype == leaf.dtype, name
+        assert torch.isfinite(got).all(), f"d{name} has NaN (unwritten)"
+        assert rel_err(got, want) < BF16_RTOL, f"d{name}: rel err {rel_err(got, want):.2e}"
+
+
+def test_no_cluster_mlp_backward_is_schedule_independent(no_cluster) -> None:
+    """Bitwise equal gradients under different warp schedules: no race, a fixed summation order."""
+    q, k, v, eta, ln_w, ln_b, state = make_inputs("mlp", 1, 1, 64 * 3, seed=3)
+    _, _, ckpt = cuda_backend.scan_forward("mlp", q, k, v, eta, ln_w, ln_b, state, checkpoint_every=2)
+    d_out = torch.randn(q.shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+    lib = no_cluster.load_kernel("mlp", torch.bfloat16, q.device, backward=True).lib
+    runs = []
+    for seed in (1, 2, 3):
+        lib.seed(seed)
+        runs.append(cuda_backend.scan_backward("mlp", q, k, v, eta, ln_w, ln_b, ckpt, d_out))
+    assert list(no_cluster.libs) == [NO_CLUSTER_SOURCE, NO_CLUSTER_BWD_SOURCE]
+    for other in runs[1:]:
+        for name, a, b in zip(NAMES, runs[0], other):
+            assert torch.equal(a, b), f"d{name} depends on the warp schedule"
+
+
+# planted bugs in the no-cluster backward, each a one-line change of its source
+BWD_MUTATIONS = {
+    "deta-sign": ("dep[nt][e] += dp1 * g1;", "dep[nt][e] -= dp1 * g1;"),
+    "skipped-table-wait": (
+        "    cp_async_commit();\n    cp_async_wait<0>();\n    __syncthreads();\n  };",
+        "    cp_async_commit();\n    __syncthreads();\n  };",
+    ),
+    "missing-barrier-before-contraction": ("          __syncthreads();  // opa complete\n", "\n"),
+    "db1-not-accumulated": ("      s.db1[tid] += s2.acc_db1[tid];\n", "\n"),
+    "dq-without-dO": (
+        "          if (h == 0) add_rows_bf16(acc, gdoj, HD, 16 * rb, 32 * ch, lane);  // + dO\n",
+        "\n",
+    ),
+    "deta-not-stored": ("        (deta + tok0() + static_cast<size_t>(j) * MBS)[utid] = d;\n", "\n"),
+}
+
+
+def _no_cluster_backward_errors(inputs, d_out, d_final) -> list[float]:
+    """Relative errors of the ten gradients of a 2-group scan against the reference's autograd."""
+
+    def kernel(q, k, v, eta, ln_w, ln_b, state):
+        return cuda_backend.run("mlp", q, k, v, eta, ln_w, ln_b, state, 64, checkpoint_group=1)
+
+    def reference(q, k, v, eta, ln_w, ln_b, state):
+        return ttt_scan_reference("mlp", q.float(), k.float(), v.float(), eta, ln_w, ln_b, state, 64)
+
+    _, grads = _grads_of(kernel, "mlp", inputs, d_out, d_final)
+    _, ref_grads = _grads_of(reference, "mlp", inputs, d_out, d_final)
+    return [
+        rel_err(got, want) if torch.isfinite(got).all() else float("inf")
+        for got, want in zip(grads, ref_grads)
+    ]
+
+
+def _mutation_inputs():
+    inputs = make_inputs("mlp", 1, 1, 64 * 2, seed=9)
+    gen = torch.Generator().manual_seed(5)
+    d_out = torch.randn(1, 1, 64 * 2, 64, generator=gen).bfloat16().float()
+    d_final = [torch.randn(t.shape, generator=gen) for t in inputs[6].tensors()]
+    return inputs, d_out, d_final
+
+
+def test_no_cluster_backward_unmutated_passes_the_mutation_check(no_cluster) -> None:
+    """The yardstick of the mutation test below accepts the real kernel."""
+    errors = _no_cluster_backward_errors(*_mutation_inputs())
+    assert max(errors) < BF16_RTOL, errors
+
+
+@pytest.mark.slow  # one g++ build of the mutated kernel each (about 15 s on a shared 2-core CPU)
+@pytest.mark.parametrize("name", sorted(BWD_MUTATIONS))
+def test_no_cluster_backward_mutations_fail(no_cluster, name: str) -> None:
+    """Each planted bug makes a gradient of the emulated kernel wrong or NaN (or the emulator stop)."""
+    old, new = BWD_MUTATIONS[name]
+    source = loader.kernel_source(NO_CLUSTER_BWD_SOURCE)
+    assert source.count(old) == 1, f"mutation {name}: the line to change is not in the source"
+    mutated = f"ttt_mlp_bwd_sm80_{name.replace('-', '_')}.cu"
+    no_cluster.libs[NO_CLUSTER_BWD_SOURCE] = kernel_emu.build(mutated, source.replace(old, new))
+    try:
+        errors = _no_cluster_backward_errors(*_mutation_inputs())
+    except RuntimeError:
+        return  # the emulator caught it (deadlock, bad address)
+    assert not max(errors) < BF16_RTOL, f"mutation {name} passed: rel errors {errors}"
