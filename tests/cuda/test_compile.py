@@ -2,13 +2,15 @@
 with NVRTC as the loader feeds it; the kernels that keep state in registers do not spill; every kernel's
 shared memory fits the per-block limit of each architecture it runs on, with headroom.
 
-No GPU needed. nvcc (the CUDA toolkit) is absent in CI: those tests skip there. The NVRTC tests need only
-libnvrtc (the nvidia-cuda-nvrtc wheel, a dev dependency), so they run in CI. The compiles run in parallel
-(module fixtures) and write cubins to a temp dir.
+No GPU needed, and no CUDA toolkit: nvcc comes from NVIDIA's wheels in the dev extra (nvidia-cuda-nvcc,
+nvidia-nvvm, nvidia-cuda-crt and nvidia-cuda-runtime's headers; it uses the system's g++ as its host
+compiler), libnvrtc from the nvidia-cuda-nvrtc wheel, so both sets of checks run in CI. The compiles run
+in parallel (module fixtures) and write cubins to a temp dir.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import shutil
@@ -27,12 +29,23 @@ ARCHS = ("sm_80", "sm_86", "sm_89", "sm_90")
 # opt-in shared memory per block (CUDA C++ Programming Guide, technical specifications per compute capability)
 SMEM_PER_BLOCK = {"sm_80": 163 * 1024, "sm_86": 99 * 1024, "sm_89": 99 * 1024, "sm_90": 227 * 1024}
 MIN_SMEM_HEADROOM = 4 * 1024  # bytes every kernel leaves under the limit of each architecture it runs on
-NVCC = shutil.which("nvcc") or (
-    "/usr/local/cuda/bin/nvcc" if Path("/usr/local/cuda/bin/nvcc").exists() else None
-)
 
+
+def _find_nvcc() -> str | None:
+    """The dev extra's nvcc (site-packages/nvidia/cu13/bin: the version CI compiles with), else the
+    toolkit's on PATH or in /usr/local/cuda."""
+    spec = importlib.util.find_spec("nvidia")
+    for root in list(spec.submodule_search_locations or []) if spec is not None else []:
+        wheel_nvcc = Path(root) / "cu13" / "bin" / "nvcc"
+        if wheel_nvcc.is_file():
+            return str(wheel_nvcc)
+    toolkit = Path("/usr/local/cuda/bin/nvcc")
+    return shutil.which("nvcc") or (str(toolkit) if toolkit.exists() else None)
+
+
+NVCC = _find_nvcc()
 needs_nvcc = pytest.mark.skipif(
-    NVCC is None, reason="needs nvcc (CUDA toolkit 12.4+ on PATH or in /usr/local/cuda); CI has none"
+    NVCC is None, reason="needs nvcc: pip install -e '.[dev]' (NVIDIA's nvcc wheels) or a CUDA toolkit 12.4+"
 )
 
 ALL_SPECS = {
