@@ -51,7 +51,9 @@ _RESERVED = {
     "colorInteropID",
     "framesPerSecond",
 }
-_INTEROP_ID = re.compile(r"^(data|unknown|[a-z0-9]+_[a-z0-9]+_(scene|display))$")
+# the Color Interop Forum's ids ("lin_ap1_scene") and OCIO's namespaced ones for camera spaces
+# ("ocio:arrilogc4_awg4_scene"), as OCIO's built-in configs tag their colour spaces
+_INTEROP_ID = re.compile(r"^(data|unknown|([a-z][a-z0-9]*:)?[a-z0-9]+_[a-z0-9]+_(scene|display))$")
 
 PathLike = Union[str, "os.PathLike[str]"]
 Window = Tuple[int, int, int, int]
@@ -97,7 +99,8 @@ def write_rgba_exr(
     floats are converted to HALF and must fit in it (|x| <= 65504). attributes: extra header entries
     (str, int, float or Fraction), e.g. {"ttt_studio/job_id": "j42"}. frames_per_second: e.g.
     Fraction(24000, 1001), written as the standard rational framesPerSecond attribute.
-    colour_interop_id: e.g. "lin_ap1_scene" for ACEScg; None leaves it untagged.
+    colour_interop_id: e.g. "lin_ap1_scene" for ACEScg, "ocio:lin_awg4_scene" for a camera's namespaced
+    space; None leaves it untagged.
     data_window: (xmin, ymin, xmax, ymax) inclusive, where the pixels lie (its size must be rgba's);
     default (0, 0, W - 1, H - 1). display_window: the frame (the format), same form; default the data
     window. pixel_aspect_ratio: e.g. 2.0 for anamorphic; default 1. chromaticities: 8 floats (red, green,

@@ -172,6 +172,8 @@ def test_write_sequence_and_paths(tmp_path: Path) -> None:
         ({"rgba": np.full((2, 2, 4), np.inf, np.float16)}, "NaN or inf"),
         ({"rgba": np.full((2, 2, 4), 1e6, np.float32)}, "does not fit in half float"),
         ({"colour_interop_id": "ACEScg"}, "'ACEScg' is not a colour interop id"),
+        ({"colour_interop_id": "ocio:ACEScg"}, "'ocio:ACEScg' is not a colour interop id"),
+        ({"colour_interop_id": ":lin_ap1_scene"}, "':lin_ap1_scene' is not a colour interop id"),
         ({"attributes": {"compression": "none"}}, "reserved"),
         ({"attributes": {"ttt_studio/flag": True}}, "must be str, int, float or Fraction"),
         ({"attributes": {"ttt_studio/seed": 2**40}}, "does not fit a 32-bit EXR int; store it as a str"),
@@ -183,3 +185,16 @@ def test_write_errors(tmp_path: Path, kwargs, match) -> None:
     with pytest.raises(ExrWriteError, match=match):
         write_rgba_exr(tmp_path / "x.exr", **args)
     assert not (tmp_path / "x.exr").exists()
+
+
+def test_every_interop_id_of_the_studio_config_is_written_and_read_back(tmp_path: Path) -> None:
+    """A delivery in any colour space OCIO's studio config names (camera spaces are namespaced,
+    "ocio:lin_awg4_scene") is tagged with its id: the writer refuses none of them."""
+    ocio = pytest.importorskip("PyOpenColorIO")  # a main dependency (the conform stage)
+    config = ocio.Config.CreateFromFile("ocio://studio-config-latest")
+    ids = sorted({cs.getInteropID() for cs in config.getColorSpaces() if cs.getInteropID()})
+    assert "ocio:lin_awg4_scene" in ids and "lin_ap1_scene" in ids
+    for interop_id in ids:
+        path = tmp_path / f"{interop_id.replace(':', '_')}.exr"
+        write_rgba_exr(path, np.zeros((2, 2, 4), np.float32), colour_interop_id=interop_id)
+        assert read_exr(path)[1]["colorInteropID"] == interop_id
