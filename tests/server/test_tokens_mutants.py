@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+import server
 from server import tokens
 
 TOKEN = "ttt.abcdef12.secret-of-alice-0123456789"
@@ -148,11 +152,38 @@ def test_migrate_issues_working_tokens_and_refuses_what_it_cannot_convert(tmp_pa
         tokens.migrate(path)
     bad = tmp_path / "bad"
     bad.write_text("# old\n\nold-token-of-alice-0123 alice admin\n")
-    with pytest.raises(tokens.TokenFileError, match=r"line 3: expected 'TOKEN USER', got 3 field\(s\)$"):
+    with pytest.raises(
+        tokens.TokenFileError, match=rf"^{bad} line 3: expected 'TOKEN USER', got 3 field\(s\)$"
+    ):
         tokens.migrate(bad)
     bad.write_text("old-token-of-alice-0123 ../alice\n")
-    with pytest.raises(tokens.TokenFileError, match=r"line 1: expected 'TOKEN USER'"):
+    with pytest.raises(tokens.TokenFileError, match=rf"^{bad} line 1: expected 'TOKEN USER'"):
         tokens.migrate(bad)
     missing = tmp_path / "missing"
     with pytest.raises(tokens.TokenFileError, match=rf"^token file {missing} cannot be read: "):
         tokens.migrate(missing)
+
+
+def test_token_files_are_read_as_utf8_under_an_ascii_locale(tmp_path: Path) -> None:
+    # a server in a bare container may run with the C locale and no UTF-8 coercion: a comment written by
+    # an admin, or an old clear-text token, with a non-ASCII character must still read
+    hashed = tmp_path / "hashed"
+    hashed.write_text(f"{tokens.HEADER}\n# équipe\n{_entry().line()}\n", encoding="utf-8")
+    clear = tmp_path / "clear"
+    clear.write_text("tøken-of-alice-0123456789 alice\n", encoding="utf-8")
+    code = (
+        "import locale, sys\n"
+        "from server import tokens\n"
+        "assert locale.getencoding().lower() != 'utf-8'\n"
+        "print(*tokens.read_token_file(sys.argv[1]), *tokens.migrate(sys.argv[2]))\n"
+    )
+    package_root = str(Path(server.__file__).resolve().parents[1])
+    env = dict(
+        os.environ, LC_ALL="C", LANG="C", PYTHONUTF8="0", PYTHONCOERCECLOCALE="0", PYTHONPATH=package_root
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code, str(hashed), str(clear)], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == ["abcdef12", "alice"]
+    assert [e.user for e in tokens.read_token_file(clear).values()] == ["alice"]
