@@ -90,6 +90,16 @@ def test_a_bad_token_id_is_named_with_its_line() -> None:
         tokens.parse_token_file(f"{tokens.HEADER}\n{bad}\n", "f")
 
 
+def test_a_malformed_line_is_named_by_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"{tokens.HEADER}\nlonely\n", encoding="utf-8")
+    with pytest.raises(tokens.TokenFileError, match=rf"^{path} line 2: expected 'ID USER ROLE HASH'"):
+        tokens.read_token_file(path)
+    # text from no file is named as the token file
+    with pytest.raises(tokens.TokenFileError, match=r"^token file line 2: expected 'ID USER ROLE HASH'"):
+        tokens.parse_token_file(f"{tokens.HEADER}\nlonely\n")
+
+
 def test_write_then_read_keeps_every_entry(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     entries = {
