@@ -206,3 +206,16 @@ def test_each_flow_setting_changes_the_flow():
 def test_bad_retime_inputs_are_named(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_the_consistency_check_reads_the_other_flow_where_the_source_lands():
+    # a 4 px pan to the right whose backward flow is wrong in columns 20-21 only. Frame A sees pixel x
+    # from x - 2, which lands on x + 2 in B: A's view of columns 18-19 is inconsistent (and B, whose
+    # flow is wrong there, finds nothing, so they show A alone); columns 22-23 are clear on both sides
+    size = 32
+    flows = _pan(4.0, 0.0, size=size)
+    flows.backward[:, 20:22] = (0.0, 8.0)
+    a, b = _flat(0.0, size=size), _flat(1.0, size=size)
+    frame, _ = flow_interpolate(a, b, 0.5, flows, FlowConfig(max_unreliable=1.0))
+    np.testing.assert_allclose(frame[:, 18:20], 0.0, atol=1e-6)
+    np.testing.assert_allclose(frame[:, 22:24], 0.5, atol=1e-6)
