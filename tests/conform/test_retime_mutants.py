@@ -219,3 +219,16 @@ def test_the_consistency_check_reads_the_other_flow_where_the_source_lands():
     frame, _ = flow_interpolate(a, b, 0.5, flows, FlowConfig(max_unreliable=1.0))
     np.testing.assert_allclose(frame[:, 18:20], 0.0, atol=1e-6)
     np.testing.assert_allclose(frame[:, 22:24], 0.5, atol=1e-6)
+
+
+def test_half_float_frames_retime_at_float32_precision():
+    # frames read from half-float EXRs: guides, blends and flow mixes are computed from their exact
+    # float32 values (float16 arithmetic would round every step to about 3 decimal digits)
+    rng = np.random.default_rng(0)
+    a16, b16 = (rng.random((SIZE, SIZE, 3)).astype(np.float16) for _ in range(2))
+    a32, b32 = a16.astype(np.float32), b16.astype(np.float32)
+    np.testing.assert_array_equal(guide(a16), guide(a32))
+    np.testing.assert_allclose(blend(a16, b16, 0.3), 0.7 * a32 + 0.3 * b32, rtol=0, atol=1e-6)
+    frame, _ = flow_interpolate(a16, b16, 0.3, _pan(0.0, 0.0))
+    assert frame.dtype == np.float32
+    np.testing.assert_allclose(frame, 0.7 * a32 + 0.3 * b32, rtol=0, atol=1e-6)
