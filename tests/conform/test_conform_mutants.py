@@ -69,6 +69,17 @@ def test_conform_in_retimes_plates_into_the_model_rate(retime, native_fps, count
     np.testing.assert_allclose(model, np.broadcast_to(model[:, :1, :1], model.shape), atol=1e-6)  # flat
 
 
+def test_conform_in_blend_cross_fades_a_moving_bar():
+    # a bar moving 4 px a plate frame: blend shows both positions at half strength, as a cross-fade
+    plates = []
+    for j in range(3):
+        plate = np.full((32, 32, 3), 0.2, np.float32)
+        plate[:, 8 + 4 * j : 12 + 4 * j] = 0.8
+        plates.append(plate)
+    model = conform_in(plates, Fraction(24), LINEAR, Fraction(48), 5, (32, 32), LINEAR, "blend")
+    np.testing.assert_allclose(model[1], 0.5 * plates[0] + 0.5 * plates[1], atol=1e-6)
+
+
 def test_conform_in_reads_each_plate_once_and_computes_each_flow_once(monkeypatch):
     flows = _counting(monkeypatch, "compute_flows")
     plates = _Plates(5)
@@ -143,16 +154,24 @@ def _flat_natives(count: int, size=(16, 12)) -> list[np.ndarray]:
     return [np.full((size[1], size[0], 3), STEP * i, np.float32) for i in range(count)]
 
 
-@pytest.mark.parametrize("retime", ["hold", "blend"])
-def test_delivered_hold_and_blend_frames_and_their_flags(retime, monkeypatch):
+@pytest.mark.parametrize(
+    "retime, native_fps, rate, expected",
+    [
+        # 24 fps natives delivered at 48 fps: frames 1 and 3 lie half way (hold takes the later native)
+        ("hold", 24, 48, [0, 1, 1, 2, 2]),
+        ("blend", 24, 48, [0, 0.5, 1, 1.5, 2]),
+        # 8 fps natives delivered at 24 fps: a third and two thirds of the way
+        ("hold", 8, 24, [0, 0, 1, 1, 1]),
+        ("blend", 8, 24, [0, 1 / 3, 2 / 3, 1, 4 / 3]),
+    ],
+)
+def test_delivered_hold_and_blend_frames_and_their_flags(retime, native_fps, rate, expected, monkeypatch):
     guides = _counting(monkeypatch, "guide")
     natives = _flat_natives(3)
-    # 24 fps natives delivered at 48 fps: frames 1 and 3 lie half way between natives
-    delivery = Delivery(rate=Fraction(48), duration=5, retime=retime, colorspace=LINEAR)
-    conformer = Conformer(delivery, Fraction(24), 3, (16, 12), LINEAR)
+    delivery = Delivery(rate=Fraction(rate), duration=5, retime=retime, colorspace=LINEAR)
+    conformer = Conformer(delivery, Fraction(native_fps), 3, (16, 12), LINEAR)
     frames = list(conformer.frames(lambda i: natives[i]))
     values = [float(f.rgba[0, 0, 0]) for f in frames]
-    expected = [0, 1, 1, 2, 2] if retime == "hold" else [0, 0.5, 1, 1.5, 2]
     np.testing.assert_allclose(values, STEP * np.asarray(expected), atol=1e-6)
     assert [f.attributes["ttt_studio/conform/flow_fallback"] for f in frames] == ["0"] * 5
     assert conformer.report.flow_fallbacks == 0
@@ -215,24 +234,34 @@ def test_report_and_attributes_of_an_anamorphic_ntsc_delivery():
     assert frame.attributes["dataWindow"] == ((0, 0), (99, 49))
 
 
-def test_a_written_letterboxed_frame_reads_back_window_tags_and_half_pixels(tmp_path):
-    # a square generation fitted into a 32 x 16 frame: the picture is columns 8..23
-    delivery = Delivery(rate=24, duration=1, width=32, height=16, colorspace="lin_adobergb_scene")
+@pytest.mark.parametrize(
+    "size, window",
+    [
+        ((32, 16), ((8, 0), (23, 15))),  # a square picture fitted into a wide frame: columns 8..23
+        ((16, 32), ((0, 8), (15, 23))),  # into a tall frame: rows 8..23
+    ],
+)
+def test_a_written_fitted_frame_reads_back_window_tags_and_half_pixels(tmp_path, size, window):
+    delivery = Delivery(rate=24, duration=1, width=size[0], height=size[1], colorspace="lin_adobergb_scene")
     conformer = Conformer(delivery, Fraction(24), 1, (8, 8), LINEAR)
     frame = conformer.frame(0, lambda i: np.full((8, 8, 3), 0.5, np.float32))
+    (x0, y0), (x1, y1) = window
     path = str(tmp_path / "f.exr")
     write_delivered(path, frame)
     with OpenEXR.File(path) as exr:  # the header is read while the file is open
         header = dict(exr.header())
         pixels = np.array(exr.channels()["RGBA"].pixels)
-    assert tuple(tuple(int(v) for v in c) for c in header["dataWindow"]) == ((8, 0), (23, 15))
-    assert tuple(tuple(int(v) for v in c) for c in header["displayWindow"]) == ((0, 0), (31, 15))
+    assert tuple(tuple(int(v) for v in c) for c in header["dataWindow"]) == window
+    assert tuple(tuple(int(v) for v in c) for c in header["displayWindow"]) == (
+        (0, 0),
+        (size[0] - 1, size[1] - 1),
+    )
     assert pixels.shape == (16, 16, 4) and pixels.dtype == np.float16
-    np.testing.assert_array_equal(pixels, frame.rgba[:, 8:24].astype(np.float16))
+    np.testing.assert_array_equal(pixels, frame.rgba[y0 : y1 + 1, x0 : x1 + 1].astype(np.float16))
     assert header["colorInteropID"] == "lin_adobergb_scene"
     assert "chromaticities" not in header  # no primaries listed for AdobeRGB
     assert header["ttt_studio/conform/flow_fallback"] == "0"
-    assert json.loads(header["ttt_studio/conform/target"])["width"] == 32
+    assert json.loads(header["ttt_studio/conform/target"])["width"] == size[0]
 
 
 def test_written_pixels_must_fit_in_half_floats(tmp_path):
