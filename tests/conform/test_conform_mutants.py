@@ -17,6 +17,8 @@ import ttt_engine.conform.conform as conform_module
 from host_plugin.core.errors import ExrWriteError
 from ttt_engine.conform import Conformer, Delivery, conform_in, write_delivered
 
+from .scene import DiscScene
+
 LINEAR = "lin_rec709_scene"
 MODEL = "srgb_rec709_scene"
 STEP = 0.05  # plate frame j is flat STEP * j
@@ -69,15 +71,12 @@ def test_conform_in_retimes_plates_into_the_model_rate(retime, native_fps, count
     np.testing.assert_allclose(model, np.broadcast_to(model[:, :1, :1], model.shape), atol=1e-6)  # flat
 
 
-def test_conform_in_blend_cross_fades_a_moving_bar():
-    # a bar moving 4 px a plate frame: blend shows both positions at half strength, as a cross-fade
-    plates = []
-    for j in range(3):
-        plate = np.full((32, 32, 3), 0.2, np.float32)
-        plate[:, 8 + 4 * j : 12 + 4 * j] = 0.8
-        plates.append(plate)
-    model = conform_in(plates, Fraction(24), LINEAR, Fraction(48), 5, (32, 32), LINEAR, "blend")
-    np.testing.assert_allclose(model[1], 0.5 * plates[0] + 0.5 * plates[1], atol=1e-6)
+def test_conform_in_blend_cross_fades_a_moving_disc():
+    # blend shows the disc at both positions at half strength, a cross-fade, where flow would move it
+    scene = DiscScene()
+    plates = [scene.render(Fraction(j, 24) * 6) for j in range(3)]
+    model = conform_in(plates, Fraction(24), MODEL, Fraction(48), 5, (128, 128), MODEL, "blend")
+    np.testing.assert_allclose(model[1], 0.5 * plates[0] + 0.5 * plates[1], atol=1e-5)
 
 
 def test_conform_in_reads_each_plate_once_and_computes_each_flow_once(monkeypatch):
