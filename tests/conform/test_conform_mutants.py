@@ -276,3 +276,16 @@ def test_written_pixels_must_fit_in_half_floats(tmp_path):
     frame.rgba[0, 0, 0] = -np.inf
     with pytest.raises(ExrWriteError, match="pixels contain NaN or inf"):
         write_delivered(str(tmp_path / "inf.exr"), frame)
+
+
+def test_a_delivery_in_a_camera_space_is_written_with_its_namespaced_id(tmp_path):
+    """Camera spaces carry OCIO's namespaced interop ids: a delivery in Linear ARRI Wide Gamut 4 conforms
+    and writes, tagged "ocio:lin_awg4_scene"."""
+    delivery = Delivery(rate=24, duration=1, width=8, height=8, colorspace="ocio:lin_awg4_scene")
+    frame = Conformer(delivery, Fraction(24), 1, (8, 8), LINEAR).frame(
+        0, lambda i: np.full((8, 8, 3), 0.5, np.float32)
+    )
+    path = str(tmp_path / "awg4.exr")
+    write_delivered(path, frame)
+    with OpenEXR.File(path) as exr:
+        assert dict(exr.header())["colorInteropID"] == "ocio:lin_awg4_scene"
