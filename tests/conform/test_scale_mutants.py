@@ -40,13 +40,27 @@ def test_a_shrink_averages_fine_detail_instead_of_aliasing(filter, src, size, ax
     np.testing.assert_allclose(out, 1.0 / 3.0, atol=1e-5)
 
 
-def test_only_one_axis_shrinking_keeps_the_named_filter():
+def test_only_one_axis_shrinking_keeps_the_named_filter_on_the_growing_axis():
     # the height grows four times across a horizontal edge while the width halves: Lanczos rings
     # (overshoots 1) along the growing axis; area averaging would not
     image = np.zeros((8, 16, 3), np.float32)
     image[4:] = 1.0
     out = resize(image, 8, 32, "lanczos")
     assert out.max() > 1.05 and out.min() < -0.05
+
+
+@pytest.mark.parametrize("filter", SMOOTH_FILTERS)
+def test_an_anamorphic_squeeze_averages_the_shrinking_axis(filter):
+    # columns of random values, constant down each column: the width shrinks 4x while the height grows 2x.
+    # Each output column is the mean of its 4 source columns (no aliasing), whatever the growing axis's
+    # filter (a constant column stays constant).
+    columns = np.random.default_rng(3).random(16).astype(np.float32)
+    image = np.broadcast_to(columns[None, :, None], (8, 16, 3)).copy()
+    out = resize(image, 4, 16, filter)
+    expected = columns.reshape(4, 4).mean(axis=1)
+    np.testing.assert_allclose(out, np.broadcast_to(expected[None, :, None], (16, 4, 3)), atol=1e-5)
+    transposed = resize(np.ascontiguousarray(image.transpose(1, 0, 2)), 16, 4, filter)
+    np.testing.assert_allclose(transposed, out.transpose(1, 0, 2), atol=1e-5)
 
 
 @pytest.mark.parametrize("filter", SMOOTH_FILTERS)

@@ -1,9 +1,11 @@
 """Scaling a generated frame to the edit's format, as Nuke's Reformat does (fit / fill / distort).
 
 Library filters only: OpenCV's cv2.resize (INTER_LANCZOS4, INTER_CUBIC, INTER_LINEAR, INTER_NEAREST).
-A shrink on both axes uses INTER_AREA instead of the named smooth filter, because OpenCV's Lanczos and
-cubic kernels do not widen when shrinking and would alias (Nuke widens its filters there; area averaging
-is OpenCV's equivalent). `nearest` is always nearest.
+A shrinking axis uses INTER_AREA instead of the named smooth filter, because OpenCV's Lanczos and cubic
+kernels do not widen when shrinking and would alias (Nuke widens its filters there; area averaging is
+OpenCV's equivalent). When one axis shrinks and the other grows (an anamorphic squeeze), the resize runs
+in two passes: the shrinking axis by area, then the growing one with the named filter. `nearest` is
+always nearest.
 
 Pixel aspect: the generation has square pixels; the target's pixels are `pixel_aspect` times as wide
 as they are tall (2.0 for anamorphic). fit / fill keep the picture's shape as seen on screen, so on a
@@ -91,12 +93,15 @@ def resize(image: np.ndarray, width: int, height: int, filter: str) -> np.ndarra
     src_h, src_w = image.shape[:2]
     if (width, height) == (src_w, src_h):
         return np.array(image, dtype=np.float32, copy=True)
-    shrinking = width <= src_w and height <= src_h
-    out = cv2.resize(
-        np.ascontiguousarray(image, dtype=np.float32),
-        (width, height),
-        interpolation=_interpolation(filter, shrinking),
-    )
+    out = np.ascontiguousarray(image, dtype=np.float32)
+    if filter != "nearest" and (width < src_w) != (height < src_h) and width != src_w and height != src_h:
+        # one axis shrinks, the other grows: the shrinking axis alone first, by area
+        shrunk = (width, src_h) if width < src_w else (src_w, height)
+        out = cv2.resize(out, shrunk, interpolation=_interpolation(filter, shrinking=True))
+        if out.ndim == 2:
+            out = out[:, :, None]
+    shrinking = width <= out.shape[1] and height <= out.shape[0]
+    out = cv2.resize(out, (width, height), interpolation=_interpolation(filter, shrinking))
     if out.ndim == 2:  # cv2 drops a single channel axis
         out = out[:, :, None]
     if out.shape[2] == 4:
