@@ -537,9 +537,16 @@ def render_segment_and_matte(
     return out, matte
 
 
-def render_segment(seg: SegmentPlan, height: int, width: int, fps: int, frame_offset: int = 0) -> np.ndarray:
-    """One 3-s segment: float32 [3*fps, H, W, 3]."""
-    return render_segment_and_matte(seg, height, width, fps, frame_offset)[0]
+def render_segment(
+    seg: SegmentPlan,
+    height: int,
+    width: int,
+    fps: int,
+    frame_offset: int = 0,
+    hats: dict[str, str] | None = None,
+) -> np.ndarray:
+    """One 3-s segment: float32 [3*fps, H, W, 3] (hats: as render_segment_and_matte's)."""
+    return render_segment_and_matte(seg, height, width, fps, frame_offset, hats)[0]
 
 
 def render_episode_and_matte(
