@@ -106,6 +106,30 @@ def test_ablation_configs_change_only_the_inner_model(name: str, inner: str | No
         assert other.model.transformer == {**default.model.transformer, "ttt_inner": inner}
 
 
+@pytest.mark.parametrize(
+    ("name", "transformer"),
+    [
+        ("local_attn.yaml", {}),
+        ("ttt_linear.yaml", {"ttt_inner": "linear"}),
+        ("ttt_linear_open.yaml", {"ttt_inner": "linear", "ttt_gate_init": 1.0}),
+    ],
+)
+def test_memory_configs_change_only_the_inner_model(name: str, transformer: dict) -> None:
+    """Issue #30's arms share the TTT-MLP arm's base, memory-variant data, stage and seed; only the TTT
+    options differ (the inner model; the open-gate follow-up also the gates' initial value)."""
+    mlp = TrainConfig.load(ROOT / "configs" / "memory" / "ttt_mlp.yaml")
+    assert mlp.dataset.generate.variant == "memory" and mlp.dataset.generate.segments_range == (3, 3)
+    assert [s.segments for s in mlp.stages] == [3]  # a window is a whole clip: statement, gap, recall
+    other = TrainConfig.load(ROOT / "configs" / "memory" / name)
+    assert other.stages == mlp.stages and other.dataset == mlp.dataset and other.seed == mlp.seed
+    assert other.model.init == mlp.model.init and other.latent_cache == mlp.latent_cache
+    assert other.run_dir != mlp.run_dir
+    if not transformer:
+        assert other.model.transformer == {}
+    else:
+        assert other.model.transformer == {**mlp.model.transformer, **transformer}
+
+
 @pytest.mark.parametrize("suffix", [".yaml", ".json"])
 def test_save_load_round_trip(tmp_path: Path, suffix: str) -> None:
     stages = [

@@ -13,7 +13,9 @@ encoded and decoded by the first model's VAE (the best its DiT could do through 
 
 Per model the table gives the mean over storyboards of: prompt adherence, identity consistency,
 temporal smoothness, framing accuracy, and adherence over the first and last `tail` segments (does a
-model keep following the storyboard as the video gets longer?).
+model keep following the storyboard as the video gets longer?). With `--variant memory` the storyboards
+are the toon world's memory variant (a hat colour only the first segment states) and the table adds the
+memory metric (eval/memory.py) with its standard error over storyboards and its chance level.
 """
 
 from __future__ import annotations
@@ -32,10 +34,18 @@ import numpy as np
 import torch
 
 from ttt_engine.storyboard import Storyboard
+from ttt_engine.toonworld.memory import (
+    MIN_SEGMENTS,
+    VARIANTS,
+    check_variant,
+    variant_episode,
+    variant_storyboard,
+)
 from ttt_engine.toonworld.world import CHASE_SETUP_PROB, check_chase_setup_prob
 
 from .cli import RANDOM_INIT
 from .facts import facts_from_episode
+from .memory import CHANCE, mean_and_se, memory_score
 from .metrics import EvalReport, evaluate
 
 log = logging.getLogger(__name__)
@@ -54,12 +64,11 @@ class EvalCase:
     facts: list[Any]
     segments: int = 0  # of the episode (sample_episode(seed, segments)); 0: len(storyboard)
     chase_setup_prob: float = CHASE_SETUP_PROB  # the planner's, as the storyboard was made
+    variant: str = "base"  # the toon world's (toonworld/memory.py)
 
     def episode(self) -> Any:
-        from ttt_engine.toonworld.world import sample_episode
-
-        return sample_episode(
-            self.seed, self.segments or len(self.storyboard), chase_setup_prob=self.chase_setup_prob
+        return variant_episode(
+            self.variant, self.seed, self.segments or len(self.storyboard), self.chase_setup_prob
         )
 
 
@@ -81,6 +90,7 @@ class CompareConfig:
     first_storyboard: int = 0
     # the toon-world planner's chase staging (0: the storyboards of figures measured before it existed)
     chase_setup_prob: float = CHASE_SETUP_PROB
+    variant: str = "base"  # 'memory': the memory variant's storyboards and the memory metric
 
     def __post_init__(self) -> None:
         for name in ("segments", "storyboards", "steps", "tail"):
@@ -91,21 +101,30 @@ class CompareConfig:
         if self.first_storyboard < 0:
             raise ValueError(f"CompareConfig.first_storyboard: expected >= 0, got {self.first_storyboard}")
         check_chase_setup_prob(self.chase_setup_prob, "CompareConfig.chase_setup_prob")
+        check_variant(self.variant, "CompareConfig.variant")
+        if self.variant == "memory" and self.segments < MIN_SEGMENTS:
+            raise ValueError(
+                f"CompareConfig.segments: the memory variant needs >= {MIN_SEGMENTS}, got {self.segments}"
+            )
 
 
 def eval_cases(
-    segments: int, count: int, first: int = 0, chase_setup_prob: float = CHASE_SETUP_PROB
+    segments: int,
+    count: int,
+    first: int = 0,
+    chase_setup_prob: float = CHASE_SETUP_PROB,
+    variant: str = "base",
 ) -> list[EvalCase]:
-    """`count` held-out toon-world storyboards of `segments` segments, from index `first` (deterministic)."""
-    from ttt_engine.toonworld.storyboard_text import episode_storyboard
-    from ttt_engine.toonworld.world import sample_episode
+    """`count` held-out toon-world storyboards of `segments` segments, from index `first` (deterministic).
 
+    The seeds (EVAL_SEED_BASE + i) are the same for both variants; the memory variant draws its plans
+    from them with its own salt, so its held-out storyboards are its own."""
     cases = []
     for i in range(first, first + count):
         seed = EVAL_SEED_BASE + i
-        episode = sample_episode(seed, segments, chase_setup_prob=chase_setup_prob)
-        storyboard, facts = episode_storyboard(episode), facts_from_episode(episode)
-        cases.append(EvalCase(seed, storyboard, facts, segments, chase_setup_prob))
+        episode = variant_episode(variant, seed, segments, chase_setup_prob)
+        storyboard, facts = variant_storyboard(episode), facts_from_episode(episode)
+        cases.append(EvalCase(seed, storyboard, facts, segments, chase_setup_prob, variant))
     return cases
 
 
@@ -232,12 +251,14 @@ def run_model(pipe: Any, cases: Sequence[EvalCase], config: CompareConfig) -> li
     reports = []
     for case in cases:
         if isinstance(pipe, ToonWorldReference):
-            reports.append(evaluate(pipe.frames(case), case.storyboard, pipe.fps, facts=case.facts))
-            continue
-        params = sampling_params(pipe, config)
-        frames = pipe.generate(case.storyboard, params).frames
-        display = display_frames(frames, pipe.spec.colorspace)
-        reports.append(evaluate(display, case.storyboard, int(pipe.fps), facts=case.facts))
+            display, fps = pipe.frames(case), pipe.fps
+        else:
+            frames = pipe.generate(case.storyboard, sampling_params(pipe, config)).frames
+            display, fps = display_frames(frames, pipe.spec.colorspace), int(pipe.fps)
+        report = evaluate(display, case.storyboard, fps, facts=case.facts)
+        if case.variant == "memory":
+            report = dataclasses.replace(report, memory=memory_score(display, case.episode(), fps))
+        reports.append(report)
     return reports
 
 
@@ -260,6 +281,11 @@ def summarise(reports: Sequence[EvalReport], tail: int) -> dict[str, float | Non
     )
     for kind in ("presence", "absence", "background", "motion"):
         out[f"facts_{kind}"] = _mean([r.fact_accuracy(kind) for r in reports])
+    memory = [r.memory for r in reports if r.memory is not None]
+    if memory:  # means over storyboards, each with its standard error
+        for key in ("text_match", "self_match", "hat_seen"):
+            out[f"memory_{key}"], out[f"memory_{key}_se"] = mean_and_se([getattr(m, key) for m in memory])
+        out["memory_chance"] = CHANCE
     return out
 
 
@@ -279,7 +305,9 @@ def compare(
     models: dict[str, Any], config: CompareConfig
 ) -> tuple[dict[str, dict[str, float | None]], dict[str, list[EvalReport]]]:
     """models: name -> VideoPipeline. Returns (summaries, per-storyboard reports) by model name."""
-    cases = eval_cases(config.segments, config.storyboards, config.first_storyboard, config.chase_setup_prob)
+    cases = eval_cases(
+        config.segments, config.storyboards, config.first_storyboard, config.chase_setup_prob, config.variant
+    )
     reports = {}
     for name, pipe in models.items():
         log.info("generating %d storyboards of %d segments with %s", len(cases), config.segments, name)
@@ -333,6 +361,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="the toon-world planner's chase staging for the storyboards (default %(default)s; 0: the "
         "storyboards of figures recorded before the planner staged chases, such as docs/ablation.md's)",
     )
+    p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default=CompareConfig.variant,
+        help="'memory': the toon world's memory variant (a hat colour only the first segment states; "
+        "needs --segments >= 3) and the memory metric with its chance level",
+    )
     p.add_argument("--tail", type=int, default=CompareConfig.tail, help="segments in the first/last columns")
     p.add_argument("--json", type=Path, help="also write summaries and reports as JSON")
     p.add_argument(
@@ -385,6 +420,7 @@ def run(args: argparse.Namespace) -> int:
             tail=args.tail,
             first_storyboard=args.first_storyboard,
             chase_setup_prob=args.chase_setup,
+            variant=args.variant,
         )
         models = _load_models(args.models)
         if args.vae:

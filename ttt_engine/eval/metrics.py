@@ -41,6 +41,7 @@ from .detectors import (
     segment_motion,
 )
 from .facts import SegmentFacts, parse_storyboard
+from .memory import MemoryScore
 
 FACT_KINDS = ("presence", "absence", "background", "motion")
 
@@ -79,6 +80,7 @@ class EvalReport:
     segments: tuple[SegmentRow, ...]
     identity: dict[str, float | None]
     fps: int
+    memory: MemoryScore | None = None  # memory-variant storyboards only (eval/memory.py)
 
     @property
     def adherence(self) -> float:
@@ -123,6 +125,7 @@ class EvalReport:
             "fact_accuracy": {k: self.fact_accuracy(k) for k in FACT_KINDS},
             "framing_accuracy": self.framing_accuracy,
             "segments": [asdict(s) for s in self.segments],
+            **({"memory": self.memory.to_dict()} if self.memory is not None else {}),
         }
 
 

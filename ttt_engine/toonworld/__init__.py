@@ -7,7 +7,9 @@ living room + sofa, night street + trash can), six actions (chase, run_left, run
 hide, idle), two framings (wide, close-up), camera cuts inside a scene and new backgrounds at scene
 transitions. Everything is deterministic from a seed and rendered with numpy only. A wide shot of two
 or more characters opens, with probability `chase_setup_prob` (0.5), with two of them lined up for a
-chase; with 0 the planner plans as before that option (the default model's training clips).
+chase; with 0 the planner plans as before that option (the default model's training clips). The memory
+variant (`memory.py`, `write_dataset(..., variant="memory")`) dresses each episode's hero in a hat whose
+colour only the first segment's text states.
 
     episode = sample_episode(seed=3, n_segments=4)        # structured plan, per 3-s segment
     frames = render_episode(episode, 64, 64, fps=8)       # float32 [96, 64, 64, 3] in [0, 1]

@@ -7,6 +7,7 @@ import sys
 import time
 
 from .dataset import write_dataset
+from .memory import VARIANTS
 from .world import CHASE_SETUP_PROB
 
 
@@ -39,6 +40,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"share of wide shots of 2+ characters lined up for a chase (default {CHASE_SETUP_PROB}; "
         "0 writes the clips of toon worlds before this option)",
     )
+    p.add_argument(
+        "--variant",
+        choices=VARIANTS,
+        default="base",
+        help="'memory': each episode's hero wears a hat whose colour only the first segment's text "
+        "states (ttt_engine/toonworld/memory.py; needs --segments of at least 3)",
+    )
     p.add_argument("--overwrite", action="store_true", help="write over an existing dataset.json")
     p.set_defaults(func=run)
 
@@ -56,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             overwrite=args.overwrite,
             chase_setup_prob=args.chase_setup,
+            variant=args.variant,
         )
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}", file=sys.stderr)

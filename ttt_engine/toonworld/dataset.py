@@ -14,9 +14,9 @@ import numpy as np
 
 from ttt_engine.storyboard import SEGMENT_SECONDS, Storyboard, StoryboardError
 
+from .memory import MIN_SEGMENTS, check_variant, variant_episode, variant_storyboard
 from .render import frames_per_segment, render_episode_and_matte, to_uint8
-from .storyboard_text import episode_storyboard
-from .world import CHASE_SETUP_PROB, Episode, check_chase_setup_prob, sample_episode
+from .world import CHASE_SETUP_PROB, Episode, check_chase_setup_prob
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +98,14 @@ def write_dataset(
     seed: int = 0,
     overwrite: bool = False,
     chase_setup_prob: float = CHASE_SETUP_PROB,
+    variant: str = "base",
 ) -> Path:
     """Render `n_clips` toon-world episodes of segments_range[0]..segments_range[1] segments (inclusive).
 
     Clip i is the episode of seed SeedSequence([seed, i]) (sample_episode, with `chase_setup_prob`: 0
     writes the clips written before that option existed); its plan goes into meta.json as "plan".
+    variant 'memory': the episodes of `memory.sample_memory_episode` (a hat only the first segment's text
+    states; at least memory.MIN_SEGMENTS segments; `chase_setup_prob` does not apply).
     Returns the root folder. Refuses to write over an existing dataset unless `overwrite`.
     """
     root = Path(root)
@@ -113,6 +116,11 @@ def write_dataset(
         raise ValueError(f"segments_range: expected 1 <= min <= max ints, got {segments_range!r}")
     frames_per_segment(fps)
     check_chase_setup_prob(chase_setup_prob)  # before any folder is made
+    check_variant(variant)
+    if variant == "memory" and lo < MIN_SEGMENTS:
+        raise ValueError(
+            f"segments_range: the memory variant needs at least {MIN_SEGMENTS} segments, got {segments_range!r}"
+        )
     if (root / INDEX).exists() and not overwrite:
         raise FileExistsError(f"{root / INDEX} exists; pass overwrite=True (--overwrite) to write over it")
     root.mkdir(parents=True, exist_ok=True)
@@ -121,13 +129,13 @@ def write_dataset(
     for i in range(n_clips):
         n_seg = int(rng.integers(lo, hi + 1))
         clip_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
-        episode = sample_episode(clip_seed, n_seg, chase_setup_prob=chase_setup_prob)
+        episode = variant_episode(variant, clip_seed, n_seg, chase_setup_prob)
         frames, matte = render_episode_and_matte(episode, height, width, fps)
         name = clip_name(i)
         write_clip(
             root / name,
             to_uint8(frames),
-            episode_storyboard(episode),
+            variant_storyboard(episode),
             fps,
             {"source": "toonworld", "plan": episode.to_dict()},
             matte=matte,
@@ -146,6 +154,7 @@ def write_dataset(
             "seed": int(seed),
             "segments_range": [lo, hi],
             "chase_setup_prob": float(chase_setup_prob),
+            **({"variant": variant} if variant != "base" else {}),
         },
     }
     _write_json(root / INDEX, index)

@@ -26,6 +26,7 @@ from .world import (
     EXTRA_CHARACTERS,
     FRAMINGS,
     GROUND_Y,
+    HAT_COLOURS,
     Episode,
     SegmentPlan,
     actor_track,
@@ -199,6 +200,26 @@ def _zorp_parts(phase: int, moving: bool) -> list[Part]:
 
 _PARTS = {"cat": _cat_parts, "mouse": _mouse_parts, "dog": _dog_parts, "zorp": _zorp_parts}
 
+# Where a hat sits on each cast member's head, in sprite units: (head centre u, crown top v, brim v,
+# crown half-width). The crown covers the ears; the brim is a flat ellipse at the top of the head.
+_HAT_PLACE = {
+    "cat": (0.96, 0.0, 0.21, 0.13),
+    "mouse": (1.0, 0.0, 0.3, 0.17),
+    "dog": (0.98, -0.02, 0.17, 0.13),
+}
+
+
+def _hat_parts(character: str, colour: str) -> list[Part]:
+    """A top hat of a HAT_COLOURS colour on the character's head (the memory variant's appearance)."""
+    if character not in _HAT_PLACE:
+        raise ValueError(f"hat: only {sorted(_HAT_PLACE)} wear hats, got {character!r}")
+    if colour not in HAT_COLOURS:
+        raise ValueError(f"hat colour: expected one of {sorted(HAT_COLOURS)}, got {colour!r}")
+    cu, top, brim, half = _HAT_PLACE[character]
+    rgb = HAT_COLOURS[colour]
+    crown = Polygon(((cu - half, top), (cu + half, top), (cu + half, brim), (cu - half, brim)))
+    return [(crown, rgb, True), (Ellipse(cu, brim, 1.6 * half, 0.045), rgb, True)]
+
 
 def sprite_detail(frame_height: int) -> bool:
     """Whether sprites in frames this tall are drawn detailed (one style per resolution, both framings)."""
@@ -207,13 +228,19 @@ def sprite_detail(frame_height: int) -> bool:
 
 @lru_cache(maxsize=512)
 def sprite(
-    character: str, pixel_height: int, phase: int, moving: bool, facing: int, detail: bool = False
+    character: str,
+    pixel_height: int,
+    phase: int,
+    moving: bool,
+    facing: int,
+    detail: bool = False,
+    hat: str = "",
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """(rgb [h, w, 3] float32, mask [h, w] bool, pad) of a character `pixel_height` pixels tall.
 
     The ground contact is at row `pad + pixel_height`; the horizontal centre at column w // 2.
     detail: inner outlines and eye whites (large frames); otherwise one silhouette outline, so the
-    body colour dominates a small sprite.
+    body colour dominates a small sprite. hat: a HAT_COLOURS name ("" none), drawn over the head.
     """
     ch = get_character(character)
     hp = max(4, int(pixel_height))
@@ -225,7 +252,7 @@ def sprite(
     rgb = np.zeros((h, w, 3), np.float32)
     mask = np.zeros((h, w), bool)
     g = ow / hp
-    parts = _PARTS[character](phase, moving)
+    parts = _PARTS[character](phase, moving) + (_hat_parts(character, hat) if hat else [])
     if detail:
         # large: every outlined part gets its own outline (cartoon inner lines)
         for shape, colour, outlined in parts:
@@ -462,9 +489,16 @@ def _paste(frame: np.ndarray, rgb: np.ndarray, mask: np.ndarray, top: int, left:
 
 
 def render_segment_and_matte(
-    seg: SegmentPlan, height: int, width: int, fps: int, frame_offset: int = 0
+    seg: SegmentPlan,
+    height: int,
+    width: int,
+    fps: int,
+    frame_offset: int = 0,
+    hats: dict[str, str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One 3-s segment and its subject matte: float32 [3*fps, H, W, 3] and bool [3*fps, H, W].
+
+    hats: character -> HAT_COLOURS name for the characters that wear one (an Episode's `hats`).
 
     The matte is True on every visible character pixel (after the prop is drawn in front of them), the
     shape a compositor's roto matte of the characters would have; training can weight its loss by it."""
@@ -485,7 +519,13 @@ def render_segment_and_matte(
                 continue
             phase = ((frame_offset + t) * LEG_STEPS_PER_SECOND // fps) % 4
             rgb, mask, pad = sprite(
-                actor.character, hp, int(phase), bool(tr.moving[t]), int(tr.facing[t]), detail
+                actor.character,
+                hp,
+                int(phase),
+                bool(tr.moving[t]),
+                int(tr.facing[t]),
+                detail,
+                (hats or {}).get(actor.character, ""),
             )
             bottom = GROUND_Y * height - tr.lift[t] * height
             top = int(round(bottom)) - (pad + hp)
@@ -497,9 +537,16 @@ def render_segment_and_matte(
     return out, matte
 
 
-def render_segment(seg: SegmentPlan, height: int, width: int, fps: int, frame_offset: int = 0) -> np.ndarray:
-    """One 3-s segment: float32 [3*fps, H, W, 3]."""
-    return render_segment_and_matte(seg, height, width, fps, frame_offset)[0]
+def render_segment(
+    seg: SegmentPlan,
+    height: int,
+    width: int,
+    fps: int,
+    frame_offset: int = 0,
+    hats: dict[str, str] | None = None,
+) -> np.ndarray:
+    """One 3-s segment: float32 [3*fps, H, W, 3] (hats: as render_segment_and_matte's)."""
+    return render_segment_and_matte(seg, height, width, fps, frame_offset, hats)[0]
 
 
 def render_episode_and_matte(
@@ -508,7 +555,7 @@ def render_episode_and_matte(
     """All segments back to back: frames float32 [T, H, W, 3] in [0, 1] and the subject matte bool [T, H, W]."""
     n = frames_per_segment(fps)
     parts = [
-        render_segment_and_matte(s, height, width, fps, frame_offset=i * n)
+        render_segment_and_matte(s, height, width, fps, frame_offset=i * n, hats=dict(episode.hats))
         for i, s in enumerate(episode.segments)
     ]
     return np.concatenate([f for f, _ in parts]), np.concatenate([m for _, m in parts])

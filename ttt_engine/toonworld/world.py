@@ -139,6 +139,19 @@ def draw_rank(key: str) -> int:
     return len(DRAW_ORDER) + list(EXTRA_CHARACTERS).index(get_character(key).key)
 
 
+# Hat colours of the memory variant (memory.py): a per-episode appearance that only an episode's first
+# segment states. Display values in [0, 1], every one at least 0.25 (RGB) from each body colour, each
+# other and the sets' large areas; their names are words the base storyboard text never uses.
+HAT_COLOURS: dict[str, RGB] = {
+    "purple": (0.50, 0.10, 0.80),
+    "cyan": (0.10, 0.85, 0.95),
+    "lime": (0.55, 0.95, 0.10),
+    "magenta": (0.95, 0.10, 0.65),
+    "navy": (0.10, 0.15, 0.55),
+    "orange": (1.00, 0.42, 0.00),
+}
+
+
 BACKGROUNDS: dict[str, Background] = {
     "kitchen": Background("kitchen", "kitchen", ("bright", "tiled", "sunny"), ("kitchen",), "fridge", +1),
     "garden": Background("garden", "garden", ("green", "sunny", "leafy"), ("garden", "backyard"), "bush", -1),
@@ -213,14 +226,21 @@ class SegmentPlan:
 
 @dataclass(frozen=True)
 class Episode:
+    """A plan; `hats` (character -> HAT_COLOURS name, as pairs) dresses characters in every segment they
+    are in (the memory variant's appearance; empty in the base toon world)."""
+
     seed: int
     segments: tuple[SegmentPlan, ...]
+    hats: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.segments)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "segments": [asdict(s) for s in self.segments]}
+        d: dict[str, Any] = {"seed": self.seed, "segments": [asdict(s) for s in self.segments]}
+        if self.hats:  # base plans keep their meta.json as before
+            d["hats"] = [list(h) for h in self.hats]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Episode:
@@ -233,11 +253,18 @@ class Episode:
                 )
                 for s in d["segments"]
             )
-            episode = cls(seed=int(d["seed"]), segments=segs)
-        except (KeyError, TypeError) as e:
+            hats = tuple((str(c), str(colour)) for c, colour in d.get("hats", ()))
+            episode = cls(seed=int(d["seed"]), segments=segs, hats=hats)
+        except (KeyError, TypeError, ValueError) as e:
             raise ValueError(
                 f"not a toon-world episode plan ({e}); expected Episode.to_dict() output"
             ) from None
+        for c, colour in episode.hats:
+            if c not in CHARACTERS or colour not in HAT_COLOURS:
+                raise ValueError(
+                    f"episode plan hats: unknown character/colour {c!r}/{colour!r}; "
+                    f"colours are {sorted(HAT_COLOURS)}"
+                )
         for s in episode.segments:
             if s.background not in BACKGROUNDS or s.framing not in FRAMINGS:
                 raise ValueError(

@@ -29,6 +29,7 @@ from typing import Any
 import yaml
 
 from ttt_engine.pipeline.prompt_edit import PromptEdit
+from ttt_engine.toonworld.memory import VARIANTS
 from ttt_engine.toonworld.world import CHASE_SETUP_PROB
 
 STAGE_TYPES = ("dit", "vae")
@@ -77,6 +78,7 @@ class GenerateConfig:
     fps: int = 4
     seed: int = 0
     chase_setup_prob: float = CHASE_SETUP_PROB  # 0: the toon world as planned before chases were staged
+    variant: str = "base"  # 'memory': a hat only the first segment states (toonworld/memory.py)
 
 
 @dataclass(frozen=True)
@@ -462,6 +464,7 @@ def _validate(c: TrainConfig) -> None:
             "a probability in [0, 1]",
             g.chase_setup_prob,
         )
+        _one_of("dataset.generate.variant", g.variant, VARIANTS)
     _require(c.seed >= 0, "seed", "an integer >= 0", c.seed)
     _one_of("device", c.device, DEVICES)
     _one_of("precision", c.precision, PRECISIONS)

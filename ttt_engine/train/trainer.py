@@ -312,6 +312,7 @@ class Trainer:
                     g.fps,
                     g.seed,
                     chase_setup_prob=g.chase_setup_prob,
+                    variant=g.variant,
                 )
             barrier(self.info)
         return ClipDataset(root)
