@@ -59,6 +59,7 @@ class StyleRun:
     rank: int = AdapterConfig.rank
     learning_rate: float = AdapterTrainConfig.learning_rate
     batch: int = AdapterTrainConfig.batch
+    text_dropout: float = 0.3
     # the attention layers diffusers' script targets, and the MLP: a look is a per-pixel change
     targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
     storyboards: int = 12
@@ -115,6 +116,7 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         steps=run.steps,
         batch=run.batch,
         preview_every=max(1, run.steps // 3),
+        text_dropout=run.text_dropout,
     )
     t0, cpu0 = time.perf_counter(), time.process_time()
     result = train_adapter(run.out / "stills", run.out / "adapter", pipe, config, train, progress=True)
@@ -172,12 +174,14 @@ class SubjectRun:
     model: Path | None = None
     trigger: str = SUBJECT
     stills: int = 40
+    clips: int = 0  # one-segment clips of the zorp moving (toonworld/extras.py write_extra_clips)
     # 80 steps and 8 prior samples: the recorded run's, what fitted 15 minutes of training on the loaded
     # 2-core machine (a step with its prior batch took 7.5 s, a prior sample 28 s)
     steps: int = 80
     rank: int = AdapterConfig.rank
     learning_rate: float = AdapterTrainConfig.learning_rate
     batch: int = AdapterTrainConfig.batch
+    text_dropout: float = AdapterTrainConfig.text_dropout
     prior_samples: int = 8
     # a new character is new content, not only a new look: attention and MLP, as for the style
     targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
@@ -194,7 +198,8 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
     from ..eval.detectors import character_present
     from ..pipeline.video_pipeline import VideoPipeline
     from ..storyboard import Segment, Storyboard
-    from ..toonworld.extras import extra_caption, extra_segment, write_extra_stills
+    from ..toonworld.dataset import load_frames
+    from ..toonworld.extras import extra_caption, extra_segment, write_extra_clips, write_extra_stills
     from . import applied
     from .data import without_trigger
     from .train import train_adapter
@@ -202,9 +207,10 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
     torch.set_num_threads(run.threads)
     pipe = VideoPipeline.from_folder(run.model or default_model_dir())
     height, width = pipe.default_size
-    stills = write_extra_stills(
-        run.out / "stills", run.stills, SUBJECT, run.trigger, SUBJECT_SEED, height, width, int(pipe.fps)
-    )
+    material = run.out / "material"
+    shot = (SUBJECT, run.trigger, SUBJECT_SEED, height, width, int(pipe.fps))
+    stills = write_extra_stills(material, run.stills, *shot) if run.stills else []
+    clips = write_extra_clips(material, run.clips, *shot) if run.clips else []
     config = AdapterConfig(
         rank=run.rank, alpha=float(run.rank), target_modules=run.targets, kind="subject", trigger=run.trigger
     )
@@ -213,10 +219,11 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
         steps=run.steps,
         batch=run.batch,
         prior_samples=run.prior_samples,
+        text_dropout=run.text_dropout,
         preview_every=run.steps,  # one preview, at the end: each is a full sample (~25 s loaded)
     )
     t0, cpu0 = time.perf_counter(), time.process_time()
-    result = train_adapter(run.out / "stills", run.out / "adapter", pipe, config, train, progress=True)
+    result = train_adapter(material, run.out / "adapter", pipe, config, train, progress=True)
     train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     assert result is not None
     adapter = result.adapter
@@ -262,9 +269,12 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
     }
     (run.out / "result.json").write_text(json.dumps(figures, indent=2) + "\n")
     if run.strip is not None:
-        style = _read_pngs(stills[:3])
+        shown = list(_read_pngs(stills[:3])) if stills else []
+        for clip in clips[: 3 - len(shown)]:  # a clip shows its middle frame
+            frames = load_frames(clip)
+            shown.append(frames[len(frames) // 2].astype(np.float32) / 255.0)
         _strip(
-            run.strip, [(style[i], mids["base_with_word"][i], mids["adapter_with_word"][i]) for i in range(3)]
+            run.strip, [(shown[i], mids["base_with_word"][i], mids["adapter_with_word"][i]) for i in range(3)]
         )
     return figures
 
@@ -276,6 +286,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser, defaults: Any, ints: tup
     for name in ints:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", dest="learning_rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--text-dropout", type=float, default=defaults.text_dropout)
     parser.add_argument("--scale", type=float, default=defaults.scale)
     parser.add_argument("--targets", nargs="+", default=list(defaults.targets))
     parser.add_argument("--strip", type=Path, help="write a [still | base | adapter] PNG strip here")
@@ -305,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     _add_run_arguments(
         subject,
         SubjectRun(out=Path(".")),
-        ("stills", "steps", "rank", "batch", "prior_samples", "storyboards", "threads"),
+        ("stills", "clips", "steps", "rank", "batch", "prior_samples", "storyboards", "threads"),
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
