@@ -16,6 +16,7 @@ from ttt_engine.adapters import cli as adapter_cli
 from ttt_engine.adapters.data import collect_items, without_trigger
 from ttt_engine.adapters.train import CHECKPOINT_DIR, PREVIEW_DIR, drop_captions, train_adapter
 from ttt_engine.pipeline.video_pipeline import VideoPipeline
+from ttt_engine.storyboard import Segment, Storyboard
 from ttt_engine.toonworld.dataset import load_frames, write_dataset
 
 # a tiny model whose 3-s segment is a whole number of frames (8 fps x 3 s = 6 latent frames x 4), as shipped
@@ -129,12 +130,22 @@ def test_resume_with_other_settings_is_refused(folder, tmp_path) -> None:
 @pytest.mark.slow
 def test_subject_trains_with_prior_samples(folder, tmp_path) -> None:
     config = AdapterConfig(rank=2, alpha=2.0, kind="subject", trigger="zorp")
-    train = AdapterTrainConfig(steps=2, batch=1, preview_every=0, prior_samples=2)
-    result = train_adapter(folder, tmp_path / "s", tiny_pipe(), config, train, progress=False)
+    train = AdapterTrainConfig(steps=2, batch=1, preview_every=0, prior_samples=2, prior_steps=2)
+    pipe = tiny_pipe()
+    result = train_adapter(folder, tmp_path / "s", pipe, config, train, progress=False)
     assert len(result.losses) == 2
     state = torch.load(tmp_path / "s" / CHECKPOINT_DIR / "state.pt", weights_only=True)
     assert state["prior_latents"].shape[0] == 2
-    assert all("zorp" not in c for c in json.loads(state["prior_captions"]))
+    captions = json.loads(state["prior_captions"])
+    assert all("zorp" not in c for c in captions)
+    # the first prior is the base's 2-step sample of its caption (the model's own default is 3 steps)
+    board = Storyboard((Segment(captions[0]),))
+    with torch.no_grad():
+        two = pipe.sample(board, pipe.generation_params(seed=0, preview_every=0, steps=2)).float().cpu()
+        three = pipe.sample(board, pipe.generation_params(seed=0, preview_every=0)).float().cpu()
+    assert torch.equal(state["prior_latents"][:1], two) and not torch.equal(two, three)
+    with pytest.raises(AdapterError, match="prior_steps"):
+        AdapterTrainConfig(prior_steps=0)
 
 
 def test_without_trigger() -> None:
@@ -154,11 +165,23 @@ def test_cli_train_and_info(folder, tmp_path, capsys) -> None:
     model = tiny_pipe().save_folder(tmp_path / "model")
     out = tmp_path / "look"
     argv = ["adapter", "train", str(folder), "-o", str(out), "--kind", "style", "--trigger", "dusk"]
-    options = ["--steps", "2", "--rank", "2", "--preview-every", "0", "--text-dropout", "0.25"]
+    options = [
+        "--steps",
+        "2",
+        "--rank",
+        "2",
+        "--preview-every",
+        "0",
+        "--text-dropout",
+        "0.25",
+        "--prior-steps",
+        "2",
+    ]
     assert _run([*argv, "--model", str(model), *options]) == 0
     printed = capsys.readouterr().out
     sha = load_adapter(out).sha256
-    assert sha in printed and load_adapter(out).train.text_dropout == 0.25
+    trained = load_adapter(out).train
+    assert sha in printed and trained.text_dropout == 0.25 and trained.prior_steps == 2
     assert (
         _run(["adapter", "info", str(out / "pytorch_lora_weights.safetensors"), "--model", str(model)]) == 0
     )

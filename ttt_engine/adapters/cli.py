@@ -51,6 +51,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--prior-samples", type=int, default=_TRAIN_DEFAULTS.prior_samples, help="subject only")
     t.add_argument("--prior-weight", type=float, default=_TRAIN_DEFAULTS.prior_weight, help="subject only")
     t.add_argument(
+        "--prior-steps",
+        type=int,
+        default=_TRAIN_DEFAULTS.prior_steps,
+        help="subject only: sampling steps of each prior sample (default: the model's own)",
+    )
+    t.add_argument(
         "--text-dropout",
         type=float,
         default=_TRAIN_DEFAULTS.text_dropout,
@@ -105,6 +111,7 @@ def run_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             prior_samples=args.prior_samples,
             prior_weight=args.prior_weight,
+            prior_steps=args.prior_steps,
             text_dropout=args.text_dropout,
             seed=args.seed,
         )

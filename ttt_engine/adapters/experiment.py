@@ -12,7 +12,14 @@ Style:
    colour distance to the stills (eval/metrics.py `colour_distance`, Lab sliced Wasserstein) and its
    storyboard adherence (the detectors). The detectors key on the toon world's palette, so the adapter's
    shots are scored after `Grade.invert` (the grade is exactly invertible on the toon world's colours);
-   their adherence as generated is reported beside it.
+   their adherence as generated is reported beside it. 5. measures the bound of an adapter that learns
+   the VAE encoder's latents of the look (as the trainer teaches it): each case rendered by the toon world
+   in the grade, encoded and decoded by the model's VAE, scored the same way (`vae_ceiling`). The shipped
+   VAE never saw the grade and its encoder pulls the colours back towards the toon world's palette.
+
+Style ceiling (`style-ceiling`, no training, minutes): the same held-out cases rendered by the toon world,
+through the model's VAE as they are and in the grade; their colour distance to the stills and adherence
+(graded ones after `Grade.invert`, and the grade alone without the VAE as a check that inverting is exact).
 
 Subject: 1. renders stills of the "zorp" (world.EXTRA_CHARACTERS: a sprite no base dataset holds) alone in
 the toon world's sets, captioned with the trigger word ("A wide shot of the garden. A zorp runs left.",
@@ -91,6 +98,19 @@ def _strip(path: Path, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) ->
     return path
 
 
+def _through_vae(pipe: Any, frames: np.ndarray) -> np.ndarray:
+    """Display frames [T, H, W, 3] -> the model VAE's round trip of them, with a generated video's leading
+    frame (as `compare`'s vae-round-trip arm cuts them): [T + 1, H, W, 3] display values."""
+    from ..conform import convert
+    from ..eval.compare import display_frames
+    from ..pipeline.model_spec import SRGB_ENCODED
+
+    space = pipe.spec.colorspace
+    lead = np.concatenate([frames[:1], frames])
+    with torch.no_grad():
+        return display_frames(pipe.decode(pipe.encode_frames(convert(lead, SRGB_ENCODED, space))), space)
+
+
 def style_experiment(run: StyleRun) -> dict[str, Any]:
     """Run the experiment (module docstring); returns the figures (also written to run.out/result.json)."""
     from ..default_model import default_model_dir
@@ -98,6 +118,7 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
     from ..eval.metrics import colour_distance, evaluate
     from ..pipeline.video_pipeline import VideoPipeline
     from ..toonworld.grade import get_grade, write_graded_stills
+    from ..toonworld.render import render_episode
     from . import applied
     from .train import train_adapter
 
@@ -128,8 +149,8 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
     assert all(c.seed >= EVAL_SEED_BASE for c in cases)
     params = sampling_params(pipe, CompareConfig(segments=run.segments, storyboards=run.storyboards))
     fps = int(pipe.fps)
-    arms: dict[str, list[np.ndarray]] = {"base": [], "adapter": []}
-    reports: dict[str, list[Any]] = {"base": [], "adapter": [], "adapter_as_generated": []}
+    arms: dict[str, list[np.ndarray]] = {"base": [], "adapter": [], "vae_ceiling": []}
+    reports: dict[str, list[Any]] = {"base": [], "adapter": [], "adapter_as_generated": [], "vae_ceiling": []}
     for case in cases:
         base = display_frames(pipe.generate(case.storyboard, params).frames, pipe.spec.colorspace)
         with applied(pipe.transformer, [(adapter, run.scale)]):
@@ -139,6 +160,9 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         reports["base"].append(evaluate(base, case.storyboard, fps, facts=case.facts))
         reports["adapter"].append(evaluate(grade.invert(styled), case.storyboard, fps, facts=case.facts))
         reports["adapter_as_generated"].append(evaluate(styled, case.storyboard, fps, facts=case.facts))
+        ceiling = _through_vae(pipe, grade.apply(render_episode(case.episode(), height, width, fps=fps)))
+        arms["vae_ceiling"].append(ceiling)
+        reports["vae_ceiling"].append(evaluate(grade.invert(ceiling), case.storyboard, fps, facts=case.facts))
     style = _read_pngs(stills)
     distance = {k: colour_distance(np.concatenate(v), style) for k, v in arms.items()}
     adherence = {k: float(np.mean([r.summary()["adherence"] for r in v])) for k, v in reports.items()}
@@ -151,6 +175,7 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         "final_loss": result.losses[-1] if result.losses else None,
         "colour_distance": {k: round(v, 3) for k, v in distance.items()},
         "distance_ratio": round(distance["adapter"] / distance["base"], 3),
+        "vae_ceiling_distance_ratio": round(distance["vae_ceiling"] / distance["base"], 3),
         "adherence": {k: round(v, 3) for k, v in adherence.items()},
         "adherence_difference": round(adherence["adapter"] - adherence["base"], 3),
         "cases": len(cases),
@@ -163,6 +188,56 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
             mid = len(b) // 2
             rows.append((style[i], b[mid], a[mid]))
         _strip(run.strip, rows)
+    return figures
+
+
+def style_ceiling(
+    out: Path,
+    model: Path | None = None,
+    stills: int = StyleRun.stills,
+    storyboards: int = StyleRun.storyboards,
+    threads: int = StyleRun.threads,
+) -> dict[str, Any]:
+    """What an adapter of the VAE encoder's latents can reach (module docstring); also in out/ceiling.json."""
+    from ..default_model import default_model_dir
+    from ..eval.compare import eval_cases
+    from ..eval.metrics import colour_distance, evaluate
+    from ..pipeline.video_pipeline import VideoPipeline
+    from ..toonworld.grade import get_grade, write_graded_stills
+    from ..toonworld.render import render_episode
+
+    torch.set_num_threads(threads)
+    grade = get_grade(GRADE)
+    pipe = VideoPipeline.from_folder(model or default_model_dir())
+    height, width = pipe.default_size
+    fps = int(pipe.fps)
+    style = _read_pngs(write_graded_stills(out / "stills", stills, GRADE, STYLE_SEED, height, width, fps))
+    arms: dict[str, list[np.ndarray]] = {"vae": [], "vae_graded": []}
+    adherence: dict[str, list[float]] = {"vae": [], "vae_graded": [], "graded_no_vae": []}
+    for case in eval_cases(1, storyboards):
+        rendered = render_episode(case.episode(), height, width, fps=fps)
+        graded = grade.apply(rendered)
+        arms["vae"].append(_through_vae(pipe, rendered))
+        arms["vae_graded"].append(_through_vae(pipe, graded))
+        for arm, frames in (
+            ("vae", arms["vae"][-1]),
+            ("vae_graded", grade.invert(arms["vae_graded"][-1])),
+            ("graded_no_vae", grade.invert(graded)),
+        ):
+            adherence[arm].append(
+                evaluate(frames, case.storyboard, fps, facts=case.facts).summary()["adherence"]
+            )
+    distance = {k: colour_distance(np.concatenate(v), style) for k, v in arms.items()}
+    figures = {
+        "model": str(model or default_model_dir()),
+        "cases": storyboards,
+        "stills": stills,
+        "colour_distance": {k: round(v, 3) for k, v in distance.items()},
+        "distance_ratio": round(distance["vae_graded"] / distance["vae"], 3),
+        "adherence": {k: round(float(np.mean(v)), 3) for k, v in adherence.items()},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ceiling.json").write_text(json.dumps(figures, indent=2) + "\n")
     return figures
 
 
@@ -183,6 +258,7 @@ class SubjectRun:
     batch: int = AdapterTrainConfig.batch
     text_dropout: float = AdapterTrainConfig.text_dropout
     prior_samples: int = 8
+    prior_steps: int | None = None  # None: the model's 25 (the recorded run); fewer make priors cheap
     # a new character is new content, not only a new look: attention and MLP, as for the style
     targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
     storyboards: int = 12
@@ -219,6 +295,7 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
         steps=run.steps,
         batch=run.batch,
         prior_samples=run.prior_samples,
+        prior_steps=run.prior_steps,
         text_dropout=run.text_dropout,
         preview_every=run.steps,  # one preview, at the end: each is a full sample (~25 s loaded)
     )
@@ -311,17 +388,36 @@ def main(argv: list[str] | None = None) -> int:
         StyleRun(out=Path(".")),
         ("stills", "steps", "rank", "batch", "storyboards", "segments", "threads"),
     )
+    ceiling = sub.add_parser(
+        "style-ceiling", help="what an adapter of the VAE encoder's latents can reach (no training)"
+    )
+    ceiling.add_argument("--out", type=Path, required=True)
+    ceiling.add_argument("--model", type=Path)
+    for name in ("stills", "storyboards", "threads"):  # the style run's
+        ceiling.add_argument(f"--{name}", type=int, default=getattr(StyleRun, name))
     subject = sub.add_parser("subject", help="the subject adapter must-show")
     subject.add_argument("--trigger", default=SubjectRun(out=Path(".")).trigger)
     _add_run_arguments(
         subject,
         SubjectRun(out=Path(".")),
-        ("stills", "clips", "steps", "rank", "batch", "prior_samples", "storyboards", "threads"),
+        (
+            "stills",
+            "clips",
+            "steps",
+            "rank",
+            "batch",
+            "prior_samples",
+            "prior_steps",
+            "storyboards",
+            "threads",
+        ),
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.which == "subject":
         result = subject_experiment(_run_from(SubjectRun, args))
+    elif args.which == "style-ceiling":
+        result = style_ceiling(args.out, args.model, args.stills, args.storyboards, args.threads)
     else:
         result = style_experiment(_run_from(StyleRun, args))
     print(json.dumps(result, indent=2))

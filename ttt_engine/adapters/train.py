@@ -165,14 +165,17 @@ def _encode_items(pipe: Any, items: list[Item]) -> torch.Tensor:
         )
 
 
-def _prior_latents(pipe: Any, captions: list[str], count: int) -> tuple[torch.Tensor, list[str]]:
-    """`count` base-model samples (latents) of the captions without the trigger, in turn; seeds 0..count-1."""
+def _prior_latents(
+    pipe: Any, captions: list[str], count: int, steps: int | None
+) -> tuple[torch.Tensor, list[str]]:
+    """`count` base-model samples (latents) of the captions without the trigger, in turn; seeds 0..count-1;
+    `steps` sampling steps each (None: the model's own)."""
     chosen = [captions[i % len(captions)] for i in range(count)]
     latents = []
     from tqdm.auto import tqdm
 
     for i, text in enumerate(tqdm(chosen, desc="prior samples", leave=False)):
-        params = pipe.generation_params(seed=i, preview_every=0)
+        params = pipe.generation_params(seed=i, preview_every=0, steps=steps)
         latents.append(pipe.sample(Storyboard((Segment(text),)), params).float().cpu())
     return torch.cat(latents), chosen
 
@@ -269,7 +272,9 @@ def train_adapter(
             prior_latents, prior_captions = state["prior_latents"], json.loads(state["prior_captions"])
         else:
             captions = [without_trigger(i.caption, config.trigger) for i in items]
-            prior_latents, prior_captions = _prior_latents(pipe, captions, train.prior_samples)
+            prior_latents, prior_captions = _prior_latents(
+                pipe, captions, train.prior_samples, train.prior_steps
+            )
         priors = (prior_latents, *_encode_texts(pipe, prior_captions), prior_captions)
 
     velocity = VelocityLoss(make_noise_scheduler(pipe.scheduler_config))
