@@ -5,13 +5,17 @@ The recorded run (docs/benchmarks.md, "Adapters (issue 24)") uses `python -m ttt
 style`'s defaults: 50 stills, 150 steps, 12 storyboards; this one trains on 12 stills for 40 steps and scores
 2. The issue's second bound, storyboard adherence within 0.05 of the base's, is NOT met by the recorded run
 (0.27 against 0.82, scored after undoing the grade), so it is not asserted here: docs/status.md lists it open.
+The experiment's VAE-ceiling arm (the graded renders through the model's VAE) is the reachable bound: it is
+nearer the look than the base, and its figures are reported beside the adapter's.
 """
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from ttt_engine.adapters.experiment import StyleRun, style_experiment
+from ttt_engine.adapters.experiment import StyleRun, main, style_experiment
 
 
 @pytest.mark.slow
@@ -19,3 +23,17 @@ def test_style_adapter_moves_colours_towards_the_look(tmp_path) -> None:
     figures = style_experiment(StyleRun(out=tmp_path, stills=12, steps=40, storyboards=2))
     distance = figures["colour_distance"]
     assert distance["adapter"] < distance["base"], figures
+    assert distance["vae_ceiling"] < distance["base"], figures
+    assert 0.0 <= figures["adherence"]["vae_ceiling"] <= 1.0
+
+
+def test_style_ceiling_scores_the_graded_renders_through_the_vae(tmp_path, capsys) -> None:
+    argv = ["style-ceiling", "--out", str(tmp_path), "--stills", "2", "--storyboards", "1"]
+    assert main(argv) == 0
+    figures = json.loads(capsys.readouterr().out)
+    assert figures == json.loads((tmp_path / "ceiling.json").read_text())
+    assert figures["cases"] == 1 and figures["stills"] == 2
+    assert sorted(p.name for p in (tmp_path / "stills").glob("*.png")) == ["dusk_0000.png", "dusk_0001.png"]
+    assert figures["adherence"]["graded_no_vae"] == 1.0  # undoing the grade is exact on the renders
+    distance = figures["colour_distance"]
+    assert distance["vae_graded"] < distance["vae"], figures  # the graded renders are nearer the look

@@ -11,12 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from ttt_engine.adapters import AdapterConfig, AdapterTrainConfig, applied, load_adapter
+from ttt_engine.adapters import AdapterConfig, AdapterError, AdapterTrainConfig, applied, load_adapter
 from ttt_engine.adapters import cli as adapter_cli
 from ttt_engine.adapters.data import collect_items, without_trigger
-from ttt_engine.adapters.train import CHECKPOINT_DIR, PREVIEW_DIR, train_adapter
+from ttt_engine.adapters.train import CHECKPOINT_DIR, PREVIEW_DIR, drop_captions, train_adapter
 from ttt_engine.pipeline.video_pipeline import VideoPipeline
-from ttt_engine.toonworld.dataset import write_dataset
+from ttt_engine.storyboard import Segment, Storyboard
+from ttt_engine.toonworld.dataset import load_frames, write_dataset
 
 # a tiny model whose 3-s segment is a whole number of frames (8 fps x 3 s = 6 latent frames x 4), as shipped
 TINY = {"fps": 8, "first_segment_frames": 7, "segment_frames": 6}
@@ -60,6 +61,8 @@ def test_items_from_stills_exr_and_clip(folder) -> None:
     assert all(i.frames.shape == (25, 32, 32, 3) for i in items)
     assert items[3].caption == "A red room." and items[4].caption == "A shot in the dusk look."
     assert items[0].caption != items[1].caption  # each clip segment keeps its storyboard text
+    clip = load_frames(folder / "clip_a").astype(np.float32) / 255.0  # uint8 on disk, display values here
+    assert np.array_equal(items[0].frames[1:], clip[:24]) and np.array_equal(items[1].frames, clip[23:48])
     assert np.array_equal(items[4].frames[0], items[4].frames[-1])  # a still is a held shot
     grey = items[2].frames[0]
     assert 0.4 < float(grey.mean()) < 0.5  # linear 0.18 shown on the sRGB display (about 0.46)
@@ -68,7 +71,9 @@ def test_items_from_stills_exr_and_clip(folder) -> None:
 @pytest.mark.slow
 def test_train_resume_is_exact_and_base_untouched(folder, tmp_path) -> None:
     config = AdapterConfig(rank=2, alpha=2.0, kind="style", trigger="dusk")
-    train = AdapterTrainConfig(steps=4, batch=2, checkpoint_every=2, preview_every=4, learning_rate=1e-2)
+    train = AdapterTrainConfig(
+        steps=4, batch=2, checkpoint_every=2, preview_every=4, learning_rate=1e-2, text_dropout=0.5
+    )
     pipe = tiny_pipe()
     before = {k: v.clone() for k, v in pipe.transformer.state_dict().items()}
     full = train_adapter(folder, tmp_path / "full", pipe, config, train, progress=False)
@@ -125,12 +130,22 @@ def test_resume_with_other_settings_is_refused(folder, tmp_path) -> None:
 @pytest.mark.slow
 def test_subject_trains_with_prior_samples(folder, tmp_path) -> None:
     config = AdapterConfig(rank=2, alpha=2.0, kind="subject", trigger="zorp")
-    train = AdapterTrainConfig(steps=2, batch=1, preview_every=0, prior_samples=2)
-    result = train_adapter(folder, tmp_path / "s", tiny_pipe(), config, train, progress=False)
+    train = AdapterTrainConfig(steps=2, batch=1, preview_every=0, prior_samples=2, prior_steps=2)
+    pipe = tiny_pipe()
+    result = train_adapter(folder, tmp_path / "s", pipe, config, train, progress=False)
     assert len(result.losses) == 2
     state = torch.load(tmp_path / "s" / CHECKPOINT_DIR / "state.pt", weights_only=True)
     assert state["prior_latents"].shape[0] == 2
-    assert all("zorp" not in c for c in json.loads(state["prior_captions"]))
+    captions = json.loads(state["prior_captions"])
+    assert all("zorp" not in c for c in captions)
+    # the first prior is the base's 2-step sample of its caption (the model's own default is 3 steps)
+    board = Storyboard((Segment(captions[0]),))
+    with torch.no_grad():
+        two = pipe.sample(board, pipe.generation_params(seed=0, preview_every=0, steps=2)).float().cpu()
+        three = pipe.sample(board, pipe.generation_params(seed=0, preview_every=0)).float().cpu()
+    assert torch.equal(state["prior_latents"][:1], two) and not torch.equal(two, three)
+    with pytest.raises(AdapterError, match="prior_steps"):
+        AdapterTrainConfig(prior_steps=0)
 
 
 def test_without_trigger() -> None:
@@ -150,10 +165,23 @@ def test_cli_train_and_info(folder, tmp_path, capsys) -> None:
     model = tiny_pipe().save_folder(tmp_path / "model")
     out = tmp_path / "look"
     argv = ["adapter", "train", str(folder), "-o", str(out), "--kind", "style", "--trigger", "dusk"]
-    assert _run([*argv, "--model", str(model), "--steps", "2", "--rank", "2", "--preview-every", "0"]) == 0
+    options = [
+        "--steps",
+        "2",
+        "--rank",
+        "2",
+        "--preview-every",
+        "0",
+        "--text-dropout",
+        "0.25",
+        "--prior-steps",
+        "2",
+    ]
+    assert _run([*argv, "--model", str(model), *options]) == 0
     printed = capsys.readouterr().out
     sha = load_adapter(out).sha256
-    assert sha in printed
+    trained = load_adapter(out).train
+    assert sha in printed and trained.text_dropout == 0.25 and trained.prior_steps == 2
     assert (
         _run(["adapter", "info", str(out / "pytorch_lora_weights.safetensors"), "--model", str(model)]) == 0
     )
@@ -179,3 +207,18 @@ def test_cli_train_and_info(folder, tmp_path, capsys) -> None:
         == 2
     )
     assert "nothing to train on" in capsys.readouterr().err
+
+
+def test_text_dropout_swaps_whole_captions_for_the_empty_prompt() -> None:
+    gen = torch.Generator().manual_seed(0)
+    emb, mask = torch.randn(64, 1, 5, 3), torch.ones(64, 1, 5, dtype=torch.bool)
+    empty = (torch.randn(1, 1, 5, 3), torch.zeros(1, 1, 5, dtype=torch.bool))
+    e, m = drop_captions(emb, mask, empty, 0.5, gen)
+    dropped = [i for i in range(64) if torch.equal(e[i], empty[0][0])]
+    kept = [i for i in range(64) if torch.equal(e[i], emb[i])]
+    assert sorted(dropped + kept) == list(range(64)) and 16 < len(dropped) < 48
+    assert not m[dropped].any() and m[kept].all()
+    e, m = drop_captions(emb, mask, empty, 0.0, gen)
+    assert torch.equal(e, emb) and torch.equal(m, mask)
+    with pytest.raises(AdapterError, match="text_dropout"):
+        AdapterTrainConfig(text_dropout=1.0)

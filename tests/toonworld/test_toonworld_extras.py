@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ttt_engine.toonworld.dataset import write_dataset
-from ttt_engine.toonworld.extras import extra_caption, extra_segment, write_extra_stills
+from ttt_engine.storyboard import Storyboard
+from ttt_engine.toonworld.dataset import load_frames, write_dataset
+from ttt_engine.toonworld.extras import (
+    extra_caption,
+    extra_segment,
+    write_extra_clips,
+    write_extra_stills,
+)
 from ttt_engine.toonworld.render import render_segment_and_matte, to_uint8
 from ttt_engine.toonworld.world import CHARACTERS, EXTRA_CHARACTERS, Episode, get_character, sample_episode
 
@@ -64,3 +70,23 @@ def test_extra_stills_have_trigger_captions(tmp_path) -> None:
         assert " zorp " in p.with_suffix(".txt").read_text()
         assert _zorp_pixels(np.asarray(Image.open(p).convert("RGB"))) > 0
     assert extra_caption(extra_segment("zorp", 3), "blip").count("blip") == 1
+
+
+def test_extra_clips_are_the_stills_shots_in_motion(tmp_path) -> None:
+    stills = write_extra_stills(tmp_path / "stills", 3, "zorp", "zorp", seed=5, height=32, width=32)
+    clips = write_extra_clips(tmp_path / "clips", 3, "zorp", "blip", seed=5, height=32, width=32)
+    assert [c.name for c in clips] == ["zorp_clip_0000", "zorp_clip_0001", "zorp_clip_0002"]
+    for still, clip in zip(stills, clips, strict=True):
+        frames = load_frames(clip)
+        assert frames.shape == (24, 32, 32, 3)  # one 3-s segment at 8 fps
+        assert np.array_equal(frames[12], np.asarray(Image.open(still).convert("RGB")))  # the still's frame
+        assert all(_zorp_pixels(f) > 0 for f in frames)
+        (segment,) = Storyboard.load(clip / "storyboard.json").segments
+        assert segment.text == still.with_suffix(".txt").read_text().strip().replace("zorp", "blip")
+    running = load_frames(
+        clips[2]
+    )  # seed 5's third shot: "A wide shot of the night street. A blip runs right."
+    assert "runs right" in Storyboard.load(clips[2] / "storyboard.json").segments[0].text
+    assert not np.array_equal(running[0], running[-1])  # a clip shows the move a still only names
+    with pytest.raises(ValueError, match="count"):
+        write_extra_clips(tmp_path / "none", 0, "zorp", "zorp", seed=5)

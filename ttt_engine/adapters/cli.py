@@ -50,6 +50,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--checkpoint-every", type=int, default=_TRAIN_DEFAULTS.checkpoint_every)
     t.add_argument("--prior-samples", type=int, default=_TRAIN_DEFAULTS.prior_samples, help="subject only")
     t.add_argument("--prior-weight", type=float, default=_TRAIN_DEFAULTS.prior_weight, help="subject only")
+    t.add_argument(
+        "--prior-steps",
+        type=int,
+        default=_TRAIN_DEFAULTS.prior_steps,
+        help="subject only: sampling steps of each prior sample (default: the model's own)",
+    )
+    t.add_argument(
+        "--text-dropout",
+        type=float,
+        default=_TRAIN_DEFAULTS.text_dropout,
+        help="probability of training an item on the empty prompt, as guidance samples it (default %(default)s)",
+    )
     t.add_argument("--seed", type=int, default=_TRAIN_DEFAULTS.seed)
     t.add_argument("--model", type=Path, help="model folder (default: the shipped toon-world model)")
     t.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
@@ -99,6 +111,8 @@ def run_train(args: argparse.Namespace) -> int:
             checkpoint_every=args.checkpoint_every,
             prior_samples=args.prior_samples,
             prior_weight=args.prior_weight,
+            prior_steps=args.prior_steps,
+            text_dropout=args.text_dropout,
             seed=args.seed,
         )
         pipe = _pipeline(args.model, args.device)

@@ -124,8 +124,13 @@ class AdapterTrainConfig:
     resized (centre crop) to the model's own size. preview_every: a preview PNG every N steps (0: none);
     checkpoint_every: a resumable checkpoint every N steps (0: only at the end). prior_samples /
     prior_weight: subject adapters only: base-model samples captioned without the trigger (DreamBooth prior
-    preservation) and the weight of their loss. lora_dropout: peft's dropout on the LoRA input. seed: data
-    order, noise and timesteps.
+    preservation) and the weight of their loss; prior_steps: the sampling steps of each prior sample (None:
+    the model's own; each is a full guided sample, the costliest part of a short subject run on a CPU, so
+    fewer steps make priors cheap). lora_dropout: peft's dropout on the LoRA input.
+    text_dropout: the probability that an item's caption is replaced by the empty prompt, as the base
+    trainer does: guided sampling runs the model on the empty prompt too, and without dropout the adapter
+    never learns what to do there, so guidance amplifies the gap between its two branches. seed: data
+    order, noise, timesteps and text dropout.
     """
 
     learning_rate: float = 4e-3
@@ -135,7 +140,9 @@ class AdapterTrainConfig:
     checkpoint_every: int = 50
     prior_samples: int = 16
     prior_weight: float = 1.0
+    prior_steps: int | None = None
     lora_dropout: float = 0.0
+    text_dropout: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -145,8 +152,11 @@ class AdapterTrainConfig:
         for name in ("preview_every", "checkpoint_every", "prior_samples", "seed"):
             _nonneg_int(getattr(self, name), name)
         _finite(self.prior_weight, "prior_weight")
-        if not 0.0 <= _finite(self.lora_dropout, "lora_dropout") < 1.0:
-            raise AdapterError(f"lora_dropout: expected a number in [0, 1), got {self.lora_dropout!r}")
+        if self.prior_steps is not None:
+            _positive_int(self.prior_steps, "prior_steps")
+        for name in ("lora_dropout", "text_dropout"):
+            if not 0.0 <= _finite(getattr(self, name), name) < 1.0:
+                raise AdapterError(f"{name}: expected a number in [0, 1), got {getattr(self, name)!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -125,6 +125,8 @@ def _clip_items(folder: Path, per: int, size: tuple[int, int], default: str) -> 
         frames, fps = load_video(folder)
     except (ValueError, OSError) as err:
         raise AdapterError(f"{folder}: not a clip ({err})") from err
+    if frames.dtype == np.uint8:  # a dataset clip's frames.npy / PNGs; EXR sequences are display floats
+        frames = frames.astype(np.float32) / 255.0
     if fps is not None and SEGMENT_SECONDS * int(fps) != per:
         raise AdapterError(
             f"{folder}: {fps} fps gives {SEGMENT_SECONDS * int(fps)} frames per 3-s segment; the model's "

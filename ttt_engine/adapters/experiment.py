@@ -12,7 +12,14 @@ Style:
    colour distance to the stills (eval/metrics.py `colour_distance`, Lab sliced Wasserstein) and its
    storyboard adherence (the detectors). The detectors key on the toon world's palette, so the adapter's
    shots are scored after `Grade.invert` (the grade is exactly invertible on the toon world's colours);
-   their adherence as generated is reported beside it.
+   their adherence as generated is reported beside it. 5. measures the bound of an adapter that learns
+   the VAE encoder's latents of the look (as the trainer teaches it): each case rendered by the toon world
+   in the grade, encoded and decoded by the model's VAE, scored the same way (`vae_ceiling`). The shipped
+   VAE never saw the grade and its encoder pulls the colours back towards the toon world's palette.
+
+Style ceiling (`style-ceiling`, no training, minutes): the same held-out cases rendered by the toon world,
+through the model's VAE as they are and in the grade; their colour distance to the stills and adherence
+(graded ones after `Grade.invert`, and the grade alone without the VAE as a check that inverting is exact).
 
 Subject: 1. renders stills of the "zorp" (world.EXTRA_CHARACTERS: a sprite no base dataset holds) alone in
 the toon world's sets, captioned with the trigger word ("A wide shot of the garden. A zorp runs left.",
@@ -59,6 +66,7 @@ class StyleRun:
     rank: int = AdapterConfig.rank
     learning_rate: float = AdapterTrainConfig.learning_rate
     batch: int = AdapterTrainConfig.batch
+    text_dropout: float = 0.3
     # the attention layers diffusers' script targets, and the MLP: a look is a per-pixel change
     targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
     storyboards: int = 12
@@ -90,6 +98,19 @@ def _strip(path: Path, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) ->
     return path
 
 
+def _through_vae(pipe: Any, frames: np.ndarray) -> np.ndarray:
+    """Display frames [T, H, W, 3] -> the model VAE's round trip of them, with a generated video's leading
+    frame (as `compare`'s vae-round-trip arm cuts them): [T + 1, H, W, 3] display values."""
+    from ..conform import convert
+    from ..eval.compare import display_frames
+    from ..pipeline.model_spec import SRGB_ENCODED
+
+    space = pipe.spec.colorspace
+    lead = np.concatenate([frames[:1], frames])
+    with torch.no_grad():
+        return display_frames(pipe.decode(pipe.encode_frames(convert(lead, SRGB_ENCODED, space))), space)
+
+
 def style_experiment(run: StyleRun) -> dict[str, Any]:
     """Run the experiment (module docstring); returns the figures (also written to run.out/result.json)."""
     from ..default_model import default_model_dir
@@ -97,6 +118,7 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
     from ..eval.metrics import colour_distance, evaluate
     from ..pipeline.video_pipeline import VideoPipeline
     from ..toonworld.grade import get_grade, write_graded_stills
+    from ..toonworld.render import render_episode
     from . import applied
     from .train import train_adapter
 
@@ -115,6 +137,7 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         steps=run.steps,
         batch=run.batch,
         preview_every=max(1, run.steps // 3),
+        text_dropout=run.text_dropout,
     )
     t0, cpu0 = time.perf_counter(), time.process_time()
     result = train_adapter(run.out / "stills", run.out / "adapter", pipe, config, train, progress=True)
@@ -126,8 +149,8 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
     assert all(c.seed >= EVAL_SEED_BASE for c in cases)
     params = sampling_params(pipe, CompareConfig(segments=run.segments, storyboards=run.storyboards))
     fps = int(pipe.fps)
-    arms: dict[str, list[np.ndarray]] = {"base": [], "adapter": []}
-    reports: dict[str, list[Any]] = {"base": [], "adapter": [], "adapter_as_generated": []}
+    arms: dict[str, list[np.ndarray]] = {"base": [], "adapter": [], "vae_ceiling": []}
+    reports: dict[str, list[Any]] = {"base": [], "adapter": [], "adapter_as_generated": [], "vae_ceiling": []}
     for case in cases:
         base = display_frames(pipe.generate(case.storyboard, params).frames, pipe.spec.colorspace)
         with applied(pipe.transformer, [(adapter, run.scale)]):
@@ -137,6 +160,9 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         reports["base"].append(evaluate(base, case.storyboard, fps, facts=case.facts))
         reports["adapter"].append(evaluate(grade.invert(styled), case.storyboard, fps, facts=case.facts))
         reports["adapter_as_generated"].append(evaluate(styled, case.storyboard, fps, facts=case.facts))
+        ceiling = _through_vae(pipe, grade.apply(render_episode(case.episode(), height, width, fps=fps)))
+        arms["vae_ceiling"].append(ceiling)
+        reports["vae_ceiling"].append(evaluate(grade.invert(ceiling), case.storyboard, fps, facts=case.facts))
     style = _read_pngs(stills)
     distance = {k: colour_distance(np.concatenate(v), style) for k, v in arms.items()}
     adherence = {k: float(np.mean([r.summary()["adherence"] for r in v])) for k, v in reports.items()}
@@ -149,6 +175,7 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         "final_loss": result.losses[-1] if result.losses else None,
         "colour_distance": {k: round(v, 3) for k, v in distance.items()},
         "distance_ratio": round(distance["adapter"] / distance["base"], 3),
+        "vae_ceiling_distance_ratio": round(distance["vae_ceiling"] / distance["base"], 3),
         "adherence": {k: round(v, 3) for k, v in adherence.items()},
         "adherence_difference": round(adherence["adapter"] - adherence["base"], 3),
         "cases": len(cases),
@@ -164,6 +191,56 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
     return figures
 
 
+def style_ceiling(
+    out: Path,
+    model: Path | None = None,
+    stills: int = StyleRun.stills,
+    storyboards: int = StyleRun.storyboards,
+    threads: int = StyleRun.threads,
+) -> dict[str, Any]:
+    """What an adapter of the VAE encoder's latents can reach (module docstring); also in out/ceiling.json."""
+    from ..default_model import default_model_dir
+    from ..eval.compare import eval_cases
+    from ..eval.metrics import colour_distance, evaluate
+    from ..pipeline.video_pipeline import VideoPipeline
+    from ..toonworld.grade import get_grade, write_graded_stills
+    from ..toonworld.render import render_episode
+
+    torch.set_num_threads(threads)
+    grade = get_grade(GRADE)
+    pipe = VideoPipeline.from_folder(model or default_model_dir())
+    height, width = pipe.default_size
+    fps = int(pipe.fps)
+    style = _read_pngs(write_graded_stills(out / "stills", stills, GRADE, STYLE_SEED, height, width, fps))
+    arms: dict[str, list[np.ndarray]] = {"vae": [], "vae_graded": []}
+    adherence: dict[str, list[float]] = {"vae": [], "vae_graded": [], "graded_no_vae": []}
+    for case in eval_cases(1, storyboards):
+        rendered = render_episode(case.episode(), height, width, fps=fps)
+        graded = grade.apply(rendered)
+        arms["vae"].append(_through_vae(pipe, rendered))
+        arms["vae_graded"].append(_through_vae(pipe, graded))
+        for arm, frames in (
+            ("vae", arms["vae"][-1]),
+            ("vae_graded", grade.invert(arms["vae_graded"][-1])),
+            ("graded_no_vae", grade.invert(graded)),
+        ):
+            adherence[arm].append(
+                evaluate(frames, case.storyboard, fps, facts=case.facts).summary()["adherence"]
+            )
+    distance = {k: colour_distance(np.concatenate(v), style) for k, v in arms.items()}
+    figures = {
+        "model": str(model or default_model_dir()),
+        "cases": storyboards,
+        "stills": stills,
+        "colour_distance": {k: round(v, 3) for k, v in distance.items()},
+        "distance_ratio": round(distance["vae_graded"] / distance["vae"], 3),
+        "adherence": {k: round(float(np.mean(v)), 3) for k, v in adherence.items()},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "ceiling.json").write_text(json.dumps(figures, indent=2) + "\n")
+    return figures
+
+
 @dataclass(frozen=True)
 class SubjectRun:
     """Settings of one subject experiment (defaults: the recorded run)."""
@@ -172,13 +249,16 @@ class SubjectRun:
     model: Path | None = None
     trigger: str = SUBJECT
     stills: int = 40
+    clips: int = 0  # one-segment clips of the zorp moving (toonworld/extras.py write_extra_clips)
     # 80 steps and 8 prior samples: the recorded run's, what fitted 15 minutes of training on the loaded
     # 2-core machine (a step with its prior batch took 7.5 s, a prior sample 28 s)
     steps: int = 80
     rank: int = AdapterConfig.rank
     learning_rate: float = AdapterTrainConfig.learning_rate
     batch: int = AdapterTrainConfig.batch
+    text_dropout: float = AdapterTrainConfig.text_dropout
     prior_samples: int = 8
+    prior_steps: int | None = None  # None: the model's 25 (the recorded run); fewer make priors cheap
     # a new character is new content, not only a new look: attention and MLP, as for the style
     targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
     storyboards: int = 12
@@ -194,7 +274,8 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
     from ..eval.detectors import character_present
     from ..pipeline.video_pipeline import VideoPipeline
     from ..storyboard import Segment, Storyboard
-    from ..toonworld.extras import extra_caption, extra_segment, write_extra_stills
+    from ..toonworld.dataset import load_frames
+    from ..toonworld.extras import extra_caption, extra_segment, write_extra_clips, write_extra_stills
     from . import applied
     from .data import without_trigger
     from .train import train_adapter
@@ -202,9 +283,10 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
     torch.set_num_threads(run.threads)
     pipe = VideoPipeline.from_folder(run.model or default_model_dir())
     height, width = pipe.default_size
-    stills = write_extra_stills(
-        run.out / "stills", run.stills, SUBJECT, run.trigger, SUBJECT_SEED, height, width, int(pipe.fps)
-    )
+    material = run.out / "material"
+    shot = (SUBJECT, run.trigger, SUBJECT_SEED, height, width, int(pipe.fps))
+    stills = write_extra_stills(material, run.stills, *shot) if run.stills else []
+    clips = write_extra_clips(material, run.clips, *shot) if run.clips else []
     config = AdapterConfig(
         rank=run.rank, alpha=float(run.rank), target_modules=run.targets, kind="subject", trigger=run.trigger
     )
@@ -213,10 +295,12 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
         steps=run.steps,
         batch=run.batch,
         prior_samples=run.prior_samples,
+        prior_steps=run.prior_steps,
+        text_dropout=run.text_dropout,
         preview_every=run.steps,  # one preview, at the end: each is a full sample (~25 s loaded)
     )
     t0, cpu0 = time.perf_counter(), time.process_time()
-    result = train_adapter(run.out / "stills", run.out / "adapter", pipe, config, train, progress=True)
+    result = train_adapter(material, run.out / "adapter", pipe, config, train, progress=True)
     train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     assert result is not None
     adapter = result.adapter
@@ -262,9 +346,12 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
     }
     (run.out / "result.json").write_text(json.dumps(figures, indent=2) + "\n")
     if run.strip is not None:
-        style = _read_pngs(stills[:3])
+        shown = list(_read_pngs(stills[:3])) if stills else []
+        for clip in clips[: 3 - len(shown)]:  # a clip shows its middle frame
+            frames = load_frames(clip)
+            shown.append(frames[len(frames) // 2].astype(np.float32) / 255.0)
         _strip(
-            run.strip, [(style[i], mids["base_with_word"][i], mids["adapter_with_word"][i]) for i in range(3)]
+            run.strip, [(shown[i], mids["base_with_word"][i], mids["adapter_with_word"][i]) for i in range(3)]
         )
     return figures
 
@@ -276,6 +363,7 @@ def _add_run_arguments(parser: argparse.ArgumentParser, defaults: Any, ints: tup
     for name in ints:
         parser.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(defaults, name))
     parser.add_argument("--lr", dest="learning_rate", type=float, default=defaults.learning_rate)
+    parser.add_argument("--text-dropout", type=float, default=defaults.text_dropout)
     parser.add_argument("--scale", type=float, default=defaults.scale)
     parser.add_argument("--targets", nargs="+", default=list(defaults.targets))
     parser.add_argument("--strip", type=Path, help="write a [still | base | adapter] PNG strip here")
@@ -300,17 +388,36 @@ def main(argv: list[str] | None = None) -> int:
         StyleRun(out=Path(".")),
         ("stills", "steps", "rank", "batch", "storyboards", "segments", "threads"),
     )
+    ceiling = sub.add_parser(
+        "style-ceiling", help="what an adapter of the VAE encoder's latents can reach (no training)"
+    )
+    ceiling.add_argument("--out", type=Path, required=True)
+    ceiling.add_argument("--model", type=Path)
+    for name in ("stills", "storyboards", "threads"):  # the style run's
+        ceiling.add_argument(f"--{name}", type=int, default=getattr(StyleRun, name))
     subject = sub.add_parser("subject", help="the subject adapter must-show")
     subject.add_argument("--trigger", default=SubjectRun(out=Path(".")).trigger)
     _add_run_arguments(
         subject,
         SubjectRun(out=Path(".")),
-        ("stills", "steps", "rank", "batch", "prior_samples", "storyboards", "threads"),
+        (
+            "stills",
+            "clips",
+            "steps",
+            "rank",
+            "batch",
+            "prior_samples",
+            "prior_steps",
+            "storyboards",
+            "threads",
+        ),
     )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.which == "subject":
         result = subject_experiment(_run_from(SubjectRun, args))
+    elif args.which == "style-ceiling":
+        result = style_ceiling(args.out, args.model, args.stills, args.storyboards, args.threads)
     else:
         result = style_experiment(_run_from(StyleRun, args))
     print(json.dumps(result, indent=2))

@@ -4,6 +4,7 @@
     [subject] prior samples: the base model's own latents for the captions without the trigger
     LoRA (peft inject_adapter_in_model, B = 0: the model starts as the base) on config.target_modules
     for each step:  z = a batch of item latents;  t, eps from one seeded generator
+                    text -> the empty prompt's with p = text_dropout (what guidance samples as "unconditional")
                     loss = || DiT(x_t, text, t) - v ||^2  (the trainer's VelocityLoss, the model's schedule)
                            [+ prior_weight * the same loss on a batch of prior samples]
                     AdamW on the LoRA matrices only
@@ -136,6 +137,22 @@ def _encode_texts(pipe: Any, captions: list[str]) -> tuple[torch.Tensor, torch.T
     return emb.float().cpu()[:, None], mask.cpu()[:, None]
 
 
+def drop_captions(
+    emb: torch.Tensor,
+    mask: torch.Tensor,
+    empty: tuple[torch.Tensor, torch.Tensor],
+    p: float,
+    gen: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row of emb [B, 1, T, d] / mask [B, 1, T] replaced by the empty prompt's (empty: [1, 1, T, d],
+    [1, 1, T]) with probability p, drawn from gen (one draw per row)."""
+    drop = torch.rand(emb.shape[0], generator=gen) < p  # [B]
+    return (
+        torch.where(drop[:, None, None, None], empty[0], emb),
+        torch.where(drop[:, None, None], empty[1], mask),
+    )
+
+
 def _encode_items(pipe: Any, items: list[Item]) -> torch.Tensor:
     """[N, F, C, h, w] scaled latents (the VAE's mode, as the pipeline encodes plates), CPU float32."""
     from ..conform import convert
@@ -148,14 +165,17 @@ def _encode_items(pipe: Any, items: list[Item]) -> torch.Tensor:
         )
 
 
-def _prior_latents(pipe: Any, captions: list[str], count: int) -> tuple[torch.Tensor, list[str]]:
-    """`count` base-model samples (latents) of the captions without the trigger, in turn; seeds 0..count-1."""
+def _prior_latents(
+    pipe: Any, captions: list[str], count: int, steps: int | None
+) -> tuple[torch.Tensor, list[str]]:
+    """`count` base-model samples (latents) of the captions without the trigger, in turn; seeds 0..count-1;
+    `steps` sampling steps each (None: the model's own)."""
     chosen = [captions[i % len(captions)] for i in range(count)]
     latents = []
     from tqdm.auto import tqdm
 
     for i, text in enumerate(tqdm(chosen, desc="prior samples", leave=False)):
-        params = pipe.generation_params(seed=i, preview_every=0)
+        params = pipe.generation_params(seed=i, preview_every=0, steps=steps)
         latents.append(pipe.sample(Storyboard((Segment(text),)), params).float().cpu())
     return torch.cat(latents), chosen
 
@@ -245,13 +265,16 @@ def train_adapter(
 
     latents = _encode_items(pipe, items)
     emb, mask = _encode_texts(pipe, [i.caption for i in items])
+    empty = _encode_texts(pipe, [""])  # the prompt a dropped caption becomes
     priors = None
     if config.kind == "subject" and train.prior_samples and train.prior_weight:
         if state is not None:
             prior_latents, prior_captions = state["prior_latents"], json.loads(state["prior_captions"])
         else:
             captions = [without_trigger(i.caption, config.trigger) for i in items]
-            prior_latents, prior_captions = _prior_latents(pipe, captions, train.prior_samples)
+            prior_latents, prior_captions = _prior_latents(
+                pipe, captions, train.prior_samples, train.prior_steps
+            )
         priors = (prior_latents, *_encode_texts(pipe, prior_captions), prior_captions)
 
     velocity = VelocityLoss(make_noise_scheduler(pipe.scheduler_config))
@@ -298,6 +321,8 @@ def train_adapter(
         def batch_loss(z: torch.Tensor, e: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
             t = velocity.sample_timesteps(z.shape[0], gen)
             noise = torch.randn(z.shape, generator=gen)
+            if train.text_dropout:
+                e, m = drop_captions(e, m, empty, train.text_dropout, gen)
             noisy, target = velocity.noisy_and_target(z, noise, t)
             pred = transformer(noisy.to(device), e.to(device), m.to(device), t.to(device))
             return VelocityLoss.loss(pred, target.to(device))

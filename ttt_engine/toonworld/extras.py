@@ -5,6 +5,8 @@ episode planner (`sample_episode`) and the base datasets never do. A shot takes 
 episode's set, framing and first actor's staging, and gives that staging to the extra character alone.
 
 Captions name the character by a trigger word: "A wide shot of the garden. A zorp jumps in place."
+Material comes as stills (`write_extra_stills`: the shot's middle frame) or as clips in the dataset format
+(`write_extra_clips`: the whole 3-s shot, so an adapter sees the character move as the captions say).
 """
 
 from __future__ import annotations
@@ -76,4 +78,35 @@ def write_extra_stills(
         Image.fromarray(to_uint8(frames[frames_per_segment(fps) // 2])).save(path)
         path.with_suffix(".txt").write_text(extra_caption(seg, trigger) + "\n", encoding="utf-8")
         written.append(path)
+    return written
+
+
+def write_extra_clips(
+    folder: str | Path,
+    count: int,
+    key: str,
+    trigger: str,
+    seed: int,
+    height: int = 64,
+    width: int = 64,
+    fps: int = 8,
+) -> list[Path]:
+    """`count` one-segment clips of the extra character, in the dataset's clip format (dataset.write_clip),
+    each captioned by its storyboard: clip i is the whole shot of which `write_extra_stills` (same seed)
+    keeps the middle frame as still i."""
+    from ..storyboard import Segment, Storyboard
+    from .dataset import write_clip
+    from .render import render_segment
+
+    if not isinstance(count, int) or count < 1:
+        raise ValueError(f"count: expected an int >= 1, got {count!r}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for i in range(count):
+        shot_seed = int(np.random.SeedSequence([seed, i]).generate_state(1)[0])
+        seg = extra_segment(key, shot_seed)
+        frames = render_segment(seg, height, width, fps)
+        board = Storyboard((Segment(extra_caption(seg, trigger)),))
+        written.append(write_clip(folder / f"{key}_clip_{i:04d}", frames, board, fps))
     return written
