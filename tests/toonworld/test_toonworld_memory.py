@@ -14,7 +14,7 @@ from ttt_engine.toonworld.memory import (
     sample_memory_episode,
     states_hat,
 )
-from ttt_engine.toonworld.render import frames_per_segment, render_episode
+from ttt_engine.toonworld.render import frames_per_segment, render_episode, sprite, sprite_pixel_height
 from ttt_engine.toonworld.world import CHARACTERS, HAT_COLOURS, Episode, sample_episode
 
 FPS, SIZE, SEGMENTS = 8, 64, 7
@@ -92,3 +92,15 @@ def test_memory_dataset_holds_the_plan_and_text(tmp_path) -> None:
         assert clip.storyboard == memory_storyboard(plan)
         assert states_hat(clip.storyboard.segments[0].text)
         assert not any(states_hat(s.text) for s in clip.storyboard.segments[1:])
+
+
+@pytest.mark.parametrize("hero", list(CHARACTERS))
+def test_the_hat_is_big_enough_for_the_vae(hero: str) -> None:
+    # at 64 x 64 in a wide shot every hat covers at least four of the shipped VAE's 4 x 4-pixel latent
+    # cells' worth of pixels (the old hat's 10-20 pixels did not survive the round trip)
+    height = sprite_pixel_height(hero, "wide", SIZE)
+    bare = sprite(hero, height, 0, False, 1, False)[0]
+    for colour in HAT_COLOURS:
+        hatted = sprite(hero, height, 0, False, 1, False, colour)[0]
+        assert _hat_pixels(hatted, colour) >= 4 * 4 * 4, (hero, colour)
+        assert _hat_pixels(bare, colour) == 0

@@ -5,16 +5,20 @@ segment that shows it (segments 2..N of the plan whose cast holds it), the hat c
 compared with the colour the text stated (`text_match`) and with the colour seen on it in segment 1
 (`self_match`, is the look kept whatever it was).
 
-Seeing a hat: in each frame where the detectors find the character (by its body colour), the pixels
-within `colour_tol` of each HAT_COLOURS colour are counted in a window over its head (from `above` body
-heights above the body's top to `below` under it, `side` body heights either side of its centre). A
-segment's hat is the colour with the most such pixels per detected frame, if that is at least
-`min_pixels`; otherwise none is seen (which never matches).
+Seeing a hat: in each frame where the detectors find the character (by its body colour), each pixel of a
+window over its head (from `above` body heights above the body's top to `below` under it, `side` body
+heights either side of its centre) goes to its nearest reference colour: a HAT_COLOURS colour, the
+character's body, the outline, or the plan's empty set at that pixel; it counts for a hat colour if that
+is its nearest and within `colour_tol`. A segment's hat is the colour with the most such pixels per
+detected frame, if that is at least `min_pixels`; otherwise none is seen (which never matches). The
+nearest-reference rule is what lets the metric read a hat through a VAE, whose blur mixes the hat with
+the head and the set behind it.
 
-Chance level: CHANCE = 1 / len(HAT_COLOURS) = 1/6, the score of a generator that draws the hat in each
+Chance level: CHANCE = 1 / len(HAT_COLOURS) = 1/3, the score of a generator that draws the hat in each
 segment in a colour of the palette picked at random (it cannot know the stated one); a generator that
-always draws one fixed colour also scores 1/6 in expectation, as the variant draws the stated colour
-uniformly. A generator that draws no hat scores 0 (`hat_seen` tells those apart).
+always draws one fixed colour also scores 1/3 in expectation, as the variant draws the stated colour
+uniformly. A generator that draws no hat scores 0 (`hat_seen` tells those apart), up to what the
+shipped VAE's blur makes of a bare head (docs/ablation.md, "Memory").
 """
 
 from __future__ import annotations
@@ -25,9 +29,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ttt_engine.storyboard import SEGMENT_SECONDS
-from ttt_engine.toonworld.world import HAT_COLOURS, Episode
+from ttt_engine.toonworld.render import OUTLINE, background_layers
+from ttt_engine.toonworld.world import CHARACTERS, HAT_COLOURS, Episode, SegmentPlan
 
-from .detectors import DetectorConfig, colour_codes, colour_mask, detect_characters
+from .detectors import DetectorConfig, detect_characters
 
 CHANCE = 1.0 / len(HAT_COLOURS)
 
@@ -36,11 +41,13 @@ CHANCE = 1.0 / len(HAT_COLOURS)
 class HatConfig:
     """Where and how a hat is looked for (defaults checked on rendered ground truth, tests/eval)."""
 
-    colour_tol: float = 0.2  # RGB distance to a hat colour (the palette is >= 0.25 from the body colours)
+    colour_tol: float = 0.2  # RGB distance to a hat colour (and nearer it than to any other reference)
     above: float = 0.8  # window top: this many body heights above the body's top row
     below: float = 0.4  # window bottom: this many body heights under the body's top row
     side: float = 1.0  # window half-width in body heights around the body's centre
-    min_pixels: float = 1.0  # hat pixels per detected frame for a colour to count as seen
+    # hat pixels per detected frame for a colour to count as seen: a rendered hat has 60-220, one through
+    # the shipped VAE 20 or more, while the VAE's blur of a bare head makes a few
+    min_pixels: float = 10.0
 
     def __post_init__(self) -> None:
         for name in ("colour_tol", "above", "below", "side", "min_pixels"):
@@ -63,10 +70,15 @@ class MemoryScore:
 
 
 def hat_colour(
-    frames: np.ndarray, character: str, detector: DetectorConfig | None = None, cfg: HatConfig | None = None
+    frames: np.ndarray,
+    character: str,
+    detector: DetectorConfig | None = None,
+    cfg: HatConfig | None = None,
+    background: np.ndarray | None = None,
 ) -> str | None:
     """The hat colour seen on `character` in one segment's display frames [T, H, W, 3] (None: no hat seen
-    or the character not detected)."""
+    or the character not detected). background: the shot's empty set [H, W, 3] (the plan's), so a set
+    colour near a hat colour (the living room's teal sofa) is not read as a hat."""
     detector = detector or DetectorConfig()
     cfg = cfg or HatConfig()
     tracks, masks = detect_characters(frames, detector, keys=(character,))
@@ -85,13 +97,26 @@ def hat_colour(
             & (rows <= top + cfg.below * ext)
             & (np.abs(cols + 0.5 - cx) <= cfg.side * ext)
         )
-    codes = colour_codes(frames[found])
-    counts = {
-        name: float((colour_mask(codes, rgb, cfg.colour_tol) & window).sum()) / found.size
-        for name, rgb in HAT_COLOURS.items()
-    }
+    # each window pixel goes to its nearest reference colour (the hat palette, the character's body and
+    # the outline, which a VAE's blur spreads over the head, and the set behind it) and counts for a hat
+    # colour within colour_tol of it
+    pixels = frames[found][window].astype(np.float32)  # [P, 3]
+    names = list(HAT_COLOURS)
+    refs = np.array([*HAT_COLOURS.values(), CHARACTERS[character].body, OUTLINE], np.float32)
+    dist = np.linalg.norm(pixels[:, None, :] - refs[None], axis=-1)  # [P, colours + 2]
+    if background is not None:  # the set behind each pixel is one more reference
+        behind = np.broadcast_to(background, frames.shape)[found][window]
+        dist = np.concatenate([dist, np.linalg.norm(pixels - behind, axis=-1)[:, None]], axis=1)
+    nearest = dist.argmin(axis=1)
+    close = dist[np.arange(len(pixels)), nearest] <= cfg.colour_tol
+    counts = {name: float((close & (nearest == i)).sum()) / found.size for i, name in enumerate(names)}
     best = max(counts, key=counts.__getitem__)
     return best if counts[best] >= cfg.min_pixels else None
+
+
+def _empty_set(seg: SegmentPlan, size: tuple[int, int]) -> np.ndarray:
+    """The segment's set [H, W, 3] without characters (the prop included), as the toon world draws it."""
+    return background_layers(seg.background, seg.framing, *size)[0]
 
 
 def memory_score(
@@ -115,7 +140,11 @@ def memory_score(
     seen: dict[str, list[str | None]] = {}
     for key, stated in episode.hats:
         colours = [
-            hat_colour(frames[i * per : (i + 1) * per], key, detector, cfg) if key in seg.cast else None
+            hat_colour(
+                frames[i * per : (i + 1) * per], key, detector, cfg, _empty_set(seg, frames.shape[1:3])
+            )
+            if key in seg.cast
+            else None
             for i, seg in enumerate(episode.segments)
         ]
         seen[key] = colours

@@ -1,8 +1,8 @@
 """The memory variant of the toon world: an appearance that only an episode's first segment states.
 
 One rule: the appearance is stated once. Each episode draws a hero (a cast member) and the colour of the
-hero's hat (one of HAT_COLOURS' six); the hero wears that hat in every segment it is in, but only the
-first segment's text says so ("Tom the cat wears a purple hat."); later segments name the hero, never
+hero's hat (one of HAT_COLOURS' three); the hero wears that hat in every segment it is in, but only the
+first segment's text says so ("Tom the cat wears a rust hat."); later segments name the hero, never
 the hat or its colour. So a model that sees one segment's text and frames at a time (local attention)
 cannot know the colour after the first segment, and one with memory across segments (TTT) can.
 
