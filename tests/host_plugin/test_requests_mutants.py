@@ -1,0 +1,254 @@
+"""Request-scanning behaviour the mutation run of host_plugin/core/requests.py found untested (issue #31).
+
+Clips that reach past their media (before their media starts, image sequences, two-frame media, stills
+behind a query string) and what a request records about them; marked clips' text; what a refused clip
+says; requests inside a nested stack's tracks; a generated track with a dissolve; the defaults of a
+request saved as a dict; storyboard segments' defaults and errors.
+"""
+
+from __future__ import annotations
+
+import logging
+from fractions import Fraction
+from typing import Any
+
+import opentimelineio as otio
+import pytest
+
+from host_plugin.core.errors import RequestError
+from host_plugin.core.requests import (
+    SOURCE_LONG_CLIPS,
+    ShotRequest,
+    find_shot_requests,
+    normalise_storyboard,
+    scan_shot_requests,
+)
+
+RT = otio.opentime.RationalTime
+TR = otio.opentime.TimeRange
+HOUR = 86400  # 01:00:00:00 at 24 fps
+STORYBOARD = [{"text": "a fox runs through snow", "neg_text": "blurry", "requires_scene_transition": False}]
+
+
+def _range(start: float, duration: float, rate: float = 24) -> otio.opentime.TimeRange:
+    return TR(RT(start, rate), RT(duration, rate))
+
+
+def _timeline(*tracks: otio.schema.Track) -> otio.schema.Timeline:
+    timeline = otio.schema.Timeline("edit", global_start_time=RT(HOUR, 24))
+    timeline.tracks.extend(tracks)
+    return timeline
+
+
+def _clip(name: str, url: str, available: otio.opentime.TimeRange, source: otio.opentime.TimeRange) -> Any:
+    return otio.schema.Clip(name, otio.schema.ExternalReference(url, available), source)
+
+
+def _long_clips_edit() -> otio.schema.Timeline:
+    """V1: a clip within its media | one starting 10 frames before its media (which starts at 10) | an
+    image sequence 10 frames too short | two-frame media held 10 frames | a PNG (behind a query string
+    holding a second '?') held past its media."""
+    track = otio.schema.Track("V1")
+    track.append(_clip("inside", "file:///m/in.mov", _range(0, 100), _range(0, 50)))
+    track.append(_clip("before", "file:///m/b.mov", _range(10, 100), _range(0, 50)))
+    sequence = otio.schema.ImageSequenceReference(
+        "file:///m/seq/", "f.", ".exr", start_frame=1, rate=24, available_range=_range(0, 20)
+    )
+    track.append(otio.schema.Clip("seq", sequence, _range(0, 30)))
+    track.append(_clip("two frames", "file:///m/two.mov", _range(0, 2), _range(0, 10)))
+    track.append(_clip("logo", "file:///art/logo.png?v=2?cache=0", _range(0, 24), _range(0, 48)))
+    return _timeline(track)
+
+
+def test_long_clips_record_what_they_miss_and_where_their_media_is() -> None:
+    requests = find_shot_requests(_long_clips_edit(), sources=[SOURCE_LONG_CLIPS])
+    got = {r.name: (r.id, r.record_start, r.duration, r.metadata) for r in requests}
+    # a clip short of media at its start is asking for new media as much as one short at its end; two
+    # frames of media are no still; a PNG is a still whatever follows its name in the URL
+    assert got == {
+        "before": (
+            "v0.i1.clip",
+            HOUR + 50,
+            50,
+            {
+                "missing_before": 10,
+                "missing_after": 0,
+                "available_frames": 100,
+                "media_url": "file:///m/b.mov",
+            },
+        ),
+        "seq": (
+            "v0.i2.clip",
+            HOUR + 100,
+            30,
+            {"missing_before": 0, "missing_after": 10, "available_frames": 20, "media_url": "file:///m/seq/"},
+        ),
+        "two frames": (
+            "v0.i3.clip",
+            HOUR + 130,
+            10,
+            {
+                "missing_before": 0,
+                "missing_after": 8,
+                "available_frames": 2,
+                "media_url": "file:///m/two.mov",
+            },
+        ),
+    }
+
+
+def test_unmarked_clips_past_their_media_are_logged_as_left_alone(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="host_plugin.core.requests"):
+        assert find_shot_requests(_long_clips_edit()) == []
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Clip {name!r} in track 'V1' reaches past its media but is not marked; left alone"
+        for name in ("before", "seq", "two frames", "logo")
+    ]
+
+
+def test_a_marked_clip_keeps_its_name_and_text_and_a_result_clip_is_no_request() -> None:
+    track = otio.schema.Track("V1")
+    for name, meta in (
+        ("told", {"storyboard": STORYBOARD, "seed": 3}),
+        ("prompted", {"prompt": "a lighthouse at night"}),
+        ("placed", {"generated": True, "prompt": "a lighthouse at night"}),
+    ):
+        clip = _clip(name, f"file:///m/{name}.mov", _range(0, 100), _range(0, 20))
+        clip.metadata["ttt_studio"] = meta
+        track.append(clip)
+    told, prompted = find_shot_requests(_timeline(track))
+    # a marked clip within its media still says so: nothing missing, all 100 frames at hand
+    within = {"missing_before": 0, "missing_after": 0, "available_frames": 100}
+    assert (told.id, told.name, told.storyboard, told.prompt, told.metadata) == (
+        "v0.i0.clip",
+        "told",
+        STORYBOARD,
+        None,
+        {"seed": 3, **within, "media_url": "file:///m/told.mov"},
+    )
+    assert (prompted.id, prompted.name, prompted.storyboard, prompted.prompt) == (
+        "v0.i1.clip",
+        "prompted",
+        [],
+        "a lighthouse at night",
+    )
+
+
+def test_a_clip_selected_by_its_request_id_is_a_request() -> None:
+    track = otio.schema.Track("V1")
+    track.append(_clip("plate", "file:///m/p.mov", _range(0, 100), _range(0, 20)))
+    scan = scan_shot_requests(_timeline(track), select=["v0.i0.clip"])
+    assert [(r.id, r.name, r.duration) for r in scan.requests] == [("v0.i0.clip", "plate", 20)]
+    assert scan.refused == []
+
+
+def test_a_malformed_marked_clip_is_refused_naming_the_clip_and_its_track() -> None:
+    track = otio.schema.Track("V1")
+    bad = _clip("bad", "file:///m/b.mov", _range(0, 100), _range(0, 20))
+    bad.metadata["ttt_studio"] = {"prompt": ""}
+    track.append(bad)
+    scan = scan_shot_requests(_timeline(track))
+    assert scan.requests == []
+    assert [r.to_dict() for r in scan.refused] == [
+        {
+            "id": "v0.i0.clip",
+            "name": "bad",
+            "message": "Clip 'bad' in track 'V1': metadata['ttt_studio']['prompt'] must be a non-empty "
+            "string, got ''",
+        }
+    ]
+
+
+def test_requests_in_a_nested_stacks_track_name_the_outer_track() -> None:
+    inner = otio.schema.Track("inner")
+    inner.append(otio.schema.Gap(source_range=_range(0, 12), metadata={"ttt_studio": {"prompt": "rain"}}))
+    nest = otio.schema.Stack("compound")
+    nest.append(inner)
+    v1, v2 = otio.schema.Track("V1"), otio.schema.Track("V2")
+    v1.append(otio.schema.Gap(source_range=_range(0, 30)))
+    v2.append(nest)
+    (request,) = find_shot_requests(_timeline(v1, v2))
+    assert (request.id, request.track_index, request.track_name, request.record_start) == (
+        "v1.i0.t0.i0.gap",
+        1,
+        "V2",
+        HOUR,
+    )
+
+
+def test_a_dissolve_between_generated_clips_keeps_both_fulfilled() -> None:
+    v1 = otio.schema.Track("V1")
+    for prompt in ("dawn", "dusk"):
+        v1.append(otio.schema.Gap(source_range=_range(0, 24), metadata={"ttt_studio": {"prompt": prompt}}))
+    generated = otio.schema.Track("TTT generated", metadata={"ttt_studio": {"role": "generated"}})
+    for request_id in ("v0.i0.gap", "v0.i1.gap"):
+        clip = _clip(request_id, f"file:///g/{request_id}.exr", _range(0, 24), _range(0, 24))
+        clip.metadata["ttt_studio"] = {"job_id": "job-1", "request_id": request_id}
+        generated.append(clip)
+    # an editor's dissolve takes no time of its own: the clip after it still starts on frame 24
+    generated.insert(1, otio.schema.Transition(in_offset=RT(6, 24), out_offset=RT(6, 24)))
+    timeline = _timeline(v1, generated)
+    assert scan_shot_requests(timeline).requests == []
+    everything = scan_shot_requests(timeline, include_fulfilled=True).requests
+    assert [(r.id, r.record_start) for r in everything] == [("v0.i0.gap", HOUR), ("v0.i1.gap", HOUR + 24)]
+
+
+REQUIRED: dict[str, Any] = {
+    "id": "v0.i0.gap",
+    "kind": "gap",
+    "track_name": "V1",
+    "track_index": 0,
+    "record_start": HOUR,
+    "duration": 48,
+    "rate": "24000/1001",
+}
+
+
+def test_a_request_dict_with_only_its_required_keys_takes_the_defaults() -> None:
+    request = ShotRequest.from_dict(dict(REQUIRED))
+    assert (request.rate, request.name, request.prompt, request.storyboard, request.metadata) == (
+        Fraction(24000, 1001),
+        "",
+        None,
+        [],
+        {},
+    )
+
+
+def test_a_bad_request_dict_is_named() -> None:
+    lacking = {k: v for k, v in REQUIRED.items() if k not in ("duration", "rate")}
+    with pytest.raises(RequestError) as info:
+        ShotRequest.from_dict(lacking)
+    assert str(info.value) == (
+        "ShotRequest dict lacks keys ['duration', 'rate']; "
+        "got keys ['id', 'kind', 'record_start', 'track_index', 'track_name']"
+    )
+    with pytest.raises(RequestError) as info:
+        ShotRequest.from_dict({**REQUIRED, "kind": "title"})
+    assert str(info.value) == "ShotRequest kind must be one of ('gap', 'marker', 'clip'), got 'title'"
+    with pytest.raises(RequestError, match=r"^request v0\.i0\.gap: storyboard\[0\] has unknown keys"):
+        ShotRequest.from_dict({**REQUIRED, "storyboard": [{"txt": "a typo"}]})
+
+
+def test_a_segment_takes_the_default_negative_text_and_transition() -> None:
+    assert normalise_storyboard([{"text": "a fox"}], "shot") == [
+        {"text": "a fox", "neg_text": "", "requires_scene_transition": False}
+    ]
+
+
+@pytest.mark.parametrize(
+    "storyboard, message",
+    [
+        pytest.param("a fox", "shot: storyboard must be a list of segments, got str", id="not-a-list"),
+        pytest.param(["a fox"], "shot: storyboard[0] must be a dict, got str: 'a fox'", id="not-a-dict"),
+        pytest.param(
+            [{"text": "a fox", "neg_text": 3}],
+            "shot: storyboard[0]['neg_text'] must be a string, got 3",
+            id="neg",
+        ),
+    ],
+)
+def test_a_bad_segment_is_named_with_what_was_given(storyboard: Any, message: str) -> None:
+    with pytest.raises(RequestError) as info:
+        normalise_storyboard(storyboard, "shot")
+    assert str(info.value) == message
