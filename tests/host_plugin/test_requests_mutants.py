@@ -176,6 +176,54 @@ def test_requests_in_a_nested_stacks_track_name_the_outer_track() -> None:
     )
 
 
+def test_items_directly_in_a_nest_name_the_outer_track_and_their_errors_the_nest() -> None:
+    nest = otio.schema.Stack("compound", source_range=_range(0, 12))
+    nest.append(otio.schema.Gap(source_range=_range(0, 12), metadata={"ttt_studio": {"prompt": "fog"}}))
+    v1, v2 = otio.schema.Track("V1"), otio.schema.Track("V2")
+    v1.append(otio.schema.Gap(source_range=_range(0, 30)))
+    v2.append(nest)
+    (request,) = find_shot_requests(_timeline(v1, v2))
+    assert (request.id, request.track_index, request.track_name) == ("v1.i0.c0.gap", 1, "V2")
+    nest.append(otio.schema.Clip("rangeless"))  # no range of its own or of its media
+    (refusal,) = scan_shot_requests(_timeline(v1.clone(), v2.clone())).refused
+    assert (
+        refusal.id == "v1" and "Clip 'rangeless' in stack 'compound' has no usable range" in refusal.message
+    )
+
+
+def test_what_a_nests_trim_hides_or_cuts_is_named_with_its_frames() -> None:
+    inner = otio.schema.Track("inner")
+    for name, length in (("a", 10), ("b", 15)):
+        inner.append(
+            otio.schema.Gap(
+                name=name, source_range=_range(0, length), metadata={"ttt_studio": {"prompt": name}}
+            )
+        )
+    nest = otio.schema.Stack("nest", source_range=_range(10, 10))  # a is trimmed out, b cut at its end
+    nest.append(inner)
+    track = otio.schema.Track("V1")
+    track.append(nest)
+    scan = scan_shot_requests(_timeline(track))
+    assert scan.requests == []
+    shown = f"nested Stack 'nest' (frames {HOUR}-{HOUR + 10})"
+    assert [h.to_dict() for h in scan.hidden] == [
+        {
+            "id": "v0.i0.t0.i0.gap",
+            "name": "a",
+            "message": f"request v0.i0.t0.i0.gap (gap 'a', frames {HOUR - 10}-{HOUR}) is trimmed out of {shown}; "
+            "not generated",
+        }
+    ]
+    assert [r.to_dict() for r in scan.refused] == [
+        {
+            "id": "v0.i0.t0.i1.gap",
+            "name": "b",
+            "message": f"request v0.i0.t0.i1.gap (gap 'b', frames {HOUR}-{HOUR + 15}) is only partly visible "
+            f"through {shown}; move it inside the visible part or untrim the nest",
+        }
+    ]
+
+
 def test_a_dissolve_between_generated_clips_keeps_both_fulfilled() -> None:
     v1 = otio.schema.Track("V1")
     for prompt in ("dawn", "dusk"):
