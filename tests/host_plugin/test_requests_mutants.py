@@ -239,6 +239,8 @@ def test_a_dissolve_between_generated_clips_keeps_both_fulfilled() -> None:
     assert scan_shot_requests(timeline).requests == []
     everything = scan_shot_requests(timeline, include_fulfilled=True).requests
     assert [(r.id, r.record_start) for r in everything] == [("v0.i0.gap", HOUR), ("v0.i1.gap", HOUR + 24)]
+    assert find_shot_requests(timeline) == []
+    assert find_shot_requests(timeline, include_fulfilled=True) == everything
 
 
 REQUIRED: dict[str, Any] = {
@@ -300,3 +302,170 @@ def test_a_bad_segment_is_named_with_what_was_given(storyboard: Any, message: st
     with pytest.raises(RequestError) as info:
         normalise_storyboard(storyboard, "shot")
     assert str(info.value) == message
+
+
+def _v1(*items: Any, markers: tuple = ()) -> otio.schema.Track:
+    track = otio.schema.Track("V1")
+    track.extend(items)
+    track.markers.extend(markers)
+    return track
+
+
+def _gap(frames: int, meta: Any = None, name: str = "") -> otio.schema.Gap:
+    gap = otio.schema.Gap(name=name, source_range=_range(0, frames))
+    if meta is not None:
+        gap.metadata["ttt_studio"] = meta
+    return gap
+
+
+def _marker(name: str, marked: otio.opentime.TimeRange, meta: Any = None) -> otio.schema.Marker:
+    marker = otio.schema.Marker(name, marked)
+    if meta is not None:
+        marker.metadata["ttt_studio"] = meta
+    return marker
+
+
+def test_a_marked_gap_keeps_its_name_text_and_metadata_and_one_frame_is_enough() -> None:
+    told = _gap(1, {"storyboard": [{"text": "a fox"}], "seed": 7}, name="told")
+    (request,) = find_shot_requests(_timeline(_v1(_gap(10), told)))
+    assert (request.id, request.name, request.record_start, request.duration) == (
+        "v0.i1.gap",
+        "told",
+        HOUR + 10,
+        1,
+    )
+    assert (request.storyboard, request.prompt, request.metadata) == (
+        [{"text": "a fox", "neg_text": "", "requires_scene_transition": False}],
+        None,
+        {"seed": 7},
+    )
+
+
+def test_a_marker_request_records_its_marker_and_one_frame_is_enough() -> None:
+    fox = _marker("fox", _range(30, 1), {"prompt": "a fox", "seed": 7})
+    (request,) = find_shot_requests(_timeline(_v1(_gap(100), markers=(fox,))))
+    assert (request.id, request.name, request.record_start, request.duration) == (
+        "v0.m0",
+        "fox",
+        HOUR + 30,
+        1,
+    )
+    assert request.metadata == {"seed": 7, "marker_name": "fox", "marker_color": "RED", "owner": "Track 'V1'"}
+
+
+def test_unmarked_gaps_and_markers_selected_by_name_or_id_are_requests() -> None:
+    markers = (_marker("note", _range(0, 5)), _marker("other note", _range(10, 5)))
+    timeline = _timeline(_v1(_gap(10, name="hole"), _gap(20, name="slot"), markers=markers))
+    scan = scan_shot_requests(timeline, select=["hole", "v0.i1.gap", "note", "v0.m1"])
+    assert [(r.id, r.name) for r in scan.requests] == [
+        ("v0.m0", "note"),
+        ("v0.m1", "other note"),
+        ("v0.i0.gap", "hole"),
+        ("v0.i1.gap", "slot"),
+    ]
+    assert scan.refused == []
+    plain = find_shot_requests(timeline, include_plain_gaps=True)
+    assert [r.id for r in plain] == ["v0.i0.gap", "v0.i1.gap"]
+
+
+def test_refusals_of_gaps_and_markers_say_what_to_change() -> None:
+    markers = (
+        _marker("untold", _range(0, 5), {"seed": 1}),
+        _marker("instant", _range(0, 0), {"prompt": "x"}),
+        _marker("typo", _range(0, 5), {"storyboard": [{"txt": "a fox"}]}),
+    )
+    edit = _v1(
+        _gap(0, {"prompt": "x"}, "empty"),
+        _gap(5, ["a", "list"], "listed"),
+        _gap(5, {"storyboard": []}, "bare"),
+    )
+    edit.markers.extend(markers)
+    audio = otio.schema.Track("A1", kind=otio.schema.TrackKind.Audio)
+    audio.append(_gap(5, {"prompt": "x"}, "sound"))
+    scan = scan_shot_requests(_timeline(edit, audio))
+    assert scan.requests == []
+    on_v1 = "marker {!r} on Track 'V1': "
+    assert [r.to_dict() for r in scan.refused] == [
+        {
+            "id": "v0.m0",
+            "name": "untold",
+            "message": on_v1.format("untold")
+            + "metadata['ttt_studio'] needs a 'storyboard' list or a 'prompt' "
+            "string, got keys ['seed']",
+        },
+        {
+            "id": "v0.m1",
+            "name": "instant",
+            "message": on_v1.format("instant")
+            + "marked_range has 0 frames; a shot marker needs a duration of at "
+            "least 1 frame (in Resolve give the marker a duration)",
+        },
+        {
+            "id": "v0.m2",
+            "name": "typo",
+            "message": on_v1.format("typo") + "storyboard[0] has unknown keys ['txt']; expected ['neg_text', "
+            "'requires_scene_transition', 'text']",
+        },
+        {
+            "id": "v0.i0.gap",
+            "name": "empty",
+            "message": "Gap 'empty' in track 'V1': request v0.i0.gap ('empty') has 0 frames; need >= 1",
+        },
+        {
+            "id": "v0.i1.gap",
+            "name": "listed",
+            "message": "Gap 'listed' in track 'V1': Gap 'listed': metadata['ttt_studio'] must be a dict, got list: "
+            "['a', 'list']",
+        },
+        {
+            "id": "v0.i2.gap",
+            "name": "bare",
+            "message": "Gap 'bare' in track 'V1': metadata['ttt_studio']['storyboard'] is empty; give at least one "
+            "segment",
+        },
+        {
+            "id": "a0.i0.gap",
+            "name": "sound",
+            "message": "Gap 'sound' in track 'A1': request a0.i0.gap (gap 'sound') is on audio track 'A1': "
+            "ttt-studio generates picture; put the request on a video track",
+        },
+    ]
+
+
+def test_the_first_refusal_is_raised_with_how_many_more_there_are() -> None:
+    one = _timeline(_v1(_gap(0, {"prompt": "x"}, "empty")))
+    with pytest.raises(RequestError) as info:
+        find_shot_requests(one)
+    assert str(info.value) == "Gap 'empty' in track 'V1': request v0.i0.gap ('empty') has 0 frames; need >= 1"
+    two = _timeline(_v1(_gap(0, {"prompt": "x"}, "empty"), _gap(0, {"prompt": "y"}, "void")))
+    with pytest.raises(RequestError, match=r"need >= 1 \(and 1 more refused\)$"):
+        find_shot_requests(two)
+
+
+def test_times_and_rates_that_cannot_become_frames_are_named() -> None:
+    markers = (
+        _marker("endless", TR(RT(float("inf"), 24), RT(5, 24)), {"prompt": "x"}),
+        _marker("tiny rate", TR(RT(0, 24), RT(10, 1e-300)), {"prompt": "x"}),
+    )
+    scan = scan_shot_requests(_timeline(_v1(_gap(100), markers=markers)))
+    endless, tiny = (r.message for r in scan.refused)
+    assert endless == (
+        "marker 'endless' on Track 'V1': Marker 'endless': time value must be finite, got "
+        "otio.opentime.RationalTime(value=inf, rate=24)"
+    )
+    assert tiny.startswith(
+        "marker 'tiny rate' on Track 'V1': Marker 'tiny rate': time otio.opentime.RationalTime(value=10, "
+        "rate=1e-300) at 24 fps is not usable: ZeroDivisionError: "
+    )
+    with pytest.raises(RequestError) as info:
+        scan_shot_requests(_timeline(_v1(_gap(10))), rate=float("inf"))
+    assert str(info.value) == (
+        "timeline 'edit': frame rate inf is not usable: OverflowError: cannot convert Infinity to integer ratio"
+    )
+
+
+def test_find_passes_an_explicit_rate_and_fulfilled_requests_on() -> None:
+    timeline = otio.schema.Timeline("no start")  # no global start time: the rate comes from the items
+    timeline.tracks.append(_v1(_gap(10, {"prompt": "x"})))
+    assert [r.rate for r in find_shot_requests(timeline)] == [24]
+    assert [r.rate for r in find_shot_requests(timeline, rate=25)] == [25]
