@@ -22,6 +22,7 @@ from host_plugin.core.requests import (
     find_shot_requests,
     normalise_storyboard,
     scan_shot_requests,
+    timeline_rate,
 )
 
 RT = otio.opentime.RationalTime
@@ -469,3 +470,60 @@ def test_find_passes_an_explicit_rate_and_fulfilled_requests_on() -> None:
     timeline.tracks.append(_v1(_gap(10, {"prompt": "x"})))
     assert [r.rate for r in find_shot_requests(timeline)] == [24]
     assert [r.rate for r in find_shot_requests(timeline, rate=25)] == [25]
+
+
+def test_the_rate_comes_from_a_real_start_time_else_from_the_first_item_with_one() -> None:
+    def edit(start: Any) -> otio.schema.Timeline:
+        timeline = otio.schema.Timeline("rates", global_start_time=start)
+        rangeless = otio.schema.Clip("rangeless")  # says nothing about the rate
+        in_seconds = otio.schema.Gap(source_range=TR(RT(0, 1), RT(2, 1)))  # rate 1: not a frame rate
+        timeline.tracks.append(_v1(rangeless, in_seconds, _gap(10, {"prompt": "x"})))
+        return timeline
+
+    # OTIO's default start time (0 at rate 1) is no start time
+    assert timeline_rate(edit(RT(0, 1))) == 24
+    # a start at 0 at 25 fps is the timeline's rate, whatever rate its items' ranges were written in
+    assert timeline_rate(edit(RT(0, 25))) == 25
+    with pytest.raises(RequestError) as info:
+        timeline_rate(otio.schema.Timeline("empty"))
+    assert str(info.value) == (
+        "timeline 'empty' has no global_start_time and no item with a duration: cannot tell its frame rate; "
+        "pass rate= explicitly"
+    )
+
+
+def test_a_track_whose_items_cannot_be_read_is_refused_naming_the_item() -> None:
+    tiny = otio.schema.Gap(name="tiny", source_range=TR(RT(0, 24), RT(10, 1e-300)))
+    refused = scan_shot_requests(_timeline(_v1(tiny), _v1(otio.schema.Clip("rangeless")))).refused
+    assert [(r.id, r.name) for r in refused] == [("v0", "V1"), ("v1", "V1")]
+    assert refused[0].message.startswith(
+        "track 'V1': Gap 'tiny': time otio.opentime.RationalTime(value=10, rate=1e-300) at 24 fps is not usable: "
+    )
+    assert refused[1].message.startswith("track 'V1': Clip 'rangeless' in track 'V1' has no usable range: ")
+    assert refused[1].message.endswith("; its requests cannot be placed")
+
+
+def test_a_trimmed_track_places_its_requests_from_its_trim() -> None:
+    track = _v1(_gap(20), _gap(20, {"prompt": "x"}))
+    track.source_range = _range(10, 30)  # the track shows its own frames 10..40
+    (request,) = find_shot_requests(_timeline(track))
+    assert (request.record_start, request.duration) == (HOUR + 10, 20)
+
+
+def test_an_audio_track_stays_audio_after_a_nested_video_track() -> None:
+    nest = otio.schema.Stack("compound")
+    nest.append(_v1(_gap(5)))
+    audio = otio.schema.Track("A1", kind=otio.schema.TrackKind.Audio)
+    audio.extend([nest, _gap(5, {"prompt": "x"}, "after the nest")])
+    scan = scan_shot_requests(_timeline(_v1(_gap(10)), audio))
+    assert scan.requests == []
+    assert [(r.name, "is on audio track 'A1'" in r.message) for r in scan.refused] == [
+        ("after the nest", True)
+    ]
+
+
+def test_only_clips_on_a_generated_track_fulfil_requests() -> None:
+    generated = otio.schema.Track("TTT generated", metadata={"ttt_studio": {"role": "generated"}})
+    generated.append(_gap(10, {"request_id": "v0.i0.gap"}))  # a lifted clip leaves a gap, not a result
+    timeline = _timeline(_v1(_gap(10, {"prompt": "x"})), generated)
+    assert [r.id for r in find_shot_requests(timeline)] == ["v0.i0.gap"]
