@@ -527,3 +527,13 @@ def test_only_clips_on_a_generated_track_fulfil_requests() -> None:
     generated.append(_gap(10, {"request_id": "v0.i0.gap"}))  # a lifted clip leaves a gap, not a result
     timeline = _timeline(_v1(_gap(10, {"prompt": "x"})), generated)
     assert [r.id for r in find_shot_requests(timeline)] == ["v0.i0.gap"]
+
+
+def test_an_empty_item_takes_no_frames_and_a_negative_one_is_named() -> None:
+    (request,) = find_shot_requests(_timeline(_v1(_gap(0), _gap(10, {"prompt": "x"}))))
+    assert (request.id, request.record_start) == ("v0.i1.gap", HOUR)
+    backwards = otio.schema.Gap(name="backwards", source_range=_range(0, -5))
+    (refusal,) = scan_shot_requests(_timeline(_v1(backwards))).refused
+    assert refusal.message == (
+        "track 'V1': Gap 'backwards' in track 'V1' has a negative duration (-5 frames); its requests cannot be placed"
+    )
