@@ -537,3 +537,13 @@ def test_an_empty_item_takes_no_frames_and_a_negative_one_is_named() -> None:
     assert refusal.message == (
         "track 'V1': Gap 'backwards' in track 'V1' has a negative duration (-5 frames); its requests cannot be placed"
     )
+
+
+def test_a_trimmed_track_nested_in_a_track_places_its_requests_on_the_outer_track() -> None:
+    nested = _v1(_gap(20), _gap(20, {"prompt": "x"}))
+    nested.name, nested.source_range = "nested", _range(10, 30)  # shows its own frames 10..40
+    v2 = otio.schema.Track("V2")
+    v2.append(nested)
+    (request,) = find_shot_requests(_timeline(_v1(_gap(5)), v2))
+    assert (request.id, request.track_index, request.track_name) == ("v1.i0.i1.gap", 1, "V2")
+    assert (request.record_start, request.duration) == (HOUR + 10, 20)
