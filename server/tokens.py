@@ -202,7 +202,7 @@ def migrate(path: Path) -> dict[str, str]:
     """Replace a clear-text `TOKEN USER` file by a v1 file with a new token per user; returns {user: token}."""
     try:
         text = Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise TokenFileError(f"token file {path} cannot be read: {exc}") from None
     if text.splitlines()[:1] == [HEADER]:
         raise TokenFileError(f"{path} is already in the hashed format; nothing to migrate")

@@ -178,6 +178,11 @@ def test_migrate_issues_working_tokens_and_refuses_what_it_cannot_convert(tmp_pa
     missing = tmp_path / "missing"
     with pytest.raises(tokens.TokenFileError, match=rf"^token file {missing} cannot be read: "):
         tokens.migrate(missing)
+    # an old file saved in Latin-1 is named, not a traceback from the command line
+    latin1 = tmp_path / "latin1"
+    latin1.write_bytes(b"old-token-of-alice-\xe9-0123 alice\n")
+    with pytest.raises(tokens.TokenFileError, match=rf"^token file {latin1} cannot be read: .*utf-8"):
+        tokens.migrate(latin1)
 
 
 def test_token_files_are_read_as_utf8_under_an_ascii_locale(tmp_path: Path) -> None:
