@@ -17,6 +17,8 @@ import pytest
 
 from host_plugin.core.errors import RequestError
 from host_plugin.core.requests import (
+    GENERATED_TRACK_ROLE,
+    METADATA_KEY,
     SOURCE_LONG_CLIPS,
     ShotRequest,
     find_shot_requests,
@@ -547,3 +549,100 @@ def test_a_trimmed_track_nested_in_a_track_places_its_requests_on_the_outer_trac
     (request,) = find_shot_requests(_timeline(_v1(_gap(5)), v2))
     assert (request.id, request.track_index, request.track_name) == ("v1.i0.i1.gap", 1, "V2")
     assert (request.record_start, request.duration) == (HOUR + 10, 20)
+
+
+# ---- the scan's entry: the timeline's top-level stack and its tracks (the second full run's survivors) ----
+
+FOX = {"storyboard": [{"text": "a fox"}]}
+
+
+def test_a_trimmed_top_level_stack_moves_its_requests_back_by_the_trim() -> None:
+    timeline = _timeline(_v1(_gap(20), _gap(5, FOX, name="g")))
+    timeline.tracks.source_range = _range(10, 100)  # the edit shows the stack from its frame 10
+    (request,) = scan_shot_requests(timeline).requests
+    assert (request.id, request.record_start) == ("v0.i1.gap", HOUR + 10)
+
+
+def test_a_marker_on_the_top_level_stack_belongs_to_no_track() -> None:
+    timeline = _timeline(_v1(_gap(50)))
+    timeline.tracks.markers.append(_marker("m", _range(5, 3), FOX))
+    (request,) = scan_shot_requests(timeline).requests
+    assert (request.id, request.track_name, request.track_index, request.record_start) == (
+        "stack.m0",
+        "",
+        -1,
+        HOUR + 5,
+    )
+
+
+def test_video_tracks_are_counted_apart_from_audio_and_a_generated_track_ends_nothing() -> None:
+    audio = otio.schema.Track("A1", kind=otio.schema.TrackKind.Audio)
+    audio.append(_gap(10))
+    generated = otio.schema.Track("TTT generated")
+    generated.metadata[METADATA_KEY] = {"role": GENERATED_TRACK_ROLE}
+    generated.append(_gap(4, FOX, name="in generated"))
+    tracks = [otio.schema.Track(f"V{n}") for n in (2, 3)]
+    for n, track in enumerate(tracks):
+        track.append(_gap(4, FOX, name=f"g{n}"))
+    timeline = _timeline(_v1(_gap(4, FOX, name="w")), audio, generated, *tracks)
+    found = [(r.id, r.track_name, r.track_index) for r in scan_shot_requests(timeline).requests]
+    assert found == [("v0.i0.gap", "V1", 0), ("v2.i0.gap", "V2", 2), ("v3.i0.gap", "V3", 3)]
+
+
+def test_an_item_directly_in_the_top_level_stack_is_a_request_on_no_track() -> None:
+    timeline = _timeline(_v1(_gap(4)))
+    timeline.tracks.append(_gap(3, FOX, name="loose"))
+    scan = scan_shot_requests(timeline)
+    assert scan.refused == []
+    assert [(r.id, r.name, r.track_name, r.track_index, r.record_start) for r in scan.requests] == [
+        ("stack.c1.gap", "loose", "", -1, HOUR)
+    ]
+
+
+def test_an_unreadable_item_in_the_top_level_stack_is_refused_by_its_place_and_name() -> None:
+    odd = otio.schema.Gap(name="odd", source_range=_range(0, -3))
+    odd.metadata["ttt_studio"] = FOX
+    timeline = _timeline(_v1(_gap(4)))
+    timeline.tracks.append(odd)
+    scan = scan_shot_requests(timeline)
+    assert scan.requests == []
+    assert [(r.id, r.name, r.message) for r in scan.refused] == [
+        (
+            "stack.c1",
+            "odd",
+            "Gap 'odd' in the timeline's stack has a negative duration (-3 frames); its requests cannot be "
+            "placed",
+        )
+    ]
+
+
+def test_a_selected_name_that_matches_nothing_is_refused_under_that_name() -> None:
+    scan = scan_shot_requests(_timeline(_v1(_gap(4))), select=["nope"])
+    assert [(r.id, r.name) for r in scan.refused] == [("select:nope", "nope")]
+
+
+def test_a_request_cut_by_a_track_nested_in_a_track_names_that_track() -> None:
+    inner = otio.schema.Track("inner")
+    inner.append(_gap(20, FOX, name="long"))
+    inner.source_range = _range(0, 10)  # the nest shows 10 of the request's 20 frames
+    scan = scan_shot_requests(_timeline(_v1(inner)))
+    assert scan.requests == []
+    assert [(r.id, r.name, r.message) for r in scan.refused] == [
+        (
+            "v0.i0.i0.gap",
+            "long",
+            f"request v0.i0.i0.gap (gap 'long', frames {HOUR}-{HOUR + 20}) is only partly visible through "
+            f"nested Track 'inner' (frames {HOUR}-{HOUR + 10}); move it inside the visible part or untrim "
+            "the nest",
+        )
+    ]
+
+
+def test_an_unreadable_generated_track_fails_the_scan_saying_where() -> None:
+    generated = otio.schema.Track("TTT generated")
+    generated.metadata[METADATA_KEY] = {"role": GENERATED_TRACK_ROLE}
+    generated.append(otio.schema.Clip("rangeless", otio.schema.MissingReference()))
+    with pytest.raises(
+        RequestError, match=r"^timeline 'edit': a generated track: Cannot compute available range"
+    ):
+        scan_shot_requests(_timeline(_v1(_gap(4, FOX, name="w")), generated))
