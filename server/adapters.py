@@ -73,15 +73,16 @@ def _record(
     )
 
 
-def _load_checked(path: Path, transformer: Any, what: str) -> Any:
-    """load_adapter + check_adapter; InvalidArgumentError naming `what` and the first bad key otherwise."""
+def _load_checked(path: Path, transformer: Any, what: str, vae: Any = None) -> Any:
+    """load_adapter + check_adapter (its decoder LoRA against `vae` when given); InvalidArgumentError naming
+    `what` and the first bad key otherwise."""
     import torch
 
     from ttt_engine.adapters import AdapterError, check_adapter, load_adapter
 
     try:
         adapter = load_adapter(path)
-        check_adapter(adapter, transformer)
+        check_adapter(adapter, transformer, vae)
         bad = next((key for key, tensor in adapter.state.items() if not torch.isfinite(tensor).all()), None)
         if bad is not None:
             raise AdapterError(f"{what}: {bad} holds NaN or infinite values")
@@ -98,12 +99,15 @@ def _load_checked(path: Path, transformer: Any, what: str) -> Any:
 
 class AdapterRegistry:
     """Adapters by caller and by content hash. folder: the published adapters folder (or None).
-    transformer: the loaded model's transformer, that every adapter is checked against."""
+    transformer, vae: the loaded model's, that every adapter (and its decoder LoRA) is checked against."""
 
-    def __init__(self, store: Store, frames: FrameStore, folder: Path | None, transformer: Any) -> None:
+    def __init__(
+        self, store: Store, frames: FrameStore, folder: Path | None, transformer: Any, vae: Any = None
+    ) -> None:
         self.store = store
         self.frames = frames
         self.transformer = transformer
+        self.vae = vae
         self.upload_dir = frames.root / UPLOAD_DIR
         self.upload_dir.mkdir(parents=True, exist_ok=True)
         self._folder: dict[str, AdapterRecord] = {}
@@ -130,7 +134,7 @@ class AdapterRegistry:
                     f"--adapters {folder}: {entry.name}: the name must match {ADAPTER_NAME.pattern}"
                 )
             try:
-                adapter = _load_checked(entry, self.transformer, f"adapter {entry.name}")
+                adapter = _load_checked(entry, self.transformer, f"adapter {entry.name}", self.vae)
             except InvalidArgumentError as exc:
                 raise ValueError(f"--adapters {folder}: {exc}") from None
             size = Path(adapter.path).stat().st_size  # the weights file: the hash is of its bytes
@@ -269,7 +273,7 @@ class AdapterRegistry:
             )
             name = header.display_name
             tmp = tmp.rename(tmp_dir / f"{name}{ADAPTER_SUFFIX}")
-            adapter = _load_checked(tmp, self.transformer, f"adapter {name!r}")
+            adapter = _load_checked(tmp, self.transformer, f"adapter {name!r}", self.vae)
             if str(adapter.sha256) != sha:
                 raise RuntimeError(
                     f"adapter {name!r}: load_adapter hashed {adapter.sha256}, the bytes are {sha}"
@@ -299,8 +303,9 @@ class AdapterRegistry:
 def applied_for(
     pipe: Any, registry: AdapterRegistry | None, adapters: Iterable[dict[str, Any]]
 ) -> Iterator[None]:
-    """The job's adapters applied to pipe.transformer for the block (ttt_engine.adapters.applied
-    restores the base exactly on exit); nothing to do for a job without adapters."""
+    """The job's adapters applied to pipe.transformer and pipe.vae's decoder for the block
+    (ttt_engine.adapters.applied restores the base exactly on exit); nothing to do for a job without
+    adapters. The worker enters it for sampling and again for decoding."""
     adapters = list(adapters)
     if not adapters:
         yield
@@ -310,7 +315,7 @@ def applied_for(
     from ttt_engine.adapters import applied
 
     pairs = [(registry.load(a["name"], a["sha256"]), float(a["scale"])) for a in adapters]
-    with applied(pipe.transformer, pairs):
+    with applied(pipe.transformer, pairs, vae=getattr(pipe, "vae", None)):
         yield
 
 

@@ -147,7 +147,11 @@ class Engine:
         self.pipe = pipelines[0][1]  # for facts shared by all workers (fps, frame counts)
         try:
             self.adapters = AdapterRegistry(
-                self.store, self.frames, config.adapters_dir, getattr(self.pipe, "transformer", None)
+                self.store,
+                self.frames,
+                config.adapters_dir,
+                getattr(self.pipe, "transformer", None),
+                getattr(self.pipe, "vae", None),
             )
         except ValueError:  # a bad adapters folder stops the start: release the data dir first
             self.store.close()

@@ -417,7 +417,8 @@ class Worker(threading.Thread):
         ready = len(done)
         t0 = time.monotonic()
         self.metrics.decode_calls.inc()
-        pieces = self.pipe.iter_decode(latents, segments=segments)  # the VAE pass runs here
+        with applied_for(self.pipe, self.adapters, spec.adapters):  # a decoder LoRA draws while decoding
+            pieces = self.pipe.iter_decode(latents, segments=segments)  # the VAE pass runs here
         self._decode_s_per_frame = (time.monotonic() - t0) / max(1, ranges[segments[-1]][1])
         for segment, rgb in pieces:  # (T_seg, H, W, 3) in the model's colour space, ascending segments
             if self._should_stop(job_id):

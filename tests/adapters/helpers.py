@@ -53,6 +53,21 @@ def random_lora_state(
     return state
 
 
+def random_decoder_state(
+    vae: torch.nn.Module, targets: tuple[str, ...], rank: int = 4, seed: int = 0
+) -> dict[str, torch.Tensor]:
+    """Random A and B (B non-zero) for the VAE decoder layers `targets`, in our `vae.decoder.` naming."""
+    from ttt_engine.adapters.apply import check_decoder_targets, decoder_lora_shapes
+
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, layer in check_decoder_targets(vae, targets).items():
+        shape_a, shape_b = decoder_lora_shapes(layer, rank)
+        state[f"vae.decoder.{name}.lora_A.weight"] = 0.2 * torch.randn(shape_a, generator=gen)
+        state[f"vae.decoder.{name}.lora_B.weight"] = 0.2 * torch.randn(shape_b, generator=gen)
+    return state
+
+
 def random_adapter(
     model: VideoDiT, name: str = "a", rank: int = 4, seed: int = 0, alpha: float = 2.0
 ) -> Adapter:

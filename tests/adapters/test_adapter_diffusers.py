@@ -21,7 +21,7 @@ from tests.models.test_vdit_diffusers import (
     reference_forward,
     tiny_cogvideox,
 )
-from ttt_engine.adapters import AdapterConfig, applied, load_adapter, save_adapter
+from ttt_engine.adapters import AdapterConfig, applied, load_adapter, make_adapter, save_adapter
 from ttt_engine.models import load_video_dit
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
@@ -81,7 +81,10 @@ def test_diffusers_lora_loads_as_our_adapter(base, tmp_path, with_metadata: bool
     assert _rel(got, reference_forward(fresh, latents, text, timestep)) < TOLERANCE
 
 
-def test_our_adapter_loads_in_diffusers(base, tmp_path) -> None:
+@pytest.mark.parametrize("decoder", [False, True], ids=["transformer", "with_decoder_lora"])
+def test_our_adapter_loads_in_diffusers(base, tmp_path, decoder: bool) -> None:
+    """Ours load in diffusers, by the model's loader and by the pipeline's; a style adapter's VAE decoder
+    keys (`vae.decoder.`) are left alone there and the transformer part is the same."""
     ours = load_video_dit(base, overrides={"ttt_inner": "none"})
     gen = torch.Generator().manual_seed(3)
     state = {}
@@ -90,11 +93,27 @@ def test_our_adapter_loads_in_diffusers(base, tmp_path) -> None:
             layer = f"transformer.transformer_blocks.{i}.attn1.{t}"
             state[f"{layer}.lora_A.weight"] = 0.2 * torch.randn(3, 32, generator=gen)
             state[f"{layer}.lora_B.weight"] = 0.2 * torch.randn(32, 3, generator=gen)
-    adapter = save_adapter(state, tmp_path / "ours", AdapterConfig(rank=3, alpha=1.5, kind="style"))
+    decoder_targets = ("conv_out.conv",) if decoder else ()
+    if decoder:
+        state["vae.decoder.conv_out.conv.lora_A.weight"] = torch.randn(3, 16, 3, 3, 3, generator=gen)
+        state["vae.decoder.conv_out.conv.lora_B.weight"] = torch.randn(3, 3, 1, 1, 1, generator=gen)
+    config = AdapterConfig(rank=3, alpha=1.5, kind="style", decoder_targets=decoder_targets)
+    adapter = save_adapter(state, tmp_path / "ours", config)
     theirs = CogVideoXTransformer3DModel.from_pretrained(base / "transformer").eval()
     theirs.load_lora_adapter(str(tmp_path / "ours"), weight_name="pytorch_lora_weights.safetensors")
     assert theirs.peft_config["default_0"].lora_alpha == 1.5  # read from our file's diffusers metadata
     latents, text, timestep = _inputs()
+    if decoder:  # its transformer part (the whole adapter applies only together with the VAE)
+        part = {k: v for k, v in state.items() if k.startswith("transformer.")}
+        adapter = make_adapter(part, AdapterConfig(rank=3, alpha=1.5, kind="style"), "ours")
     with applied(ours, [(adapter, 1.0)]):
         got = _ours(ours, latents, text, timestep)
     assert _rel(got, reference_forward(theirs, latents, text, timestep)) < TOLERANCE
+    # the pipeline's loader (load_lora_weights' steps: read, check the names say "lora", load)
+    lora, meta = CogVideoXPipeline.lora_state_dict(
+        str(tmp_path / "ours"), weight_name="pytorch_lora_weights.safetensors", return_lora_metadata=True
+    )
+    assert all("lora" in key for key in lora) and any(k.startswith("vae.decoder.") for k in lora) == decoder
+    piped = CogVideoXTransformer3DModel.from_pretrained(base / "transformer").eval()
+    CogVideoXPipeline.load_lora_into_transformer(lora, transformer=piped, metadata=meta)
+    assert _rel(got, reference_forward(piped, latents, text, timestep)) < TOLERANCE

@@ -13,6 +13,7 @@ from PIL import Image
 
 from ttt_engine.adapters import AdapterConfig, AdapterError, AdapterTrainConfig, applied, load_adapter
 from ttt_engine.adapters import cli as adapter_cli
+from ttt_engine.adapters.config import DECODER_STYLE_TARGETS
 from ttt_engine.adapters.data import collect_items, without_trigger
 from ttt_engine.adapters.train import CHECKPOINT_DIR, PREVIEW_DIR, drop_captions, train_adapter
 from ttt_engine.pipeline.video_pipeline import VideoPipeline
@@ -176,17 +177,25 @@ def test_cli_train_and_info(folder, tmp_path, capsys) -> None:
         "0.25",
         "--prior-steps",
         "2",
+        "--decoder-steps",
+        "2",
+        "--decoder-batch",
+        "1",
     ]
     assert _run([*argv, "--model", str(model), *options]) == 0
     printed = capsys.readouterr().out
     sha = load_adapter(out).sha256
     trained = load_adapter(out).train
     assert sha in printed and trained.text_dropout == 0.25 and trained.prior_steps == 2
+    # a style adapter trains the VAE decoder's LoRA too by default
+    assert trained.decoder_steps == 2 and trained.decoder_batch == 1
+    assert set(load_adapter(out).decoder_modules()) == set(DECODER_STYLE_TARGETS)
     assert (
         _run(["adapter", "info", str(out / "pytorch_lora_weights.safetensors"), "--model", str(model)]) == 0
     )
     info = json.loads(capsys.readouterr().out)
     assert info["sha256"] == sha and info["config"]["rank"] == 2 and info["fits_model"]["skipped"] == []
+    assert info["fits_model"]["decoder_layers"] == len(DECODER_STYLE_TARGETS)
     (tmp_path / "empty").mkdir()
     assert (
         _run(

@@ -32,8 +32,12 @@ ADMIN = "user00"
 JOB = {**MINIMAL, "steps": 2}
 
 
-def tiny_lora(pipe: Any, folder: Path, seed: int, in_extra: int = 0) -> Path:
-    return random_lora(pipe.transformer, folder, seed, in_extra=in_extra)
+def tiny_lora(pipe: Any, folder: Path, seed: int, in_extra: int = 0, decoder: str = "") -> Path:
+    """decoder: "" (a transformer LoRA), "also" (and a VAE decoder LoRA) or "only" (a decoder LoRA alone)."""
+    vae = pipe.vae if decoder else None
+    return random_lora(
+        pipe.transformer, folder, seed, in_extra=in_extra, vae=vae, decoder_only=decoder == "only"
+    )
 
 
 @contextmanager
@@ -73,13 +77,14 @@ def tokens(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def loras(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Two different random LoRAs ("warm" as a folder in the adapters dir, "cool" as a file to upload),
-    and one whose shapes do not fit the model."""
+    """Two different random LoRAs ("warm" as a folder in the adapters dir, with a VAE decoder LoRA too;
+    "cool" as a file to upload, a VAE decoder LoRA alone: its frames differ from the base's only if the
+    worker applies it while decoding), and one whose shapes do not fit the model."""
     root = tmp_path_factory.mktemp("loras")
     pipe = VideoPipeline.tiny_random(seed=0)
     folder = root / "published"
-    warm = tiny_lora(pipe, folder / "warm", seed=1).parent
-    cool = tiny_lora(pipe, root / "cool", seed=2)
+    warm = tiny_lora(pipe, folder / "warm", seed=1, decoder="also").parent
+    cool = tiny_lora(pipe, root / "cool", seed=2, decoder="only")
     bad = tiny_lora(pipe, root / "bad", seed=3, in_extra=3)
     return {"folder": folder, "warm": warm, "cool": cool, "bad": bad}
 
@@ -140,7 +145,7 @@ def test_upload_validation_ownership_and_publishing(
         err = rpc_error(lambda: alice.upload_adapter(loras["bad"], name="bad"))
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, err.details()
         assert BAD_KEY in err.details(), err.details()
-        nan = load_adapter(loras["cool"])
+        nan = load_adapter(loras["warm"])
         nan.state[BAD_KEY][0, 0] = float("nan")
         nan_file = save_adapter(nan, tmp_path / "nan").path
         err = rpc_error(lambda: alice.upload_adapter(nan_file))

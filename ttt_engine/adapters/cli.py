@@ -3,6 +3,10 @@
 
 ttt-studio adapter train stills/ -o adapters/dusk --kind style --trigger dusk
 ttt-studio generate shot.json -o out/shot --adapter adapters/dusk:0.8
+
+A style adapter also trains a LoRA of the VAE decoder by default (--decoder-targets, first, for
+--decoder-steps): a look the model's VAE cannot encode is drawn by its decoder. `--decoder-targets` with no
+names trains the transformer alone; `--targets` with no names trains the decoder alone.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from .config import DEFAULT_TARGETS, AdapterConfig, AdapterTrainConfig
+from .config import DECODER_STYLE_TARGETS, DEFAULT_TARGETS, AdapterConfig, AdapterTrainConfig
 
 _TRAIN_DEFAULTS = AdapterTrainConfig()
 _CONFIG_DEFAULTS = AdapterConfig()
@@ -39,9 +43,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("--alpha", type=float, help="LoRA alpha (default: the rank)")
     t.add_argument(
         "--targets",
-        nargs="+",
+        nargs="*",
         default=list(DEFAULT_TARGETS),
-        help="diffusers-relative block layers (default: %(default)s)",
+        help="diffusers-relative block layers (default: %(default)s; none: the decoder alone)",
+    )
+    t.add_argument(
+        "--decoder-targets",
+        nargs="*",
+        help=f"VAE decoder layers given a LoRA (default: {' '.join(DECODER_STYLE_TARGETS)} for --kind style, "
+        "none for subject; none: the transformer alone)",
+    )
+    t.add_argument(
+        "--decoder-steps", type=int, default=_TRAIN_DEFAULTS.decoder_steps, help="default %(default)s"
+    )
+    t.add_argument(
+        "--decoder-lr", type=float, default=_TRAIN_DEFAULTS.decoder_learning_rate, help="default %(default)s"
+    )
+    t.add_argument(
+        "--decoder-batch", type=int, default=_TRAIN_DEFAULTS.decoder_batch, help="default %(default)s"
     )
     t.add_argument("--steps", type=int, default=_TRAIN_DEFAULTS.steps, help="default %(default)s")
     t.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS.learning_rate, help="default %(default)s")
@@ -95,11 +114,15 @@ def run_train(args: argparse.Namespace) -> int:
     from .config import AdapterError
     from .train import train_adapter
 
+    decoder = args.decoder_targets
+    if decoder is None:
+        decoder = DECODER_STYLE_TARGETS if args.kind == "style" else ()
     try:
         config = AdapterConfig(
             rank=args.rank,
             alpha=args.alpha if args.alpha is not None else float(args.rank),
             target_modules=tuple(args.targets),
+            decoder_targets=tuple(decoder),
             kind=args.kind,
             trigger=args.trigger,
         )
@@ -114,6 +137,9 @@ def run_train(args: argparse.Namespace) -> int:
             prior_steps=args.prior_steps,
             text_dropout=args.text_dropout,
             seed=args.seed,
+            decoder_steps=args.decoder_steps,
+            decoder_learning_rate=args.decoder_lr,
+            decoder_batch=args.decoder_batch,
         )
         pipe = _pipeline(args.model, args.device)
         result = train_adapter(args.folder, args.output, pipe, config, train)
@@ -123,6 +149,8 @@ def run_train(args: argparse.Namespace) -> int:
     a = result.adapter
     print(f"adapter:  {a.path}")
     print(f"sha256:   {a.sha256}")
+    if result.decoder_losses:
+        print(f"decoder:  {len(result.decoder_losses)} steps, L1 {result.decoder_losses[-1]:.4f}")
     if result.losses:
         print(f"steps:    {len(result.losses)} in {result.seconds:.1f} s, last loss {result.losses[-1]:.4f}")
     print(f"apply:    ttt-studio generate STORYBOARD -o OUT --adapter {args.output}:1.0")
@@ -143,10 +171,16 @@ def run_info(args: argparse.Namespace) -> int:
             "config": a.config.to_dict(),
             "train": a.train.to_dict() if a.train else None,
             "modules": len(a.modules()),
+            "decoder_modules": len(a.decoder_modules()),
         }
         if args.model is not None:
-            bound = check_adapter(a, _pipeline(args.model, "cpu").transformer)
-            info["fits_model"] = {"layers": len(bound.modules), "skipped": list(bound.skipped)}
+            pipe = _pipeline(args.model, "cpu")
+            bound = check_adapter(a, pipe.transformer, pipe.vae)
+            info["fits_model"] = {
+                "layers": len(bound.modules),
+                "decoder_layers": len(bound.decoder),
+                "skipped": list(bound.skipped),
+            }
     except AdapterError as exc:
         return _fail(str(exc))
     print(json.dumps(info, indent=2))

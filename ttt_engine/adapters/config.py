@@ -16,6 +16,15 @@ from typing import Any
 KINDS = ("style", "subject", "")
 # diffusers-relative module names (inside transformer_blocks.{i}) the diffusers CogVideoX LoRA script targets
 DEFAULT_TARGETS: tuple[str, ...] = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")
+# module names inside the VAE decoder (AutoencoderKLCogVideoX.decoder) a style adapter's decoder LoRA targets
+# by default: the last up block's convolutions and the output convolution, where a per-pixel look is drawn
+DECODER_STYLE_TARGETS: tuple[str, ...] = (
+    "up_blocks.2.resnets.0.conv1.conv",
+    "up_blocks.2.resnets.0.conv2.conv",
+    "up_blocks.2.resnets.1.conv1.conv",
+    "up_blocks.2.resnets.1.conv2.conv",
+    "conv_out.conv",
+)
 
 
 class AdapterError(ValueError):
@@ -59,7 +68,11 @@ class AdapterConfig:
     """What a LoRA adapter is.
 
     rank, alpha: the LoRA's rank r and alpha; a module's update is (alpha / r) * B @ A (peft's scaling).
-    target_modules: diffusers-relative names inside each transformer block ("attn1.to_q", "ff.net.2", ...).
+    target_modules: diffusers-relative names inside each transformer block ("attn1.to_q", "ff.net.2", ...);
+    may be empty when decoder_targets are set (an adapter of the VAE decoder alone).
+    decoder_targets: module names inside the VAE decoder ("conv_out.conv", ...): convolutions or linear
+    layers given a LoRA of the same rank and alpha, applied while decoding (a conv LoRA is a conv A of the
+    layer's kernel, stride and padding [rank, in, k...], then a 1x1 conv B [out, rank, 1...], as peft's).
     kind: "style" (a look), "subject" (a character or object, called up by `trigger`), or "" (unknown: a
     LoRA trained elsewhere). trigger: the word a storyboard uses to call the subject or style up.
     base_model: a description of the model it was trained on (model folder name and transformer shape).
@@ -68,6 +81,7 @@ class AdapterConfig:
     rank: int = 8
     alpha: float = 8.0
     target_modules: tuple[str, ...] = DEFAULT_TARGETS
+    decoder_targets: tuple[str, ...] = ()
     kind: str = ""
     trigger: str = ""
     base_model: str = ""
@@ -75,16 +89,20 @@ class AdapterConfig:
     def __post_init__(self) -> None:
         _positive_int(self.rank, "rank")
         _finite(self.alpha, "alpha", positive=True)
-        targets = self.target_modules
-        if isinstance(targets, list):
-            object.__setattr__(self, "target_modules", tuple(targets))
-            targets = self.target_modules
-        if (
-            not isinstance(targets, tuple)
-            or not targets
-            or not all(isinstance(t, str) and t for t in targets)
-        ):
-            raise AdapterError(f"target_modules: expected a non-empty list of module names, got {targets!r}")
+        for name in ("target_modules", "decoder_targets"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+                value = getattr(self, name)
+            if not isinstance(value, tuple) or not all(isinstance(t, str) and t for t in value):
+                raise AdapterError(f"{name}: expected a list of module names, got {value!r}")
+            duplicated = sorted({t for t in value if value.count(t) > 1})
+            if duplicated:
+                raise AdapterError(f"{name}: {duplicated[0]!r} is listed twice")
+        if not self.target_modules and not self.decoder_targets:
+            raise AdapterError(
+                "target_modules: expected a non-empty list of module names (or decoder_targets), got []"
+            )
         if self.kind not in KINDS:
             raise AdapterError(f"kind: expected one of {list(KINDS)}, got {self.kind!r}")
         for name in ("trigger", "base_model"):
@@ -103,6 +121,10 @@ class AdapterConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["target_modules"] = list(self.target_modules)
+        if self.decoder_targets:  # absent when empty: a transformer-only adapter's file (and hash) as before
+            d["decoder_targets"] = list(self.decoder_targets)
+        else:
+            del d["decoder_targets"]
         return d
 
     @classmethod
@@ -131,6 +153,9 @@ class AdapterTrainConfig:
     trainer does: guided sampling runs the model on the empty prompt too, and without dropout the adapter
     never learns what to do there, so guidance amplifies the gap between its two branches. seed: data
     order, noise, timesteps and text dropout.
+    decoder_steps, decoder_learning_rate, decoder_batch: the decoder phase, run first when the adapter has
+    decoder_targets: AdamW on the decoder LoRA so that the VAE decodes the items' own encoder latents back
+    to the items (L1 in the VAE's input space); without decoder targets these are unused.
     """
 
     learning_rate: float = 4e-3
@@ -144,12 +169,16 @@ class AdapterTrainConfig:
     lora_dropout: float = 0.0
     text_dropout: float = 0.0
     seed: int = 0
+    decoder_steps: int = 150
+    decoder_learning_rate: float = 2e-3
+    decoder_batch: int = 2
 
     def __post_init__(self) -> None:
         _finite(self.learning_rate, "learning_rate", positive=True)
-        for name in ("steps", "batch"):
+        _finite(self.decoder_learning_rate, "decoder_learning_rate", positive=True)
+        for name in ("steps", "batch", "decoder_batch"):
             _positive_int(getattr(self, name), name)
-        for name in ("preview_every", "checkpoint_every", "prior_samples", "seed"):
+        for name in ("preview_every", "checkpoint_every", "prior_samples", "seed", "decoder_steps"):
             _nonneg_int(getattr(self, name), name)
         _finite(self.prior_weight, "prior_weight")
         if self.prior_steps is not None:

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import DEFAULT_TARGETS, AdapterConfig, AdapterTrainConfig
+from .config import DECODER_STYLE_TARGETS, DEFAULT_TARGETS, AdapterConfig, AdapterTrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +69,11 @@ class StyleRun:
     text_dropout: float = 0.3
     # the attention layers diffusers' script targets, and the MLP: a look is a per-pixel change
     targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
+    # the VAE decoder's LoRA (the decoder phase): the shipped VAE's encoder cannot carry the look
+    decoder_targets: tuple[str, ...] = DECODER_STYLE_TARGETS
+    decoder_steps: int = AdapterTrainConfig.decoder_steps
+    decoder_learning_rate: float = AdapterTrainConfig.decoder_learning_rate
+    decoder_batch: int = AdapterTrainConfig.decoder_batch
     storyboards: int = 12
     segments: int = 1
     scale: float = 1.0
@@ -130,7 +135,12 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         run.out / "stills", run.stills, GRADE, STYLE_SEED, height, width, int(pipe.fps)
     )
     config = AdapterConfig(
-        rank=run.rank, alpha=float(run.rank), target_modules=run.targets, kind="style", trigger=GRADE
+        rank=run.rank,
+        alpha=float(run.rank),
+        target_modules=run.targets,
+        decoder_targets=run.decoder_targets,
+        kind="style",
+        trigger=GRADE,
     )
     train = AdapterTrainConfig(
         learning_rate=run.learning_rate,
@@ -138,6 +148,9 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         batch=run.batch,
         preview_every=max(1, run.steps // 3),
         text_dropout=run.text_dropout,
+        decoder_steps=run.decoder_steps,
+        decoder_learning_rate=run.decoder_learning_rate,
+        decoder_batch=run.decoder_batch,
     )
     t0, cpu0 = time.perf_counter(), time.process_time()
     result = train_adapter(run.out / "stills", run.out / "adapter", pipe, config, train, progress=True)
@@ -153,7 +166,7 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
     reports: dict[str, list[Any]] = {"base": [], "adapter": [], "adapter_as_generated": [], "vae_ceiling": []}
     for case in cases:
         base = display_frames(pipe.generate(case.storyboard, params).frames, pipe.spec.colorspace)
-        with applied(pipe.transformer, [(adapter, run.scale)]):
+        with applied(pipe.transformer, [(adapter, run.scale)], vae=pipe.vae):
             styled = display_frames(pipe.generate(case.storyboard, params).frames, pipe.spec.colorspace)
         arms["base"].append(base)
         arms["adapter"].append(styled)
@@ -173,6 +186,9 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         "train_seconds_steps": round(result.seconds, 1),
         "train_cpu_seconds": round(train_cpu, 1),  # this process's CPU time: the machine is shared
         "final_loss": result.losses[-1] if result.losses else None,
+        "decoder_loss": [result.decoder_losses[0], result.decoder_losses[-1]]
+        if result.decoder_losses
+        else None,
         "colour_distance": {k: round(v, 3) for k, v in distance.items()},
         "distance_ratio": round(distance["adapter"] / distance["base"], 3),
         "vae_ceiling_distance_ratio": round(distance["vae_ceiling"] / distance["base"], 3),
@@ -325,7 +341,7 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
             if scale is None:
                 frames = pipe.generate(board, params).frames
             else:
-                with applied(pipe.transformer, [(adapter, scale)]):
+                with applied(pipe.transformer, [(adapter, scale)], vae=pipe.vae):
                     frames = pipe.generate(board, params).frames
             shown = display_frames(frames, pipe.spec.colorspace)
             hits[arm].append(character_present(shown, SUBJECT))
@@ -365,14 +381,15 @@ def _add_run_arguments(parser: argparse.ArgumentParser, defaults: Any, ints: tup
     parser.add_argument("--lr", dest="learning_rate", type=float, default=defaults.learning_rate)
     parser.add_argument("--text-dropout", type=float, default=defaults.text_dropout)
     parser.add_argument("--scale", type=float, default=defaults.scale)
-    parser.add_argument("--targets", nargs="+", default=list(defaults.targets))
+    parser.add_argument("--targets", nargs="*", default=list(defaults.targets))
     parser.add_argument("--strip", type=Path, help="write a [still | base | adapter] PNG strip here")
 
 
 def _run_from(cls: type, args: argparse.Namespace) -> Any:
     """A StyleRun / SubjectRun from the parsed options (one option per field)."""
     values = {f.name: getattr(args, f.name) for f in fields(cls)}
-    return cls(**{**values, "targets": tuple(values["targets"])})
+    tuples = {k: tuple(values[k]) for k in ("targets", "decoder_targets") if k in values}
+    return cls(**{**values, **tuples})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,7 +403,26 @@ def main(argv: list[str] | None = None) -> int:
     _add_run_arguments(
         style,
         StyleRun(out=Path(".")),
-        ("stills", "steps", "rank", "batch", "storyboards", "segments", "threads"),
+        (
+            "stills",
+            "steps",
+            "rank",
+            "batch",
+            "storyboards",
+            "segments",
+            "threads",
+            "decoder_steps",
+            "decoder_batch",
+        ),
+    )
+    style.add_argument(
+        "--decoder-targets",
+        nargs="*",
+        default=list(StyleRun.decoder_targets),
+        help="VAE decoder layers given a LoRA (none: a transformer-only adapter)",
+    )
+    style.add_argument(
+        "--decoder-lr", dest="decoder_learning_rate", type=float, default=StyleRun.decoder_learning_rate
     )
     ceiling = sub.add_parser(
         "style-ceiling", help="what an adapter of the VAE encoder's latents can reach (no training)"

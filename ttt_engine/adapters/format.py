@@ -7,6 +7,11 @@ reads its alpha) and our config (`ttt_studio.adapter`), so the server can take a
 `save_adapter` writes that file as `pytorch_lora_weights.safetensors` in a folder, with `adapter_config.json`
 beside it for people to read.
 
+A style adapter may also hold a LoRA of the VAE decoder (config.decoder_targets), in the same file under
+`vae.decoder.<module>.lora_A.weight` / `.lora_B.weight` (conv LoRAs as peft shapes them: A [rank, in, k...],
+B [out, rank, 1...]). diffusers' CogVideoX `load_lora_weights` loads the `transformer.` keys and leaves
+these alone (tests/adapters/test_adapter_diffusers.py); the sha256 covers both parts.
+
 `load_adapter` also reads LoRAs made elsewhere: diffusers' `.lora.down` / `.lora.up` naming (what
 `convert_state_dict_to_diffusers` writes), peft names with the adapter name left in (`lora_A.default.weight`)
 and files without our config: rank from the shapes, alpha from diffusers' metadata, else alpha = rank
@@ -37,6 +42,7 @@ CONFIG_NAME = "adapter_config.json"
 META_OURS = "ttt_studio.adapter"
 META_DIFFUSERS = "lora_adapter_metadata"  # diffusers.loaders.lora_base.LORA_ADAPTER_METADATA_KEY
 PREFIX = "transformer."
+DECODER_PREFIX = "vae.decoder."
 # accepted key endings -> "A" (down, [rank, in]) or "B" (up, [out, rank])
 _SUFFIXES = (
     (re.compile(r"\.lora_A(?:\.[A-Za-z0-9_-]+)?\.weight$"), "A"),
@@ -52,7 +58,8 @@ class Adapter:
     """A loaded LoRA adapter.
 
     state: {"transformer.<diffusers module>.lora_A.weight": [rank, in], "....lora_B.weight": [out, rank]}
-    (float tensors on the CPU). sha256: of the safetensors file's bytes (of the bytes `save_adapter` would
+    and {"vae.decoder.<module>.lora_A.weight": [rank, in, k...], "....lora_B.weight": [out, rank, 1...]}
+    for a decoder LoRA (float tensors on the CPU). sha256: of the safetensors file's bytes (of the bytes `save_adapter` would
     write for an adapter not yet saved): the content hash jobs record. path: the file it came from.
     """
 
@@ -65,12 +72,20 @@ class Adapter:
 
     def modules(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """{diffusers module name (without 'transformer.'): (A [rank, in], B [out, rank])}."""
-        out = {}
-        for key, a in self.state.items():
-            if key.endswith(".lora_A.weight"):
-                module = key[len(PREFIX) : -len(".lora_A.weight")]
-                out[module] = (a, self.state[f"{PREFIX}{module}.lora_B.weight"])
-        return out
+        return _pairs(self.state, PREFIX)
+
+    def decoder_modules(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{module name inside the VAE decoder: (A [rank, in, k...], B [out, rank, 1...])}; {} for none."""
+        return _pairs(self.state, DECODER_PREFIX)
+
+
+def _pairs(state: dict[str, torch.Tensor], prefix: str) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    out = {}
+    for key, a in state.items():
+        if key.startswith(prefix) and key.endswith(".lora_A.weight"):
+            module = key[len(prefix) : -len(".lora_A.weight")]
+            out[module] = (a, state[f"{prefix}{module}.lora_B.weight"])
+    return out
 
 
 def module_sort_key(module: str) -> tuple:
@@ -85,19 +100,25 @@ def relative_module(module: str) -> str:
 
 
 def normalise_state(state: dict[str, torch.Tensor], where: str) -> dict[str, torch.Tensor]:
-    """Any accepted LoRA naming -> ours (`transformer.<module>.lora_A.weight` / `.lora_B.weight`).
+    """Any accepted LoRA naming -> ours (`transformer.<module>.lora_A.weight` / `.lora_B.weight`; decoder
+    keys keep their `vae.decoder.` prefix).
 
-    Checks that every module has both matrices, 2-D, of one rank. Raises AdapterError naming the bad key.
+    Checks that every module has both matrices, of one rank: 2-D for the transformer; for the decoder 2-D
+    (a linear layer) or A [rank, in, k...] with B [out, rank, 1...] of as many dimensions (a convolution).
+    Raises AdapterError naming the bad key.
     """
     if not state:
         raise AdapterError(f"{where}: no LoRA tensors in it")
     out: dict[str, torch.Tensor] = {}
     for key in sorted(state, key=module_sort_key):
         tensor = state[key]
-        name = key[len(PREFIX) :] if key.startswith(PREFIX) else key
-        if name.split(".", 1)[0] in ("text_encoder", "text_encoder_2", "unet"):
+        decoder = key.startswith(DECODER_PREFIX)
+        prefix = DECODER_PREFIX if decoder else PREFIX
+        name = key[len(prefix) :] if key.startswith(prefix) else key
+        if name.split(".", 1)[0] in ("text_encoder", "text_encoder_2", "unet", "vae"):
             raise AdapterError(
-                f"{where}: key {key!r} is for the {name.split('.', 1)[0]}; only transformer LoRAs are supported"
+                f"{where}: key {key!r} is for the {name.split('.', 1)[0]}; only transformer LoRAs and "
+                f"VAE decoder LoRAs ({DECODER_PREFIX}...) are supported"
             )
         found = [(name[: m.start()], which) for pattern, which in _SUFFIXES if (m := pattern.search(name))]
         if not found:
@@ -107,23 +128,27 @@ def normalise_state(state: dict[str, torch.Tensor], where: str) -> dict[str, tor
                 "are not supported)"
             )
         module, which = found[0]
-        canon = f"{PREFIX}{module}.lora_{which}.weight"
+        canon = f"{prefix}{module}.lora_{which}.weight"
         if canon in out:
             raise AdapterError(f"{where}: key {key!r} duplicates {canon!r} under another naming")
-        if not isinstance(tensor, torch.Tensor) or tensor.dim() != 2 or not tensor.is_floating_point():
+        dims_ok = isinstance(tensor, torch.Tensor) and (tensor.dim() >= 2 if decoder else tensor.dim() == 2)
+        if not dims_ok or not tensor.is_floating_point():
             got = (tuple(tensor.shape), tensor.dtype) if isinstance(tensor, torch.Tensor) else type(tensor)
-            raise AdapterError(f"{where}: key {key!r}: expected a 2-D float matrix, got {got}")
+            want = "a float tensor of 2 or more dimensions" if decoder else "a 2-D float matrix"
+            raise AdapterError(f"{where}: key {key!r}: expected {want}, got {got}")
         out[canon] = tensor
     ranks: Counter[int] = Counter()
     for canon in out:
-        module = canon[len(PREFIX) : -len(".lora_X.weight")]
-        a, b = out.get(f"{PREFIX}{module}.lora_A.weight"), out.get(f"{PREFIX}{module}.lora_B.weight")
+        prefix = DECODER_PREFIX if canon.startswith(DECODER_PREFIX) else PREFIX
+        module = canon[len(prefix) : -len(".lora_X.weight")]
+        a, b = out.get(f"{prefix}{module}.lora_A.weight"), out.get(f"{prefix}{module}.lora_B.weight")
         if a is None or b is None:
             raise AdapterError(f"{where}: module {module!r} has {'B' if a is None else 'A'} but not its pair")
-        if a.shape[0] != b.shape[1]:
+        if a.shape[0] != b.shape[1] or a.dim() != b.dim() or any(k != 1 for k in b.shape[2:]):
             raise AdapterError(
-                f"{where}: key {PREFIX}{module}.lora_B.weight: shape {tuple(b.shape)} does not take the rank "
+                f"{where}: key {prefix}{module}.lora_B.weight: shape {tuple(b.shape)} does not take the rank "
                 f"{a.shape[0]} of lora_A {tuple(a.shape)}"
+                + (" (a conv LoRA's B is [out, rank, 1...], as many dimensions as A)" if a.dim() > 2 else "")
             )
         ranks[a.shape[0]] += 1
     if len(ranks) > 1:
@@ -259,8 +284,16 @@ def _derived_config(state: dict[str, torch.Tensor], metadata: dict[str, str], wh
                 f"{where}: metadata says r={peft_meta[f'{PREFIX}r']!r}, the matrices have rank {rank}"
             )
         alpha = peft_meta.get(f"{PREFIX}lora_alpha", alpha)
-    modules = sorted({relative_module(k[len(PREFIX) : -len(".lora_A.weight")]) for k in state})
-    return AdapterConfig(rank=rank, alpha=alpha, target_modules=tuple(modules))
+    modules = sorted(
+        {relative_module(k[len(PREFIX) : -len(".lora_A.weight")]) for k in state if k.startswith(PREFIX)}
+    )
+    decoder = sorted(
+        {k[len(DECODER_PREFIX) : -len(".lora_A.weight")] for k in state if k.startswith(DECODER_PREFIX)},
+        key=module_sort_key,
+    )
+    return AdapterConfig(
+        rank=rank, alpha=alpha, target_modules=tuple(modules), decoder_targets=tuple(decoder)
+    )
 
 
 def load_adapter(path: str | os.PathLike[str]) -> Adapter:

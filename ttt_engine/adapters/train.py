@@ -1,6 +1,9 @@
 """Train a LoRA adapter with peft on a folder of stills and clips (`ttt-studio adapter train`).
 
     items (data.py) -> latents (the model's VAE, once)      captions -> text embeddings (once, frozen)
+    [decoder_targets] the decoder phase: a LoRA on those VAE decoder layers (B = 0), AdamW for decoder_steps
+                    so that decode(item latents) reproduces the items (L1 in the VAE's [-1, 1] input
+                    space); it stays applied (frozen) for the rest, so previews show the look
     [subject] prior samples: the base model's own latents for the captions without the trigger
     LoRA (peft inject_adapter_in_model, B = 0: the model starts as the base) on config.target_modules
     for each step:  z = a batch of item latents;  t, eps from one seeded generator
@@ -13,12 +16,15 @@
     at the end: ADAPTER_DIR/pytorch_lora_weights.safetensors in diffusers' naming (format.py)
 
 One rule: the base weights never train and are left as they were (the LoRA layers are taken out at the
-end), so the pipeline can sample the base model again. N steps == N/2 steps + resume + N/2 steps.
+end), so the pipeline can sample the base model again. N steps == N/2 steps + resume + N/2 steps. The
+decoder phase checkpoints once, at its end (it is short): an interrupted decoder phase starts again.
+An adapter with decoder_targets and no target_modules trains the decoder phase alone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -36,10 +42,10 @@ from ..storyboard import Segment, Storyboard
 from ..train.checkpoint import ResumeError, capture_rng, restore_rng
 from ..train.data import SeededSampler
 from ..train.diffusion_loss import VelocityLoss, make_noise_scheduler
-from .apply import linear_module_map
+from .apply import check_decoder_targets, decoder_lora_shapes, linear_module_map, lora_delta
 from .config import AdapterConfig, AdapterError, AdapterTrainConfig
 from .data import Item, collect_items, without_trigger
-from .format import PREFIX, Adapter, relative_module, save_adapter
+from .format import DECODER_PREFIX, PREFIX, Adapter, relative_module, save_adapter
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +55,21 @@ STATE_FORMAT = "ttt-studio.adapter-train"
 PREVIEW_DIR = "previews"
 PREVIEW_SEED = 0
 _ADAPTER = "default"  # peft's adapter name inside the model while training
+# the decoder phase decodes this prefix of each item's latent frames (odd, so it decodes exactly to the first
+# 1 + 4 (n - 1) frames of a full decode, pipeline._decode_prefix): the first frame's path and the temporally
+# upsampled one, at a third of the cost of the shipped model's 7 latent frames
+DECODER_LATENT_FRAMES = 3
 
 
 @dataclass(frozen=True)
 class TrainResult:
-    """The saved adapter, the loss of every step run in this call, the wall time of the steps."""
+    """The saved adapter, the loss of every transformer step run in this call, the wall time of those
+    steps, and the loss of every decoder-phase step run in this call."""
 
     adapter: Adapter
     losses: list[float]
     seconds: float
+    decoder_losses: list[float] = dataclasses.field(default_factory=list)
 
 
 def describe_base(pipe: Any) -> str:
@@ -153,6 +165,113 @@ def drop_captions(
     )
 
 
+@contextlib.contextmanager
+def decoder_lora(
+    vae: nn.Module, config: AdapterConfig, train: AdapterTrainConfig
+) -> Iterator[dict[str, tuple[nn.Parameter, nn.Parameter]]]:
+    """A trainable LoRA on config.decoder_targets of the VAE decoder, hooked as `applied` hooks it (the same
+    lora_delta, scaling alpha / rank); yields {module: (A, B)}; the hooks come off on exit.
+
+    A is drawn as peft draws it (kaiming uniform, a = sqrt(5); from a generator seeded with train.seed), B
+    is zero, so the decoder starts as the base's. The base parameters are frozen while inside."""
+    import math
+
+    layers = check_decoder_targets(vae, config.decoder_targets)
+    gen = torch.Generator().manual_seed(train.seed)
+    params: dict[str, tuple[nn.Parameter, nn.Parameter]] = {}
+    for name, layer in layers.items():
+        shape_a, shape_b = decoder_lora_shapes(layer, config.rank)
+        fan_in = math.prod(shape_a[1:])
+        bound = 1.0 / math.sqrt(fan_in)  # kaiming_uniform_(a=sqrt(5)): sqrt(6 / ((1 + 5) fan_in))
+        a = (torch.rand(shape_a, generator=gen) * 2 - 1) * bound
+        p = layer.weight
+        params[name] = (
+            nn.Parameter(a.to(p.device, p.dtype)),
+            nn.Parameter(torch.zeros(shape_b, device=p.device, dtype=p.dtype)),
+        )
+    scaling = config.alpha / config.rank
+
+    def hook_for(a: nn.Parameter, b: nn.Parameter):
+        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            return output + lora_delta(module, args[0], a, b) * scaling
+
+        return hook
+
+    grads = {n: p.requires_grad for n, p in vae.named_parameters()}
+    handles = [layers[n].register_forward_hook(hook_for(*ab)) for n, ab in params.items()]
+    try:
+        for p in vae.parameters():
+            p.requires_grad_(False)
+        yield params
+    finally:
+        for handle in handles:
+            handle.remove()
+        for n, p in vae.named_parameters():
+            p.requires_grad_(grads[n])
+
+
+def decoder_state(params: dict[str, tuple[nn.Parameter, nn.Parameter]]) -> dict[str, torch.Tensor]:
+    """The decoder LoRA in our naming (`vae.decoder.<module>.lora_A.weight` / `.lora_B.weight`)."""
+    out = {}
+    for name, (a, b) in params.items():
+        out[f"{DECODER_PREFIX}{name}.lora_A.weight"] = a.detach().float().cpu().clone()
+        out[f"{DECODER_PREFIX}{name}.lora_B.weight"] = b.detach().float().cpu().clone()
+    return out
+
+
+def _item_pixels(pipe: Any, items: list[Item]) -> torch.Tensor:
+    """[N, 3, T, H, W] the items as the VAE reads them ([-1, 1], the model's colour space), CPU float32."""
+    from ..conform import convert
+    from ..pipeline.model_spec import SRGB_ENCODED
+    from ..pipeline.plates import to_vae_input
+
+    space = pipe.spec.colorspace
+    return torch.cat([to_vae_input(convert(item.frames, SRGB_ENCODED, space)) for item in items])
+
+
+def decode_for_training(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled latents [N, F, C, h, w] -> the VAE's output [N, 3, T, H, W] in [-1, 1] (unclamped), with
+    gradients, as the pipeline decodes them."""
+    p = next(pipe.vae.parameters())
+    z = latents.permute(0, 2, 1, 3, 4).to(p.device, p.dtype) / pipe.scaling_factor + pipe.shift_factor
+    return pipe.vae.decode(z).sample
+
+
+def train_decoder(
+    pipe: Any,
+    params: dict[str, tuple[nn.Parameter, nn.Parameter]],
+    latents: torch.Tensor,
+    pixels: torch.Tensor,
+    train: AdapterTrainConfig,
+    progress: bool = True,
+) -> list[float]:
+    """The decoder phase: AdamW on `params` for train.decoder_steps steps of L1(decode(z), pixels) over
+    batches of train.decoder_batch items (seeded order), z the first DECODER_LATENT_FRAMES latent frames
+    and pixels the frames they decode to. Returns the loss of every step."""
+    from tqdm.auto import tqdm
+
+    flat = [p for ab in params.values() for p in ab]
+    for p in flat:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(flat, lr=train.decoder_learning_rate, weight_decay=0.0)
+    sampler = SeededSampler(len(latents), train.seed + 2)
+    keep = min(DECODER_LATENT_FRAMES, latents.shape[1] - (latents.shape[1] + 1) % 2)  # odd
+    latents = latents[:, :keep]
+    pixels = pixels[:, :, : 1 + pipe.temporal_factor * (keep - 1)]
+    losses = []
+    for _ in tqdm(range(train.decoder_steps), desc="decoder LoRA", disable=not progress):
+        idx = sampler.next_indices(train.decoder_batch)
+        out = decode_for_training(pipe, latents[idx])
+        loss = (out.float() - pixels[idx].to(out.device)).abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    for p in flat:
+        p.requires_grad_(False)
+    return losses
+
+
 def _encode_items(pipe: Any, items: list[Item]) -> torch.Tensor:
     """[N, F, C, h, w] scaled latents (the VAE's mode, as the pipeline encodes plates), CPU float32."""
     from ..conform import convert
@@ -246,8 +365,6 @@ def train_adapter(
     ResumeError). config.base_model is filled in from the pipeline when empty. stop_at: stop after that
     step with a checkpoint and no adapter (returns None), as an interrupted run would.
     """
-    from tqdm.auto import tqdm
-
     if config.kind not in ("style", "subject"):
         raise AdapterError(f"kind: training needs 'style' or 'subject', got {config.kind!r}")
     if not config.base_model:
@@ -255,8 +372,7 @@ def train_adapter(
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise AdapterError(f"{out_dir}: expected a folder for the adapter, got a file")
-    transformer = pipe.transformer
-    names = target_names(transformer, config)
+    names = target_names(pipe.transformer, config) if config.target_modules else {}
     items = collect_items(folder, config.kind, config.trigger, pipe.num_frames(1), pipe.default_size)
     log.info("%d training items from %s", len(items), folder)
     identity = _identity(config, train, items)
@@ -264,6 +380,65 @@ def train_adapter(
     state = _load_state(ckpt_dir, identity)
 
     latents = _encode_items(pipe, items)
+    with contextlib.ExitStack() as stack:
+        decoder_params = (
+            stack.enter_context(decoder_lora(pipe.vae, config, train)) if config.decoder_targets else {}
+        )
+        decoder_losses: list[float] = []
+        if decoder_params and state is not None:
+            with torch.no_grad():
+                for name, (a, b) in decoder_params.items():
+                    a.copy_(state["decoder_lora"][f"{DECODER_PREFIX}{name}.lora_A.weight"])
+                    b.copy_(state["decoder_lora"][f"{DECODER_PREFIX}{name}.lora_B.weight"])
+        elif decoder_params:
+            t_dec = time.perf_counter()
+            decoder_losses = train_decoder(
+                pipe, decoder_params, latents, _item_pixels(pipe, items), train, progress
+            )
+            log.info(
+                "decoder LoRA: %d steps in %.1f s, L1 %.4f -> %.4f",
+                train.decoder_steps,
+                time.perf_counter() - t_dec,
+                decoder_losses[0] if decoder_losses else float("nan"),
+                decoder_losses[-1] if decoder_losses else float("nan"),
+            )
+        decoder_final = decoder_state(decoder_params)
+        if names:
+            dit = _train_dit(
+                pipe, config, train, names, items, latents, state, out_dir, decoder_final, progress, stop_at
+            )
+            if dit is None:
+                return None
+            final, losses, seconds = dit
+        else:
+            final, losses, seconds = {}, [], 0.0
+            if state is None:
+                _save_state(ckpt_dir, {**identity, "step": 0, "decoder_lora": decoder_final})
+    adapter = save_adapter({**final, **decoder_final}, out_dir, config, train)
+    log.info("adapter written: %s (sha256 %s)", adapter.path, adapter.sha256)
+    return TrainResult(adapter, losses, seconds, decoder_losses)
+
+
+def _train_dit(
+    pipe: Any,
+    config: AdapterConfig,
+    train: AdapterTrainConfig,
+    names: dict[str, str],
+    items: list[Item],
+    latents: torch.Tensor,
+    state: dict[str, Any] | None,
+    out_dir: Path,
+    decoder_final: dict[str, torch.Tensor],
+    progress: bool,
+    stop_at: int | None,
+) -> tuple[dict[str, torch.Tensor], list[float], float] | None:
+    """The transformer phase (module docstring): (its LoRA state, the losses of this call's steps, seconds);
+    None when stopped at `stop_at`. Checkpoints carry the finished decoder LoRA."""
+    from tqdm.auto import tqdm
+
+    transformer = pipe.transformer
+    identity = _identity(config, train, items)
+    ckpt_dir = out_dir / CHECKPOINT_DIR
     emb, mask = _encode_texts(pipe, [i.caption for i in items])
     empty = _encode_texts(pipe, [""])  # the prompt a dropped caption becomes
     priors = None
@@ -315,6 +490,7 @@ def train_adapter(
                     "sampler": sampler.state_dict(),
                     "prior_sampler": prior_sampler.state_dict(),
                     "rng": capture_rng(gen),
+                    "decoder_lora": decoder_final,
                 },
             )
 
@@ -327,6 +503,8 @@ def train_adapter(
             pred = transformer(noisy.to(device), e.to(device), m.to(device), t.to(device))
             return VelocityLoss.loss(pred, target.to(device))
 
+        if state is None and decoder_final:
+            checkpoint(0)  # the decoder phase is done: a resume starts at the transformer phase
         transformer.train()
         t0 = time.perf_counter()
         bar = tqdm(total=train.steps, initial=start, desc=f"adapter ({config.kind})", disable=not progress)
@@ -361,6 +539,4 @@ def train_adapter(
         final = lora_state(layers, names)
         if start < train.steps:
             checkpoint(train.steps)
-    adapter = save_adapter(final, out_dir, config, train)
-    log.info("adapter written: %s (sha256 %s)", adapter.path, adapter.sha256)
-    return TrainResult(adapter, losses, seconds)
+    return final, losses, seconds

@@ -205,7 +205,7 @@ def run(args: argparse.Namespace) -> int:
         for text in args.adapter:
             path, scale = parse_adapter_arg(text)
             adapter = load_adapter(path)
-            check_adapter(adapter, pipe.transformer)
+            check_adapter(adapter, pipe.transformer, pipe.vae)
             adapters.append((adapter, scale))
     except AdapterError as exc:
         return _fail(str(exc), 2)
@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
                     bar.set_postfix(t=info.timestep)
                     bar.update(1)
 
-                with applied(pipe.transformer, adapters):
+                with applied(pipe.transformer, adapters, vae=pipe.vae):
                     result = pipe.generate(
                         storyboard,
                         params,
