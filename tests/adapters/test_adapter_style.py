@@ -2,11 +2,11 @@
 model's shots towards the look (their colour distance to the stills drops).
 
 The recorded run (docs/benchmarks.md, "Adapters (issue 24)") uses `python -m ttt_engine.adapters.experiment
-style`'s defaults: 50 stills, 150 steps, 12 storyboards; this one trains on 12 stills for 40 steps and scores
-2. The issue's second bound, storyboard adherence within 0.05 of the base's, is NOT met by the recorded run
-(0.27 against 0.82, scored after undoing the grade), so it is not asserted here: docs/status.md lists it open.
-The experiment's VAE-ceiling arm (the graded renders through the model's VAE) is the reachable bound: it is
-nearer the look than the base, and its figures are reported beside the adapter's.
+style`'s defaults: 50 stills, a VAE-decoder LoRA of 150 steps, 12 storyboards; this one trains on 12 stills for
+30 decoder steps and scores 2, too few to assert the issue's bounds (colour distance at most 0.5x the base's,
+adherence within 0.05 of it): docs/benchmarks.md has the recorded figures. The experiment's VAE-ceiling arm
+(the graded renders through the model's VAE: what an adapter of the encoder's latents can reach) is reported
+beside the adapter's.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from ttt_engine.adapters.experiment import StyleRun, main, style_experiment
 
 @pytest.mark.slow
 def test_style_adapter_moves_colours_towards_the_look(tmp_path) -> None:
-    figures = style_experiment(StyleRun(out=tmp_path, stills=12, steps=40, storyboards=2))
+    figures = style_experiment(StyleRun(out=tmp_path, stills=12, decoder_steps=30, storyboards=2))
     distance = figures["colour_distance"]
     assert distance["adapter"] < distance["base"], figures
     assert distance["vae_ceiling"] < distance["base"], figures

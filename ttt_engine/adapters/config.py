@@ -170,7 +170,7 @@ class AdapterTrainConfig:
     text_dropout: float = 0.0
     seed: int = 0
     decoder_steps: int = 150
-    decoder_learning_rate: float = 2e-3
+    decoder_learning_rate: float = 1e-2
     decoder_batch: int = 2
 
     def __post_init__(self) -> None:

@@ -7,7 +7,8 @@ Style:
 
 1. renders STYLE stills of toon-world shots in the "dusk" grade (toonworld/grade.py: a look the base never
    saw), each with its storyboard text as caption; 2. trains a style adapter on them with the shipped model
-   (`train_adapter`, the timed part, torch threads as given); 3. generates held-out storyboards
+   (`train_adapter`, the timed part, torch threads as given): a LoRA of the VAE decoder (the decoder phase,
+   `decoder_targets`) and, when `targets` are given, of the transformer; 3. generates held-out storyboards
    (`compare`'s evaluation cases) with the base and with the adapter, same seeds; 4. measures each arm's
    colour distance to the stills (eval/metrics.py `colour_distance`, Lab sliced Wasserstein) and its
    storyboard adherence (the detectors). The detectors key on the toon world's palette, so the adapter's
@@ -67,9 +68,11 @@ class StyleRun:
     learning_rate: float = AdapterTrainConfig.learning_rate
     batch: int = AdapterTrainConfig.batch
     text_dropout: float = 0.3
-    # the attention layers diffusers' script targets, and the MLP: a look is a per-pixel change
-    targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
-    # the VAE decoder's LoRA (the decoder phase): the shipped VAE's encoder cannot carry the look
+    # none: the recorded run is a decoder LoRA alone. A transformer LoRA (e.g. `--targets attn1.to_q attn1.to_k
+    # attn1.to_v attn1.to_out.0 ff.net.0.proj ff.net.2`, the earlier runs') learns the encoder's latents of the
+    # stills, which the shipped VAE cannot make carry the look, and costs adherence (docs/benchmarks.md)
+    targets: tuple[str, ...] = ()
+    # the VAE decoder's LoRA (the decoder phase): the decoder can draw the look
     decoder_targets: tuple[str, ...] = DECODER_STYLE_TARGETS
     decoder_steps: int = AdapterTrainConfig.decoder_steps
     decoder_learning_rate: float = AdapterTrainConfig.decoder_learning_rate
@@ -157,6 +160,7 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
     train_seconds, train_cpu = time.perf_counter() - t0, time.process_time() - cpu0
     assert result is not None
     adapter = result.adapter
+    log.info("style adapter trained in %.1f s wall, %.1f s CPU", train_seconds, train_cpu)
 
     cases = eval_cases(run.segments, run.storyboards)
     assert all(c.seed >= EVAL_SEED_BASE for c in cases)
