@@ -68,11 +68,12 @@ class StyleRun:
     learning_rate: float = AdapterTrainConfig.learning_rate
     batch: int = AdapterTrainConfig.batch
     text_dropout: float = 0.3
-    # none: the recorded run is a decoder LoRA alone. A transformer LoRA (e.g. `--targets attn1.to_q attn1.to_k
-    # attn1.to_v attn1.to_out.0 ff.net.0.proj ff.net.2`, the earlier runs') learns the encoder's latents of the
-    # stills, which the shipped VAE cannot make carry the look, and costs adherence (docs/benchmarks.md)
-    targets: tuple[str, ...] = ()
-    # the VAE decoder's LoRA (the decoder phase): the decoder can draw the look
+    # the attention layers diffusers' script targets, and the MLP: a look is a per-pixel change. With the
+    # decoder LoRA below the pair moves the colours furthest (docs/benchmarks.md); `--targets` with no names
+    # trains the decoder alone
+    targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
+    # the VAE decoder's LoRA (the decoder phase): the shipped VAE's encoder cannot carry the look, its decoder
+    # can draw it; `--decoder-targets` with no names trains the transformer alone (the earlier runs)
     decoder_targets: tuple[str, ...] = DECODER_STYLE_TARGETS
     decoder_steps: int = AdapterTrainConfig.decoder_steps
     decoder_learning_rate: float = AdapterTrainConfig.decoder_learning_rate
