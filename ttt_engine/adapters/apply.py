@@ -207,7 +207,10 @@ def lora_delta(layer: nn.Module, x: torch.Tensor, a: torch.Tensor, b: torch.Tens
     return conv(layer._conv_forward(x, a, None), b)
 
 
-def _decoder_hook(terms: list[tuple[torch.Tensor, torch.Tensor, float]]):
+def decoder_hook(terms: list[tuple[torch.Tensor, torch.Tensor, float]]):
+    """A forward hook adding each (A, B, scaling) term's lora_delta to a decoder layer's output (trainable A
+    and B keep their gradients: the cast is differentiable)."""
+
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         x = args[0]
         for a, b, scaling in terms:
@@ -262,7 +265,7 @@ def applied(
                     (a.to(weight.device, weight.dtype), b.to(weight.device, weight.dtype), scaling)
                 )
     handles = [layers[name].register_forward_hook(_lora_hook(t)) for name, t in terms.items()]
-    handles += [dec_layers[name].register_forward_hook(_decoder_hook(t)) for name, t in decoder_terms.items()]
+    handles += [dec_layers[name].register_forward_hook(decoder_hook(t)) for name, t in decoder_terms.items()]
     for m in models:
         setattr(m, _ACTIVE_ATTR, True)
     try:

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -42,7 +43,7 @@ from ..storyboard import Segment, Storyboard
 from ..train.checkpoint import ResumeError, capture_rng, restore_rng
 from ..train.data import SeededSampler
 from ..train.diffusion_loss import VelocityLoss, make_noise_scheduler
-from .apply import check_decoder_targets, decoder_lora_shapes, linear_module_map, lora_delta
+from .apply import check_decoder_targets, decoder_hook, decoder_lora_shapes, linear_module_map
 from .config import AdapterConfig, AdapterError, AdapterTrainConfig
 from .data import Item, collect_items, without_trigger
 from .format import DECODER_PREFIX, PREFIX, Adapter, relative_module, save_adapter
@@ -170,12 +171,10 @@ def decoder_lora(
     vae: nn.Module, config: AdapterConfig, train: AdapterTrainConfig
 ) -> Iterator[dict[str, tuple[nn.Parameter, nn.Parameter]]]:
     """A trainable LoRA on config.decoder_targets of the VAE decoder, hooked as `applied` hooks it (the same
-    lora_delta, scaling alpha / rank); yields {module: (A, B)}; the hooks come off on exit.
+    decoder_hook, scaling alpha / rank); yields {module: (A, B)}; the hooks come off on exit.
 
     A is drawn as peft draws it (kaiming uniform, a = sqrt(5); from a generator seeded with train.seed), B
     is zero, so the decoder starts as the base's. The base parameters are frozen while inside."""
-    import math
-
     layers = check_decoder_targets(vae, config.decoder_targets)
     gen = torch.Generator().manual_seed(train.seed)
     params: dict[str, tuple[nn.Parameter, nn.Parameter]] = {}
@@ -190,15 +189,10 @@ def decoder_lora(
             nn.Parameter(torch.zeros(shape_b, device=p.device, dtype=p.dtype)),
         )
     scaling = config.alpha / config.rank
-
-    def hook_for(a: nn.Parameter, b: nn.Parameter):
-        def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            return output + lora_delta(module, args[0], a, b) * scaling
-
-        return hook
-
     grads = {n: p.requires_grad for n, p in vae.named_parameters()}
-    handles = [layers[n].register_forward_hook(hook_for(*ab)) for n, ab in params.items()]
+    handles = [
+        layers[n].register_forward_hook(decoder_hook([(a, b, scaling)])) for n, (a, b) in params.items()
+    ]
     try:
         for p in vae.parameters():
             p.requires_grad_(False)
