@@ -181,15 +181,21 @@ def test_cli_train_and_info(folder, tmp_path, capsys) -> None:
         "2",
         "--decoder-batch",
         "1",
+        "--decoder-samples",
+        "2",
+        "--decoder-sample-steps",
+        "2",
     ]
     assert _run([*argv, "--model", str(model), *options]) == 0
     printed = capsys.readouterr().out
     sha = load_adapter(out).sha256
     trained = load_adapter(out).train
     assert sha in printed and trained.text_dropout == 0.25 and trained.prior_steps == 2
-    # a style adapter trains the VAE decoder's LoRA too by default
+    # a style adapter is a LoRA of the VAE decoder alone by default, trained on the colour objective
     assert trained.decoder_steps == 2 and trained.decoder_batch == 1
+    assert trained.decoder_objective == "colour" and trained.decoder_samples == 2
     assert set(load_adapter(out).decoder_modules()) == set(DECODER_STYLE_TARGETS)
+    assert load_adapter(out).modules() == {}
     assert (
         _run(["adapter", "info", str(out / "pytorch_lora_weights.safetensors"), "--model", str(model)]) == 0
     )

@@ -4,9 +4,13 @@
 ttt-studio adapter train stills/ -o adapters/dusk --kind style --trigger dusk
 ttt-studio generate shot.json -o out/shot --adapter adapters/dusk:0.8
 
-A style adapter also trains a LoRA of the VAE decoder by default (--decoder-targets, first, for
---decoder-steps): a look the model's VAE cannot encode is drawn by its decoder. `--decoder-targets` with no
-names trains the transformer alone; `--targets` with no names trains the decoder alone.
+Each kind trains what its recorded run measured unless told otherwise (config.KIND_DEFAULTS):
+- style: a LoRA of the VAE decoder's output convolution alone, with the "colour" objective: the base's own
+  samples of the stills' captions decode to the stills' colours (the look as a colour mapping that keeps
+  every shape); `--targets NAME...` adds a transformer LoRA (with `--decoder-objective reconstruct`).
+- subject: a transformer LoRA (attention and MLP) with prior preservation, and a decoder LoRA trained first
+  to draw the subject's latents back to the subject (a colour the model's VAE never saw comes back grey).
+`--targets` / `--decoder-targets` with no names leave the transformer / the decoder alone.
 """
 
 from __future__ import annotations
@@ -16,7 +20,14 @@ import json
 import sys
 from pathlib import Path
 
-from .config import DECODER_STYLE_TARGETS, DEFAULT_TARGETS, AdapterConfig, AdapterTrainConfig
+from .config import (
+    DECODER_OBJECTIVES,
+    DECODER_STYLE_TARGETS,
+    DECODER_SUBJECT_TARGETS,
+    KIND_DEFAULTS,
+    AdapterConfig,
+    AdapterTrainConfig,
+)
 
 _TRAIN_DEFAULTS = AdapterTrainConfig()
 _CONFIG_DEFAULTS = AdapterConfig()
@@ -44,14 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument(
         "--targets",
         nargs="*",
-        default=list(DEFAULT_TARGETS),
-        help="diffusers-relative block layers (default: %(default)s; none: the decoder alone)",
+        help="diffusers-relative block layers (default: none for style, "
+        f"{' '.join(KIND_DEFAULTS['subject'].target_modules)} for subject; none: the decoder alone)",
     )
     t.add_argument(
         "--decoder-targets",
         nargs="*",
-        help=f"VAE decoder layers given a LoRA (default: {' '.join(DECODER_STYLE_TARGETS)} for --kind style, "
-        "none for subject; none: the transformer alone)",
+        help=f"VAE decoder layers given a LoRA (default: {' '.join(DECODER_STYLE_TARGETS)} for style, "
+        f"{' '.join(DECODER_SUBJECT_TARGETS)} for subject; none: the transformer alone)",
     )
     t.add_argument(
         "--decoder-steps", type=int, default=_TRAIN_DEFAULTS.decoder_steps, help="default %(default)s"
@@ -61,6 +72,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--decoder-batch", type=int, default=_TRAIN_DEFAULTS.decoder_batch, help="default %(default)s"
+    )
+    t.add_argument(
+        "--decoder-objective",
+        choices=DECODER_OBJECTIVES,
+        help="colour: the base's own samples of the captions decode to the items' colours; reconstruct: the "
+        "items' latents decode back to the items (default: colour for style, reconstruct for subject)",
+    )
+    t.add_argument(
+        "--decoder-samples",
+        type=int,
+        default=_TRAIN_DEFAULTS.decoder_samples,
+        help="base samples for --decoder-objective colour (0: one per item)",
+    )
+    t.add_argument(
+        "--decoder-sample-steps",
+        type=int,
+        default=_TRAIN_DEFAULTS.decoder_sample_steps,
+        help="sampling steps of each of them (default: the model's own)",
     )
     t.add_argument("--steps", type=int, default=_TRAIN_DEFAULTS.steps, help="default %(default)s")
     t.add_argument("--lr", type=float, default=_TRAIN_DEFAULTS.learning_rate, help="default %(default)s")
@@ -107,6 +136,41 @@ def _pipeline(model: Path | None, device: str | None):
     return VideoPipeline.from_folder(folder, device=device)
 
 
+def train_configs(args: argparse.Namespace) -> tuple[AdapterConfig, AdapterTrainConfig]:
+    """The adapter and training configs of `adapter train`'s options, the kind's defaults filled in
+    (AdapterError naming a bad value)."""
+    kind = KIND_DEFAULTS[args.kind]
+    targets = kind.target_modules if args.targets is None else tuple(args.targets)
+    decoder = kind.decoder_targets if args.decoder_targets is None else tuple(args.decoder_targets)
+    config = AdapterConfig(
+        rank=args.rank,
+        alpha=args.alpha if args.alpha is not None else float(args.rank),
+        target_modules=targets,
+        decoder_targets=decoder,
+        kind=args.kind,
+        trigger=args.trigger,
+    )
+    train = AdapterTrainConfig(
+        learning_rate=args.lr,
+        steps=args.steps,
+        batch=args.batch,
+        preview_every=args.preview_every,
+        checkpoint_every=args.checkpoint_every,
+        prior_samples=args.prior_samples,
+        prior_weight=args.prior_weight,
+        prior_steps=args.prior_steps,
+        text_dropout=args.text_dropout,
+        seed=args.seed,
+        decoder_steps=args.decoder_steps,
+        decoder_learning_rate=args.decoder_lr,
+        decoder_batch=args.decoder_batch,
+        decoder_objective=args.decoder_objective or kind.decoder_objective,
+        decoder_samples=args.decoder_samples,
+        decoder_sample_steps=args.decoder_sample_steps,
+    )
+    return config, train
+
+
 def run_train(args: argparse.Namespace) -> int:
     from ..default_model import DefaultModelMissing
     from ..pipeline.params import PipelineError
@@ -114,33 +178,8 @@ def run_train(args: argparse.Namespace) -> int:
     from .config import AdapterError
     from .train import train_adapter
 
-    decoder = args.decoder_targets
-    if decoder is None:
-        decoder = DECODER_STYLE_TARGETS if args.kind == "style" else ()
     try:
-        config = AdapterConfig(
-            rank=args.rank,
-            alpha=args.alpha if args.alpha is not None else float(args.rank),
-            target_modules=tuple(args.targets),
-            decoder_targets=tuple(decoder),
-            kind=args.kind,
-            trigger=args.trigger,
-        )
-        train = AdapterTrainConfig(
-            learning_rate=args.lr,
-            steps=args.steps,
-            batch=args.batch,
-            preview_every=args.preview_every,
-            checkpoint_every=args.checkpoint_every,
-            prior_samples=args.prior_samples,
-            prior_weight=args.prior_weight,
-            prior_steps=args.prior_steps,
-            text_dropout=args.text_dropout,
-            seed=args.seed,
-            decoder_steps=args.decoder_steps,
-            decoder_learning_rate=args.decoder_lr,
-            decoder_batch=args.decoder_batch,
-        )
+        config, train = train_configs(args)
         pipe = _pipeline(args.model, args.device)
         result = train_adapter(args.folder, args.output, pipe, config, train)
     except (AdapterError, ResumeError, PipelineError, DefaultModelMissing) as exc:

@@ -14,17 +14,42 @@ from dataclasses import dataclass
 from typing import Any
 
 KINDS = ("style", "subject", "")
+DECODER_OBJECTIVES = ("reconstruct", "colour")  # AdapterTrainConfig.decoder_objective
 # diffusers-relative module names (inside transformer_blocks.{i}) the diffusers CogVideoX LoRA script targets
 DEFAULT_TARGETS: tuple[str, ...] = ("attn1.to_q", "attn1.to_k", "attn1.to_v", "attn1.to_out.0")
-# module names inside the VAE decoder (AutoencoderKLCogVideoX.decoder) a style adapter's decoder LoRA targets
-# by default: the last up block's convolutions and the output convolution, where a per-pixel look is drawn
-DECODER_STYLE_TARGETS: tuple[str, ...] = (
+# module names inside the VAE decoder (AutoencoderKLCogVideoX.decoder) a decoder LoRA targets by default.
+# A style's: the output convolution alone, with the "colour" objective: the look as a mapping of the colours
+# the decoder draws, which keeps every shape (docs/benchmarks.md, "Adapters (issue 24)").
+DECODER_STYLE_TARGETS: tuple[str, ...] = ("conv_out.conv",)
+# A subject's: the last up block's convolutions and the output convolution, with the "reconstruct" objective:
+# the shipped VAE's decoder cannot draw a colour its training never held (the zorp's violet comes back grey
+# blue), so it learns to draw the subject's latents back to the subject
+DECODER_SUBJECT_TARGETS: tuple[str, ...] = (
     "up_blocks.2.resnets.0.conv1.conv",
     "up_blocks.2.resnets.0.conv2.conv",
     "up_blocks.2.resnets.1.conv1.conv",
     "up_blocks.2.resnets.1.conv2.conv",
     "conv_out.conv",
 )
+
+
+@dataclass(frozen=True)
+class KindDefaults:
+    """What `adapter train --kind K` trains unless told otherwise (the recorded runs' recipe per kind)."""
+
+    target_modules: tuple[str, ...]
+    decoder_targets: tuple[str, ...]
+    decoder_objective: str
+
+
+KIND_DEFAULTS: dict[str, KindDefaults] = {
+    # a look: the decoder's colours alone (a transformer LoRA trained on the stills' latents cost adherence)
+    "style": KindDefaults((), DECODER_STYLE_TARGETS, "colour"),
+    # new content: attention and MLP of the transformer, and a decoder that can draw it
+    "subject": KindDefaults(
+        (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2"), DECODER_SUBJECT_TARGETS, "reconstruct"
+    ),
+}
 
 
 class AdapterError(ValueError):
@@ -154,8 +179,16 @@ class AdapterTrainConfig:
     never learns what to do there, so guidance amplifies the gap between its two branches. seed: data
     order, noise, timesteps and text dropout.
     decoder_steps, decoder_learning_rate, decoder_batch: the decoder phase, run first when the adapter has
-    decoder_targets: AdamW on the decoder LoRA so that the VAE decodes the items' own encoder latents back
-    to the items (L1 in the VAE's input space); without decoder targets these are unused.
+    decoder_targets (AdamW on the decoder LoRA); without decoder targets these are unused.
+    decoder_objective: what the decoder phase teaches. "reconstruct": the VAE decodes the items' own
+    encoder latents back to the items (L1 in the VAE's input space). "colour": the VAE decodes the base
+    model's own samples of the items' captions (trigger taken out) to the colours of their items (sliced
+    Wasserstein-1 between the two pixel sets, `colour_match_loss`): the look learnt as a mapping of the
+    shots the base generates, which keep their content, where "reconstruct" learns to draw the encoder's
+    latents of the look, which the base never generates (docs/benchmarks.md, "Adapters (issue 24)").
+    decoder_samples: base samples for "colour" (0: one per item, seeds 0..; each a full guided sample, so
+    on a CPU the costliest part of the phase), decoder_sample_steps their sampling steps (None: the model's;
+    10, the recorded run's: colours settle long before details do).
     """
 
     learning_rate: float = 4e-3
@@ -172,17 +205,32 @@ class AdapterTrainConfig:
     decoder_steps: int = 150
     decoder_learning_rate: float = 1e-2
     decoder_batch: int = 2
+    decoder_objective: str = "reconstruct"
+    decoder_samples: int = 0
+    decoder_sample_steps: int | None = 10
 
     def __post_init__(self) -> None:
         _finite(self.learning_rate, "learning_rate", positive=True)
         _finite(self.decoder_learning_rate, "decoder_learning_rate", positive=True)
         for name in ("steps", "batch", "decoder_batch"):
             _positive_int(getattr(self, name), name)
-        for name in ("preview_every", "checkpoint_every", "prior_samples", "seed", "decoder_steps"):
+        for name in (
+            "preview_every",
+            "checkpoint_every",
+            "prior_samples",
+            "seed",
+            "decoder_steps",
+            "decoder_samples",
+        ):
             _nonneg_int(getattr(self, name), name)
+        if self.decoder_objective not in DECODER_OBJECTIVES:
+            raise AdapterError(
+                f"decoder_objective: expected one of {list(DECODER_OBJECTIVES)}, got {self.decoder_objective!r}"
+            )
         _finite(self.prior_weight, "prior_weight")
-        if self.prior_steps is not None:
-            _positive_int(self.prior_steps, "prior_steps")
+        for name in ("prior_steps", "decoder_sample_steps"):
+            if getattr(self, name) is not None:
+                _positive_int(getattr(self, name), name)
         for name in ("lora_dropout", "text_dropout"):
             if not 0.0 <= _finite(getattr(self, name), name) < 1.0:
                 raise AdapterError(f"{name}: expected a number in [0, 1), got {getattr(self, name)!r}")

@@ -7,8 +7,9 @@ Style:
 
 1. renders STYLE stills of toon-world shots in the "dusk" grade (toonworld/grade.py: a look the base never
    saw), each with its storyboard text as caption; 2. trains a style adapter on them with the shipped model
-   (`train_adapter`, the timed part, torch threads as given): a LoRA of the VAE decoder (the decoder phase,
-   `decoder_targets`) and, when `targets` are given, of the transformer; 3. generates held-out storyboards
+   (`train_adapter`, the timed part, torch threads as given), by default the style kind's recipe: a LoRA of
+   the VAE decoder's output convolution with the "colour" objective (the base's own samples of the stills'
+   captions decode to the stills' colours); `--targets` adds a transformer LoRA; 3. generates held-out storyboards
    (`compare`'s evaluation cases) with the base and with the adapter, same seeds; 4. measures each arm's
    colour distance to the stills (eval/metrics.py `colour_distance`, Lab sliced Wasserstein) and its
    storyboard adherence (the detectors). The detectors key on the toon world's palette, so the adapter's
@@ -27,7 +28,9 @@ the toon world's sets, captioned with the trigger word ("A wide shot of the gard
 toonworld/extras.py); 2. trains a subject adapter (prior preservation on) on them; 3. generates held-out
 one-segment storyboards of the same kind (other seeds) with the adapter, the same storyboards with the
 trigger word taken out with the adapter, and the trigger storyboards with the base; 4. counts the segments
-in which the zorp detector (eval/detectors.py `character_present`) finds it, per arm.
+in which the zorp detector (eval/detectors.py `character_present`) finds it, per arm, and in the held-out
+shots as the toon world renders them passed through the model's VAE, as it is and with the adapter's decoder
+LoRA (the bound of a transformer LoRA: the shipped VAE draws the zorp's violet back grey-blue).
 
 Each prints a summary and writes result.json (and a base-vs-adapter PNG strip with --strip).
 """
@@ -45,7 +48,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .config import DECODER_STYLE_TARGETS, DEFAULT_TARGETS, AdapterConfig, AdapterTrainConfig
+from .config import (
+    DECODER_OBJECTIVES,
+    KIND_DEFAULTS,
+    AdapterConfig,
+    AdapterTrainConfig,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,16 +76,17 @@ class StyleRun:
     learning_rate: float = AdapterTrainConfig.learning_rate
     batch: int = AdapterTrainConfig.batch
     text_dropout: float = 0.3
-    # the attention layers diffusers' script targets, and the MLP: a look is a per-pixel change. With the
-    # decoder LoRA below the pair moves the colours furthest (docs/benchmarks.md); `--targets` with no names
-    # trains the decoder alone
-    targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
-    # the VAE decoder's LoRA (the decoder phase): the shipped VAE's encoder cannot carry the look, its decoder
-    # can draw it; `--decoder-targets` with no names trains the transformer alone (the earlier runs)
-    decoder_targets: tuple[str, ...] = DECODER_STYLE_TARGETS
+    # the style kind's recipe (config.KIND_DEFAULTS): a LoRA of the VAE decoder's output convolution alone,
+    # the "colour" objective on the base's own samples of the stills' captions. `--targets NAME...` adds a
+    # transformer LoRA (with `--decoder-objective reconstruct`: the earlier runs, docs/benchmarks.md)
+    targets: tuple[str, ...] = KIND_DEFAULTS["style"].target_modules
+    decoder_targets: tuple[str, ...] = KIND_DEFAULTS["style"].decoder_targets
     decoder_steps: int = AdapterTrainConfig.decoder_steps
     decoder_learning_rate: float = AdapterTrainConfig.decoder_learning_rate
     decoder_batch: int = AdapterTrainConfig.decoder_batch
+    decoder_objective: str = KIND_DEFAULTS["style"].decoder_objective
+    decoder_samples: int = AdapterTrainConfig.decoder_samples
+    decoder_sample_steps: int | None = AdapterTrainConfig.decoder_sample_steps
     storyboards: int = 12
     segments: int = 1
     scale: float = 1.0
@@ -155,6 +164,9 @@ def style_experiment(run: StyleRun) -> dict[str, Any]:
         decoder_steps=run.decoder_steps,
         decoder_learning_rate=run.decoder_learning_rate,
         decoder_batch=run.decoder_batch,
+        decoder_objective=run.decoder_objective,
+        decoder_samples=run.decoder_samples,
+        decoder_sample_steps=run.decoder_sample_steps,
     )
     t0, cpu0 = time.perf_counter(), time.process_time()
     result = train_adapter(run.out / "stills", run.out / "adapter", pipe, config, train, progress=True)
@@ -280,8 +292,13 @@ class SubjectRun:
     text_dropout: float = AdapterTrainConfig.text_dropout
     prior_samples: int = 8
     prior_steps: int | None = None  # None: the model's 25 (the recorded run); fewer make priors cheap
-    # a new character is new content, not only a new look: attention and MLP, as for the style
-    targets: tuple[str, ...] = (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2")
+    targets: tuple[str, ...] = KIND_DEFAULTS["subject"].target_modules
+    # the decoder phase ("reconstruct"): the shipped VAE draws the zorp's violet back grey-blue, so no
+    # transformer LoRA alone can make the detector find it (the run's `vae_round_trip` arm shows it)
+    decoder_targets: tuple[str, ...] = KIND_DEFAULTS["subject"].decoder_targets
+    decoder_steps: int = AdapterTrainConfig.decoder_steps
+    decoder_learning_rate: float = AdapterTrainConfig.decoder_learning_rate
+    decoder_batch: int = AdapterTrainConfig.decoder_batch
     storyboards: int = 12
     scale: float = 1.0
     threads: int = 1  # see StyleRun.threads
@@ -297,6 +314,7 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
     from ..storyboard import Segment, Storyboard
     from ..toonworld.dataset import load_frames
     from ..toonworld.extras import extra_caption, extra_segment, write_extra_clips, write_extra_stills
+    from ..toonworld.render import render_segment
     from . import applied
     from .data import without_trigger
     from .train import train_adapter
@@ -309,7 +327,12 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
     stills = write_extra_stills(material, run.stills, *shot) if run.stills else []
     clips = write_extra_clips(material, run.clips, *shot) if run.clips else []
     config = AdapterConfig(
-        rank=run.rank, alpha=float(run.rank), target_modules=run.targets, kind="subject", trigger=run.trigger
+        rank=run.rank,
+        alpha=float(run.rank),
+        target_modules=run.targets,
+        decoder_targets=run.decoder_targets,
+        kind="subject",
+        trigger=run.trigger,
     )
     train = AdapterTrainConfig(
         learning_rate=run.learning_rate,
@@ -319,6 +342,10 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
         prior_steps=run.prior_steps,
         text_dropout=run.text_dropout,
         preview_every=run.steps,  # one preview, at the end: each is a full sample (~25 s loaded)
+        decoder_steps=run.decoder_steps,
+        decoder_learning_rate=run.decoder_learning_rate,
+        decoder_batch=run.decoder_batch,
+        decoder_objective=KIND_DEFAULTS["subject"].decoder_objective,
     )
     t0, cpu0 = time.perf_counter(), time.process_time()
     result = train_adapter(material, run.out / "adapter", pipe, config, train, progress=True)
@@ -351,6 +378,17 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
             shown = display_frames(frames, pipe.spec.colorspace)
             hits[arm].append(character_present(shown, SUBJECT))
             mids[arm].append(shown[len(shown) // 2])
+    # the bound of any transformer LoRA: the held-out shots as the toon world renders them, through the VAE
+    # as it is and with the adapter's decoder LoRA (which is all the adapter changes there)
+    for i in range(run.storyboards):
+        seg = extra_segment(SUBJECT, SUBJECT_EVAL_SEED + i)
+        rendered = render_segment(seg, height, width, fps=int(pipe.fps))
+        hits.setdefault("vae_round_trip", []).append(
+            character_present(_through_vae(pipe, rendered)[1:], SUBJECT)
+        )
+        with applied(pipe.transformer, [(adapter, run.scale)], vae=pipe.vae):
+            drawn = _through_vae(pipe, rendered)[1:]
+        hits.setdefault("vae_round_trip_adapter_decoder", []).append(character_present(drawn, SUBJECT))
     rates = {k: round(float(np.mean(v)), 3) for k, v in hits.items()}
     figures = {
         "run": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()},
@@ -390,6 +428,18 @@ def _add_run_arguments(parser: argparse.ArgumentParser, defaults: Any, ints: tup
     parser.add_argument("--strip", type=Path, help="write a [still | base | adapter] PNG strip here")
 
 
+def _add_decoder_arguments(parser: argparse.ArgumentParser, defaults: Any) -> None:
+    parser.add_argument(
+        "--decoder-targets",
+        nargs="*",
+        default=list(defaults.decoder_targets),
+        help="VAE decoder layers given a LoRA (none: a transformer-only adapter)",
+    )
+    parser.add_argument(
+        "--decoder-lr", dest="decoder_learning_rate", type=float, default=defaults.decoder_learning_rate
+    )
+
+
 def _run_from(cls: type, args: argparse.Namespace) -> Any:
     """A StyleRun / SubjectRun from the parsed options (one option per field)."""
     values = {f.name: getattr(args, f.name) for f in fields(cls)}
@@ -418,17 +468,12 @@ def main(argv: list[str] | None = None) -> int:
             "threads",
             "decoder_steps",
             "decoder_batch",
+            "decoder_samples",
+            "decoder_sample_steps",
         ),
     )
-    style.add_argument(
-        "--decoder-targets",
-        nargs="*",
-        default=list(StyleRun.decoder_targets),
-        help="VAE decoder layers given a LoRA (none: a transformer-only adapter)",
-    )
-    style.add_argument(
-        "--decoder-lr", dest="decoder_learning_rate", type=float, default=StyleRun.decoder_learning_rate
-    )
+    style.add_argument("--decoder-objective", choices=DECODER_OBJECTIVES, default=StyleRun.decoder_objective)
+    _add_decoder_arguments(style, StyleRun)
     ceiling = sub.add_parser(
         "style-ceiling", help="what an adapter of the VAE encoder's latents can reach (no training)"
     )
@@ -451,8 +496,11 @@ def main(argv: list[str] | None = None) -> int:
             "prior_steps",
             "storyboards",
             "threads",
+            "decoder_steps",
+            "decoder_batch",
         ),
     )
+    _add_decoder_arguments(subject, SubjectRun)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.which == "subject":

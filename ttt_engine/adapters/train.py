@@ -1,9 +1,11 @@
 """Train a LoRA adapter with peft on a folder of stills and clips (`ttt-studio adapter train`).
 
     items (data.py) -> latents (the model's VAE, once)      captions -> text embeddings (once, frozen)
-    [decoder_targets] the decoder phase: a LoRA on those VAE decoder layers (B = 0), AdamW for decoder_steps
-                    so that decode(item latents) reproduces the items (L1 in the VAE's [-1, 1] input
-                    space); it stays applied (frozen) for the rest, so previews show the look
+    [decoder_targets] the decoder phase: a LoRA on those VAE decoder layers (B = 0), AdamW for decoder_steps:
+                    "reconstruct": decode(item latents) reproduces the items (L1 in the VAE's [-1, 1]
+                    input space); "colour": decode(the base's own sample of item i's caption) takes item
+                    i's colours (colour_match_loss); it stays applied (frozen) for the rest, so previews
+                    show the look
     [subject] prior samples: the base model's own latents for the captions without the trigger
     LoRA (peft inject_adapter_in_model, B = 0: the model starts as the base) on config.target_modules
     for each step:  z = a batch of item latents;  t, eps from one seeded generator
@@ -266,6 +268,66 @@ def train_decoder(
     return losses
 
 
+COLOUR_DIRECTIONS = 32  # random directions of RGB per step of the colour objective's sliced Wasserstein
+COLOUR_QUANTILES = 256  # quantiles compared along each direction
+
+
+def colour_match_loss(out: torch.Tensor, target: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Sliced Wasserstein-1 between the colours of out [B, 3, ...] and target [B, 3, ...], pair by pair.
+
+    Each pair's pixels (any arrangement, any count) are projected on directions [P, 3]; per direction the
+    distance of the two 1-D distributions is the mean absolute difference of their COLOUR_QUANTILES
+    quantiles (sorted values picked at the quantiles' ranks, so gradients reach the picked pixels). Mean
+    over directions and pairs: 0 exactly when the two pixel sets have the same colours in any arrangement.
+    """
+    q = (torch.arange(COLOUR_QUANTILES, dtype=torch.float64) + 0.5) / COLOUR_QUANTILES
+    total = out.new_zeros(())
+    for a, b in zip(out, target, strict=True):
+        pa = a.reshape(3, -1).T.float() @ directions.T  # [N, P]
+        pb = b.reshape(3, -1).T.float().to(pa.device) @ directions.T
+        sa = pa.sort(dim=0).values[(q * pa.shape[0]).long()]
+        sb = pb.sort(dim=0).values[(q * pb.shape[0]).long()]
+        total = total + (sa - sb).abs().mean()
+    return total / len(out)
+
+
+def train_decoder_colour(
+    pipe: Any,
+    params: dict[str, tuple[nn.Parameter, nn.Parameter]],
+    samples: torch.Tensor,
+    pixels: torch.Tensor,
+    train: AdapterTrainConfig,
+    progress: bool = True,
+) -> list[float]:
+    """The decoder phase's "colour" objective: AdamW on `params` for train.decoder_steps steps of
+    colour_match_loss(decode(sample i), item i's frames) over batches of train.decoder_batch pairs (seeded
+    order; fresh seeded directions every step). samples [N, F, C, h, w]: the base's latents of the items'
+    captions (their first DECODER_LATENT_FRAMES decoded); pixels [N, 3, T, H, W]: the items, VAE space."""
+    from tqdm.auto import tqdm
+
+    flat = [p for ab in params.values() for p in ab]
+    for p in flat:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(flat, lr=train.decoder_learning_rate, weight_decay=0.0)
+    sampler = SeededSampler(len(samples), train.seed + 2)
+    gen = torch.Generator().manual_seed(train.seed + 3)
+    keep = min(DECODER_LATENT_FRAMES, samples.shape[1] - (samples.shape[1] + 1) % 2)  # odd
+    losses = []
+    for _ in tqdm(range(train.decoder_steps), desc="decoder LoRA (colour)", disable=not progress):
+        idx = sampler.next_indices(train.decoder_batch)
+        out = decode_for_training(pipe, samples[idx, :keep])
+        directions = torch.randn(COLOUR_DIRECTIONS, 3, generator=gen)
+        directions = (directions / directions.norm(dim=1, keepdim=True)).to(out.device)
+        loss = colour_match_loss(out, pixels[idx], directions)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    for p in flat:
+        p.requires_grad_(False)
+    return losses
+
+
 def _encode_items(pipe: Any, items: list[Item]) -> torch.Tensor:
     """[N, F, C, h, w] scaled latents (the VAE's mode, as the pipeline encodes plates), CPU float32."""
     from ..conform import convert
@@ -363,6 +425,13 @@ def train_adapter(
         raise AdapterError(f"kind: training needs 'style' or 'subject', got {config.kind!r}")
     if not config.base_model:
         config = AdapterConfig(**{**config.to_dict(), "base_model": describe_base(pipe)})
+    if config.decoder_targets and config.target_modules and train.decoder_objective == "colour":
+        raise AdapterError(
+            "decoder_objective 'colour' learns the look in the decoder alone, and a transformer LoRA "
+            f"({len(config.target_modules)} target_modules) would learn it again from the items' latents, so "
+            "shots would take it twice: train the decoder alone (no target_modules) or use the "
+            "'reconstruct' objective"
+        )
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise AdapterError(f"{out_dir}: expected a folder for the adapter, got a file")
@@ -386,11 +455,19 @@ def train_adapter(
                     b.copy_(state["decoder_lora"][f"{DECODER_PREFIX}{name}.lora_B.weight"])
         elif decoder_params:
             t_dec = time.perf_counter()
-            decoder_losses = train_decoder(
-                pipe, decoder_params, latents, _item_pixels(pipe, items), train, progress
-            )
+            pixels = _item_pixels(pipe, items)
+            if train.decoder_objective == "colour":
+                captions = [without_trigger(i.caption, config.trigger) for i in items]
+                samples, _ = _prior_latents(
+                    pipe, captions, train.decoder_samples or len(items), train.decoder_sample_steps
+                )
+                pixels = pixels[torch.arange(len(samples)) % len(items)]  # sample i is of item i % N
+                decoder_losses = train_decoder_colour(pipe, decoder_params, samples, pixels, train, progress)
+            else:
+                decoder_losses = train_decoder(pipe, decoder_params, latents, pixels, train, progress)
             log.info(
-                "decoder LoRA: %d steps in %.1f s, L1 %.4f -> %.4f",
+                "decoder LoRA (%s): %d steps in %.1f s, loss %.4f -> %.4f",
+                train.decoder_objective,
                 train.decoder_steps,
                 time.perf_counter() - t_dec,
                 decoder_losses[0] if decoder_losses else float("nan"),
