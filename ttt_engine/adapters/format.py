@@ -7,7 +7,7 @@ reads its alpha) and our config (`ttt_studio.adapter`), so the server can take a
 `save_adapter` writes that file as `pytorch_lora_weights.safetensors` in a folder, with `adapter_config.json`
 beside it for people to read.
 
-A style adapter may also hold a LoRA of the VAE decoder (config.decoder_targets), in the same file under
+An adapter may also hold a LoRA of the VAE decoder (config.decoder_targets), in the same file under
 `vae.decoder.<module>.lora_A.weight` / `.lora_B.weight` (conv LoRAs as peft shapes them: A [rank, in, k...],
 B [out, rank, 1...]). diffusers' CogVideoX `load_lora_weights` loads the `transformer.` keys and leaves
 these alone (tests/adapters/test_adapter_diffusers.py); the sha256 covers both parts.
