@@ -32,7 +32,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -233,6 +233,44 @@ def decode_for_training(pipe: Any, latents: torch.Tensor) -> torch.Tensor:
     return pipe.vae.decode(z).sample
 
 
+def _decoded_prefix(latents: torch.Tensor) -> int:
+    """How many leading latent frames the decoder phase decodes: DECODER_LATENT_FRAMES, or fewer, odd."""
+    return min(DECODER_LATENT_FRAMES, latents.shape[1] - (latents.shape[1] + 1) % 2)
+
+
+def _fit_decoder(
+    pipe: Any,
+    params: dict[str, tuple[nn.Parameter, nn.Parameter]],
+    latents: torch.Tensor,
+    train: AdapterTrainConfig,
+    batch_loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    desc: str,
+    progress: bool,
+) -> list[float]:
+    """The decoder phase's loop, one per objective: AdamW on `params` for train.decoder_steps steps over
+    batches of train.decoder_batch latents (seeded order), each decoded (its _decoded_prefix) with gradients
+    and scored by batch_loss(decoded, batch indices). Returns the loss of every step."""
+    from tqdm.auto import tqdm
+
+    flat = [p for ab in params.values() for p in ab]
+    for p in flat:
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(flat, lr=train.decoder_learning_rate, weight_decay=0.0)
+    sampler = SeededSampler(len(latents), train.seed + 2)
+    latents = latents[:, : _decoded_prefix(latents)]
+    losses = []
+    for _ in tqdm(range(train.decoder_steps), desc=desc, disable=not progress):
+        idx = sampler.next_indices(train.decoder_batch)
+        loss = batch_loss(decode_for_training(pipe, latents[idx]), idx)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    for p in flat:
+        p.requires_grad_(False)
+    return losses
+
+
 def train_decoder(
     pipe: Any,
     params: dict[str, tuple[nn.Parameter, nn.Parameter]],
@@ -241,31 +279,14 @@ def train_decoder(
     train: AdapterTrainConfig,
     progress: bool = True,
 ) -> list[float]:
-    """The decoder phase: AdamW on `params` for train.decoder_steps steps of L1(decode(z), pixels) over
-    batches of train.decoder_batch items (seeded order), z the first DECODER_LATENT_FRAMES latent frames
-    and pixels the frames they decode to. Returns the loss of every step."""
-    from tqdm.auto import tqdm
+    """The decoder phase's "reconstruct" objective: L1(decode(z), pixels), z an item's first latent frames
+    (_decoded_prefix) and pixels the frames they decode to (_fit_decoder's loop). Returns every step's loss."""
+    pixels = pixels[:, :, : 1 + pipe.temporal_factor * (_decoded_prefix(latents) - 1)]
 
-    flat = [p for ab in params.values() for p in ab]
-    for p in flat:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(flat, lr=train.decoder_learning_rate, weight_decay=0.0)
-    sampler = SeededSampler(len(latents), train.seed + 2)
-    keep = min(DECODER_LATENT_FRAMES, latents.shape[1] - (latents.shape[1] + 1) % 2)  # odd
-    latents = latents[:, :keep]
-    pixels = pixels[:, :, : 1 + pipe.temporal_factor * (keep - 1)]
-    losses = []
-    for _ in tqdm(range(train.decoder_steps), desc="decoder LoRA", disable=not progress):
-        idx = sampler.next_indices(train.decoder_batch)
-        out = decode_for_training(pipe, latents[idx])
-        loss = (out.float() - pixels[idx].to(out.device)).abs().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    for p in flat:
-        p.requires_grad_(False)
-    return losses
+    def l1(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return (out.float() - pixels[idx].to(out.device)).abs().mean()
+
+    return _fit_decoder(pipe, params, latents, train, l1, "decoder LoRA", progress)
 
 
 COLOUR_DIRECTIONS = 32  # random directions of RGB per step of the colour objective's sliced Wasserstein
@@ -299,33 +320,17 @@ def train_decoder_colour(
     train: AdapterTrainConfig,
     progress: bool = True,
 ) -> list[float]:
-    """The decoder phase's "colour" objective: AdamW on `params` for train.decoder_steps steps of
-    colour_match_loss(decode(sample i), item i's frames) over batches of train.decoder_batch pairs (seeded
-    order; fresh seeded directions every step). samples [N, F, C, h, w]: the base's latents of the items'
-    captions (their first DECODER_LATENT_FRAMES decoded); pixels [N, 3, T, H, W]: the items, VAE space."""
-    from tqdm.auto import tqdm
-
-    flat = [p for ab in params.values() for p in ab]
-    for p in flat:
-        p.requires_grad_(True)
-    opt = torch.optim.AdamW(flat, lr=train.decoder_learning_rate, weight_decay=0.0)
-    sampler = SeededSampler(len(samples), train.seed + 2)
+    """The decoder phase's "colour" objective: colour_match_loss(decode(sample i), item i's frames), fresh
+    seeded directions every step (_fit_decoder's loop). samples [N, F, C, h, w]: the base's latents of the
+    items' captions; pixels [N, 3, T, H, W]: the items, VAE space. Returns every step's loss."""
     gen = torch.Generator().manual_seed(train.seed + 3)
-    keep = min(DECODER_LATENT_FRAMES, samples.shape[1] - (samples.shape[1] + 1) % 2)  # odd
-    losses = []
-    for _ in tqdm(range(train.decoder_steps), desc="decoder LoRA (colour)", disable=not progress):
-        idx = sampler.next_indices(train.decoder_batch)
-        out = decode_for_training(pipe, samples[idx, :keep])
+
+    def colours(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         directions = torch.randn(COLOUR_DIRECTIONS, 3, generator=gen)
         directions = (directions / directions.norm(dim=1, keepdim=True)).to(out.device)
-        loss = colour_match_loss(out, pixels[idx], directions)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    for p in flat:
-        p.requires_grad_(False)
-    return losses
+        return colour_match_loss(out, pixels[idx], directions)
+
+    return _fit_decoder(pipe, params, samples, train, colours, "decoder LoRA (colour)", progress)
 
 
 def _encode_items(pipe: Any, items: list[Item]) -> torch.Tensor:
