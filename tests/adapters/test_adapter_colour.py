@@ -156,6 +156,11 @@ def test_each_kind_trains_its_recorded_recipe_unless_told_otherwise() -> None:
     assert config.target_modules == KIND_DEFAULTS["subject"].target_modules
     assert "ff.net.2" in config.target_modules
     assert config.decoder_targets == DECODER_SUBJECT_TARGETS and train.decoder_objective == "reconstruct"
+    assert train.decoder_focus == KIND_DEFAULTS["subject"].decoder_focus > 0
+    _, train = adapter_cli.train_configs(_train_args("--kind", "subject", "--decoder-focus", "0"))
+    assert train.decoder_focus == 0
+    _, train = adapter_cli.train_configs(_train_args("--kind", "subject", "--decoder-objective", "colour"))
+    assert train.decoder_focus == 0  # the subject's focus weighs its own objective's pixels only
     config, train = adapter_cli.train_configs(
         _train_args(
             "--kind",
@@ -168,6 +173,8 @@ def test_each_kind_trains_its_recorded_recipe_unless_told_otherwise() -> None:
         )
     )
     assert config.target_modules == ("attn1.to_q",) and config.decoder_targets == ()
-    assert train.decoder_objective == "reconstruct"
+    assert train.decoder_objective == "reconstruct" and train.decoder_focus == 0
+    with pytest.raises(AdapterError, match="decoder_focus"):
+        adapter_cli.train_configs(_train_args("--kind", "style", "--decoder-focus", "2"))
     with pytest.raises(AdapterError, match="decoder_samples"):
         adapter_cli.train_configs(_train_args("--kind", "style", "--decoder-samples", "-2"))

@@ -21,7 +21,16 @@ from ttt_engine.adapters import (
     make_adapter,
     save_adapter,
 )
-from ttt_engine.adapters.train import _encode_items, _item_pixels, decoder_lora, train_adapter, train_decoder
+from ttt_engine.adapters.train import (
+    _decoded_prefix,
+    _encode_items,
+    _item_pixels,
+    decode_for_training,
+    decoder_lora,
+    focus_weights,
+    train_adapter,
+    train_decoder,
+)
 from ttt_engine.pipeline.video_pipeline import VideoPipeline
 
 from .helpers import TARGETS, random_decoder_state, random_lora_state
@@ -188,3 +197,52 @@ def test_train_with_decoder_targets_saves_both_parts_and_resumes(folder, tmp_pat
         "vae.decoder.conv_out.conv.lora_A.weight",
         "vae.decoder.conv_out.conv.lora_B.weight",
     }
+
+
+def _patched_base(pipe: VideoPipeline, latents: torch.Tensor) -> tuple[torch.Tensor, tuple[slice, ...]]:
+    """The base decoder's own output of latents' decoded prefix, with a violet patch it never drew."""
+    with torch.no_grad():
+        pixels = decode_for_training(pipe, latents[:, : _decoded_prefix(latents)]).float()
+    patch = (slice(None), slice(None), slice(None), slice(2, 8), slice(3, 9))
+    pixels[patch] = torch.tensor([0.6, -0.8, 0.9])[None, :, None, None, None]
+    return pixels, patch
+
+
+def test_focus_weights_weigh_where_the_base_decoder_errs() -> None:
+    pipe = tiny_pipe()
+    latents = _latents(pipe)
+    pixels, patch = _patched_base(pipe, latents)
+    weights = focus_weights(pipe, latents, pixels, AdapterTrainConfig(decoder_focus=4.0, decoder_batch=1))
+    assert weights.shape == (1, 1, *pixels.shape[2:])
+    torch.testing.assert_close(weights.mean(), torch.tensor(1.0))
+    inside = torch.zeros_like(weights, dtype=torch.bool)
+    inside[patch] = True
+    assert weights[~inside].max() < 1e-3 + weights[~inside].min()  # the base draws it all: one weight
+    assert weights[inside].min() > 5 * weights[~inside].max()
+
+
+def test_focus_makes_the_decoder_phase_fit_what_the_base_cannot_draw() -> None:
+    pipe = tiny_pipe()
+    latents = _latents(pipe)
+    pixels, patch = _patched_base(pipe, latents)
+    config = _config(("up_blocks.2.resnets.1.conv2.conv", "conv_out.conv"), ())
+    patch_error = {}
+    for focus in (0.0, 8.0):
+        train = AdapterTrainConfig(
+            decoder_steps=10, decoder_learning_rate=1e-2, decoder_batch=1, decoder_focus=focus
+        )
+        with decoder_lora(pipe.vae, config, train) as params:
+            losses = train_decoder(pipe, params, latents, pixels, train, progress=False)
+            with torch.no_grad():
+                out = decode_for_training(pipe, latents[:, : _decoded_prefix(latents)]).float()
+        patch_error[focus] = float((out - pixels)[patch].abs().mean())
+    assert losses[-1] < losses[0], losses  # the focused loss itself falls
+    assert patch_error[8.0] < 0.5 * patch_error[0.0], patch_error
+
+
+def test_focus_settings_are_checked() -> None:
+    with pytest.raises(AdapterError, match="decoder_focus.*-1"):
+        AdapterTrainConfig(decoder_focus=-1.0)
+    with pytest.raises(AdapterError, match="decoder_focus.*'colour'"):
+        AdapterTrainConfig(decoder_focus=2.0, decoder_objective="colour")
+    assert AdapterTrainConfig.from_dict(AdapterTrainConfig(decoder_focus=2.0).to_dict()).decoder_focus == 2.0

@@ -80,6 +80,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "items' latents decode back to the items (default: colour for style, reconstruct for subject)",
     )
     t.add_argument(
+        "--decoder-focus",
+        type=float,
+        help="reconstruct only: how much more the pixels the base decoder draws wrong weigh (0: plain L1; "
+        "default: the kind's)",
+    )
+    t.add_argument(
         "--decoder-samples",
         type=int,
         default=_TRAIN_DEFAULTS.decoder_samples,
@@ -150,6 +156,10 @@ def train_configs(args: argparse.Namespace) -> tuple[AdapterConfig, AdapterTrain
         kind=args.kind,
         trigger=args.trigger,
     )
+    objective = args.decoder_objective or kind.decoder_objective
+    focus = args.decoder_focus
+    if focus is None:  # the kind's focus weighs its own objective's pixels
+        focus = kind.decoder_focus if objective == kind.decoder_objective else 0.0
     train = AdapterTrainConfig(
         learning_rate=args.lr,
         steps=args.steps,
@@ -164,7 +174,8 @@ def train_configs(args: argparse.Namespace) -> tuple[AdapterConfig, AdapterTrain
         decoder_steps=args.decoder_steps,
         decoder_learning_rate=args.decoder_lr,
         decoder_batch=args.decoder_batch,
-        decoder_objective=args.decoder_objective or kind.decoder_objective,
+        decoder_objective=objective,
+        decoder_focus=focus,
         decoder_samples=args.decoder_samples,
         decoder_sample_steps=args.decoder_sample_steps,
     )

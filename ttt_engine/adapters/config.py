@@ -32,6 +32,11 @@ DECODER_SUBJECT_TARGETS: tuple[str, ...] = (
     "conv_out.conv",
 )
 
+# and weighs the pixels the base decoder draws wrong (the subject, a few percent of each frame) this much more
+# (AdapterTrainConfig.decoder_focus): with it the decoder LoRA draws the zorp in 12 of 12 held-out renders,
+# without it in 8 (docs/benchmarks.md, "Adapters (issue 24)")
+SUBJECT_DECODER_FOCUS = 4.0
+
 
 @dataclass(frozen=True)
 class KindDefaults:
@@ -40,6 +45,7 @@ class KindDefaults:
     target_modules: tuple[str, ...]
     decoder_targets: tuple[str, ...]
     decoder_objective: str
+    decoder_focus: float = 0.0
 
 
 KIND_DEFAULTS: dict[str, KindDefaults] = {
@@ -47,7 +53,10 @@ KIND_DEFAULTS: dict[str, KindDefaults] = {
     "style": KindDefaults((), DECODER_STYLE_TARGETS, "colour"),
     # new content: attention and MLP of the transformer, and a decoder that can draw it
     "subject": KindDefaults(
-        (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2"), DECODER_SUBJECT_TARGETS, "reconstruct"
+        (*DEFAULT_TARGETS, "ff.net.0.proj", "ff.net.2"),
+        DECODER_SUBJECT_TARGETS,
+        "reconstruct",
+        decoder_focus=SUBJECT_DECODER_FOCUS,
     ),
 }
 
@@ -186,6 +195,9 @@ class AdapterTrainConfig:
     Wasserstein-1 between the two pixel sets, `colour_match_loss`): the look learnt as a mapping of the
     shots the base generates, which keep their content, where "reconstruct" learns to draw the encoder's
     latents of the look, which the base never generates (docs/benchmarks.md, "Adapters (issue 24)").
+    decoder_focus: "reconstruct" only: how much more a pixel weighs where the base decoder's own
+    reconstruction errs (`train.focus_weights`; 0: plain L1). A subject's new colours are a few percent
+    of each frame, and plain L1 spends the phase on the background the base already draws.
     decoder_samples: base samples for "colour" (0: one per item, seeds 0..; each a full guided sample, so
     on a CPU the costliest part of the phase), decoder_sample_steps their sampling steps (None: the model's;
     10, the recorded run's: colours settle long before details do).
@@ -206,6 +218,7 @@ class AdapterTrainConfig:
     decoder_learning_rate: float = 1e-2
     decoder_batch: int = 2
     decoder_objective: str = "reconstruct"
+    decoder_focus: float = 0.0
     decoder_samples: int = 0
     decoder_sample_steps: int | None = 10
 
@@ -226,6 +239,11 @@ class AdapterTrainConfig:
         if self.decoder_objective not in DECODER_OBJECTIVES:
             raise AdapterError(
                 f"decoder_objective: expected one of {list(DECODER_OBJECTIVES)}, got {self.decoder_objective!r}"
+            )
+        if _finite(self.decoder_focus, "decoder_focus") and self.decoder_objective != "reconstruct":
+            raise AdapterError(
+                f"decoder_focus weighs the 'reconstruct' objective's pixels; decoder_objective "
+                f"{self.decoder_objective!r} takes none (set decoder_focus to 0)"
             )
         _finite(self.prior_weight, "prior_weight")
         for name in ("prior_steps", "decoder_sample_steps"):

@@ -299,6 +299,7 @@ class SubjectRun:
     decoder_steps: int = AdapterTrainConfig.decoder_steps
     decoder_learning_rate: float = AdapterTrainConfig.decoder_learning_rate
     decoder_batch: int = AdapterTrainConfig.decoder_batch
+    decoder_focus: float = KIND_DEFAULTS["subject"].decoder_focus
     storyboards: int = 12
     scale: float = 1.0
     threads: int = 1  # see StyleRun.threads
@@ -346,6 +347,7 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
         decoder_learning_rate=run.decoder_learning_rate,
         decoder_batch=run.decoder_batch,
         decoder_objective=KIND_DEFAULTS["subject"].decoder_objective,
+        decoder_focus=run.decoder_focus,
     )
     t0, cpu0 = time.perf_counter(), time.process_time()
     result = train_adapter(material, run.out / "adapter", pipe, config, train, progress=True)
@@ -501,6 +503,12 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     _add_decoder_arguments(subject, SubjectRun)
+    subject.add_argument(
+        "--decoder-focus",
+        type=float,
+        default=SubjectRun.decoder_focus,
+        help="how much more the pixels the base decoder draws wrong weigh in the decoder phase (0: plain L1)",
+    )
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.which == "subject":

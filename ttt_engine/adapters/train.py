@@ -3,7 +3,8 @@
     items (data.py) -> latents (the model's VAE, once)      captions -> text embeddings (once, frozen)
     [decoder_targets] the decoder phase: a LoRA on those VAE decoder layers (B = 0), AdamW for decoder_steps:
                     "reconstruct": decode(item latents) reproduces the items (L1 in the VAE's [-1, 1]
-                    input space); "colour": decode(the base's own sample of item i's caption) takes item
+                    input space, each pixel weighted by the base decoder's own error there when
+                    decoder_focus > 0); "colour": decode(the base's own sample of item i's caption) takes item
                     i's colours (colour_match_loss); it stays applied (frozen) for the rest, so previews
                     show the look
     [subject] prior samples: the base model's own latents for the captions without the trigger
@@ -271,6 +272,26 @@ def _fit_decoder(
     return losses
 
 
+def focus_weights(
+    pipe: Any, latents: torch.Tensor, pixels: torch.Tensor, train: AdapterTrainConfig
+) -> torch.Tensor:
+    """Per-pixel weights [N, 1, T, H, W] of the "reconstruct" loss, mean 1: 1 + decoder_focus * e / mean(e),
+    normalised, where e is the base decoder's own L1 error at that pixel (channels averaged). A subject the
+    base decoder cannot draw is a few percent of the frame; weighting by the base's error puts the phase's
+    gradient there instead of on the background the base already draws."""
+    prefix = _decoded_prefix(latents)
+    with torch.no_grad():
+        base = torch.cat(
+            [
+                decode_for_training(pipe, latents[i : i + train.decoder_batch, :prefix]).float().cpu()
+                for i in range(0, len(latents), train.decoder_batch)
+            ]
+        )
+    err = (base - pixels).abs().mean(dim=1, keepdim=True)
+    weights = 1.0 + train.decoder_focus * err / err.mean().clamp_min(1e-8)
+    return weights / weights.mean()
+
+
 def train_decoder(
     pipe: Any,
     params: dict[str, tuple[nn.Parameter, nn.Parameter]],
@@ -280,11 +301,14 @@ def train_decoder(
     progress: bool = True,
 ) -> list[float]:
     """The decoder phase's "reconstruct" objective: L1(decode(z), pixels), z an item's first latent frames
-    (_decoded_prefix) and pixels the frames they decode to (_fit_decoder's loop). Returns every step's loss."""
+    (_decoded_prefix) and pixels the frames they decode to (_fit_decoder's loop), each pixel weighted by
+    focus_weights (train.decoder_focus). Returns every step's loss."""
     pixels = pixels[:, :, : 1 + pipe.temporal_factor * (_decoded_prefix(latents) - 1)]
+    weights = focus_weights(pipe, latents, pixels, train) if train.decoder_focus else None
 
     def l1(out: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-        return (out.float() - pixels[idx].to(out.device)).abs().mean()
+        err = (out.float() - pixels[idx].to(out.device)).abs()
+        return err.mean() if weights is None else (err * weights[idx].to(out.device)).mean()
 
     return _fit_decoder(pipe, params, latents, train, l1, "decoder LoRA", progress)
 
