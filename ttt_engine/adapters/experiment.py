@@ -1,7 +1,7 @@
 """The style and subject must-shows of issue #24, as reproducible runs:
 
     python -m ttt_engine.adapters.experiment style --out runs/adapter-style --strip docs/adapter_style.png
-    python -m ttt_engine.adapters.experiment subject --out runs/adapter-subject
+    python -m ttt_engine.adapters.experiment subject --out runs/adapter-subject --strip docs/adapter_subject.png
 
 Style:
 
@@ -25,7 +25,9 @@ through the model's VAE as they are and in the grade; their colour distance to t
 
 Subject: 1. renders stills of the "zorp" (world.EXTRA_CHARACTERS: a sprite no base dataset holds) alone in
 the toon world's sets, captioned with the trigger word ("A wide shot of the garden. A zorp runs left.",
-toonworld/extras.py); 2. trains a subject adapter (prior preservation on) on them; 3. generates held-out
+toonworld/extras.py); 2. trains a subject adapter on them (the subject kind's recipe: a decoder LoRA that
+learns to draw the stills' latents back, weighted to the pixels the base decoder draws wrong, then a
+transformer LoRA with prior preservation); 3. generates held-out
 one-segment storyboards of the same kind (other seeds) with the adapter, the same storyboards with the
 trigger word taken out with the adapter, and the trigger storyboards with the base; 4. counts the segments
 in which the zorp detector (eval/detectors.py `character_present`) finds it, per arm, and in the held-out
@@ -283,21 +285,21 @@ class SubjectRun:
     trigger: str = SUBJECT
     stills: int = 40
     clips: int = 0  # one-segment clips of the zorp moving (toonworld/extras.py write_extra_clips)
-    # 80 steps and 8 prior samples: the recorded run's, what fitted 15 minutes of training on the loaded
-    # 2-core machine (a step with its prior batch took 7.5 s, a prior sample 28 s)
-    steps: int = 80
+    # the recorded run's: 360 steps with 8 prior samples of 10 sampling steps (cheap priors) after a decoder
+    # phase at lr 2e-2 weighted to the subject; 32 minutes of training on the idle 2-core CPU
+    steps: int = 360
     rank: int = AdapterConfig.rank
     learning_rate: float = AdapterTrainConfig.learning_rate
     batch: int = AdapterTrainConfig.batch
     text_dropout: float = AdapterTrainConfig.text_dropout
     prior_samples: int = 8
-    prior_steps: int | None = None  # None: the model's 25 (the recorded run); fewer make priors cheap
+    prior_steps: int | None = 10  # None: the model's 25
     targets: tuple[str, ...] = KIND_DEFAULTS["subject"].target_modules
     # the decoder phase ("reconstruct"): the shipped VAE draws the zorp's violet back grey-blue, so no
     # transformer LoRA alone can make the detector find it (the run's `vae_round_trip` arm shows it)
     decoder_targets: tuple[str, ...] = KIND_DEFAULTS["subject"].decoder_targets
     decoder_steps: int = AdapterTrainConfig.decoder_steps
-    decoder_learning_rate: float = AdapterTrainConfig.decoder_learning_rate
+    decoder_learning_rate: float = 2e-2
     decoder_batch: int = AdapterTrainConfig.decoder_batch
     decoder_focus: float = KIND_DEFAULTS["subject"].decoder_focus
     storyboards: int = 12
