@@ -40,3 +40,15 @@ def test_style_ceiling_scores_the_graded_renders_through_the_vae(tmp_path, capsy
     assert figures["adherence"]["graded_no_vae"] == 1.0  # undoing the grade is exact on the renders
     distance = figures["colour_distance"]
     assert distance["vae_graded"] < distance["vae"], figures  # the graded renders are nearer the look
+
+
+def test_set_mask_leaves_a_margin_around_the_matte() -> None:
+    import numpy as np
+
+    from ttt_engine.adapters.experiment import _dilate
+
+    matte = np.zeros((2, 9, 9), bool)
+    matte[1, 4, 4] = True
+    grown = _dilate(matte, 2)
+    assert not grown[0].any()  # frame by frame
+    assert grown[1].sum() == 25 and grown[1, 2:7, 2:7].all()

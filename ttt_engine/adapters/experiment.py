@@ -118,6 +118,18 @@ def _strip(path: Path, rows: list[tuple[np.ndarray, np.ndarray, np.ndarray]]) ->
     return path
 
 
+SET_MARGIN = 2  # px around a character's matte left out of the sets' error (the VAE blurs its edges)
+
+
+def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    """mask [..., H, W] grown by px pixels in each direction (a square neighbourhood)."""
+    out = mask.copy()
+    for dy in range(-px, px + 1):
+        for dx in range(-px, px + 1):
+            out |= np.roll(mask, (dy, dx), axis=(-2, -1))
+    return out
+
+
 def _through_vae(pipe: Any, frames: np.ndarray) -> np.ndarray:
     """Display frames [T, H, W, 3] -> the model VAE's round trip of them, with a generated video's leading
     frame (as `compare`'s vae-round-trip arm cuts them): [T + 1, H, W, 3] display values."""
@@ -317,7 +329,7 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
     from ..storyboard import Segment, Storyboard
     from ..toonworld.dataset import load_frames
     from ..toonworld.extras import extra_caption, extra_segment, write_extra_clips, write_extra_stills
-    from ..toonworld.render import render_segment
+    from ..toonworld.render import render_segment_and_matte
     from . import applied
     from .data import without_trigger
     from .train import train_adapter
@@ -383,16 +395,21 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
             hits[arm].append(character_present(shown, SUBJECT))
             mids[arm].append(shown[len(shown) // 2])
     # the bound of any transformer LoRA: the held-out shots as the toon world renders them, through the VAE
-    # as it is and with the adapter's decoder LoRA (which is all the adapter changes there)
+    # as it is and with the adapter's decoder LoRA (which is all the adapter changes there); and what the
+    # decoder LoRA costs the sets: the round trip's error away from the zorp
+    set_error: dict[str, list[float]] = {}
     for i in range(run.storyboards):
         seg = extra_segment(SUBJECT, SUBJECT_EVAL_SEED + i)
-        rendered = render_segment(seg, height, width, fps=int(pipe.fps))
-        hits.setdefault("vae_round_trip", []).append(
-            character_present(_through_vae(pipe, rendered)[1:], SUBJECT)
-        )
-        with applied(pipe.transformer, [(adapter, run.scale)], vae=pipe.vae):
-            drawn = _through_vae(pipe, rendered)[1:]
-        hits.setdefault("vae_round_trip_adapter_decoder", []).append(character_present(drawn, SUBJECT))
+        rendered, matte = render_segment_and_matte(seg, height, width, fps=int(pipe.fps))
+        sets = ~_dilate(matte, SET_MARGIN)
+        for arm, adapters in (
+            ("vae_round_trip", []),
+            ("vae_round_trip_adapter_decoder", [(adapter, run.scale)]),
+        ):
+            with applied(pipe.transformer, adapters, vae=pipe.vae):
+                drawn = _through_vae(pipe, rendered)[1:]
+            hits.setdefault(arm, []).append(character_present(drawn, SUBJECT))
+            set_error.setdefault(arm, []).append(float(np.abs(drawn - rendered)[sets].mean()))
     rates = {k: round(float(np.mean(v)), 3) for k, v in hits.items()}
     figures = {
         "run": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()},
@@ -403,6 +420,7 @@ def subject_experiment(run: SubjectRun) -> dict[str, Any]:
         "eval_seconds": round(time.perf_counter() - t1, 1),
         "final_loss": result.losses[-1] if result.losses else None,
         "hit_rate": rates,
+        "set_l1": {k: round(float(np.mean(v)), 4) for k, v in set_error.items()},
         "hits": {k: [bool(h) for h in v] for k, v in hits.items()},
         "captions": captions,
         "cases": len(captions),
