@@ -32,8 +32,8 @@ DECODER_SUBJECT_TARGETS: tuple[str, ...] = (
     "conv_out.conv",
 )
 
-# and weighs the pixels the base decoder draws wrong (the subject, a few percent of each frame) this much more
-# (AdapterTrainConfig.decoder_focus): with it the decoder LoRA draws the zorp in 12 of 12 held-out renders,
+# A subject's decoder phase weighs the pixels the base decoder draws wrong (the subject, a few percent of each
+# frame) this much more (AdapterTrainConfig.decoder_focus): with it the decoder LoRA draws the zorp in 12 of 12 held-out renders,
 # without it in 8 (docs/benchmarks.md, "Adapters (issue 24)")
 SUBJECT_DECODER_FOCUS = 4.0
 

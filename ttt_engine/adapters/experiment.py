@@ -122,7 +122,8 @@ SET_MARGIN = 2  # px around a character's matte left out of the sets' error (the
 
 
 def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
-    """mask [..., H, W] grown by px pixels in each direction (a square neighbourhood)."""
+    """mask [..., H, W] grown by px pixels in each direction (a square neighbourhood; it wraps at the frame's
+    edges, which only leaves a few more pixels out of the sets there)."""
     out = mask.copy()
     for dy in range(-px, px + 1):
         for dx in range(-px, px + 1):
